@@ -1,0 +1,243 @@
+"""The generic Backend: array-API-standard math plus the hatches the standard lacks.
+
+Every method here uses only ``self.xp`` calls from the Python array API standard, so it
+runs unchanged on NumPy, array-api-strict and CuPy. Device backends subclass it and
+override only the hot operations (see ``backends/numpy.py`` and ``backends/cupy.py``).
+Layers and optimizers call these methods and never ask which device they are on.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_DTYPE_NAMES = ("float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool")
+
+
+class DeviceError(RuntimeError):
+    """An array lives on another device than the one a layer, loss or optimizer expects."""
+
+
+class Backend:
+    """One device's array namespace and the operations layers need beyond it.
+
+    Attributes:
+        xp: the array namespace (``numpy``, ``array_api_strict`` or ``cupy``).
+        name: backend family, ``"numpy"``, ``"strict"`` or ``"cupy"``.
+        device: the device string users pass, e.g. ``"cpu"``, ``"strict"``, ``"cuda:0"``.
+        cheap_sync: True where reading a value back to the host costs nothing (CPU).
+            Layers and losses use it to decide whether to run data-dependent checks
+            (label range, finite loss) on every call.
+    """
+
+    xp = None
+    name = "generic"
+    device = "generic"
+    cheap_sync = True
+
+    def __init__(self, seed: int | None = None):
+        self._rng = np.random.default_rng(seed)
+
+    def __repr__(self) -> str:
+        return f"Backend({self.device!r})"
+
+    # ------------------------------------------------------------------ dtypes, arrays
+    def dtype(self, dtype):
+        """Resolve ``"float32"``, ``numpy.float32`` or an xp dtype to this backend's dtype."""
+        if dtype is None:
+            return self.xp.float32
+        if isinstance(dtype, str):
+            name = dtype
+        else:
+            name = dtype_name(dtype)
+        if name not in _DTYPE_NAMES:
+            raise TypeError(f"unsupported dtype {dtype!r}; expected one of {', '.join(_DTYPE_NAMES)}")
+        return getattr(self.xp, name)
+
+    def owns(self, x) -> bool:
+        """True when ``x`` is an array of this backend (and device)."""
+        raise NotImplementedError
+
+    def asarray(self, x, dtype=None):
+        """Host data (NumPy array, list, scalar) or an own array -> array on this device.
+
+        Arrays of another device are refused: use ``tensornet.to_device`` to move them.
+        """
+        if hasattr(x, "__array_namespace__") or hasattr(x, "__cuda_array_interface__"):
+            if not isinstance(x, np.ndarray) and not self.owns(x):
+                raise DeviceError(
+                    f"asarray on {self.device!r} got an array on {device_of(x)!r}; "
+                    f"move it first with tensornet.to_device(x, {self.device!r})")
+        if dtype is not None:
+            dtype = self.dtype(dtype)
+        return self.xp.asarray(x, dtype=dtype)
+
+    def to_numpy(self, x) -> np.ndarray:
+        """Copy an array of this backend to a host NumPy array."""
+        return np.asarray(x)
+
+    def zeros(self, shape, dtype=None):
+        return self.xp.zeros(shape, dtype=self.dtype(dtype))
+
+    def ones(self, shape, dtype=None):
+        return self.xp.ones(shape, dtype=self.dtype(dtype))
+
+    def empty(self, shape, dtype=None):
+        return self.xp.empty(shape, dtype=self.dtype(dtype))
+
+    def full(self, shape, value, dtype=None):
+        return self.xp.full(shape, value, dtype=self.dtype(dtype))
+
+    def synchronize(self) -> None:
+        """Wait for queued device work; a no-op on CPU backends."""
+
+    def is_finite_all(self, x) -> bool:
+        """True when every element of ``x`` is finite (reads one value back to the host)."""
+        return bool(self.xp.all(self.xp.isfinite(x)))
+
+    # ------------------------------------------------------------------ random numbers
+    # The generic RNG draws on the host with NumPy's Generator and transfers the result,
+    # so that strict (a test backend) sees exactly NumPy's stream. CuPy draws on the GPU.
+    def seed(self, seed: int | None) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def get_rng_state(self) -> dict:
+        return self._rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state
+
+    def normal(self, shape, mean=0.0, std=1.0, dtype=None):
+        dt = dtype_name(self.dtype(dtype))
+        return self.asarray(self._rng.normal(mean, std, size=shape).astype(dt))
+
+    def uniform(self, shape, low=0.0, high=1.0, dtype=None):
+        dt = dtype_name(self.dtype(dtype))
+        return self.asarray(self._rng.uniform(low, high, size=shape).astype(dt))
+
+    def bernoulli(self, shape, p, dtype=None):
+        """0/1 array of ``dtype`` (float32 by default), each element 1 with probability ``p``."""
+        dt = dtype_name(self.dtype(dtype))
+        return self.asarray((self._rng.random(size=shape) < p).astype(dt))
+
+    def permutation(self, n: int):
+        """A random permutation of ``range(n)`` as an int64 array on this device."""
+        return self.asarray(self._rng.permutation(n).astype(np.int64))
+
+    # ------------------------------------------------------------------ hatches
+    def scatter_add(self, target, index, values):
+        """``target.flat[index[i]] += values[i]`` with repeated indices accumulating.
+
+        ``target`` is updated in place and returned; ``index`` and ``values`` are flattened.
+        The standard has no scatter, so the generic version goes through the host.
+        """
+        host = self.to_numpy(target).reshape(-1).copy()
+        np.add.at(host, self.to_numpy(index).reshape(-1), self.to_numpy(values).reshape(-1))
+        target[...] = self.xp.reshape(self.asarray(host), target.shape)
+        return target
+
+    def logsumexp(self, x, axis=-1, keepdims=False):
+        """Numerically stable ``log(sum(exp(x), axis))``."""
+        xp = self.xp
+        m = xp.max(x, axis=axis, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0.0)
+        out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+        if not keepdims:
+            out = xp.squeeze(out, axis=axis)
+        return out
+
+    def one_hot(self, labels, num_classes: int, dtype):
+        """``(N,)`` integer labels -> ``(N, num_classes)`` 0/1 array of ``dtype``."""
+        xp = self.xp
+        classes = xp.arange(num_classes, dtype=labels.dtype)
+        return xp.astype(labels[:, None] == classes[None, :], dtype)
+
+    def relu(self, x):
+        return self.xp.maximum(x, 0.0)
+
+    def relu_backward(self, grad, y):
+        """Gradient of ReLU given its output ``y``."""
+        return self.xp.where(y > 0, grad, 0.0)
+
+    # ------------------------------------------------------------------ optimizer updates
+    # Each update works in place on ``param`` and its state arrays. Hyper-parameters arrive
+    # as Python floats (weak scalars: they never promote float32 arrays). Devices override
+    # these with fused kernels; these generic versions are the reference.
+    def sgd_update(self, param, grad, buf, *, lr, momentum, dampening, nesterov, weight_decay,
+                   first_step):
+        """PyTorch's SGD: ``buf = momentum*buf + (1-dampening)*g``; ``p -= lr*(g + momentum*buf)``
+        with Nesterov, else ``p -= lr*buf``. ``buf`` may be None when momentum is 0."""
+        if weight_decay:
+            grad = grad + weight_decay * param
+        if momentum:
+            if first_step:
+                buf[...] = grad
+            else:
+                buf *= momentum
+                buf += (1.0 - dampening) * grad
+            grad = grad + momentum * buf if nesterov else buf
+        param -= lr * grad
+
+    def adam_update(self, param, grad, m, v, *, lr, beta1, beta2, eps, step, weight_decay,
+                    decoupled):
+        """Adam (Kingma & Ba 2015) with bias correction; AdamW when ``decoupled``."""
+        xp = self.xp
+        if weight_decay:
+            if decoupled:
+                param *= 1.0 - lr * weight_decay
+            else:
+                grad = grad + weight_decay * param
+        m *= beta1
+        m += (1.0 - beta1) * grad
+        v *= beta2
+        v += (1.0 - beta2) * (grad * grad)
+        bc1 = 1.0 - beta1 ** step
+        bc2 = 1.0 - beta2 ** step
+        param -= (lr / bc1) * m / (xp.sqrt(v) / math.sqrt(bc2) + eps)
+
+    def rmsprop_update(self, param, grad, sq, buf, *, lr, alpha, eps, momentum, weight_decay):
+        """PyTorch's RMSprop: ``sq = alpha*sq + (1-alpha)*g^2``; step ``g / (sqrt(sq)+eps)``."""
+        xp = self.xp
+        if weight_decay:
+            grad = grad + weight_decay * param
+        sq *= alpha
+        sq += (1.0 - alpha) * (grad * grad)
+        step = grad / (xp.sqrt(sq) + eps)
+        if momentum:
+            buf *= momentum
+            buf += step
+            step = buf
+        param -= lr * step
+
+    def adagrad_update(self, param, grad, acc, *, lr, eps, weight_decay):
+        """Adagrad (Duchi et al. 2011): ``acc += g^2``; ``p -= lr * g / (sqrt(acc) + eps)``."""
+        xp = self.xp
+        if weight_decay:
+            grad = grad + weight_decay * param
+        acc += grad * grad
+        param -= lr * grad / (xp.sqrt(acc) + eps)
+
+
+def dtype_name(dtype) -> str:
+    """Canonical name (``"float32"``) of a NumPy, strict or CuPy dtype, or a dtype name."""
+    if isinstance(dtype, str):
+        return dtype
+    name = getattr(dtype, "name", None) or str(dtype)
+    # array_api_strict dtypes print as 'array_api_strict.float32'
+    name = name.rsplit(".", 1)[-1]
+    try:
+        return np.dtype(name).name
+    except TypeError:
+        return name
+
+
+def device_of(x) -> str:
+    """Best-effort device label of an array, for error messages."""
+    mod = type(x).__module__
+    if mod.startswith("numpy"):
+        return "cpu"
+    if mod.startswith("array_api_strict"):
+        return "strict"
+    if mod.startswith("cupy"):
+        return f"cuda:{x.device.id}"
+    return f"{mod}.{type(x).__name__}"

@@ -1,0 +1,19 @@
+"""Layers, containers, losses, initialisers and the gradient checker."""
+from . import init
+from .activation import ELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, SoftPlus, Softplus, Tanh
+from .container import Residual, Sequential
+from .dropout import DropConnect, Dropout
+from .flatten import Flatten
+from .gradcheck import GradcheckError, gradcheck
+from .linear import Identity, Linear
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, NonFiniteError
+from .module import Module, RemovableHandle
+from .parameter import Parameter
+
+__all__ = [
+    "init", "Module", "Parameter", "RemovableHandle", "Sequential", "Residual",
+    "Linear", "Identity", "Flatten", "Dropout", "DropConnect",
+    "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "SoftPlus", "Softplus", "Softmax", "LogSoftmax",
+    "Loss", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "NonFiniteError",
+    "gradcheck", "GradcheckError",
+]

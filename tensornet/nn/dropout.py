@@ -1,0 +1,96 @@
+"""Dropout (drops activations) and DropConnect (drops weights)."""
+from __future__ import annotations
+
+from .linear import Linear
+from .module import Module
+
+
+def _probability(owner: str, p) -> float:
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{owner}: p must be a probability in [0, 1], got {p}")
+    return p
+
+
+class Dropout(Module):
+    """Inverted dropout: in training each element is zeroed with probability ``p`` and the
+    survivors are scaled by ``1 / (1 - p)``; in eval mode it is the identity.
+
+    The mask comes from the backend's generator (seed it with ``tensornet.manual_seed``).
+    Forward caches the scaled mask.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = _probability("Dropout", p)
+        self._mask = None
+
+    def forward(self, x):
+        from tensornet.backends import get_backend
+        object.__setattr__(self, "backend", get_backend(x))
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        if self.p == 1.0:
+            mask = self.backend.xp.zeros_like(x)
+        else:
+            mask = self.backend.bernoulli(tuple(x.shape), 1.0 - self.p, dtype=x.dtype)
+            mask *= 1.0 / (1.0 - self.p)
+        self._mask = mask
+        return x * mask
+
+    def backward(self, grad_output):
+        if not self.training or self.p == 0.0:
+            return grad_output
+        return grad_output * self._require_cache(self._mask)
+
+    def clear_cache(self) -> None:
+        self._mask = None
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class DropConnect(Linear):
+    """A Linear layer whose weights are dropped (Wan et al., 2013).
+
+    Training: each weight is kept with probability ``1 - p`` (one mask per batch, shared by
+    its samples): ``y = x @ (W * M).T + b``. Eval: the expected weight ``(1 - p) * W``.
+    The bias is never dropped. Forward caches ``x``, the mask and the effective weight.
+    """
+
+    def __init__(self, in_features: int, out_features: int, p: float = 0.5, bias: bool = True,
+                 *, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.p = _probability("DropConnect", p)
+        self._mask = self._w_eff = None
+
+    def forward(self, x):
+        self._check_input(x, ndim=2, features=self.in_features,
+                          expected=f"(N, {self.in_features})")
+        w = self.weight.data
+        if self.training:
+            mask = self.backend.bernoulli(tuple(w.shape), 1.0 - self.p, dtype=w.dtype)
+            w_eff = w * mask
+        else:
+            mask, w_eff = None, (1.0 - self.p) * w
+        self._x, self._mask, self._w_eff = x, mask, w_eff
+        y = x @ w_eff.T
+        if self.bias is not None:
+            y += self.bias.data
+        return y
+
+    def backward(self, grad_output):
+        x = self._require_cache(self._x)
+        if self.weight.requires_grad:
+            scale = self._mask if self._mask is not None else (1.0 - self.p)
+            self.weight.accumulate_grad((grad_output.T @ x) * scale)
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.accumulate_grad(self.backend.xp.sum(grad_output, axis=0))
+        return grad_output @ self._w_eff
+
+    def clear_cache(self) -> None:
+        self._x = self._mask = self._w_eff = None
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", p={self.p}"

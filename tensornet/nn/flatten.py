@@ -1,0 +1,38 @@
+"""Flatten."""
+from __future__ import annotations
+
+from .module import Module
+
+
+class Flatten(Module):
+    """Collapse dims ``start_dim..end_dim`` into one: ``(N, C, H, W)`` -> ``(N, C*H*W)``.
+
+    Caches the input shape."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+        self._shape = None
+
+    def forward(self, x):
+        from tensornet.backends import get_backend
+        object.__setattr__(self, "backend", get_backend(x))
+        shape = tuple(x.shape)
+        start = self.start_dim % len(shape)
+        end = self.end_dim % len(shape)
+        if start > end:
+            raise ValueError(f"{self._describe()} cannot flatten an input of shape {shape}")
+        merged = 1
+        for d in shape[start:end + 1]:
+            merged *= d
+        self._shape = shape
+        return self.backend.xp.reshape(x, shape[:start] + (merged,) + shape[end + 1:])
+
+    def backward(self, grad_output):
+        return self.backend.xp.reshape(grad_output, self._require_cache(self._shape))
+
+    def clear_cache(self) -> None:
+        self._shape = None
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -1,0 +1,76 @@
+"""Linear and Identity."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import init
+from .module import Module
+
+
+def _positive_int(owner: str, name: str, value) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias``; weight ``(out_features, in_features)`` as in PyTorch.
+
+    Shapes: x ``(N, in_features)`` -> y ``(N, out_features)``. Forward caches ``x``.
+    Default init as PyTorch: weight and bias U(-1/sqrt(in), 1/sqrt(in)).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 device=None, dtype=None):
+        super().__init__(device=device, dtype=dtype)
+        self.in_features = _positive_int("Linear", "in_features", in_features)
+        self.out_features = _positive_int("Linear", "out_features", out_features)
+        self.weight = self.new_parameter(np.zeros((self.out_features, self.in_features)))
+        self.bias = self.new_parameter(np.zeros(self.out_features)) if bias else None
+        self._x = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5.0))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.in_features)
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        self._check_input(x, ndim=2, features=self.in_features,
+                          expected=f"(N, {self.in_features})")
+        self._x = x
+        y = x @ self.weight.data.T
+        if self.bias is not None:
+            y += self.bias.data
+        return y
+
+    def backward(self, grad_output):
+        x = self._require_cache(self._x)
+        if self.weight.requires_grad:
+            self.weight.accumulate_grad(grad_output.T @ x)
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.accumulate_grad(self.backend.xp.sum(grad_output, axis=0))
+        return grad_output @ self.weight.data
+
+    def clear_cache(self) -> None:
+        self._x = None
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+    def _describe(self) -> str:
+        return f"{type(self).__name__}({self.in_features} -> {self.out_features})"
+
+
+class Identity(Module):
+    """Returns its input unchanged (a placeholder, e.g. for a removed head)."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_output):
+        return grad_output

@@ -1,0 +1,197 @@
+"""Losses: ``loss = loss_fn(pred, target)`` returns a 0-d array; ``loss_fn.backward()``
+returns d loss / d pred. Each caches what its gradient needs.
+
+On CPU backends every call also checks label range and that the loss is finite (a NaN loss
+raises ``NonFiniteError`` naming the loss). On the GPU those checks would force a host sync
+each step, so they are off there by default (``check=True`` turns them on).
+"""
+from __future__ import annotations
+
+from tensornet.backends import DeviceError, device_of, dtype_name, get_backend
+
+from .module import Module
+
+_REDUCTIONS = ("mean", "sum")
+
+
+class NonFiniteError(ValueError):
+    """A loss (or a layer it checks) produced NaN or Inf."""
+
+
+class Loss(Module):
+    """Base class: ``reduction`` is ``"mean"`` (default) or ``"sum"``."""
+
+    def __init__(self, reduction: str = "mean", check: bool | None = None):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"{type(self).__name__}: reduction must be one of {_REDUCTIONS}, "
+                             f"got {reduction!r}")
+        self.reduction = reduction
+        self.check = check
+        self._cache = None
+
+    def _checks_on(self) -> bool:
+        return self.backend.cheap_sync if self.check is None else self.check
+
+    def _accept_pred(self, pred, ndim=None, expected=""):
+        if hasattr(pred, "shape") and hasattr(pred, "dtype") and not self.backend.owns(pred):
+            try:
+                object.__setattr__(self, "backend", get_backend(pred))
+            except TypeError:
+                pass
+        self._check_input(pred, ndim=ndim, expected=expected, float_input=False)
+        if not self.backend.xp.isdtype(pred.dtype, "real floating"):
+            raise TypeError(f"{type(self).__name__} expected floating-point predictions, got "
+                            f"{dtype_name(pred.dtype)}")
+
+    def _accept_target(self, target, shape, kind: str):
+        """``kind`` is ``"labels"`` (integer class indices) or ``"values"`` (same as pred)."""
+        name = type(self).__name__
+        if not self.backend.owns(target):
+            if hasattr(target, "shape"):
+                raise DeviceError(f"{name}: predictions are on {self.backend.device!r} but the "
+                                  f"target is on {device_of(target)!r}")
+            raise TypeError(f"{name} expected the target as an array, got "
+                            f"{type(target).__name__}")
+        if kind == "labels":
+            if not self.backend.xp.isdtype(target.dtype, "integral"):
+                raise TypeError(f"{name} expected integer class labels of shape ({shape[0]},), "
+                                f"got {dtype_name(target.dtype)}; convert with astype('int64')")
+            if tuple(target.shape) != (shape[0],):
+                raise ValueError(f"{name} got labels of shape {tuple(target.shape)} for "
+                                 f"predictions of shape {shape}; expected ({shape[0]},)")
+            if self._checks_on():
+                low = int(self.backend.xp.min(target))
+                high = int(self.backend.xp.max(target))
+                if low < 0 or high >= shape[1]:
+                    raise ValueError(f"{name}: labels must be in [0, {shape[1] - 1}] for "
+                                     f"{shape[1]} classes; got labels from {low} to {high}")
+        elif tuple(target.shape) != shape:
+            raise ValueError(f"{name} got target of shape {tuple(target.shape)} for predictions "
+                             f"of shape {shape}; they must match")
+
+    def _reduce(self, per_element, count: int):
+        total = self.backend.xp.sum(per_element)
+        loss = total / count if self.reduction == "mean" else total
+        if self._checks_on() and not self.backend.is_finite_all(loss):
+            raise NonFiniteError(f"{type(self).__name__}: the loss is {float(loss)}; the "
+                                 f"predictions hold non-finite values or are too large. The "
+                                 f"model probably diverged: lower the learning rate or check "
+                                 f"the inputs")
+        return loss
+
+    def _scale(self, count: int, grad_output):
+        scale = 1.0 / count if self.reduction == "mean" else 1.0
+        if grad_output is not None:
+            scale *= float(grad_output)
+        return scale
+
+    def clear_cache(self) -> None:
+        self._cache = None
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+class CrossEntropyLoss(Loss):
+    """Softmax cross-entropy on logits ``(N, C)`` and integer labels ``(N,)``.
+
+    ``label_smoothing`` eps mixes the one-hot target with the uniform one:
+    ``(1 - eps) * onehot + eps / C`` (as PyTorch). Log-sum-exp keeps it stable for any logits.
+    Caches softmax probabilities and the target distribution.
+    """
+
+    def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0,
+                 check: bool | None = None):
+        super().__init__(reduction, check)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"CrossEntropyLoss: label_smoothing must be in [0, 1), got "
+                             f"{label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, logits, labels):
+        self._accept_pred(logits, ndim=2, expected="logits of shape (N, C)")
+        shape = tuple(logits.shape)
+        self._accept_target(labels, shape, "labels")
+        backend = self.backend
+        log_probs = logits - backend.logsumexp(logits, axis=1, keepdims=True)
+        target = backend.one_hot(labels, shape[1], logits.dtype)
+        if self.label_smoothing:
+            target = target * (1.0 - self.label_smoothing) + self.label_smoothing / shape[1]
+        loss = self._reduce(-(target * log_probs), shape[0])
+        self._cache = (log_probs, target)
+        return loss
+
+    def backward(self, grad_output=None):
+        log_probs, target = self._require_cache(self._cache)
+        grad = self.backend.xp.exp(log_probs)
+        grad -= target
+        grad *= self._scale(log_probs.shape[0], grad_output)
+        return grad
+
+    def extra_repr(self) -> str:
+        smooth = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
+        return super().extra_repr() + smooth
+
+
+class NLLLoss(Loss):
+    """Negative log-likelihood on log-probabilities ``(N, C)`` (e.g. from LogSoftmax) and
+    integer labels ``(N,)``. Caches the one-hot target."""
+
+    def forward(self, log_probs, labels):
+        self._accept_pred(log_probs, ndim=2, expected="log-probabilities of shape (N, C)")
+        shape = tuple(log_probs.shape)
+        self._accept_target(labels, shape, "labels")
+        target = self.backend.one_hot(labels, shape[1], log_probs.dtype)
+        self._cache = target
+        return self._reduce(-(target * log_probs), shape[0])
+
+    def backward(self, grad_output=None):
+        target = self._require_cache(self._cache)
+        return target * -self._scale(target.shape[0], grad_output)
+
+
+class MSELoss(Loss):
+    """Mean squared error over all elements; target has the prediction's shape.
+    Caches ``pred - target``."""
+
+    def forward(self, pred, target):
+        self._accept_pred(pred)
+        self._accept_target(target, tuple(pred.shape), "values")
+        diff = pred - target
+        self._cache = diff
+        return self._reduce(diff * diff, _numel(pred.shape))
+
+    def backward(self, grad_output=None):
+        diff = self._require_cache(self._cache)
+        return diff * (2.0 * self._scale(_numel(diff.shape), grad_output))
+
+
+class BCEWithLogitsLoss(Loss):
+    """Binary cross-entropy on logits; targets in [0, 1] of the logits' shape.
+
+    ``max(x, 0) - x * t + log(1 + exp(-|x|))`` stays finite for any logits.
+    Caches the logits and targets."""
+
+    def forward(self, logits, target):
+        self._accept_pred(logits)
+        self._accept_target(target, tuple(logits.shape), "values")
+        xp = self.backend.xp
+        per_element = (xp.maximum(logits, 0.0) - logits * target
+                       + xp.log1p(xp.exp(-xp.abs(logits))))
+        self._cache = (logits, target)
+        return self._reduce(per_element, _numel(logits.shape))
+
+    def backward(self, grad_output=None):
+        logits, target = self._require_cache(self._cache)
+        xp = self.backend.xp
+        grad = 0.5 * (xp.tanh(0.5 * logits) + 1.0) - target
+        grad *= self._scale(_numel(logits.shape), grad_output)
+        return grad
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

@@ -1,0 +1,354 @@
+"""Module: the base of every layer, container and loss.
+
+Torch7-style explicit backprop: ``y = module(x)`` runs ``forward`` and caches what backward
+needs; ``dx = module.backward(dy)`` returns the input gradient and adds parameter gradients
+into ``param.grad``. Parameters and buffers are registered by assigning them as attributes.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from tensornet.backends import DeviceError, device_of, dtype_name, get_backend, to_device
+
+from .parameter import Parameter
+
+_FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+class RemovableHandle:
+    """Returned by ``register_*_hook``; ``handle.remove()`` unregisters the hook."""
+
+    def __init__(self, hooks: dict, key: int):
+        self._hooks, self._key = hooks, key
+
+    def remove(self) -> None:
+        self._hooks.pop(self._key, None)
+
+
+def _with_backward_hooks(backward):
+    """Wrap a subclass's ``backward`` so backward hooks fire once per call, whoever calls it."""
+
+    def wrapped(self, *args, **kwargs):
+        if not self._backward_hooks or self._in_backward:
+            return backward(self, *args, **kwargs)
+        object.__setattr__(self, "_in_backward", True)
+        try:
+            grad_input = backward(self, *args, **kwargs)
+        finally:
+            object.__setattr__(self, "_in_backward", False)
+        grad_output = args[0] if args else kwargs.get("grad_output")
+        for hook in list(self._backward_hooks.values()):
+            result = hook(self, grad_input, grad_output)
+            if result is not None:
+                grad_input = result
+        return grad_input
+
+    wrapped.__doc__ = backward.__doc__
+    wrapped.__name__ = backward.__name__
+    wrapped.__wrapped__ = backward
+    return wrapped
+
+
+class Module:
+    """Base class. Subclasses implement ``forward(x)`` and ``backward(grad_out) -> grad_in``.
+
+    Args:
+        device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"``, ``"strict"`` or a Backend.
+        dtype: parameter dtype, ``"float32"`` (default) or ``"float64"``.
+    """
+
+    _hook_counter = 0
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "backward" in cls.__dict__:
+            cls.backward = _with_backward_hooks(cls.__dict__["backward"])
+
+    def __init__(self, *, device=None, dtype=None):
+        setattr_ = object.__setattr__
+        setattr_(self, "_parameters", OrderedDict())
+        setattr_(self, "_buffers", OrderedDict())
+        setattr_(self, "_modules", OrderedDict())
+        setattr_(self, "_forward_hooks", OrderedDict())
+        setattr_(self, "_backward_hooks", OrderedDict())
+        setattr_(self, "_in_backward", False)
+        setattr_(self, "training", True)
+        setattr_(self, "backend", get_backend(device))
+        name = dtype_name(dtype) if dtype is not None else "float32"
+        if name not in _FLOAT_DTYPES:
+            raise TypeError(f"{type(self).__name__}: dtype must be one of {_FLOAT_DTYPES}, "
+                            f"got {dtype!r}")
+        setattr_(self, "dtype", name)
+
+    # ------------------------------------------------------------------ registration
+    def __setattr__(self, name, value):
+        if isinstance(value, Parameter):
+            self._buffers.pop(name, None)
+            self._modules.pop(name, None)
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._parameters.pop(name, None)
+            self._buffers.pop(name, None)
+            self._modules[name] = value
+        elif name in self._buffers:
+            self._buffers[name] = value
+        elif name in self._parameters and value is None:
+            del self._parameters[name]
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name: str, value) -> None:
+        """A non-trainable array saved by ``state_dict`` and moved by ``to`` (running stats)."""
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def new_parameter(self, host_value: np.ndarray) -> Parameter:
+        """A Parameter on this module's device and dtype from a host NumPy array."""
+        return Parameter(self.backend.asarray(np.asarray(host_value, dtype=self.dtype)))
+
+    # ------------------------------------------------------------------ calling
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, grad_output):
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def __call__(self, *args, **kwargs):
+        output = self.forward(*args, **kwargs)
+        if self._forward_hooks:
+            for hook in list(self._forward_hooks.values()):
+                result = hook(self, args, output)
+                if result is not None:
+                    output = result
+        return output
+
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        """``hook(module, inputs, output)`` runs after every forward; a non-None return
+        replaces the output."""
+        return self._add_hook(self._forward_hooks, hook)
+
+    def register_backward_hook(self, hook) -> RemovableHandle:
+        """``hook(module, grad_input, grad_output)`` runs after every backward; a non-None
+        return replaces the gradient passed on to the previous layer."""
+        return self._add_hook(self._backward_hooks, hook)
+
+    @staticmethod
+    def _add_hook(hooks: dict, hook) -> RemovableHandle:
+        Module._hook_counter += 1
+        hooks[Module._hook_counter] = hook
+        return RemovableHandle(hooks, Module._hook_counter)
+
+    # ------------------------------------------------------------------ traversal
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_children(self):
+        return iter(self._modules.items())
+
+    def named_modules(self, prefix: str = ""):
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        for _, module in self.named_modules():
+            yield module
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True):
+        seen = set()
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mod_prefix, module in modules:
+            for name, param in module._parameters.items():
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    yield (f"{mod_prefix}.{name}" if mod_prefix else name), param
+
+    def parameters(self, recurse: bool = True):
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    def named_buffers(self, prefix: str = ""):
+        for mod_prefix, module in self.named_modules(prefix):
+            for name, buf in module._buffers.items():
+                if buf is not None:
+                    yield (f"{mod_prefix}.{name}" if mod_prefix else name), buf
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ------------------------------------------------------------------ modes and grads
+    def train(self, mode: bool = True):
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for param in self.parameters():
+            param.zero_grad(set_to_none)
+
+    def requires_grad_(self, requires_grad: bool = True):
+        """Freeze (False) or unfreeze every parameter of this module and its children."""
+        for param in self.parameters():
+            param.requires_grad = requires_grad
+        return self
+
+    # ------------------------------------------------------------------ devices and dtypes
+    def to(self, device=None, dtype=None):
+        """Move parameters, gradients and buffers to ``device`` and/or cast to ``dtype``.
+
+        In place, like PyTorch; returns ``self``. Forward caches are dropped.
+        """
+        backend = get_backend(device) if device is not None else None
+        name = dtype_name(dtype) if dtype is not None else None
+        if name is not None and name not in _FLOAT_DTYPES:
+            raise TypeError(f"{type(self).__name__}.to: dtype must be one of {_FLOAT_DTYPES}")
+        for module in self.modules():
+            target = backend or module.backend
+            cast = name or module.dtype
+            for param in module._parameters.values():
+                param.data = _move(param.data, target, cast)
+                if param.grad is not None:
+                    param.grad = _move(param.grad, target, cast)
+            for key, buf in module._buffers.items():
+                if buf is not None:
+                    keep = dtype_name(buf.dtype) if dtype_name(buf.dtype) not in _FLOAT_DTYPES else cast
+                    module.register_buffer(key, _move(buf, target, keep))
+            object.__setattr__(module, "backend", target)
+            object.__setattr__(module, "dtype", cast)
+            module.clear_cache()
+        return self
+
+    def clear_cache(self) -> None:
+        """Forget what forward cached for backward (subclasses list their cache attributes)."""
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> "OrderedDict[str, object]":
+        """Parameters and buffers by PyTorch-style dotted name (``0.weight``, ``bn.running_mean``)."""
+        state = OrderedDict()
+        for name, param in self.named_parameters():
+            state[name] = param.data
+        for name, buf in self.named_buffers():
+            state[name] = buf
+        return state
+
+    def load_state_dict(self, state, strict: bool = True) -> None:
+        """Copy values (NumPy or any backend's arrays) into this module's parameters and buffers.
+
+        Everything is validated first: a missing or unexpected key, or a shape mismatch,
+        raises ``ValueError`` and leaves the module unchanged.
+        """
+        own = self._state_slots()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        problems = []
+        if strict and missing:
+            problems.append(f"missing keys: {', '.join(missing)}")
+        if strict and unexpected:
+            problems.append(f"unexpected keys: {', '.join(unexpected)}")
+        converted = {}
+        for key, (module, attr, is_param) in own.items():
+            if key not in state:
+                continue
+            current = module._parameters[attr].data if is_param else module._buffers[attr]
+            value = np.asarray(_to_host(state[key]))
+            if tuple(value.shape) != tuple(current.shape):
+                problems.append(f"{key}: checkpoint shape {tuple(value.shape)}, "
+                                f"model shape {tuple(current.shape)}")
+                continue
+            host = np.array(value, dtype=dtype_name(current.dtype), copy=True)
+            converted[key] = module.backend.asarray(host)
+        if problems:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: state does not fit this "
+                             f"model ({'; '.join(problems)}); the model was left unchanged")
+        for key, array in converted.items():
+            module, attr, is_param = own[key]
+            if is_param:
+                module._parameters[attr].data = array
+            else:
+                module.register_buffer(attr, array)
+
+    def _state_slots(self) -> "OrderedDict[str, tuple]":
+        slots = OrderedDict()
+        for prefix, module in self.named_modules():
+            for attr in module._parameters:
+                slots[f"{prefix}.{attr}" if prefix else attr] = (module, attr, True)
+            for attr, buf in module._buffers.items():
+                if buf is not None:
+                    slots[f"{prefix}.{attr}" if prefix else attr] = (module, attr, False)
+        return slots
+
+    # ------------------------------------------------------------------ checks for layers
+    def _check_input(self, x, ndim=None, features=None, expected: str = "", float_input=True):
+        """Raise a clear error unless ``x`` is an array of this module's device (and dtype).
+
+        ``ndim`` is an int or a tuple of allowed ranks; ``features`` the required size of
+        axis 1 (for Linear: the last axis, pass ``axis=-1`` via ``expected`` text).
+        """
+        backend = self.backend
+        if not backend.owns(x):
+            if hasattr(x, "shape") and hasattr(x, "dtype"):
+                raise DeviceError(f"{self._describe()} is on {backend.device!r} but got an input "
+                                  f"on {device_of(x)!r}; move the model or the data with "
+                                  f".to({device_of(x)!r}) / tensornet.to_device")
+            raise TypeError(f"{self._describe()} expected an array, got {type(x).__name__}")
+        shape = tuple(x.shape)
+        if ndim is not None and len(shape) not in (ndim if isinstance(ndim, tuple) else (ndim,)):
+            raise ValueError(f"{self._describe()} got input of shape {shape}; expected {expected}")
+        if features is not None and shape[-1] != features:
+            raise ValueError(f"{self._describe()} got input of shape {shape}; expected {expected}")
+        if shape and shape[0] == 0:
+            raise ValueError(f"{self._describe()} got an empty batch (shape {shape})")
+        if float_input and dtype_name(x.dtype) != self.dtype:
+            raise TypeError(f"{self._describe()} has {self.dtype} parameters but got "
+                            f"{dtype_name(x.dtype)} input; cast the input (x.astype) or the "
+                            f"model (.to(dtype={dtype_name(x.dtype)!r}))")
+
+    def _require_cache(self, cached):
+        if cached is None:
+            raise RuntimeError(f"{self._describe()}.backward called before forward (or after "
+                               f"to()/clear_cache()); run forward on the batch first")
+        return cached
+
+    def _describe(self) -> str:
+        extra = self.extra_repr()
+        return f"{type(self).__name__}({extra})"
+
+    # ------------------------------------------------------------------ printing
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        if not self._modules:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        if self.extra_repr():
+            lines.append(f"  {self.extra_repr()}")
+        for name, child in self._modules.items():
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_repr}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+def _to_host(value):
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, Parameter):
+        value = value.data
+    return get_backend(value).to_numpy(value)
+
+
+def _move(array, backend, dtype):
+    moved = to_device(array, backend)
+    if dtype_name(moved.dtype) != dtype:
+        moved = backend.xp.astype(moved, backend.dtype(dtype))
+    return moved

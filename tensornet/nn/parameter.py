@@ -1,0 +1,60 @@
+"""Parameter: a trainable array and its gradient, on one device."""
+from __future__ import annotations
+
+from tensornet.backends import dtype_name
+
+
+class Parameter:
+    """A trainable array.
+
+    Attributes:
+        data: the value, an array of the owning module's backend.
+        grad: the accumulated gradient, same shape/device/dtype as ``data``, or ``None``
+            before the first backward and after ``zero_grad()`` (as in PyTorch >= 2.0).
+        requires_grad: when False the parameter is frozen: backward skips its gradient
+            and optimizers leave it alone.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad")
+
+    def __init__(self, data, requires_grad: bool = True):
+        self.data = data
+        self.grad = None
+        self.requires_grad = requires_grad
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> str:
+        return dtype_name(self.data.dtype)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.data.shape:
+            n *= d
+        return n
+
+    def accumulate_grad(self, grad) -> None:
+        """Add ``grad`` into ``.grad``; the first call after ``zero_grad`` takes ``grad`` itself.
+
+        Callers pass a freshly computed array that nothing else holds.
+        """
+        if not self.requires_grad:
+            return
+        if self.grad is None:
+            self.grad = grad
+        else:
+            self.grad += grad
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if set_to_none or self.grad is None:
+            self.grad = None
+        else:
+            self.grad[...] = 0.0
+
+    def __repr__(self) -> str:
+        frozen = "" if self.requires_grad else ", requires_grad=False"
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}{frozen})"
