@@ -1,0 +1,53 @@
+"""Shared fixtures: backends to run over, host data, and GPU skipping.
+
+GPU tests carry ``@pytest.mark.gpu``; they are skipped with a reason unless CuPy imports
+and ``cupy.cuda.runtime.getDeviceCount()`` reports a device.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _gpu_reason() -> str | None:
+    try:
+        import cupy
+    except ImportError:
+        return "CuPy is not installed"
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "no CUDA device"
+    except Exception as exc:  # CUDARuntimeError without a driver
+        return f"no usable CUDA device ({type(exc).__name__})"
+    return None
+
+
+GPU_SKIP_REASON = _gpu_reason()
+CPU_DEVICES = ["cpu", "strict"]
+ALL_DEVICES = CPU_DEVICES + [pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def pytest_collection_modifyitems(config, items):
+    if GPU_SKIP_REASON is None:
+        return
+    skip = pytest.mark.skip(reason=f"GPU test: {GPU_SKIP_REASON}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=CPU_DEVICES)
+def device(request):
+    """Each CPU backend in turn: 'cpu' (NumPy) and 'strict' (array-api-strict)."""
+    return request.param
+
+
+@pytest.fixture(params=ALL_DEVICES)
+def any_device(request):
+    """'cpu', 'strict' and (gpu-marked) 'cuda'."""
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,124 @@
+"""Backends: device resolution, transfers, RNG, and the hatches beyond the standard."""
+import numpy as np
+import pytest
+
+import tensornet as tn
+from tensornet.backends import Backend, DeviceError, get_backend
+from tensornet.backends.cupy import gpu_available
+
+
+def test_get_backend_accepts_strings_backends_and_arrays():
+    cpu = get_backend("cpu")
+    assert get_backend("numpy") is cpu
+    assert get_backend(None) is cpu
+    assert get_backend(cpu) is cpu
+    assert get_backend(np.zeros(3)) is cpu
+    strict = get_backend("strict")
+    assert strict.name == "strict" and get_backend(strict.zeros((2,))) is strict
+
+
+@pytest.mark.parametrize("bad", ["tpu", "cuda:x", "", "mps"])
+def test_unknown_device_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="unknown device"):
+        get_backend(bad)
+
+
+@pytest.mark.skipif(gpu_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_says_how_to_install():
+    with pytest.raises(DeviceError, match=r"tensornet\[cuda12\]|no CUDA device|NVIDIA GPU"):
+        get_backend("cuda")
+
+
+def test_to_device_round_trip_and_asnumpy(rng):
+    host = rng.standard_normal((4, 5)).astype(np.float32)
+    on_strict = tn.to_device(host, "strict")
+    assert get_backend(on_strict).name == "strict"
+    back = tn.to_device(on_strict, "cpu")
+    np.testing.assert_array_equal(back, host)
+    np.testing.assert_array_equal(tn.asnumpy(on_strict), host)
+    assert tn.to_device(host, "cpu") is host
+
+
+def test_asarray_refuses_foreign_device_arrays_but_takes_host_data():
+    strict_arr = get_backend("strict").zeros((2,))
+    with pytest.raises(DeviceError, match="strict"):
+        get_backend("cpu").asarray(strict_arr)
+    from_host = get_backend("strict").asarray(np.arange(3, dtype=np.float32))
+    assert get_backend(from_host).name == "strict"
+    assert get_backend("strict").asarray([1.0, 2.0], dtype="float32").dtype == \
+        get_backend("strict").xp.float32
+
+
+def test_rng_is_seeded_and_typed(device):
+    b = get_backend(device)
+    b.seed(7)
+    a = tn.asnumpy(b.normal((1000,), 1.0, 2.0))
+    b.seed(7)
+    a2 = tn.asnumpy(b.normal((1000,), 1.0, 2.0))
+    np.testing.assert_array_equal(a, a2)
+    assert a.dtype == np.float32
+    assert abs(a.mean() - 1.0) < 0.2 and abs(a.std() - 2.0) < 0.2
+    u = tn.asnumpy(b.uniform((1000,), -1.0, 3.0))
+    assert u.min() >= -1.0 and u.max() < 3.0 and u.dtype == np.float32
+    m = tn.asnumpy(b.bernoulli((20000,), 0.3))
+    assert set(np.unique(m)) <= {0.0, 1.0} and abs(m.mean() - 0.3) < 0.02
+    p = tn.asnumpy(b.permutation(50))
+    assert sorted(p.tolist()) == list(range(50)) and p.dtype == np.int64
+
+
+def test_rng_state_round_trip(device):
+    b = get_backend(device)
+    b.seed(3)
+    state = b.get_rng_state()
+    first = tn.asnumpy(b.uniform((5,)))
+    b.set_rng_state(state)
+    np.testing.assert_array_equal(tn.asnumpy(b.uniform((5,))), first)
+
+
+def test_scatter_add_accumulates_repeated_indices(device, rng):
+    b = get_backend(device)
+    target = b.asarray(np.zeros(6, dtype=np.float32))
+    index = np.array([0, 2, 2, 5, 0, 0])
+    values = rng.standard_normal(6).astype(np.float32)
+    b.scatter_add(target, b.asarray(index), b.asarray(values))
+    expected = np.zeros(6, dtype=np.float32)
+    np.add.at(expected, index, values)
+    np.testing.assert_allclose(tn.asnumpy(target), expected, rtol=1e-6)
+    assert tn.asnumpy(target).dtype == np.float32
+
+
+def test_numpy_scatter_add_matches_generic(rng):
+    cpu = get_backend("cpu")
+    index = rng.integers(0, 10, size=200)
+    values = rng.standard_normal(200).astype(np.float32)
+    fast = cpu.scatter_add(np.zeros(10, np.float32), index, values)
+    generic = Backend.scatter_add(cpu, np.zeros(10, np.float32), index, values)
+    np.testing.assert_allclose(fast, generic, rtol=1e-5)
+
+
+def test_logsumexp_is_stable(device):
+    b = get_backend(device)
+    x = np.array([[1000.0, 1000.0], [-1000.0, -1000.0], [0.0, -np.inf]], dtype=np.float32)
+    out = tn.asnumpy(b.logsumexp(b.asarray(x), axis=1))
+    np.testing.assert_allclose(out, [1000 + np.log(2), -1000 + np.log(2), 0.0], rtol=1e-6)
+
+
+def test_one_hot(device):
+    b = get_backend(device)
+    oh = tn.asnumpy(b.one_hot(b.asarray(np.array([2, 0, 1])), 3, b.xp.float32))
+    np.testing.assert_array_equal(oh, np.eye(3, dtype=np.float32)[[2, 0, 1]])
+
+
+def test_relu_hooks_match_generic(rng):
+    cpu = get_backend("cpu")
+    x = rng.standard_normal((8, 9)).astype(np.float32)
+    g = rng.standard_normal((8, 9)).astype(np.float32)
+    np.testing.assert_array_equal(cpu.relu(x), Backend.relu(cpu, x))
+    y = cpu.relu(x)
+    np.testing.assert_array_equal(cpu.relu_backward(g, y), Backend.relu_backward(cpu, g, y))
+    assert cpu.relu(x).dtype == np.float32
+
+
+def test_available_backends_reports_every_device():
+    found = tn.available_backends()
+    assert found["cpu"] == "ok" and found["strict"] == "ok" and "cuda" in found
