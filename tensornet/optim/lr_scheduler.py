@@ -1,0 +1,208 @@
+"""Learning-rate schedules, stepped once per epoch (PyTorch's convention).
+
+Every schedule here has a closed form ``lr(epoch) = f(base_lr, epoch)``; ``step()`` moves
+to the next epoch and writes that value into each parameter group's ``"lr"``::
+
+    scheduler = StepLR(optimizer, step_size=10, gamma=0.5)
+    for epoch in range(epochs):
+        train_one_epoch(...)          # optimizer.step() per batch
+        scheduler.step()
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+
+from .optimizer import Optimizer, non_negative, real
+
+
+def _positive(owner: str, name: str, value) -> float:
+    value = real(owner, name, value)
+    if value <= 0.0:
+        raise ValueError(f"{owner}: {name} must be > 0, got {value!r}")
+    return value
+
+
+def _positive_int(owner: str, name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class LRScheduler:
+    """Base class: sets each group's ``lr`` to ``lr_at(base_lr, epoch)``.
+
+    Args:
+        optimizer: the Optimizer whose groups' ``"lr"`` this schedule sets.
+        last_epoch: index of the last finished epoch; -1 (default) starts a new schedule
+            (base lrs are the groups' current ``lr``, remembered as ``"initial_lr"``).
+            Another value resumes one, which needs ``"initial_lr"`` in the groups.
+
+    Construction applies epoch ``last_epoch + 1`` (epoch 0 for a new schedule: ``base_lr``).
+    Subclasses list their hyper-parameters in ``hyper`` and implement ``lr_at`` and
+    ``_check`` (validate and normalise the hyper-parameters, in place on a dict).
+    """
+
+    hyper: tuple = ()
+
+    def __init__(self, optimizer, last_epoch: int = -1):
+        name = type(self).__name__
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{name}: expected a tensornet Optimizer, got "
+                            f"{type(optimizer).__name__}")
+        if isinstance(last_epoch, bool) or not isinstance(last_epoch, numbers.Integral) \
+                or last_epoch < -1:
+            raise ValueError(f"{name}: last_epoch must be an integer >= -1, got {last_epoch!r}")
+        values = {key: getattr(self, key) for key in self.hyper}
+        self._check(values)
+        self.__dict__.update(values)
+        if last_epoch == -1:
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        else:
+            for i, group in enumerate(optimizer.param_groups):
+                if "initial_lr" not in group:
+                    raise ValueError(f"{name}: resuming at last_epoch={last_epoch} needs "
+                                     f"'initial_lr' in param group {i}; load the optimizer's "
+                                     f"state first, or pass last_epoch=-1")
+        self.optimizer = optimizer
+        self.base_lrs = [float(group["initial_lr"]) for group in optimizer.param_groups]
+        self.last_epoch = int(last_epoch)
+        self.step()
+
+    def lr_at(self, base_lr: float, epoch: int) -> float:
+        raise NotImplementedError
+
+    def _check(self, values: dict) -> None:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        """Move to the next epoch and set every group's ``lr`` (call once per epoch)."""
+        self.last_epoch += 1
+        self._apply()
+
+    def _apply(self) -> None:
+        self._last_lr = [self.lr_at(base, self.last_epoch) for base in self.base_lrs]
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
+
+    def get_last_lr(self) -> list[float]:
+        """The lrs of the current epoch, one per parameter group."""
+        return list(self._last_lr)
+
+    def state_dict(self) -> dict:
+        """``{"last_epoch", "base_lrs", **hyper-parameters}`` (plain Python numbers)."""
+        state = {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
+        state.update({key: getattr(self, key) for key in self.hyper})
+        return state
+
+    def load_state_dict(self, state_dict) -> None:
+        """Restore a schedule and apply its current lr to the optimizer's groups.
+
+        A wrong or incomplete state raises ``ValueError`` and leaves the schedule unchanged.
+        """
+        name = type(self).__name__
+        expected = {"last_epoch", "base_lrs", *self.hyper}
+        fail = f"{name}.load_state_dict: the state does not fit this schedule"
+        if not isinstance(state_dict, Mapping) or set(state_dict) != expected:
+            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict)
+            raise ValueError(f"{fail}: expected keys {sorted(expected)}, got {got}; the "
+                             f"schedule was left unchanged")
+        values = {key: state_dict[key] for key in self.hyper}
+        try:
+            self._check(values)
+            base_lrs = [non_negative(name, "base_lrs[i]", lr) for lr in state_dict["base_lrs"]]
+            last_epoch = state_dict["last_epoch"]
+            if isinstance(last_epoch, bool) or int(last_epoch) != last_epoch or last_epoch < 0:
+                raise ValueError(f"last_epoch must be an integer >= 0, got {last_epoch!r}")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{fail}: {exc}; the schedule was left unchanged") from None
+        if len(base_lrs) != len(self.optimizer.param_groups):
+            raise ValueError(f"{fail}: it has {len(base_lrs)} base lrs, the optimizer "
+                             f"{len(self.optimizer.param_groups)} parameter groups; the "
+                             f"schedule was left unchanged")
+        self.__dict__.update(values)
+        self.base_lrs = base_lrs
+        self.last_epoch = int(last_epoch)
+        self._apply()
+
+    def __repr__(self) -> str:
+        hyper = ", ".join(f"{key}={getattr(self, key)}" for key in self.hyper)
+        return f"{type(self).__name__}({hyper}, last_epoch={self.last_epoch})"
+
+
+class StepLR(LRScheduler):
+    """``lr = base_lr * gamma ** (epoch // step_size)``: decay by ``gamma`` every
+    ``step_size`` epochs."""
+
+    hyper = ("step_size", "gamma")
+
+    def __init__(self, optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1):
+        self.step_size, self.gamma = step_size, gamma
+        super().__init__(optimizer, last_epoch)
+
+    def _check(self, values):
+        values["step_size"] = _positive_int("StepLR", "step_size", values["step_size"])
+        values["gamma"] = _positive("StepLR", "gamma", values["gamma"])
+
+    def lr_at(self, base_lr, epoch):
+        return base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class ExponentialLR(LRScheduler):
+    """``lr = base_lr * gamma ** epoch``."""
+
+    hyper = ("gamma",)
+
+    def __init__(self, optimizer, gamma: float, last_epoch: int = -1):
+        self.gamma = gamma
+        super().__init__(optimizer, last_epoch)
+
+    def _check(self, values):
+        values["gamma"] = _positive("ExponentialLR", "gamma", values["gamma"])
+
+    def lr_at(self, base_lr, epoch):
+        return base_lr * self.gamma ** epoch
+
+
+class InverseTimeLR(LRScheduler):
+    """Time-based decay (Keras ``InverseTimeDecay``):
+    ``lr = base_lr / (1 + decay_rate * epoch / decay_steps)``."""
+
+    hyper = ("decay_rate", "decay_steps")
+
+    def __init__(self, optimizer, decay_rate: float, decay_steps: float = 1,
+                 last_epoch: int = -1):
+        self.decay_rate, self.decay_steps = decay_rate, decay_steps
+        super().__init__(optimizer, last_epoch)
+
+    def _check(self, values):
+        values["decay_rate"] = non_negative("InverseTimeLR", "decay_rate", values["decay_rate"])
+        values["decay_steps"] = _positive("InverseTimeLR", "decay_steps", values["decay_steps"])
+
+    def lr_at(self, base_lr, epoch):
+        return base_lr / (1.0 + self.decay_rate * epoch / self.decay_steps)
+
+
+class CosineAnnealingLR(LRScheduler):
+    """Cosine annealing, Loshchilov & Hutter, "SGDR" (ICLR 2017), without restarts:
+    ``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2``.
+
+    Reaches ``eta_min`` at epoch ``T_max``; past it the cosine climbs again, as PyTorch's
+    closed form does (stop stepping, or pick ``T_max`` = the number of epochs).
+    """
+
+    hyper = ("T_max", "eta_min")
+
+    def __init__(self, optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1):
+        self.T_max, self.eta_min = T_max, eta_min
+        super().__init__(optimizer, last_epoch)
+
+    def _check(self, values):
+        values["T_max"] = _positive_int("CosineAnnealingLR", "T_max", values["T_max"])
+        values["eta_min"] = non_negative("CosineAnnealingLR", "eta_min", values["eta_min"])
+
+    def lr_at(self, base_lr, epoch):
+        cosine = (1.0 + math.cos(math.pi * epoch / self.T_max)) / 2.0
+        return self.eta_min + (base_lr - self.eta_min) * cosine
