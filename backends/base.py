@@ -11,6 +11,10 @@ import math
 
 import numpy as np
 
+# The window helpers are re-exported: backends and tests import them from here.
+from .layer_ops import (LayerOps, window_offsets, window_output_size,  # noqa: F401
+                        windows_overlap, windows_tile)
+
 _DTYPE_NAMES = ("float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool")
 
 
@@ -18,7 +22,7 @@ class DeviceError(RuntimeError):
     """An array lives on another device than the one a layer, loss or optimizer expects."""
 
 
-class Backend:
+class Backend(LayerOps):
     """One device's array namespace and the operations layers need beyond it.
 
     Attributes:
@@ -159,6 +163,33 @@ class Backend:
         """Gradient of ReLU given its output ``y``."""
         return self.xp.where(y > 0, grad, 0.0)
 
+    def matmul(self, a, b):
+        """``a @ b``. Layers call this rather than ``@`` so that a device can swap in its
+        own GEMM (the CuPy backend needs a cuBLAS-free one inside CUDA graphs)."""
+        return self.xp.matmul(a, b)
+
+    def softmax_cross_entropy(self, logits, labels, label_smoothing=0.0):
+        """Per-sample softmax cross-entropy. logits (N, C), integer labels (N,) ->
+        ``(losses (N,), log_probs (N, C))``; the target is ``(1 - eps) * onehot + eps / C``
+        for ``label_smoothing`` eps. ``log_probs`` is what the backward needs."""
+        log_probs = logits - self.logsumexp(logits, axis=1, keepdims=True)
+        target = self._smoothed_one_hot(labels, logits.shape[1], logits.dtype, label_smoothing)
+        return -self.xp.sum(target * log_probs, axis=1), log_probs
+
+    def softmax_cross_entropy_backward(self, log_probs, labels, scale, label_smoothing=0.0):
+        """d(scale * sum of losses)/d logits = ``scale * (softmax - target)``, (N, C)."""
+        grad = self.xp.exp(log_probs)
+        grad -= self._smoothed_one_hot(labels, log_probs.shape[1], log_probs.dtype,
+                                       label_smoothing)
+        grad *= scale
+        return grad
+
+    def _smoothed_one_hot(self, labels, num_classes, dtype, label_smoothing):
+        target = self.one_hot(labels, num_classes, dtype)
+        if label_smoothing:
+            target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
+        return target
+
     # ------------------------------------------------------------------ optimizer updates
     # Each update works in place on ``param`` and its state arrays. Hyper-parameters arrive
     # as Python floats (weak scalars: they never promote float32 arrays). Devices override
@@ -196,7 +227,9 @@ class Backend:
         param -= (lr / bc1) * m / (xp.sqrt(v) / math.sqrt(bc2) + eps)
 
     def rmsprop_update(self, param, grad, sq, buf, *, lr, alpha, eps, momentum, weight_decay):
-        """PyTorch's RMSprop: ``sq = alpha*sq + (1-alpha)*g^2``; step ``g / (sqrt(sq)+eps)``."""
+        """PyTorch's RMSprop: ``sq = alpha*sq + (1-alpha)*g^2``; step ``g / (sqrt(sq)+eps)``;
+        with momentum ``buf = momentum*buf + step`` and ``p -= lr*buf``. ``buf`` may be None
+        when momentum is 0."""
         xp = self.xp
         if weight_decay:
             grad = grad + weight_decay * param
@@ -210,12 +243,54 @@ class Backend:
         param -= lr * step
 
     def adagrad_update(self, param, grad, acc, *, lr, eps, weight_decay):
-        """Adagrad (Duchi et al. 2011): ``acc += g^2``; ``p -= lr * g / (sqrt(acc) + eps)``."""
+        """Adagrad (Duchi et al. 2011): ``acc += g^2``; ``p -= lr * g / (sqrt(acc) + eps)``.
+        ``lr`` arrives already decayed by the optimizer (``lr_decay``)."""
         xp = self.xp
         if weight_decay:
             grad = grad + weight_decay * param
         acc += grad * grad
         param -= lr * grad / (xp.sqrt(acc) + eps)
+
+    # ------------------------------------------------------------------ training steps, memory
+    def compile_step(self, model, loss_fn, optimizer, *, cuda_graph: bool = False):
+        """A function ``step(x, y) -> (loss, output)`` doing one training step: drop the old
+        gradients, forward, loss, backward, ``optimizer.step()``. ``loss`` (0-d) and
+        ``output`` stay on the device: reading them is the caller's (one) sync.
+
+        Here it runs eagerly. ``cuda_graph=True`` (replay the step as one CUDA graph) needs
+        the CuPy backend, which overrides this method."""
+        if cuda_graph:
+            raise ValueError(f"cuda_graph=True needs a model on device='cuda'; this one is on "
+                             f"{self.device!r}")
+
+        def step(x, y):
+            return train_step(model, loss_fn, optimizer, x, y)
+        return step
+
+    def sample_memory(self) -> None:
+        """Note the device memory in use, for the peak ``memory_info`` reports (CPU: no-op)."""
+
+    def memory_info(self, reset_peak: bool = False) -> dict:
+        """Device memory figures in bytes; empty on CPU backends (NumPy asks the OS)."""
+        return {}
+
+    def out_of_memory_error(self, exc, *, batch_size=None, where=None) -> MemoryError:
+        """The error a training loop raises (``from exc``) when ``exc`` is a MemoryError:
+        it names where it happened and suggests a smaller batch. GPU backends also release
+        their cached memory."""
+        smaller = f"a batch size below {batch_size}" if batch_size else "a smaller batch size"
+        place = f" in {where}" if where else ""
+        return MemoryError(f"out of memory on {self.device!r}{place}: {exc}. Try {smaller}")
+
+
+def train_step(model, loss_fn, optimizer, x, y):
+    """One eager training step; returns ``(loss, output)`` (device arrays)."""
+    model.zero_grad(set_to_none=True)
+    output = model(x)
+    loss = loss_fn(output, y)
+    model.backward(loss_fn.backward())
+    optimizer.step()
+    return loss, output
 
 
 def dtype_name(dtype) -> str:

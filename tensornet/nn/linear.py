@@ -20,7 +20,14 @@ class Linear(Module):
 
     Shapes: x ``(N, in_features)`` -> y ``(N, out_features)``. Forward caches ``x``.
     Default init as PyTorch: weight and bias U(-1/sqrt(in), 1/sqrt(in)).
+
+    ``needs_input_grad`` (default True): set it False on a first layer that reads data.
+    Backward then still accumulates the weight and bias gradients but skips d loss / d x,
+    a GEMM as large as the forward one (a quarter of an MLP's training step), and returns
+    None; PyTorch likewise skips the gradient of inputs that do not require one.
     """
+
+    needs_input_grad = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  device=None, dtype=None):
@@ -42,7 +49,7 @@ class Linear(Module):
         self._check_input(x, ndim=2, features=self.in_features,
                           expected=f"(N, {self.in_features})")
         self._x = x
-        y = x @ self.weight.data.T
+        y = self.backend.matmul(x, self.weight.data.T)
         if self.bias is not None:
             y += self.bias.data
         return y
@@ -50,10 +57,12 @@ class Linear(Module):
     def backward(self, grad_output):
         x = self._require_cache(self._x)
         if self.weight.requires_grad:
-            self.weight.accumulate_grad(grad_output.T @ x)
+            self.weight.accumulate_grad(self.backend.matmul(grad_output.T, x))
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate_grad(self.backend.xp.sum(grad_output, axis=0))
-        return grad_output @ self.weight.data
+        if not self.needs_input_grad:
+            return None
+        return self.backend.matmul(grad_output, self.weight.data)
 
     def clear_cache(self) -> None:
         self._x = None

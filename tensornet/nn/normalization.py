@@ -1,0 +1,221 @@
+"""Normalization layers: BatchNorm1d, BatchNorm2d and LayerNorm.
+
+The statistics and the backward formula live in the backend (``normalize`` and
+``normalize_backward``), shared by both families; these layers add the affine transform,
+the running estimates and the checks.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .linear import _positive_int
+from .module import Module
+
+
+class _BatchNorm(Module):
+    """Batch normalization over every axis except the channel axis 1 (Ioffe & Szegedy 2015).
+
+    Training (or ``track_running_stats=False``): normalise with the batch mean and biased
+    variance and, when tracking, update ``running_mean`` / ``running_var`` exactly as
+    PyTorch: ``running = (1 - momentum) * running + momentum * batch_stat`` with the
+    *unbiased* batch variance (``momentum=None``: cumulative average over
+    ``num_batches_tracked``). Eval: normalise with the running estimates.
+    ``y = xhat * weight + bias`` per channel when ``affine``.
+
+    The running estimates and ``num_batches_tracked`` are buffers: ``state_dict()`` saves
+    them and ``to()`` moves them. Forward caches ``xhat`` (input-sized) and ``1/sqrt(var+eps)``.
+    """
+
+    _layout = ""  # "(N, C)"-style text for errors, set by subclasses
+    _ndims: tuple = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, *, device=None,
+                 dtype=None):
+        super().__init__(device=device, dtype=dtype)
+        name = type(self).__name__
+        self.num_features = _positive_int(name, "num_features", num_features)
+        self.eps = float(eps)
+        if momentum is not None and not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum!r}")
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        c = self.num_features
+        self.weight = self.new_parameter(np.ones(c)) if self.affine else None
+        self.bias = self.new_parameter(np.zeros(c)) if self.affine else None
+        if self.track_running_stats:
+            self.register_buffer("running_mean", self.backend.asarray(np.zeros(c, self.dtype)))
+            self.register_buffer("running_var", self.backend.asarray(np.ones(c, self.dtype)))
+            self.register_buffer("num_batches_tracked",
+                                 self.backend.asarray(np.zeros((), np.int64)))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self._cache = None
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            c = self.num_features
+            self.running_mean = self.backend.asarray(np.zeros(c, self.dtype))
+            self.running_var = self.backend.asarray(np.ones(c, self.dtype))
+            self.num_batches_tracked = self.backend.asarray(np.zeros((), np.int64))
+
+    def _per_channel(self, values, ndim: int):
+        """(C,) -> (1, C, 1, ...) broadcasting against an ndim-dimensional input."""
+        return self.backend.xp.reshape(values, (1, self.num_features) + (1,) * (ndim - 2))
+
+    def forward(self, x):
+        """x (N, C, ...) -> y of the same shape; caches xhat and 1/sqrt(var+eps)."""
+        self._check_input(x, ndim=self._ndims, expected=self._layout.format(self.num_features))
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; expected "
+                             f"{self._layout.format(self.num_features)}")
+        xp = self.backend.xp
+        axes = (0,) + tuple(range(2, x.ndim))
+        self._cache = None
+        batch_stats = self.training or not self.track_running_stats
+        if batch_stats:
+            count = x.shape[0] * int(np.prod(x.shape[2:], dtype=np.int64))
+            if count < 2:
+                raise ValueError(f"{self._describe()} needs more than one value per channel "
+                                 f"to compute batch statistics, got input of shape "
+                                 f"{tuple(x.shape)}; use a larger batch or call .eval()")
+            xhat, mean, var, invstd = self.backend.normalize(x, axes, self.eps)
+            if self.training and self.track_running_stats:
+                self._update_running_stats(xp.reshape(mean, (-1,)), xp.reshape(var, (-1,)),
+                                           count)
+        else:
+            invstd = self._per_channel(1.0 / xp.sqrt(self.running_var + self.eps), x.ndim)
+            xhat = x - self._per_channel(self.running_mean, x.ndim)
+            xhat *= invstd
+        self._cache = (xhat, invstd, batch_stats, axes)
+        if not self.affine:
+            return xhat
+        y = xhat * self._per_channel(self.weight.data, x.ndim)
+        y += self._per_channel(self.bias.data, x.ndim)
+        return y
+
+    def _update_running_stats(self, mean, var, count: int) -> None:
+        self.num_batches_tracked += 1
+        if self.momentum is None:
+            factor = 1.0 / int(self.num_batches_tracked)
+        else:
+            factor = self.momentum
+        self.running_mean *= 1.0 - factor
+        self.running_mean += factor * mean
+        self.running_var *= 1.0 - factor
+        self.running_var += (factor * count / (count - 1)) * var
+
+    def backward(self, grad_output):
+        """grad_output like x -> dx; adds weight/bias grads (sums over all but axis 1)."""
+        xhat, invstd, batch_stats, axes = self._require_cache(self._cache)
+        xp = self.backend.xp
+        scale = invstd
+        if self.affine:
+            scale = invstd * self._per_channel(self.weight.data, xhat.ndim)
+        if batch_stats:
+            dx, sum_grad, sum_grad_xhat = self.backend.normalize_backward(grad_output, xhat,
+                                                                          scale, axes)
+        else:
+            dx = grad_output * scale
+            if self.affine:
+                sum_grad = xp.sum(grad_output, axis=axes)
+                sum_grad_xhat = xp.sum(grad_output * xhat, axis=axes)
+        if self.affine:
+            self.weight.accumulate_grad(xp.reshape(sum_grad_xhat, (-1,)))
+            self.bias.accumulate_grad(xp.reshape(sum_grad, (-1,)))
+        return dx
+
+    def clear_cache(self) -> None:
+        self._cache = None
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+    def _describe(self) -> str:
+        return f"{type(self).__name__}({self.num_features})"
+
+
+class BatchNorm1d(_BatchNorm):
+    """BatchNorm over x (N, C) or (N, C, L): statistics per feature/channel C."""
+
+    _layout = "(N, {0}) or (N, {0}, L)"
+    _ndims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """BatchNorm over x (N, C, H, W): statistics per channel over N, H and W."""
+
+    _layout = "(N, {0}, H, W)"
+    _ndims = (4,)
+
+
+class LayerNorm(Module):
+    """Layer normalization (Ba et al. 2016) over the last ``len(normalized_shape)`` axes.
+
+    x (..., *normalized_shape) -> y of the same shape, each sample standardised with its own
+    mean and biased variance, then ``y = xhat * weight + bias`` (weight and bias of shape
+    ``normalized_shape``) when ``elementwise_affine``. Same statistics in train and eval.
+    Forward caches ``xhat`` (input-sized) and ``1/sqrt(var+eps)``.
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, *, device=None, dtype=None):
+        super().__init__(device=device, dtype=dtype)
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) \
+            else tuple(normalized_shape)
+        self.normalized_shape = tuple(_positive_int("LayerNorm", "normalized_shape", d)
+                                      for d in shape)
+        if not self.normalized_shape:
+            raise ValueError("LayerNorm: normalized_shape must name at least one axis")
+        self.eps = float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        affine = self.elementwise_affine
+        self.weight = self.new_parameter(np.ones(self.normalized_shape)) if affine else None
+        self.bias = (self.new_parameter(np.zeros(self.normalized_shape))
+                     if affine and bias else None)
+        self._cache = None
+
+    def forward(self, x):
+        k = len(self.normalized_shape)
+        self._check_input(x, expected=f"(..., {', '.join(map(str, self.normalized_shape))})")
+        if x.ndim < k or tuple(x.shape[x.ndim - k:]) != self.normalized_shape:
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; expected "
+                             f"(N, ..., {', '.join(map(str, self.normalized_shape))})")
+        axes = tuple(range(x.ndim - k, x.ndim))
+        self._cache = None
+        xhat, _, _, invstd = self.backend.normalize(x, axes, self.eps)
+        self._cache = (xhat, invstd, axes)
+        if self.weight is None:
+            return xhat
+        y = xhat * self.weight.data
+        if self.bias is not None:
+            y += self.bias.data
+        return y
+
+    def backward(self, grad_output):
+        xhat, invstd, axes = self._require_cache(self._cache)
+        xp = self.backend.xp
+        batch_axes = tuple(range(xhat.ndim - len(axes)))
+        grad_xhat = grad_output
+        if self.weight is not None:
+            grad_xhat = grad_output * self.weight.data
+            if self.weight.requires_grad:
+                self.weight.accumulate_grad(xp.sum(grad_output * xhat, axis=batch_axes))
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.accumulate_grad(xp.sum(grad_output, axis=batch_axes))
+        dx, _, _ = self.backend.normalize_backward(grad_xhat, xhat, invstd, axes)
+        return dx
+
+    def clear_cache(self) -> None:
+        self._cache = None
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
+
+    def _describe(self) -> str:
+        return f"LayerNorm({self.normalized_shape})"

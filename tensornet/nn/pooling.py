@@ -1,0 +1,142 @@
+"""Pooling: MaxPool2d, AvgPool2d and GlobalAvgPool2d over (N, C, H, W).
+
+The window math lives in the backend (``max_pool2d``, ``avg_pool2d`` and their backwards),
+so devices can override it; these layers check arguments and inputs and keep the caches.
+"""
+from __future__ import annotations
+
+from tensornet.backends import get_backend
+
+from .conv import _format_pair, _pair, check_window_fits
+from .module import Module
+
+
+def _accept_image(module: Module, x) -> None:
+    """Follow ``x``'s device (a pool has no parameters to pin it); require (N, C, H, W)."""
+    if not module.backend.owns(x):
+        try:
+            object.__setattr__(module, "backend", get_backend(x))
+        except TypeError:
+            pass  # not an array: _check_input says so
+    module._check_input(x, ndim=4, expected="(N, C, H, W)", float_input=False)
+
+
+class _Pool2d(Module):
+    """Shared plumbing: argument parsing, the input check, following the input's device."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
+        super().__init__()
+        name = type(self).__name__
+        self.kernel_size = _pair(name, "kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else _pair(name, "stride", stride, 1)
+        self.padding = _pair(name, "padding", padding, 0)
+        self.dilation = _pair(name, "dilation", dilation, 1)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"{name}: padding {self.padding} must be at most half the kernel "
+                             f"size {self.kernel_size}")
+        self._pads = tuple((p, p) for p in self.padding)
+        self._x_shape = None
+
+    def _accept(self, x):
+        _accept_image(self, x)
+        return check_window_fits(self, x, self.kernel_size, self.stride, self._pads,
+                                 self.dilation)
+
+    def clear_cache(self) -> None:
+        self._x_shape = None
+
+    def extra_repr(self) -> str:
+        text = f"kernel_size={_format_pair(self.kernel_size)}"
+        if self.stride != self.kernel_size:
+            text += f", stride={_format_pair(self.stride)}"
+        if self.padding != (0, 0):
+            text += f", padding={_format_pair(self.padding)}"
+        if self.dilation != (1, 1):
+            text += f", dilation={_format_pair(self.dilation)}"
+        return text
+
+
+class MaxPool2d(_Pool2d):
+    """Max over ``kernel_size`` windows; ``stride`` defaults to the kernel size.
+
+    x (N, C, H, W) -> (N, C, OH, OW). Padding counts as -inf (at most half the kernel, as
+    PyTorch). Forward caches the arg-max offset of each window (int32, output-sized);
+    backward routes the gradient there (ties: the first maximum, as PyTorch), accumulating
+    through ``scatter_add`` where windows overlap.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
+        super().__init__(kernel_size, stride, padding, dilation)
+        self._argmax = None
+
+    def forward(self, x):
+        self._accept(x)
+        self._argmax = None
+        y, self._argmax = self.backend.max_pool2d(x, self.kernel_size, self.stride, self._pads,
+                                                  self.dilation)
+        self._x_shape = tuple(x.shape)
+        return y
+
+    def backward(self, grad_output):
+        argmax = self._require_cache(self._argmax)
+        return self.backend.max_pool2d_backward(grad_output, argmax, self._x_shape,
+                                                self.kernel_size, self.stride, self._pads,
+                                                self.dilation)
+
+    def clear_cache(self) -> None:
+        self._argmax = self._x_shape = None
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over ``kernel_size`` windows; ``stride`` defaults to the kernel size.
+
+    x (N, C, H, W) -> (N, C, OH, OW). Zero padding; with ``count_include_pad=False`` the
+    padded positions are left out of each window's divisor (as PyTorch). Forward caches
+    only the input shape.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad: bool = True):
+        super().__init__(kernel_size, stride, padding)
+        self.count_include_pad = bool(count_include_pad)
+
+    def forward(self, x):
+        self._accept(x)
+        self._x_shape = tuple(x.shape)
+        return self.backend.avg_pool2d(x, self.kernel_size, self.stride, self._pads,
+                                       self.count_include_pad)
+
+    def backward(self, grad_output):
+        x_shape = self._require_cache(self._x_shape)
+        return self.backend.avg_pool2d_backward(grad_output, x_shape, self.kernel_size,
+                                                self.stride, self._pads, self.count_include_pad)
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text if self.count_include_pad else text + ", count_include_pad=False"
+
+
+class GlobalAvgPool2d(Module):
+    """Mean over all spatial positions: x (N, C, H, W) -> (N, C), or (N, C, 1, 1) with
+    ``keepdims=True`` (PyTorch's ``AdaptiveAvgPool2d(1)``). Forward caches the input shape."""
+
+    def __init__(self, keepdims: bool = False):
+        super().__init__()
+        self.keepdims = bool(keepdims)
+        self._x_shape = None
+
+    def forward(self, x):
+        _accept_image(self, x)
+        self._x_shape = tuple(x.shape)
+        return self.backend.xp.mean(x, axis=(2, 3), keepdims=self.keepdims)
+
+    def backward(self, grad_output):
+        n, c, h, w = self._require_cache(self._x_shape)
+        xp = self.backend.xp
+        share = xp.reshape(grad_output * (1.0 / (h * w)), (n, c, 1, 1))
+        return xp.asarray(xp.broadcast_to(share, (n, c, h, w)), copy=True)
+
+    def clear_cache(self) -> None:
+        self._x_shape = None
+
+    def extra_repr(self) -> str:
+        return "keepdims=True" if self.keepdims else ""
