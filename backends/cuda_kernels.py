@@ -1,0 +1,355 @@
+"""CUDA kernel sources for the CuPy backend, and a cache that builds them on first use.
+
+This module holds only strings and host-side arithmetic, so it imports without CuPy; the
+kernels are compiled (by NVRTC, through CuPy) the first time ``KernelCache`` hands them out.
+
+Conventions: every floating kernel is written once for a type ``T`` (float32 or float64);
+scalars reach it as NumPy scalars of the array's dtype (a Python float would arrive as a
+double and make float32 kernels compute in float64). Optimizer hyper-parameters are packed
+on the host into one tuple per call (``pack_hyper``); the same body then runs either with
+those values as kernel scalars (eager) or reading them from a device row (CUDA graphs,
+whose captured scalars are frozen).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+
+FUSED_DTYPES = ("float32", "float64")  # the dtypes every kernel here is built for
+C_TYPES = {"float32": "float", "float64": "double", "int32": "int", "int64": "long long"}
+
+
+class ElementwiseSpec(NamedTuple):
+    """Arguments of ``cupy.ElementwiseKernel``."""
+    in_params: str
+    out_params: str
+    operation: str
+    name: str
+    preamble: str = ""
+
+
+# ---------------------------------------------------------------------- activations
+# ``x < 0 ? 0 : x`` keeps NaN (as ``maximum(x, 0)`` does); the backward reads the output.
+RELU = ElementwiseSpec("T x", "T y", "y = x < T(0) ? T(0) : x", "tn_relu")
+RELU_BACKWARD = ElementwiseSpec("T grad, T y", "T dx", "dx = y > T(0) ? grad : T(0)",
+                                "tn_relu_backward")
+
+# ---------------------------------------------------------------------- optimizers
+
+
+class OptimizerKernel(NamedTuple):
+    """One fused in-place update: ``states`` are updated with ``param``; ``hyper`` are the
+    per-call scalars, in the order ``pack_hyper`` returns them."""
+    name: str
+    hyper: tuple
+    states: tuple
+    body: str
+
+
+_DECAYED = "const T g = weight_decay != T(0) ? grad + weight_decay * param : grad;\n"
+
+OPTIMIZER_KERNELS = {
+    "sgd": OptimizerKernel(
+        "tn_sgd", ("lr", "weight_decay"), (),
+        _DECAYED + "param -= lr * g;"),
+    "sgd_momentum": OptimizerKernel(
+        "tn_sgd_momentum",
+        ("lr", "momentum", "one_minus_dampening", "nesterov", "weight_decay", "first_step"),
+        ("buf",),
+        _DECAYED +
+        "const T b = first_step != T(0) ? g : momentum * buf + one_minus_dampening * g;\n"
+        "buf = b;\n"
+        "param -= lr * (nesterov != T(0) ? g + momentum * b : b);"),
+    # PyTorch's Adam: eps is added after dividing sqrt(v) by sqrt(1 - beta2^t).
+    "adam": OptimizerKernel(
+        "tn_adam",
+        ("step_size", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "sqrt_bc2", "eps",
+         "weight_decay", "param_scale"),
+        ("m", "v"),
+        "const T p = param * param_scale;\n"
+        "const T g = weight_decay != T(0) ? grad + weight_decay * p : grad;\n"
+        "const T m_new = beta1 * m + one_minus_beta1 * g;\n"
+        "const T v_new = beta2 * v + one_minus_beta2 * (g * g);\n"
+        "m = m_new;\n"
+        "v = v_new;\n"
+        "param = p - step_size * m_new / (sqrt(v_new) / sqrt_bc2 + eps);"),
+    "rmsprop": OptimizerKernel(
+        "tn_rmsprop", ("lr", "alpha", "one_minus_alpha", "eps", "weight_decay"), ("sq",),
+        _DECAYED +
+        "const T s = alpha * sq + one_minus_alpha * (g * g);\n"
+        "sq = s;\n"
+        "param -= lr * (g / (sqrt(s) + eps));"),
+    "rmsprop_momentum": OptimizerKernel(
+        "tn_rmsprop_momentum",
+        ("lr", "alpha", "one_minus_alpha", "eps", "momentum", "weight_decay"), ("sq", "buf"),
+        _DECAYED +
+        "const T s = alpha * sq + one_minus_alpha * (g * g);\n"
+        "sq = s;\n"
+        "const T b = momentum * buf + g / (sqrt(s) + eps);\n"
+        "buf = b;\n"
+        "param -= lr * b;"),
+    "adagrad": OptimizerKernel(
+        "tn_adagrad", ("lr", "eps", "weight_decay"), ("acc",),
+        _DECAYED +
+        "const T a = acc + g * g;\n"
+        "acc = a;\n"
+        "param -= lr * g / (sqrt(a) + eps);"),
+}
+
+# The widest hyper tuple; a CUDA graph's device table has this many columns.
+HYPER_WIDTH = max(len(k.hyper) for k in OPTIMIZER_KERNELS.values())
+
+
+def pack_hyper(kind: str, **h) -> tuple:
+    """Host-side scalars of one update, in ``OPTIMIZER_KERNELS[kind].hyper`` order.
+
+    Differences such as ``1 - beta1`` are taken in double precision here, as the generic
+    backend does with Python floats, rather than in the kernel's float32.
+    """
+    if kind == "sgd":
+        return (h["lr"], h["weight_decay"])
+    if kind == "sgd_momentum":
+        return (h["lr"], h["momentum"], 1.0 - h["dampening"], float(bool(h["nesterov"])),
+                h["weight_decay"], float(bool(h["first_step"])))
+    if kind == "adam":
+        bc1 = 1.0 - h["beta1"] ** h["step"]
+        bc2 = 1.0 - h["beta2"] ** h["step"]
+        decoupled = bool(h["decoupled"])
+        return (h["lr"] / bc1, h["beta1"], 1.0 - h["beta1"], h["beta2"], 1.0 - h["beta2"],
+                math.sqrt(bc2), h["eps"], 0.0 if decoupled else h["weight_decay"],
+                1.0 - h["lr"] * h["weight_decay"] if decoupled else 1.0)
+    if kind == "rmsprop":
+        return (h["lr"], h["alpha"], 1.0 - h["alpha"], h["eps"], h["weight_decay"])
+    if kind == "rmsprop_momentum":
+        return (h["lr"], h["alpha"], 1.0 - h["alpha"], h["eps"], h["momentum"],
+                h["weight_decay"])
+    if kind == "adagrad":
+        return (h["lr"], h["eps"], h["weight_decay"])
+    raise KeyError(f"unknown optimizer kernel {kind!r}")
+
+
+def optimizer_spec(kind: str, device_hyper: bool) -> ElementwiseSpec:
+    """The ElementwiseKernel for ``kind``: hyper-parameters as scalars, or (``device_hyper``)
+    read from ``raw T hyper``, one row of a CUDA graph's device table."""
+    k = OPTIMIZER_KERNELS[kind]
+    out = ", ".join(f"T {name}" for name in ("param",) + k.states)
+    if device_hyper:
+        unpack = "".join(f"const T {name} = hyper[{i}];\n" for i, name in enumerate(k.hyper))
+        return ElementwiseSpec("T grad, raw T hyper", out, unpack + k.body, k.name + "_dev")
+    scalars = ", ".join(f"T {name}" for name in k.hyper)
+    return ElementwiseSpec(f"T grad, {scalars}", out, k.body, k.name)
+
+
+# ---------------------------------------------------------------------- cross-entropy
+# One warp per row: max, log-sum-exp and the smoothed-target dot product by warp shuffles,
+# so any number of classes works. Writes log-probabilities (for backward) and per-row losses.
+# A label outside [0, C) yields NaN (loss and gradient) rather than reading out of bounds:
+# on the GPU the label-range check is off by default because it would sync every step.
+NUMERIC_HELPERS = r"""
+template <typename T> __device__ __forceinline__ T tn_quiet_nan();
+template <> __device__ __forceinline__ float tn_quiet_nan<float>() { return __int_as_float(0x7fc00000); }
+template <> __device__ __forceinline__ double tn_quiet_nan<double>() {
+    return __longlong_as_double(0x7ff8000000000000LL);
+}
+template <typename T> __device__ __forceinline__ T tn_neg_inf();
+template <> __device__ __forceinline__ float tn_neg_inf<float>() { return __int_as_float(0xff800000); }
+template <> __device__ __forceinline__ double tn_neg_inf<double>() {
+    return __longlong_as_double(0xfff0000000000000LL);
+}
+"""
+
+CROSS_ENTROPY_SOURCE = NUMERIC_HELPERS + r"""
+template <typename T, typename L>
+__global__ void tn_cross_entropy_forward(const T* __restrict__ logits, const L* __restrict__ labels,
+                                         int n_rows, int n_classes, T keep, T eps_over_c,
+                                         T* __restrict__ log_probs, T* __restrict__ losses) {
+    const int lane = threadIdx.x & 31;
+    const long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= n_rows) return;  // the whole warp leaves together
+    const T* x = logits + row * n_classes;
+    T* lp = log_probs + row * n_classes;
+
+    T m = tn_neg_inf<T>();
+    for (int j = lane; j < n_classes; j += 32) m = max(m, x[j]);
+    for (int off = 16; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
+    if (!isfinite(m)) m = T(0);  // as the generic logsumexp: rows of +-inf stay inf/NaN
+
+    T s = T(0);
+    for (int j = lane; j < n_classes; j += 32) s += exp(x[j] - m);
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    const T lse = log(s) + m;
+
+    const long long label = (long long)labels[row];
+    T dot = T(0);
+    for (int j = lane; j < n_classes; j += 32) {
+        const T v = x[j] - lse;
+        lp[j] = v;
+        dot += ((j == label ? keep : T(0)) + eps_over_c) * v;
+    }
+    for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+    if (lane == 0) losses[row] = (label >= 0 && label < n_classes) ? -dot : tn_quiet_nan<T>();
+}
+"""
+CROSS_ENTROPY_WARPS_PER_BLOCK = 8
+
+CROSS_ENTROPY_BACKWARD = ElementwiseSpec(
+    "T log_probs, raw L labels, T scale, T keep, T eps_over_c, int32 n_classes", "T grad",
+    "const ptrdiff_t row = i / n_classes;\n"
+    "const long long j = i - row * n_classes;\n"
+    "const long long label = (long long)labels[row];\n"
+    "const T target = (j == label ? keep : T(0)) + eps_over_c;\n"
+    "grad = (label >= 0 && label < n_classes) ? (exp(log_probs) - target) * scale\n"
+    "                                         : tn_quiet_nan<T>();",
+    "tn_cross_entropy_backward", NUMERIC_HELPERS)
+
+
+# ---------------------------------------------------------------------- dropout in graphs
+# CuPy's generators keep their state on the host side of a launch, so a captured draw would
+# repeat every replay. Inside CUDA-graph steps masks come instead from a counter-based hash:
+# element i of draw number rng[1] under key rng[0] (SplitMix64 finaliser, twice), and a
+# captured one-thread kernel advances rng[1] after each draw, so every replay differs.
+_MIX64 = r"""
+__device__ __forceinline__ unsigned long long tn_mix64(unsigned long long z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+"""
+BERNOULLI_COUNTER = ElementwiseSpec(
+    "raw uint64 rng, float64 p", "T mask",
+    "const unsigned long long h =\n"
+    "    tn_mix64(rng[0] ^ tn_mix64(rng[1] * 0x9e3779b97f4a7c15ULL + (unsigned long long)i));\n"
+    "const double u = (double)(h >> 11) * (1.0 / 9007199254740992.0);  // [0, 1), 53 bits\n"
+    "mask = u < p ? T(1) : T(0);",
+    "tn_bernoulli_counter", _MIX64)
+RNG_ADVANCE = ElementwiseSpec("uint64 step", "uint64 counter", "counter += step",
+                              "tn_rng_advance")
+
+
+# ---------------------------------------------------------------------- GEMM (graph-safe)
+# C (M, N, contiguous) = A (M, K) @ B (K, N), A and B given by element strides so that
+# transposed views need no copy; blockIdx.z walks a batch of such products (conv groups). A plain shared-memory tiled GEMM: 64x64 tiles of C per
+# 256-thread block, 4x4 outputs per thread, FP32/FP64 FMA (never TF32). It exists because
+# CuPy refuses cuBLAS inside CUDA-graph capture; eager steps use cuBLAS.
+GEMM_TILE_M = GEMM_TILE_N = 64
+GEMM_THREADS = 256
+GEMM_SOURCE = r"""
+#define TILE_M 64
+#define TILE_N 64
+#define TILE_K 16
+template <typename T>
+__global__ void __launch_bounds__(256)
+tn_gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
+        int M, int N, int K, long long a_rs, long long a_cs, long long b_rs, long long b_cs,
+        long long a_bs, long long b_bs) {
+    A += blockIdx.z * a_bs;
+    B += blockIdx.z * b_bs;
+    C += (long long)blockIdx.z * M * N;
+    __shared__ T As[TILE_K][TILE_M + 1];
+    __shared__ T Bs[TILE_K][TILE_N + 1];
+    const int tid = threadIdx.x;
+    const int tx = tid & 15, ty = tid >> 4;  // 16 x 16 threads, each 4 x 4 outputs
+    const long long row0 = (long long)blockIdx.y * TILE_M;
+    const long long col0 = (long long)blockIdx.x * TILE_N;
+    // Walk the unit-stride axis with consecutive threads so global loads coalesce.
+    const bool a_k_fast = (a_cs == 1);
+    const bool b_n_fast = (b_cs == 1) || (b_rs != 1);
+    T acc[4][4];
+    #pragma unroll
+    for (int i = 0; i < 4; ++i)
+        #pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = T(0);
+
+    for (long long k0 = 0; k0 < K; k0 += TILE_K) {
+        for (int e = tid; e < TILE_M * TILE_K; e += 256) {
+            const int m = a_k_fast ? e / TILE_K : e % TILE_M;
+            const int k = a_k_fast ? e % TILE_K : e / TILE_M;
+            const long long gm = row0 + m, gk = k0 + k;
+            As[k][m] = (gm < M && gk < K) ? A[gm * a_rs + gk * a_cs] : T(0);
+        }
+        for (int e = tid; e < TILE_K * TILE_N; e += 256) {
+            const int k = b_n_fast ? e / TILE_N : e % TILE_K;
+            const int n = b_n_fast ? e % TILE_N : e / TILE_K;
+            const long long gk = k0 + k, gn = col0 + n;
+            Bs[k][n] = (gk < K && gn < N) ? B[gk * b_rs + gn * b_cs] : T(0);
+        }
+        __syncthreads();
+        #pragma unroll
+        for (int k = 0; k < TILE_K; ++k) {
+            T a[4], b[4];
+            #pragma unroll
+            for (int i = 0; i < 4; ++i) a[i] = As[k][ty + 16 * i];
+            #pragma unroll
+            for (int j = 0; j < 4; ++j) b[j] = Bs[k][tx + 16 * j];
+            #pragma unroll
+            for (int i = 0; i < 4; ++i)
+                #pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+        }
+        __syncthreads();
+    }
+    #pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const long long gm = row0 + ty + 16 * i;
+        #pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const long long gn = col0 + tx + 16 * j;
+            if (gm < M && gn < N) C[gm * N + gn] = acc[i][j];
+        }
+    }
+}
+"""
+
+# ---------------------------------------------------------------------- registry
+# Raw modules: name -> (source, kernel templates, the template arguments to instantiate).
+RAW_MODULES = {
+    "cross_entropy": (CROSS_ENTROPY_SOURCE, "tn_cross_entropy_forward",
+                      [("float", "long long"), ("float", "int"), ("double", "long long"),
+                       ("double", "int")]),
+    "gemm": (GEMM_SOURCE, "tn_gemm", [("float",), ("double",)]),
+}
+
+
+def elementwise_specs() -> list:
+    """Every ElementwiseKernel this backend builds (for compile checks)."""
+    from .cuda_window_kernels import WINDOW_SPECS
+    specs = [RELU, RELU_BACKWARD, CROSS_ENTROPY_BACKWARD, BERNOULLI_COUNTER, RNG_ADVANCE,
+             *WINDOW_SPECS]
+    for kind in OPTIMIZER_KERNELS:
+        specs += [optimizer_spec(kind, False), optimizer_spec(kind, True)]
+    return specs
+
+
+def name_expression(module: str, *type_args: str) -> str:
+    return f"{RAW_MODULES[module][1]}<{', '.join(type_args)}>"
+
+
+class KernelCache:
+    """Builds each kernel once per process (CuPy caches the compiled binary per device)."""
+
+    def __init__(self, cupy):
+        self._cupy = cupy
+        self._elementwise: dict = {}
+        self._modules: dict = {}
+
+    def elementwise(self, spec: ElementwiseSpec):
+        kernel = self._elementwise.get(spec)
+        if kernel is None:
+            kernel = self._elementwise[spec] = self._cupy.ElementwiseKernel(
+                spec.in_params, spec.out_params, spec.operation, spec.name,
+                preamble=spec.preamble)
+        return kernel
+
+    def optimizer(self, kind: str, device_hyper: bool = False):
+        return self.elementwise(optimizer_spec(kind, device_hyper))
+
+    def raw(self, module: str, *type_args: str):
+        """The RawKernel ``module``'s template instantiated at ``type_args`` (C type names)."""
+        mod = self._modules.get(module)
+        if mod is None:
+            source, _, instances = RAW_MODULES[module]
+            names = [name_expression(module, *args) for args in instances]
+            mod = self._modules[module] = self._cupy.RawModule(code=source,
+                                                               name_expressions=names)
+        return mod.get_function(name_expression(module, *type_args))
