@@ -1,0 +1,187 @@
+"""Callbacks for ``tensornet.fit``: early stopping, NaN guard, checkpoints, LR schedules.
+
+A callback overrides any of the hooks below; each receives the ``TrainingRun`` (its
+``model``, ``optimizer``, ``history``, ``epoch``, ``backend``...). ``run.stop(reason)``
+ends training after the current step or epoch. Callbacks run in list order; ``fit``'s
+``scheduler=`` runs first, so a checkpoint saved at an epoch's end holds the next lr.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from tensornet.backends import asnumpy
+
+
+class Callback:
+    def on_train_begin(self, run) -> None:
+        """Before the first epoch."""
+
+    def on_epoch_begin(self, run) -> None:
+        """Before each epoch's first step (``run.epoch`` is 1-based)."""
+
+    def on_batch_end(self, run, step: int, loss) -> None:
+        """After each optimisation step; ``loss`` is a 0-d device array. Reading it
+        (``float(loss)``) syncs with the GPU, so only do so when ``run.backend.cheap_sync``."""
+
+    def on_epoch_end(self, run, logs: dict) -> None:
+        """After validation; ``logs`` holds this epoch's train_loss, val_loss, ... ."""
+
+    def on_train_end(self, run) -> None:
+        """After the last epoch (also after an early stop)."""
+
+
+def _mode_for(monitor: str, mode: str) -> str:
+    if mode == "auto":
+        return "max" if "acc" in monitor else "min"
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+    return mode
+
+
+def _monitored(name: str, monitor: str, logs: dict) -> float:
+    value = logs.get(monitor)
+    if value is None:
+        have = ", ".join(k for k, v in logs.items() if v is not None)
+        hint = " (pass val_loader= to fit)" if monitor.startswith("val_") else ""
+        raise ValueError(f"{name}: fit logs no {monitor!r}{hint}; available: {have}")
+    return float(value)
+
+
+class _Tracker:
+    """Best value of a monitored quantity."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float = 0.0):
+        self.monitor, self.mode, self.min_delta = monitor, _mode_for(monitor, mode), min_delta
+        self.reset()
+
+    def reset(self) -> None:
+        self.best, self.best_epoch = None, None
+
+    def improved(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` (default the validation loss) has not improved by more than
+    ``min_delta`` for ``patience`` epochs; with ``restore_best_weights`` the model ends
+    with the weights of its best epoch (kept as a host copy)."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True):
+        if patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be >= 0, got {patience}")
+        self.tracker = _Tracker(monitor, mode, min_delta)
+        self.patience = int(patience)
+        self.restore_best_weights = restore_best_weights
+        self.best_weights = None
+        self.wait = 0
+        self.stopped_epoch = None
+
+    def on_train_begin(self, run) -> None:
+        self.tracker.reset()
+        self.best_weights, self.wait, self.stopped_epoch = None, 0, None
+
+    def on_epoch_end(self, run, logs) -> None:
+        value = _monitored("EarlyStopping", self.tracker.monitor, logs)
+        if self.tracker.improved(value):
+            self.tracker.best, self.tracker.best_epoch, self.wait = value, run.epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = {k: np.array(asnumpy(v), copy=True)
+                                     for k, v in run.model.state_dict().items()}
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = run.epoch
+            run.stop(f"EarlyStopping: {self.tracker.monitor} has not improved for "
+                     f"{self.wait} epochs (best {self.tracker.best:.4f} at epoch "
+                     f"{self.tracker.best_epoch})")
+
+    def on_train_end(self, run) -> None:
+        last = run.history.epoch[-1] if run.history.epoch else None
+        if self.best_weights is not None and self.tracker.best_epoch != last:
+            run.model.load_state_dict(self.best_weights)
+            run.log(f"EarlyStopping: restored the weights of epoch {self.tracker.best_epoch} "
+                    f"({self.tracker.monitor} {self.tracker.best:.4f})")
+
+
+class TerminateOnNaN(Callback):
+    """Stop training as soon as the training loss is NaN or infinite, naming the epoch and
+    step. On CPU every step is checked; on a GPU (where reading the loss would stall the
+    device) the epoch's per-step losses are checked once at its end."""
+
+    stops_on_nonfinite = True
+
+    def on_batch_end(self, run, step, loss) -> None:
+        if run.backend.cheap_sync:
+            value = float(loss)
+            if not math.isfinite(value):
+                run.stop(self.message(run.epoch, step, value))
+
+    def on_epoch_end(self, run, logs) -> None:
+        losses = run.step_losses
+        if losses is None or np.all(np.isfinite(losses)):
+            return
+        step = int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
+        run.stop(self.message(run.epoch, step, float(losses[step - 1])))
+
+    @staticmethod
+    def message(epoch: int, step: int, value: float) -> str:
+        return (f"TerminateOnNaN: the training loss is {value} at epoch {epoch}, step {step}; "
+                f"training stopped. Lower the learning rate, check the inputs for NaN/Inf, or "
+                f"clip gradients (tn.optim.clip_grad_norm_)")
+
+
+class ModelCheckpoint(Callback):
+    """Save a resumable checkpoint (``tn.save_checkpoint``) at the end of each epoch.
+
+    ``path`` may contain ``{epoch}`` (e.g. ``"ckpt/epoch{epoch:03d}.safetensors"``).
+    With ``save_best_only`` only epochs that improve ``monitor`` are saved. ``config``
+    (a JSON-friendly dict) is stored so the model can be rebuilt from the file alone.
+    """
+
+    def __init__(self, path, monitor: str = "val_loss", save_best_only: bool = False,
+                 mode: str = "auto", config: dict | None = None):
+        self.path = os.fspath(path)
+        self.tracker = _Tracker(monitor, mode)
+        self.save_best_only = save_best_only
+        self.config = config
+        self.saved: list[str] = []
+
+    def on_train_begin(self, run) -> None:
+        self.tracker.reset()
+
+    def on_epoch_end(self, run, logs) -> None:
+        from tensornet.io import save_checkpoint
+
+        if self.save_best_only:
+            value = _monitored("ModelCheckpoint", self.tracker.monitor, logs)
+            if not self.tracker.improved(value):
+                return
+            self.tracker.best, self.tracker.best_epoch = value, run.epoch
+        path = self.path.format(epoch=run.epoch)
+        save_checkpoint(path, run.model, run.optimizer, scheduler=run.scheduler,
+                        loader=run.train_loader, epoch=run.epoch, config=self.config,
+                        history=run.history.to_dict())
+        self.saved.append(path)
+
+
+class LearningRateScheduler(Callback):
+    """Step an LR schedule (``tn.optim.StepLR`` ...) once at the end of every epoch."""
+
+    def __init__(self, scheduler):
+        if not hasattr(scheduler, "step"):
+            raise TypeError(f"LearningRateScheduler expected a schedule with step(), got "
+                            f"{type(scheduler).__name__}")
+        self.scheduler = scheduler
+
+    def on_epoch_end(self, run, logs) -> None:
+        self.scheduler.step()

@@ -1,0 +1,342 @@
+"""The ``tensornet`` command (also ``python -m tensornet``): train, eval, info.
+
+    tensornet train                       # MLP 784-256-120-64-10 on Fashion-MNIST, CPU
+    tensornet train --model cnn --device cuda --epochs 10 --out runs/cnn
+    tensornet eval --checkpoint runs/mlp-fashion-mnist/model.safetensors
+    tensornet info
+
+Exit status: 0 success, 1 runtime failure (missing dataset, damaged checkpoint...),
+2 bad arguments. Errors are one line on stderr, without a traceback (set
+TENSORNET_DEBUG=1 to see it).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.01,
+              "rmsprop": 1e-3, "adam": 1e-3, "adamw": 1e-3}
+DATASETS = ("fashion-mnist", "mnist", "blobs", "spirals")
+MODEL_NAMES = ("mlp", "cnn", "autoencoder")
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(kind):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return convert
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tensornet", description="Train and evaluate tensornet models.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,info}")
+
+    train = sub.add_parser("train", help="train a model and save it with its learning curves")
+    train.add_argument("--model", choices=MODEL_NAMES, default="mlp",
+                       help="mlp (784-256-120-64-10), cnn (2 conv blocks), autoencoder "
+                            "(784-512-256-128-30 mirrored, MSE); default mlp")
+    train.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
+    train.add_argument("--epochs", type=_positive(int), default=5, help="default 5")
+    train.add_argument("--batch-size", type=_positive(int), default=128, help="default 128")
+    train.add_argument("--lr", type=_positive(float), default=None,
+                       help="learning rate (default per optimizer: "
+                            + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam")
+    train.add_argument("--init", choices=("xavier", "he", "normal"), default="he",
+                       help="weight initialisation (default he)")
+    train.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    train.add_argument("--val-split", type=_fraction, default=0.2,
+                       help="fraction of the training set held out for validation (default 0.2)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--out", default=None,
+                       help="output folder (default runs/<model>-<dataset>)")
+    train.add_argument("--data-dir", default=None,
+                       help="folder with the IDX .gz files (default: $TENSORNET_DATA, the "
+                            "cache, /usr/share/datasets, then download)")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch table")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a saved model on its dataset's test split")
+    ev.add_argument("--checkpoint", required=True, help="model.safetensors written by train")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--batch-size", type=_positive(int), default=1000)
+    ev.add_argument("--data-dir", default=None)
+    ev.set_defaults(func=cmd_eval)
+
+    info = sub.add_parser("info", help="versions, backends, BLAS, GPU")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    import tensornet as tn
+
+    if args.version:
+        print(f"tensornet {tn.__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"tensornet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tensornet: interrupted", file=sys.stderr)
+        return 130
+    except (tn.data.DatasetError, tn.CheckpointError, tn.nn.NonFiniteError, MemoryError,
+            OSError, ValueError, RuntimeError) as exc:
+        if os.environ.get("TENSORNET_DEBUG"):
+            raise
+        print(f"tensornet {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+# ---------------------------------------------------------------------- data
+def _load_split(name: str, split: str, data_dir, seed: int, flatten: bool):
+    """``(x, y)`` host arrays of one split; the toy sets draw their test split from
+    another seed."""
+    import tensornet as tn
+
+    if name in ("fashion-mnist", "mnist"):
+        load = tn.data.fashion_mnist if name == "fashion-mnist" else tn.data.mnist
+        x, y = load(split, root=data_dir)
+    else:
+        make = tn.data.toy_blobs if name == "blobs" else tn.data.toy_spirals
+        x, y = make(n=3000, seed=seed) if split == "train" else make(n=1000, seed=seed + 10_000)
+    return (x.reshape(x.shape[0], -1) if flatten else x), y
+
+
+def _model_spec(model: str, dataset: str, x, y, init: str) -> dict:
+    features = int(x[0].size)
+    if model == "autoencoder":
+        return {"name": "autoencoder", "kwargs": {"sizes": [features, 512, 256, 128, 30],
+                                                  "init": init}}
+    classes = int(y.max()) + 1
+    if model == "cnn":
+        if x.ndim != 4:
+            raise UsageError(f"--model cnn needs image data; {dataset} holds {x.shape[1:]} "
+                             f"feature vectors")
+        return {"name": "cnn", "kwargs": {"in_channels": int(x.shape[1]), "num_classes": classes,
+                                          "image_size": int(x.shape[2]), "init": init}}
+    hidden = [256, 120, 64] if features > 16 else [64, 64]
+    return {"name": "mlp", "kwargs": {"sizes": [features, *hidden, classes], "init": init}}
+
+
+def _optimizer(name: str, params, lr: float):
+    import tensornet as tn
+
+    if name in ("sgd", "momentum", "nesterov"):
+        return tn.optim.SGD(params, lr=lr, momentum=0.0 if name == "sgd" else 0.9,
+                            nesterov=name == "nesterov")
+    return {"adagrad": tn.optim.Adagrad, "rmsprop": tn.optim.RMSprop, "adam": tn.optim.Adam,
+            "adamw": tn.optim.AdamW}[name](params, lr=lr)
+
+
+def _device(name: str):
+    import tensornet as tn
+
+    try:
+        return tn.get_backend(name).device
+    except (ValueError, tn.DeviceError) as exc:
+        raise UsageError(f"--device {name}: {exc}") from exc
+
+
+def _loader(x, y, batch_size, device, transform):
+    import tensornet as tn
+
+    return tn.data.DataLoader(tn.data.ArrayDataset(x, y), batch_size, device=device,
+                              transform=transform)
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_train(args) -> int:
+    import tensornet as tn
+
+    device = _device(args.device)
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    out = Path(args.out or f"runs/{args.model}-{args.dataset}")
+    autoencoder = args.model == "autoencoder"
+    tn.manual_seed(args.seed)
+    x, y = _load_split(args.dataset, "train", args.data_dir, args.seed, autoencoder)
+    xt, yt = _load_split(args.dataset, "test", args.data_dir, args.seed, autoencoder)
+    spec = _model_spec(args.model, args.dataset, x, y, args.init)
+    full = tn.data.ArrayDataset(x, None if autoencoder else y)
+    if args.val_split > 0:
+        parts = tn.data.random_split(full, [1.0 - args.val_split, args.val_split],
+                                     seed=args.seed)
+        # materialise each split once: the statistics and the loaders share these arrays
+        train_set, val_set = (tn.data.ArrayDataset(*part.arrays()) for part in parts)
+    else:
+        train_set, val_set = full, None
+    normalize = None
+    if not autoencoder:  # the autoencoder reconstructs raw pixels in [0, 1]
+        image = args.dataset in ("fashion-mnist", "mnist")
+        normalize = tn.data.Normalize.from_data(train_set.x, per_channel=not image)
+    model = tn.models.build(spec, device=device)
+    optimizer = _optimizer(args.optimizer, model.parameters(), lr)
+    loss_fn = tn.nn.MSELoss() if autoencoder else tn.nn.CrossEntropyLoss()
+    train_loader = tn.data.DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed,
+                                      device=device, transform=normalize)
+    val_loader = None if val_set is None else tn.data.DataLoader(
+        val_set, max(args.batch_size, 1000), device=device, transform=normalize)
+    verbose = 0 if args.quiet else 1
+    if verbose:
+        print(f"tensornet {tn.__version__}: {spec['name']} "
+              f"({model.num_parameters():,} parameters) on {args.dataset} "
+              f"({len(train_set)} train / {len(val_set) if val_set else 0} valid / {len(xt)} "
+              f"test), {args.optimizer} lr={lr:g}, batch {args.batch_size}, {device}")
+    start = time.perf_counter()
+    history = tn.fit(model, loss_fn, optimizer, train_loader, val_loader, epochs=args.epochs,
+                     callbacks=[tn.TerminateOnNaN()], verbose=verbose)
+    train_seconds = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    history.save_json(out / "history.json")
+    if history.stop_reason and history.stop_reason.startswith("TerminateOnNaN"):
+        print(f"Training diverged; wrote {out}/history.json only", file=sys.stderr)
+        return 1
+    test_loader = _loader(xt, None if autoencoder else yt, 1000, device, normalize)
+    test = tn.evaluate(model, loss_fn, test_loader)
+    config = {"model": spec, "dataset": args.dataset, "device": device, "seed": args.seed,
+              "optimizer": args.optimizer, "lr": lr, "batch_size": args.batch_size,
+              "epochs": len(history), "normalize": normalize.state() if normalize else None,
+              "flatten": autoencoder, "test": test, "train_seconds": train_seconds}
+    tn.save_checkpoint(out / "model.safetensors", model, optimizer, loader=train_loader,
+                       epoch=len(history), config=config, history=history.to_dict())
+    try:
+        history.plot(out / "curves.png", title=f"{spec['name']} on {args.dataset}")
+        curves = ", curves.png"
+    except ImportError:
+        print("note: matplotlib is not installed, so curves.png was skipped "
+              "(pip install 'tensornet[plot]')")
+        curves = ""
+    print(f"Training time: {train_seconds:.1f}s; wrote {out}/history.json, "
+          f"model.safetensors{curves}")
+    print(_test_line(test))
+    return 0
+
+
+def _test_line(test: dict) -> str:
+    if test["acc"] is not None:
+        return (f"Test accuracy: {100.0 * test['acc']:.2f}% ({test['samples']} samples, "
+                f"loss {test['loss']:.4f})")
+    return f"Test loss (MSE): {test['loss']:.5f} ({test['samples']} samples)"
+
+
+def cmd_eval(args) -> int:
+    import tensornet as tn
+
+    device = _device(args.device)
+    state = tn.load(args.checkpoint)
+    config = state.get("config") if isinstance(state, dict) else None
+    if not config or "model" not in config or "model" not in state:
+        raise tn.CheckpointError(f"{args.checkpoint}: no model config in this checkpoint; it "
+                                 f"was not written by 'tensornet train'")
+    model = tn.models.build(config["model"], device=device)
+    try:
+        model.load_state_dict(state["model"])
+    except ValueError as exc:
+        raise tn.CheckpointError(f"{args.checkpoint}: {exc}") from exc
+    autoencoder = config["model"]["name"] == "autoencoder"
+    xt, yt = _load_split(config["dataset"], "test", args.data_dir, config.get("seed", 0),
+                         config.get("flatten", False))
+    norm = config.get("normalize")
+    transform = tn.data.Normalize(norm["mean"], norm["std"]) if norm else None
+    loss_fn = tn.nn.MSELoss() if autoencoder else tn.nn.CrossEntropyLoss()
+    test = tn.evaluate(model, loss_fn, _loader(xt, None if autoencoder else yt, args.batch_size,
+                                               device, transform))
+    print(f"{config['model']['name']} on {config['dataset']} from {args.checkpoint}")
+    print(_test_line(test))
+    return 0
+
+
+def cmd_info(args) -> int:
+    import platform
+
+    import numpy as np
+
+    import tensornet as tn
+
+    print(f"tensornet {tn.__version__} (Python {platform.python_version()}, "
+          f"{platform.system()} {platform.machine()})")
+    print(f"NumPy {np.__version__}; BLAS: {_blas_info(np)}")
+    print("Backends:")
+    for name, status in tn.available_backends().items():
+        print(f"  {name:7s} {status}")
+        if name == "cuda" and status == "ok":
+            for line in _gpu_info(tn.get_backend("cuda")):
+                print(f"          {line}")
+    try:
+        folder = tn.data.datasets.find(tn.data.FASHION_MNIST, download=False)
+        print(f"Fashion-MNIST: {folder}")
+    except tn.data.DatasetError:
+        print(f"Fashion-MNIST: not found locally (downloaded to "
+              f"{tn.data.cache_dir() / 'fashion-mnist'} on first use)")
+    return 0
+
+
+def _blas_info(np) -> str:
+    try:
+        from threadpoolctl import threadpool_info
+        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        if pools:
+            return "; ".join(f"{p['internal_api']} {p.get('version') or ''} "
+                             f"({p['num_threads']} threads)".replace("  ", " ") for p in pools)
+    except ImportError:
+        pass
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version', '')}".strip()
+    except Exception:  # the layout of show_config differs across NumPy versions
+        return "unknown"
+
+
+def _gpu_info(backend) -> list[str]:
+    cupy = backend.xp
+    runtime = cupy.cuda.runtime
+    props = runtime.getDeviceProperties(backend.index)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+
+    def dotted(v: int) -> str:  # CUDA encodes 12.4 as 12040
+        return f"{v // 1000}.{v % 1000 // 10}"
+
+    return [f"GPU {backend.index}: {name}, {props['totalGlobalMem'] / 2**30:.1f} GiB",
+            f"CuPy {cupy.__version__}, CUDA runtime {dotted(runtime.runtimeGetVersion())}, "
+            f"driver {dotted(runtime.driverGetVersion())}"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""The training loop: ``fit``, ``evaluate``, ``predict`` and the per-epoch ``History``.
+
+Loss and accuracy stay on the device during an epoch (each step appends two 0-d arrays)
+and are read back once at its end, so a GPU is never stalled by a per-step host sync.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from tensornet.backends import DeviceError, dtype_name, get_backend
+from tensornet.callbacks import Callback, LearningRateScheduler
+from tensornet.nn.loss import NonFiniteError
+
+HISTORY_KEYS = ("train_loss", "val_loss", "train_acc", "val_acc", "lr", "seconds",
+                "samples_per_s")
+
+
+class History:
+    """Per-epoch figures: ``history.history[key]`` is a list with one entry per epoch for
+    each key of ``HISTORY_KEYS`` (None where not measured, e.g. val_* without a validation
+    loader, accuracies for a regression loss). ``history.epoch`` lists the epoch numbers."""
+
+    def __init__(self):
+        self.epoch: list[int] = []
+        self.history: dict[str, list] = {k: [] for k in HISTORY_KEYS}
+        self.stop_reason: str | None = None
+
+    def append(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(epoch)
+        for key in HISTORY_KEYS:
+            self.history[key].append(logs.get(key))
+
+    def __getitem__(self, key: str) -> list:
+        return self.history[key]
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def to_dict(self) -> dict:
+        return {"epoch": list(self.epoch), **{k: list(v) for k, v in self.history.items()},
+                "stop_reason": self.stop_reason}
+
+    def save_json(self, path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+    def plot(self, path, title: str | None = None) -> None:
+        """Write a PNG of the loss and (when measured) accuracy curves to ``path``."""
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+            from matplotlib.ticker import MaxNLocator
+        except ImportError as exc:
+            raise ImportError("History.plot needs matplotlib: pip install 'tensornet[plot]'") \
+                from exc
+        panels = [("loss", "Loss")]
+        if any(v is not None for v in self.history["train_acc"] + self.history["val_acc"]):
+            panels.append(("acc", "Accuracy"))
+        fig = Figure(figsize=(5.5 * len(panels), 4.0))
+        FigureCanvasAgg(fig)
+        for i, (key, label) in enumerate(panels):
+            ax = fig.add_subplot(1, len(panels), i + 1)
+            for split, style in (("train", "-o"), ("val", "-s")):
+                values = self.history[f"{split}_{key}"]
+                points = [(e, v) for e, v in zip(self.epoch, values) if v is not None]
+                if points:
+                    ax.plot(*zip(*points), style, markersize=3,
+                            label="train" if split == "train" else "validation")
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+
+    def __repr__(self) -> str:
+        return f"History({len(self)} epochs)"
+
+
+class TrainingRun:
+    """What callbacks see: the objects being trained and the state of the run."""
+
+    def __init__(self, model, loss_fn, optimizer, train_loader, val_loader, scheduler,
+                 backend, verbose):
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.train_loader, self.val_loader, self.scheduler = train_loader, val_loader, scheduler
+        self.backend, self.verbose = backend, verbose
+        self.history = History()
+        self.epoch = 0
+        self.step_losses = None  # host array of this epoch's per-step losses, at its end
+        self.stop_training = False
+
+    def stop(self, reason: str) -> None:
+        """End training after the current step (or epoch) and say why."""
+        self.stop_training = True
+        self.history.stop_reason = reason
+        self.log(reason)
+
+    def log(self, message: str) -> None:
+        if self.verbose:
+            print(message, flush=True)
+
+
+# ---------------------------------------------------------------------- steps
+def _correct_count(xp, out, target):
+    """Device count of argmax hits when ``target`` holds class labels, else None."""
+    if len(out.shape) != 2 or len(target.shape) != 1 \
+            or not dtype_name(target.dtype).startswith(("int", "uint")):
+        return None
+    return xp.sum(xp.astype(xp.argmax(out, axis=1) == target, xp.int64))
+
+
+def make_train_step(model, loss_fn, optimizer, backend, cuda_graph: bool = False):
+    """One optimisation step: ``step(xb, yb) -> (loss, correct)`` as device arrays
+    (``correct`` is None without class labels).
+
+    The step itself comes from ``backend.compile_step``: eager everywhere, or with
+    ``cuda_graph=True`` (CuPy only) one replayed CUDA graph per step.
+    """
+    xp = backend.xp
+    compiled = backend.compile_step(model, loss_fn, optimizer, cuda_graph=cuda_graph)
+
+    def step(xb, yb):
+        loss, out = compiled(xb, yb)
+        return loss, _correct_count(xp, out, yb)
+
+    return step
+
+
+def _summarize(backend, losses, corrects, sizes):
+    """Mean loss (weighted by batch size), accuracy and the host per-step losses."""
+    xp = backend.xp
+    step_losses = backend.to_numpy(xp.stack(losses)).astype(np.float64)
+    total = float(sum(sizes))
+    loss = float(np.dot(step_losses, np.asarray(sizes, dtype=np.float64)) / total)
+    acc = None
+    if corrects and len(corrects) == len(losses):
+        acc = int(backend.to_numpy(xp.sum(xp.stack(corrects)))) / total
+    return loss, acc, step_losses
+
+
+def _model_backend(model):
+    for param in model.parameters():
+        return get_backend(param.data)
+    return model.backend
+
+
+def _check_loader(loader, backend, name: str) -> None:
+    if loader is None:
+        return
+    if not hasattr(loader, "__iter__"):
+        raise TypeError(f"fit: {name} must be a DataLoader (or an iterable of (x, y) "
+                        f"batches), got {type(loader).__name__}")
+    device = getattr(getattr(loader, "backend", None), "device", None)
+    if device is not None and device != backend.device:
+        raise DeviceError(f"fit: the model is on {backend.device!r} but {name} yields batches "
+                          f"on {device!r}; build the DataLoader with device={backend.device!r}")
+
+
+# ---------------------------------------------------------------------- fit
+def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 1,
+        scheduler=None, callbacks=(), verbose: int = 1, initial_epoch: int = 0,
+        cuda_graph: bool = False) -> History:
+    """Train ``model`` for ``epochs`` epochs and return its History.
+
+    Each epoch: one pass over ``train_loader`` (zero_grad, forward, loss, backward, step),
+    then ``evaluate`` on ``val_loader``; ``scheduler.step()`` once per epoch. With
+    ``verbose`` >= 1 it prints one table row per epoch and, on a terminal, a progress bar.
+    ``initial_epoch`` numbers the epochs after a resumed checkpoint. ``cuda_graph=True``
+    (models on a CUDA device) replays each training step as one CUDA graph.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
+    backend = _model_backend(model)
+    _check_loader(train_loader, backend, "train_loader")
+    _check_loader(val_loader, backend, "val_loader")
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"fit: callbacks must be Callback instances, got {type(cb).__name__}")
+    if scheduler is not None:
+        callbacks.insert(0, LearningRateScheduler(scheduler))
+    else:
+        scheduler = next((cb.scheduler for cb in callbacks
+                          if isinstance(cb, LearningRateScheduler)), None)
+    run = TrainingRun(model, loss_fn, optimizer, train_loader, val_loader, scheduler, backend,
+                      verbose)
+    step = make_train_step(model, loss_fn, optimizer, backend, cuda_graph=cuda_graph)
+    table = _Table(verbose)
+    try:
+        for cb in callbacks:
+            cb.on_train_begin(run)
+        table.header()
+        for epoch in range(initial_epoch + 1, initial_epoch + epochs + 1):
+            run.epoch = epoch
+            if not _one_epoch(run, step, callbacks, table):
+                break
+    except MemoryError as exc:  # CuPy's OutOfMemoryError is a MemoryError too
+        size = getattr(train_loader, "batch_size", None)
+        where = f"fit, epoch {run.epoch}"
+        raise backend.out_of_memory_error(exc, batch_size=size, where=where) from exc
+    for cb in callbacks:
+        cb.on_train_end(run)
+    return run.history
+
+
+def _one_epoch(run, step, callbacks, table) -> bool:
+    """Train and validate one epoch; False when training should stop."""
+    model, backend = run.model, run.backend
+    lr = run.optimizer.param_groups[0]["lr"] if getattr(run.optimizer, "param_groups", None) \
+        else None
+    for cb in callbacks:
+        cb.on_epoch_begin(run)
+    model.train()
+    handles_nan = any(getattr(cb, "stops_on_nonfinite", False) for cb in callbacks)
+    start = time.perf_counter()
+    losses, corrects, sizes = [], [], []
+    bar = _progress(run, len(run.train_loader) if hasattr(run.train_loader, "__len__") else None)
+    try:
+        for i, (xb, yb) in enumerate(run.train_loader, 1):
+            try:
+                loss, correct = step(xb, yb)
+            except NonFiniteError as exc:
+                message = f"epoch {run.epoch}, step {i}: {exc}"
+                if handles_nan:
+                    run.stop(f"TerminateOnNaN: {message}")
+                    return False
+                raise NonFiniteError(message) from exc
+            losses.append(loss)
+            if correct is not None:
+                corrects.append(correct)
+            sizes.append(int(xb.shape[0]))
+            for cb in callbacks:
+                cb.on_batch_end(run, i, loss)
+            if run.stop_training:
+                return False
+            bar.update(1)
+            if backend.cheap_sync and i % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+    finally:
+        bar.close()
+    if not losses:
+        raise ValueError("fit: train_loader yielded no batches")
+    train_loss, train_acc, run.step_losses = _summarize(backend, losses, corrects, sizes)
+    train_seconds = time.perf_counter() - start
+    val = evaluate(model, run.loss_fn, run.val_loader) if run.val_loader is not None else {}
+    logs = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val.get("loss"),
+            "val_acc": val.get("acc"), "lr": lr, "seconds": time.perf_counter() - start,
+            "samples_per_s": sum(sizes) / train_seconds if train_seconds > 0 else None}
+    run.history.append(run.epoch, logs)
+    table.row(run.epoch, logs)
+    for cb in callbacks:
+        cb.on_epoch_end(run, logs)
+    return not run.stop_training
+
+
+def _progress(run, total):
+    from tqdm.auto import tqdm
+
+    enabled = run.verbose > 0 and sys.stderr.isatty()
+    return tqdm(total=total, desc=f"Epoch {run.epoch}", unit="batch", leave=False,
+                file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+
+class _Table:
+    COLUMNS = (("Epoch", 5), ("Train loss", 10), ("Valid loss", 10), ("Train acc", 9),
+               ("Valid acc", 9), ("Time", 7))
+
+    def __init__(self, verbose: int):
+        self.verbose = verbose
+
+    def _print(self, cells) -> None:
+        if self.verbose:
+            print("  ".join(c.rjust(w) for c, (_, w) in zip(cells, self.COLUMNS)), flush=True)
+
+    def header(self) -> None:
+        self._print([name for name, _ in self.COLUMNS])
+
+    def row(self, epoch: int, logs: dict) -> None:
+        def loss(v):
+            return "-" if v is None else f"{v:.4f}"
+
+        def acc(v):
+            return "-" if v is None else f"{100.0 * v:.2f}%"
+
+        self._print([str(epoch), loss(logs["train_loss"]), loss(logs["val_loss"]),
+                     acc(logs["train_acc"]), acc(logs["val_acc"]), f"{logs['seconds']:.1f}s"])
+
+
+# ---------------------------------------------------------------------- evaluate / predict
+def evaluate(model, loss_fn, loader=None) -> dict:
+    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode.
+
+    Returns ``{"loss", "acc", "samples"}``; ``acc`` is None unless the targets are class
+    labels, ``loss`` None when ``loss_fn`` is None (``evaluate(model, loader)`` also works).
+    """
+    if loader is None and loss_fn is not None and not hasattr(loss_fn, "backward"):
+        loss_fn, loader = None, loss_fn
+    if loader is None:
+        raise TypeError("evaluate(model, loss_fn, loader): loader is missing")
+    backend = _model_backend(model)
+    xp = backend.xp
+    was_training = model.training
+    model.eval()
+    losses, corrects, sizes = [], [], []
+    try:
+        for xb, yb in loader:
+            out = model(xb)
+            n = int(xb.shape[0])
+            losses.append(loss_fn(out, yb) if loss_fn is not None else backend.zeros(()))
+            correct = _correct_count(xp, out, yb)
+            if correct is not None:
+                corrects.append(correct)
+            sizes.append(n)
+    finally:
+        model.train(was_training)
+    if not sizes:
+        raise ValueError("evaluate: the loader yielded no batches")
+    loss, acc, _ = _summarize(backend, losses, corrects, sizes)
+    return {"loss": loss if loss_fn is not None else None, "acc": acc, "samples": sum(sizes)}
+
+
+def predict(model, data, batch_size: int = 256):
+    """Model outputs for ``data`` in eval mode, concatenated on the model's device.
+
+    ``data`` is an array (host or the model's device; batched by ``batch_size``), or a
+    DataLoader / iterable of batches (``(x, y)`` pairs or bare inputs).
+    """
+    backend = _model_backend(model)
+    xp = backend.xp
+    if hasattr(data, "shape"):
+        n = int(data.shape[0])
+        batches = (backend.asarray(data[i:i + batch_size]) if isinstance(data, np.ndarray)
+                   else data[i:i + batch_size] for i in range(0, n, batch_size))
+    else:
+        batches = (b[0] if isinstance(b, (tuple, list)) else b for b in data)
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = [model(xb) for xb in batches]
+    finally:
+        model.train(was_training)
+    if not outputs:
+        raise ValueError("predict: no input samples")
+    if len(outputs) == 1:
+        return outputs[0]
+    concat = getattr(xp, "concat", None) or xp.concatenate  # CuPy may lack the standard name
+    return concat(outputs, axis=0)
