@@ -1,0 +1,324 @@
+"""Shared helpers for the benchmarks: thread pinning, machine info, data, the two benchmark
+models (tensornet and their PyTorch twins), batch order, clocks and memory probes.
+
+Every mode of every benchmark builds its model here, from the same seed, so that the
+compared implementations start from the same weights and see batches in the same order.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+BATCH = 128
+SEED = 0
+MLP_SIZES = (784, 256, 120, 64, 10)
+MLP_SGD = dict(lr=0.01, momentum=0.9)
+CNN_ADAM = dict(lr=1e-3)
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "BLIS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+_limits = None  # the live threadpoolctl limiter (a limit lasts as long as its object)
+
+
+# ---------------------------------------------------------------------- threads
+def thread_env(threads: int) -> dict:
+    """Environment for a child process whose libraries must start with ``threads`` threads."""
+    env = dict(os.environ)
+    for name in THREAD_ENV:
+        env[name] = str(threads)
+    return env
+
+
+def pin_threads(threads: int) -> list[dict]:
+    """Limit BLAS/OpenMP pools (threadpoolctl) and PyTorch, when imported, to ``threads``.
+
+    Returns threadpoolctl's description of the pools after pinning.
+    """
+    global _limits
+    from threadpoolctl import threadpool_info, threadpool_limits
+    _limits = threadpool_limits(limits=threads)
+    torch = _torch_if_imported()
+    if torch is not None:
+        torch.set_num_threads(threads)
+    return threadpool_info()
+
+
+def _torch_if_imported():
+    import sys
+    return sys.modules.get("torch")
+
+
+# ---------------------------------------------------------------------- machine info
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _physical_cores() -> int | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return None
+    cores = set()
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        cores.add((fields.get("physical id"), fields.get("core id")))
+    return len(cores) or None
+
+
+def gpu_names() -> list[str]:
+    """Names of the NVIDIA GPUs nvidia-smi sees (empty without a driver)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if out.returncode != 0:
+        return []
+    return [f"{line.split(',')[0].strip()} (driver {line.split(',')[1].strip()})"
+            for line in out.stdout.strip().splitlines() if "," in line]
+
+
+def git_commit() -> str | None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        out = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def machine_info(threads: int) -> dict:
+    """CPU, cores, BLAS, GPU and library versions for a report header."""
+    from threadpoolctl import threadpool_info
+    blas = [f"{p.get('internal_api')} {p.get('version') or ''} ({p.get('architecture') or '?'}, "
+            f"{p.get('threading_layer') or p.get('user_api')})".replace("  ", " ")
+            for p in threadpool_info() if p.get("user_api") == "blas"]
+    return {
+        "host": socket.gethostname(),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": _physical_cores(),
+        "threads": threads,
+        "blas": blas,
+        "gpus": gpu_names(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {name: _version(dist) for name, dist in
+                     (("numpy", "numpy"), ("tensornet", "tensornet"), ("torch", "torch"),
+                      ("cupy", "cupy-cuda12x"), ("cupy13", "cupy-cuda13x"))
+                     if _version(dist)},
+        "commit": git_commit(),
+    }
+
+
+# ---------------------------------------------------------------------- data
+@dataclass
+class Data:
+    """Host arrays; ``x_*`` are ``(N, 1, 28, 28)`` float32 (``(N, 784)`` for the MLP)."""
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def synthetic_mnist(n: int, seed: int = SEED, classes: int = 10):
+    """MNIST-shaped ``(x (n, 1, 28, 28) float32 in [0, 1], y int64)`` with learnable classes:
+    each class is a random prototype image plus noise, so accuracy means something."""
+    rng = np.random.default_rng([seed, 12345])
+    prototypes = rng.random((classes, 28 * 28), dtype=np.float32)
+    y = rng.integers(0, classes, n).astype(np.int64)
+    x = rng.random((n, 28 * 28), dtype=np.float32)
+    x *= 0.7
+    x += 0.3 * prototypes[y]
+    return x.reshape(n, 1, 28, 28), y
+
+
+def load_data(model: str, synthetic: bool = False, train_samples: int | None = None) -> Data:
+    """Fashion-MNIST (``tn.data.fashion_mnist``) or synthetic data, shaped for ``model``.
+
+    ``train_samples`` keeps only the first that many training samples (quick runs).
+    """
+    if synthetic:
+        x_train, y_train = synthetic_mnist(60000, SEED)
+        x_test, y_test = synthetic_mnist(10000, SEED + 1)
+        name = "synthetic (MNIST-shaped)"
+    else:
+        import tensornet as tn
+        import tensornet.data  # noqa: F401  (tn.data)
+        x_train, y_train = tn.data.fashion_mnist("train")
+        x_test, y_test = tn.data.fashion_mnist("test")
+        name = "Fashion-MNIST"
+    if train_samples is not None:
+        x_train, y_train = x_train[:train_samples], y_train[:train_samples]
+    if model == "mlp":
+        x_train = np.ascontiguousarray(x_train.reshape(len(x_train), -1))
+        x_test = np.ascontiguousarray(x_test.reshape(len(x_test), -1))
+    return Data(name, x_train, y_train, x_test, y_test)
+
+
+def epoch_order(n: int, epoch: int, seed: int = SEED) -> np.ndarray:
+    """The shuffled sample order of ``epoch``: the one ``tn.data.DataLoader(shuffle=True,
+    seed=seed)`` uses, so hand-written and PyTorch loops see the same batches."""
+    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
+
+
+# ---------------------------------------------------------------------- models
+def build_model(name: str, device="cpu", seed: int = SEED, input_grad: bool = False):
+    """The benchmark model as a tensornet Sequential, initialised from ``seed``.
+
+    mlp: Linear 784-256-120-64-10 with ReLU between.
+    cnn: [Conv2d(1,8,3,p=1), BN, ReLU, MaxPool2] -> [Conv2d(8,16,3,p=1), BN, ReLU, MaxPool2]
+         -> Flatten -> Linear(784,128) -> ReLU -> Dropout(0.3) -> Linear(128,10).
+
+    Unless ``input_grad``, the first layer skips the gradient with respect to the data
+    (``needs_input_grad = False``, where the layer supports it), as PyTorch does for
+    inputs that do not require grad.
+    """
+    import tensornet as tn
+    nn = tn.nn
+    tn.manual_seed(seed)
+    if name == "mlp":
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(MLP_SIZES[:-1], MLP_SIZES[1:])):
+            if i:
+                layers.append(nn.ReLU())
+            layers.append(nn.Linear(fan_in, fan_out))
+        model = nn.Sequential(*layers)
+    elif name == "cnn":
+        model = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10))
+    else:
+        raise ValueError(f"unknown benchmark model {name!r}; expected 'mlp' or 'cnn'")
+    if not input_grad and hasattr(type(model[0]), "needs_input_grad"):
+        model[0].needs_input_grad = False
+    return model.to(device)
+
+
+def build_optimizer(name: str, params):
+    """SGD(lr 0.01, momentum 0.9) for the MLP, Adam(lr 1e-3) for the CNN."""
+    import tensornet as tn
+    if name == "mlp":
+        return tn.optim.SGD(params, **MLP_SGD)
+    return tn.optim.Adam(params, **CNN_ADAM)
+
+
+def torch_twin(name: str, tn_model, device: str = "cpu"):
+    """The same model in PyTorch, with ``tn_model``'s weights copied in, and its optimizer."""
+    import torch
+    from torch import nn
+
+    if name == "mlp":
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(MLP_SIZES[:-1], MLP_SIZES[1:])):
+            if i:
+                layers.append(nn.ReLU())
+            layers.append(nn.Linear(fan_in, fan_out))
+        model = nn.Sequential(*layers)
+    else:
+        model = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10))
+    import tensornet as tn
+    state = {k: torch.from_numpy(np.array(tn.asnumpy(v))) for k, v in tn_model.state_dict().items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    leftover = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if leftover or unexpected:
+        raise RuntimeError(f"torch twin of {name}: state mismatch, missing {leftover}, "
+                           f"unexpected {unexpected}")
+    model = model.to(device)
+    if name == "mlp":
+        opt = torch.optim.SGD(model.parameters(), **MLP_SGD)
+    else:
+        opt = torch.optim.Adam(model.parameters(), **CNN_ADAM)
+    return model, opt
+
+
+# ---------------------------------------------------------------------- clocks and memory
+def median(values) -> float:
+    return float(np.median(np.asarray(values, dtype=np.float64)))
+
+
+class Clock:
+    """Wall and process-CPU time between ``start()`` and ``stop()``; ``sync`` (the device's
+    synchronize) runs before each read so queued GPU work is counted."""
+
+    def __init__(self, sync=None):
+        self.sync = sync or (lambda: None)
+
+    def start(self) -> None:
+        self.sync()
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> tuple[float, float]:
+        self.sync()
+        return time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
+def _proc_status_mib(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+class RssProbe:
+    """Peak resident memory of this process over a region (Linux: VmHWM reset through
+    ``/proc/self/clear_refs``; elsewhere ``ru_maxrss``, a whole-process peak)."""
+
+    def start(self) -> None:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.resettable = True
+        except OSError:
+            self.resettable = False
+        self.baseline = _proc_status_mib("VmRSS")
+
+    def stop(self) -> dict:
+        peak = _proc_status_mib("VmHWM")
+        if peak is None:
+            import resource
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        return {"kind": "RSS" if self.resettable else "RSS (process lifetime)",
+                "peak_mib": peak,
+                "baseline_mib": self.baseline,
+                "training_mib": None if self.baseline is None else max(peak - self.baseline, 0.0)}
