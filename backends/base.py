@@ -156,6 +156,11 @@ class Backend(LayerOps):
         classes = xp.arange(num_classes, dtype=labels.dtype)
         return xp.astype(labels[:, None] == classes[None, :], dtype)
 
+    def labels_in_range(self, labels, num_classes: int) -> bool:
+        """True when every integer label is in ``[0, num_classes)`` (one read to the host)."""
+        xp = self.xp
+        return bool((xp.min(labels) >= 0) & (xp.max(labels) < num_classes))
+
     def relu(self, x):
         return self.xp.maximum(x, 0.0)
 
@@ -293,10 +298,28 @@ def train_step(model, loss_fn, optimizer, x, y):
     return loss, output
 
 
+# dtype object id -> (the dtype, its name). Keyed by identity: equality between dtypes of
+# different libraries warns (strict) or is loose (NumPy), and the lookup runs in every
+# layer's input check, where resolving the name afresh costs ~10 us. Holding the dtype keeps
+# its id from being reused; the size cap bounds what dynamically made dtypes can add.
+_DTYPE_NAME_CACHE: dict = {}
+
+
 def dtype_name(dtype) -> str:
     """Canonical name (``"float32"``) of a NumPy, strict or CuPy dtype, or a dtype name."""
     if isinstance(dtype, str):
         return dtype
+    cached = _DTYPE_NAME_CACHE.get(id(dtype))
+    if cached is not None and cached[0] is dtype:
+        return cached[1]
+    name = _resolve_dtype_name(dtype)
+    if len(_DTYPE_NAME_CACHE) >= 256:
+        _DTYPE_NAME_CACHE.clear()
+    _DTYPE_NAME_CACHE[id(dtype)] = (dtype, name)
+    return name
+
+
+def _resolve_dtype_name(dtype) -> str:
     name = getattr(dtype, "name", None) or str(dtype)
     # array_api_strict dtypes print as 'array_api_strict.float32'
     name = name.rsplit(".", 1)[-1]

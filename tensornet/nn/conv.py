@@ -53,10 +53,12 @@ class Conv2d(Module):
 
     Forward is ``backend.im2col`` then one GEMM with the batch folded in (with groups, one
     batched matmul over the groups); it caches the columns (C_in*kh*kw, N*OH*OW) for the
-    weight gradient. Backward is two GEMMs and ``backend.col2im``. The output is returned
-    as a transposed view of the GEMM result, whose memory is (C_out, N, OH, OW): copying it
-    to (N, C_out, OH, OW) would cost a pass, and BatchNorm's per-channel sums that follow
-    read contiguous memory this way. Any layer accepts it (it is an ordinary array).
+    weight gradient. Backward is two GEMMs and ``backend.col2im`` (with
+    ``needs_input_grad = False``, for a first layer reading data, only the weight GEMM: it
+    then returns None). The output is returned as a transposed view of the GEMM result,
+    whose memory is (C_out, N, OH, OW): copying it to (N, C_out, OH, OW) would cost a pass,
+    and BatchNorm's per-channel sums that follow read contiguous memory this way. Any layer
+    accepts it (it is an ordinary array).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
@@ -143,6 +145,8 @@ class Conv2d(Module):
             self.weight.accumulate_grad(xp.reshape(dw, self.weight.shape))
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate_grad(xp.sum(xp.reshape(grad, (self.out_channels, -1)), axis=1))
+        if not self.needs_input_grad:
+            return None
         dcols = self.backend.matmul(xp.matrix_transpose(weight), grad)
         return self.backend.col2im(dcols, self._x_shape, self.kernel_size, self.stride,
                                    self._pads, self.dilation)

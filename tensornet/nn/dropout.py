@@ -57,6 +57,7 @@ class DropConnect(Linear):
     Training: each weight is kept with probability ``1 - p`` (one mask per batch, shared by
     its samples): ``y = x @ (W * M).T + b``. Eval: the expected weight ``(1 - p) * W``.
     The bias is never dropped. Forward caches ``x``, the mask and the effective weight.
+    With ``needs_input_grad = False`` backward skips d loss / d x and returns None.
     """
 
     def __init__(self, in_features: int, out_features: int, p: float = 0.5, bias: bool = True,
@@ -87,6 +88,8 @@ class DropConnect(Linear):
             self.weight.accumulate_grad((grad_output.T @ x) * scale)
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate_grad(self.backend.xp.sum(grad_output, axis=0))
+        if not self.needs_input_grad:
+            return None
         return grad_output @ self._w_eff
 
     def clear_cache(self) -> None:

@@ -21,13 +21,10 @@ class Linear(Module):
     Shapes: x ``(N, in_features)`` -> y ``(N, out_features)``. Forward caches ``x``.
     Default init as PyTorch: weight and bias U(-1/sqrt(in), 1/sqrt(in)).
 
-    ``needs_input_grad`` (default True): set it False on a first layer that reads data.
-    Backward then still accumulates the weight and bias gradients but skips d loss / d x,
-    a GEMM as large as the forward one (a quarter of an MLP's training step), and returns
-    None; PyTorch likewise skips the gradient of inputs that do not require one.
+    With ``needs_input_grad = False`` (see Module; for a first layer that reads data)
+    backward still accumulates the weight and bias gradients but skips d loss / d x, a GEMM
+    as large as the forward one (a quarter of an MLP's training step), and returns None.
     """
-
-    needs_input_grad = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  device=None, dtype=None):

@@ -36,7 +36,7 @@ class Loss(Module):
         return self.backend.cheap_sync if self.check is None else self.check
 
     def _accept_pred(self, pred, ndim=None, expected=""):
-        if hasattr(pred, "shape") and hasattr(pred, "dtype") and not self.backend.owns(pred):
+        if not self.backend.owns(pred) and hasattr(pred, "shape") and hasattr(pred, "dtype"):
             try:
                 object.__setattr__(self, "backend", get_backend(pred))
             except TypeError:
@@ -62,12 +62,11 @@ class Loss(Module):
             if tuple(target.shape) != (shape[0],):
                 raise ValueError(f"{name} got labels of shape {tuple(target.shape)} for "
                                  f"predictions of shape {shape}; expected ({shape[0]},)")
-            if self._checks_on():
+            if self._checks_on() and not self.backend.labels_in_range(target, shape[1]):
                 low = int(self.backend.xp.min(target))
                 high = int(self.backend.xp.max(target))
-                if low < 0 or high >= shape[1]:
-                    raise ValueError(f"{name}: labels must be in [0, {shape[1] - 1}] for "
-                                     f"{shape[1]} classes; got labels from {low} to {high}")
+                raise ValueError(f"{name}: labels must be in [0, {shape[1] - 1}] for "
+                                 f"{shape[1]} classes; got labels from {low} to {high}")
         elif tuple(target.shape) != shape:
             raise ValueError(f"{name} got target of shape {tuple(target.shape)} for predictions "
                              f"of shape {shape}; they must match")

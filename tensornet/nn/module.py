@@ -57,9 +57,19 @@ class Module:
     Args:
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"``, ``"strict"`` or a Backend.
         dtype: parameter dtype, ``"float32"`` (default) or ``"float64"``.
+
+    Attributes:
+        needs_input_grad: True (default) when ``backward`` must return d loss / d input.
+            Set it False on a model's first layer, which reads data that needs no gradient
+            (PyTorch skips inputs that do not require grad alike): a layer may then skip
+            that computation and return None, while still accumulating its parameter
+            gradients. Linear, DropConnect and Conv2d skip it (a GEMM, and for Conv2d also
+            col2im); other layers ignore the flag. Only a first layer may return None: the
+            layer before it would get None as its output gradient.
     """
 
     _hook_counter = 0
+    needs_input_grad = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

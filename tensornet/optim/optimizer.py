@@ -16,6 +16,7 @@ from tensornet.backends import DeviceError, asnumpy, device_of, dtype_name, get_
 from tensornet.nn.parameter import Parameter
 
 ARRAY, COUNT = "array", "count"  # kinds of per-parameter state entries
+_MISSING = object()
 
 
 # ---------------------------------------------------------------------- hyper-parameter checks
@@ -72,8 +73,15 @@ class Optimizer:
         self.defaults = defaults
         self.param_groups: list[dict] = []
         self.state: dict = {}
+        self._reset_step_caches()
         for group in self._groups_from(params):
             self.add_param_group(group)
+
+    def _reset_step_caches(self) -> None:
+        # What step() may skip: per group, the (group, items) it last validated; per
+        # parameter, the (data, state, backend) its state last followed.
+        self._checked_groups: list = []
+        self._placed: dict = {}
 
     # ------------------------------------------------------------------ subclass hooks
     def _check_group(self, group: dict) -> None:
@@ -145,21 +153,48 @@ class Optimizer:
         its value is returned.
         """
         loss = closure() if closure is not None else None
+        placed = self._placed
         for gi, group in enumerate(self.param_groups):
-            self._check_group(group)  # schedulers and users edit groups between steps
+            self._check_group_if_changed(gi, group)
             for pi, param in enumerate(group["params"]):
                 grad = param.grad
                 if grad is None or not param.requires_grad:
                     continue
-                backend = get_backend(param.data)
+                data, state = param.data, self.state.get(param)
+                where = placed.get(param)
+                if where is not None and where[0] is data and where[1] is state:
+                    # The same array and state as last step: nothing moved.
+                    self._check_grad(param, grad, where[2], gi, pi)
+                    self._update(where[2], param, grad, state, group)
+                    continue
+                backend = get_backend(data)
                 self._check_grad(param, grad, backend, gi, pi)
-                state = self.state.get(param)
                 if state is None:
                     state = self.state[param] = {}
                 else:
                     self._follow_param(param, state, backend)
+                placed[param] = (data, state, backend)
                 self._update(backend, param, grad, state, group)
         return loss
+
+    def _check_group_if_changed(self, gi: int, group: dict) -> None:
+        """Validate ``group`` unless it holds the very objects it held after its last check.
+
+        Schedulers and users edit groups between steps; any new value (a new object: checks
+        store normalised Python floats, bools and tuples) or key triggers a full check.
+        """
+        checked = self._checked_groups
+        while len(checked) <= gi:
+            checked.append(None)
+        seen = checked[gi]
+        if seen is not None and seen[0] is group and len(seen[1]) == len(group):
+            for key, value in seen[1]:
+                if group.get(key, _MISSING) is not value:
+                    break
+            else:
+                return
+        self._check_group(group)
+        checked[gi] = (group, tuple(group.items()))
 
     def _check_grad(self, param, grad, backend, gi: int, pi: int) -> None:
         if backend.owns(grad) and grad.shape == param.data.shape \
@@ -244,6 +279,7 @@ class Optimizer:
             raise ValueError(f"{fail} ({'; '.join(problems)}); the optimizer was left unchanged")
         self.param_groups = new_groups
         self.state = new_state
+        self._reset_step_caches()
 
     def _load_group(self, gi, own, saved, by_index, problems):
         if not isinstance(saved, Mapping) or "params" not in saved:
