@@ -289,11 +289,20 @@ class Backend(LayerOps):
 
 
 def train_step(model, loss_fn, optimizer, x, y):
-    """One eager training step; returns ``(loss, output)`` (device arrays)."""
+    """One eager training step; returns ``(loss, output)`` (device arrays).
+
+    The gradient with respect to the data is never used here, so the model is asked not
+    to compute it (``needs_input_grad = False`` for the backward pass; see Module).
+    """
     model.zero_grad(set_to_none=True)
     output = model(x)
     loss = loss_fn(output, y)
-    model.backward(loss_fn.backward())
+    saved = model.needs_input_grad
+    model.needs_input_grad = False
+    try:
+        model.backward(loss_fn.backward())
+    finally:
+        model.needs_input_grad = saved
     optimizer.step()
     return loss, output
 

@@ -82,3 +82,61 @@ def test_dropconnect_skips_the_input_gradient(device, rng):
         np.testing.assert_array_equal(with_dx, without)
     # the masks really dropped weights, so equal gradients mean equal masks, not no masks
     assert (out[True][1][0] == 0).any() and (out[True][1][0] != 0).any()
+
+
+def test_sequential_skips_leading_parameter_free_modules_and_keeps_param_grads(rng):
+    """Flatten -> Linear -> ReLU -> Linear: without input grad, the parameter gradients are
+    those of the full backward, Flatten's backward is not run, and the flag is restored."""
+    def build():
+        tn.manual_seed(3)
+        return nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 2))
+
+    x = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+    dy = rng.standard_normal((4, 2)).astype(np.float32)
+    full, lean = build(), build()
+    full(x)
+    assert full.backward(dy).shape == x.shape
+    calls = []
+    lean[0].register_backward_hook(lambda *a: calls.append("flatten"))
+    lean(x)
+    lean.needs_input_grad = False
+    assert lean.backward(dy) is None
+    assert calls == [] and lean[1].needs_input_grad is True
+    for (name, p), (_, q) in zip(full.named_parameters(), lean.named_parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+
+
+def test_frozen_first_layer_passes_the_flag_to_the_next_trainable_one(rng):
+    model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))
+    model[0].requires_grad_(False)
+    seen = []
+    model[2].register_backward_hook(lambda m, gin, gout: seen.append(gin))
+    model(rng.standard_normal((2, 6)).astype(np.float32))
+    model.needs_input_grad = False
+    assert model.backward(np.ones((2, 3), np.float32)) is None
+    assert seen == [None] and model[0].weight.grad is None and model[2].weight.grad is not None
+
+
+def test_fit_trains_identically_with_the_skipped_input_gradient(rng):
+    """A training step through fit equals a manual step that computes every gradient."""
+    x = rng.standard_normal((64, 1, 4, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+
+    def build():
+        tn.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+        return model, tn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    fitted, opt = build()
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), batch_size=16)
+    tn.fit(fitted, nn.CrossEntropyLoss(), opt, loader, epochs=1, verbose=0)
+    manual, opt2 = build()
+    loss_fn = nn.CrossEntropyLoss()
+    for start in range(0, 64, 16):
+        manual.zero_grad()
+        loss_fn(manual(x[start:start + 16]), y[start:start + 16])
+        assert manual.backward(loss_fn.backward()).shape == (16, 1, 4, 4)
+        opt2.step()
+    assert fitted.needs_input_grad is True
+    for (name, p), (_, q) in zip(fitted.named_parameters(), manual.named_parameters()):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-6, atol=1e-7, err_msg=name)

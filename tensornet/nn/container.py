@@ -94,9 +94,32 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_output):
-        for module in reversed(self._modules.values()):
+        """Backward through the modules in reverse order.
+
+        With ``needs_input_grad = False`` (a training step never uses d loss / d input)
+        the leading modules without trainable parameters (a Flatten, say) are skipped, the
+        first module with trainable parameters is asked for its parameter gradients only,
+        and None is returned.
+        """
+        modules = list(self._modules.values())
+        if self.needs_input_grad:
+            for module in reversed(modules):
+                grad_output = module.backward(grad_output)
+            return grad_output
+        start = next((i for i, m in enumerate(modules)
+                      if any(p.requires_grad for p in m.parameters())), None)
+        if start is None:
+            return None
+        for module in reversed(modules[start + 1:]):
             grad_output = module.backward(grad_output)
-        return grad_output
+        first = modules[start]
+        saved = first.needs_input_grad
+        first.needs_input_grad = False
+        try:
+            first.backward(grad_output)
+        finally:
+            first.needs_input_grad = saved
+        return None
 
 
 class Residual(Module):

@@ -64,8 +64,11 @@ class Module:
             (PyTorch skips inputs that do not require grad alike): a layer may then skip
             that computation and return None, while still accumulating its parameter
             gradients. Linear, DropConnect and Conv2d skip it (a GEMM, and for Conv2d also
-            col2im); other layers ignore the flag. Only a first layer may return None: the
-            layer before it would get None as its output gradient.
+            col2im); Sequential skips its leading parameter-free modules and passes the
+            flag to the first module with trainable parameters. Only a first layer may
+            return None: the layer before it would get None as its output gradient.
+            ``tn.fit`` sets it False on the model for each training step, so backward
+            hooks on the first layer see ``grad_input=None`` there.
     """
 
     _hook_counter = 0
