@@ -218,11 +218,7 @@ class Backend(LayerOps):
                     decoupled):
         """Adam (Kingma & Ba 2015) with bias correction; AdamW when ``decoupled``."""
         xp = self.xp
-        if weight_decay:
-            if decoupled:
-                param *= 1.0 - lr * weight_decay
-            else:
-                grad = grad + weight_decay * param
+        grad = adam_weight_decay(param, grad, lr, weight_decay, decoupled)
         m *= beta1
         m += (1.0 - beta1) * grad
         v *= beta2
@@ -286,6 +282,21 @@ class Backend(LayerOps):
         smaller = f"a batch size below {batch_size}" if batch_size else "a smaller batch size"
         place = f" in {where}" if where else ""
         return MemoryError(f"out of memory on {self.device!r}{place}: {exc}. Try {smaller}")
+
+
+def adam_weight_decay(param, grad, lr, weight_decay, decoupled):
+    """Adam's weight decay; returns the gradient to use.
+
+    Decoupled (AdamW, Loshchilov & Hutter 2019): shrink ``param`` in place by
+    ``1 - lr * weight_decay`` and keep the gradient. Otherwise (Adam): L2, a new gradient
+    ``grad + weight_decay * param`` (the caller's ``grad`` is never written).
+    """
+    if not weight_decay:
+        return grad
+    if decoupled:
+        param *= 1.0 - lr * weight_decay
+        return grad
+    return grad + weight_decay * param
 
 
 def train_step(model, loss_fn, optimizer, x, y):

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .base import Backend, window_output_size, windows_tile
+from .base import Backend, adam_weight_decay, window_output_size, windows_tile
 
 
 class NumpyBackend(Backend):
@@ -227,11 +227,7 @@ class NumpyBackend(Backend):
 
     def adam_update(self, param, grad, m, v, *, lr, beta1, beta2, eps, step, weight_decay,
                     decoupled):
-        if weight_decay:
-            if decoupled:
-                param *= 1.0 - lr * weight_decay
-            else:
-                grad = grad + weight_decay * param
+        grad = adam_weight_decay(param, grad, lr, weight_decay, decoupled)
         m *= beta1
         m += (1.0 - beta1) * grad
         v *= beta2

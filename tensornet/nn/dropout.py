@@ -56,7 +56,8 @@ class DropConnect(Linear):
 
     Training: each weight is kept with probability ``1 - p`` (one mask per batch, shared by
     its samples): ``y = x @ (W * M).T + b``. Eval: the expected weight ``(1 - p) * W``.
-    The bias is never dropped. Forward caches ``x``, the mask and the effective weight.
+    The bias is never dropped. Forward caches ``x``, the mask and the effective weight
+    (the Linear math is shared; only the weight used and its gradient differ).
     With ``needs_input_grad = False`` backward skips d loss / d x and returns None.
     """
 
@@ -64,36 +65,22 @@ class DropConnect(Linear):
                  *, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.p = _probability("DropConnect", p)
-        self._mask = self._w_eff = None
+        self._mask = None
 
-    def forward(self, x):
-        self._check_input(x, ndim=2, features=self.in_features,
-                          expected=f"(N, {self.in_features})")
+    def _forward_weight(self):
         w = self.weight.data
-        if self.training:
-            mask = self.backend.bernoulli(tuple(w.shape), 1.0 - self.p, dtype=w.dtype)
-            w_eff = w * mask
-        else:
-            mask, w_eff = None, (1.0 - self.p) * w
-        self._x, self._mask, self._w_eff = x, mask, w_eff
-        y = x @ w_eff.T
-        if self.bias is not None:
-            y += self.bias.data
-        return y
+        if not self.training:
+            self._mask = None
+            return (1.0 - self.p) * w
+        self._mask = self.backend.bernoulli(tuple(w.shape), 1.0 - self.p, dtype=w.dtype)
+        return w * self._mask
 
-    def backward(self, grad_output):
-        x = self._require_cache(self._x)
-        if self.weight.requires_grad:
-            scale = self._mask if self._mask is not None else (1.0 - self.p)
-            self.weight.accumulate_grad((grad_output.T @ x) * scale)
-        if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(self.backend.xp.sum(grad_output, axis=0))
-        if not self.needs_input_grad:
-            return None
-        return grad_output @ self._w_eff
+    def _weight_grad(self, grad_forward_weight):
+        return grad_forward_weight * (self._mask if self._mask is not None else 1.0 - self.p)
 
     def clear_cache(self) -> None:
-        self._x = self._mask = self._w_eff = None
+        super().clear_cache()
+        self._mask = None
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", p={self.p}"

@@ -18,7 +18,8 @@ def _positive_int(owner: str, name: str, value) -> int:
 class Linear(Module):
     """``y = x @ weight.T + bias``; weight ``(out_features, in_features)`` as in PyTorch.
 
-    Shapes: x ``(N, in_features)`` -> y ``(N, out_features)``. Forward caches ``x``.
+    Shapes: x ``(N, in_features)`` -> y ``(N, out_features)``. Forward caches ``x`` and
+    the weight it used.
     Default init as PyTorch: weight and bias U(-1/sqrt(in), 1/sqrt(in)).
 
     With ``needs_input_grad = False`` (see Module; for a first layer that reads data)
@@ -33,7 +34,7 @@ class Linear(Module):
         self.out_features = _positive_int("Linear", "out_features", out_features)
         self.weight = self.new_parameter(np.zeros((self.out_features, self.in_features)))
         self.bias = self.new_parameter(np.zeros(self.out_features)) if bias else None
-        self._x = None
+        self._x = self._w = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -45,8 +46,9 @@ class Linear(Module):
     def forward(self, x):
         self._check_input(x, ndim=2, features=self.in_features,
                           expected=f"(N, {self.in_features})")
-        self._x = x
-        y = self.backend.matmul(x, self.weight.data.T)
+        w = self._forward_weight()
+        self._x, self._w = x, w
+        y = self.backend.matmul(x, w.T)
         if self.bias is not None:
             y += self.bias.data
         return y
@@ -54,15 +56,23 @@ class Linear(Module):
     def backward(self, grad_output):
         x = self._require_cache(self._x)
         if self.weight.requires_grad:
-            self.weight.accumulate_grad(self.backend.matmul(grad_output.T, x))
+            self.weight.accumulate_grad(self._weight_grad(self.backend.matmul(grad_output.T, x)))
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate_grad(self.backend.xp.sum(grad_output, axis=0))
         if not self.needs_input_grad:
             return None
-        return self.backend.matmul(grad_output, self.weight.data)
+        return self.backend.matmul(grad_output, self._w)
+
+    def _forward_weight(self):
+        """The weight forward multiplies by: ``weight`` itself (DropConnect masks it)."""
+        return self.weight.data
+
+    def _weight_grad(self, grad_forward_weight):
+        """d loss / d weight from d loss / d (the forward weight)."""
+        return grad_forward_weight
 
     def clear_cache(self) -> None:
-        self._x = None
+        self._x = self._w = None
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
