@@ -162,18 +162,16 @@ class Optimizer:
                     continue
                 data, state = param.data, self.state.get(param)
                 where = placed.get(param)
-                if where is not None and where[0] is data and where[1] is state:
-                    # The same array and state as last step: nothing moved.
-                    self._check_grad(param, grad, where[2], gi, pi)
-                    self._update(where[2], param, grad, state, group)
-                    continue
-                backend = get_backend(data)
+                # The same array and state as last step: nothing moved, reuse its backend.
+                fresh = where is None or where[0] is not data or where[1] is not state
+                backend = get_backend(data) if fresh else where[2]
                 self._check_grad(param, grad, backend, gi, pi)
-                if state is None:
-                    state = self.state[param] = {}
-                else:
-                    self._follow_param(param, state, backend)
-                placed[param] = (data, state, backend)
+                if fresh:
+                    if state is None:
+                        state = self.state[param] = {}
+                    else:
+                        self._follow_param(param, state, backend)
+                    placed[param] = (data, state, backend)
                 self._update(backend, param, grad, state, group)
         return loss
 
