@@ -1,8 +1,6 @@
 """Activations. Each caches one array (its input or its output, whichever backward needs)."""
 from __future__ import annotations
 
-from tensornet.backends import get_backend
-
 from .module import Module
 
 
@@ -18,11 +16,7 @@ class _Activation(Module):
 
         Without parameters to pin it, an activation follows its input's device.
         """
-        if not self.backend.owns(x):
-            try:
-                object.__setattr__(self, "backend", get_backend(x))
-            except TypeError:
-                pass  # not an array: _check_input says so
+        self._follow_input_device(x)
         self._check_input(x, float_input=False)
         return self.backend.xp
 

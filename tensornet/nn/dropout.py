@@ -26,8 +26,7 @@ class Dropout(Module):
         self._mask = None
 
     def forward(self, x):
-        from tensornet.backends import get_backend
-        object.__setattr__(self, "backend", get_backend(x))
+        self._follow_input_device(x, require_array=True)
         if not self.training or self.p == 0.0:
             self._mask = None
             return x

@@ -15,8 +15,7 @@ class Flatten(Module):
         self._shape = None
 
     def forward(self, x):
-        from tensornet.backends import get_backend
-        object.__setattr__(self, "backend", get_backend(x))
+        self._follow_input_device(x, require_array=True)
         shape = tuple(x.shape)
         start = self.start_dim % len(shape)
         end = self.end_dim % len(shape)

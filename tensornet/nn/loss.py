@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from tensornet.backends import DeviceError, device_of, dtype_name, get_backend
+from tensornet.backends import DeviceError, device_of, dtype_name
 
 from .module import Module
 
@@ -36,11 +36,7 @@ class Loss(Module):
         return self.backend.cheap_sync if self.check is None else self.check
 
     def _accept_pred(self, pred, ndim=None, expected=""):
-        if not self.backend.owns(pred) and hasattr(pred, "shape") and hasattr(pred, "dtype"):
-            try:
-                object.__setattr__(self, "backend", get_backend(pred))
-            except TypeError:
-                pass
+        self._follow_input_device(pred)
         self._check_input(pred, ndim=ndim, expected=expected, float_input=False)
         if not dtype_name(pred.dtype).startswith("float"):
             raise TypeError(f"{type(self).__name__} expected floating-point predictions, got "

@@ -325,6 +325,17 @@ class Module:
                             f"{dtype_name(x.dtype)} input; cast the input (x.astype) or the "
                             f"model (.to(dtype={dtype_name(x.dtype)!r}))")
 
+    def _follow_input_device(self, x, require_array: bool = False) -> None:
+        """Compute on ``x``'s device: for modules without parameters to pin them
+        (activations, pooling, Dropout, Flatten, losses). A non-array raises TypeError
+        with ``require_array``, else is left for ``_check_input`` to report."""
+        if not self.backend.owns(x):
+            try:
+                object.__setattr__(self, "backend", get_backend(x))
+            except TypeError:
+                if require_array:
+                    raise
+
     def _require_cache(self, cached):
         if cached is None:
             raise RuntimeError(f"{self._describe()}.backward called before forward (or after "

@@ -5,7 +5,6 @@ so devices can override it; these layers check arguments and inputs and keep the
 """
 from __future__ import annotations
 
-from tensornet.backends import get_backend
 
 from .conv import _format_pair, _pair, check_window_fits
 from .module import Module
@@ -13,11 +12,7 @@ from .module import Module
 
 def _accept_image(module: Module, x) -> None:
     """Follow ``x``'s device (a pool has no parameters to pin it); require (N, C, H, W)."""
-    if not module.backend.owns(x):
-        try:
-            object.__setattr__(module, "backend", get_backend(x))
-        except TypeError:
-            pass  # not an array: _check_input says so
+    module._follow_input_device(x)
     module._check_input(x, ndim=4, expected="(N, C, H, W)", float_input=False)
 
 
