@@ -1,35 +1,43 @@
-"""Whole-step CUDA graphs for the CuPy backend (opt-in).
+"""CUDA-graph training steps for the CuPy backend (opt-in): ``backend.graphed(step, ...)``.
 
-    step = get_backend("cuda").compile_step(model, loss_fn, optimizer, cuda_graph=True)
+    step = tensornet.train.make_train_step(model, loss_fn, optimizer, cuda_graph=True)
     for xb, yb in loader:
         loss, output = step(xb, yb)      # device arrays; read them once per epoch
 
 A training step of a small model is dozens of kernel launches, each costing host time;
-replaying the step as one CUDA graph costs one launch. How:
+replaying the step as one CUDA graph costs one launch. ``GraphedStep`` wraps any step
+function ``step(x, y) -> (loss, output)`` (tensornet's is ``tensornet.train.train_step``);
+all of its state (stream, memory pool, captured graph, the optimizer scalars' device table,
+the dropout generator) lives on the GraphedStep object. How:
 
 1. The first call with a new batch shape *rehearses*: a normal, real training step on the
    capture stream, but with the kernels the graph will use (the cuBLAS-free GEMM, optimizer
    kernels reading their scalars from device memory), all memory from a private pool. It
    compiles every kernel and creates the optimizer's state before anything is captured.
-2. The second call *captures* the step (zero grads, forward, loss, backward,
-   ``optimizer.step()``) into a graph, then launches it: that launch is the second step.
+2. The second call *captures* the step into a graph, then launches it: that launch is the
+   second step.
 3. Later calls copy the batch into the graph's static input buffers, run the optimizer's
    host bookkeeping (step counts, learning rate from schedulers) to refresh one row of
-   scalars per parameter update in a small device table, and launch the graph.
+   scalars per fused update in a small device table, and launch the graph.
+
+Refused when the GraphedStep is built (``GraphCaptureError`` naming the part): an optimizer
+rule without a kernel (``FusedUpdate.body`` None) or float16 parameters, a layer whose
+``graph_unsafe_reason`` is set (BatchNorm with ``momentum=None`` reads a counter on the
+host), a step function marked ``graph_unsafe_reason`` (a gradient hook that syncs).
 
 Limits (each detected and reported rather than silently wrong where possible):
 - Fixed shapes: the first batch's shapes and dtypes are captured; other batches (the
-  ragged last one) run eagerly, which is correct but not faster. Drop it with
-  ``drop_last=True`` if it matters.
+  ragged last one) run eagerly, which is correct but not faster.
 - No host synchronisation inside the step: ``.item()``, ``float(x)``, losses with
   ``check=True``, data-dependent Python branches. Capture fails with GraphCaptureError.
+- Host-side settings of the layers (``Dropout.p``, ``train()``/``eval()``) are frozen into
+  the graph: a change after capture raises GraphInvalidatedError at the next step.
 - Random draws: Dropout and DropConnect masks (``backend.bernoulli``) come from a
   counter-based hash whose counter lives in device memory and advances inside the graph,
-  so each replay draws new masks (not the same stream as eager mode). Other draws
-  (``normal``, ``uniform``, ``permutation``) inside the step are refused.
-- Every matmul must go through ``backend.matmul`` (Linear does): CuPy refuses cuBLAS
-  inside capture. The graph-safe GEMM is a plain tiled kernel, much slower than cuBLAS on
-  large layers: graphs pay off for small, launch-bound models.
+  so each replay draws new masks (not the same stream as eager mode). Other draws inside
+  the step are refused.
+- Every matmul must go through ``tensornet.nn.functional.matmul`` (Linear and Conv2d do):
+  CuPy refuses cuBLAS inside capture. The graph-safe GEMM is a plain tiled kernel.
 - Parameters, gradients and optimizer state must stay the same arrays: replacing them
   (``load_state_dict``, ``.to()``) after capture raises GraphInvalidatedError; build a new
   step then. Buffers must be updated in place (BatchNorm's running stats are).
@@ -40,9 +48,9 @@ import time
 
 import numpy as np
 
-from .base import dtype_name, train_step
+from .base import dtype_name
 from .cuda_kernels import (BERNOULLI_COUNTER, C_TYPES, FUSED_DTYPES, GEMM_THREADS, GEMM_TILE_M,
-                           GEMM_TILE_N, HYPER_WIDTH, RNG_ADVANCE)
+                           GEMM_TILE_N, RNG_ADVANCE, update_spec)
 
 
 class GraphCaptureError(NotImplementedError):
@@ -53,31 +61,32 @@ class GraphInvalidatedError(RuntimeError):
     """The model or optimizer changed in a way the captured graph cannot follow."""
 
 
-_RECOMPILE = "build a new step with compile_step(..., cuda_graph=True), or use cuda_graph=False"
+_RECOMPILE = "build a new step with cuda_graph=True, or use cuda_graph=False"
 
 
 class HyperTable:
-    """Optimizer hyper-parameters of a graph step: one row per fused update, in call order.
+    """Optimizer scalars of a graph step: one row per fused update, in call order.
 
     ``phase`` is ``"rehearse"`` or ``"capture"`` (the calls are learnt afresh: a capture
     allocates new gradients) or ``"replay"`` (each call must match the captured one: same
-    kind, dtype and arrays).
-    Host-only logic; the backend launches the kernels and ``GraphStep`` moves rows to the
-    device.
+    rule, dtype and arrays). Host-only logic; ``GraphedStep`` moves the rows to the device.
     """
 
-    def __init__(self, width: int = HYPER_WIDTH):
-        self.width = width
+    def __init__(self):
         self.phase = None
         self.signatures: list = []
         self.rows: list = []
         self.dtype = None
-        self.device_table = None  # set by GraphStep before capture
+        self.device_table = None  # set by GraphedStep before capture
         self._next = 0
 
     @property
     def count(self) -> int:
         return len(self.signatures)
+
+    @property
+    def width(self) -> int:
+        return max((len(row) for row in self.rows), default=1)
 
     def begin(self, phase: str) -> None:
         if phase not in ("rehearse", "capture", "replay"):
@@ -86,15 +95,13 @@ class HyperTable:
             self.signatures, self.rows = [], []
         self.phase, self._next = phase, 0
 
-    def record(self, kind: str, dtype: str, pointers: tuple, values: tuple) -> int:
+    def record(self, name: str, dtype: str, pointers: tuple, values: tuple) -> int:
         """Note one update call; returns its row."""
-        if len(values) > self.width:
-            raise ValueError(f"{kind} has {len(values)} hyper-parameters; the table has "
-                             f"{self.width} columns")
-        signature = (kind, dtype, tuple(pointers))
+        signature = (name, dtype, tuple(pointers))
         if self.phase in ("rehearse", "capture"):
-            if self.phase == "capture" and self.count >= len(self.device_table):
-                raise GraphInvalidatedError(f"the step made more optimizer updates while "
+            if self.phase == "capture" and (self.count >= len(self.device_table)
+                                            or len(values) > self.device_table.shape[1]):
+                raise GraphInvalidatedError(f"the step made other optimizer updates while "
                                             f"capturing than while rehearsing; {_RECOMPILE}")
             if self.dtype not in (None, dtype):
                 raise GraphCaptureError(f"CUDA-graph steps need all optimized parameters in "
@@ -106,7 +113,7 @@ class HyperTable:
         row = self._next
         if row >= self.count or self.signatures[row] != signature:
             raise GraphInvalidatedError(
-                f"optimizer update {row} ({kind}) does not match the captured graph: the "
+                f"optimizer update {row} ({name}) does not match the captured graph: the "
                 f"parameters, gradients or optimizer state were replaced, or the set of "
                 f"parameters being updated changed; {_RECOMPILE}")
         self.rows[row] = tuple(values)
@@ -125,9 +132,6 @@ class HyperTable:
         out[...] = 0
         for i, row in enumerate(self.rows):
             out[i, :len(row)] = row
-
-    def device_row(self, row: int):
-        return self.device_table[row]
 
 
 class _PinnedRing:
@@ -163,26 +167,53 @@ def _buffers(model) -> dict:
     return {name: id(buf) for name, buf in model.named_buffers()}
 
 
-class GraphStep:
+def _host_settings(model) -> list:
+    """The plain host values of every module (``p`` of a Dropout, ``training``...): they are
+    frozen into a captured graph, so a change after capture must be noticed."""
+    return [(name, {k: v for k, v in vars(m).items()
+                    if isinstance(v, (bool, int, float, str)) and not k.startswith("_")})
+            for name, m in model.named_modules()]
+
+
+def check_capture_safe(step, model, optimizer) -> None:
+    """Raise GraphCaptureError naming the first part of the step a graph cannot capture."""
+    parts = [("the step function", step), (f"the optimizer {type(optimizer).__name__}",
+                                             optimizer)]
+    parts += [(f"layer {name or type(m).__name__} ({type(m).__name__})", m)
+              for name, m in model.named_modules()]
+    for label, part in parts:
+        reason = getattr(part, "graph_unsafe_reason", None)
+        if callable(reason):
+            reason = reason()
+        if reason:
+            raise GraphCaptureError(f"cuda_graph=True cannot capture {label}: {reason}. Train "
+                                    f"with cuda_graph=False")
+
+
+class GraphedStep:
     """``step(x, y) -> (loss, output)``, replaying one captured CUDA graph per call when
     the batch has the captured shape (see the module docstring). Returned arrays are
     fresh copies, valid after later steps.
 
     Attributes: ``replays`` and ``eager_steps`` count calls by path; ``capture_seconds``
-    is the host time the capture took (excluded from per-step figures).
+    is the host time the capture took (excluded from per-step figures); ``phase`` is the
+    phase running now (None between calls).
     """
 
-    def __init__(self, backend, model, loss_fn, optimizer):
+    def __init__(self, backend, step, model, optimizer):
+        check_capture_safe(step, model, optimizer)
         cupy = backend.xp
-        self.backend, self.model, self.loss_fn, self.optimizer = backend, model, loss_fn, optimizer
+        self.backend, self.step, self.model, self.optimizer = backend, step, model, optimizer
         self._cupy = cupy
         with backend._cuda_device:
             self._stream = cupy.cuda.Stream(non_blocking=True)
             self._pool = cupy.cuda.MemoryPool()
         self._table = HyperTable()
+        self._rng = None  # device (key, counter) of the dropout masks, made while rehearsing
         self._key = None
         self._graph = None
         self._rehearsed = False
+        self.phase = None
         self.replays = self.eager_steps = 0
         self.capture_seconds = 0.0
 
@@ -195,10 +226,9 @@ class GraphStep:
             self._key = key
         if key != self._key or not (self.backend.owns(x) and self.backend.owns(y)):
             self.eager_steps += 1
-            return train_step(self.model, self.loss_fn, self.optimizer, x, y)
+            return self.step(x, y)
         if not self._rehearsed:
-            result = self._on_stream("rehearse", lambda: train_step(
-                self.model, self.loss_fn, self.optimizer, x, y))
+            result = self._on_stream("rehearse", lambda: self.step(x, y))
             self._rehearsed = True
             self.eager_steps += 1
             return result
@@ -212,6 +242,48 @@ class GraphStep:
         self.replays += 1
         return self._loss.copy(), self._output.copy()
 
+    # ------------------------------------------------------------------ what kernels ask
+    def fused_update(self, update, param, grad, states, values) -> None:
+        """Record the call in the HyperTable; launch the kernel that reads its scalars
+        from device memory unless replaying (the graph then holds the launch)."""
+        table = self._table
+        arrays = (param, grad) + tuple(states)
+        row = table.record(update.name, dtype_name(param.dtype),
+                           tuple(a.data.ptr for a in arrays), values)
+        if table.phase == "replay":
+            return
+        if table.phase == "rehearse":
+            device_row = self._cupy.asarray(np.asarray(values, dtype=param.dtype))
+        else:
+            device_row = table.device_table[row]
+        self.backend._kernels.elementwise(update_spec(update, device_scalars=True))(
+            grad, device_row, param, *states)
+
+    def refuse_generic_update(self, update, param) -> None:
+        # The generic update would run eagerly while the graph replays: a second update.
+        raise GraphCaptureError(
+            f"CUDA-graph steps run optimizer updates as fused float32/float64 kernels; "
+            f"{update.name!r} on {dtype_name(param.dtype)} parameters has none. Train with "
+            f"cuda_graph=False")
+
+    def bernoulli(self, shape, p, dtype):
+        """``backend.bernoulli`` inside the step: the counter-based draw of
+        ``cuda_kernels.BERNOULLI_COUNTER`` (key and draw counter in device memory)."""
+        xp, backend = self._cupy, self.backend
+        if self._rng is None:
+            if self.phase == "capture":
+                raise GraphCaptureError("the first random draw of a graph step happened while "
+                                        "capturing; it must happen while rehearsing")
+            key = int(backend._rng.integers(0, 2**63))
+            # outlives the rehearsal's allocations, so not from the private pool
+            with xp.cuda.using_allocator(xp.get_default_memory_pool().malloc):
+                self._rng = xp.asarray(np.array([key, 0], dtype=np.uint64))
+        mask = xp.empty(shape, dtype=dtype)
+        kernels = backend._kernels
+        kernels.elementwise(BERNOULLI_COUNTER)(self._rng, np.float64(p), mask)
+        kernels.elementwise(RNG_ADVANCE)(np.uint64(1), self._rng[1:])
+        return mask
+
     # ------------------------------------------------------------------ phases
     def _on_stream(self, phase: str, work, capture: bool = False):
         """Run ``work`` in ``phase`` on the private stream and pool, ordered after (and
@@ -220,7 +292,7 @@ class GraphStep:
         current = cupy.cuda.get_current_stream()
         stream.wait_event(current.record())
         self._table.begin(phase)
-        backend._graph = self._table
+        self.phase, backend._capture = phase, self
         graph = None
         try:
             with backend._cuda_device, cupy.cuda.using_allocator(self._pool.malloc), stream:
@@ -236,7 +308,7 @@ class GraphStep:
                     graph = stream.end_capture()
             self._table.end()
         finally:
-            backend._graph = None
+            self.phase, backend._capture = None, None
             current.wait_event(stream.record())
         return (result, graph) if capture else result
 
@@ -251,10 +323,9 @@ class GraphStep:
             shape = (max(self._table.count, 1), self._table.width)
             self._table.device_table = cupy.zeros(shape, dtype=dtype)
             self._ring = _PinnedRing(cupy, shape, dtype)
-        model.zero_grad(set_to_none=True)  # the graph must create fresh gradients
-        buffers = _buffers(model)
-        (loss, output), graph = self._on_stream("capture", lambda: train_step(
-            model, self.loss_fn, self.optimizer, self._x, self._y), capture=True)
+        buffers, self._settings = _buffers(model), _host_settings(model)
+        (loss, output), graph = self._on_stream("capture", lambda: self.step(self._x, self._y),
+                                                capture=True)
         if _buffers(model) != buffers:
             changed = [k for k, v in _buffers(model).items() if buffers.get(k) != v]
             raise GraphCaptureError(f"buffers {changed} were replaced during the step instead "
@@ -271,6 +342,9 @@ class GraphStep:
             if _pointer(param.data) != ptr:
                 raise GraphInvalidatedError(f"{param!r} was replaced since the step was captured "
                                             f"(load_state_dict or .to()); {_RECOMPILE}")
+        if _host_settings(self.model) != self._settings:
+            raise GraphInvalidatedError(f"a layer setting (such as Dropout.p) changed since the "
+                                        f"step was captured; {_RECOMPILE}")
         if x is not self._x:
             self._x[...] = x
         if y is not self._y:
@@ -278,11 +352,11 @@ class GraphStep:
         for param, grad in self._grads:  # zero_grad(set_to_none) between steps is fine
             param.grad = grad
         self._table.begin("replay")
-        self.backend._graph = self._table
+        self.phase, self.backend._capture = "replay", self
         try:
             self.optimizer.step()  # host bookkeeping only: the graph holds the kernels
         finally:
-            self.backend._graph = None
+            self.phase, self.backend._capture = None, None
         self._table.end()
 
 
@@ -321,25 +395,6 @@ def capture_safe_matmul(backend, a, b):
     return out
 
 
-def bernoulli_in_graph(backend, shape, p, dtype):
-    """``backend.bernoulli`` inside graph steps: the counter-based draw of
-    ``cuda_kernels.BERNOULLI_COUNTER``, whose key and draw counter live in device memory
-    (``backend._graph_rng``), created outside any capture at the rehearsal's first draw."""
-    xp = backend.xp
-    if backend._graph_rng is None:
-        if backend._graph.phase == "capture":
-            raise GraphCaptureError("the first random draw of a graph step happened while "
-                                    "capturing; it must happen while rehearsing")
-        key = int(backend._rng.integers(0, 2**63))
-        # outlives any one graph step, so not from a step's private pool
-        with xp.cuda.using_allocator(xp.get_default_memory_pool().malloc):
-            backend._graph_rng = xp.asarray(np.array([key, 0], dtype=np.uint64))
-    mask = xp.empty(shape, dtype=backend.dtype(dtype))
-    backend._kernels.elementwise(BERNOULLI_COUNTER)(backend._graph_rng, np.float64(p), mask)
-    backend._kernels.elementwise(RNG_ADVANCE)(np.uint64(1), backend._graph_rng[1:])
-    return mask
-
-
 def _pointer(array):
     """Device address of a CuPy array; None for anything else (a model moved to the CPU)."""
     return getattr(getattr(array, "data", None), "ptr", None)
@@ -359,4 +414,4 @@ def _capture_error(exc: BaseException) -> BaseException:
         f"CUDA-graph capture of the training step failed: {type(exc).__name__}: {exc}. "
         f"Inside a graph the step may not sync with the host (.item(), float(), a loss with "
         f"check=True), draw random numbers other than bernoulli(), or call cuBLAS directly (use "
-        f"backend.matmul, as Linear does). Use cuda_graph=False for this model")
+        f"tensornet.nn.functional.matmul, as Linear does). Use cuda_graph=False for this model")

@@ -5,14 +5,13 @@ kernels are compiled (by NVRTC, through CuPy) the first time ``KernelCache`` han
 
 Conventions: every floating kernel is written once for a type ``T`` (float32 or float64);
 scalars reach it as NumPy scalars of the array's dtype (a Python float would arrive as a
-double and make float32 kernels compute in float64). Optimizer hyper-parameters are packed
-on the host into one tuple per call (``pack_hyper``); the same body then runs either with
-those values as kernel scalars (eager) or reading them from a device row (CUDA graphs,
-whose captured scalars are frozen).
+double and make float32 kernels compute in float64). Optimizer updates are not written here:
+each optimizer's file holds its rule's kernel body (a ``FusedUpdate``), and ``update_spec``
+turns any of them into one kernel, with its scalars as kernel arguments (eager) or read from
+a device row (CUDA graphs, whose captured scalars are frozen).
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 
@@ -35,110 +34,19 @@ RELU = ElementwiseSpec("T x", "T y", "y = x < T(0) ? T(0) : x", "tn_relu")
 RELU_BACKWARD = ElementwiseSpec("T grad, T y", "T dx", "dx = y > T(0) ? grad : T(0)",
                                 "tn_relu_backward")
 
-# ---------------------------------------------------------------------- optimizers
-
-
-class OptimizerKernel(NamedTuple):
-    """One fused in-place update: ``states`` are updated with ``param``; ``hyper`` are the
-    per-call scalars, in the order ``pack_hyper`` returns them."""
-    name: str
-    hyper: tuple
-    states: tuple
-    body: str
-
-
-_DECAYED = "const T g = weight_decay != T(0) ? grad + weight_decay * param : grad;\n"
-
-OPTIMIZER_KERNELS = {
-    "sgd": OptimizerKernel(
-        "tn_sgd", ("lr", "weight_decay"), (),
-        _DECAYED + "param -= lr * g;"),
-    "sgd_momentum": OptimizerKernel(
-        "tn_sgd_momentum",
-        ("lr", "momentum", "one_minus_dampening", "nesterov", "weight_decay", "first_step"),
-        ("buf",),
-        _DECAYED +
-        "const T b = first_step != T(0) ? g : momentum * buf + one_minus_dampening * g;\n"
-        "buf = b;\n"
-        "param -= lr * (nesterov != T(0) ? g + momentum * b : b);"),
-    # PyTorch's Adam: eps is added after dividing sqrt(v) by sqrt(1 - beta2^t).
-    "adam": OptimizerKernel(
-        "tn_adam",
-        ("step_size", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "sqrt_bc2", "eps",
-         "weight_decay", "param_scale"),
-        ("m", "v"),
-        "const T p = param * param_scale;\n"
-        "const T g = weight_decay != T(0) ? grad + weight_decay * p : grad;\n"
-        "const T m_new = beta1 * m + one_minus_beta1 * g;\n"
-        "const T v_new = beta2 * v + one_minus_beta2 * (g * g);\n"
-        "m = m_new;\n"
-        "v = v_new;\n"
-        "param = p - step_size * m_new / (sqrt(v_new) / sqrt_bc2 + eps);"),
-    "rmsprop": OptimizerKernel(
-        "tn_rmsprop", ("lr", "alpha", "one_minus_alpha", "eps", "weight_decay"), ("sq",),
-        _DECAYED +
-        "const T s = alpha * sq + one_minus_alpha * (g * g);\n"
-        "sq = s;\n"
-        "param -= lr * (g / (sqrt(s) + eps));"),
-    "rmsprop_momentum": OptimizerKernel(
-        "tn_rmsprop_momentum",
-        ("lr", "alpha", "one_minus_alpha", "eps", "momentum", "weight_decay"), ("sq", "buf"),
-        _DECAYED +
-        "const T s = alpha * sq + one_minus_alpha * (g * g);\n"
-        "sq = s;\n"
-        "const T b = momentum * buf + g / (sqrt(s) + eps);\n"
-        "buf = b;\n"
-        "param -= lr * b;"),
-    "adagrad": OptimizerKernel(
-        "tn_adagrad", ("lr", "eps", "weight_decay"), ("acc",),
-        _DECAYED +
-        "const T a = acc + g * g;\n"
-        "acc = a;\n"
-        "param -= lr * g / (sqrt(a) + eps);"),
-}
-
-# The widest hyper tuple; a CUDA graph's device table has this many columns.
-HYPER_WIDTH = max(len(k.hyper) for k in OPTIMIZER_KERNELS.values())
-
-
-def pack_hyper(kind: str, **h) -> tuple:
-    """Host-side scalars of one update, in ``OPTIMIZER_KERNELS[kind].hyper`` order.
-
-    Differences such as ``1 - beta1`` are taken in double precision here, as the generic
-    backend does with Python floats, rather than in the kernel's float32.
-    """
-    if kind == "sgd":
-        return (h["lr"], h["weight_decay"])
-    if kind == "sgd_momentum":
-        return (h["lr"], h["momentum"], 1.0 - h["dampening"], float(bool(h["nesterov"])),
-                h["weight_decay"], float(bool(h["first_step"])))
-    if kind == "adam":
-        bc1 = 1.0 - h["beta1"] ** h["step"]
-        bc2 = 1.0 - h["beta2"] ** h["step"]
-        decoupled = bool(h["decoupled"])
-        return (h["lr"] / bc1, h["beta1"], 1.0 - h["beta1"], h["beta2"], 1.0 - h["beta2"],
-                math.sqrt(bc2), h["eps"], 0.0 if decoupled else h["weight_decay"],
-                1.0 - h["lr"] * h["weight_decay"] if decoupled else 1.0)
-    if kind == "rmsprop":
-        return (h["lr"], h["alpha"], 1.0 - h["alpha"], h["eps"], h["weight_decay"])
-    if kind == "rmsprop_momentum":
-        return (h["lr"], h["alpha"], 1.0 - h["alpha"], h["eps"], h["momentum"],
-                h["weight_decay"])
-    if kind == "adagrad":
-        return (h["lr"], h["eps"], h["weight_decay"])
-    raise KeyError(f"unknown optimizer kernel {kind!r}")
-
-
-def optimizer_spec(kind: str, device_hyper: bool) -> ElementwiseSpec:
-    """The ElementwiseKernel for ``kind``: hyper-parameters as scalars, or (``device_hyper``)
-    read from ``raw T hyper``, one row of a CUDA graph's device table."""
-    k = OPTIMIZER_KERNELS[kind]
-    out = ", ".join(f"T {name}" for name in ("param",) + k.states)
-    if device_hyper:
-        unpack = "".join(f"const T {name} = hyper[{i}];\n" for i, name in enumerate(k.hyper))
-        return ElementwiseSpec("T grad, raw T hyper", out, unpack + k.body, k.name + "_dev")
-    scalars = ", ".join(f"T {name}" for name in k.hyper)
-    return ElementwiseSpec(f"T grad, {scalars}", out, k.body, k.name)
+# ---------------------------------------------------------------------- optimizer updates
+def update_spec(update, device_scalars: bool) -> ElementwiseSpec:
+    """The ElementwiseKernel of a ``FusedUpdate`` (see backends/base.py): inputs ``grad``
+    and the scalars, in-place outputs ``param`` and the states, the rule's body as the
+    operation. With ``device_scalars`` the scalars are read from ``raw T hyper`` instead
+    (one row of a CUDA graph's device table: captured kernel arguments are frozen)."""
+    out = ", ".join(f"T {name}" for name in ("param",) + tuple(update.states))
+    if device_scalars:
+        unpack = "".join(f"const T {name} = hyper[{i}];\n" for i, name in enumerate(update.scalars))
+        return ElementwiseSpec("T grad, raw T hyper", out, unpack + update.body,
+                               f"tn_update_{update.name}_dev")
+    scalars = "".join(f", T {name}" for name in update.scalars)
+    return ElementwiseSpec(f"T grad{scalars}", out, update.body, f"tn_update_{update.name}")
 
 
 # ---------------------------------------------------------------------- cross-entropy
@@ -312,13 +220,12 @@ RAW_MODULES = {
 
 
 def elementwise_specs() -> list:
-    """Every ElementwiseKernel this backend builds (for compile checks)."""
+    """Every fixed ElementwiseKernel this backend builds (for compile checks); the optimizer
+    kernels come from each optimizer's FusedUpdate (``tensornet.optim.fused_updates()``)
+    through ``update_spec``."""
     from .cuda_window_kernels import WINDOW_SPECS
-    specs = [RELU, RELU_BACKWARD, CROSS_ENTROPY_BACKWARD, BERNOULLI_COUNTER, RNG_ADVANCE,
-             *WINDOW_SPECS]
-    for kind in OPTIMIZER_KERNELS:
-        specs += [optimizer_spec(kind, False), optimizer_spec(kind, True)]
-    return specs
+    return [RELU, RELU_BACKWARD, CROSS_ENTROPY_BACKWARD, BERNOULLI_COUNTER, RNG_ADVANCE,
+            *WINDOW_SPECS]
 
 
 def name_expression(module: str, *type_args: str) -> str:
@@ -326,30 +233,49 @@ def name_expression(module: str, *type_args: str) -> str:
 
 
 class KernelCache:
-    """Builds each kernel once per process (CuPy caches the compiled binary per device)."""
+    """Builds each kernel once per process (CuPy caches the compiled binary per device) and
+    counts launches: ``launches`` is the number of tensornet kernels launched so far (CuPy's
+    own operations, such as ``+=`` or ``sum``, are not counted)."""
 
     def __init__(self, cupy):
         self._cupy = cupy
         self._elementwise: dict = {}
         self._modules: dict = {}
+        self._raw: dict = {}
+        self.launches = 0
 
     def elementwise(self, spec: ElementwiseSpec):
         kernel = self._elementwise.get(spec)
         if kernel is None:
-            kernel = self._elementwise[spec] = self._cupy.ElementwiseKernel(
+            kernel = self._elementwise[spec] = _Counted(self, self._cupy.ElementwiseKernel(
                 spec.in_params, spec.out_params, spec.operation, spec.name,
-                preamble=spec.preamble)
+                preamble=spec.preamble))
         return kernel
-
-    def optimizer(self, kind: str, device_hyper: bool = False):
-        return self.elementwise(optimizer_spec(kind, device_hyper))
 
     def raw(self, module: str, *type_args: str):
         """The RawKernel ``module``'s template instantiated at ``type_args`` (C type names)."""
-        mod = self._modules.get(module)
-        if mod is None:
-            source, _, instances = RAW_MODULES[module]
-            names = [name_expression(module, *args) for args in instances]
-            mod = self._modules[module] = self._cupy.RawModule(code=source,
-                                                               name_expressions=names)
-        return mod.get_function(name_expression(module, *type_args))
+        key = (module, type_args)
+        kernel = self._raw.get(key)
+        if kernel is None:
+            mod = self._modules.get(module)
+            if mod is None:
+                source, _, instances = RAW_MODULES[module]
+                names = [name_expression(module, *args) for args in instances]
+                mod = self._modules[module] = self._cupy.RawModule(code=source,
+                                                                   name_expressions=names)
+            kernel = self._raw[key] = _Counted(
+                self, mod.get_function(name_expression(module, *type_args)))
+        return kernel
+
+
+class _Counted:
+    """A kernel whose calls add one to its cache's launch counter."""
+
+    __slots__ = ("_cache", "_kernel")
+
+    def __init__(self, cache, kernel):
+        self._cache, self._kernel = cache, kernel
+
+    def __call__(self, *args, **kwargs):
+        self._cache.launches += 1
+        return self._kernel(*args, **kwargs)

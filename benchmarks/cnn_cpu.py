@@ -44,7 +44,7 @@ def tensornet_epoch(model, opt, loss_fn, x, y, order):
         idx = order[start:start + BATCH]
         opt.zero_grad()
         loss = loss_fn(model(x[idx]), y[idx])
-        model.backward(loss_fn.backward())
+        model.backward(loss_fn.backward(), input_grad=False)
         opt.step()
     return float(loss)
 

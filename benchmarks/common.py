@@ -195,16 +195,16 @@ def epoch_order(n: int, epoch: int, seed: int = SEED) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- models
-def build_model(name: str, device="cpu", seed: int = SEED, input_grad: bool = False):
+def build_model(name: str, device="cpu", seed: int = SEED):
     """The benchmark model as a tensornet Sequential, initialised from ``seed``.
 
     mlp: Linear 784-256-120-64-10 with ReLU between.
     cnn: [Conv2d(1,8,3,p=1), BN, ReLU, MaxPool2] -> [Conv2d(8,16,3,p=1), BN, ReLU, MaxPool2]
          -> Flatten -> Linear(784,128) -> ReLU -> Dropout(0.3) -> Linear(128,10).
 
-    Unless ``input_grad``, the first layer skips the gradient with respect to the data
-    (``needs_input_grad = False``, where the layer supports it), as PyTorch does for
-    inputs that do not require grad.
+    Training loops call ``model.backward(grad, input_grad=False)``: the first layer skips
+    the gradient with respect to the data, as PyTorch does for inputs that do not require
+    grad (``tn.train.train_step`` does the same).
     """
     import tensornet as tn
     nn = tn.nn
@@ -223,8 +223,6 @@ def build_model(name: str, device="cpu", seed: int = SEED, input_grad: bool = Fa
             nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10))
     else:
         raise ValueError(f"unknown benchmark model {name!r}; expected 'mlp' or 'cnn'")
-    if not input_grad and hasattr(type(model[0]), "needs_input_grad"):
-        model[0].needs_input_grad = False
     return model.to(device)
 
 

@@ -79,7 +79,7 @@ def _tensornet_run(case, x_host, y_host, epochs: int, graph: bool, tf32: bool):
     else:
         model = tn.models.mlp(case["sizes"], device="cuda")
         opt = tn.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    step = backend.compile_step(model, tn.nn.CrossEntropyLoss(), opt, cuda_graph=graph)
+    step = tn.train.make_train_step(model, tn.nn.CrossEntropyLoss(), opt, cuda_graph=graph)
     xp, batch, n = backend.xp, case["batch"], len(x_host)
     x, y = backend.asarray(x_host), backend.asarray(y_host)
     backend.memory_info(reset_peak=True)

@@ -33,7 +33,7 @@ class LoopedTrainer(TensornetTrainer):
             optimizer.zero_grad()
             for i in range(n):
                 loss_fn(model(xb[i:i + 1]), yb[i:i + 1])
-                model.backward(loss_fn.backward(1.0 / n))
+                model.backward(loss_fn.backward(1.0 / n), input_grad=False)
             optimizer.step()
             done += n
             if samples is not None and done >= samples:

@@ -9,10 +9,10 @@
 
 Modes: ``vectorized`` (NumPy backend, mini-batches), ``looped`` (the same layers one sample
 at a time, see ``looped.py``), ``gpu`` (CuPy, eager), ``gpu-graph`` (CuPy, each step
-replayed as one CUDA graph through ``backend.compile_step(..., cuda_graph=True)``),
+replayed as one CUDA graph through ``tn.train.make_train_step(..., cuda_graph=True)``),
 ``torch-cpu`` / ``torch-gpu`` (the identical model in PyTorch, same initial weights and
 batch order). All tensornet modes go through the public API: ``tn.data.DataLoader``
-(resident data, seeded shuffle) and ``backend.compile_step``.
+(resident data, seeded shuffle) and ``tn.train.make_train_step``.
 """
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ class TensornetTrainer:
         dataset = tn.data.ArrayDataset(self.data.x_train, self.data.y_train)
         self.loader = tn.data.DataLoader(dataset, BATCH, shuffle=True, seed=SEED,
                                          device=self.device)
-        self.step = self.backend.compile_step(self.model, self.loss_fn, self.optimizer,
-                                              cuda_graph=self.graph)
+        self.step = tn.train.make_train_step(self.model, self.loss_fn, self.optimizer,
+                                             cuda_graph=self.graph)
 
     def run(self, samples: int | None = None) -> int:
         done = 0

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from tensornet.backends import asnumpy
+from tensornet.backends import SyncPolicy, asnumpy
 
 
 class Callback:
@@ -24,7 +24,8 @@ class Callback:
 
     def on_batch_end(self, run, step: int, loss) -> None:
         """After each optimisation step; ``loss`` is a 0-d device array. Reading it
-        (``float(loss)``) syncs with the GPU, so only do so when ``run.backend.cheap_sync``."""
+        (``float(loss)``) syncs with the GPU, so only do so when ``run.backend.sync_policy``
+        is ``SyncPolicy.EVERY_STEP``."""
 
     def on_epoch_end(self, run, logs: dict) -> None:
         """After validation; ``logs`` holds this epoch's train_loss, val_loss, ... ."""
@@ -121,7 +122,7 @@ class TerminateOnNaN(Callback):
     stops_on_nonfinite = True
 
     def on_batch_end(self, run, step, loss) -> None:
-        if run.backend.cheap_sync:
+        if run.backend.sync_policy is SyncPolicy.EVERY_STEP:
             value = float(loss)
             if not math.isfinite(value):
                 run.stop(self.message(run.epoch, step, value))

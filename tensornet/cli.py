@@ -286,19 +286,17 @@ def cmd_eval(args) -> int:
 def cmd_info(args) -> int:
     import platform
 
-    import numpy as np
-
     import tensornet as tn
 
     print(f"tensornet {tn.__version__} (Python {platform.python_version()}, "
           f"{platform.system()} {platform.machine()})")
-    print(f"NumPy {np.__version__}; BLAS: {_blas_info(np)}")
     print("Backends:")
     for name, status in tn.available_backends().items():
-        print(f"  {name:7s} {status}")
-        if name == "cuda" and status == "ok":
-            for line in _gpu_info(tn.get_backend("cuda")):
-                print(f"          {line}")
+        print(f"  {name:10s} {status}")
+        if status == "ok":
+            for label, text in tn.get_backend(name).describe().items():
+                if label != "device":
+                    print(f"             {label}: {text}")
     try:
         folder = tn.data.datasets.find(tn.data.FASHION_MNIST, download=False)
         print(f"Fashion-MNIST: {folder}")
@@ -306,36 +304,6 @@ def cmd_info(args) -> int:
         print(f"Fashion-MNIST: not found locally (downloaded to "
               f"{tn.data.cache_dir() / 'fashion-mnist'} on first use)")
     return 0
-
-
-def _blas_info(np) -> str:
-    try:
-        from threadpoolctl import threadpool_info
-        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-        if pools:
-            return "; ".join(f"{p['internal_api']} {p.get('version') or ''} "
-                             f"({p['num_threads']} threads)".replace("  ", " ") for p in pools)
-    except ImportError:
-        pass
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return f"{blas.get('name')} {blas.get('version', '')}".strip()
-    except Exception:  # the layout of show_config differs across NumPy versions
-        return "unknown"
-
-
-def _gpu_info(backend) -> list[str]:
-    cupy = backend.xp
-    runtime = cupy.cuda.runtime
-    props = runtime.getDeviceProperties(backend.index)
-    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-
-    def dotted(v: int) -> str:  # CUDA encodes 12.4 as 12040
-        return f"{v // 1000}.{v % 1000 // 10}"
-
-    return [f"GPU {backend.index}: {name}, {props['totalGlobalMem'] / 2**30:.1f} GiB",
-            f"CuPy {cupy.__version__}, CUDA runtime {dotted(runtime.runtimeGetVersion())}, "
-            f"driver {dotted(runtime.driverGetVersion())}"]
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
-"""The training loop: ``fit``, ``evaluate``, ``predict`` and the per-epoch ``History``.
+"""The training step and loop: ``train_step``, ``fit``, ``evaluate``, ``predict`` and the
+per-epoch ``History``.
 
-Loss and accuracy stay on the device during an epoch (each step appends two 0-d arrays)
-and are read back once at its end, so a GPU is never stalled by a per-step host sync.
+One training step is ``train_step``: zero_grad, forward, loss, backward, an optional
+gradient hook (clipping, an all-reduce across processes, a regularizer), the optimizer
+update. ``fit`` runs it (eagerly, or replayed as a CUDA graph through the backend's
+``graphed`` wrapper). Loss and accuracy stay on the device during an epoch (each step
+appends two 0-d arrays) and are read back once at its end, so a GPU is never stalled by a
+per-step host sync.
 """
 from __future__ import annotations
 
@@ -11,9 +16,10 @@ import time
 
 import numpy as np
 
-from tensornet.backends import DeviceError, dtype_name, get_backend
+from tensornet.backends import DeviceError, SyncPolicy, dtype_name, get_backend
 from tensornet.callbacks import Callback, LearningRateScheduler
 from tensornet.nn.loss import NonFiniteError
+from tensornet.optim.clip import ClipGradNorm
 
 HISTORY_KEYS = ("train_loss", "val_loss", "train_acc", "val_acc", "lr", "seconds",
                 "samples_per_s")
@@ -117,21 +123,63 @@ def _correct_count(xp, out, target):
     return xp.sum(xp.astype(xp.argmax(out, axis=1) == target, xp.int64))
 
 
-def make_train_step(model, loss_fn, optimizer, backend, cuda_graph: bool = False):
-    """One optimisation step: ``step(xb, yb) -> (loss, correct)`` as device arrays
-    (``correct`` is None without class labels).
+def train_step(model, loss_fn, optimizer, x, y, grad_hook=None):
+    """One training step; returns ``(loss, output)`` as device arrays.
 
-    The step itself comes from ``backend.compile_step``: eager everywhere, or with
-    ``cuda_graph=True`` (CuPy only) one replayed CUDA graph per step.
+    Drops the old gradients, runs forward, the loss and backward (``input_grad=False``:
+    the gradient with respect to the data is never used), then ``grad_hook(model)`` if
+    given, between backward and the update: it may change the gradients in place (clip
+    them, average them across processes) and may return a loss term whose gradient it
+    added (a regularizer's penalty), which is added to the returned loss. Then
+    ``optimizer.step()``.
     """
-    xp = backend.xp
-    compiled = backend.compile_step(model, loss_fn, optimizer, cuda_graph=cuda_graph)
+    model.zero_grad(set_to_none=True)
+    output = model(x)
+    loss = loss_fn(output, y)
+    model.backward(loss_fn.backward(), input_grad=False)
+    if grad_hook is not None:
+        extra = grad_hook(model)
+        if extra is not None:
+            loss = loss + extra
+    optimizer.step()
+    return loss, output
 
-    def step(xb, yb):
-        loss, out = compiled(xb, yb)
-        return loss, _correct_count(xp, out, yb)
 
+def make_train_step(model, loss_fn, optimizer, *, grad_hook=None, cuda_graph: bool = False):
+    """``step(x, y) -> (loss, output)``: ``train_step`` with these objects bound.
+
+    With ``cuda_graph=True`` (a model on a CUDA device) the step is replayed as one
+    captured CUDA graph per call (``backend.graphed``), which refuses, naming the part,
+    an optimizer, layer or hook it cannot capture.
+    """
+    def step(x, y):
+        return train_step(model, loss_fn, optimizer, x, y, grad_hook)
+
+    reason = getattr(grad_hook, "graph_unsafe_reason", None)
+    if grad_hook is not None and reason is None and not getattr(grad_hook, "graph_safe", False):
+        reason = "its gradient hook is not marked graph_safe (it may read values to the host)"
+    step.graph_unsafe_reason = reason
+    if cuda_graph:
+        return _model_backend(model).graphed(step, model, optimizer)
     return step
+
+
+def _compose_hooks(hooks):
+    """One gradient hook calling ``hooks`` in order, summing what they return."""
+    hooks = [h for h in hooks if h is not None]
+    if len(hooks) <= 1:
+        return hooks[0] if hooks else None
+
+    def hook(model):
+        total = None
+        for h in hooks:
+            extra = h(model)
+            if extra is not None:
+                total = extra if total is None else total + extra
+        return total
+
+    hook.graph_safe = all(getattr(h, "graph_safe", False) for h in hooks)
+    return hook
 
 
 def _summarize(backend, losses, corrects, sizes):
@@ -167,14 +215,19 @@ def _check_loader(loader, backend, name: str) -> None:
 # ---------------------------------------------------------------------- fit
 def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 1,
         scheduler=None, callbacks=(), verbose: int = 1, initial_epoch: int = 0,
-        cuda_graph: bool = False) -> History:
+        cuda_graph: bool = False, clip_grad_norm: float | None = None,
+        grad_hook=None) -> History:
     """Train ``model`` for ``epochs`` epochs and return its History.
 
-    Each epoch: one pass over ``train_loader`` (zero_grad, forward, loss, backward, step),
-    then ``evaluate`` on ``val_loader``; ``scheduler.step()`` once per epoch. With
-    ``verbose`` >= 1 it prints one table row per epoch and, on a terminal, a progress bar.
-    ``initial_epoch`` numbers the epochs after a resumed checkpoint. ``cuda_graph=True``
-    (models on a CUDA device) replays each training step as one CUDA graph.
+    Each epoch: one pass over ``train_loader`` (``train_step``: zero_grad, forward, loss,
+    backward, gradient hooks, update), then ``evaluate`` on ``val_loader``;
+    ``scheduler.step()`` once per epoch. With ``verbose`` >= 1 it prints one table row per
+    epoch and, on a terminal, a progress bar. ``initial_epoch`` numbers the epochs after a
+    resumed checkpoint. ``cuda_graph=True`` (models on a CUDA device) replays each training
+    step as one CUDA graph. ``clip_grad_norm``: scale the gradients so that their joint
+    2-norm is at most this, every step, on the device (``tn.optim.ClipGradNorm``; no host
+    sync). ``grad_hook(model)``: your own hook between backward and the update (it runs
+    before clipping; see ``train_step``).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
@@ -192,7 +245,15 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
                           if isinstance(cb, LearningRateScheduler)), None)
     run = TrainingRun(model, loss_fn, optimizer, train_loader, val_loader, scheduler, backend,
                       verbose)
-    step = make_train_step(model, loss_fn, optimizer, backend, cuda_graph=cuda_graph)
+    clip = ClipGradNorm(clip_grad_norm) if clip_grad_norm is not None else None
+    train = make_train_step(model, loss_fn, optimizer, grad_hook=_compose_hooks([grad_hook, clip]),
+                            cuda_graph=cuda_graph)
+    xp = backend.xp
+
+    def step(xb, yb):
+        loss, out = train(xb, yb)
+        return loss, _correct_count(xp, out, yb)
+
     table = _Table(verbose)
     try:
         for cb in callbacks:
@@ -242,7 +303,7 @@ def _one_epoch(run, step, callbacks, table) -> bool:
             if run.stop_training:
                 return False
             bar.update(1)
-            if backend.cheap_sync and i % 20 == 0:
+            if backend.sync_policy is SyncPolicy.EVERY_STEP and i % 20 == 0:
                 bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
     finally:
         bar.close()

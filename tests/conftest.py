@@ -22,8 +22,21 @@ def _gpu_reason() -> str | None:
     return None
 
 
+def _torch_reason() -> str | None:
+    try:
+        import torch  # noqa: F401
+        import array_api_compat.torch  # noqa: F401
+    except ImportError:
+        return "PyTorch is not installed (pip install torch)"
+    return None
+
+
 GPU_SKIP_REASON = _gpu_reason()
-CPU_DEVICES = ["cpu", "strict"]
+TORCH_SKIP_REASON = _torch_reason()
+# Every backend that runs on a CPU: NumPy, array-api-strict and PyTorch tensors (skipped,
+# with the reason, where PyTorch is not installed).
+CPU_DEVICES = ["cpu", "strict", pytest.param("torch", marks=pytest.mark.skipif(
+    TORCH_SKIP_REASON is not None, reason=str(TORCH_SKIP_REASON)))]
 ALL_DEVICES = CPU_DEVICES + [pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
@@ -38,13 +51,13 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(params=CPU_DEVICES)
 def device(request):
-    """Each CPU backend in turn: 'cpu' (NumPy) and 'strict' (array-api-strict)."""
+    """Each CPU backend in turn: 'cpu' (NumPy), 'strict' (array-api-strict), 'torch'."""
     return request.param
 
 
 @pytest.fixture(params=ALL_DEVICES)
 def any_device(request):
-    """'cpu', 'strict' and (gpu-marked) 'cuda'."""
+    """'cpu', 'strict', 'torch' and (gpu-marked) 'cuda'."""
     return request.param
 
 

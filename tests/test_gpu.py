@@ -1,10 +1,10 @@
 """The CuPy GPU path, the parts that need no GPU (GPU tests: test_gpu_kernels.py and
 test_gpu_models.py).
 
-The clear error without CuPy or a GPU, the graph machinery's host logic, hyper-parameter
-packing, the generic hooks the GPU overrides and their signatures, and that every kernel
-compiles with NVRTC exactly as CuPy will generate it (when CuPy and libnvrtc are installed:
-NVRTC needs no driver).
+The clear error without CuPy or a GPU, the graph machinery's host logic, the optimizer
+scalars the kernels read, the generic kernels the GPU overrides and their signatures, and
+that every kernel compiles with NVRTC exactly as CuPy will generate it (when CuPy and
+libnvrtc are installed: NVRTC needs no driver).
 """
 import math
 import subprocess
@@ -18,10 +18,10 @@ import pytest
 import tensornet as tn
 from tensornet import backends, nn
 from tensornet.backends import DeviceError, get_backend
-from tensornet.backends.base import Backend
+from tensornet.nn import functional as F
 from tensornet.backends.cuda_graph import GraphCaptureError, GraphInvalidatedError, HyperTable
-from tensornet.backends.cuda_kernels import (OPTIMIZER_KERNELS, RAW_MODULES, elementwise_specs,
-                                             name_expression, pack_hyper)
+from tensornet.backends.cuda_kernels import (RAW_MODULES, elementwise_specs, name_expression,
+                                             update_spec)
 from tensornet.backends.cupy import gpu_available
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_gpu_modules_import_without_cupy():
 
 # ====================================================================== CPU: graph host logic
 def _table_after_rehearsal(calls):
-    table = HyperTable(width=4)
+    table = HyperTable()
     for phase in ("rehearse", "capture"):
         table.begin(phase)
         table.device_table = np.zeros((len(calls), 4))
@@ -112,7 +112,7 @@ def test_hyper_table_detects_changes_after_capture(replayed, error):
 
 
 def test_hyper_table_refuses_mixed_dtypes_and_extra_updates():
-    table = HyperTable(width=4)
+    table = HyperTable()
     table.begin("rehearse")
     table.record("sgd", "float32", (1, 2), (0.1, 0.0))
     with pytest.raises(GraphCaptureError, match="one dtype"):
@@ -120,25 +120,33 @@ def test_hyper_table_refuses_mixed_dtypes_and_extra_updates():
     table.device_table = np.zeros((1, 4))
     table.begin("capture")
     table.record("sgd", "float32", (1, 2), (0.1, 0.0))
-    with pytest.raises(GraphInvalidatedError, match="more optimizer updates"):
+    with pytest.raises(GraphInvalidatedError, match="other optimizer updates"):
         table.record("sgd", "float32", (5, 6), (0.1, 0.0))
 
 
-def test_packed_hyper_parameters_match_the_formulas():
-    for kind, kernel in OPTIMIZER_KERNELS.items():
-        assert len(set(kernel.hyper)) == len(kernel.hyper)
-    adam = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, step=3, weight_decay=0.1)
-    packed = dict(zip(OPTIMIZER_KERNELS["adam"].hyper, pack_hyper("adam", decoupled=False, **adam)))
-    assert packed["step_size"] == pytest.approx(1e-3 / (1 - 0.9 ** 3), rel=1e-15)
-    assert packed["sqrt_bc2"] == pytest.approx(math.sqrt(1 - 0.999 ** 3), rel=1e-15)
-    assert (packed["weight_decay"], packed["param_scale"]) == (0.1, 1.0)
-    packed = dict(zip(OPTIMIZER_KERNELS["adam"].hyper, pack_hyper("adam", decoupled=True, **adam)))
-    assert (packed["weight_decay"], packed["param_scale"]) == (0.0, pytest.approx(1 - 1e-4))
-    sgd = pack_hyper("sgd_momentum", lr=0.1, momentum=0.9, dampening=0.25, nesterov=True,
-                     weight_decay=0.0, first_step=False)
-    assert dict(zip(OPTIMIZER_KERNELS["sgd_momentum"].hyper, sgd)) == dict(
-        lr=0.1, momentum=0.9, one_minus_dampening=0.75, nesterov=1.0, weight_decay=0.0,
-        first_step=0.0)
+def _group_scalars(opt):
+    group = opt.param_groups[0]
+    rule, decay = opt._decayed_rule(group)
+    return rule, {**opt._scalars(group, {"step": 3}, False), **decay}
+
+
+def test_optimizer_scalars_match_the_formulas():
+    """What the fused kernels read: each rule's scalars, computed on the host in double."""
+    p = [nn.Parameter(np.zeros(3, np.float32))]
+    rule, s = _group_scalars(tn.optim.Adam(p, lr=1e-3, weight_decay=0.1))
+    assert rule.name == "adam_l2" and set(s) == set(rule.scalars)
+    assert s["step_size"] == pytest.approx(1e-3 / (1 - 0.9 ** 3), rel=1e-15)
+    assert s["sqrt_bc2"] == pytest.approx(math.sqrt(1 - 0.999 ** 3), rel=1e-15)
+    assert s["weight_decay"] == 0.1 and "decay_scale" not in s
+    rule, s = _group_scalars(tn.optim.AdamW(p, lr=1e-3, weight_decay=0.1))
+    assert rule.name == "adam_decoupled" and s["decay_scale"] == pytest.approx(1 - 1e-4)
+    rule, s = _group_scalars(tn.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True))
+    assert rule.name == "sgd_momentum" and set(s) == set(rule.scalars)
+    assert s == dict(lr=0.1, momentum=0.9, one_minus_dampening=1.0, nesterov=1.0,
+                     first_step=0.0)
+    for rule in tn.optim.fused_updates():
+        assert len(set(rule.scalars)) == len(rule.scalars), rule.name
+        assert not {"grad", "param", "hyper"} & set(rule.scalars + rule.states), rule.name
 
 
 # ====================================================================== CPU: NVRTC compiles
@@ -178,7 +186,7 @@ def _cupy_elementwise_source(spec, t, label):
         kernel = cupy.ElementwiseKernel(spec.in_params, spec.out_params, spec.operation,
                                         spec.name, preamble=spec.preamble)
         types_ = {"T": np.dtype(t), "L": np.dtype(label)}
-        scalars = {n for k in OPTIMIZER_KERNELS.values() for n in k.hyper} | {
+        scalars = {n for rule in tn.optim.fused_updates() for n in rule.scalars} | {
             "scale", "keep", "eps_over_c"}
         infos = []
         for j, p in enumerate(kernel.params[:-1]):  # the last one is the indexer
@@ -200,7 +208,11 @@ def _cupy_elementwise_source(spec, t, label):
     return headers + code, flags
 
 
-@pytest.mark.parametrize("spec", elementwise_specs(), ids=lambda s: s.name)
+_OPTIMIZER_SPECS = [update_spec(rule, device_scalars) for rule in tn.optim.fused_updates()
+                    for device_scalars in (False, True)]
+
+
+@pytest.mark.parametrize("spec", elementwise_specs() + _OPTIMIZER_SPECS, ids=lambda s: s.name)
 def test_elementwise_kernels_compile_as_cupy_generates_them(spec):
     nvrtc = _nvrtc()
     labels = ("int64", "int32") if "raw L" in spec.in_params else ("int64",)
@@ -225,15 +237,15 @@ def test_generic_softmax_cross_entropy_hooks(device, rng, eps):
     b = get_backend(device)
     logits = (rng.standard_normal((6, 5)) * 10).astype(np.float32)
     labels = rng.integers(0, 5, 6)
-    losses, log_probs = b.softmax_cross_entropy(b.asarray(logits), b.asarray(labels), eps)
-    grad = b.softmax_cross_entropy_backward(log_probs, b.asarray(labels), 0.5, eps)
+    losses, log_probs = F.softmax_cross_entropy(b.asarray(logits), b.asarray(labels), eps)
+    grad = F.softmax_cross_entropy_backward(log_probs, b.asarray(labels), 0.5, eps)
     ref_losses, ref_grad = _reference_cross_entropy(logits, labels, eps)
     np.testing.assert_allclose(tn.asnumpy(losses), ref_losses, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(tn.asnumpy(grad), 0.5 * ref_grad, rtol=1e-5, atol=1e-6)
     assert tn.asnumpy(losses).dtype == np.float32
 
 
-def test_eager_compile_step_is_one_training_step(device, rng):
+def test_make_train_step_is_one_training_step(device, rng):
     x = rng.standard_normal((8, 4)).astype(np.float32)
     y = rng.integers(0, 3, 8)
     results = []
@@ -245,7 +257,7 @@ def test_eager_compile_step_is_one_training_step(device, rng):
         b = get_backend(device)
         xb, yb = b.asarray(x), b.asarray(y)
         if use_step:
-            step = b.compile_step(model, loss_fn, opt)
+            step = tn.make_train_step(model, loss_fn, opt)
             for _ in range(2):
                 loss, out = step(xb, yb)
             assert tuple(out.shape) == (8, 3)
@@ -253,14 +265,14 @@ def test_eager_compile_step_is_one_training_step(device, rng):
             for _ in range(2):
                 opt.zero_grad()
                 loss = loss_fn(model(xb), yb)
-                model.backward(loss_fn.backward())
+                model.backward(loss_fn.backward(), input_grad=False)
                 opt.step()
         results.append((float(loss), [tn.asnumpy(p.data) for p in model.parameters()]))
     assert results[0][0] == results[1][0]
     for a, b_ in zip(results[0][1], results[1][1]):
         np.testing.assert_array_equal(a, b_)
     with pytest.raises(ValueError, match="cuda_graph=True needs a model on device='cuda'"):
-        get_backend(device).compile_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=True)
+        tn.make_train_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=True)
 
 
 def test_cpu_memory_hooks():
@@ -281,18 +293,20 @@ def test_gpu_benchmark_exits_clearly_without_a_gpu():
 def test_cupy_overrides_keep_the_generic_signatures():
     import inspect
     from tensornet.backends.cupy import CupyBackend
-    overridden = [name for name, value in vars(CupyBackend).items()
-                  if callable(value) and not name.startswith("_") and hasattr(Backend, name)]
-    assert {"sgd_update", "adam_update", "rmsprop_update", "adagrad_update", "im2col",
-            "softmax_cross_entropy", "compile_step", "matmul"} <= set(overridden)
-    def params(method):
-        return [(p.name, p.kind, p.default) for p in inspect.signature(method).parameters.values()]
-    for name in overridden:
-        assert params(getattr(CupyBackend, name)) == params(getattr(Backend, name)), name
+    overridden = CupyBackend.kernels
+    assert {"im2col", "col2im", "max_pool2d", "max_pool2d_backward", "softmax_cross_entropy",
+            "softmax_cross_entropy_backward", "relu", "relu_backward", "matmul",
+            "scatter_add"} <= set(overridden)
+
+    def params(function):
+        return [(p.name, p.kind, p.default)
+                for p in inspect.signature(inspect.unwrap(function)).parameters.values()]
+    for name, override in overridden.items():
+        assert params(override) == params(getattr(F, name).generic), name
 
 
 def test_window_kernel_arguments_follow_the_declared_order():
-    from tensornet.backends.base import window_output_size
+    from tensornet.backends.geometry import window_output_size
     from tensornet.backends.cuda_window_kernels import WINDOW_PARAMS
     from tensornet.backends.cupy import _window_geometry
     shape, kernel, stride, padding, dilation = (2, 3, 7, 6), (3, 2), (2, 1), ((1, 0), (2, 1)), (1, 2)

@@ -212,8 +212,7 @@ def test_graph_step_matches_eager_step(name):
         model = _mlp("cuda")
         opt = make_opt(model.parameters())
         sched = make_sched(opt) if make_sched else None
-        step = get_backend("cuda").compile_step(model, nn.CrossEntropyLoss(), opt,
-                                                cuda_graph=graph)
+        step = tn.make_train_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=graph)
         losses = _run_steps(step, opt, x, y, scheduler=sched)
         runs.append((losses, [tn.asnumpy(p.data) for p in model.parameters()], step))
     np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-4, atol=1e-5)
@@ -228,7 +227,7 @@ def test_graph_step_matches_eager_step(name):
 def test_graph_step_draws_fresh_dropout_masks():
     model = _mlp("cuda", dropout=0.5)
     opt = tn.optim.SGD(model.parameters(), lr=0.1)
-    step = get_backend("cuda").compile_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=True)
+    step = tn.make_train_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=True)
     x, y = _toy_data(32)
     b = get_backend("cuda")
     masks = []
@@ -255,7 +254,7 @@ class _Noise(nn.Module):
 def test_graph_step_refuses_other_random_draws():
     model = nn.Sequential(_Noise().to("cuda"), nn.Linear(20, 4, device="cuda"))
     opt = tn.optim.SGD(model.parameters(), lr=0.1)
-    step = get_backend("cuda").compile_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=True)
+    step = tn.make_train_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=True)
     x, y = _toy_data(32)
     b = get_backend("cuda")
     with pytest.raises(NotImplementedError, match="only bernoulli"):
@@ -263,7 +262,7 @@ def test_graph_step_refuses_other_random_draws():
 
 
 class _RawCublasLinear(nn.Module):
-    """Calls cupy.matmul directly (not backend.matmul), which CuPy 14 refuses in capture."""
+    """Calls cupy.matmul directly (not F.matmul), which CuPy 14 refuses in capture."""
 
     def __init__(self):
         super().__init__(device="cuda")
@@ -282,14 +281,14 @@ class _RawCublasLinear(nn.Module):
 def test_graph_capture_failure_is_explained():
     model = _RawCublasLinear()
     opt = tn.optim.SGD(model.parameters(), lr=0.1)
-    step = get_backend("cuda").compile_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=True)
+    step = tn.make_train_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=True)
     x, y = _toy_data(32)
     b = get_backend("cuda")
     step(b.asarray(x), b.asarray(y))  # rehearsal: eager, cuBLAS is fine
     from tensornet.backends.cuda_graph import GraphCaptureError
-    with pytest.raises(GraphCaptureError, match="backend.matmul"):
+    with pytest.raises(GraphCaptureError, match="functional.matmul"):
         step(b.asarray(x), b.asarray(y))
-    eager = get_backend("cuda").compile_step(model, nn.CrossEntropyLoss(), opt)
+    eager = tn.make_train_step(model, nn.CrossEntropyLoss(), opt)
     assert np.isfinite(float(eager(b.asarray(x), b.asarray(y))[0]))  # the stream still works
 
 
@@ -298,14 +297,33 @@ def test_graph_step_notices_replaced_parameters():
     from tensornet.backends.cuda_graph import GraphInvalidatedError
     model = _mlp("cuda")
     opt = tn.optim.Adam(model.parameters())
-    step = get_backend("cuda").compile_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=True)
+    step = tn.make_train_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=True)
     x, y = _toy_data(32)
     b = get_backend("cuda")
     for _ in range(3):
         step(b.asarray(x), b.asarray(y))
-    model.load_state_dict(model.state_dict())  # new arrays with the same values
+    model[0].weight.data = model[0].weight.data.copy()  # a new array with the same values
     with pytest.raises(GraphInvalidatedError, match="replaced"):
         step(b.asarray(x), b.asarray(y))
+
+
+@gpu
+def test_graph_step_follows_load_state_dict_in_place():
+    """load_state_dict copies into the live arrays, so a captured step keeps working and
+    trains from the loaded values."""
+    model = _mlp("cuda")
+    opt = tn.optim.SGD(model.parameters(), lr=0.1)
+    step = tn.make_train_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=True)
+    x, y = _toy_data(32)
+    b = get_backend("cuda")
+    saved = {k: tn.asnumpy(v).copy() for k, v in model.state_dict().items()}
+    for _ in range(3):
+        step(b.asarray(x), b.asarray(y))
+    model.load_state_dict(saved)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(tn.asnumpy(value), saved[key])
+    step(b.asarray(x), b.asarray(y))
+    assert step.replays == 2
 
 
 # ====================================================================== GPU: a training run
@@ -335,7 +353,7 @@ def test_short_training_run_matches_cpu_accuracy():
                               nn.Linear(128, 10, device=device))
         opt = tn.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         b = get_backend(device)
-        step = b.compile_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=graph)
+        step = tn.make_train_step(model, nn.CrossEntropyLoss(), opt, cuda_graph=graph)
         for _ in range(3):
             for i in range(0, len(x), 128):
                 idx = order[i:i + 128]

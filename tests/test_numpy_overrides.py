@@ -1,13 +1,13 @@
 """NumPy-backend overrides against the generic array-API versions they replace.
 
-Each override is called on the NumPy backend next to ``Backend.<method>`` (the generic
+Each override is called on the NumPy backend next to ``F.<kernel>.generic`` (the generic
 code) run on the same backend object and the same host arrays.
 """
 import numpy as np
 import pytest
 
 from tensornet.backends import get_backend
-from tensornet.backends.base import Backend
+from tensornet.nn import functional as F
 
 CPU = get_backend("cpu")
 TOL = {np.float32: dict(rtol=2e-6, atol=2e-6), np.float64: dict(rtol=1e-13, atol=1e-13)}
@@ -26,16 +26,16 @@ def _problem(dtype, label_dtype=np.int64, n=9, classes=7, scale=3.0, seed=0):
 @pytest.mark.parametrize("scale", [1.0, 300.0])
 def test_softmax_cross_entropy_matches_generic(dtype, smoothing, scale):
     logits, labels = _problem(dtype, scale=scale)
-    losses, log_probs = CPU.softmax_cross_entropy(logits, labels, smoothing)
-    ref_losses, ref_log_probs = Backend.softmax_cross_entropy(CPU, logits, labels, smoothing)
+    losses, log_probs = F.softmax_cross_entropy(logits, labels, smoothing)
+    ref_losses, ref_log_probs = F.softmax_cross_entropy.generic(CPU, logits, labels, smoothing)
     assert losses.dtype == log_probs.dtype == dtype
     assert losses.shape == (len(labels),) and log_probs.shape == logits.shape
     np.testing.assert_allclose(losses, ref_losses, **TOL[dtype])
     np.testing.assert_allclose(log_probs, ref_log_probs, **TOL[dtype])
 
     scale_grad = 1.0 / len(labels)
-    grad = CPU.softmax_cross_entropy_backward(log_probs, labels, scale_grad, smoothing)
-    ref = Backend.softmax_cross_entropy_backward(CPU, ref_log_probs, labels, scale_grad,
+    grad = F.softmax_cross_entropy_backward(log_probs, labels, scale_grad, smoothing)
+    ref = F.softmax_cross_entropy_backward.generic(CPU, ref_log_probs, labels, scale_grad,
                                                  smoothing)
     assert grad.dtype == dtype
     np.testing.assert_allclose(grad, ref, **TOL[dtype])
@@ -48,17 +48,17 @@ def test_softmax_cross_entropy_independent_formula():
     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     target = np.full_like(p, eps / c)
     target[np.arange(len(labels)), labels] += 1.0 - eps
-    losses, log_probs = CPU.softmax_cross_entropy(logits, labels, eps)
+    losses, log_probs = F.softmax_cross_entropy(logits, labels, eps)
     np.testing.assert_allclose(losses, -(target * np.log(p)).sum(axis=1), rtol=1e-12)
-    grad = CPU.softmax_cross_entropy_backward(log_probs, labels, 0.5, eps)
+    grad = F.softmax_cross_entropy_backward(log_probs, labels, 0.5, eps)
     np.testing.assert_allclose(grad, 0.5 * (p - target), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("label_dtype", [np.uint8, np.int8, np.int32, np.int64])
 def test_any_integer_label_dtype(label_dtype):
     logits, labels = _problem(np.float32, label_dtype=label_dtype)
-    losses, log_probs = CPU.softmax_cross_entropy(logits, labels, 0.1)
-    ref_losses, _ = Backend.softmax_cross_entropy(CPU, logits, labels, 0.1)
+    losses, log_probs = F.softmax_cross_entropy(logits, labels, 0.1)
+    ref_losses, _ = F.softmax_cross_entropy.generic(CPU, logits, labels, 0.1)
     np.testing.assert_allclose(losses, ref_losses, **TOL[np.float32])
 
 
@@ -67,8 +67,8 @@ def test_non_finite_rows_behave_as_generic():
     logits = np.array([[0.0, np.inf, 1.0], [-np.inf, -np.inf, -np.inf], [np.nan, 0.0, 1.0],
                        [1.0, 2.0, 3.0]], dtype=np.float32)
     labels = np.array([0, 1, 2, 2])
-    losses, log_probs = CPU.softmax_cross_entropy(logits, labels)
-    ref_losses, ref_log_probs = Backend.softmax_cross_entropy(CPU, logits, labels)
+    losses, log_probs = F.softmax_cross_entropy(logits, labels)
+    ref_losses, ref_log_probs = F.softmax_cross_entropy.generic(CPU, logits, labels)
     # Rows with a non-finite logit: the loss is non-finite as in the generic version (so
     # the loss's finite check fires alike), and so are all their log-probabilities where
     # the generic version mixes NaN and -inf. The finite row is unaffected.
@@ -88,7 +88,7 @@ def test_labels_in_range_matches_generic(label_dtype):
     for case in cases:
         labels = np.array(case, dtype=label_dtype)
         expected = bool(labels.min() >= 0 and labels.max() < 3)
-        assert CPU.labels_in_range(labels, 3) is expected, case
-        assert Backend.labels_in_range(CPU, labels, 3) is expected, case
+        assert F.labels_in_range(labels, 3) is expected, case
+        assert F.labels_in_range.generic(CPU, labels, 3) is expected, case
     strided = np.array([0, -1, 1, -1], dtype=label_dtype if signed else np.int64)[::2]
-    assert CPU.labels_in_range(strided, 2)
+    assert F.labels_in_range(strided, 2)

@@ -1,15 +1,14 @@
 """Optimizers against their published update rules (tests/optim_reference.py), their
 behaviour (frozen parameters, dtypes, devices), argument checks, and the NumPy overrides."""
-import functools
-
 import numpy as np
 import pytest
 
 import tensornet as tn
-from tensornet.backends import Backend, DeviceError, get_backend
+from tensornet.backends import DeviceError, get_backend
 from tensornet.nn import Parameter
 
-from optim_reference import CONFIGS, STEPS, host, host_problem, make_params, ref_sgd, run
+from optim_reference import (CONFIGS, SHAPES, STEPS, host, host_problem, make_params,
+                             ref_sgd, run)
 
 
 # ---------------------------------------------------------------------- update rules
@@ -110,7 +109,7 @@ def test_updates_are_in_place_and_keep_the_dtype(device, name, dtype):
     values, grads = host_problem(dtype, seed=6, steps=3)
     params = make_params(device, values)
     opt = cls(params, **kwargs)
-    arrays = [p.data for p in params]
+    arrays = [p.data for p in params]  # views of the optimizer's flat buffers from here on
     run(opt, params, grads, range(3))
     backend = get_backend(device)
     for param, array in zip(params, arrays):
@@ -236,60 +235,100 @@ def test_a_parameter_in_two_groups_is_refused():
         tn.optim.Adam([{"params": [p]}, {"params": [p], "lr": 0.1}])
 
 
-# ---------------------------------------------------------------------- NumPy overrides
-def _call_sgd(f, p, g, state, t, **kw):
-    f(p, g, state[0] if kw["momentum"] else None, first_step=t == 1, **kw)
+# ---------------------------------------------------------------------- flat buffers, fused updates
+def _count_fused_updates(monkeypatch, backend):
+    calls = []
+    original = type(backend).fused_update
+
+    def counting(self, update, param, grad, states, scalars):
+        calls.append((update.name, tuple(param.shape)))
+        return original(self, update, param, grad, states, scalars)
+    monkeypatch.setattr(type(backend), "fused_update", counting)
+    return calls
 
 
-def _call_adam(f, p, g, state, t, **kw):
-    f(p, g, state[0], state[1], step=t, **kw)
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_one_fused_update_per_group_per_step(device, name, monkeypatch):
+    """Every parameter of a group is updated by one fused call over its flat buffer."""
+    cls, ref, kwargs = CONFIGS[name]
+    values, grads = host_problem(np.float64, seed=11)
+    params = make_params(device, values)
+    opt = cls([{"params": params[:1]}, {"params": params[1:]}], **kwargs)
+    calls = _count_fused_updates(monkeypatch, get_backend(device))
+    run(opt, params, grads, range(STEPS))
+    assert len(calls) == 2 * STEPS
+    sizes = [v.size for v in values]
+    assert {shape for _, shape in calls} == {(sizes[0],), (sizes[1],)}
+    for param, v, seq in zip(params, values, grads):
+        np.testing.assert_allclose(host(param.data), ref(v, seq, **kwargs), rtol=1e-12,
+                                   atol=1e-14)
 
 
-def _call_rmsprop(f, p, g, state, t, **kw):
-    f(p, g, state[0], state[1] if kw["momentum"] else None, **kw)
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_parameters_with_different_step_counts_follow_their_own_rule(device, name):
+    """A parameter without a gradient at some steps keeps its own step count: the group
+    falls back to one update per parameter, each by the published rule."""
+    cls, ref, kwargs = CONFIGS[name]
+    values, grads = host_problem(np.float64, seed=12)
+    params = make_params(device, values)
+    opt = cls(params, **kwargs)
+    backend = get_backend(device)
+    late = [t for t in range(STEPS) if t % 2 == 0]
+    for t in range(STEPS):
+        params[0].grad = backend.asarray(grads[0][t].copy())
+        params[1].grad = backend.asarray(grads[1][t].copy()) if t in late else None
+        opt.step()
+    np.testing.assert_allclose(host(params[0].data), ref(values[0], grads[0], **kwargs),
+                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(host(params[1].data),
+                               ref(values[1], [grads[1][t] for t in late], **kwargs),
+                               rtol=1e-12, atol=1e-14)
 
 
-def _call_adagrad(f, p, g, state, t, **kw):
-    f(p, g, state[0], **kw)
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_the_update_never_writes_the_gradient(device, name):
+    cls, _, kwargs = CONFIGS[name]
+    values, grads = host_problem(np.float32, seed=13, steps=2)
+    params = make_params(device, values)
+    opt = cls(params, **kwargs)
+    run(opt, params, grads, range(2))
+    for param, seq in zip(params, grads):
+        np.testing.assert_array_equal(host(param.grad), seq[1])
 
 
-SGD_KW = dict(lr=0.1, dampening=0.0, nesterov=False, weight_decay=0.0)
-ADAM_KW = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8)
-RMS_KW = dict(lr=0.01, alpha=0.9, eps=1e-8)
-UPDATE_CASES = {
-    "sgd": ("sgd_update", _call_sgd, dict(SGD_KW, momentum=0.0)),
-    "sgd-momentum": ("sgd_update", _call_sgd,
-                     dict(SGD_KW, momentum=0.9, dampening=0.2, weight_decay=0.01)),
-    "sgd-nesterov": ("sgd_update", _call_sgd,
-                     dict(SGD_KW, momentum=0.9, nesterov=True, weight_decay=0.01)),
-    "adam": ("adam_update", _call_adam, dict(ADAM_KW, weight_decay=0.0, decoupled=False)),
-    "adam-l2": ("adam_update", _call_adam, dict(ADAM_KW, weight_decay=0.1, decoupled=False)),
-    "adamw": ("adam_update", _call_adam, dict(ADAM_KW, weight_decay=0.1, decoupled=True)),
-    "rmsprop": ("rmsprop_update", _call_rmsprop, dict(RMS_KW, momentum=0.0, weight_decay=0.0)),
-    "rmsprop-momentum": ("rmsprop_update", _call_rmsprop,
-                         dict(RMS_KW, momentum=0.8, weight_decay=0.05)),
-    "adagrad": ("adagrad_update", _call_adagrad, dict(lr=0.1, eps=1e-10, weight_decay=0.0)),
-    "adagrad-wd": ("adagrad_update", _call_adagrad, dict(lr=0.1, eps=1e-10, weight_decay=0.1)),
-}
+def test_parameters_stay_addressable_and_replacements_are_followed(device):
+    """p.data / p.grad / state are views of the flat buffers; replacing any of them from
+    outside is picked up at the next step."""
+    values, grads = host_problem(np.float64, seed=14)
+    params = make_params(device, values)
+    opt = tn.optim.Adam(params, lr=0.05)
+    backend = get_backend(device)
+    run(opt, params, grads, range(2))
+    held = params[0].data
+    run(opt, params, grads, [2])
+    assert params[0].data is held  # updated in place from one step to the next
+    params[1].data = backend.asarray(values[1].copy())  # a replaced value ...
+    opt.state[params[0]]["exp_avg"] = backend.asarray(np.zeros(SHAPES[0]))  # ... and state
+    run(opt, params, grads, [3])
+    expect0 = host_problem(np.float64, seed=14)[0][0]
+    ref = tn.optim.Adam(make_params(device, [expect0]), lr=0.05)
+    ref_params = ref.param_groups[0]["params"]
+    run(ref, ref_params, [grads[0]], range(3))
+    ref.state[ref_params[0]]["exp_avg"][...] = 0.0
+    run(ref, ref_params, [grads[0]], [3])
+    np.testing.assert_allclose(host(params[0].data), host(ref_params[0].data), rtol=1e-12)
+    fresh = tn.optim.Adam(make_params(device, values[1:]), lr=0.05)
+    fresh_params = fresh.param_groups[0]["params"]
+    run(fresh, fresh_params, [grads[1]], range(3))  # the same 3 steps of state ...
+    fresh_params[0].data[...] = backend.asarray(values[1].copy())  # ... from the reset value
+    run(fresh, fresh_params, [grads[1]], [3])
+    np.testing.assert_allclose(host(params[1].data), host(fresh_params[0].data), rtol=1e-12)
 
 
-@pytest.mark.parametrize("case", list(UPDATE_CASES))
-@pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-6), (np.float64, 1e-13)])
-def test_numpy_overrides_equal_the_generic_updates(case, dtype, rtol):
-    method, call, kwargs = UPDATE_CASES[case]
-    cpu = get_backend("cpu")
-    assert type(cpu).__dict__.get(method) is not None, "no NumPy override to compare"
-    values, grads = host_problem(dtype, seed=9, steps=4)
-    results = []
-    for impl in (getattr(cpu, method), functools.partial(getattr(Backend, method), cpu)):
-        param = values[0].copy()
-        state = [np.full_like(param, 0.1), np.zeros_like(param)]
-        for t, g in enumerate(grads[0], start=1):
-            g_in = g.copy()
-            call(impl, param, g_in, state, t, **kwargs)
-            np.testing.assert_array_equal(g_in, g)  # the gradient is never written to
-        assert param.dtype == dtype and all(s.dtype == dtype for s in state)
-        results.append([param] + state)
-    for fast, generic in zip(*results):
-        np.testing.assert_allclose(fast, generic, rtol=rtol, atol=rtol * 1e-2)
-    assert not np.allclose(results[0][0], values[0])
+def test_fused_updates_lists_every_rule_with_a_kernel_body():
+    rules = tn.optim.fused_updates()
+    names = {rule.name for rule in rules}
+    assert {"sgd", "sgd_l2", "sgd_momentum", "adam", "adam_l2", "adam_decoupled", "rmsprop",
+            "adagrad_l2"} <= names
+    for rule in rules:
+        assert rule.body and set(rule.scalars) and callable(rule.apply), rule.name

@@ -11,6 +11,7 @@ synchronisation per layer on a GPU (use ``every=`` to check only some steps ther
 from __future__ import annotations
 
 from tensornet.callbacks import Callback
+from tensornet.nn.functional import all_finite
 from tensornet.nn.loss import NonFiniteError
 
 from ._util import is_array
@@ -102,7 +103,7 @@ class NonFiniteWatch(Callback):
 
     def _forward_hook(self, name):
         def hook(module, inputs, output):
-            if self._armed() and is_array(output) and not module.backend.is_finite_all(output):
+            if self._armed() and is_array(output) and not all_finite(output):
                 self._raise(name, module, "forward", self._forward_story(module, inputs, output))
             if module is self.model:
                 self._passes += 1
@@ -114,7 +115,7 @@ class NonFiniteWatch(Callback):
             # The forward hook of the model already counted this pass.
             if (self._passes - 1) % self.every != 0:
                 return None
-            finite = module.backend.is_finite_all
+            finite = all_finite
             if is_array(grad_input) and not finite(grad_input):
                 upstream = ("was finite" if is_array(grad_output) and finite(grad_output)
                             else "already held NaN/Inf")
@@ -133,7 +134,7 @@ class NonFiniteWatch(Callback):
     def _forward_story(self, module, inputs, output) -> str:
         story = f"its output {tuple(output.shape)} holds {_count(output)}. "
         arrays = [a for a in inputs if is_array(a)]
-        if arrays and not all(module.backend.is_finite_all(a) for a in arrays):
+        if arrays and not all(all_finite(a) for a in arrays):
             return story + ("Its input already held NaN/Inf, so the batch fed to the model is "
                             "bad: check the data (and its normalisation).")
         if arrays:

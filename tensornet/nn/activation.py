@@ -1,6 +1,7 @@
 """Activations. Each caches one array (its input or its output, whichever backward needs)."""
 from __future__ import annotations
 
+from . import functional as F
 from .module import Module
 
 
@@ -29,11 +30,11 @@ class ReLU(_Activation):
 
     def forward(self, x):
         self._accept(x)
-        self._cache = y = self.backend.relu(x)
+        self._cache = y = F.relu(x)
         return y
 
     def backward(self, grad_output):
-        return self.backend.relu_backward(grad_output, self._require_cache(self._cache))
+        return F.relu_backward(grad_output, self._require_cache(self._cache))
 
 
 class LeakyReLU(_Activation):
@@ -144,7 +145,7 @@ class Softmax(_Activation):
 
     def forward(self, x):
         xp = self._accept(x)
-        self._cache = y = xp.exp(x - self.backend.logsumexp(x, axis=self.dim, keepdims=True))
+        self._cache = y = xp.exp(x - F.logsumexp(x, axis=self.dim, keepdims=True))
         return y
 
     def backward(self, grad_output):
@@ -165,7 +166,7 @@ class LogSoftmax(_Activation):
 
     def forward(self, x):
         self._accept(x)
-        self._cache = y = x - self.backend.logsumexp(x, axis=self.dim, keepdims=True)
+        self._cache = y = x - F.logsumexp(x, axis=self.dim, keepdims=True)
         return y
 
     def backward(self, grad_output):

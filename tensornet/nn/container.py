@@ -93,16 +93,16 @@ class Sequential(Module):
             x = module(x)
         return x
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad: bool = True):
         """Backward through the modules in reverse order.
 
-        With ``needs_input_grad = False`` (a training step never uses d loss / d input)
-        the leading modules without trainable parameters (a Flatten, say) are skipped, the
-        first module with trainable parameters is asked for its parameter gradients only,
-        and None is returned.
+        With ``input_grad=False`` (a training step never uses d loss / d input) the leading
+        modules without trainable parameters (a Flatten, say) are skipped, the first module
+        with trainable parameters is asked for its parameter gradients only, and None is
+        returned.
         """
         modules = list(self._modules.values())
-        if self.needs_input_grad:
+        if input_grad:
             for module in reversed(modules):
                 grad_output = module.backward(grad_output)
             return grad_output
@@ -112,13 +112,7 @@ class Sequential(Module):
             return None
         for module in reversed(modules[start + 1:]):
             grad_output = module.backward(grad_output)
-        first = modules[start]
-        saved = first.needs_input_grad
-        first.needs_input_grad = False
-        try:
-            first.backward(grad_output)
-        finally:
-            first.needs_input_grad = saved
+        modules[start].backward(grad_output, input_grad=False)
         return None
 
 
@@ -139,5 +133,6 @@ class Residual(Module):
                              f"the same shape in and out")
         return x + fx
 
-    def backward(self, grad_output):
-        return grad_output + self.body.backward(grad_output)
+    def backward(self, grad_output, input_grad: bool = True):
+        body_grad = self.body.backward(grad_output, input_grad=input_grad)
+        return grad_output + body_grad if input_grad else None

@@ -5,8 +5,9 @@ import math
 
 import numpy as np
 
-from tensornet.backends.base import window_output_size
+from tensornet.backends.geometry import window_output_size
 
+from . import functional as F
 from . import init
 from .module import Module
 
@@ -51,14 +52,14 @@ class Conv2d(Module):
     like PyTorch: kaiming_uniform(a=sqrt(5)) and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     Output (N, C_out, OH, OW), OH = (H + pad_h - dilation_h*(kh-1) - 1) // stride_h + 1.
 
-    Forward is ``backend.im2col`` then one GEMM with the batch folded in (with groups, one
+    Forward is ``F.im2col`` then one GEMM with the batch folded in (with groups, one
     batched matmul over the groups); it caches the columns (C_in*kh*kw, N*OH*OW) for the
-    weight gradient. Backward is two GEMMs and ``backend.col2im`` (with
-    ``needs_input_grad = False``, for a first layer reading data, only the weight GEMM: it
-    then returns None). The output is returned as a transposed view of the GEMM result,
-    whose memory is (C_out, N, OH, OW): copying it to (N, C_out, OH, OW) would cost a pass,
-    and BatchNorm's per-channel sums that follow read contiguous memory this way. Any layer
-    accepts it (it is an ordinary array).
+    weight gradient. Backward is two GEMMs and ``F.col2im`` (with ``input_grad=False``, for
+    a first layer reading data, only the weight GEMM: it then returns None). The output is
+    returned as a transposed view of the GEMM result, whose memory is (C_out, N, OH, OW):
+    copying it to (N, C_out, OH, OW) would cost a pass, and BatchNorm's per-channel sums
+    that follow read contiguous memory this way. Any layer accepts it (it is an ordinary
+    array).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
@@ -122,17 +123,17 @@ class Conv2d(Module):
         oh, ow = check_window_fits(self, x, self.kernel_size, self.stride, self._pads,
                                    self.dilation)
         self._cols = None  # let the allocator reuse the previous batch's columns
-        cols = self.backend.im2col(x, self.kernel_size, self.stride, self._pads, self.dilation)
+        cols = F.im2col(x, self.kernel_size, self.stride, self._pads, self.dilation)
         cols = xp.reshape(cols, self._grouped(self.in_channels * self.kernel_size[0]
                                               * self.kernel_size[1], n * oh * ow))
         weight = xp.reshape(self.weight.data, self._grouped(self.out_channels, -1))
-        y = xp.reshape(self.backend.matmul(weight, cols), (self.out_channels, n * oh * ow))
+        y = xp.reshape(F.matmul(weight, cols), (self.out_channels, n * oh * ow))
         if self.bias is not None:
             y += xp.reshape(self.bias.data, (self.out_channels, 1))
         self._cols, self._x_shape = cols, tuple(x.shape)
         return xp.permute_dims(xp.reshape(y, (self.out_channels, n, oh, ow)), (1, 0, 2, 3))
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad: bool = True):
         """grad_output (N, C_out, OH, OW) -> dx (N, C_in, H, W); adds weight/bias grads."""
         cols = self._require_cache(self._cols)
         xp = self.backend.xp
@@ -141,15 +142,19 @@ class Conv2d(Module):
                           self._grouped(self.out_channels, n * oh * ow))
         weight = xp.reshape(self.weight.data, self._grouped(self.out_channels, -1))
         if self.weight.requires_grad:
-            dw = self.backend.matmul(grad, xp.matrix_transpose(cols))
-            self.weight.accumulate_grad(xp.reshape(dw, self.weight.shape))
+            # Written straight into the optimizer's flat gradient view when there is one.
+            buffer = self.weight.grad_buffer()
+            out = None if buffer is None else xp.reshape(buffer, weight.shape)
+            dw = F.matmul(grad, xp.matrix_transpose(cols), out=out)
+            self.weight.accumulate_grad(xp.reshape(dw, self.weight.shape)
+                                        if buffer is None else buffer)
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate_grad(xp.sum(xp.reshape(grad, (self.out_channels, -1)), axis=1))
-        if not self.needs_input_grad:
+        if not input_grad:
             return None
-        dcols = self.backend.matmul(xp.matrix_transpose(weight), grad)
-        return self.backend.col2im(dcols, self._x_shape, self.kernel_size, self.stride,
-                                   self._pads, self.dilation)
+        dcols = F.matmul(xp.matrix_transpose(weight), grad)
+        return F.col2im(dcols, self._x_shape, self.kernel_size, self.stride, self._pads,
+                        self.dilation)
 
     def _grouped(self, rows: int, columns: int) -> tuple:
         """GEMM operand shape: (rows, columns) for one group, else (groups, rows/groups,

@@ -1,6 +1,7 @@
 """Dropout (drops activations) and DropConnect (drops weights)."""
 from __future__ import annotations
 
+from . import functional as F
 from .linear import Linear
 from .module import Module
 
@@ -57,7 +58,7 @@ class DropConnect(Linear):
     its samples): ``y = x @ (W * M).T + b``. Eval: the expected weight ``(1 - p) * W``.
     The bias is never dropped. Forward caches ``x``, the mask and the effective weight
     (the Linear math is shared; only the weight used and its gradient differ).
-    With ``needs_input_grad = False`` backward skips d loss / d x and returns None.
+    With ``backward(grad, input_grad=False)`` it skips d loss / d x and returns None.
     """
 
     def __init__(self, in_features: int, out_features: int, p: float = 0.5, bias: bool = True,
@@ -74,8 +75,10 @@ class DropConnect(Linear):
         self._mask = self.backend.bernoulli(tuple(w.shape), 1.0 - self.p, dtype=w.dtype)
         return w * self._mask
 
-    def _weight_grad(self, grad_forward_weight):
-        return grad_forward_weight * (self._mask if self._mask is not None else 1.0 - self.p)
+    def _weight_grad(self, grad_output, x):
+        grad = F.matmul(grad_output.T, x, out=self.weight.grad_buffer())
+        grad *= self._mask if self._mask is not None else 1.0 - self.p
+        return grad
 
     def clear_cache(self) -> None:
         super().clear_cache()

@@ -1,6 +1,8 @@
 """Flatten."""
 from __future__ import annotations
 
+import math
+
 from .module import Module
 
 
@@ -21,9 +23,7 @@ class Flatten(Module):
         end = self.end_dim % len(shape)
         if start > end:
             raise ValueError(f"{self._describe()} cannot flatten an input of shape {shape}")
-        merged = 1
-        for d in shape[start:end + 1]:
-            merged *= d
+        merged = math.prod(shape[start:end + 1])
         self._shape = shape
         return self.backend.xp.reshape(x, shape[:start] + (merged,) + shape[end + 1:])
 

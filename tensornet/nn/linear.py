@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from . import functional as F
 from . import init
 from .module import Module
 
@@ -22,9 +23,11 @@ class Linear(Module):
     the weight it used.
     Default init as PyTorch: weight and bias U(-1/sqrt(in), 1/sqrt(in)).
 
-    With ``needs_input_grad = False`` (see Module; for a first layer that reads data)
-    backward still accumulates the weight and bias gradients but skips d loss / d x, a GEMM
-    as large as the forward one (a quarter of an MLP's training step), and returns None.
+    ``backward(grad, input_grad=False)`` (see Module; for a first layer that reads data)
+    still accumulates the weight and bias gradients but skips d loss / d x, a GEMM as large
+    as the forward one (a quarter of an MLP's training step), and returns None. The weight
+    gradient is written straight into the optimizer's flat gradient buffer when there is
+    one (``Parameter.grad_buffer``).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
@@ -48,28 +51,28 @@ class Linear(Module):
                           expected=f"(N, {self.in_features})")
         w = self._forward_weight()
         self._x, self._w = x, w
-        y = self.backend.matmul(x, w.T)
+        y = F.matmul(x, w.T)
         if self.bias is not None:
             y += self.bias.data
         return y
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad: bool = True):
         x = self._require_cache(self._x)
         if self.weight.requires_grad:
-            self.weight.accumulate_grad(self._weight_grad(self.backend.matmul(grad_output.T, x)))
+            self.weight.accumulate_grad(self._weight_grad(grad_output, x))
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate_grad(self.backend.xp.sum(grad_output, axis=0))
-        if not self.needs_input_grad:
+        if not input_grad:
             return None
-        return self.backend.matmul(grad_output, self._w)
+        return F.matmul(grad_output, self._w)
 
     def _forward_weight(self):
         """The weight forward multiplies by: ``weight`` itself (DropConnect masks it)."""
         return self.weight.data
 
-    def _weight_grad(self, grad_forward_weight):
-        """d loss / d weight from d loss / d (the forward weight)."""
-        return grad_forward_weight
+    def _weight_grad(self, grad_output, x):
+        """d loss / d weight = grad_output.T @ x (DropConnect masks it)."""
+        return F.matmul(grad_output.T, x, out=self.weight.grad_buffer())
 
     def clear_cache(self) -> None:
         self._x = self._w = None

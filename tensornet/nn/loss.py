@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 
-from tensornet.backends import DeviceError, device_of, dtype_name
+from tensornet.backends import DeviceError, SyncPolicy, device_of, dtype_name
 
+from . import functional as F
 from .module import Module
 
 _REDUCTIONS = ("mean", "sum")
@@ -33,7 +34,9 @@ class Loss(Module):
         self._cache = None
 
     def _checks_on(self) -> bool:
-        return self.backend.cheap_sync if self.check is None else self.check
+        if self.check is None:
+            return self.backend.sync_policy is SyncPolicy.EVERY_STEP
+        return self.check
 
     def _accept_pred(self, pred, ndim=None, expected=""):
         self._follow_input_device(pred)
@@ -58,7 +61,7 @@ class Loss(Module):
             if tuple(target.shape) != (shape[0],):
                 raise ValueError(f"{name} got labels of shape {tuple(target.shape)} for "
                                  f"predictions of shape {shape}; expected ({shape[0]},)")
-            if self._checks_on() and not self.backend.labels_in_range(target, shape[1]):
+            if self._checks_on() and not F.labels_in_range(target, shape[1]):
                 low = int(self.backend.xp.min(target))
                 high = int(self.backend.xp.max(target))
                 raise ValueError(f"{name}: labels must be in [0, {shape[1] - 1}] for "
@@ -96,8 +99,8 @@ class CrossEntropyLoss(Loss):
 
     ``label_smoothing`` eps mixes the one-hot target with the uniform one:
     ``(1 - eps) * onehot + eps / C`` (as PyTorch). Log-sum-exp keeps it stable for any logits.
-    Caches the log-probabilities and the labels. The math is the backend's
-    ``softmax_cross_entropy`` (one fused kernel on the GPU).
+    Caches the log-probabilities and the labels. The math is
+    ``tensornet.nn.functional.softmax_cross_entropy`` (one fused kernel on the GPU).
     """
 
     def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0,
@@ -112,15 +115,14 @@ class CrossEntropyLoss(Loss):
         self._accept_pred(logits, ndim=2, expected="logits of shape (N, C)")
         shape = tuple(logits.shape)
         self._accept_target(labels, shape, "labels")
-        losses, log_probs = self.backend.softmax_cross_entropy(logits, labels,
-                                                               self.label_smoothing)
+        losses, log_probs = F.softmax_cross_entropy(logits, labels, self.label_smoothing)
         loss = self._reduce(losses, shape[0])
         self._cache = (log_probs, labels)
         return loss
 
     def backward(self, grad_output=None):
         log_probs, labels = self._require_cache(self._cache)
-        return self.backend.softmax_cross_entropy_backward(
+        return F.softmax_cross_entropy_backward(
             log_probs, labels, self._scale(log_probs.shape[0], grad_output), self.label_smoothing)
 
     def extra_repr(self) -> str:
@@ -136,7 +138,7 @@ class NLLLoss(Loss):
         self._accept_pred(log_probs, ndim=2, expected="log-probabilities of shape (N, C)")
         shape = tuple(log_probs.shape)
         self._accept_target(labels, shape, "labels")
-        target = self.backend.one_hot(labels, shape[1], log_probs.dtype)
+        target = F.one_hot(labels, shape[1], log_probs.dtype)
         self._cache = target
         return self._reduce(-(target * log_probs), shape[0])
 
@@ -154,11 +156,11 @@ class MSELoss(Loss):
         self._accept_target(target, tuple(pred.shape), "values")
         diff = pred - target
         self._cache = diff
-        return self._reduce(diff * diff, _numel(pred.shape))
+        return self._reduce(diff * diff, math.prod(pred.shape))
 
     def backward(self, grad_output=None):
         diff = self._require_cache(self._cache)
-        return diff * (2.0 * self._scale(_numel(diff.shape), grad_output))
+        return diff * (2.0 * self._scale(math.prod(diff.shape), grad_output))
 
 
 class BCEWithLogitsLoss(Loss):
@@ -174,18 +176,12 @@ class BCEWithLogitsLoss(Loss):
         per_element = (xp.maximum(logits, 0.0) - logits * target
                        + xp.log1p(xp.exp(-xp.abs(logits))))
         self._cache = (logits, target)
-        return self._reduce(per_element, _numel(logits.shape))
+        return self._reduce(per_element, math.prod(logits.shape))
 
     def backward(self, grad_output=None):
         logits, target = self._require_cache(self._cache)
         xp = self.backend.xp
         grad = 0.5 * (xp.tanh(0.5 * logits) + 1.0) - target
-        grad *= self._scale(_numel(logits.shape), grad_output)
+        grad *= self._scale(math.prod(logits.shape), grad_output)
         return grad
 
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

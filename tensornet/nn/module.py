@@ -6,6 +6,7 @@ into ``param.grad``. Parameters and buffers are registered by assigning them as 
 """
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 
 import numpy as np
@@ -28,9 +29,13 @@ class RemovableHandle:
 
 
 def _with_backward_hooks(backward):
-    """Wrap a subclass's ``backward`` so backward hooks fire once per call, whoever calls it."""
+    """Wrap a subclass's ``backward`` so backward hooks fire once per call, whoever calls it,
+    and so every backward accepts ``input_grad`` (passed on where the subclass takes it)."""
+    takes_flag = "input_grad" in inspect.signature(backward).parameters
 
-    def wrapped(self, *args, **kwargs):
+    def wrapped(self, *args, input_grad: bool = True, **kwargs):
+        if takes_flag:
+            kwargs["input_grad"] = input_grad
         if not self._backward_hooks or self._in_backward:
             return backward(self, *args, **kwargs)
         object.__setattr__(self, "_in_backward", True)
@@ -55,24 +60,22 @@ class Module:
     """Base class. Subclasses implement ``forward(x)`` and ``backward(grad_out) -> grad_in``.
 
     Args:
-        device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"``, ``"strict"`` or a Backend.
+        device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"``, ``"strict"``, ``"torch"`` or
+            a Backend.
         dtype: parameter dtype, ``"float32"`` (default) or ``"float64"``.
 
-    Attributes:
-        needs_input_grad: True (default) when ``backward`` must return d loss / d input.
-            Set it False on a model's first layer, which reads data that needs no gradient
-            (PyTorch skips inputs that do not require grad alike): a layer may then skip
-            that computation and return None, while still accumulating its parameter
-            gradients. Linear, DropConnect and Conv2d skip it (a GEMM, and for Conv2d also
-            col2im); Sequential skips its leading parameter-free modules and passes the
-            flag to the first module with trainable parameters. Only a first layer may
-            return None: the layer before it would get None as its output gradient.
-            ``tn.fit`` sets it False on the model for each training step, so backward
-            hooks on the first layer see ``grad_input=None`` there.
+    ``backward(grad_output, input_grad=True)``: with ``input_grad=False`` the caller does
+    not want d loss / d input (a training step never uses the gradient of its data, and
+    PyTorch skips inputs that do not require grad alike): a layer may then skip that
+    computation and return None, while still accumulating its parameter gradients.
+    Linear, DropConnect and Conv2d skip it (a GEMM, and for Conv2d also col2im); Sequential
+    skips its leading parameter-free modules and passes ``input_grad=False`` to the first
+    module with trainable parameters. A layer that does not take the argument computes
+    the gradient anyway. ``tn.fit`` passes ``input_grad=False`` for each training step, so
+    backward hooks on the first layer see ``grad_input=None`` there.
     """
 
     _hook_counter = 0
-    needs_input_grad = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -129,7 +132,7 @@ class Module:
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad: bool = True):
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
     def __call__(self, *args, **kwargs):
@@ -229,6 +232,7 @@ class Module:
             cast = name or module.dtype
             for param in module._parameters.values():
                 param.data = _move(param.data, target, cast)
+                param._grad_slot = None  # an optimizer's buffer on the old device/dtype
                 if param.grad is not None:
                     param.grad = _move(param.grad, target, cast)
             for key, buf in module._buffers.items():
@@ -256,6 +260,8 @@ class Module:
     def load_state_dict(self, state, strict: bool = True) -> None:
         """Copy values (NumPy or any backend's arrays) into this module's parameters and buffers.
 
+        Values are copied into the existing arrays (as PyTorch does), so anything holding
+        them (an optimizer's flat buffers, a captured CUDA graph) sees the loaded values.
         Everything is validated first: a missing or unexpected key, or a shape mismatch,
         raises ``ValueError`` and leaves the module unchanged.
         """
@@ -284,7 +290,12 @@ class Module:
                              f"model ({'; '.join(problems)}); the model was left unchanged")
         for key, array in converted.items():
             module, attr, is_param = own[key]
-            if is_param:
+            current = module._parameters[attr].data if is_param else module._buffers[attr]
+            if module.backend.owns(current):
+                # In place, as PyTorch: optimizer flat buffers and captured CUDA graphs keep
+                # pointing at the live values.
+                current[...] = array
+            elif is_param:
                 module._parameters[attr].data = array
             else:
                 module.register_buffer(attr, array)

@@ -1,13 +1,16 @@
 """Normalization layers: BatchNorm1d, BatchNorm2d and LayerNorm.
 
-The statistics and the backward formula live in the backend (``normalize`` and
-``normalize_backward``), shared by both families; these layers add the affine transform,
-the running estimates and the checks.
+The statistics and the backward formula live in ``tensornet.nn.functional``
+(``normalize`` and ``normalize_backward``), shared by both families; these layers add the
+affine transform, the running estimates and the checks.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from . import functional as F
 from .linear import _positive_int
 from .module import Module
 
@@ -55,6 +58,14 @@ class _BatchNorm(Module):
             self.register_buffer("num_batches_tracked", None)
         self._cache = None
 
+    @property
+    def graph_unsafe_reason(self) -> str | None:
+        """Why a CUDA graph cannot capture this layer's training step (None when it can)."""
+        if self.training and self.track_running_stats and self.momentum is None:
+            return ("momentum=None averages over num_batches_tracked, which it reads on the "
+                    "host every step; pass a momentum such as 0.1")
+        return None
+
     def reset_running_stats(self) -> None:
         if self.track_running_stats:
             c = self.num_features
@@ -77,12 +88,12 @@ class _BatchNorm(Module):
         self._cache = None
         batch_stats = self.training or not self.track_running_stats
         if batch_stats:
-            count = x.shape[0] * int(np.prod(x.shape[2:], dtype=np.int64))
+            count = x.shape[0] * math.prod(x.shape[2:])
             if count < 2:
                 raise ValueError(f"{self._describe()} needs more than one value per channel "
                                  f"to compute batch statistics, got input of shape "
                                  f"{tuple(x.shape)}; use a larger batch or call .eval()")
-            xhat, mean, var, invstd = self.backend.normalize(x, axes, self.eps)
+            xhat, mean, var, invstd = F.normalize(x, axes, self.eps)
             if self.training and self.track_running_stats:
                 self._update_running_stats(xp.reshape(mean, (-1,)), xp.reshape(var, (-1,)),
                                            count)
@@ -116,8 +127,7 @@ class _BatchNorm(Module):
         if self.affine:
             scale = invstd * self._per_channel(self.weight.data, xhat.ndim)
         if batch_stats:
-            dx, sum_grad, sum_grad_xhat = self.backend.normalize_backward(grad_output, xhat,
-                                                                          scale, axes)
+            dx, sum_grad, sum_grad_xhat = F.normalize_backward(grad_output, xhat, scale, axes)
         else:
             dx = grad_output * scale
             if self.affine:
@@ -187,7 +197,7 @@ class LayerNorm(Module):
                              f"(N, ..., {', '.join(map(str, self.normalized_shape))})")
         axes = tuple(range(x.ndim - k, x.ndim))
         self._cache = None
-        xhat, _, _, invstd = self.backend.normalize(x, axes, self.eps)
+        xhat, _, _, invstd = F.normalize(x, axes, self.eps)
         self._cache = (xhat, invstd, axes)
         if self.weight is None:
             return xhat
@@ -207,7 +217,7 @@ class LayerNorm(Module):
                 self.weight.accumulate_grad(xp.sum(grad_output * xhat, axis=batch_axes))
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate_grad(xp.sum(grad_output, axis=batch_axes))
-        dx, _, _ = self.backend.normalize_backward(grad_xhat, xhat, invstd, axes)
+        dx, _, _ = F.normalize_backward(grad_xhat, xhat, invstd, axes)
         return dx
 
     def clear_cache(self) -> None:

@@ -1,6 +1,8 @@
 """Parameter: a trainable array and its gradient, on one device."""
 from __future__ import annotations
 
+import math
+
 from tensornet.backends import dtype_name
 
 
@@ -8,19 +10,22 @@ class Parameter:
     """A trainable array.
 
     Attributes:
-        data: the value, an array of the owning module's backend.
+        data: the value, an array of the owning module's backend. Once an optimizer has
+            stepped it, a view of that optimizer's flat group buffer (see
+            ``tensornet/optim/flat.py``); assigning a new array is fine.
         grad: the accumulated gradient, same shape/device/dtype as ``data``, or ``None``
             before the first backward and after ``zero_grad()`` (as in PyTorch >= 2.0).
         requires_grad: when False the parameter is frozen: backward skips its gradient
             and optimizers leave it alone.
     """
 
-    __slots__ = ("data", "grad", "requires_grad")
+    __slots__ = ("data", "grad", "requires_grad", "_grad_slot")
 
     def __init__(self, data, requires_grad: bool = True):
         self.data = data
         self.grad = None
         self.requires_grad = requires_grad
+        self._grad_slot = None  # the optimizer's flat-buffer view for this gradient
 
     @property
     def shape(self) -> tuple:
@@ -32,22 +37,34 @@ class Parameter:
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.data.shape:
-            n *= d
-        return n
+        return math.prod(self.data.shape)
+
+    def grad_buffer(self):
+        """Where a layer may write this step's gradient directly (``out=``): the flat-buffer
+        view when the gradient is empty and an optimizer gave the parameter one, else None.
+        Pass the written array to ``accumulate_grad`` as usual."""
+        if self.grad is None and self.requires_grad:
+            return self._grad_slot
+        return None
 
     def accumulate_grad(self, grad) -> None:
         """Add ``grad`` into ``.grad``; the first call after ``zero_grad`` takes ``grad`` itself.
 
-        Callers pass a freshly computed array that nothing else holds.
+        Callers pass a freshly computed array that nothing else holds. When an optimizer
+        keeps this gradient in a flat buffer, the first call copies ``grad`` there (unless
+        it was written there already, see ``grad_buffer``), so the update needs no gather.
         """
         if not self.requires_grad:
             return
-        if self.grad is None:
-            self.grad = grad
-        else:
+        if self.grad is not None:
             self.grad += grad
+            return
+        slot = self._grad_slot
+        if slot is not None and slot is not grad and tuple(slot.shape) == tuple(grad.shape) \
+                and slot.dtype == grad.dtype and type(slot) is type(grad):
+            slot[...] = grad
+            grad = slot
+        self.grad = grad
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         if set_to_none or self.grad is None:

@@ -1,11 +1,12 @@
 """Pooling: MaxPool2d, AvgPool2d and GlobalAvgPool2d over (N, C, H, W).
 
-The window math lives in the backend (``max_pool2d``, ``avg_pool2d`` and their backwards),
-so devices can override it; these layers check arguments and inputs and keep the caches.
+The window math lives in ``tensornet.nn.functional`` (``max_pool2d``, ``avg_pool2d`` and
+their backwards), which devices override; these layers check arguments and inputs and keep
+the caches.
 """
 from __future__ import annotations
 
-
+from . import functional as F
 from .conv import _format_pair, _pair, check_window_fits
 from .module import Module
 
@@ -67,16 +68,15 @@ class MaxPool2d(_Pool2d):
     def forward(self, x):
         self._accept(x)
         self._argmax = None
-        y, self._argmax = self.backend.max_pool2d(x, self.kernel_size, self.stride, self._pads,
-                                                  self.dilation)
+        y, self._argmax = F.max_pool2d(x, self.kernel_size, self.stride, self._pads,
+                                       self.dilation)
         self._x_shape = tuple(x.shape)
         return y
 
     def backward(self, grad_output):
         argmax = self._require_cache(self._argmax)
-        return self.backend.max_pool2d_backward(grad_output, argmax, self._x_shape,
-                                                self.kernel_size, self.stride, self._pads,
-                                                self.dilation)
+        return F.max_pool2d_backward(grad_output, argmax, self._x_shape, self.kernel_size,
+                                     self.stride, self._pads, self.dilation)
 
     def clear_cache(self) -> None:
         self._argmax = self._x_shape = None
@@ -97,13 +97,13 @@ class AvgPool2d(_Pool2d):
     def forward(self, x):
         self._accept(x)
         self._x_shape = tuple(x.shape)
-        return self.backend.avg_pool2d(x, self.kernel_size, self.stride, self._pads,
-                                       self.count_include_pad)
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self._pads,
+                            self.count_include_pad)
 
     def backward(self, grad_output):
         x_shape = self._require_cache(self._x_shape)
-        return self.backend.avg_pool2d_backward(grad_output, x_shape, self.kernel_size,
-                                                self.stride, self._pads, self.count_include_pad)
+        return F.avg_pool2d_backward(grad_output, x_shape, self.kernel_size, self.stride,
+                                     self._pads, self.count_include_pad)
 
     def extra_repr(self) -> str:
         text = super().extra_repr()

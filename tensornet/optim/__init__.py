@@ -6,13 +6,29 @@
 from . import lr_scheduler
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
-from .clip import clip_grad_norm_, clip_grad_value_
+from .clip import ClipGradNorm, clip_grad_norm_, clip_grad_value_
 from .lr_scheduler import (CosineAnnealingLR, ExponentialLR, InverseTimeLR, LRScheduler,
                            StepLR)
-from .optimizer import Optimizer
+from .optimizer import Optimizer, coupled_decay, decoupled_decay
 from .rmsprop import RMSprop
 from .sgd import SGD
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler",
            "LRScheduler", "StepLR", "ExponentialLR", "InverseTimeLR", "CosineAnnealingLR",
-           "clip_grad_norm_", "clip_grad_value_"]
+           "clip_grad_norm_", "clip_grad_value_", "ClipGradNorm", "fused_updates"]
+
+
+def fused_updates() -> list:
+    """Every FusedUpdate the optimizers here may run, weight-decay variants included (what
+    a device must be able to compile; the kernel compile checks iterate over it)."""
+    found, classes = [], list(Optimizer.__subclasses__())
+    while classes:
+        cls = classes.pop(0)
+        classes.extend(cls.__subclasses__())
+        for rule in cls.rules:
+            decayed = (decoupled_decay(rule) if cls.weight_decay_style == "decoupled"
+                       else coupled_decay(rule))
+            for variant in (rule, decayed):
+                if variant not in found:
+                    found.append(variant)
+    return found

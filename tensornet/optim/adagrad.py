@@ -1,7 +1,20 @@
-"""Adagrad."""
+"""Adagrad: the whole rule, in both forms."""
 from __future__ import annotations
 
+from tensornet.backends import FusedUpdate
+
 from .optimizer import ARRAY, COUNT, Optimizer, non_negative
+
+
+def _adagrad(xp, param, grad, sum, *, lr, eps):  # noqa: A002 - PyTorch's state name
+    sum += grad * grad
+    param -= lr * grad / (xp.sqrt(sum) + eps)
+
+
+RULE = FusedUpdate("adagrad", ("sum",), ("lr", "eps"), _adagrad,
+                   "const T a = sum + grad * grad;\n"
+                   "sum = a;\n"
+                   "param -= lr * grad / (sqrt(a) + eps);")
 
 
 class Adagrad(Optimizer):
@@ -20,6 +33,7 @@ class Adagrad(Optimizer):
 
     state_kinds = {"step": COUNT, "sum": ARRAY}
     required_state = ("step", "sum")
+    rules = (RULE,)
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10):
@@ -33,11 +47,12 @@ class Adagrad(Optimizer):
         for key in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
             group[key] = non_negative(name, key, group[key])
 
-    def _update(self, backend, param, grad, state, group):
-        if not state:
-            state["step"] = 0
-            state["sum"] = self._zeros_like(backend, param, group["initial_accumulator_value"])
-        state["step"] += 1
+    def _rule(self, group):
+        return RULE
+
+    def _state_fills(self, group):
+        return {"sum": group["initial_accumulator_value"]}
+
+    def _scalars(self, group, state, fresh):
         lr = group["lr"] / (1.0 + (state["step"] - 1) * group["lr_decay"])
-        backend.adagrad_update(param.data, grad, state["sum"], lr=lr, eps=group["eps"],
-                               weight_decay=group["weight_decay"])
+        return {"lr": lr, "eps": group["eps"]}

@@ -1,7 +1,35 @@
-"""Adam and AdamW."""
+"""Adam and AdamW: the whole rule, in both forms."""
 from __future__ import annotations
 
+import math
+
+from tensornet.backends import FusedUpdate
+
 from .optimizer import ARRAY, COUNT, Optimizer, in_range, non_negative
+
+
+def _adam(xp, param, grad, exp_avg, exp_avg_sq, *, step_size, beta1, one_minus_beta1, beta2,
+          one_minus_beta2, sqrt_bc2, eps):
+    exp_avg *= beta1
+    exp_avg += one_minus_beta1 * grad
+    exp_avg_sq *= beta2
+    exp_avg_sq += one_minus_beta2 * (grad * grad)
+    denom = xp.sqrt(exp_avg_sq)
+    denom /= sqrt_bc2
+    denom += eps
+    param -= step_size * exp_avg / denom
+
+
+# PyTorch's Adam: eps is added after dividing sqrt(v) by sqrt(1 - beta2^t).
+RULE = FusedUpdate(
+    "adam", ("exp_avg", "exp_avg_sq"),
+    ("step_size", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "sqrt_bc2", "eps"),
+    _adam,
+    "const T m = beta1 * exp_avg + one_minus_beta1 * grad;\n"
+    "const T v = beta2 * exp_avg_sq + one_minus_beta2 * (grad * grad);\n"
+    "exp_avg = m;\n"
+    "exp_avg_sq = v;\n"
+    "param -= step_size * m / (sqrt(v) / sqrt_bc2 + eps);")
 
 
 class Adam(Optimizer):
@@ -20,7 +48,7 @@ class Adam(Optimizer):
 
     state_kinds = {"step": COUNT, "exp_avg": ARRAY, "exp_avg_sq": ARRAY}
     required_state = ("step", "exp_avg", "exp_avg_sq")
-    decoupled = False
+    rules = (RULE,)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -36,17 +64,16 @@ class Adam(Optimizer):
         group["eps"] = non_negative(name, "eps", group["eps"])
         group["weight_decay"] = non_negative(name, "weight_decay", group["weight_decay"])
 
-    def _update(self, backend, param, grad, state, group):
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = self._zeros_like(backend, param)
-            state["exp_avg_sq"] = self._zeros_like(backend, param)
-        state["step"] += 1
+    def _rule(self, group):
+        return RULE
+
+    def _scalars(self, group, state, fresh):
         beta1, beta2 = group["betas"]
-        backend.adam_update(param.data, grad, state["exp_avg"], state["exp_avg_sq"],
-                            lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                            step=state["step"], weight_decay=group["weight_decay"],
-                            decoupled=self.decoupled)
+        step = state["step"]
+        # Differences such as 1 - beta1 are taken here in double precision.
+        return {"step_size": group["lr"] / (1.0 - beta1 ** step), "beta1": beta1,
+                "one_minus_beta1": 1.0 - beta1, "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
+                "sqrt_bc2": math.sqrt(1.0 - beta2 ** step), "eps": group["eps"]}
 
 
 class AdamW(Adam):
@@ -61,7 +88,7 @@ class AdamW(Adam):
     as PyTorch's ``torch.optim.AdamW``; ``weight_decay`` defaults to 1e-2.
     """
 
-    decoupled = True
+    weight_decay_style = "decoupled"
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

@@ -22,6 +22,51 @@ def _grads(parameters, owner: str) -> list:
     return grads
 
 
+def _partial_norms(grads, p: float) -> dict:
+    """backend -> 0-d device array: the max (p = inf) or the sum of |g|^p on that device."""
+    partial: dict = {}
+    for grad in grads:
+        backend = get_backend(grad)
+        xp = backend.xp
+        prev = partial.get(backend)
+        if math.isinf(p):
+            part = xp.max(xp.abs(grad))
+            partial[backend] = part if prev is None else xp.maximum(prev, part)
+        else:
+            part = xp.sum(grad * grad) if p == 2.0 else xp.sum(xp.abs(grad) ** p)
+            partial[backend] = part if prev is None else prev + part
+    return partial
+
+
+class ClipGradNorm:
+    """A gradient hook for ``train_step`` / ``tn.fit(grad_hook=...)`` (``tn.fit``'s
+    ``clip_grad_norm=`` builds one): scale all gradients by
+    ``min(1, max_norm / (norm + 1e-6))``, the joint 2-norm ``norm`` computed on the device
+    and never read back, so it costs no host sync (and can be captured in a CUDA graph).
+    A NaN norm makes the gradients NaN, as in PyTorch, which the loss check then reports.
+    """
+
+    graph_safe = True
+
+    def __init__(self, max_norm: float):
+        self.max_norm = non_negative("ClipGradNorm", "max_norm", max_norm)
+
+    def __call__(self, model) -> None:
+        grads = _grads(model.parameters(), "ClipGradNorm")
+        partial = _partial_norms(grads, 2.0)
+        if len(partial) != 1:  # parameters on several devices: combine on the host
+            clip_grad_norm_(model.parameters(), self.max_norm)
+            return
+        (backend, total), = partial.items()
+        xp = backend.xp
+        coef = xp.minimum(self.max_norm / (xp.sqrt(total) + 1e-6), 1.0)
+        for grad in grads:
+            grad *= coef
+
+    def __repr__(self) -> str:
+        return f"ClipGradNorm(max_norm={self.max_norm})"
+
+
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False) -> float:
     """Scale all gradients together so that their joint ``norm_type``-norm is at most
     ``max_norm``; returns the norm before clipping as a Python float.
@@ -42,17 +87,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     grads = _grads(parameters, owner)
     if not grads:
         return 0.0
-    partial: dict = {}  # backend -> device scalar, so each device syncs once
-    for grad in grads:
-        backend = get_backend(grad)
-        xp = backend.xp
-        prev = partial.get(backend)
-        if math.isinf(p):
-            part = xp.max(xp.abs(grad))
-            partial[backend] = part if prev is None else xp.maximum(prev, part)
-        else:
-            part = xp.sum(grad * grad) if p == 2.0 else xp.sum(xp.abs(grad) ** p)
-            partial[backend] = part if prev is None else prev + part
+    partial = _partial_norms(grads, p)  # one device scalar per device: one sync each
     if math.isinf(p):
         total = max(float(v) for v in partial.values())
     else:

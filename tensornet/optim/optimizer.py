@@ -1,8 +1,11 @@
-"""Optimizer: parameter groups, lazy per-parameter state, and PyTorch-style state dicts.
+"""Optimizer: parameter groups, lazy per-parameter state, weight decay, and the step.
 
-Subclasses say how to check a group's hyper-parameters, what state a parameter carries,
-and how to update one parameter; the arithmetic itself lives in the backend
-(``backend.sgd_update`` etc.) so that each device can fuse it into one kernel.
+A subclass is one file holding all of its math (see ``adam.py``): its hyper-parameter
+checks, the state it keeps, the per-step scalars, and its update rule as a
+``FusedUpdate`` (the rule in array-API form, and beside it the same rule as a kernel body).
+This class supplies the rest once: weight decay (coupled L2 or decoupled), flat per-group
+buffers so that a step is one fused update per group (``flat.py``), all-or-nothing checks,
+and state dicts (``state_dict.py``).
 """
 from __future__ import annotations
 
@@ -10,12 +13,13 @@ import math
 import numbers
 from collections.abc import Mapping
 
-import numpy as np
-
-from tensornet.backends import DeviceError, asnumpy, device_of, dtype_name, get_backend
+from tensornet.backends import DeviceError, FusedUpdate, device_of, dtype_name, get_backend
 from tensornet.nn.parameter import Parameter
 
-ARRAY, COUNT = "array", "count"  # kinds of per-parameter state entries
+from .flat import build_packs
+from .state_dict import ARRAY, COUNT, StateDictMixin
+
+__all__ = ["Optimizer", "ARRAY", "COUNT", "real", "non_negative", "in_range"]
 _MISSING = object()
 
 
@@ -43,7 +47,7 @@ def in_range(owner: str, name: str, value, low: float, high: float, high_open: b
     return value
 
 
-class Optimizer:
+class Optimizer(StateDictMixin):
     """Base class of the optimizers.
 
     Args:
@@ -55,17 +59,28 @@ class Optimizer:
     Attributes:
         param_groups: list of dicts, one per group: ``"params"`` plus the hyper-parameters.
             Schedulers (and users) change ``group["lr"]`` between steps.
-        state: ``{Parameter: {name: array or int}}``, created lazily at a parameter's first
-            step on its own device and dtype.
+        state: ``{Parameter: {name: array or int}}``, created at a parameter's first step.
 
-    ``step()`` updates, in place on ``param.data``, every parameter that requires grad and
-    has a gradient; the others are left alone (no state is created for them).
+    ``step()`` updates, in place, every parameter that requires grad and has a gradient;
+    the others are left alone (no state is created for them). The parameters of a group
+    live in flat buffers (see ``flat.py``) from the optimizer's construction on: ``p.data``
+    is then a view of the group's buffer, updated in place by every step; an array taken
+    from ``p.data`` before the optimizer was built is a copy of the old values (hold the
+    Parameter, or take ``p.data`` afterwards).
+
+    Subclasses define ``state_kinds`` (name -> ARRAY or COUNT), ``required_state``, and:
+    ``_rule(group) -> FusedUpdate``; ``_scalars(group, state, fresh) -> dict`` (the rule's
+    scalars for one step, ``state``'s COUNT entries already advanced, ``fresh`` True at a
+    parameter's first step); optionally ``_state_fills(group)`` (initial values of state
+    arrays other than 0). ``weight_decay_style`` is ``"coupled"`` (L2: ``g + wd * p``
+    enters the rule) or ``"decoupled"`` (``p *= 1 - lr * wd`` before the rule, AdamW).
+    ``rules`` lists every FusedUpdate the class may use (for kernel compile checks).
     """
 
-    # Subclasses: name -> ARRAY (shape and dtype of the parameter) or COUNT (int >= 0) for
-    # every state entry a parameter may have, and those it must have once it took a step.
     state_kinds: dict = {}
     required_state: tuple = ()
+    weight_decay_style = "coupled"
+    rules: tuple = ()
 
     def __init__(self, params, defaults: dict):
         defaults = dict(defaults)
@@ -73,23 +88,28 @@ class Optimizer:
         self.defaults = defaults
         self.param_groups: list[dict] = []
         self.state: dict = {}
+        self._packs: dict = {}  # group index -> (its params list, [FlatPack])
         self._reset_step_caches()
         for group in self._groups_from(params):
             self.add_param_group(group)
 
     def _reset_step_caches(self) -> None:
-        # What step() may skip: per group, the (group, items) it last validated; per
-        # parameter, the (data, state, backend) its state last followed.
+        # Per group, the (group, items) it last validated (see _check_group_if_changed).
         self._checked_groups: list = []
-        self._placed: dict = {}
 
     # ------------------------------------------------------------------ subclass hooks
     def _check_group(self, group: dict) -> None:
         """Validate ``group``'s hyper-parameters and normalise them (Python floats) in place."""
         group["lr"] = non_negative(self._name, "lr", group["lr"])
 
-    def _update(self, backend, param: Parameter, grad, state: dict, group: dict) -> None:
+    def _rule(self, group: dict) -> FusedUpdate:
         raise NotImplementedError
+
+    def _scalars(self, group: dict, state: dict, fresh: bool) -> dict:
+        raise NotImplementedError
+
+    def _state_fills(self, group: dict) -> dict:
+        return {}
 
     # ------------------------------------------------------------------ groups
     @property
@@ -138,6 +158,7 @@ class Optimizer:
         new["params"] = params
         self._check_group(new)
         self.param_groups.append(new)
+        self._packs_of(len(self.param_groups) - 1, new)
 
     # ------------------------------------------------------------------ stepping
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -149,32 +170,83 @@ class Optimizer:
     def step(self, closure=None):
         """Update every parameter that requires grad and has a gradient.
 
-        ``closure`` (optional) recomputes the loss (forward + backward) and returns it;
-        its value is returned.
+        All-or-nothing: every group's hyper-parameters and every gradient (device, shape,
+        dtype) are checked before any parameter or state changes. ``closure`` (optional)
+        recomputes the loss (forward + backward) and returns it; its value is returned.
         """
         loss = closure() if closure is not None else None
-        placed = self._placed
+        active = []
         for gi, group in enumerate(self.param_groups):
             self._check_group_if_changed(gi, group)
             for pi, param in enumerate(group["params"]):
-                grad = param.grad
-                if grad is None or not param.requires_grad:
-                    continue
-                data, state = param.data, self.state.get(param)
-                where = placed.get(param)
-                # The same array and state as last step: nothing moved, reuse its backend.
-                fresh = where is None or where[0] is not data or where[1] is not state
-                backend = get_backend(data) if fresh else where[2]
-                self._check_grad(param, grad, backend, gi, pi)
-                if fresh:
-                    if state is None:
-                        state = self.state[param] = {}
-                    else:
-                        self._follow_param(param, state, backend)
-                    placed[param] = (data, state, backend)
-                self._update(backend, param, grad, state, group)
+                if param.grad is not None and param.requires_grad:
+                    self._check_grad(param, param.grad, gi, pi)
+                    active.append(param)
+        if not active:
+            return loss
+        stepping = set(map(id, active))
+        for gi, group in enumerate(self.param_groups):
+            for pack in self._packs_of(gi, group):
+                members = [i for i, p in enumerate(pack.params) if id(p) in stepping]
+                if members:
+                    self._update_pack(pack, members, group)
         return loss
 
+    def _packs_of(self, gi: int, group: dict) -> list:
+        """The group's flat packs, rebuilt when its parameters changed or were replaced."""
+        params = group["params"]
+        cached = self._packs.get(gi)
+        if cached is not None and cached[0] is params and len(cached[1]) and all(
+                pack.current() for pack in cached[1]) and sum(
+                len(pack.params) for pack in cached[1]) == len(params):
+            return cached[1]
+        packs = build_packs(params)
+        self._packs[gi] = (params, packs)
+        return packs
+
+    def _update_pack(self, pack, members: list, group: dict) -> None:
+        rule, decay = self._decayed_rule(group)
+        fills = self._state_fills(group)
+        signatures = []
+        for i in members:
+            param = pack.params[i]
+            state = self.state.get(param)
+            fresh = not state
+            if fresh:
+                state = self.state[param] = {name: 0 for name, kind in self.state_kinds.items()
+                                             if kind == COUNT and name in self.required_state}
+            pack.adopt_state(i, state, rule.states, fills)
+            for name, kind in self.state_kinds.items():
+                if kind == COUNT and name in state:
+                    state[name] += 1
+            signatures.append((fresh, tuple(v for v in state.values() if isinstance(v, int))))
+        pack.gather_grads(members)
+        backend = pack.backend
+        if len(members) == len(pack.params) and len(set(signatures)) == 1:
+            scalars = self._scalars(group, self.state[pack.params[0]], signatures[0][0])
+            backend.fused_update(rule, pack.data, pack.grad,
+                                 [pack.states[name] for name in rule.states],
+                                 {**scalars, **decay})
+            return
+        for i, (fresh, _) in zip(members, signatures):  # mixed step counts: one by one
+            param = pack.params[i]
+            state = self.state[param]
+            scalars = self._scalars(group, state, fresh)
+            backend.fused_update(rule, param.data, param.grad,
+                                 [state[name] for name in rule.states], {**scalars, **decay})
+
+    # ------------------------------------------------------------------ weight decay
+    def _decayed_rule(self, group: dict):
+        """The group's rule with its weight decay composed in, and the decay's scalars."""
+        rule = self._rule(group)
+        weight_decay = group.get("weight_decay", 0.0)
+        if not weight_decay:
+            return rule, {}
+        if self.weight_decay_style == "decoupled":
+            return decoupled_decay(rule), {"decay_scale": 1.0 - group["lr"] * weight_decay}
+        return coupled_decay(rule), {"weight_decay": weight_decay}
+
+    # ------------------------------------------------------------------ checks
     def _check_group_if_changed(self, gi: int, group: dict) -> None:
         """Validate ``group`` unless it holds the very objects it held after its last check.
 
@@ -194,7 +266,8 @@ class Optimizer:
         self._check_group(group)
         checked[gi] = (group, tuple(group.items()))
 
-    def _check_grad(self, param, grad, backend, gi: int, pi: int) -> None:
+    def _check_grad(self, param, grad, gi: int, pi: int) -> None:
+        backend = get_backend(param.data)
         if backend.owns(grad) and grad.shape == param.data.shape \
                 and grad.dtype == param.data.dtype:
             return
@@ -207,143 +280,13 @@ class Optimizer:
         raise TypeError(f"{where} has a {dtype_name(grad.dtype)} grad; expected "
                         f"{dtype_name(param.data.dtype)}")
 
-    def _follow_param(self, param, state: dict, backend) -> None:
-        # A model moved or cast after its first step takes its state along.
-        for name, value in state.items():
-            if self.state_kinds.get(name) == ARRAY and (
-                    not backend.owns(value) or value.dtype != param.data.dtype):
-                state[name] = _on_param(asnumpy(value), param)
-
-    def _zeros_like(self, backend, param, fill: float = 0.0):
-        if fill:
-            return backend.full(param.data.shape, fill, param.data.dtype)
-        return backend.zeros(param.data.shape, param.data.dtype)
-
-    # ------------------------------------------------------------------ state dicts
-    def state_dict(self) -> dict:
-        """``{"state": {index: {name: array or int}}, "param_groups": [...]}`` as in PyTorch.
-
-        Parameters are numbered 0, 1, ... across the groups in order; each group lists
-        its hyper-parameters and ``"params"`` as those indices. The arrays are the live
-        state buffers (as in PyTorch), not copies: convert or copy them to keep a snapshot.
-        """
-        index: dict = {}
-        groups = []
+    def graph_unsafe_reason(self) -> str | None:
+        """Why a CUDA graph cannot capture this optimizer's step (None when it can)."""
         for group in self.param_groups:
-            packed = {k: v for k, v in group.items() if k != "params"}
-            packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
-            groups.append(packed)
-        state = {index[id(p)]: dict(s) for p, s in self.state.items() if s and id(p) in index}
-        return {"state": state, "param_groups": groups}
-
-    def load_state_dict(self, state_dict) -> None:
-        """Load what ``state_dict()`` returned (arrays may be NumPy or any device's).
-
-        Arrays are copied onto each parameter's device and dtype. Everything is checked
-        first: a mismatch (number of groups or parameters, a shape, an unknown state entry,
-        an invalid hyper-parameter) raises ``ValueError`` and leaves the optimizer unchanged.
-        """
-        problems: list[str] = []
-        fail = f"{self._name}.load_state_dict: the state does not fit this optimizer"
-        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
-            raise ValueError(f"{fail}: expected a dict with 'state' and 'param_groups', got "
-                             f"{type(state_dict).__name__}; the optimizer was left unchanged")
-        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
-        count = len(saved_groups) if isinstance(saved_groups, (list, tuple)) else "no list of"
-        if count != len(self.param_groups):
-            raise ValueError(f"{fail}: it has {count} parameter groups, this optimizer "
-                             f"{len(self.param_groups)}; the optimizer was left unchanged")
-        new_groups, by_index = [], {}
-        for gi, (own, saved) in enumerate(zip(self.param_groups, saved_groups)):
-            new_group = self._load_group(gi, own, saved, by_index, problems)
-            if new_group is not None:
-                new_groups.append(new_group)
-        new_state = {}
-        if problems:  # parameter indices are unreliable once a group does not fit
-            saved_state = {}
-        elif not isinstance(saved_state, Mapping):
-            problems.append(f"'state' must be a dict, got {type(saved_state).__name__}")
-            saved_state = {}
-        for key, entry in saved_state.items():
-            try:
-                param, group = by_index[int(key)]
-            except (KeyError, TypeError, ValueError):
-                problems.append(f"state for unknown parameter index {key!r}")
-                continue
-            loaded = self._load_entry(key, param, group, entry, problems)
-            if loaded:
-                new_state[param] = loaded
-        if problems:
-            raise ValueError(f"{fail} ({'; '.join(problems)}); the optimizer was left unchanged")
-        self.param_groups = new_groups
-        self.state = new_state
-        self._reset_step_caches()
-
-    def _load_group(self, gi, own, saved, by_index, problems):
-        if not isinstance(saved, Mapping) or "params" not in saved:
-            problems.append(f"param_groups[{gi}] is not a dict with 'params'")
-            return None
-        ids = list(saved["params"])
-        if len(ids) != len(own["params"]):
-            problems.append(f"group {gi} has {len(ids)} parameters in the state but "
-                            f"{len(own['params'])} in this optimizer")
-            return None
-        missing = [k for k in self.defaults if k not in saved]
-        if missing:
-            problems.append(f"group {gi} lacks hyper-parameters {', '.join(missing)}")
-            return None
-        group = {k: (tuple(v) if isinstance(own.get(k), tuple) else v)
-                 for k, v in saved.items() if k != "params"}
-        group["params"] = own["params"]
-        try:
-            self._check_group(group)
-        except (ValueError, TypeError) as exc:
-            problems.append(f"group {gi}: {exc}")
-            return None
-        for saved_id, param in zip(ids, own["params"]):
-            try:
-                saved_id = int(saved_id)
-            except (TypeError, ValueError):
-                problems.append(f"group {gi} has a non-integer parameter index {saved_id!r}")
-                continue
-            if saved_id in by_index:
-                problems.append(f"parameter index {saved_id} appears twice")
-            by_index[saved_id] = (param, group)
-        return group
-
-    def _load_entry(self, key, param, group, entry, problems) -> dict:
-        where = f"state[{key!r}] ({param!r})"
-        if not isinstance(entry, Mapping):
-            problems.append(f"{where} is not a dict")
-            return {}
-        unknown = [n for n in entry if n not in self.state_kinds]
-        missing = [n for n in self.required_state if n not in entry] if entry else []
-        if unknown or missing:
-            problems.append(f"{where} has entries {sorted(entry)}; {self._name} keeps "
-                            f"{sorted(self.state_kinds)} (required: {list(self.required_state)})")
-            return {}
-        loaded = {}
-        for name, value in entry.items():
-            if self.state_kinds[name] == COUNT:
-                try:
-                    count = int(np.asarray(asnumpy(value) if hasattr(value, "shape") else value))
-                except (TypeError, ValueError):
-                    count = -1
-                if count < 0:
-                    problems.append(f"{where}[{name!r}] must be a count >= 0, got {value!r}")
-                loaded[name] = count
-                continue
-            try:
-                host = asnumpy(value) if hasattr(value, "shape") else np.asarray(value)
-            except TypeError as exc:
-                problems.append(f"{where}[{name!r}]: {exc}")
-                continue
-            if tuple(host.shape) != param.shape:
-                problems.append(f"{where}[{name!r}] has shape {tuple(host.shape)}, the "
-                                f"parameter {param.shape}")
-                continue
-            loaded[name] = _on_param(host, param)
-        return loaded
+            rule, _ = self._decayed_rule(group)
+            if rule.body is None:
+                return f"its update rule {rule.name!r} has no fused kernel"
+        return None
 
     def __repr__(self) -> str:
         lines = [f"{self._name} ("]
@@ -353,7 +296,35 @@ class Optimizer:
         return "\n".join(lines) + "\n)"
 
 
-def _on_param(host: np.ndarray, param: Parameter):
-    """A fresh copy of host data on ``param``'s device, in its dtype."""
-    copy = np.array(host, dtype=dtype_name(param.data.dtype), copy=True)
-    return get_backend(param.data).asarray(copy)
+# ---------------------------------------------------------------------- weight decay, once
+_COUPLED: dict = {}
+_DECOUPLED: dict = {}
+
+
+def coupled_decay(rule: FusedUpdate) -> FusedUpdate:
+    """``rule`` fed ``grad + weight_decay * param`` (L2 folded into the gradient, as
+    PyTorch's SGD, Adam, RMSprop and Adagrad); ``grad`` itself is never written."""
+    composed = _COUPLED.get(rule)
+    if composed is None:
+        def apply(xp, param, grad, *states, weight_decay, **scalars):
+            rule.apply(xp, param, grad + weight_decay * param, *states, **scalars)
+        body = None if rule.body is None else (
+            "const T tn_decayed = grad + weight_decay * param;\n"
+            "{\nconst T grad = tn_decayed;\n" + rule.body + "\n}")
+        composed = _COUPLED[rule] = FusedUpdate(rule.name + "_l2", rule.states,
+                                                rule.scalars + ("weight_decay",), apply, body)
+    return composed
+
+
+def decoupled_decay(rule: FusedUpdate) -> FusedUpdate:
+    """``param *= decay_scale`` (``1 - lr * weight_decay``), then ``rule`` with the raw
+    gradient (Loshchilov & Hutter's decoupled weight decay, as PyTorch's AdamW)."""
+    composed = _DECOUPLED.get(rule)
+    if composed is None:
+        def apply(xp, param, grad, *states, decay_scale, **scalars):
+            param *= decay_scale
+            rule.apply(xp, param, grad, *states, **scalars)
+        body = None if rule.body is None else "param *= decay_scale;\n" + rule.body
+        composed = _DECOUPLED[rule] = FusedUpdate(rule.name + "_decoupled", rule.states,
+                                                  rule.scalars + ("decay_scale",), apply, body)
+    return composed

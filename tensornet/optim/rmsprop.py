@@ -1,7 +1,37 @@
-"""RMSprop."""
+"""RMSprop: the whole rule, in both forms."""
 from __future__ import annotations
 
+from tensornet.backends import FusedUpdate
+
 from .optimizer import ARRAY, Optimizer, in_range, non_negative
+
+
+def _rmsprop(xp, param, grad, square_avg, *, lr, alpha, one_minus_alpha, eps):
+    square_avg *= alpha
+    square_avg += one_minus_alpha * (grad * grad)
+    param -= lr * (grad / (xp.sqrt(square_avg) + eps))
+
+
+def _rmsprop_momentum(xp, param, grad, square_avg, momentum_buffer, *, lr, alpha,
+                      one_minus_alpha, eps, momentum):
+    square_avg *= alpha
+    square_avg += one_minus_alpha * (grad * grad)
+    momentum_buffer *= momentum
+    momentum_buffer += grad / (xp.sqrt(square_avg) + eps)
+    param -= lr * momentum_buffer
+
+
+_SQUARE_AVG = ("const T s = alpha * square_avg + one_minus_alpha * (grad * grad);\n"
+               "square_avg = s;\n")
+PLAIN = FusedUpdate("rmsprop", ("square_avg",), ("lr", "alpha", "one_minus_alpha", "eps"),
+                    _rmsprop, _SQUARE_AVG + "param -= lr * (grad / (sqrt(s) + eps));")
+MOMENTUM = FusedUpdate(
+    "rmsprop_momentum", ("square_avg", "momentum_buffer"),
+    ("lr", "alpha", "one_minus_alpha", "eps", "momentum"), _rmsprop_momentum,
+    _SQUARE_AVG +
+    "const T b = momentum * momentum_buffer + grad / (sqrt(s) + eps);\n"
+    "momentum_buffer = b;\n"
+    "param -= lr * b;")
 
 
 class RMSprop(Optimizer):
@@ -21,6 +51,7 @@ class RMSprop(Optimizer):
 
     state_kinds = {"square_avg": ARRAY, "momentum_buffer": ARRAY}
     required_state = ("square_avg",)
+    rules = (PLAIN, MOMENTUM)
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
@@ -34,13 +65,12 @@ class RMSprop(Optimizer):
         group["weight_decay"] = non_negative(name, "weight_decay", group["weight_decay"])
         group["momentum"] = non_negative(name, "momentum", group["momentum"])
 
-    def _update(self, backend, param, grad, state, group):
-        if "square_avg" not in state:
-            state["square_avg"] = self._zeros_like(backend, param)
-        momentum = group["momentum"]
-        buf = state.get("momentum_buffer")
-        if momentum and buf is None:
-            buf = state["momentum_buffer"] = self._zeros_like(backend, param)
-        backend.rmsprop_update(param.data, grad, state["square_avg"], buf, lr=group["lr"],
-                               alpha=group["alpha"], eps=group["eps"], momentum=momentum,
-                               weight_decay=group["weight_decay"])
+    def _rule(self, group):
+        return MOMENTUM if group["momentum"] else PLAIN
+
+    def _scalars(self, group, state, fresh):
+        scalars = {"lr": group["lr"], "alpha": group["alpha"],
+                   "one_minus_alpha": 1.0 - group["alpha"], "eps": group["eps"]}
+        if group["momentum"]:
+            scalars["momentum"] = group["momentum"]
+        return scalars

@@ -1,7 +1,36 @@
-"""Stochastic gradient descent with (Nesterov) momentum."""
+"""Stochastic gradient descent with (Nesterov) momentum: the whole rule, in both forms."""
 from __future__ import annotations
 
+from tensornet.backends import FusedUpdate
+
 from .optimizer import ARRAY, Optimizer, in_range, non_negative
+
+
+def _sgd(xp, param, grad, *, lr):
+    param -= lr * grad
+
+
+def _sgd_momentum(xp, param, grad, momentum_buffer, *, lr, momentum, one_minus_dampening,
+                  nesterov, first_step):
+    if first_step:
+        momentum_buffer[...] = grad
+    else:
+        momentum_buffer *= momentum
+        momentum_buffer += one_minus_dampening * grad
+    if nesterov:
+        param -= lr * (grad + momentum * momentum_buffer)
+    else:
+        param -= lr * momentum_buffer
+
+
+PLAIN = FusedUpdate("sgd", (), ("lr",), _sgd, "param -= lr * grad;")
+MOMENTUM = FusedUpdate(
+    "sgd_momentum", ("momentum_buffer",),
+    ("lr", "momentum", "one_minus_dampening", "nesterov", "first_step"), _sgd_momentum,
+    "const T b = first_step != T(0) ? grad\n"
+    "                               : momentum * momentum_buffer + one_minus_dampening * grad;\n"
+    "momentum_buffer = b;\n"
+    "param -= lr * (nesterov != T(0) ? grad + momentum * b : b);")
 
 
 class SGD(Optimizer):
@@ -22,6 +51,7 @@ class SGD(Optimizer):
     """
 
     state_kinds = {"momentum_buffer": ARRAY}
+    rules = (PLAIN, MOMENTUM)
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
@@ -39,12 +69,12 @@ class SGD(Optimizer):
             raise ValueError(f"{name}: nesterov=True needs momentum > 0 and dampening = 0, got "
                              f"momentum={group['momentum']}, dampening={group['dampening']}")
 
-    def _update(self, backend, param, grad, state, group):
-        momentum = group["momentum"]
-        buf = state.get("momentum_buffer")
-        first_step = bool(momentum) and buf is None
-        if first_step:
-            buf = state["momentum_buffer"] = self._zeros_like(backend, param)
-        backend.sgd_update(param.data, grad, buf, lr=group["lr"], momentum=momentum,
-                           dampening=group["dampening"], nesterov=group["nesterov"],
-                           weight_decay=group["weight_decay"], first_step=first_step)
+    def _rule(self, group):
+        return MOMENTUM if group["momentum"] else PLAIN
+
+    def _scalars(self, group, state, fresh):
+        if not group["momentum"]:
+            return {"lr": group["lr"]}
+        return {"lr": group["lr"], "momentum": group["momentum"],
+                "one_minus_dampening": 1.0 - group["dampening"],
+                "nesterov": float(group["nesterov"]), "first_step": float(fresh)}

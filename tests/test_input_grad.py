@@ -1,5 +1,5 @@
-"""needs_input_grad = False on a first layer (Linear, Conv2d, DropConnect): the same
-parameter gradients, and no input gradient."""
+"""backward(grad, input_grad=False) on a first layer (Linear, Conv2d, DropConnect): the
+same parameter gradients, and no input gradient."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,11 +8,9 @@ import tensornet as tn
 from tensornet import nn
 
 
-def _model(first_needs_input_grad: bool, device):
+def _model(device):
     tn.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).to(device)
-    model[0].needs_input_grad = first_needs_input_grad
-    return model
+    return nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).to(device)
 
 
 def test_first_layer_without_input_grad(device, rng):
@@ -20,24 +18,28 @@ def test_first_layer_without_input_grad(device, rng):
     y = tn.to_device(np.array([0, 2, 1, 2]), device)
     grads = {}
     for flag in (True, False):
-        model, loss_fn = _model(flag, device), nn.CrossEntropyLoss()
+        model, loss_fn = _model(device), nn.CrossEntropyLoss()
         loss_fn(model(x), y)
-        dx = model.backward(loss_fn.backward())
+        dx = model.backward(loss_fn.backward(), input_grad=flag)
         assert (dx is None) == (not flag)
         grads[flag] = [tn.asnumpy(p.grad) for p in model.parameters()]
     for with_dx, without in zip(grads[True], grads[False]):
         np.testing.assert_array_equal(with_dx, without)
 
 
-def test_default_computes_the_input_gradient():
-    assert nn.Linear(2, 2).needs_input_grad is True
-
-
-def test_every_module_has_the_flag_on_by_default():
-    for module in (nn.ReLU(), nn.Sequential(nn.Linear(2, 2)), nn.Conv2d(1, 2, 3),
-                   nn.DropConnect(3, 2), nn.CrossEntropyLoss()):
-        assert module.needs_input_grad is True
-    assert "needs_input_grad" in nn.Module.__doc__
+def test_every_module_takes_the_argument_and_defaults_to_computing_it(rng):
+    """Layers that skip the input gradient take input_grad; the others accept it and
+    compute the gradient anyway; by default everyone computes it."""
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    for module in (nn.ReLU(), nn.Tanh(), nn.Sequential(nn.Linear(3, 3)), nn.Linear(3, 3),
+                   nn.DropConnect(3, 3)):
+        y = module(x)
+        assert module.backward(np.ones_like(y)).shape == x.shape
+        module(x)
+        dx = module.backward(np.ones_like(y), input_grad=False)
+        assert dx is None or dx.shape == x.shape
+    assert "input_grad" in nn.Module.__doc__
+    assert not hasattr(nn.Linear(2, 2), "needs_input_grad")
 
 
 def _grads_with_and_without_input_grad(build, x, y, device):
@@ -46,10 +48,9 @@ def _grads_with_and_without_input_grad(build, x, y, device):
     for flag in (True, False):
         tn.manual_seed(0)  # same weights and (DropConnect) the same masks
         model = build().to(device)
-        model[0].needs_input_grad = flag
         loss_fn = nn.CrossEntropyLoss()
         loss_fn(model(x), y)
-        dx = model.backward(loss_fn.backward())
+        dx = model.backward(loss_fn.backward(), input_grad=flag)
         out[flag] = dx, [tn.asnumpy(p.grad) for p in model.parameters()]
     return out
 
@@ -86,7 +87,7 @@ def test_dropconnect_skips_the_input_gradient(device, rng):
 
 def test_sequential_skips_leading_parameter_free_modules_and_keeps_param_grads(rng):
     """Flatten -> Linear -> ReLU -> Linear: without input grad, the parameter gradients are
-    those of the full backward, Flatten's backward is not run, and the flag is restored."""
+    those of the full backward and Flatten's backward is not run."""
     def build():
         tn.manual_seed(3)
         return nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 2))
@@ -99,9 +100,8 @@ def test_sequential_skips_leading_parameter_free_modules_and_keeps_param_grads(r
     calls = []
     lean[0].register_backward_hook(lambda *a: calls.append("flatten"))
     lean(x)
-    lean.needs_input_grad = False
-    assert lean.backward(dy) is None
-    assert calls == [] and lean[1].needs_input_grad is True
+    assert lean.backward(dy, input_grad=False) is None
+    assert calls == []
     for (name, p), (_, q) in zip(full.named_parameters(), lean.named_parameters()):
         np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
 
@@ -112,8 +112,7 @@ def test_frozen_first_layer_passes_the_flag_to_the_next_trainable_one(rng):
     seen = []
     model[2].register_backward_hook(lambda m, gin, gout: seen.append(gin))
     model(rng.standard_normal((2, 6)).astype(np.float32))
-    model.needs_input_grad = False
-    assert model.backward(np.ones((2, 3), np.float32)) is None
+    assert model.backward(np.ones((2, 3), np.float32), input_grad=False) is None
     assert seen == [None] and model[0].weight.grad is None and model[2].weight.grad is not None
 
 
@@ -137,6 +136,5 @@ def test_fit_trains_identically_with_the_skipped_input_gradient(rng):
         loss_fn(manual(x[start:start + 16]), y[start:start + 16])
         assert manual.backward(loss_fn.backward()).shape == (16, 1, 4, 4)
         opt2.step()
-    assert fitted.needs_input_grad is True
     for (name, p), (_, q) in zip(fitted.named_parameters(), manual.named_parameters()):
         np.testing.assert_allclose(p.data, q.data, rtol=1e-6, atol=1e-7, err_msg=name)

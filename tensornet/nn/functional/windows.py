@@ -1,0 +1,204 @@
+"""Generic kernels of the sliding-window layers: padding, im2col/col2im (convolution),
+max and average pooling, forward and backward.
+
+Geometry (``backends/geometry.py``): x (N, C, H, W); kernel_size (kh, kw); stride (sh, sw);
+dilation (dh, dw); padding ((top, bottom), (left, right)). The loops here run over the
+kh*kw kernel offsets only; each step moves whole arrays. Devices override single functions
+for speed (``backends/numpy.py``: same-size convolutions, the 2x2 pool; ``backends/cupy.py``:
+one kernel each).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tensornet.backends.geometry import (window_offsets, window_output_size, windows_overlap,
+                                         windows_tile)
+
+from .basic import scatter_add
+from .dispatch import kernel
+
+
+def _arange(backend, n: int):
+    return backend.asarray(np.arange(n, dtype=np.int64))
+
+
+@kernel
+def pad2d(backend, x, padding, value=0.0):
+    """``x`` (N, C, H, W) padded to (N, C, H+top+bottom, W+left+right) with ``value``;
+    ``x`` itself (no copy) when the padding is all zero."""
+    (top, bottom), (left, right) = padding
+    if not (top or bottom or left or right):
+        return x
+    n, c, h, w = x.shape
+    out = backend.full((n, c, h + top + bottom, w + left + right), value, x.dtype)
+    out[:, :, top:top + h, left:left + w] = x
+    return out
+
+
+@kernel
+def im2col(backend, x, kernel_size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):
+    """Unfold the sliding windows of ``x`` into columns for a convolution GEMM.
+
+    Args: x (N, C, H, W); kernel_size (kh, kw); stride (sh, sw); zero padding
+    ((top, bottom), (left, right)); dilation (dh, dw).
+    Returns ``cols`` of shape (C, kh, kw, N, OH, OW), C-contiguous, with
+    ``cols[c, i, j, n, oh, ow] = x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw]``.
+    ``reshape(cols, (C*kh*kw, N*OH*OW))`` is then the right operand of ONE GEMM with the
+    weight as (O, C*kh*kw): the batch is folded into the GEMM's long axis, and channel
+    groups are contiguous row blocks. Overrides must return this exact layout.
+    """
+    n, c = x.shape[0], x.shape[1]
+    oh, ow = window_output_size(x.shape, kernel_size, stride, padding, dilation)
+    xpad = backend.xp.permute_dims(pad2d(x, padding), (1, 0, 2, 3))
+    cols = backend.empty((c, kernel_size[0], kernel_size[1], n, oh, ow), x.dtype)
+    for i, j, rows, columns in window_offsets(kernel_size, stride, dilation, (oh, ow)):
+        cols[:, i, j, :, :, :] = xpad[:, :, rows, columns]
+    return cols
+
+
+@kernel
+def col2im(backend, cols, x_shape, kernel_size, stride=(1, 1), padding=((0, 0), (0, 0)),
+           dilation=(1, 1)):
+    """Adjoint of ``im2col``: fold columns back into an image, summing overlaps.
+
+    Args: cols (C, kh, kw, N, OH, OW) (or any shape with that many elements in that
+    order, e.g. (C*kh*kw, N*OH*OW)); x_shape (N, C, H, W) of the unpadded image; the
+    geometry as in ``im2col``. Returns dx (N, C, H, W) with
+    ``dx[n, c, h, w] = sum of cols[c, i, j, n, oh, ow] over oh*sh + i*dh - top == h``
+    (likewise for w); padding positions are dropped. The sums run in cols' own
+    (C, N, H, W) order, so dx may be a transposed, cropped view of that buffer.
+    """
+    xp = backend.xp
+    n, c, h, w = x_shape
+    (top, bottom), (left, right) = padding
+    oh, ow = window_output_size(x_shape, kernel_size, stride, padding, dilation)
+    cols = xp.reshape(cols, (c, kernel_size[0], kernel_size[1], n, oh, ow))
+    dx = backend.zeros((c, n, h + top + bottom, w + left + right), cols.dtype)
+    for i, j, rows, columns in window_offsets(kernel_size, stride, dilation, (oh, ow)):
+        dx[:, :, rows, columns] += cols[:, i, j, :, :, :]
+    return xp.permute_dims(dx[:, :, top:top + h, left:left + w], (1, 0, 2, 3))
+
+
+@kernel
+def max_pool2d(backend, x, kernel_size, stride, padding=((0, 0), (0, 0)), dilation=(1, 1)):
+    """Max over each window. x (N, C, H, W) -> (y, argmax), both (N, C, OH, OW).
+
+    ``argmax`` (an integer array, int32 here; overrides may pick a narrower dtype) is
+    the winning kernel offset ``i*kw + j`` of each window, the first one on ties, as
+    PyTorch. NaNs propagate to ``y``. Padding counts as -inf. Backward needs only
+    ``argmax``, which is opaque to layers: it goes back to ``max_pool2d_backward``.
+    """
+    xp = backend.xp
+    oh, ow = window_output_size(x.shape, kernel_size, stride, padding, dilation)
+    xpad = pad2d(x, padding, value=-math.inf)
+    best = argmax = None
+    for i, j, rows, columns in window_offsets(kernel_size, stride, dilation, (oh, ow)):
+        value = xpad[:, :, rows, columns]
+        if best is None:
+            best = value
+            argmax = backend.zeros(value.shape, xp.int32)
+            continue
+        argmax = xp.where(value > best, i * kernel_size[1] + j, argmax)
+        best = xp.maximum(best, value)  # the standard's maximum propagates NaN
+    return best, argmax
+
+
+@kernel
+def max_pool2d_backward(backend, grad, argmax, x_shape, kernel_size, stride,
+                        padding=((0, 0), (0, 0)), dilation=(1, 1)):
+    """Route ``grad`` (N, C, OH, OW) to each window's arg-max; returns dx (N, C, H, W).
+
+    Non-overlapping windows write each input position at most once (a select per
+    kernel offset); overlapping windows can route several gradients to one position,
+    so they accumulate through ``scatter_add``.
+    """
+    xp = backend.xp
+    n, c, h, w = x_shape
+    kh, kw = kernel_size
+    if windows_tile(x_shape, kernel_size, stride, padding, dilation):
+        oh, ow = grad.shape[2], grad.shape[3]
+        dx = backend.empty((n, c, oh, kh, ow, kw), grad.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                dx[:, :, :, i, :, j] = xp.where(argmax == i * kw + j, grad, 0.0)
+        return xp.reshape(dx, (n, c, h, w))
+    (top, bottom), (left, right) = padding
+    hp, wp = h + top + bottom, w + left + right
+    if windows_overlap(kernel_size, stride, dilation):
+        return _max_pool2d_scatter(backend, grad, argmax, x_shape, kernel_size, stride,
+                                   padding, dilation)
+    dx = backend.zeros((n, c, hp, wp), grad.dtype)
+    for i, j, rows, columns in window_offsets(kernel_size, stride, dilation, grad.shape[2:]):
+        dx[:, :, rows, columns] = xp.where(argmax == i * kw + j, grad, 0.0)
+    return dx[:, :, top:top + h, left:left + w]
+
+
+def _max_pool2d_scatter(backend, grad, argmax, x_shape, kernel_size, stride, padding,
+                        dilation):
+    xp = backend.xp
+    n, c, h, w = x_shape
+    (top, bottom), (left, right) = padding
+    hp, wp = h + top + bottom, w + left + right
+    oh, ow = grad.shape[2], grad.shape[3]
+    arg = xp.astype(argmax, xp.int64)
+    row = (xp.reshape(_arange(backend, oh), (1, 1, oh, 1)) * stride[0]
+           + (arg // kernel_size[1]) * dilation[0])
+    col = (xp.reshape(_arange(backend, ow), (1, 1, 1, ow)) * stride[1]
+           + (arg % kernel_size[1]) * dilation[1])
+    plane = xp.reshape(_arange(backend, n * c), (n, c, 1, 1)) * (hp * wp)
+    dx = backend.zeros((n, c, hp, wp), grad.dtype)
+    scatter_add(dx, plane + row * wp + col, grad)
+    return dx[:, :, top:top + h, left:left + w]
+
+
+@kernel
+def avg_pool2d(backend, x, kernel_size, stride, padding=((0, 0), (0, 0)),
+               count_include_pad=True):
+    """Mean over each window. x (N, C, H, W) -> (N, C, OH, OW).
+
+    Padding counts as zeros; with ``count_include_pad=False`` each window is divided
+    by the number of real (unpadded) positions it covers, as PyTorch.
+    """
+    xp = backend.xp
+    oh, ow = window_output_size(x.shape, kernel_size, stride, padding)
+    xpad = pad2d(x, padding)
+    total = None
+    for _, _, rows, columns in window_offsets(kernel_size, stride, (1, 1), (oh, ow)):
+        window = xpad[:, :, rows, columns]
+        if total is None:
+            total = xp.asarray(window, copy=True)
+        else:
+            total += window
+    total *= _avg_pool_scale(backend, x.shape, kernel_size, stride, padding, count_include_pad,
+                                  x.dtype)
+    return total
+
+
+@kernel
+def avg_pool2d_backward(backend, grad, x_shape, kernel_size, stride,
+                        padding=((0, 0), (0, 0)), count_include_pad=True):
+    """Spread ``grad`` (N, C, OH, OW) evenly over each window; returns dx (N, C, H, W)."""
+    n, c, h, w = x_shape
+    (top, bottom), (left, right) = padding
+    share = grad * _avg_pool_scale(backend, x_shape, kernel_size, stride, padding,
+                                   count_include_pad, grad.dtype)
+    dx = backend.zeros((n, c, h + top + bottom, w + left + right), grad.dtype)
+    for _, _, rows, columns in window_offsets(kernel_size, stride, (1, 1), grad.shape[2:]):
+        dx[:, :, rows, columns] += share
+    return dx[:, :, top:top + h, left:left + w]
+
+
+def _avg_pool_scale(backend, x_shape, kernel_size, stride, padding, count_include_pad, dtype):
+    """1 / (positions per window): a Python float, or (OH, OW) when padding is excluded."""
+    (top, bottom), (left, right) = padding
+    if count_include_pad or not (top or bottom or left or right):
+        return 1.0 / (kernel_size[0] * kernel_size[1])
+    ones = pad2d(backend.ones((1, 1) + tuple(x_shape[2:]), dtype), padding)
+    out_size = window_output_size(x_shape, kernel_size, stride, padding)
+    count = None
+    for _, _, rows, columns in window_offsets(kernel_size, stride, (1, 1), out_size):
+        window = ones[0, 0, rows, columns]
+        count = window if count is None else count + window
+    return 1.0 / count

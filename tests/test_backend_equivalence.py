@@ -1,0 +1,136 @@
+"""Every layer, loss and optimizer in float64 on the strict and PyTorch backends against
+NumPy on identical host inputs and weights (rtol 1e-10): the proof that the generic code
+and each backend's overrides are the same math.
+"""
+import numpy as np
+import pytest
+
+import tensornet as tn
+from tensornet import nn
+from tensornet.backends import get_backend
+
+from conftest import TORCH_SKIP_REASON
+from optim_reference import CONFIGS, host_problem, make_params, run
+
+OTHERS = ["strict", pytest.param("torch", marks=pytest.mark.skipif(
+    TORCH_SKIP_REASON is not None, reason=str(TORCH_SKIP_REASON)))]
+TOL = dict(rtol=1e-10, atol=1e-12)
+
+LAYERS = {  # name: (builder(device), input shape)
+    "linear": (lambda d: nn.Linear(12, 7, device=d, dtype="float64"), (5, 12)),
+    "linear_no_bias": (lambda d: nn.Linear(12, 7, bias=False, device=d, dtype="float64"),
+                       (5, 12)),
+    "conv": (lambda d: nn.Conv2d(3, 4, 3, stride=2, padding=1, device=d, dtype="float64"),
+             (2, 3, 9, 9)),
+    "conv_same": (lambda d: nn.Conv2d(2, 3, 3, padding="same", device=d, dtype="float64"),
+                  (2, 2, 6, 7)),
+    "conv_groups": (lambda d: nn.Conv2d(4, 6, 3, groups=2, dilation=2, device=d,
+                                        dtype="float64"), (2, 4, 9, 9)),
+    "maxpool": (lambda d: nn.MaxPool2d(2), (2, 3, 8, 8)),
+    "maxpool_overlap": (lambda d: nn.MaxPool2d(3, stride=1, padding=1), (2, 3, 6, 6)),
+    "avgpool": (lambda d: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+                (2, 3, 7, 7)),
+    "global_avgpool": (lambda d: nn.GlobalAvgPool2d(), (2, 3, 5, 5)),
+    "batchnorm1d": (lambda d: nn.BatchNorm1d(6, device=d, dtype="float64"), (8, 6)),
+    "batchnorm2d": (lambda d: nn.BatchNorm2d(3, device=d, dtype="float64"), (4, 3, 5, 5)),
+    "batchnorm2d_eval": (lambda d: nn.BatchNorm2d(3, device=d, dtype="float64").eval(),
+                         (4, 3, 5, 5)),
+    "layernorm": (lambda d: nn.LayerNorm((2, 3), device=d, dtype="float64"), (5, 2, 3)),
+    "flatten": (lambda d: nn.Flatten(), (2, 3, 4, 4)),
+    "activations": (lambda d: nn.Sequential(nn.ReLU(), nn.LeakyReLU(0.1), nn.ELU(), nn.Tanh(),
+                                            nn.Sigmoid(), nn.SoftPlus()), (5, 9)),
+    "softmax": (lambda d: nn.Softmax(1), (5, 9)),
+    "log_softmax": (lambda d: nn.LogSoftmax(1), (5, 9)),
+    "dropout_eval": (lambda d: nn.Dropout(0.5).eval(), (5, 9)),
+    "dropconnect_eval": (lambda d: nn.DropConnect(12, 7, device=d, dtype="float64").eval(),
+                         (5, 12)),
+    "residual": (lambda d: nn.Residual(nn.Sequential(
+        nn.Linear(12, 12, device=d, dtype="float64"), nn.ReLU())), (5, 12)),
+    "identity": (lambda d: nn.Identity(), (3, 4)),
+}
+
+
+def _layer_run(name, device, x, dy):
+    tn.manual_seed(3)
+    build, _ = LAYERS[name]
+    layer = build(device)
+    b = get_backend(device)
+    y = layer(b.asarray(x))
+    dx = layer.backward(b.asarray(dy))
+    state = {k: tn.asnumpy(v) for k, v in layer.state_dict().items()}
+    grads = {f"grad.{k}": tn.asnumpy(p.grad) for k, p in layer.named_parameters()}
+    return tn.asnumpy(y), tn.asnumpy(dx), {**state, **grads}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("device", OTHERS)
+def test_layers_match_numpy_in_float64(name, device):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(LAYERS[name][1])
+    dy = rng.standard_normal(tuple(LAYERS[name][0]("cpu")(x).shape))  # like the output
+    ref = _layer_run(name, "cpu", x, dy)
+    got = _layer_run(name, device, x, dy)
+    np.testing.assert_allclose(got[0], ref[0], **TOL)
+    np.testing.assert_allclose(got[1], ref[1], **TOL)
+    assert set(got[2]) == set(ref[2])
+    for key in ref[2]:
+        np.testing.assert_allclose(got[2][key], ref[2][key], err_msg=key, **TOL)
+    assert got[0].dtype == np.float64
+
+
+LOSSES = {
+    "cross_entropy": (lambda: nn.CrossEntropyLoss(), "labels"),
+    "cross_entropy_smoothed": (lambda: nn.CrossEntropyLoss(label_smoothing=0.2), "labels"),
+    "cross_entropy_sum": (lambda: nn.CrossEntropyLoss(reduction="sum"), "labels"),
+    "nll": (lambda: nn.NLLLoss(), "labels"),
+    "mse": (lambda: nn.MSELoss(), "values"),
+    "bce_with_logits": (lambda: nn.BCEWithLogitsLoss(), "probs"),
+}
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("device", OTHERS)
+def test_losses_match_numpy_in_float64(name, device):
+    rng = np.random.default_rng(1)
+    pred = rng.standard_normal((7, 4)) * 3.0
+    if name == "nll":
+        pred = pred - np.log(np.exp(pred).sum(1, keepdims=True))
+    target = {"labels": rng.integers(0, 4, 7), "values": rng.standard_normal((7, 4)),
+              "probs": rng.uniform(size=(7, 4))}[LOSSES[name][1]]
+    results = []
+    for dev in ("cpu", device):
+        loss = LOSSES[name][0]()
+        b = get_backend(dev)
+        value = float(loss(b.asarray(pred), b.asarray(target)))
+        results.append((value, tn.asnumpy(loss.backward(0.5))))
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-10)
+    np.testing.assert_allclose(results[1][1], results[0][1], **TOL)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("device", OTHERS)
+def test_twenty_optimizer_steps_match_numpy_in_float64(name, device):
+    cls, _, kwargs = CONFIGS[name]
+    values, grads = host_problem(np.float64, seed=21, steps=20)
+    finals = []
+    for dev in ("cpu", device):
+        params = make_params(dev, values)
+        opt = cls(params, **kwargs)
+        run(opt, params, grads, range(20))
+        finals.append([tn.asnumpy(p.data) for p in params]
+                      + [tn.asnumpy(v) for s in opt.state.values() for v in s.values()
+                         if hasattr(v, "shape")])
+    assert len(finals[0]) == len(finals[1])
+    for got, want in zip(finals[1], finals[0]):
+        np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_generic_backends_draw_the_same_masks_from_one_seed():
+    """strict and torch share the host generator's stream: one seed, the same dropout."""
+    pytest.importorskip("torch")
+    masks = []
+    for device in ("strict", "torch"):
+        backend = get_backend(device)
+        backend.seed(11)
+        masks.append(tn.asnumpy(backend.bernoulli((50, 7), 0.3)))
+    np.testing.assert_array_equal(masks[0], masks[1])
