@@ -6,6 +6,7 @@
 from . import lr_scheduler
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
+from .adamax import Adamax
 from .clip import ClipGradNorm, clip_grad_norm_, clip_grad_value_
 from .lr_scheduler import (CosineAnnealingLR, ExponentialLR, InverseTimeLR, LRScheduler,
                            StepLR)
@@ -13,7 +14,7 @@ from .optimizer import Optimizer, coupled_decay, decoupled_decay
 from .rmsprop import RMSprop
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "RMSprop", "Adagrad", "lr_scheduler",
            "LRScheduler", "StepLR", "ExponentialLR", "InverseTimeLR", "CosineAnnealingLR",
            "clip_grad_norm_", "clip_grad_value_", "ClipGradNorm", "fused_updates"]
 
