@@ -114,6 +114,8 @@ def test_cnn_model(tmp_path, capsys, fake_data):
     (["train", "--lr", "nan"], "--lr: must be positive"),
     (["train", "--epochs", "0"], "--epochs: must be positive"),
     (["train", "--val-split", "1"], "--val-split: must be in [0, 1)"),
+    (["train", "--seed", "-1"], "--seed: must be an integer in [0, 2**63), got -1"),
+    (["train", "--seed", "1.5"], "--seed: expected an integer"),
     (["train", "--device", "tpu"], "unknown device 'tpu'"),
     (["eval"], "required: --checkpoint"),
     (["frobnicate"], "invalid choice"),
