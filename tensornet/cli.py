@@ -15,13 +15,16 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
+
+from tensornet.runconfig import DATASETS, validate_config
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.01,
               "rmsprop": 1e-3, "adam": 1e-3, "adamw": 1e-3}
-DATASETS = ("fashion-mnist", "mnist", "blobs", "spirals")
 MODEL_NAMES = ("mlp", "cnn", "autoencoder")
 
 
@@ -44,6 +47,16 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
     return convert
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {text!r}")
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {text}")
+    return value
 
 
 def _fraction(text):
@@ -77,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     train.add_argument("--val-split", type=_fraction, default=0.2,
                        help="fraction of the training set held out for validation (default 0.2)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     train.add_argument("--out", default=None,
                        help="output folder (default runs/<model>-<dataset>)")
     train.add_argument("--data-dir", default=None,
@@ -110,7 +123,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.func(args)
+        return _run_quietly(args)
     except UsageError as exc:
         print(f"tensornet {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -123,6 +136,54 @@ def main(argv=None) -> int:
             raise
         print(f"tensornet {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _run_quietly(args) -> int:
+    """The command with NumPy's floating-point warnings off (TerminateOnNaN reports non-finite
+    values in words) and any other warning as one line without a file path."""
+    import numpy as np
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"tensornet {args.command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.showwarning = one_line
+        return args.func(args)
+
+
+# ---------------------------------------------------------------------- files
+OUTPUTS = ("history.json", "model.safetensors", "curves.png")
+
+
+def _check_data_dir(data_dir) -> None:
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise UsageError(f"--data-dir {data_dir}: no such folder")
+
+
+def _check_out(out: Path) -> None:
+    """Prove ``out`` writable now, not after minutes of training, leaving no trace."""
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
+    finally:
+        for folder in created:   # deepest first; the run creates them again when it saves
+            if folder.is_dir():
+                folder.rmdir()
+
+
+def _retire(out: Path, names) -> str:
+    """Rename earlier outputs this run does not replace (``x.ext`` -> ``x.previous.ext``)."""
+    moved = []
+    for name in names:
+        if (out / name).is_file():
+            stem, _, ext = name.partition(".")
+            os.replace(out / name, out / f"{stem}.previous.{ext}")
+            moved.append(f"{name} -> {stem}.previous.{ext}")
+    return f"; renamed the earlier {', '.join(moved)}" if moved else ""
 
 
 # ---------------------------------------------------------------------- data
@@ -189,6 +250,8 @@ def cmd_train(args) -> int:
     device = _device(args.device)
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     out = Path(args.out or f"runs/{args.model}-{args.dataset}")
+    _check_data_dir(args.data_dir)
+    _check_out(out)
     autoencoder = args.model == "autoencoder"
     tn.manual_seed(args.seed)
     x, y = _load_split(args.dataset, "train", args.data_dir, args.seed, autoencoder)
@@ -220,13 +283,17 @@ def cmd_train(args) -> int:
               f"({len(train_set)} train / {len(val_set) if val_set else 0} valid / {len(xt)} "
               f"test), {args.optimizer} lr={lr:g}, batch {args.batch_size}, {device}")
     start = time.perf_counter()
-    history = tn.fit(model, loss_fn, optimizer, train_loader, val_loader, epochs=args.epochs,
-                     callbacks=[tn.TerminateOnNaN()], verbose=verbose)
+    try:
+        history = tn.fit(model, loss_fn, optimizer, train_loader, val_loader,
+                         epochs=args.epochs, callbacks=[tn.TerminateOnNaN()], verbose=verbose)
+    except tn.nn.NonFiniteError as exc:
+        raise tn.nn.NonFiniteError(f"{exc}{_retire(out, OUTPUTS)}") from exc
     train_seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     history.save_json(out / "history.json")
-    if history.stop_reason and history.stop_reason.startswith("TerminateOnNaN"):
-        print(f"Training diverged; wrote {out}/history.json only", file=sys.stderr)
+    if history.stop_reason and history.stop_reason.startswith("TerminateOnNaN"):  # --quiet too
+        print(f"tensornet train: training diverged: {history.stop_reason}; wrote "
+              f"{out}/history.json only{_retire(out, OUTPUTS[1:])}", file=sys.stderr)
         return 1
     test_loader = _loader(xt, None if autoencoder else yt, 1000, device, normalize)
     test = tn.evaluate(model, loss_fn, test_loader)
@@ -241,7 +308,7 @@ def cmd_train(args) -> int:
         curves = ", curves.png"
     except ImportError:
         print("note: matplotlib is not installed, so curves.png was skipped "
-              "(pip install 'tensornet[plot]')")
+              f"(pip install 'tensornet[plot]'){_retire(out, OUTPUTS[2:])}")
         curves = ""
     print(f"Training time: {train_seconds:.1f}s; wrote {out}/history.json, "
           f"model.safetensors{curves}")
@@ -260,20 +327,21 @@ def cmd_eval(args) -> int:
     import tensornet as tn
 
     device = _device(args.device)
+    _check_data_dir(args.data_dir)
     state = tn.load(args.checkpoint)
-    config = state.get("config") if isinstance(state, dict) else None
-    if not config or "model" not in config or "model" not in state:
-        raise tn.CheckpointError(f"{args.checkpoint}: no model config in this checkpoint; it "
-                                 f"was not written by 'tensornet train'")
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise tn.CheckpointError(f"{args.checkpoint}: no 'model' entry: not a checkpoint "
+                                 f"written by 'tensornet train' or tn.save_checkpoint")
+    config = validate_config(state.get("config"), args.checkpoint)  # before building anything
     model = tn.models.build(config["model"], device=device)
     try:
         model.load_state_dict(state["model"])
     except ValueError as exc:
         raise tn.CheckpointError(f"{args.checkpoint}: {exc}") from exc
     autoencoder = config["model"]["name"] == "autoencoder"
-    xt, yt = _load_split(config["dataset"], "test", args.data_dir, config.get("seed", 0),
-                         config.get("flatten", False))
-    norm = config.get("normalize")
+    xt, yt = _load_split(config["dataset"], "test", args.data_dir, config["seed"],
+                         config["flatten"])
+    norm = config["normalize"]
     transform = tn.data.Normalize(norm["mean"], norm["std"]) if norm else None
     loss_fn = tn.nn.MSELoss() if autoencoder else tn.nn.CrossEntropyLoss()
     test = tn.evaluate(model, loss_fn, _loader(xt, None if autoencoder else yt, args.batch_size,

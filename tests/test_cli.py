@@ -15,6 +15,7 @@ from tensornet.cli import main
 from tensornet.data import datasets, write_idx
 
 from conftest import GPU_SKIP_REASON
+from fake_datasets import register_as_official
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -37,13 +38,16 @@ def fake_data(tmp_path, monkeypatch):
         write_idx(folder / f"{split}-images-idx3-ubyte.gz", images.astype(np.uint8))
         write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
     monkeypatch.setattr(datasets, "SPLIT_SIZES", {"train": 120, "test": 40})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    register_as_official(monkeypatch, folder)
     return folder
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
                     reason="Fashion-MNIST (Debian package dataset-fashion-mnist) not installed")
-def test_train_fashion_mnist_end_to_end(tmp_path, capsys):
+def test_train_fashion_mnist_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "run"
     assert main(["train", "--epochs", "2", "--out", str(out), "--data-dir", str(DEBIAN)]) == 0
     text = capsys.readouterr().out
@@ -110,6 +114,8 @@ def test_cnn_model(tmp_path, capsys, fake_data):
     (["train", "--lr", "nan"], "--lr: must be positive"),
     (["train", "--epochs", "0"], "--epochs: must be positive"),
     (["train", "--val-split", "1"], "--val-split: must be in [0, 1)"),
+    (["train", "--seed", "-1"], "--seed: must be an integer in [0, 2**63), got -1"),
+    (["train", "--seed", "1.5"], "--seed: expected an integer"),
     (["train", "--device", "tpu"], "unknown device 'tpu'"),
     (["eval"], "required: --checkpoint"),
     (["frobnicate"], "invalid choice"),
@@ -140,7 +146,9 @@ def test_runtime_failures_exit_1(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(datasets, "SYSTEM_DIR", tmp_path / "system")
     monkeypatch.setattr(datasets, "MNIST", datasets.MNIST.__class__(
         **{**datasets.MNIST.__dict__, "mirrors": ("http://127.0.0.1:9/",)}))
-    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "none")]) == 1
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "run")]) == 1
     assert "MNIST not found" in capsys.readouterr().err
 
 

@@ -20,36 +20,20 @@ from tensornet.data import (ArrayDataset, DataLoader, DatasetError, DatasetNotFo
                             Normalize, random_split, read_idx, write_idx)
 from tensornet.data import datasets
 
+from fake_datasets import isolate, write_fake_idx_folder
+
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 needs_debian = pytest.mark.skipif(not (DEBIAN / "t10k-labels-idx1-ubyte.gz").is_file(),
                                   reason="Debian package dataset-fashion-mnist not installed")
 
 
 # ---------------------------------------------------------------------- fixtures
-def _fake_idx_folder(folder: Path, n_train=50, n_test=20, seed=0):
-    """Four small, valid IDX .gz files named like the real ones."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
-        arrays[split] = (images, labels)
-    return arrays
+_fake_idx_folder = write_fake_idx_folder
 
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """No real dataset anywhere: empty cache and system folder, mirrors that refuse at once."""
-    monkeypatch.delenv("TENSORNET_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(datasets, "SYSTEM_DIR", tmp_path / "system")
-    monkeypatch.setattr(datasets, "SPLIT_SIZES", {"train": 50, "test": 20})
-    refuse = dataclasses.replace(datasets.FASHION_MNIST, mirrors=("http://127.0.0.1:9/",))
-    monkeypatch.setattr(datasets, "FASHION_MNIST", refuse)
-    return tmp_path
+    return isolate(tmp_path, monkeypatch)
 
 
 # ---------------------------------------------------------------------- IDX
@@ -112,11 +96,11 @@ def test_counts_and_labels_are_checked(isolated):
 def test_fake_dataset_loads_scaled(isolated):
     folder = isolated / "data"
     arrays = _fake_idx_folder(folder)
-    x, y = tn.data.fashion_mnist("train", root=folder)
+    x, y = tn.data.fashion_mnist("train", root=folder, verify=False)   # not the official files
     assert x.shape == (50, 1, 28, 28) and x.dtype == np.float32 and y.dtype == np.int64
     np.testing.assert_allclose(x[:, 0], arrays["train"][0] / 255.0, rtol=1e-6)
     np.testing.assert_array_equal(y, arrays["train"][1])
-    xt, yt = tn.data.mnist("test", root=folder)
+    xt, yt = tn.data.mnist("test", root=folder, verify=False)
     assert xt.shape == (20, 1, 28, 28)
     with pytest.raises(ValueError, match="split"):
         tn.data.fashion_mnist("valid", root=folder)
@@ -194,8 +178,9 @@ def test_download_verifies_sha256(isolated, monkeypatch, file_server):
 
 
 @needs_debian
-def test_real_fashion_mnist():
-    x, y = tn.data.fashion_mnist("test", root=DEBIAN)
+def test_real_fashion_mnist(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))   # the verdict cache goes here
+    x, y = tn.data.fashion_mnist("test", root=DEBIAN)      # verified against the digests
     assert x.shape == (10000, 1, 28, 28) and x.dtype == np.float32
     assert 0.0 == x.min() and x.max() == 1.0
     assert np.bincount(y).tolist() == [1000] * 10

@@ -9,13 +9,17 @@ Look-up order (the first folder holding all four files wins):
 4. otherwise download from the official mirrors into the cache, with a progress bar,
    checking each file's SHA-256 before it is moved into place.
 
+``root=`` must name an existing folder (a typo is an error, not a silent fall-back to
+another copy).
+
 Checksums: ``gz`` is the SHA-256 of the official ``.gz`` file (Fashion-MNIST: as served by
 zalandoresearch's GitHub repository and S3 bucket; MNIST: the files of the original site,
 mirrored on ossci-datasets and cvdf-datasets). ``idx`` is the SHA-256 of the decompressed
 IDX bytes, computed from the Debian package's files (Debian recompressed them, so their
 ``.gz`` bytes differ while the content is identical); a download is accepted when either
-matches. Files found locally are checked for structure (magic number, shape, counts, label
-range), not hashed.
+matches. Files found locally are checked for structure (magic number, shape, dtype, counts,
+every label in ``[0, classes)``) and then, unless ``verify=False``, against the same
+digests; the verdict is cached by (path, size, mtime, ctime), see ``integrity``.
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .idx import DatasetError, parse_idx, read_idx_bytes
+from . import integrity
+from .idx import DatasetError, decompress, parse_idx, read_file_bytes, read_idx_bytes
 
 
 class DatasetNotFoundError(DatasetError, FileNotFoundError):
@@ -113,22 +118,28 @@ def cache_dir() -> Path:
     return Path(base) / "tensornet"
 
 
-def fashion_mnist(split: str = "train", root=None, download: bool = True):
+def fashion_mnist(split: str = "train", root=None, download: bool = True,
+                  verify: bool = True):
     """Fashion-MNIST ``(x, y)``: x float32 ``(N, 1, 28, 28)`` in [0, 1], y int64 ``(N,)``.
 
     ``split`` is ``"train"`` (60,000 images) or ``"test"`` (10,000). See the module
-    docstring for where the files are looked for.
+    docstring for where the files are looked for. ``verify=False`` skips the SHA-256 check
+    (for your own files in the same format); the structure is checked regardless.
     """
-    return _load(FASHION_MNIST, split, root, download)
+    return _load(FASHION_MNIST, split, root, download, verify)
 
 
-def mnist(split: str = "train", root=None, download: bool = True):
+def mnist(split: str = "train", root=None, download: bool = True, verify: bool = True):
     """MNIST ``(x, y)``: x float32 ``(N, 1, 28, 28)`` in [0, 1], y int64 ``(N,)``."""
-    return _load(MNIST, split, root, download)
+    return _load(MNIST, split, root, download, verify)
 
 
 def find(spec: _Spec, root=None, download: bool = True) -> Path:
     """The folder holding all four files of ``spec``, downloading them when needed."""
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise DatasetNotFoundError(f"{spec.title}: root={os.fspath(root)!r} is not an existing "
+                                   f"folder (pass the folder holding the .gz files, or no root "
+                                   f"to search the usual places)")
     searched = []
     for label, folder in _candidates(spec, root):
         searched.append(f"{folder} ({label})")
@@ -166,28 +177,34 @@ def _candidates(spec: _Spec, root):
     yield "Debian package", SYSTEM_DIR / spec.name
 
 
-def _load(spec: _Spec, split: str, root, download: bool):
+def _load(spec: _Spec, split: str, root, download: bool, verify: bool):
     if split not in SPLIT_SIZES:
         raise ValueError(f"{spec.title}: split must be 'train' or 'test', got {split!r}")
     folder = find(spec, root, download)
-    images, labels = _read_pair(str(folder / spec.files[f"{split}_images"].name),
-                                str(folder / spec.files[f"{split}_labels"].name),
-                                SPLIT_SIZES[split], len(spec.classes))
+    files = (spec.files[f"{split}_images"], spec.files[f"{split}_labels"])
+    images, labels = _read_pair(str(folder / files[0].name), str(folder / files[1].name),
+                                SPLIT_SIZES[split], len(spec.classes),
+                                (spec.title, *files) if verify else None)
     x = images.reshape(images.shape[0], 1, *IMAGE_SHAPE).astype(np.float32)
     x *= np.float32(1.0 / 255.0)
     return x, labels.astype(np.int64)
 
 
-def _read_pair(image_path: str, label_path: str, count: int, num_classes: int):
-    stat = (os.stat(image_path).st_mtime_ns, os.stat(label_path).st_mtime_ns)
-    return _read_pair_cached(image_path, label_path, count, num_classes, stat)
+def _read_pair(image_path: str, label_path: str, count: int, num_classes: int, official):
+    stat = tuple(tuple(integrity.file_stamp(p)) for p in (image_path, label_path))
+    return _read_pair_cached(image_path, label_path, count, num_classes, official, stat)
 
 
 @functools.lru_cache(maxsize=4)
-def _read_pair_cached(image_path, label_path, count, num_classes, _stat):
-    """Validated uint8 images and labels, kept (read-only) so a second load is instant."""
-    images = parse_idx(read_idx_bytes(image_path), image_path, ndim=3)
-    labels = parse_idx(read_idx_bytes(label_path), label_path, ndim=1)
+def _read_pair_cached(image_path, label_path, count, num_classes, official, _stat):
+    """Validated uint8 images and labels, kept (read-only) so a second load is instant.
+
+    ``official``: ``(title, images _File, labels _File)`` to check the SHA-256 against, or
+    None."""
+    raw = {p: read_file_bytes(p) for p in (image_path, label_path)}
+    content = {p: decompress(data, p) for p, data in raw.items()}
+    images = parse_idx(content[image_path], image_path, ndim=3)
+    labels = parse_idx(content[label_path], label_path, ndim=1)
     if images.dtype != np.uint8 or images.shape[1:] != IMAGE_SHAPE:
         raise DatasetError(f"{image_path}: expected uint8 images of shape (N, 28, 28), got "
                            f"{images.dtype} {images.shape}")
@@ -197,9 +214,17 @@ def _read_pair_cached(image_path, label_path, count, num_classes, _stat):
     if labels.shape[0] != images.shape[0]:
         raise DatasetError(f"{label_path}: holds {labels.shape[0]} labels but "
                            f"{image_path} holds {images.shape[0]} images")
-    if labels.size and int(labels.max()) >= num_classes:
+    if labels.dtype != np.uint8:
+        raise DatasetError(f"{label_path}: labels must be uint8 (IDX type 0x08), the file "
+                           f"holds {labels.dtype}")
+    if labels.size and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
+        bad = int(labels.max()) if int(labels.max()) >= num_classes else int(labels.min())
         raise DatasetError(f"{label_path}: labels must be in [0, {num_classes - 1}], found "
-                           f"{int(labels.max())}")
+                           f"{bad}")
+    if official is not None:
+        title, *files = official
+        for path, spec_file in zip((image_path, label_path), files):
+            _verify_local(path, raw[path], content[path], spec_file, title)
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels
@@ -258,3 +283,18 @@ def _verify(path: str, gz_sha256: str, spec_file: _File, url: str) -> None:
             return
     raise DatasetError(f"{url}: SHA-256 mismatch (got {gz_sha256}, expected {spec_file.gz}); "
                        f"the download is damaged or the mirror serves other files")
+
+
+def _verify_local(path: str, raw: bytes, content: bytes, spec_file: _File, title: str) -> None:
+    """DatasetError unless ``path`` is the official file (hashed once, then remembered)."""
+    if integrity.is_verified(path, spec_file):
+        return
+    digest = integrity.matching_digest(raw, content, spec_file)
+    if digest is None:
+        content_digest = f" nor (decompressed) {spec_file.idx}" if spec_file.idx else ""
+        raise DatasetError(f"{path}: not the official {title} file: its SHA-256 "
+                           f"{hashlib.sha256(raw).hexdigest()} matches neither {spec_file.gz}"
+                           f"{content_digest}; it was altered, relabelled "
+                           f"or belongs to another dataset. Delete it to download the "
+                           f"official one, or pass verify=False to load your own files")
+    integrity.remember_verified(path, digest)

@@ -23,18 +23,27 @@ class DatasetError(RuntimeError):
 
 def read_idx_bytes(path) -> bytes:
     """The bytes of an IDX file, decompressed when it is gzip (told by its magic bytes)."""
-    path = os.fspath(path)
+    return decompress(read_file_bytes(path), path)
+
+
+def read_file_bytes(path) -> bytes:
+    """The file's bytes as stored (still compressed), or DatasetError naming it."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
-        if data[:2] == b"\x1f\x8b":
-            return gzip.decompress(data)
-        return data
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise DatasetError(f"{path}: the gzip stream is truncated or corrupted ({exc}); delete "
-                           f"the file and download it again") from exc
+            return f.read()
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read the file ({exc})") from exc
+        raise DatasetError(f"{os.fspath(path)}: cannot read the file ({exc})") from exc
+
+
+def decompress(data: bytes, path) -> bytes:
+    """``data`` gunzipped when it starts with gzip's magic bytes, else unchanged."""
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DatasetError(f"{os.fspath(path)}: the gzip stream is truncated or corrupted "
+                           f"({exc}); delete the file and download it again") from exc
 
 
 def parse_idx(data: bytes, path="<bytes>", ndim: int | None = None) -> np.ndarray:
