@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from tensornet import regularizers
 from tensornet.backends import DeviceError, dtype_name, get_backend
 from tensornet.callbacks import Callback, LearningRateScheduler
 from tensornet.nn.loss import NonFiniteError
@@ -125,6 +126,8 @@ def make_train_step(model, loss_fn, optimizer, backend, cuda_graph: bool = False
     ``cuda_graph=True`` (CuPy only) one replayed CUDA graph per step.
     """
     xp = backend.xp
+    # issue 16: penalties attached with tn.regularizers join the loss and the gradients
+    loss_fn = regularizers.with_penalties(loss_fn, model)
     compiled = backend.compile_step(model, loss_fn, optimizer, cuda_graph=cuda_graph)
 
     def step(xb, yb):
@@ -171,7 +174,9 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     """Train ``model`` for ``epochs`` epochs and return its History.
 
     Each epoch: one pass over ``train_loader`` (zero_grad, forward, loss, backward, step),
-    then ``evaluate`` on ``val_loader``; ``scheduler.step()`` once per epoch. With
+    then ``evaluate`` on ``val_loader``; ``scheduler.step()`` once per epoch (after every
+    step for OneCycleLR; ReduceLROnPlateau is given ``val_loss``). The reported training
+    loss includes the penalties of ``tn.regularizers`` (the validation loss does not). With
     ``verbose`` >= 1 it prints one table row per epoch and, on a terminal, a progress bar.
     ``initial_epoch`` numbers the epochs after a resumed checkpoint. ``cuda_graph=True``
     (models on a CUDA device) replays each training step as one CUDA graph.
