@@ -11,6 +11,7 @@ from .callbacks import EarlyStopping, ModelCheckpoint, TerminateOnNaN
 from .io import CheckpointError, load, load_checkpoint, save, save_checkpoint
 from .nn.gradcheck import gradcheck
 from .random import get_rng_state, manual_seed, set_rng_state
+from .summary import summary
 from .train import History, evaluate, fit, predict
 
 __version__ = "0.1.0"
@@ -21,4 +22,5 @@ __all__ = ["nn", "optim", "data", "models", "callbacks", "diagnostics", "regular
            "fit", "evaluate", "predict", "History",
            "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN",
            "save", "load", "save_checkpoint", "load_checkpoint", "CheckpointError",
+           "summary",
            "__version__"]
