@@ -6,8 +6,9 @@
 """
 from tensornet.backends import DeviceError, asnumpy, available_backends, get_backend, to_device
 
-from . import callbacks, data, diagnostics, models, nn, optim, regularizers
+from . import callbacks, data, diagnostics, models, nn, onnx, optim, regularizers
 from .callbacks import EarlyStopping, ModelCheckpoint, TerminateOnNaN
+from .dlpack import from_dlpack, to_dlpack
 from .io import CheckpointError, load, load_checkpoint, save, save_checkpoint
 from .nn.gradcheck import gradcheck
 from .random import get_rng_state, manual_seed, set_rng_state
@@ -16,11 +17,11 @@ from .train import History, evaluate, fit, predict
 
 __version__ = "0.1.0"
 
-__all__ = ["nn", "optim", "data", "models", "callbacks", "diagnostics", "regularizers",
+__all__ = ["nn", "optim", "data", "models", "callbacks", "diagnostics", "regularizers", "onnx",
            "get_backend", "available_backends", "to_device", "asnumpy", "DeviceError",
            "gradcheck", "manual_seed", "get_rng_state", "set_rng_state",
            "fit", "evaluate", "predict", "History",
            "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN",
            "save", "load", "save_checkpoint", "load_checkpoint", "CheckpointError",
-           "summary",
+           "summary", "from_dlpack", "to_dlpack",
            "__version__"]
