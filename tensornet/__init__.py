@@ -45,19 +45,23 @@ _map_source_tree_backends()
 from tensornet.backends import (DeviceError, asnumpy, available_backends,  # noqa: E402
                                 get_backend, to_device)
 
-from . import callbacks, data, diagnostics, models, nn, optim  # noqa: E402
+from . import (callbacks, data, diagnostics, models, nn, onnx, optim,  # noqa: E402
+               regularizers)
 from .callbacks import EarlyStopping, ModelCheckpoint, TerminateOnNaN
+from .dlpack import from_dlpack, to_dlpack
 from .io import CheckpointError, load, load_checkpoint, save, save_checkpoint
 from .nn.gradcheck import gradcheck
 from .random import get_rng_state, manual_seed, set_rng_state
+from .summary import summary
 from .train import History, evaluate, fit, make_train_step, predict, train_step
 
 __version__ = "0.1.0"
 
-__all__ = ["nn", "optim", "data", "models", "callbacks", "diagnostics",
+__all__ = ["nn", "optim", "data", "models", "callbacks", "diagnostics", "regularizers", "onnx",
            "get_backend", "available_backends", "to_device", "asnumpy", "DeviceError",
            "gradcheck", "manual_seed", "get_rng_state", "set_rng_state",
            "fit", "evaluate", "predict", "History", "train_step", "make_train_step",
            "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN",
            "save", "load", "save_checkpoint", "load_checkpoint", "CheckpointError",
+           "summary", "from_dlpack", "to_dlpack",
            "__version__"]

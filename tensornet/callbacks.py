@@ -176,13 +176,32 @@ class ModelCheckpoint(Callback):
 
 
 class LearningRateScheduler(Callback):
-    """Step an LR schedule (``tn.optim.StepLR`` ...) once at the end of every epoch."""
+    """Step an LR schedule (``tn.optim.StepLR`` ...) once at the end of every epoch; a
+    per-batch one (``per_batch = True``: OneCycleLR) after every step instead; one that
+    needs the monitored value (``needs_metric = True``: ReduceLROnPlateau) gets this
+    epoch's ``monitor`` (``val_loss`` by default; ``train_loss`` without validation)."""
 
-    def __init__(self, scheduler):
+    def __init__(self, scheduler, monitor: str = "val_loss"):
         if not hasattr(scheduler, "step"):
             raise TypeError(f"LearningRateScheduler expected a schedule with step(), got "
                             f"{type(scheduler).__name__}")
         self.scheduler = scheduler
+        self.monitor = monitor
+
+    def on_train_begin(self, run) -> None:
+        if getattr(self.scheduler, "needs_metric", False) and self.monitor.startswith("val_") \
+                and run.val_loader is None:
+            raise ValueError(f"{type(self.scheduler).__name__} steps on {self.monitor!r}, "
+                             f"which needs fit(..., val_loader=...); or pass "
+                             f"callbacks=[tn.callbacks.LearningRateScheduler(scheduler, "
+                             f"monitor='train_loss')]")
+
+    def on_batch_end(self, run, step, loss) -> None:
+        if getattr(self.scheduler, "per_batch", False):
+            self.scheduler.step()
 
     def on_epoch_end(self, run, logs) -> None:
-        self.scheduler.step()
+        if getattr(self.scheduler, "needs_metric", False):
+            self.scheduler.step(_monitored(type(self.scheduler).__name__, self.monitor, logs))
+        elif not getattr(self.scheduler, "per_batch", False):
+            self.scheduler.step()

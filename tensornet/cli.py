@@ -4,6 +4,7 @@
     tensornet train --model cnn --device cuda --epochs 10 --out runs/cnn
     tensornet eval --checkpoint runs/mlp-fashion-mnist/model.safetensors
     tensornet info
+    tensornet export --checkpoint runs/mlp-fashion-mnist/model.safetensors --out model.onnx
 
 Exit status: 0 success, 1 runtime failure (missing dataset, damaged checkpoint...),
 2 bad arguments. Errors are one line on stderr, without a traceback (set
@@ -72,7 +73,7 @@ def _fraction(text):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tensornet", description="Train and evaluate tensornet models.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,info}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,info,export}")
 
     train = sub.add_parser("train", help="train a model and save it with its learning curves")
     train.add_argument("--model", choices=MODEL_NAMES, default="mlp",
@@ -108,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="versions, backends, BLAS, GPU")
     info.set_defaults(func=cmd_info)
+
+    from tensornet import cli_export  # issue 16: `tensornet export` (ONNX), self-contained
+    cli_export.add_parser(sub)
     return parser
 
 

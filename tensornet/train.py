@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from tensornet import regularizers
 from tensornet.backends import DeviceError, SyncPolicy, dtype_name, get_backend
 from tensornet.callbacks import Callback, LearningRateScheduler
 from tensornet.nn.loss import NonFiniteError
@@ -221,13 +222,16 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
 
     Each epoch: one pass over ``train_loader`` (``train_step``: zero_grad, forward, loss,
     backward, gradient hooks, update), then ``evaluate`` on ``val_loader``;
-    ``scheduler.step()`` once per epoch. With ``verbose`` >= 1 it prints one table row per
-    epoch and, on a terminal, a progress bar. ``initial_epoch`` numbers the epochs after a
-    resumed checkpoint. ``cuda_graph=True`` (models on a CUDA device) replays each training
-    step as one CUDA graph. ``clip_grad_norm``: scale the gradients so that their joint
-    2-norm is at most this, every step, on the device (``tn.optim.ClipGradNorm``; no host
-    sync). ``grad_hook(model)``: your own hook between backward and the update (it runs
-    before clipping; see ``train_step``).
+    ``scheduler.step()`` once per epoch (after every step for OneCycleLR; ReduceLROnPlateau
+    is given ``val_loss``). The penalties of ``tn.regularizers`` attached to the model join
+    the gradients (a hook before any other) and the reported training loss (the validation
+    loss leaves them out). With ``verbose`` >= 1 it prints one table row per epoch and, on a
+    terminal, a progress bar. ``initial_epoch`` numbers the epochs after a resumed
+    checkpoint. ``cuda_graph=True`` (models on a CUDA device) replays each training step as
+    one CUDA graph. ``clip_grad_norm``: scale the gradients so that their joint 2-norm is at
+    most this, every step, on the device (``tn.optim.ClipGradNorm``; no host sync).
+    ``grad_hook(model)``: your own hook between backward and the update (it runs after the
+    penalties and before clipping; see ``train_step``).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
@@ -246,8 +250,9 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     run = TrainingRun(model, loss_fn, optimizer, train_loader, val_loader, scheduler, backend,
                       verbose)
     clip = ClipGradNorm(clip_grad_norm) if clip_grad_norm is not None else None
-    train = make_train_step(model, loss_fn, optimizer, grad_hook=_compose_hooks([grad_hook, clip]),
-                            cuda_graph=cuda_graph)
+    penalties = regularizers.apply if regularizers.attached(model) else None
+    hook = _compose_hooks([penalties, grad_hook, clip])
+    train = make_train_step(model, loss_fn, optimizer, grad_hook=hook, cuda_graph=cuda_graph)
     xp = backend.xp
 
     def step(xb, yb):

@@ -1,6 +1,6 @@
 """Smoke test: every example script runs end to end with --quick and writes its plots.
 
-The five scripts start together as subprocesses (one BLAS thread each: small matrices gain
+The six scripts start together as subprocesses (one BLAS thread each: small matrices gain
 nothing from more, and oversubscribed BLAS threads crawl on a busy 2-core machine), so the
 module costs about the slowest script rather than the sum.
 """
@@ -20,6 +20,7 @@ EXPECTED = {
                         "layer_stats_deep_wide_relu_normal.png",
                         "layer_stats_deep_thin_tanh_normal.png"],
     "regularization": ["regularization.png"],
+    "regularization_l1_l2": ["regularization_l1_l2.png"],
     "lr_and_weight_decay": ["lr_sweep.png", "weight_decay.png", "lr_find.png"],
     "optimizers": ["optimizers.png", "lr_schedules.png"],
     "autoencoder": ["reconstructions.png", "autoencoder_training.png"],

@@ -1,24 +1,34 @@
 """Layers, containers, losses, initialisers and the gradient checker."""
 from . import init
-from .activation import ELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, SoftPlus, Softplus, Tanh
-from .container import Residual, Sequential
-from .conv import Conv2d
-from .dropout import DropConnect, Dropout
+from .activation import (ELU, GELU, Hardtanh, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, SiLU,
+                         Softmax, SoftPlus, Softplus, Tanh)
+from .container import ModuleDict, ModuleList, Residual, Sequential
+from .conv import Conv1d, Conv2d
+from .conv_transpose import ConvTranspose2d
+from .dropout import DropConnect, Dropout, Dropout2d
+from .embedding import Embedding
 from .flatten import Flatten
 from .gradcheck import GradcheckError, gradcheck
 from .linear import Identity, Linear
-from .loss import BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, NonFiniteError
+from .loss import CrossEntropyLoss, Loss, NLLLoss, NonFiniteError
+from .loss_classification import BCELoss, BCEWithLogitsLoss, KLDivLoss, MultiMarginLoss
+from .loss_regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 from .module import Module, RemovableHandle
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .parameter import Parameter
-from .pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from .upsampling import Upsample
 
 __all__ = [
-    "init", "Module", "Parameter", "RemovableHandle", "Sequential", "Residual",
-    "Linear", "Identity", "Flatten", "Dropout", "DropConnect",
+    "init", "Module", "Parameter", "RemovableHandle", "Sequential", "Residual", "ModuleList",
+    "ModuleDict",
+    "Linear", "Identity", "Embedding", "Flatten", "Dropout", "Dropout2d", "DropConnect",
     "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "SoftPlus", "Softplus", "Softmax", "LogSoftmax",
+    "GELU", "SiLU", "Hardtanh", "PReLU",
     "Loss", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "NonFiniteError",
+    "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss", "KLDivLoss", "MultiMarginLoss",
     "gradcheck", "GradcheckError",
-    "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d",
+    "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d",
+    "AdaptiveAvgPool2d", "Upsample", "BatchNorm1d", "BatchNorm2d",
     "LayerNorm",
 ]

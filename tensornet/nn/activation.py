@@ -1,8 +1,13 @@
 """Activations. Each caches one array (its input or its output, whichever backward needs)."""
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from . import functional as F
 from .module import Module
+from .special import normal_cdf, normal_pdf
 
 
 class _Activation(Module):
@@ -176,3 +181,139 @@ class LogSoftmax(_Activation):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+class GELU(_Activation):
+    """Gaussian error linear unit (Hendrycks & Gimpel 2016), as ``torch.nn.GELU``.
+
+    ``approximate='none'``: ``x * Phi(x)`` with Phi the standard normal CDF (computed from
+    standard array calls, see ``nn.special``); ``'tanh'``:
+    ``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))``. Caches the input.
+    """
+
+    _TANH_CUBIC = 0.044715
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        xp = self._accept(x)
+        self._cache = x
+        if self.approximate == "tanh":
+            return 0.5 * x * (1.0 + xp.tanh(self._tanh_argument(x)))
+        return x * normal_cdf(xp, x)
+
+    def backward(self, grad_output):
+        x = self._require_cache(self._cache)
+        xp = self.backend.xp
+        if self.approximate == "tanh":
+            th = xp.tanh(self._tanh_argument(x))
+            du = math.sqrt(2.0 / math.pi) * (1.0 + (3.0 * self._TANH_CUBIC) * (x * x))
+            return grad_output * (0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * du)
+        return grad_output * (normal_cdf(xp, x) + x * normal_pdf(xp, x))
+
+    def _tanh_argument(self, x):
+        return math.sqrt(2.0 / math.pi) * (x + self._TANH_CUBIC * (x * x * x))
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(_Activation):
+    """``x * sigmoid(x)`` (the swish of Ramachandran et al. 2017); caches input and sigmoid."""
+
+    def forward(self, x):
+        xp = self._accept(x)
+        s = _sigmoid(xp, x)
+        self._cache = (x, s)
+        return x * s
+
+    def backward(self, grad_output):
+        x, s = self._require_cache(self._cache)
+        return grad_output * (s * (1.0 + x * (1.0 - s)))
+
+
+class Hardtanh(_Activation):
+    """``clip(x, min_val, max_val)``; the gradient passes strictly inside the interval (as
+    PyTorch). Caches the input."""
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0):
+        super().__init__()
+        self.min_val, self.max_val = float(min_val), float(max_val)
+        if not self.min_val < self.max_val:
+            raise ValueError(f"Hardtanh: min_val ({self.min_val}) must be below max_val "
+                             f"({self.max_val})")
+
+    def forward(self, x):
+        xp = self._accept(x)
+        self._cache = x
+        return xp.clip(x, self.min_val, self.max_val)
+
+    def backward(self, grad_output):
+        x = self._require_cache(self._cache)
+        inside = (x > self.min_val) & (x < self.max_val)
+        return self.backend.xp.where(inside, grad_output, 0.0)
+
+    def extra_repr(self) -> str:
+        return f"min_val={self.min_val}, max_val={self.max_val}"
+
+
+class PReLU(Module):
+    """``x`` for x > 0, ``a * x`` otherwise, with a learnable slope ``a`` (He et al. 2015).
+
+    ``weight`` has shape ``(num_parameters,)``, filled with ``init``: one slope shared by
+    every element, or one per channel (axis 1 of x (N, C, ...), ``num_parameters == C``).
+    Caches the input.
+    """
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, *, device=None,
+                 dtype=None):
+        super().__init__(device=device, dtype=dtype)
+        if (isinstance(num_parameters, bool) or not isinstance(num_parameters, int)
+                or num_parameters < 1):
+            raise ValueError(f"PReLU: num_parameters must be a positive integer, got "
+                             f"{num_parameters!r}")
+        self.num_parameters = num_parameters
+        self.init = float(init)
+        self.weight = self.new_parameter(np.full(num_parameters, self.init))
+        self._cache = None
+
+    def _slope(self, ndim: int):
+        """The weight shaped to broadcast against an ndim-dimensional input."""
+        if self.num_parameters == 1:
+            return self.weight.data
+        return self.backend.xp.reshape(self.weight.data,
+                                       (1, self.num_parameters) + (1,) * (ndim - 2))
+
+    def forward(self, x):
+        if self.num_parameters > 1:
+            self._check_input(x, expected=f"(N, {self.num_parameters}, ...)")
+            if x.ndim < 2 or x.shape[1] != self.num_parameters:
+                raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; "
+                                 f"expected (N, {self.num_parameters}, ...)")
+        else:
+            self._check_input(x)
+        self._cache = x
+        return self.backend.xp.where(x > 0, x, self._slope(x.ndim) * x)
+
+    def backward(self, grad_output):
+        x = self._require_cache(self._cache)
+        xp = self.backend.xp
+        positive = x > 0
+        if self.weight.requires_grad:
+            slope_grad = xp.where(positive, 0.0, x * grad_output)
+            if self.num_parameters == 1:
+                self.weight.accumulate_grad(xp.reshape(xp.sum(slope_grad), (1,)))
+            else:
+                axes = (0,) + tuple(range(2, x.ndim))
+                self.weight.accumulate_grad(xp.sum(slope_grad, axis=axes))
+        return xp.where(positive, grad_output, self._slope(x.ndim) * grad_output)
+
+    def clear_cache(self) -> None:
+        self._cache = None
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.num_parameters}"

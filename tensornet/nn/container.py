@@ -1,4 +1,4 @@
-"""Containers: Sequential and Residual."""
+"""Containers: Sequential, Residual, ModuleList and ModuleDict."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -136,3 +136,143 @@ class Residual(Module):
     def backward(self, grad_output, input_grad: bool = True):
         body_grad = self.body.backward(grad_output, input_grad=input_grad)
         return grad_output + body_grad if input_grad else None
+
+
+def _module(owner: str, value) -> Module:
+    if not isinstance(value, Module):
+        raise TypeError(f"{owner} holds Modules, got {type(value).__name__}")
+    return value
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters belong to the owner (``torch.nn.ModuleList``).
+
+    It registers its items as children ``0``, ``1``, ... (so ``state_dict`` keys read
+    ``blocks.0.weight``, as PyTorch), but has no forward: the owner calls the items in its
+    own ``forward`` and ``backward``. Supports ``append``, ``extend``, ``insert``, ``pop``,
+    ``len``, iteration, ``lst[i]``, ``lst[a:b]`` (a new ModuleList of the same modules),
+    ``lst[i] = module`` and ``del lst[i]``.
+    """
+
+    def __init__(self, modules=()):
+        super().__init__()
+        self.extend(modules)
+
+    def _items(self) -> list:
+        return list(self._modules.values())
+
+    def _reset(self, modules) -> None:
+        for name in list(self._modules):
+            delattr(self, name)
+        for i, module in enumerate(modules):
+            setattr(self, str(i), _module("ModuleList", module))
+
+    def append(self, module: Module) -> "ModuleList":
+        setattr(self, str(len(self._modules)), _module("ModuleList", module))
+        return self
+
+    def extend(self, modules) -> "ModuleList":
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        items = self._items()
+        items.insert(index, _module("ModuleList", module))
+        self._reset(items)
+
+    def pop(self, index: int = -1) -> Module:
+        items = self._items()
+        module = items.pop(index)
+        self._reset(items)
+        return module
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._items())
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ModuleList(self._items()[index])
+        return self._items()[index]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        items = self._items()
+        items[index] = _module("ModuleList", module)
+        self._reset(items)
+
+    def __delitem__(self, index) -> None:
+        items = self._items()
+        del items[index]
+        self._reset(items)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleList has no forward: call its modules in your own "
+                                  "Module's forward (and backward in reverse)")
+
+
+class ModuleDict(Module):
+    """Modules by name, registered as children (``torch.nn.ModuleDict``); keeps insertion
+    order. ``md[name]``, ``md[name] = module``, ``del md[name]``, ``name in md``, ``len``,
+    iteration over names, ``keys``/``values``/``items``, ``update`` and ``pop``. No forward,
+    like ModuleList."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def _check_name(self, name) -> str:
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"ModuleDict: names must be non-empty strings without '.', got "
+                           f"{name!r}")
+        if name in type(self).__dict__ or hasattr(Module, name):
+            raise KeyError(f"ModuleDict: {name!r} is an attribute of ModuleDict; pick another "
+                           f"name")
+        return name
+
+    def __getitem__(self, name: str) -> Module:
+        return self._modules[name]
+
+    def __setitem__(self, name: str, module: Module) -> None:
+        setattr(self, self._check_name(name), _module("ModuleDict", module))
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._modules:
+            raise KeyError(name)
+        delattr(self, name)
+
+    def __contains__(self, name) -> bool:
+        return name in self._modules
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(list(self._modules))
+
+    def keys(self):
+        return list(self._modules.keys())
+
+    def values(self):
+        return list(self._modules.values())
+
+    def items(self):
+        return list(self._modules.items())
+
+    def update(self, modules) -> None:
+        """Add (name, module) pairs from a mapping or an iterable of pairs."""
+        pairs = modules.items() if hasattr(modules, "items") else modules
+        for name, module in pairs:
+            self[name] = module
+
+    def pop(self, name: str) -> Module:
+        module = self[name]
+        del self[name]
+        return module
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleDict has no forward: call its modules in your own "
+                                  "Module's forward (and backward in reverse)")

@@ -1,4 +1,5 @@
-"""Conv2d: 2-D convolution as im2col + one GEMM (Caffe/Chainer style), on every backend."""
+"""Conv2d and Conv1d: convolution as im2col + one GEMM (Caffe/Chainer style), on every
+backend; ``Convolution`` holds what they and ConvTranspose2d share."""
 from __future__ import annotations
 
 import math
@@ -36,7 +37,50 @@ def check_window_fits(module: Module, x, kernel_size, stride, padding, dilation=
     return out
 
 
-class Conv2d(Module):
+class Convolution(Module):
+    """What Conv1d, Conv2d and ConvTranspose2d share: the channel and group arguments,
+    the grouped GEMM operand shapes, and the repr (subclasses list their geometry in
+    ``_repr_items`` and give ``_kernel_text``)."""
+
+    def _set_channels(self, in_channels, out_channels, groups) -> None:
+        name = type(self).__name__
+        self.in_channels = _pair(name, "in_channels", in_channels, 1)[0]
+        self.out_channels = _pair(name, "out_channels", out_channels, 1)[0]
+        self.groups = _pair(name, "groups", groups, 1)[0]
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"{name}: in_channels ({self.in_channels}) and out_channels "
+                             f"({self.out_channels}) must both be divisible by groups "
+                             f"({self.groups})")
+
+    def _grouped(self, rows: int, columns: int) -> tuple:
+        """GEMM operand shape: (rows, columns) for one group, else (groups, rows/groups,
+        columns), so that one (batched) matmul covers all groups."""
+        if self.groups == 1:
+            return rows, columns
+        return self.groups, rows // self.groups, columns
+
+    def _kernel_text(self) -> str:
+        return _format_pair(self.kernel_size)
+
+    def _repr_items(self) -> list:
+        """``"name=value"`` texts of the geometry arguments that differ from the defaults."""
+        return []
+
+    def extra_repr(self) -> str:
+        items = [f"{self.in_channels}", f"{self.out_channels}",
+                 f"kernel_size={self._kernel_text()}"] + self._repr_items()
+        if self.groups != 1:
+            items.append(f"groups={self.groups}")
+        if self.bias is None:
+            items.append("bias=False")
+        return ", ".join(items)
+
+    def _describe(self) -> str:
+        return (f"{type(self).__name__}({self.in_channels} -> {self.out_channels}, "
+                f"k={self._kernel_text()})")
+
+
+class Conv2d(Convolution):
     """2-D convolution (cross-correlation, as PyTorch) over x (N, C_in, H, W).
 
     Args:
@@ -65,26 +109,22 @@ class Conv2d(Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, *, device=None, dtype=None):
         super().__init__(device=device, dtype=dtype)
-        self.in_channels = _pair("Conv2d", "in_channels", in_channels, 1)[0]
-        self.out_channels = _pair("Conv2d", "out_channels", out_channels, 1)[0]
-        self.groups = _pair("Conv2d", "groups", groups, 1)[0]
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"Conv2d: in_channels ({self.in_channels}) and out_channels "
-                             f"({self.out_channels}) must both be divisible by groups "
-                             f"({self.groups})")
-        self.kernel_size = _pair("Conv2d", "kernel_size", kernel_size, 1)
-        self.stride = _pair("Conv2d", "stride", stride, 1)
-        self.dilation = _pair("Conv2d", "dilation", dilation, 1)
+        name = type(self).__name__
+        self._set_channels(in_channels, out_channels, groups)
+        self.kernel_size = _pair(name, "kernel_size", kernel_size, 1)
+        self.stride = _pair(name, "stride", stride, 1)
+        self.dilation = _pair(name, "dilation", dilation, 1)
         self.padding = padding
         self._pads = self._resolve_padding(padding)
         fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
-        self.weight = self.new_parameter(np.zeros((self.out_channels,
-                                                   self.in_channels // self.groups)
-                                                  + self.kernel_size))
+        self.weight = self.new_parameter(np.zeros(self._weight_shape()))
         self.bias = self.new_parameter(np.zeros(self.out_channels)) if bias else None
         self._fan_in = fan_in
         self._cols = self._x_shape = None
         self.reset_parameters()
+
+    def _weight_shape(self) -> tuple:
+        return (self.out_channels, self.in_channels // self.groups) + self.kernel_size
 
     def _resolve_padding(self, padding):
         """``padding`` -> ((top, bottom), (left, right))."""
@@ -92,17 +132,17 @@ class Conv2d(Module):
             if padding == "valid":
                 return (0, 0), (0, 0)
             if padding != "same":
-                raise ValueError(f"Conv2d: padding must be an int, a pair, 'valid' or 'same', "
-                                 f"got {padding!r}")
+                raise ValueError(f"{type(self).__name__}: padding must be an int, a pair, "
+                                 f"'valid' or 'same', got {padding!r}")
             if self.stride != (1, 1):
-                raise ValueError(f"Conv2d: padding='same' needs stride 1, got stride "
-                                 f"{self.stride}")
+                raise ValueError(f"{type(self).__name__}: padding='same' needs stride 1, got "
+                                 f"stride {self.stride}")
             pads = []
             for k, d in zip(self.kernel_size, self.dilation):
                 total = d * (k - 1)
                 pads.append((total // 2, total - total // 2))
             return tuple(pads)
-        ph, pw = _pair("Conv2d", "padding", padding, 0)
+        ph, pw = _pair(type(self).__name__, "padding", padding, 0)
         return (ph, ph), (pw, pw)
 
     def reset_parameters(self) -> None:
@@ -156,31 +196,82 @@ class Conv2d(Module):
         return F.col2im(dcols, self._x_shape, self.kernel_size, self.stride, self._pads,
                         self.dilation)
 
-    def _grouped(self, rows: int, columns: int) -> tuple:
-        """GEMM operand shape: (rows, columns) for one group, else (groups, rows/groups,
-        columns), so that one (batched) matmul covers all groups."""
-        if self.groups == 1:
-            return rows, columns
-        return self.groups, rows // self.groups, columns
-
     def clear_cache(self) -> None:
         self._cols = self._x_shape = None
 
-    def extra_repr(self) -> str:
-        text = (f"{self.in_channels}, {self.out_channels}, "
-                f"kernel_size={_format_pair(self.kernel_size)}")
+    def _repr_items(self) -> list:
+        items = []
         if self.stride != (1, 1):
-            text += f", stride={_format_pair(self.stride)}"
+            items.append(f"stride={_format_pair(self.stride)}")
         if self.padding not in (0, (0, 0), "valid"):
-            text += f", padding={self.padding!r}"
+            items.append(f"padding={self.padding!r}")
         if self.dilation != (1, 1):
-            text += f", dilation={_format_pair(self.dilation)}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
+            items.append(f"dilation={_format_pair(self.dilation)}")
+        return items
 
-    def _describe(self) -> str:
-        return (f"Conv2d({self.in_channels} -> {self.out_channels}, "
-                f"k={_format_pair(self.kernel_size)})")
+
+def _single(name: str, value, minimum: int) -> int:
+    """An int or a 1-tuple -> int, at least ``minimum``."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, (tuple, list)):
+        raise ValueError(f"Conv1d: {name} must be an int >= {minimum}, got {value!r}")
+    return _pair("Conv1d", name, value, minimum)[0]
+
+
+class Conv1d(Conv2d):
+    """1-D convolution (cross-correlation, as PyTorch) over x (N, C_in, L).
+
+    Args as ``torch.nn.Conv1d``: ``kernel_size``, ``stride``, ``dilation`` ints; ``padding``
+    an int, ``"valid"`` or ``"same"``; ``groups``; ``bias``. Weight ``(C_out, C_in/groups,
+    k)`` and bias ``(C_out,)``, PyTorch's layout and default init. Output (N, C_out, OL),
+    OL = (L + 2*padding - dilation*(k-1) - 1) // stride + 1.
+
+    It is Conv2d on a height-1 image: x is viewed as (N, C_in, 1, L) and the weight as
+    (C_out, C_in/groups, 1, k), so forward and backward (im2col, one GEMM, col2im; the
+    cached columns) are Conv2d's.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, *, device=None, dtype=None):
+        k = _single("kernel_size", kernel_size, 1)
+        pad = padding if isinstance(padding, str) else (0, _single("padding", padding, 0))
+        super().__init__(in_channels, out_channels, (1, k), (1, _single("stride", stride, 1)),
+                         pad, (1, _single("dilation", dilation, 1)), groups, bias,
+                         device=device, dtype=dtype)
+        self.padding = padding
+
+    def _weight_shape(self) -> tuple:
+        return self.out_channels, self.in_channels // self.groups, self.kernel_size[1]
+
+    def forward(self, x):
+        """x (N, C_in, L) -> y (N, C_out, OL)."""
+        expected = f"(N, {self.in_channels}, L)"
+        self._check_input(x, ndim=3, expected=expected)
+        xp = self.backend.xp
+        n, c, length = x.shape
+        (_, (left, right)), k, d = self._pads, self.kernel_size[1], self.dilation[1]
+        if c != self.in_channels or length + left + right < d * (k - 1) + 1:
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; expected "
+                             f"{expected} with L + padding at least the (dilated) kernel "
+                             f"size {d * (k - 1) + 1}")
+        y = super().forward(xp.reshape(x, (n, c, 1, length)))
+        return xp.reshape(y, (n, self.out_channels, y.shape[3]))
+
+    def backward(self, grad_output, input_grad: bool = True):
+        """grad_output (N, C_out, OL) -> dx (N, C_in, L); adds weight/bias grads."""
+        xp = self.backend.xp
+        n, c, length = grad_output.shape
+        dx = super().backward(xp.reshape(grad_output, (n, c, 1, length)), input_grad=input_grad)
+        return None if dx is None else xp.reshape(dx, (n, self.in_channels, dx.shape[3]))
+
+    def _kernel_text(self) -> str:
+        return str(self.kernel_size[1])
+
+    def _repr_items(self) -> list:
+        items = [f"stride={self.stride[1]}"] if self.stride[1] != 1 else []
+        if self.padding not in (0, (0,), "valid"):
+            items.append(f"padding={self.padding!r}")
+        if self.dilation[1] != 1:
+            items.append(f"dilation={self.dilation[1]}")
+        return items

@@ -1,4 +1,4 @@
-"""Dropout (drops activations) and DropConnect (drops weights)."""
+"""Dropout (drops activations), Dropout2d (drops channels) and DropConnect (drops weights)."""
 from __future__ import annotations
 
 from . import functional as F
@@ -23,7 +23,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        self.p = _probability("Dropout", p)
+        self.p = _probability(type(self).__name__, p)
         self._mask = None
 
     def forward(self, x):
@@ -31,13 +31,18 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
+        shape = self._mask_shape(x)
         if self.p == 1.0:
-            mask = self.backend.xp.zeros_like(x)
+            mask = self.backend.xp.zeros(shape, dtype=x.dtype)
         else:
-            mask = self.backend.bernoulli(tuple(x.shape), 1.0 - self.p, dtype=x.dtype)
+            mask = self.backend.bernoulli(shape, 1.0 - self.p, dtype=x.dtype)
             mask *= 1.0 / (1.0 - self.p)
         self._mask = mask
         return x * mask
+
+    def _mask_shape(self, x) -> tuple:
+        """The mask broadcast against x: one draw per element."""
+        return tuple(x.shape)
 
     def backward(self, grad_output):
         if not self.training or self.p == 0.0:
@@ -49,6 +54,22 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class Dropout2d(Dropout):
+    """Channel dropout (Tompson et al. 2015), as ``torch.nn.Dropout2d``: in training each
+    channel of each sample of x (N, C, H, W) is zeroed as a whole with probability ``p``
+    and the kept ones are scaled by ``1 / (1 - p)``; identity in eval mode. A 3-D input is
+    read as (N, C, L), as PyTorch. Forward caches the (N, C, 1, 1) scaled mask."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__(p)
+
+    def _mask_shape(self, x) -> tuple:
+        if x.ndim not in (3, 4):
+            raise ValueError(f"Dropout2d(p={self.p}) got input of shape {tuple(x.shape)}; "
+                             f"expected (N, C, H, W) or (N, C, L)")
+        return tuple(x.shape[:2]) + (1,) * (x.ndim - 2)
 
 
 class DropConnect(Linear):

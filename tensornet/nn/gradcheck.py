@@ -2,7 +2,10 @@
 
 ``gradcheck(module, x)`` compares ``module.backward`` with central differences of
 ``sum(v * module(x))`` for a random ``v``, on the input and on every trainable parameter.
-``gradcheck(loss_fn, (pred, target))`` does the same for a loss (gradient w.r.t. ``pred``).
+``gradcheck(loss_fn, (pred, target))`` does the same for a loss (gradient w.r.t. ``pred``;
+with ``reduction='none'`` through a random output gradient). An integer first input
+(Embedding's indices) has no gradient: backward must return None and only the parameters
+are checked.
 It runs in float64: build the module with ``dtype="float64"``. Random layers (Dropout,
 DropConnect) are checked with the generator re-seeded before every forward, so all
 evaluations share one mask.
@@ -59,23 +62,33 @@ def gradcheck(module, inputs, *, eps: float = 1e-6, atol: float = 1e-6, rtol: fl
 
     try:
         out = objective(host_inputs[0])
-        projection = np.ones_like(out) if is_loss else rng.standard_normal(out.shape)
+        # A 0-d loss is checked as itself; anything else (layers, reduction='none') through
+        # a random projection passed as the output gradient.
+        scalar_loss = is_loss and out.ndim == 0
+        projection = np.ones_like(out) if scalar_loss else rng.standard_normal(out.shape)
         for param in module.parameters():
             param.grad = None
-        if is_loss:
+        if scalar_loss:
             grad_in = module.backward()
         else:
             grad_in = module.backward(backend.asarray(projection))
-        grad_in = np.asarray(backend.to_numpy(grad_in), dtype=np.float64)
-        if grad_in.shape != host_inputs[0].shape:
-            raise GradcheckError(f"{type(module).__name__}.backward returned shape "
-                                 f"{grad_in.shape}; the input has shape {host_inputs[0].shape}")
+        if host_inputs[0].dtype.kind != "f":
+            # Integer inputs (Embedding's indices) have no gradient: only parameters are checked.
+            if grad_in is not None:
+                raise GradcheckError(f"{type(module).__name__}.backward returned a gradient "
+                                     f"for an integer input; expected None")
+        else:
+            grad_in = np.asarray(backend.to_numpy(grad_in), dtype=np.float64)
+            if grad_in.shape != host_inputs[0].shape:
+                raise GradcheckError(f"{type(module).__name__}.backward returned shape "
+                                     f"{grad_in.shape}; the input has shape "
+                                     f"{host_inputs[0].shape}")
 
-        def loss_of(x_host):
-            return float(np.sum(projection * objective(x_host)))
+            def loss_of(x_host):
+                return float(np.sum(projection * objective(x_host)))
 
-        _compare(f"{type(module).__name__} input", host_inputs[0], grad_in, loss_of,
-                 eps, atol, rtol, max_elements, directions, rng)
+            _compare(f"{type(module).__name__} input", host_inputs[0], grad_in, loss_of,
+                     eps, atol, rtol, max_elements, directions, rng)
 
         if check_params:
             for name, param in list(module.named_parameters()):

@@ -244,6 +244,22 @@ class Module:
             module.clear_cache()
         return self
 
+    def cpu(self):
+        """``to("cpu")``: move to the host (NumPy)."""
+        return self.to("cpu")
+
+    def cuda(self, index: int | None = None):
+        """``to("cuda")`` or ``to(f"cuda:{index}")`` (needs CuPy and a GPU)."""
+        return self.to("cuda" if index is None else f"cuda:{int(index)}")
+
+    def double(self):
+        """``to(dtype="float64")``: cast parameters, gradients and float buffers."""
+        return self.to(dtype="float64")
+
+    def float(self):
+        """``to(dtype="float32")``."""
+        return self.to(dtype="float32")
+
     def clear_cache(self) -> None:
         """Forget what forward cached for backward (subclasses list their cache attributes)."""
 

@@ -47,6 +47,13 @@ class Parameter:
             return self._grad_slot
         return None
 
+    # DLPack: ``torch.from_dlpack(param)`` (or CuPy's, JAX's) shares ``data``'s memory.
+    def __dlpack__(self, *args, **kwargs):
+        return self.data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
     def accumulate_grad(self, grad) -> None:
         """Add ``grad`` into ``.grad``; the first call after ``zero_grad`` takes ``grad`` itself.
 

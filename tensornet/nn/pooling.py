@@ -1,10 +1,13 @@
-"""Pooling: MaxPool2d, AvgPool2d and GlobalAvgPool2d over (N, C, H, W).
+"""Pooling: MaxPool2d, AvgPool2d, GlobalAvgPool2d and AdaptiveAvgPool2d over (N, C, H, W).
 
-The window math lives in ``tensornet.nn.functional`` (``max_pool2d``, ``avg_pool2d`` and
-their backwards), which devices override; these layers check arguments and inputs and keep
-the caches.
+The window math lives in the backend (``max_pool2d``, ``avg_pool2d`` and their backwards),
+so devices can override it; these layers check arguments and inputs and keep the caches.
 """
 from __future__ import annotations
+
+import numpy as np
+
+from tensornet.backends import dtype_name
 
 from . import functional as F
 from .conv import _format_pair, _pair, check_window_fits
@@ -69,14 +72,15 @@ class MaxPool2d(_Pool2d):
         self._accept(x)
         self._argmax = None
         y, self._argmax = F.max_pool2d(x, self.kernel_size, self.stride, self._pads,
-                                       self.dilation)
+                                                  self.dilation)
         self._x_shape = tuple(x.shape)
         return y
 
     def backward(self, grad_output):
         argmax = self._require_cache(self._argmax)
-        return F.max_pool2d_backward(grad_output, argmax, self._x_shape, self.kernel_size,
-                                     self.stride, self._pads, self.dilation)
+        return F.max_pool2d_backward(grad_output, argmax, self._x_shape,
+                                                self.kernel_size, self.stride, self._pads,
+                                                self.dilation)
 
     def clear_cache(self) -> None:
         self._argmax = self._x_shape = None
@@ -98,12 +102,12 @@ class AvgPool2d(_Pool2d):
         self._accept(x)
         self._x_shape = tuple(x.shape)
         return F.avg_pool2d(x, self.kernel_size, self.stride, self._pads,
-                            self.count_include_pad)
+                                       self.count_include_pad)
 
     def backward(self, grad_output):
         x_shape = self._require_cache(self._x_shape)
-        return F.avg_pool2d_backward(grad_output, x_shape, self.kernel_size, self.stride,
-                                     self._pads, self.count_include_pad)
+        return F.avg_pool2d_backward(grad_output, x_shape, self.kernel_size,
+                                                self.stride, self._pads, self.count_include_pad)
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
@@ -135,3 +139,75 @@ class GlobalAvgPool2d(Module):
 
     def extra_repr(self) -> str:
         return "keepdims=True" if self.keepdims else ""
+
+
+class _SeparableResample2d(Module):
+    """Layers whose output is ``A_h @ x @ A_w.T`` for small per-axis matrices A (an
+    adaptive mean, a nearest-neighbour upsampling): x (N, C, H, W) -> (N, C, OH, OW) with
+    ``A_h`` (OH, H) and ``A_w`` (OW, W); backward is ``A_h.T @ dy @ A_w``. The matrices are
+    built on the host by ``_axis_matrix`` (subclasses) and kept per input size, dtype and
+    device; an axis whose matrix would be the identity is skipped. Forward caches the
+    matrices it used."""
+
+    def __init__(self):
+        super().__init__()
+        self._matrices = {}
+        self._cache = None
+
+    def _axis_matrix(self, axis: int, in_size: int):
+        """Host (out, in) float64 matrix for spatial axis 0 (H) or 1 (W), or None for the
+        identity."""
+        raise NotImplementedError
+
+    def forward(self, x):
+        _accept_image(self, x)
+        key = (tuple(x.shape[2:]), dtype_name(x.dtype), self.backend.device)
+        if key not in self._matrices:
+            self._matrices[key] = tuple(
+                None if m is None else self.backend.asarray(m.astype(dtype_name(x.dtype)))
+                for m in (self._axis_matrix(0, x.shape[2]), self._axis_matrix(1, x.shape[3])))
+        a_h, a_w = self._cache = self._matrices[key]
+        matmul, xp = F.matmul, self.backend.xp
+        y = x if a_h is None else matmul(a_h, x)
+        return y if a_w is None else matmul(y, xp.matrix_transpose(a_w))
+
+    def backward(self, grad_output):
+        a_h, a_w = self._require_cache(self._cache)
+        matmul, xp = F.matmul, self.backend.xp
+        dx = grad_output if a_h is None else matmul(xp.matrix_transpose(a_h), grad_output)
+        return dx if a_w is None else matmul(dx, a_w)
+
+    def clear_cache(self) -> None:
+        self._cache = None
+        self._matrices = {}
+
+
+class AdaptiveAvgPool2d(_SeparableResample2d):
+    """Mean over ``output_size`` bins, as ``torch.nn.AdaptiveAvgPool2d``: x (N, C, H, W) ->
+    (N, C, OH, OW). ``output_size`` is an int or an (OH, OW) pair, None keeping that size.
+
+    Bin i along H covers rows ``floor(i*H/OH)`` to ``ceil((i+1)*H/OH) - 1`` (bins may
+    overlap when OH does not divide H, as PyTorch). A bin's mean is separable, so the whole
+    pool is ``A_h @ x @ A_w.T`` with A holding 1/bin-length inside each bin.
+    """
+
+    def __init__(self, output_size):
+        super().__init__()
+        sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
+        if len(sizes) != 2 or any(s is not None and (isinstance(s, bool) or not isinstance(s, int)
+                                                     or s < 1) for s in sizes):
+            raise ValueError(f"AdaptiveAvgPool2d: output_size must be a positive int or a pair "
+                             f"of positive ints (or None), got {output_size!r}")
+        self.output_size = tuple(sizes)
+
+    def _axis_matrix(self, axis, in_size):
+        out = self.output_size[axis]
+        if out is None or out == in_size:
+            return None
+        bins = np.arange(out)[:, None]
+        start, end = (bins * in_size) // out, -((-(bins + 1) * in_size) // out)
+        position = np.arange(in_size)[None, :]
+        return ((position >= start) & (position < end)) / (end - start)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"

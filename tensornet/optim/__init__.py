@@ -8,14 +8,17 @@ from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
 from .clip import ClipGradNorm, clip_grad_norm_, clip_grad_value_
-from .lr_scheduler import (CosineAnnealingLR, ExponentialLR, InverseTimeLR, LRScheduler,
-                           StepLR)
+from .lr_scheduler import (CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR,
+                           InverseTimeLR, LambdaLR, LinearLR, LRScheduler, MultiStepLR,
+                           OneCycleLR, ReduceLROnPlateau, SequentialLR, StepLR)
 from .optimizer import Optimizer, coupled_decay, decoupled_decay
 from .rmsprop import RMSprop
 from .sgd import SGD
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "RMSprop", "Adagrad", "lr_scheduler",
            "LRScheduler", "StepLR", "ExponentialLR", "InverseTimeLR", "CosineAnnealingLR",
+           "MultiStepLR", "LambdaLR", "LinearLR", "CosineAnnealingWarmRestarts", "OneCycleLR",
+           "SequentialLR", "ReduceLROnPlateau",
            "clip_grad_norm_", "clip_grad_value_", "ClipGradNorm", "fused_updates"]
 
 

@@ -7,11 +7,17 @@ to the next epoch and writes that value into each parameter group's ``"lr"``::
     for epoch in range(epochs):
         train_one_epoch(...)          # optimizer.step() per batch
         scheduler.step()
+
+Each matches ``torch.optim.lr_scheduler``'s sequence of the same name step for step (up
+to rounding: PyTorch multiplies the previous lr where these evaluate the closed form).
+OneCycleLR (stepped per batch) lives in ``lr_one_cycle.py`` and ReduceLROnPlateau (driven
+by a monitored value) in ``lr_plateau.py``; both are re-exported here.
 """
 from __future__ import annotations
 
 import math
 import numbers
+from bisect import bisect_right
 from collections.abc import Mapping
 
 from .optimizer import Optimizer, non_negative, real
@@ -83,9 +89,14 @@ class LRScheduler:
         self._apply()
 
     def _apply(self) -> None:
-        self._last_lr = [self.lr_at(base, self.last_epoch) for base in self.base_lrs]
+        self._last_lr = [self._group_lr(i, base, self.last_epoch)
+                         for i, base in enumerate(self.base_lrs)]
         for group, lr in zip(self.optimizer.param_groups, self._last_lr):
             group["lr"] = lr
+
+    def _group_lr(self, index: int, base_lr: float, epoch: int) -> float:
+        """The lr of parameter group ``index`` (``lr_at`` unless a schedule is per group)."""
+        return self.lr_at(base_lr, epoch)
 
     def get_last_lr(self) -> list[float]:
         """The lrs of the current epoch, one per parameter group."""
@@ -206,3 +217,151 @@ class CosineAnnealingLR(LRScheduler):
     def lr_at(self, base_lr, epoch):
         cosine = (1.0 + math.cos(math.pi * epoch / self.T_max)) / 2.0
         return self.eta_min + (base_lr - self.eta_min) * cosine
+
+
+def _milestones(owner: str, values, strictly_increasing: bool) -> list[int]:
+    """A list of positive int epochs, sorted (and without repeats when strictly)."""
+    values = list(values)
+    for v in values:
+        _positive_int(owner, "milestones[i]", v)
+    values = [int(v) for v in values]
+    ordered = sorted(values)
+    if strictly_increasing and (values != ordered or len(set(values)) != len(values)):
+        raise ValueError(f"{owner}: milestones must be strictly increasing, got {values}")
+    return ordered
+
+
+class MultiStepLR(LRScheduler):
+    """``lr = base_lr * gamma ** (number of milestones <= epoch)``: decay by ``gamma`` at
+    each milestone epoch (a repeated milestone decays twice, as PyTorch)."""
+
+    hyper = ("milestones", "gamma")
+
+    def __init__(self, optimizer, milestones, gamma: float = 0.1, last_epoch: int = -1):
+        self.milestones, self.gamma = milestones, gamma
+        super().__init__(optimizer, last_epoch)
+
+    def _check(self, values):
+        values["milestones"] = _milestones("MultiStepLR", values["milestones"], False)
+        values["gamma"] = _positive("MultiStepLR", "gamma", values["gamma"])
+
+    def lr_at(self, base_lr, epoch):
+        return base_lr * self.gamma ** bisect_right(self.milestones, epoch)
+
+
+class LambdaLR(LRScheduler):
+    """``lr = base_lr * lr_lambda(epoch)``; ``lr_lambda`` is a function of the epoch or a
+    list of them, one per parameter group. The functions are not saved by ``state_dict``
+    (only the epoch and base lrs): rebuild the schedule with them before loading."""
+
+    def __init__(self, optimizer, lr_lambda, last_epoch: int = -1):
+        groups = len(optimizer.param_groups) if isinstance(optimizer, Optimizer) else 0
+        lambdas = list(lr_lambda) if isinstance(lr_lambda, (list, tuple)) else [lr_lambda] * groups
+        if len(lambdas) != groups or not all(callable(f) for f in lambdas):
+            raise ValueError(f"LambdaLR: lr_lambda must be a function or a list of "
+                             f"{groups} functions (one per parameter group), got {lr_lambda!r}")
+        self.lr_lambdas = lambdas
+        super().__init__(optimizer, last_epoch)
+
+    def _check(self, values):
+        pass
+
+    def _group_lr(self, index, base_lr, epoch):
+        return base_lr * real("LambdaLR", "lr_lambda(epoch)", self.lr_lambdas[index](epoch))
+
+
+class LinearLR(LRScheduler):
+    """Linear warm-up (or decay) of the factor: ``lr = base_lr * (start_factor +
+    (end_factor - start_factor) * min(epoch, total_iters) / total_iters)``, then constant."""
+
+    hyper = ("start_factor", "end_factor", "total_iters")
+
+    def __init__(self, optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
+                 total_iters: int = 5, last_epoch: int = -1):
+        self.start_factor, self.end_factor = start_factor, end_factor
+        self.total_iters = total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def _check(self, values):
+        start = real("LinearLR", "start_factor", values["start_factor"])
+        end = real("LinearLR", "end_factor", values["end_factor"])
+        if not 0.0 < start <= 1.0 or not 0.0 <= end <= 1.0:
+            raise ValueError(f"LinearLR: start_factor must be in (0, 1] and end_factor in "
+                             f"[0, 1], got {start} and {end}")
+        values["start_factor"], values["end_factor"] = start, end
+        values["total_iters"] = _positive_int("LinearLR", "total_iters", values["total_iters"])
+
+    def lr_at(self, base_lr, epoch):
+        progress = min(epoch, self.total_iters) / self.total_iters
+        return base_lr * (self.start_factor + (self.end_factor - self.start_factor) * progress)
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    """SGDR, Loshchilov & Hutter (ICLR 2017): cosine annealing restarted every cycle,
+    the first ``T_0`` epochs long and each next one ``T_mult`` times longer:
+    ``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2`` with T_cur the
+    epochs since the last restart and T_i the current cycle length."""
+
+    hyper = ("T_0", "T_mult", "eta_min")
+
+    def __init__(self, optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
+                 last_epoch: int = -1):
+        self.T_0, self.T_mult, self.eta_min = T_0, T_mult, eta_min
+        super().__init__(optimizer, last_epoch)
+
+    def _check(self, values):
+        name = "CosineAnnealingWarmRestarts"
+        values["T_0"] = _positive_int(name, "T_0", values["T_0"])
+        values["T_mult"] = _positive_int(name, "T_mult", values["T_mult"])
+        values["eta_min"] = non_negative(name, "eta_min", values["eta_min"])
+
+    def cycle(self, epoch: int) -> tuple[int, int]:
+        """(T_cur, T_i) at ``epoch``: integer arithmetic, exact at every restart."""
+        t_cur, t_i = epoch, self.T_0
+        while t_cur >= t_i:
+            t_cur -= t_i
+            t_i *= self.T_mult
+        return t_cur, t_i
+
+    def lr_at(self, base_lr, epoch):
+        t_cur, t_i = self.cycle(epoch)
+        return self.eta_min + (base_lr - self.eta_min) * (1.0 + math.cos(math.pi * t_cur / t_i)) / 2
+
+
+class SequentialLR(LRScheduler):
+    """Schedules one after another (e.g. LinearLR warm-up, then CosineAnnealingLR):
+    ``schedulers[i]`` runs from ``milestones[i-1]`` (its own epoch 0 there) until
+    ``milestones[i]``. All must drive ``optimizer``; ``state_dict`` holds the epoch, the base
+    lrs and the milestones (rebuild the inner schedules before loading)."""
+
+    hyper = ("milestones",)
+
+    def __init__(self, optimizer, schedulers, milestones, last_epoch: int = -1):
+        schedulers = list(schedulers)
+        for i, scheduler in enumerate(schedulers):
+            if not isinstance(scheduler, LRScheduler) or scheduler.optimizer is not optimizer:
+                raise ValueError(f"SequentialLR: schedulers[{i}] must be an epoch schedule "
+                                 f"(StepLR, LinearLR, ...) of the same optimizer, got "
+                                 f"{type(scheduler).__name__}")
+        if not schedulers or len(list(milestones)) != len(schedulers) - 1:
+            raise ValueError(f"SequentialLR: needs one milestone fewer than schedulers, got "
+                             f"{len(schedulers)} schedulers and milestones {list(milestones)}")
+        self.schedulers = schedulers
+        self.milestones = milestones
+        super().__init__(optimizer, last_epoch)
+
+    def _check(self, values):
+        values["milestones"] = _milestones("SequentialLR", values["milestones"], True)
+
+    def _apply(self) -> None:
+        index = bisect_right(self.milestones, self.last_epoch)
+        scheduler = self.schedulers[index]
+        scheduler.last_epoch = self.last_epoch - (self.milestones[index - 1] if index else 0)
+        scheduler._apply()
+        self._last_lr = scheduler.get_last_lr()
+
+
+# Per-batch and metric-driven schedules, here too so that ``lr_scheduler.OneCycleLR``
+# works as in PyTorch (they import LRScheduler from this module, hence the late import).
+from .lr_one_cycle import OneCycleLR  # noqa: E402, F401
+from .lr_plateau import ReduceLROnPlateau  # noqa: E402, F401

@@ -1,0 +1,178 @@
+"""More classification losses: BCEWithLogitsLoss, BCELoss (on probabilities), KLDivLoss
+and MultiMarginLoss (PyTorch's). CrossEntropyLoss and NLLLoss live in ``loss.py``.
+
+Every reduction of ``Loss`` applies; KLDivLoss defaults to ``"batchmean"``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import functional as F
+from .loss import Loss, host_weight, per_sample
+
+# PyTorch clamps the BCE gradient's denominator at 1e-12 held as a float32
+_BCE_GRAD_EPS = float(np.float32(1e-12))
+
+
+class BCEWithLogitsLoss(Loss):
+    """Binary cross-entropy on logits; targets in [0, 1] of the logits' shape.
+
+    ``max(x, 0) - x * t + log(1 + exp(-|x|))`` stays finite for any logits.
+    Caches the logits and targets."""
+
+    def forward(self, logits, target):
+        self._accept_pred(logits)
+        self._accept_target(target, tuple(logits.shape), "values")
+        xp = self.backend.xp
+        per_element = (xp.maximum(logits, 0.0) - logits * target
+                       + xp.log1p(xp.exp(-xp.abs(logits))))
+        self._cache = (logits, target)
+        return self._reduce(per_element)
+
+    def backward(self, grad_output=None):
+        logits, target = self._require_cache(self._cache)
+        xp = self.backend.xp
+        grad = 0.5 * (xp.tanh(0.5 * logits) + 1.0) - target
+        grad *= self._upstream(grad_output)
+        return grad
+
+
+class BCELoss(Loss):
+    """Binary cross-entropy on probabilities ``p`` in [0, 1], as ``torch.nn.BCELoss``:
+    ``-w * (t * log(p) + (1 - t) * log(1 - p))`` with both logs clamped at -100, so p = 0
+    or 1 gives a finite loss (PyTorch's choice). ``weight``: an array broadcasting against
+    the predictions (e.g. one weight per sample, shape (N, 1)). The gradient is
+    ``w * (p - t) / max(p (1 - p), 1e-12)``. Prefer BCEWithLogitsLoss on logits (stabler).
+    On CPU, probabilities outside [0, 1] raise an error. Caches p, t and the weight.
+    """
+
+    def __init__(self, weight=None, reduction: str = "mean", check: bool | None = None):
+        super().__init__(reduction, check)
+        self.weight = host_weight("BCELoss", weight, per_class=False)
+
+    def forward(self, probs, target):
+        self._accept_pred(probs)
+        self._accept_target(target, tuple(probs.shape), "values")
+        xp = self.backend.xp
+        if self._checks_on() and not bool(xp.all((probs >= 0.0) & (probs <= 1.0))):
+            raise ValueError(f"BCELoss expects probabilities in [0, 1] (e.g. after Sigmoid), "
+                             f"got values from {float(xp.min(probs))} to {float(xp.max(probs))};"
+                             f" for logits use BCEWithLogitsLoss")
+        weight = None if self.weight is None else self._device_constant("weight", self.weight,
+                                                                          probs.dtype)
+        # log(p) and log(1 - p) clamped at -100; where p is 0 (or 1) the log is not taken
+        inside, below_one = probs > 0.0, probs < 1.0
+        log_p = xp.where(inside, xp.maximum(xp.log(xp.where(inside, probs, 1.0)), -100.0),
+                         -100.0)
+        log_q = xp.where(below_one, xp.maximum(xp.log1p(xp.where(below_one, -probs, 0.0)),
+                                               -100.0), -100.0)
+        per_element = -(target * log_p + (1.0 - target) * log_q)
+        if weight is not None:
+            per_element = per_element * weight
+        self._cache = (probs, target, weight)
+        return self._reduce(per_element)
+
+    def backward(self, grad_output=None):
+        probs, target, weight = self._require_cache(self._cache)
+        xp = self.backend.xp
+        grad = (probs - target) / xp.maximum(probs * (1.0 - probs), _BCE_GRAD_EPS)
+        if weight is not None:
+            grad = grad * weight
+        grad *= self._upstream(grad_output)
+        return grad
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text if self.weight is None else text + f", weight={self.weight.tolist()}"
+
+
+class KLDivLoss(Loss):
+    """Kullback-Leibler divergence ``KL(target || input)``, as ``torch.nn.KLDivLoss``.
+
+    ``input``: log-probabilities (e.g. LogSoftmax output). ``target``: probabilities, or
+    log-probabilities with ``log_target=True``. Per element: ``t * (log t - input)`` (0
+    where t = 0), or ``exp(t) * (t - input)`` for log targets. The default reduction is
+    ``"batchmean"`` (the sum over a sample's classes, averaged over the batch: the true
+    divergence per sample). PyTorch still defaults to ``"mean"`` (over every element) and
+    warns that it will switch; pass ``reduction="mean"`` for that. Caches the target's
+    weight ``t`` (or ``exp(t)``), which is minus the gradient.
+    """
+
+    def __init__(self, reduction: str = "batchmean", log_target: bool = False,
+                 check: bool | None = None):
+        super().__init__(reduction, check)
+        self.log_target = bool(log_target)
+
+    def forward(self, log_probs, target):
+        self._accept_pred(log_probs)
+        self._accept_target(target, tuple(log_probs.shape), "values")
+        xp = self.backend.xp
+        if self.log_target:
+            probs = xp.exp(target)
+            per_element = probs * (target - log_probs)
+        else:
+            probs = target
+            positive = target > 0
+            log_target = xp.log(xp.where(positive, target, 1.0))
+            per_element = xp.where(positive, target * log_target, 0.0) - target * log_probs
+        self._cache = probs
+        return self._reduce(per_element)
+
+    def backward(self, grad_output=None):
+        probs = self._require_cache(self._cache)
+        return probs * -self._upstream(grad_output)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", log_target=True" if self.log_target else "")
+
+
+class MultiMarginLoss(Loss):
+    """The multiclass hinge (Weston & Watkins / Crammer-Singer style SVM loss), as
+    ``torch.nn.MultiMarginLoss(p=1, margin=1.0, weight=None)``.
+
+    Scores x (N, C), integer labels y (N,): sample n's loss is
+    ``w[y_n] / C * sum_{i != y_n} max(0, margin - x[n, y_n] + x[n, i]) ** p`` with p 1 or 2
+    and w the optional per-class weight (C,). ``"mean"`` averages over the N samples.
+    Caches the one-hot target and the hinge slopes.
+    """
+
+    def __init__(self, p: int = 1, margin: float = 1.0, weight=None, reduction: str = "mean",
+                 check: bool | None = None):
+        super().__init__(reduction, check)
+        if p not in (1, 2) or isinstance(p, bool):
+            raise ValueError(f"MultiMarginLoss: p must be 1 or 2, got {p!r}")
+        self.p, self.margin = p, float(margin)
+        self.weight = host_weight("MultiMarginLoss", weight, per_class=True)
+
+    def forward(self, scores, labels):
+        self._accept_pred(scores, ndim=2, expected="scores of shape (N, C)")
+        shape = tuple(scores.shape)
+        self._accept_target(labels, shape, "labels")
+        xp = self.backend.xp
+        n, c = shape
+        onehot = F.one_hot(labels, c, scores.dtype)
+        true_score = xp.sum(onehot * scores, axis=1, keepdims=True)
+        hinge = xp.where(onehot > 0, 0.0, xp.maximum(self.margin - true_score + scores, 0.0))
+        scale = xp.full((n, 1), 1.0 / c, dtype=scores.dtype)
+        if self.weight is not None:
+            if self.weight.shape != (c,):
+                raise ValueError(f"MultiMarginLoss: weight has shape {self.weight.shape} for "
+                                 f"{c} classes; expected ({c},)")
+            weight = self._device_constant("weight", self.weight, scores.dtype)
+            scale = scale * xp.sum(onehot * weight, axis=1, keepdims=True)
+        if self.p == 1:
+            slopes, per_class = xp.astype(hinge > 0, scores.dtype), hinge
+        else:
+            slopes, per_class = 2.0 * hinge, hinge * hinge
+        slopes = slopes * scale
+        # d/dx[i] is the slope of term i; d/dx[y] minus the sum of all of them
+        self._cache = slopes - onehot * xp.sum(slopes, axis=1, keepdims=True)
+        return self._reduce(xp.sum(per_class * scale, axis=1))
+
+    def backward(self, grad_output=None):
+        grad = self._require_cache(self._cache)
+        return grad * per_sample(self._upstream(grad_output))
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr() + f", p={self.p}, margin={self.margin}"
+        return text if self.weight is None else text + f", weight={self.weight.tolist()}"

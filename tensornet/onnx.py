@@ -1,0 +1,294 @@
+"""Export tensornet models to ONNX (``pip install 'tensornet[export]'``: onnx; onnxruntime
+runs the file).
+
+    tn.onnx.export(model, example_input, "model.onnx")
+
+Sequential models (nested ones too) of: Linear, DropConnect (its eval weight), Conv1d,
+Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d, AdaptiveAvgPool2d,
+Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, Embedding, Flatten,
+Identity, Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU,
+LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU.
+The graph computes what the model computes in eval mode, with the batch axis dynamic.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tensornet import nn
+from tensornet.backends import asnumpy, dtype_name, get_backend
+from tensornet.summary import run_with_hooks
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 17  # LayerNormalization; Clip, Gather, pads and dilations as used here
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as exc:
+        raise RuntimeError("ONNX export needs the onnx package: pip install 'tensornet[export]' "
+                           "(or pip install onnx)") from exc
+    return onnx
+
+
+class _Graph:
+    """Nodes and initializers being built; names are made unique by a counter."""
+
+    def __init__(self, onnx, dtype: str):
+        self.onnx, self.helper = onnx, onnx.helper
+        self.dtype = dtype
+        self.nodes, self.initializers = [], []
+        self._count = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def constant(self, value, hint: str, dtype: str | None = None) -> str:
+        name = self.name(hint)
+        array = np.asarray(asnumpy(value) if hasattr(value, "__array_namespace__") else value)
+        array = array.astype(dtype or self.dtype)
+        self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
+        return name
+
+    def node(self, op: str, inputs, hint: str | None = None, **attributes) -> str:
+        out = self.name(hint or op.lower())
+        self.nodes.append(self.helper.make_node(op, list(inputs), [out], name=out,
+                                                **attributes))
+        return out
+
+
+def _window_attributes(kernel, stride, pads, dilation=None) -> dict:
+    """ONNX's pads list begins with every axis' start, then every axis' end."""
+    attributes = {"kernel_shape": list(kernel), "strides": list(stride),
+                  "pads": [p[0] for p in pads] + [p[1] for p in pads]}
+    if dilation is not None:
+        attributes["dilations"] = list(dilation)
+    return attributes
+
+
+def _conv(g, m, x, shapes):
+    if isinstance(m, nn.Conv1d):
+        kernel, stride, dilation = m.kernel_size[1:], m.stride[1:], m.dilation[1:]
+        pads = m._pads[1:]
+    else:
+        kernel, stride, dilation, pads = m.kernel_size, m.stride, m.dilation, m._pads
+    inputs = [x, g.constant(m.weight.data, "weight")]
+    if m.bias is not None:
+        inputs.append(g.constant(m.bias.data, "bias"))
+    return g.node("Conv", inputs, group=m.groups, **_window_attributes(kernel, stride, pads,
+                                                                      dilation))
+
+
+def _conv_transpose(g, m, x, shapes):
+    inputs = [x, g.constant(m.weight.data, "weight")]
+    if m.bias is not None:
+        inputs.append(g.constant(m.bias.data, "bias"))
+    attributes = _window_attributes(m.kernel_size, m.stride, [(p, p) for p in m.padding],
+                                    m.dilation)
+    return g.node("ConvTranspose", inputs, group=m.groups,
+                  output_padding=list(m.output_padding), **attributes)
+
+
+def _linear(g, m, x, shapes):
+    weight = m.weight.data if not isinstance(m, nn.DropConnect) else \
+        (1.0 - m.p) * asnumpy(m.weight.data)
+    inputs = [x, g.constant(weight, "weight")]
+    if m.bias is not None:
+        inputs.append(g.constant(m.bias.data, "bias"))
+    return g.node("Gemm", inputs, transB=1)
+
+
+def _batch_norm(g, m, x, shapes):
+    if not m.track_running_stats:
+        raise ValueError(f"ONNX export: {m._describe()} has no running statistics "
+                         f"(track_running_stats=False), so eval mode uses batch statistics, "
+                         f"which ONNX's BatchNormalization cannot express")
+    c = m.num_features
+    scale = m.weight.data if m.affine else np.ones(c)
+    shift = m.bias.data if m.affine else np.zeros(c)
+    return g.node("BatchNormalization",
+                  [x, g.constant(scale, "scale"), g.constant(shift, "shift"),
+                   g.constant(m.running_mean, "running_mean"),
+                   g.constant(m.running_var, "running_var")], epsilon=m.eps)
+
+
+def _layer_norm(g, m, x, shapes):
+    shape = m.normalized_shape
+    scale = m.weight.data if m.weight is not None else np.ones(shape)
+    inputs = [x, g.constant(scale, "scale")]
+    if m.bias is not None:
+        inputs.append(g.constant(m.bias.data, "bias"))
+    return g.node("LayerNormalization", inputs, axis=-len(shape), epsilon=m.eps)
+
+
+def _separable(g, m, x, shapes):
+    """AdaptiveAvgPool2d and Upsample: the layer's own A_h @ x @ A_w.T as two MatMuls."""
+    _, _, h, w = shapes[id(m)][0]
+    a_h, a_w = m._axis_matrix(0, h), m._axis_matrix(1, w)
+    if a_h is not None:
+        x = g.node("MatMul", [g.constant(a_h, "rows"), x])
+    if a_w is not None:
+        x = g.node("MatMul", [x, g.constant(a_w.T, "columns")])
+    return x
+
+
+def _global_pool(g, m, x, shapes):
+    y = g.node("GlobalAveragePool", [x])
+    return y if m.keepdims else g.node("Flatten", [y], axis=1)
+
+
+def _flatten(g, m, x, shapes):
+    in_shape, out_shape = shapes[id(m)]
+    start = m.start_dim % len(in_shape)
+    if start == 1 and m.end_dim % len(in_shape) == len(in_shape) - 1:
+        return g.node("Flatten", [x], axis=1)
+    if start == 0:
+        raise ValueError(f"ONNX export: {m._describe()} merges the batch axis; only "
+                         f"start_dim >= 1 exports with a dynamic batch")
+    target = g.constant(np.array((0,) + tuple(out_shape[1:])), "shape", "int64")
+    return g.node("Reshape", [x, target])
+
+
+def _gelu(g, m, x, shapes):
+    half = g.constant(0.5, "half")
+    one = g.constant(1.0, "one")
+    if m.approximate == "tanh":
+        cube = g.node("Mul", [g.node("Mul", [x, x]), x])
+        inner = g.node("Add", [x, g.node("Mul", [g.constant(m._TANH_CUBIC, "c"), cube])])
+        core = g.node("Tanh", [g.node("Mul", [g.constant(math.sqrt(2 / math.pi), "k"), inner])])
+    else:
+        core = g.node("Erf", [g.node("Mul", [x, g.constant(1 / math.sqrt(2), "k")])])
+    return g.node("Mul", [g.node("Mul", [x, half]), g.node("Add", [core, one])])
+
+
+def _softplus(g, m, x, shapes):
+    if m.beta == 1.0:
+        return g.node("Softplus", [x])
+    beta = g.constant(m.beta, "beta")
+    return g.node("Div", [g.node("Softplus", [g.node("Mul", [x, beta])]), beta])
+
+
+def _prelu(g, m, x, shapes):
+    rank = len(shapes[id(m)][0])
+    slope = asnumpy(m.weight.data)
+    if m.num_parameters > 1:
+        slope = slope.reshape((m.num_parameters,) + (1,) * (rank - 2))
+    return g.node("PRelu", [x, g.constant(slope, "slope")])
+
+
+def _residual(g, m, x, shapes):
+    return g.node("Add", [x, _emit(g, m.body, x, shapes)])
+
+
+def _sequential(g, m, x, shapes):
+    for child in m:
+        x = _emit(g, child, x, shapes)
+    return x
+
+
+_CONVERTERS = {
+    nn.Sequential: _sequential, nn.Residual: _residual,
+    nn.Linear: _linear, nn.DropConnect: _linear,
+    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.ConvTranspose2d: _conv_transpose,
+    nn.MaxPool2d: lambda g, m, x, s: g.node("MaxPool", [x], **_window_attributes(
+        m.kernel_size, m.stride, m._pads, m.dilation)),
+    nn.AvgPool2d: lambda g, m, x, s: g.node("AveragePool", [x], count_include_pad=int(
+        m.count_include_pad), **_window_attributes(m.kernel_size, m.stride, m._pads)),
+    nn.GlobalAvgPool2d: _global_pool, nn.AdaptiveAvgPool2d: _separable, nn.Upsample: _separable,
+    nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.LayerNorm: _layer_norm,
+    nn.Embedding: lambda g, m, x, s: g.node("Gather", [g.constant(m.weight.data, "weight"), x],
+                                            axis=0),
+    nn.Flatten: _flatten,
+    nn.Identity: lambda g, m, x, s: x, nn.Dropout: lambda g, m, x, s: x,
+    nn.Dropout2d: lambda g, m, x, s: x,
+    nn.ReLU: lambda g, m, x, s: g.node("Relu", [x]),
+    nn.LeakyReLU: lambda g, m, x, s: g.node("LeakyRelu", [x], alpha=m.negative_slope),
+    nn.ELU: lambda g, m, x, s: g.node("Elu", [x], alpha=m.alpha),
+    nn.Tanh: lambda g, m, x, s: g.node("Tanh", [x]),
+    nn.Sigmoid: lambda g, m, x, s: g.node("Sigmoid", [x]),
+    nn.SoftPlus: _softplus,
+    nn.Softmax: lambda g, m, x, s: g.node("Softmax", [x], axis=m.dim),
+    nn.LogSoftmax: lambda g, m, x, s: g.node("LogSoftmax", [x], axis=m.dim),
+    nn.GELU: _gelu,
+    nn.SiLU: lambda g, m, x, s: g.node("Mul", [x, g.node("Sigmoid", [x])]),
+    nn.Hardtanh: lambda g, m, x, s: g.node("Clip", [x, g.constant(m.min_val, "min"),
+                                                    g.constant(m.max_val, "max")]),
+    nn.PReLU: _prelu,
+}
+
+
+def _emit(g, module, x, shapes):
+    convert = _CONVERTERS.get(type(module))
+    if convert is None:
+        supported = ", ".join(sorted({t.__name__ for t in _CONVERTERS}))
+        raise ValueError(f"ONNX export: no converter for {module._describe()} "
+                         f"({type(module).__module__}.{type(module).__name__}); supported: "
+                         f"{supported}")
+    return convert(g, module, x, shapes)
+
+
+def _normalize(g, transform, value, rank: int, dtype: str) -> str:
+    """``(x - mean) / std`` of a ``tn.data.Normalize``, per channel (axis 1) or scalar."""
+    mean, std = np.asarray(transform.mean), np.asarray(transform.std)
+    shape = (1, mean.size) + (1,) * (rank - 2) if mean.size > 1 else (1,) * rank
+    centred = g.node("Sub", [value, g.constant(mean.reshape(shape), "mean", dtype)])
+    return g.node("Mul", [centred, g.constant((1.0 / std).reshape(shape), "inv_std", dtype)])
+
+
+def _record_shapes(model, x):
+    """Run ``model`` on ``x`` in eval mode: its output and each module's (input shape,
+    output shape), for converters that need static sizes."""
+    shapes = {}
+
+    def hook(module, inputs, output):
+        shapes[id(module)] = (tuple(inputs[0].shape), tuple(output.shape))
+
+    return run_with_hooks(model, x, hook), shapes
+
+
+def export(model, example_input, path=None, *, input_transform=None, opset: int = DEFAULT_OPSET,
+           input_name: str = "input", output_name: str = "output"):
+    """Write ``model`` (as in eval mode) to the ONNX file ``path`` and return the ModelProto.
+
+    ``example_input``: one batch (host or the model's device) fixing the dtype and the
+    shape after the batch axis, which stays dynamic (``"N"``). ``input_transform``: a
+    ``tn.data.Normalize`` folded in front of the model, so the file takes the raw inputs
+    the DataLoader reads. The graph is checked with ``onnx.checker`` before it is written.
+    Unsupported layers raise ``ValueError`` naming them.
+    """
+    onnx = _onnx()
+    if opset < MIN_OPSET:
+        raise ValueError(f"ONNX export: opset {opset} is too old; tensornet needs >= {MIN_OPSET}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"export expected a tensornet Module, got {type(model).__name__}")
+    backend = next((get_backend(p.data) for p in model.parameters()), model.backend)
+    x = example_input if backend.owns(example_input) else backend.asarray(
+        np.asarray(example_input))
+    transformed = input_transform(x) if input_transform is not None else x
+    output, shapes = _record_shapes(model, transformed)
+    g = _Graph(onnx, model.dtype)
+    value = input_name
+    if input_transform is not None:
+        value = _normalize(g, input_transform, value, len(x.shape), dtype_name(x.dtype))
+    value = _emit(g, model, value, shapes)
+    g.nodes.append(onnx.helper.make_node("Identity", [value], [output_name]))
+    element = {"float32": onnx.TensorProto.FLOAT, "float64": onnx.TensorProto.DOUBLE,
+               "int64": onnx.TensorProto.INT64, "int32": onnx.TensorProto.INT32}
+    in_type, out_type = dtype_name(x.dtype), dtype_name(output.dtype)
+    if in_type not in element or out_type not in element:
+        raise ValueError(f"ONNX export: unsupported dtypes {in_type} -> {out_type}")
+    graph = onnx.helper.make_graph(
+        g.nodes, type(model).__name__, [onnx.helper.make_tensor_value_info(
+            input_name, element[in_type], ["N", *x.shape[1:]])],
+        [onnx.helper.make_tensor_value_info(output_name, element[out_type],
+                                            ["N", *output.shape[1:]])],
+        initializer=g.initializers)
+    proto = onnx.helper.make_model(graph, producer_name="tensornet",
+                                   opset_imports=[onnx.helper.make_opsetid("", opset)])
+    onnx.checker.check_model(proto)
+    if path is not None:
+        onnx.save(proto, str(path))
+    return proto
