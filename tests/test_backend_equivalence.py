@@ -47,6 +47,20 @@ LAYERS = {  # name: (builder(device), input shape)
     "residual": (lambda d: nn.Residual(nn.Sequential(
         nn.Linear(12, 12, device=d, dtype="float64"), nn.ReLU())), (5, 12)),
     "identity": (lambda d: nn.Identity(), (3, 4)),
+    "conv1d": (lambda d: nn.Conv1d(3, 4, 3, stride=2, padding=1, device=d, dtype="float64"),
+               (2, 3, 11)),
+    "conv_transpose": (lambda d: nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1,
+                                                    output_padding=1, device=d,
+                                                    dtype="float64"), (2, 3, 4, 5)),
+    "conv_transpose_groups": (lambda d: nn.ConvTranspose2d(4, 6, 2, stride=1, groups=2,
+                                                           dilation=2, device=d,
+                                                           dtype="float64"), (2, 4, 4, 4)),
+    "adaptive_avgpool": (lambda d: nn.AdaptiveAvgPool2d((3, 2)), (2, 3, 7, 5)),
+    "upsample": (lambda d: nn.Upsample(scale_factor=2), (2, 3, 3, 4)),
+    "dropout2d_eval": (lambda d: nn.Dropout2d(0.5).eval(), (2, 3, 4, 4)),
+    "new_activations": (lambda d: nn.Sequential(nn.GELU(), nn.GELU(approximate="tanh"),
+                                                nn.SiLU(), nn.Hardtanh(-0.5, 0.7)), (5, 9)),
+    "prelu": (lambda d: nn.PReLU(3, init=0.2, device=d, dtype="float64"), (4, 3, 2)),
 }
 
 
@@ -85,6 +99,17 @@ LOSSES = {
     "nll": (lambda: nn.NLLLoss(), "labels"),
     "mse": (lambda: nn.MSELoss(), "values"),
     "bce_with_logits": (lambda: nn.BCEWithLogitsLoss(), "probs"),
+    "cross_entropy_weighted_ignore": (lambda: nn.CrossEntropyLoss(
+        weight=np.array([0.5, 1.0, 2.0, 1.5]), ignore_index=2), "labels"),
+    "cross_entropy_probabilities": (lambda: nn.CrossEntropyLoss(label_smoothing=0.1), "probs"),
+    "nll_weighted": (lambda: nn.NLLLoss(weight=np.array([1.0, 2.0, 0.5, 1.0])), "labels"),
+    "l1": (lambda: nn.L1Loss(), "values"),
+    "smooth_l1": (lambda: nn.SmoothL1Loss(beta=0.5), "values"),
+    "huber": (lambda: nn.HuberLoss(delta=0.7), "values"),
+    "bce": (lambda: nn.BCELoss(), "probs"),
+    "kl_div": (lambda: nn.KLDivLoss(reduction="batchmean"), "probs"),
+    "multi_margin": (lambda: nn.MultiMarginLoss(), "labels"),
+    "mse_batchmean": (lambda: nn.MSELoss(reduction="batchmean"), "values"),
 }
 
 
@@ -93,8 +118,10 @@ LOSSES = {
 def test_losses_match_numpy_in_float64(name, device):
     rng = np.random.default_rng(1)
     pred = rng.standard_normal((7, 4)) * 3.0
-    if name == "nll":
+    if name.startswith(("nll", "kl_div")):  # log-probabilities
         pred = pred - np.log(np.exp(pred).sum(1, keepdims=True))
+    if name == "bce":  # probabilities
+        pred = 1.0 / (1.0 + np.exp(-pred))
     target = {"labels": rng.integers(0, 4, 7), "values": rng.standard_normal((7, 4)),
               "probs": rng.uniform(size=(7, 4))}[LOSSES[name][1]]
     results = []
@@ -105,6 +132,44 @@ def test_losses_match_numpy_in_float64(name, device):
         results.append((value, tn.asnumpy(loss.backward(0.5))))
     assert results[1][0] == pytest.approx(results[0][0], rel=1e-10)
     np.testing.assert_allclose(results[1][1], results[0][1], **TOL)
+
+
+@pytest.mark.parametrize("make", [nn.MSELoss, nn.L1Loss, nn.BCEWithLogitsLoss,
+                                  lambda reduction: nn.CrossEntropyLoss(reduction=reduction)])
+@pytest.mark.parametrize("device", OTHERS)
+def test_unreduced_losses_match_numpy_in_float64(make, device):
+    rng = np.random.default_rng(2)
+    pred = rng.standard_normal((6, 3))
+    labels = rng.integers(0, 3, 6)
+    target = labels if make not in (nn.MSELoss, nn.L1Loss, nn.BCEWithLogitsLoss) else \
+        rng.uniform(size=(6, 3))
+    results = []
+    for dev in ("cpu", device):
+        loss = make(reduction="none")
+        b = get_backend(dev)
+        value = loss(b.asarray(pred), b.asarray(target))
+        upstream = rng.standard_normal(tuple(value.shape)) if not results else results[0][2]
+        results.append((tn.asnumpy(value), tn.asnumpy(loss.backward(b.asarray(upstream))),
+                        upstream))
+    np.testing.assert_allclose(results[1][0], results[0][0], **TOL)
+    np.testing.assert_allclose(results[1][1], results[0][1], **TOL)
+
+
+@pytest.mark.parametrize("device", OTHERS)
+def test_embedding_matches_numpy_in_float64(device):
+    rng = np.random.default_rng(3)
+    indices = rng.integers(0, 9, (4, 5))
+    indices[0, :2] = 1  # repeated indices accumulate
+    runs = []
+    for dev in ("cpu", device):
+        tn.manual_seed(4)
+        layer = nn.Embedding(9, 3, padding_idx=0, device=dev, dtype="float64")
+        b = get_backend(dev)
+        y = layer(b.asarray(indices))
+        layer.backward(b.asarray(np.ones(tuple(y.shape))))
+        runs.append((tn.asnumpy(y), tn.asnumpy(layer.weight.grad)))
+    np.testing.assert_allclose(runs[1][0], runs[0][0], **TOL)
+    np.testing.assert_allclose(runs[1][1], runs[0][1], **TOL)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
