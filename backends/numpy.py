@@ -187,6 +187,10 @@ class NumpyBackend(Backend):
         column ^= column_bottom
         argmax = np.left_shift(row.view(np.uint8), 1)
         argmax |= column.view(np.uint8)
+        nan = np.isnan(y)
+        if nan.any():  # a NaN wins, the last one (as the generic code and the CUDA kernel)
+            for k, corner in enumerate((top_left, top_right, bottom_left, bottom_right)):
+                argmax[nan & np.isnan(corner)] = k
         return y, argmax
 
     def max_pool2d_backward(self, grad, argmax, x_shape, kernel_size, stride,
