@@ -111,6 +111,19 @@ def test_a_times_b_plus_c_is_one_fma_as_with_nvrtc(cp):
     assert got == np.float32(2**-11 + 2**-24)  # unfused, a*b would round to 1 + 2**-11
 
 
+def test_min_and_max_are_cudas(cp):
+    """fmax/fmin for floating values (a NaN loses, unlike std::max), mixed integer types."""
+    kernel = cp.ElementwiseKernel("T a, T b, int32 k", "T hi, T lo, int64 m",
+                                  "hi = max(a, b); lo = min(a, b); m = max(k, (long long)i) - "
+                                  "min((unsigned)k, 2u)", "min_max")
+    a = cp.asarray(np.array([1.0, np.nan, -2.0, np.nan], np.float32))
+    b = cp.asarray(np.array([np.nan, 3.0, 5.0, np.nan], np.float32))
+    hi, lo, m = (tn.asnumpy(v) for v in kernel(a, b, 1))
+    np.testing.assert_array_equal(hi, [1.0, 3.0, 5.0, np.nan])
+    np.testing.assert_array_equal(lo, [1.0, 3.0, -2.0, np.nan])
+    np.testing.assert_array_equal(m, [0, 0, 1, 2])
+
+
 # ====================================================================== RawKernel
 BLOCK_SUM = r"""
 extern "C" __global__ void block_sum(const float* x, float* out, int n) {

@@ -96,29 +96,24 @@ __device__ inline double __dadd_rn(double a, double b) { volatile double r = a +
 __device__ inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 __device__ inline double __fma_rn(double a, double b, double c) { return std::fma(a, b, c); }
 
-// CUDA's min/max: fmin/fmax for floating values (NaN loses), the usual order for integers.
-__device__ inline float max(float a, float b) { return std::fmax(a, b); }
-__device__ inline double max(double a, double b) { return std::fmax(a, b); }
-__device__ inline double max(float a, double b) { return std::fmax((double)a, b); }
-__device__ inline double max(double a, float b) { return std::fmax(a, (double)b); }
-__device__ inline float min(float a, float b) { return std::fmin(a, b); }
-__device__ inline double min(double a, double b) { return std::fmin(a, b); }
-__device__ inline double min(float a, double b) { return std::fmin((double)a, b); }
-__device__ inline double min(double a, float b) { return std::fmin(a, (double)b); }
-template <typename A, typename B>
-__device__ inline typename std::enable_if<std::is_integral<A>::value && std::is_integral<B>::value,
-                                          typename std::common_type<A, B>::type>::type
-max(A a, B b) {
-    typedef typename std::common_type<A, B>::type C;
-    return (C)a < (C)b ? (C)b : (C)a;
-}
-template <typename A, typename B>
-__device__ inline typename std::enable_if<std::is_integral<A>::value && std::is_integral<B>::value,
-                                          typename std::common_type<A, B>::type>::type
-min(A a, B b) {
-    typedef typename std::common_type<A, B>::type C;
-    return (C)b < (C)a ? (C)b : (C)a;
-}
+// CUDA's min/max: fmin/fmax for floating values (a NaN loses), the usual order for integers.
+// NAME(a, b) for floating values (FLOAT_OP: fmax/fmin) and any two integer types (the larger
+// or smaller of the two in their common type; B_WINS: whether b is taken when b < a).
+#define TN_EMU_MIN_MAX(NAME, FLOAT_OP, B_WINS)                                                \
+    __device__ inline float NAME(float a, float b) { return std::FLOAT_OP(a, b); }            \
+    __device__ inline double NAME(double a, double b) { return std::FLOAT_OP(a, b); }         \
+    __device__ inline double NAME(float a, double b) { return std::FLOAT_OP((double)a, b); }  \
+    __device__ inline double NAME(double a, float b) { return std::FLOAT_OP(a, (double)b); }  \
+    template <typename A, typename B>                                                          \
+    __device__ inline typename std::enable_if<                                                 \
+        std::is_integral<A>::value && std::is_integral<B>::value,                              \
+        typename std::common_type<A, B>::type>::type NAME(A a, B b) {                         \
+        typedef typename std::common_type<A, B>::type C;                                       \
+        return ((C)b < (C)a) == B_WINS ? (C)b : (C)a;                                          \
+    }
+TN_EMU_MIN_MAX(max, fmax, false)
+TN_EMU_MIN_MAX(min, fmin, true)
+#undef TN_EMU_MIN_MAX
 
 // ------------------------------------------------------------------ warp functions
 template <typename T>
