@@ -176,9 +176,6 @@ class ndarray(np.ndarray):
         raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use "
                         "`.get()` to construct a NumPy array explicitly.")
 
-    def __reduce__(self):
-        raise TypeError("pickling an emulated cupy array")
-
 
 ndarray.__module__ = "cupy"
 ndarray.__qualname__ = ndarray.__name__ = "ndarray"
