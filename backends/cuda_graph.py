@@ -49,8 +49,9 @@ import time
 import numpy as np
 
 from .base import dtype_name
-from .cuda_kernels import (BERNOULLI_COUNTER, C_TYPES, FUSED_DTYPES, GEMM_THREADS, GEMM_TILE_M,
-                           GEMM_TILE_N, RNG_ADVANCE, update_spec)
+from .cuda_kernels import (BERNOULLI_COUNTER, C_TYPES, FUSED_DTYPES, GEMM_SPLIT_K_SUM,
+                           GEMM_THREADS, GEMM_TILE_M, GEMM_TILE_N, RNG_ADVANCE, gemm_split_k,
+                           update_spec)
 
 
 class GraphCaptureError(NotImplementedError):
@@ -382,16 +383,23 @@ def capture_safe_matmul(backend, a, b):
     if k == 0:
         out.fill(0)
         return out
-    grid = (-(-n // GEMM_TILE_N), -(-m // GEMM_TILE_M), batch)
-    if grid[1] > 65535 or batch > 65535:
+    tiles = -(-n // GEMM_TILE_N) * -(-m // GEMM_TILE_M)
+    splits, chunk = gemm_split_k(tiles * batch, k)
+    grid = (-(-n // GEMM_TILE_N), -(-m // GEMM_TILE_M), batch * splits)
+    if grid[1] > 65535 or grid[2] > 65535:
         raise NotImplementedError(f"capture_safe_matmul: shape {tuple(out.shape)} exceeds "
                                   f"the kernel's grid")
     size = a.itemsize
     strides = [np.int64(s // size) for s in (*a.strides[-2:], *b.strides[-2:])]
     batch_strides = [np.int64(x.strides[0] // size if x.ndim == 3 else 0) for x in (a, b)]
+    target = out if splits == 1 else xp.empty((batch * splits, m, n), dtype=a.dtype)
     kernel = backend._kernels.raw("gemm", C_TYPES[name])
     kernel(grid, (GEMM_THREADS,),
-           (a, b, out, np.int32(m), np.int32(n), np.int32(k), *strides, *batch_strides))
+           (a, b, target, np.int32(m), np.int32(n), np.int32(k), *strides, *batch_strides,
+            np.int32(splits), np.int64(chunk)))
+    if splits > 1:
+        backend._kernels.elementwise(GEMM_SPLIT_K_SUM)(target, np.int32(splits),
+                                                       np.int64(m * n), out)
     return out
 
 

@@ -137,11 +137,19 @@ RNG_ADVANCE = ElementwiseSpec("uint64 step", "uint64 counter", "counter += step"
 
 # ---------------------------------------------------------------------- GEMM (graph-safe)
 # C (M, N, contiguous) = A (M, K) @ B (K, N), A and B given by element strides so that
-# transposed views need no copy; blockIdx.z walks a batch of such products (conv groups). A plain shared-memory tiled GEMM: 64x64 tiles of C per
+# transposed views need no copy; blockIdx.z walks a batch of such products (conv groups)
+# times ``splits`` slices of K. A plain shared-memory tiled GEMM: 64x64 tiles of C per
 # 256-thread block, 4x4 outputs per thread, FP32/FP64 FMA (never TF32). It exists because
 # CuPy refuses cuBLAS inside CUDA-graph capture; eager steps use cuBLAS.
+# Split-K: a product with few output tiles and a long K (a convolution's weight gradient:
+# M=8, N=9, K=100352) would run on one block; instead each of ``splits`` blocks sums one
+# ``k_chunk`` of K into its own (M, N) slice of a workspace, and GEMM_SPLIT_K_SUM adds the
+# slices in a fixed order (deterministic, no atomics).
 GEMM_TILE_M = GEMM_TILE_N = 64
+GEMM_TILE_K = 16
 GEMM_THREADS = 256
+GEMM_SPLIT_K_BLOCKS = 264      # split until about 2 blocks per SM of a 132-SM H200
+GEMM_SPLIT_K_MIN_CHUNK = 512   # but never below this much of K per block
 GEMM_SOURCE = r"""
 #define TILE_M 64
 #define TILE_N 64
@@ -150,10 +158,13 @@ template <typename T>
 __global__ void __launch_bounds__(256)
 tn_gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
         int M, int N, int K, long long a_rs, long long a_cs, long long b_rs, long long b_cs,
-        long long a_bs, long long b_bs) {
-    A += blockIdx.z * a_bs;
-    B += blockIdx.z * b_bs;
-    C += (long long)blockIdx.z * M * N;
+        long long a_bs, long long b_bs, int splits, long long k_chunk) {
+    const long long batch = blockIdx.z / splits;
+    const long long k_begin = (long long)(blockIdx.z % splits) * k_chunk;
+    const long long k_end = min(k_begin + k_chunk, (long long)K);
+    A += batch * a_bs;
+    B += batch * b_bs;
+    C += (long long)blockIdx.z * M * N;  // with splits > 1: the workspace slice
     __shared__ T As[TILE_K][TILE_M + 1];
     __shared__ T Bs[TILE_K][TILE_N + 1];
     const int tid = threadIdx.x;
@@ -169,18 +180,18 @@ tn_gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
         #pragma unroll
         for (int j = 0; j < 4; ++j) acc[i][j] = T(0);
 
-    for (long long k0 = 0; k0 < K; k0 += TILE_K) {
+    for (long long k0 = k_begin; k0 < k_end; k0 += TILE_K) {
         for (int e = tid; e < TILE_M * TILE_K; e += 256) {
             const int m = a_k_fast ? e / TILE_K : e % TILE_M;
             const int k = a_k_fast ? e % TILE_K : e / TILE_M;
             const long long gm = row0 + m, gk = k0 + k;
-            As[k][m] = (gm < M && gk < K) ? A[gm * a_rs + gk * a_cs] : T(0);
+            As[k][m] = (gm < M && gk < k_end) ? A[gm * a_rs + gk * a_cs] : T(0);
         }
         for (int e = tid; e < TILE_K * TILE_N; e += 256) {
             const int k = b_n_fast ? e / TILE_N : e % TILE_K;
             const int n = b_n_fast ? e % TILE_N : e / TILE_K;
             const long long gk = k0 + k, gn = col0 + n;
-            Bs[k][n] = (gk < K && gn < N) ? B[gk * b_rs + gn * b_cs] : T(0);
+            Bs[k][n] = (gk < k_end && gn < N) ? B[gk * b_rs + gn * b_cs] : T(0);
         }
         __syncthreads();
         #pragma unroll
@@ -209,6 +220,27 @@ tn_gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
 }
 """
 
+GEMM_SPLIT_K_SUM = ElementwiseSpec(  # out (batch, M, N) = sum over s of partial[batch, s]
+    "raw T partial, int32 splits, int64 plane", "T out",
+    "const long long b = i / plane, r = i - b * plane;\n"
+    "T sum = T(0);\n"
+    "for (int s = 0; s < splits; ++s) sum += partial[(b * splits + s) * plane + r];\n"
+    "out = sum;",
+    "tn_gemm_split_k_sum")
+
+
+def gemm_split_k(tiles: int, k: int) -> tuple:
+    """(splits, k_chunk) for a GEMM of ``tiles`` output tiles (times its batch) and depth
+    ``k``: one split unless the tiles leave most SMs idle and K is long. The same on every
+    GPU, so the summation order (and the result) does not depend on the device."""
+    if tiles >= GEMM_SPLIT_K_BLOCKS or k < 2 * GEMM_SPLIT_K_MIN_CHUNK:
+        return 1, k
+    splits = min(-(-GEMM_SPLIT_K_BLOCKS // tiles), k // GEMM_SPLIT_K_MIN_CHUNK)
+    chunk = -(-k // splits)
+    chunk = -(-chunk // GEMM_TILE_K) * GEMM_TILE_K
+    return -(-k // chunk), chunk
+
+
 # ---------------------------------------------------------------------- registry
 # Raw modules: name -> (source, kernel templates, the template arguments to instantiate).
 RAW_MODULES = {
@@ -225,7 +257,7 @@ def elementwise_specs() -> list:
     through ``update_spec``."""
     from .cuda_window_kernels import WINDOW_SPECS
     return [RELU, RELU_BACKWARD, CROSS_ENTROPY_BACKWARD, BERNOULLI_COUNTER, RNG_ADVANCE,
-            *WINDOW_SPECS]
+            GEMM_SPLIT_K_SUM, *WINDOW_SPECS]
 
 
 def name_expression(module: str, *type_args: str) -> str:

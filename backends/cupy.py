@@ -216,7 +216,8 @@ class CupyBackend(Backend):
             tf32, default = 7, 1
         with self._cuda_device:
             self.xp._core.set_compute_type(self.xp.float32, tf32 if enabled else default)
-        self.tf32 = bool(enabled)
+            # Below sm_80 CuPy warns and keeps DEFAULT: report what it really uses.
+            self.tf32 = self.xp._core.get_compute_type(self.xp.float32) == tf32
 
     def sample_memory(self) -> None:
         used = self.xp.get_default_memory_pool().used_bytes()

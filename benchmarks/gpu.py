@@ -12,7 +12,9 @@ from the per-epoch median. float32 without TF32 on both sides unless ``--tf32``.
 
     python benchmarks/gpu.py [--epochs 3] [--only mlp,cnn,wide] [--tf32]
 
-Raw output goes to benchmarks/results/<gpu-name>-<date>.txt.
+Each run writes its raw output to its own file, benchmarks/results/<gpu-name>-<date>-<time>.txt.
+A case that fails (a CUDA error, a graph that cannot be captured) is reported in its row and
+the remaining cases still run; the exit status is then 1.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import re
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -165,12 +168,28 @@ def _row(name, result, n, out):
 
 
 def _try(run, *args):
+    """The run's result, or a one-line reason: "n/a" (the mode does not apply here) or
+    "FAILED" (anything else; the traceback goes to stderr and the other cases go on)."""
     try:
         return run(*args)
     except ImportError as exc:
         return f"n/a: {exc}"
     except NotImplementedError as exc:  # e.g. graph mode refusing Dropout or raw cuBLAS
         return f"n/a: {type(exc).__name__}: {str(exc)[:160]}"
+    except Exception as exc:  # a CUDA error, out of memory, a bug: report it, keep going
+        traceback.print_exc()
+        return f"FAILED: {type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _results_path(gpu_name: str) -> Path:
+    """A new file for this run: <gpu>-<date>-<time>.txt (-2, -3, ... within one second)."""
+    safe = re.sub(r"[^A-Za-z0-9.-]+", "-", gpu_name).strip("-")
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
+    path, n = RESULTS / f"{safe}-{stamp}.txt", 1
+    while path.exists():
+        n += 1
+        path = RESULTS / f"{safe}-{stamp}-{n}.txt"
+    return path
 
 
 def main(argv=None) -> int:
@@ -205,26 +224,28 @@ def main(argv=None) -> int:
     print(f"GPU: {gpu_name}; CuPy {cupy.__version__}; Python {platform.python_version()}; "
           f"data: {source}; precision: {'TF32 allowed' if args.tf32 else 'FP32 (no TF32)'}; "
           f"median of {args.epochs} epochs", file=tee)
+    failed = 0
     for key in args.only.split(","):
         case = CASES[key]
         print(f"\n{case['title']}", file=tee)
-        eager = _row("tensornet-CuPy eager", _try(_tensornet_run, case, x, y, args.epochs,
-                                                  False, args.tf32), len(x), tee)
-        graph = _row("tensornet-CuPy graph", _try(_tensornet_run, case, x, y, args.epochs,
-                                                  True, args.tf32), len(x), tee)
-        torch_ = _row("PyTorch-CUDA eager", _try(_torch_run, case, x, y, args.epochs,
-                                                 args.tf32), len(x), tee)
+        results = [_try(_tensornet_run, case, x, y, args.epochs, False, args.tf32),
+                   _try(_tensornet_run, case, x, y, args.epochs, True, args.tf32),
+                   _try(_torch_run, case, x, y, args.epochs, args.tf32)]
+        failed += sum(isinstance(r, str) and r.startswith("FAILED") for r in results)
+        eager, graph, torch_ = (_row(name, result, len(x), tee) for name, result in zip(
+            ("tensornet-CuPy eager", "tensornet-CuPy graph", "PyTorch-CUDA eager"), results))
         print(f"  {TARGETS[key]}", file=tee)
         if torch_:
             ratios = [f"{name}/PyTorch time = {value / torch_:.2f}"
                       for name, value in (("eager", eager), ("graph", graph)) if value]
             print(f"  measured: {'; '.join(ratios) or 'no tensornet figure'}", file=tee)
+    if failed:
+        print(f"\n{failed} run(s) FAILED (tracebacks above, on stderr)", file=tee)
     RESULTS.mkdir(exist_ok=True)
-    safe = re.sub(r"[^A-Za-z0-9.-]+", "-", gpu_name).strip("-")
-    path = RESULTS / f"{safe}-{datetime.date.today().isoformat()}.txt"
+    path = _results_path(gpu_name)
     path.write_text(out.getvalue())
     print(f"\nraw output written to {path}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

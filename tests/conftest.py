@@ -1,12 +1,16 @@
 """Shared fixtures: backends to run over, host data, and GPU skipping.
 
 GPU tests carry ``@pytest.mark.gpu``; they are skipped with a reason unless CuPy imports
-and ``cupy.cuda.runtime.getDeviceCount()`` reports a device.
+and ``cupy.cuda.runtime.getDeviceCount()`` reports a device. Each also runs under the CPU
+emulation of CuPy (``tests/cuda_emulation/``), as a twin marked ``cuda_emulated`` instead.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from cuda_emulation.support import (EMULATED_DEVICE, MARK, add_emulated_variants,
+                                    install_emulation, strip_gpu_mark_from_twins)
 
 
 def _gpu_reason() -> str | None:
@@ -37,16 +41,36 @@ TORCH_SKIP_REASON = _torch_reason()
 # with the reason, where PyTorch is not installed).
 CPU_DEVICES = ["cpu", "strict", pytest.param("torch", marks=pytest.mark.skipif(
     TORCH_SKIP_REASON is not None, reason=str(TORCH_SKIP_REASON)))]
-ALL_DEVICES = CPU_DEVICES + [pytest.param("cuda", marks=pytest.mark.gpu)]
+ALL_DEVICES = CPU_DEVICES + [pytest.param("cuda", marks=pytest.mark.gpu), EMULATED_DEVICE]
 
 
+def pytest_generate_tests(metafunc):
+    add_emulated_variants(metafunc)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marks
 def pytest_collection_modifyitems(config, items):
+    strip_gpu_mark_from_twins(items)
     if GPU_SKIP_REASON is None:
         return
     skip = pytest.mark.skip(reason=f"GPU test: {GPU_SKIP_REASON}")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def cuda_emulation(monkeypatch):
+    """The fake CuPy of tests/cuda_emulation installed: ``get_backend("cuda")`` is a real
+    CupyBackend whose kernels run on the CPU. Returns the fake ``cupy`` module."""
+    return install_emulation(monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def _cuda_variant(request):
+    """Set by ``add_emulated_variants`` on gpu-marked tests: their emulated twin."""
+    if getattr(request, "param", None) == MARK:
+        request.getfixturevalue("cuda_emulation")
 
 
 @pytest.fixture(params=CPU_DEVICES)
@@ -57,7 +81,10 @@ def device(request):
 
 @pytest.fixture(params=ALL_DEVICES)
 def any_device(request):
-    """'cpu', 'strict', 'torch' and (gpu-marked) 'cuda'."""
+    """'cpu', 'strict', 'torch', (gpu-marked) 'cuda' and 'cuda' under the emulation."""
+    if request.param == MARK:
+        request.getfixturevalue("cuda_emulation")
+        return "cuda"
     return request.param
 
 

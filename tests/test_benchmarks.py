@@ -59,11 +59,9 @@ def test_looped_mode_accumulates_the_minibatch_gradient():
 
 
 def test_gpu_modes_skip_with_a_reason_without_a_gpu():
-    try:
-        import cupy  # noqa: F401
-        pytest.skip("CuPy is installed; this checks the machine without it")
-    except ImportError:
-        pass
+    from tensornet.backends.cupy import gpu_available
+    if gpu_available():
+        pytest.skip("this machine has a GPU; this checks one without")
     with pytest.raises(Skip, match="CuPy"):
         make_trainer("gpu", "mlp", _mlp_data())
     with pytest.raises(Skip):
@@ -116,3 +114,37 @@ def test_report_command_writes_table_json_and_chart(tmp_path):
     if "skipped" in rows["gpu"]:
         assert "mlp / gpu: skipped" in text
     assert (tmp_path / "results.png").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------------- benchmarks/gpu.py
+def test_a_failing_case_does_not_stop_the_others_and_runs_keep_their_files(
+        monkeypatch, tmp_path, capsys):
+    import types
+
+    from benchmarks import gpu as bench
+    import tensornet.backends.cupy as cupy_backend
+    monkeypatch.setattr(cupy_backend, "gpu_available", lambda: True)
+    fake = types.SimpleNamespace(__version__="14.2.0", cuda=types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDeviceProperties=lambda i: {"name": b"Test GPU"})))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench, "_load_data", lambda: (np.zeros((100, 1, 28, 28), np.float32),
+                                                       np.zeros(100, np.int64), "stub data"))
+
+    def tensornet_run(case, x, y, epochs, graph, tf32):
+        if graph:
+            raise RuntimeError("cudaErrorIllegalAddress: an illegal memory access")
+        return 1.0, [0.5] * epochs, 2**20
+    monkeypatch.setattr(bench, "_tensornet_run", tensornet_run)
+    monkeypatch.setattr(bench, "_torch_run", lambda case, x, y, epochs, tf32:
+                        (1.0, [0.25] * epochs, 2**20))
+
+    assert bench.main(["--epochs", "1"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("tensornet-CuPy graph   FAILED: RuntimeError: cudaErrorIllegalAddress") == 3
+    assert out.count("tensornet-CuPy eager") == 3 and out.count("PyTorch-CUDA eager") == 3
+    assert "measured: eager/PyTorch time = 2.00" in out
+    assert bench.main(["--epochs", "1", "--only", "mlp"]) == 1
+    files = sorted(tmp_path.glob("Test-GPU-*.txt"))
+    assert len(files) == 2, files
+    assert sorted("(c) wide MLP" in f.read_text() for f in files) == [False, True]

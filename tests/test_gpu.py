@@ -2,9 +2,9 @@
 test_gpu_models.py).
 
 The clear error without CuPy or a GPU, the graph machinery's host logic, the optimizer
-scalars the kernels read, the generic kernels the GPU overrides and their signatures, and
-that every kernel compiles with NVRTC exactly as CuPy will generate it (when CuPy and
-libnvrtc are installed: NVRTC needs no driver).
+scalars the kernels read, the generic kernels the GPU overrides and their signatures. That
+every kernel compiles for sm_90 is tests/test_cuda_compile.py; that each computes the right
+thing, tests/cuda_emulation/ and the emulated twins of the GPU tests.
 """
 import math
 import subprocess
@@ -20,8 +20,6 @@ from tensornet import backends, nn
 from tensornet.backends import DeviceError, get_backend
 from tensornet.nn import functional as F
 from tensornet.backends.cuda_graph import GraphCaptureError, GraphInvalidatedError, HyperTable
-from tensornet.backends.cuda_kernels import (RAW_MODULES, elementwise_specs, name_expression,
-                                             update_spec)
 from tensornet.backends.cupy import gpu_available
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,79 +145,6 @@ def test_optimizer_scalars_match_the_formulas():
     for rule in tn.optim.fused_updates():
         assert len(set(rule.scalars)) == len(rule.scalars), rule.name
         assert not {"grad", "param", "hyper"} & set(rule.scalars + rule.states), rule.name
-
-
-# ====================================================================== CPU: NVRTC compiles
-def _nvrtc():
-    try:
-        from cupy_backends.cuda.libs import nvrtc
-        nvrtc.getVersion()
-    except Exception as exc:  # no CuPy, or no libnvrtc
-        pytest.skip(f"NVRTC is not available ({type(exc).__name__})")
-    return nvrtc
-
-
-def _compile(nvrtc, source, names=(), flags=()):
-    program = nvrtc.createProgram(source, "tensornet.cu", [], [])
-    for name in names:
-        nvrtc.addNameExpression(program, name)
-    try:
-        nvrtc.compileProgram(program, ["-arch=compute_80", *flags])
-    except Exception as exc:
-        raise AssertionError(nvrtc.getProgramLog(program)) from exc
-    finally:
-        nvrtc.destroyProgram(program)
-
-
-@pytest.mark.parametrize("module", list(RAW_MODULES))
-def test_raw_kernels_compile_with_nvrtc(module):
-    source, _, instances = RAW_MODULES[module]
-    _compile(_nvrtc(), source, [name_expression(module, *args) for args in instances])
-
-
-def _cupy_elementwise_source(spec, t, label):
-    """The exact source CuPy generates for ``spec`` on contiguous 1-D arrays, through its
-    private code generator (no device needed); skips if that API moved."""
-    try:
-        import cupy
-        from cupy._core import _carray, _kernel, _scalar
-        kernel = cupy.ElementwiseKernel(spec.in_params, spec.out_params, spec.operation,
-                                        spec.name, preamble=spec.preamble)
-        types_ = {"T": np.dtype(t), "L": np.dtype(label)}
-        scalars = {n for rule in tn.optim.fused_updates() for n in rule.scalars} | {
-            "scale", "keep", "eps_over_c"}
-        infos = []
-        for j, p in enumerate(kernel.params[:-1]):  # the last one is the indexer
-            dtype = p.dtype if p.dtype is not None else types_[p.ctype]
-            scalar = j < kernel.nin and not p.raw and (p.name in scalars or p.dtype is not None)
-            infos.append(_kernel._ArgInfo(3, _scalar.CScalar, dtype, 0, True, True) if scalar
-                         else _kernel._ArgInfo(1, cupy.ndarray, dtype, 1, True, True))
-        infos.append(_kernel._ArgInfo(2, _carray.Indexer, None, 1, True, True))
-        code = _kernel._get_elementwise_kernel_code(
-            tuple(infos), _kernel._TypeMap(tuple(sorted(types_.items()))), kernel.params,
-            spec.operation, spec.name, spec.preamble)
-    except (ImportError, AttributeError, TypeError) as exc:
-        pytest.skip(f"CuPy's private elementwise code generator is not usable here ({exc})")
-    include = Path(cupy.__file__).parent / "_core" / "include"
-    headers = "".join(f"#include <cupy/{h}>\n" for h in
-                      ("complex.cuh", "carray.cuh", "atomics.cuh", "math_constants.h"))
-    flags = [f"-I{include}", "--device-as-default-execution-space"] + [
-        f"-I{include}/cupy/_cccl/{d}" for d in ("libcudacxx", "thrust", "cub")]
-    return headers + code, flags
-
-
-_OPTIMIZER_SPECS = [update_spec(rule, device_scalars) for rule in tn.optim.fused_updates()
-                    for device_scalars in (False, True)]
-
-
-@pytest.mark.parametrize("spec", elementwise_specs() + _OPTIMIZER_SPECS, ids=lambda s: s.name)
-def test_elementwise_kernels_compile_as_cupy_generates_them(spec):
-    nvrtc = _nvrtc()
-    labels = ("int64", "int32") if "raw L" in spec.in_params else ("int64",)
-    for t in ("float32", "float64"):
-        for label in labels:
-            source, flags = _cupy_elementwise_source(spec, t, label)
-            _compile(nvrtc, source, flags=flags)
 
 
 # ====================================================================== CPU: generic hooks

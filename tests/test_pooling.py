@@ -34,7 +34,8 @@ def _pair(v):
 
 def naive_pool(x, kernel, stride, padding, dilation=1, mode="max", count_include_pad=True):
     """Reference pooling, one window at a time; max returns (y, index of the first max in
-    the flattened padded plane) so tie routing can be checked too."""
+    the flattened padded plane, or of the last NaN: a NaN is the maximum, as in PyTorch) so
+    routing can be checked too."""
     (kh, kw), (ph, pw), (dh, dw) = _pair(kernel), _pair(padding), _pair(dilation)
     sh, sw = _pair(stride if stride is not None else kernel)
     n, c, h, w = x.shape
@@ -50,9 +51,11 @@ def naive_pool(x, kernel, stride, padding, dilation=1, mode="max", count_include
         cols = [s * sw + j * dw for j in range(kw)]
         window = [(xp[b, ch, i, j], i * xp.shape[3] + j) for i in rows for j in cols]
         if mode == "max":
-            best = max(v for v, _ in window)
+            nans = [pos for v, pos in window if np.isnan(v)]
+            best = np.nan if nans else max(v for v, _ in window)
             y[b, ch, r, s] = best
-            first[b, ch, r, s] = next(pos for v, pos in window if v == best)
+            first[b, ch, r, s] = nans[-1] if nans else next(pos for v, pos in window
+                                                            if v == best)
         else:
             divisor = kh * kw if count_include_pad else sum(real[i, j] for i in rows for j in cols)
             y[b, ch, r, s] = sum(v for v, _ in window) / divisor
@@ -61,15 +64,28 @@ def naive_pool(x, kernel, stride, padding, dilation=1, mode="max", count_include
 
 @pytest.mark.parametrize("config", MAX_GRID)
 def test_maxpool_forward_and_routing_match_reference(device, rng, config):
-    kernel, stride, padding, dilation, hw = config
     # few distinct values: many ties, which must go to the first maximum (as PyTorch)
-    x = rng.integers(0, 3, (2, 3) + hw).astype(np.float64)
+    x = rng.integers(0, 3, (2, 3) + config[4]).astype(np.float64)
+    _check_maxpool_against_naive(device, rng, config, x)
+
+
+@pytest.mark.parametrize("config", MAX_GRID)
+def test_maxpool_routes_the_gradient_to_the_last_nan(any_device, rng, config):
+    """The generic code, NumPy's 2x2 override and the CUDA kernel agree with PyTorch: the
+    output is NaN and the whole gradient goes to the window's last NaN."""
+    x = rng.integers(0, 3, (2, 3) + config[4]).astype(np.float32)
+    x[rng.random(x.shape) < 0.3] = np.nan
+    _check_maxpool_against_naive(any_device, rng, config, x)
+
+
+def _check_maxpool_against_naive(device, rng, config, x):
+    kernel, stride, padding, dilation, hw = config
     pool = MaxPool2d(kernel, stride, padding, dilation)
     backend = tn.get_backend(device)
     y = pool(backend.asarray(x))
     want, first = naive_pool(x, kernel, stride, padding, dilation)
-    np.testing.assert_array_equal(tn.asnumpy(y), want)
-    grad = rng.standard_normal(want.shape)
+    np.testing.assert_array_equal(tn.asnumpy(y), want.astype(x.dtype))
+    grad = rng.standard_normal(want.shape).astype(x.dtype)
     dx = tn.asnumpy(pool.backward(backend.asarray(grad)))
     (ph, pw) = _pair(padding)
     hp, wp = hw[0] + 2 * ph, hw[1] + 2 * pw
@@ -77,7 +93,8 @@ def test_maxpool_forward_and_routing_match_reference(device, rng, config):
     for b, c in np.ndindex(2, 3):
         np.add.at(expected[b, c], first[b, c].ravel(), grad[b, c].ravel())
     expected = expected.reshape(2, 3, hp, wp)[:, :, ph:ph + hw[0], pw:pw + hw[1]]
-    np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
+    tol = 1e-12 if x.dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(dx, expected, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("config", MAX_GRID)

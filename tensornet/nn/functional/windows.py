@@ -87,8 +87,9 @@ def max_pool2d(backend, x, kernel_size, stride, padding=((0, 0), (0, 0)), dilati
 
     ``argmax`` (an integer array, int32 here; overrides may pick a narrower dtype) is
     the winning kernel offset ``i*kw + j`` of each window, the first one on ties, as
-    PyTorch. NaNs propagate to ``y``. Padding counts as -inf. Backward needs only
-    ``argmax``, which is opaque to layers: it goes back to ``max_pool2d_backward``.
+    PyTorch. NaNs propagate to ``y`` and win the arg-max (the last NaN of a window, as
+    PyTorch and the CUDA kernel). Padding counts as -inf. Backward needs only ``argmax``,
+    which is opaque to layers: it goes back to ``max_pool2d_backward``.
     """
     xp = backend.xp
     oh, ow = window_output_size(x.shape, kernel_size, stride, padding, dilation)
@@ -100,7 +101,8 @@ def max_pool2d(backend, x, kernel_size, stride, padding=((0, 0), (0, 0)), dilati
             best = value
             argmax = backend.zeros(value.shape, xp.int32)
             continue
-        argmax = xp.where(value > best, i * kernel_size[1] + j, argmax)
+        # A NaN wins, the last one (as the CUDA kernel and PyTorch): it is the maximum.
+        argmax = xp.where((value > best) | xp.isnan(value), i * kernel_size[1] + j, argmax)
         best = xp.maximum(best, value)  # the standard's maximum propagates NaN
     return best, argmax
 
