@@ -318,6 +318,11 @@ def matmul(backend, a, b, out=None):
 
 
 @CupyBackend.override
+def reduce_sum(backend, x, axis=None, keepdims=False, out=None):
+    return backend.xp.sum(x, axis=axis, keepdims=keepdims, out=out)
+
+
+@CupyBackend.override
 @fused_dtypes_only
 def relu(backend, x):
     return backend._kernels.elementwise(RELU)(x)

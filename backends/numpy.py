@@ -120,6 +120,11 @@ def matmul(backend, a, b, out=None):
 
 
 @NumpyBackend.override
+def reduce_sum(backend, x, axis=None, keepdims=False, out=None):
+    return np.sum(x, axis=axis, keepdims=keepdims, out=out)
+
+
+@NumpyBackend.override
 def relu(backend, x):
     return np.maximum(x, 0, dtype=x.dtype)
 

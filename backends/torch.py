@@ -5,7 +5,7 @@ tensornet's generic math runs on torch tensors unchanged; PyTorch's autograd is 
 (tensors never require grad). Random numbers come from the host NumPy generator, so a seed
 gives the same masks and shuffles as on the NumPy backend. Optional: ``pip install torch``.
 
-This file is the whole backend: the device, its registration, and its two kernel overrides.
+This file is the whole backend: the device, its registration, and its kernel overrides.
 """
 from __future__ import annotations
 
@@ -110,6 +110,13 @@ def scatter_add(backend, target, index, values):
     # index_add_ is exact and ordered on the CPU (atomics, so unordered, on CUDA).
     target.view(-1).index_add_(0, index.reshape(-1), values.reshape(-1))
     return target
+
+
+@TorchBackend.override
+def reduce_sum(backend, x, axis=None, keepdims=False, out=None):
+    if axis is None:
+        axis = tuple(range(x.ndim))
+    return backend.torch.sum(x, dim=axis, keepdim=keepdims, out=out)
 
 
 @TorchBackend.override

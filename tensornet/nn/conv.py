@@ -189,7 +189,8 @@ class Conv2d(Convolution):
             self.weight.accumulate_grad(xp.reshape(dw, self.weight.shape)
                                         if buffer is None else buffer)
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(xp.sum(xp.reshape(grad, (self.out_channels, -1)), axis=1))
+            self.bias.accumulate_grad(F.reduce_sum(xp.reshape(grad, (self.out_channels, -1)),
+                                                   axis=1, out=self.bias.grad_buffer()))
         if not input_grad:
             return None
         dcols = F.matmul(xp.matrix_transpose(weight), grad)

@@ -91,7 +91,7 @@ class ConvTranspose2d(Convolution):
         if min(out_size) < 1:
             raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: the "
                              f"output would be {out_size}; use less padding")
-        xp, backend = self.backend.xp, self.backend
+        xp = self.backend.xp
         x_cols = xp.reshape(xp.permute_dims(x, (1, 0, 2, 3)),
                             self._grouped(self.in_channels, n * h * w))
         weight = xp.reshape(self.weight.data, self._grouped(self.in_channels, -1))
@@ -110,18 +110,24 @@ class ConvTranspose2d(Convolution):
         """grad_output (N, C_out, OH, OW) -> dx (N, C_in, H, W); adds weight/bias grads
         (with ``input_grad=False`` the dx GEMM is skipped and None returned)."""
         x_cols = self._require_cache(self._x)
-        xp, backend = self.backend.xp, self.backend
+        xp = self.backend.xp
         n, _, h, w = self._x_shape
         pads, extra, core = self._geometry(tuple(grad_output.shape[2:]))
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(xp.sum(grad_output, axis=(0, 2, 3)))
+            self.bias.accumulate_grad(F.reduce_sum(grad_output, axis=(0, 2, 3),
+                                                   out=self.bias.grad_buffer()))
         grad = grad_output[:, :, :core[0], :core[1]] if extra != (0, 0) else grad_output
         gcols = F.im2col(grad, self.kernel_size, self.stride, pads, self.dilation)
         gcols = xp.reshape(gcols, self._grouped(self.out_channels * self.kernel_size[0]
                                                 * self.kernel_size[1], n * h * w))
         if self.weight.requires_grad:
-            dw = F.matmul(x_cols, xp.matrix_transpose(gcols))
-            self.weight.accumulate_grad(xp.reshape(dw, self.weight.shape))
+            # Written straight into the optimizer's flat gradient view when there is one.
+            buffer = self.weight.grad_buffer()
+            out = None if buffer is None else xp.reshape(buffer,
+                                                         self._grouped(self.in_channels, -1))
+            dw = F.matmul(x_cols, xp.matrix_transpose(gcols), out=out)
+            self.weight.accumulate_grad(xp.reshape(dw, self.weight.shape)
+                                        if buffer is None else buffer)
         if not input_grad:
             return None
         weight = xp.reshape(self.weight.data, self._grouped(self.in_channels, -1))

@@ -74,8 +74,13 @@ class Embedding(Module):
         grad = xp.reshape(grad_output, (-1, dim))
         if self.padding_idx is not None:
             grad = xp.where(flat == self.padding_idx, 0.0, grad)
-        positions = flat * dim + xp.reshape(xp.arange(dim, dtype=xp.int64), (1, dim))
-        dw = xp.zeros(self.weight.shape, dtype=grad.dtype)
+        columns = self.backend.asarray(np.arange(dim, dtype=np.int64))
+        positions = flat * dim + xp.reshape(columns, (1, dim))
+        dw = self.weight.grad_buffer()  # the optimizer's flat buffer when there is one
+        if dw is None:
+            dw = self.backend.zeros(self.weight.shape, grad.dtype)
+        else:
+            dw[...] = 0.0
         self.weight.accumulate_grad(F.scatter_add(dw, positions, grad))
         return None
 

@@ -61,7 +61,8 @@ class Linear(Module):
         if self.weight.requires_grad:
             self.weight.accumulate_grad(self._weight_grad(grad_output, x))
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(self.backend.xp.sum(grad_output, axis=0))
+            self.bias.accumulate_grad(F.reduce_sum(grad_output, axis=0,
+                                                   out=self.bias.grad_buffer()))
         if not input_grad:
             return None
         return F.matmul(grad_output, self._w)

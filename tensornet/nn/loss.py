@@ -62,7 +62,9 @@ class Loss(Module):
         return self._constants[key]
 
     def _checks_on(self) -> bool:
-        return (self.backend.sync_policy is SyncPolicy.EVERY_STEP) if self.check is None else self.check
+        if self.check is None:
+            return self.backend.sync_policy is SyncPolicy.EVERY_STEP
+        return self.check
 
     def _accept_pred(self, pred, ndim=None, expected=""):
         self._follow_input_device(pred)

@@ -126,16 +126,24 @@ class _BatchNorm(Module):
         scale = invstd
         if self.affine:
             scale = invstd * self._per_channel(self.weight.data, xhat.ndim)
+        # The affine gradients are sums written straight into the optimizer's flat buffers
+        # when there are some (Parameter.grad_buffer).
+        buffers = (self.bias.grad_buffer(), self.weight.grad_buffer()) if self.affine \
+            else (None, None)
+        outs = [None if b is None else self._per_channel(b, xhat.ndim) for b in buffers]
         if batch_stats:
-            dx, sum_grad, sum_grad_xhat = F.normalize_backward(grad_output, xhat, scale, axes)
+            dx, sum_grad, sum_grad_xhat = F.normalize_backward(grad_output, xhat, scale, axes,
+                                                               sums_out=outs)
         else:
             dx = grad_output * scale
             if self.affine:
-                sum_grad = xp.sum(grad_output, axis=axes)
-                sum_grad_xhat = xp.sum(grad_output * xhat, axis=axes)
+                sum_grad = F.reduce_sum(grad_output, axis=axes, keepdims=True, out=outs[0])
+                sum_grad_xhat = F.reduce_sum(grad_output * xhat, axis=axes, keepdims=True,
+                                             out=outs[1])
         if self.affine:
-            self.weight.accumulate_grad(xp.reshape(sum_grad_xhat, (-1,)))
-            self.bias.accumulate_grad(xp.reshape(sum_grad, (-1,)))
+            for param, buffer, total in ((self.bias, buffers[0], sum_grad),
+                                         (self.weight, buffers[1], sum_grad_xhat)):
+                param.accumulate_grad(xp.reshape(total, (-1,)) if buffer is None else buffer)
         return dx
 
     def clear_cache(self) -> None:
@@ -208,15 +216,16 @@ class LayerNorm(Module):
 
     def backward(self, grad_output):
         xhat, invstd, axes = self._require_cache(self._cache)
-        xp = self.backend.xp
         batch_axes = tuple(range(xhat.ndim - len(axes)))
         grad_xhat = grad_output
         if self.weight is not None:
             grad_xhat = grad_output * self.weight.data
             if self.weight.requires_grad:
-                self.weight.accumulate_grad(xp.sum(grad_output * xhat, axis=batch_axes))
+                self.weight.accumulate_grad(F.reduce_sum(grad_output * xhat, axis=batch_axes,
+                                                         out=self.weight.grad_buffer()))
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(xp.sum(grad_output, axis=batch_axes))
+            self.bias.accumulate_grad(F.reduce_sum(grad_output, axis=batch_axes,
+                                                   out=self.bias.grad_buffer()))
         dx, _, _ = F.normalize_backward(grad_xhat, xhat, invstd, axes)
         return dx
 

@@ -1,5 +1,5 @@
-"""Generic kernels of the dense layers, activations and losses: matmul, scatter-add,
-one-hot, log-sum-exp, ReLU and softmax cross-entropy.
+"""Generic kernels of the dense layers, activations and losses: matmul, sums into a
+buffer, scatter-add, one-hot, log-sum-exp, ReLU and softmax cross-entropy.
 
 Each is the reference version: array-API-standard calls on ``backend.xp`` only; devices
 override them by name (NumPy: ``backends/numpy.py``; CuPy: ``backends/cupy.py``).
@@ -17,6 +17,17 @@ def matmul(backend, a, b, out=None):
     device can swap in its own GEMM (the CuPy backend needs a cuBLAS-free one inside CUDA
     graphs) and write results straight into preallocated buffers (flat gradient buffers)."""
     result = backend.xp.matmul(a, b)
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+@kernel
+def reduce_sum(backend, x, axis=None, keepdims=False, out=None):
+    """``sum(x, axis)``, written into ``out`` when given (a gradient straight into the
+    optimizer's flat buffer: ``Parameter.grad_buffer``)."""
+    result = backend.xp.sum(x, axis=axis, keepdims=keepdims)
     if out is None:
         return result
     out[...] = result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .basic import reduce_sum
 from .dispatch import kernel
 
 
@@ -24,7 +25,7 @@ def normalize(backend, x, axes, eps):
 
 
 @kernel
-def normalize_backward(backend, grad, xhat, scale, axes):
+def normalize_backward(backend, grad, xhat, scale, axes, sums_out=(None, None)):
     """Backward of ``normalize`` through ``xhat``, times ``scale``.
 
     With M the number of elements reduced over ``axes``:
@@ -32,12 +33,12 @@ def normalize_backward(backend, grad, xhat, scale, axes):
     ``scale = weight*invstd`` (per channel) and the output gradient; LayerNorm passes
     ``scale = invstd`` and ``grad = dy*weight``. Returns ``(dx, sum(grad),
     sum(grad*xhat))``, the sums keeping the reduced axes with size 1 (BatchNorm's bias
-    and weight gradients).
+    and weight gradients), written into ``sums_out`` (two arrays of that shape, or None)
+    where given.
     """
-    xp = backend.xp
     count = math.prod(grad.shape[axis] for axis in axes)
-    sum_grad = xp.sum(grad, axis=axes, keepdims=True)
-    sum_grad_xhat = xp.sum(grad * xhat, axis=axes, keepdims=True)
+    sum_grad = reduce_sum(grad, axis=axes, keepdims=True, out=sums_out[0])
+    sum_grad_xhat = reduce_sum(grad * xhat, axis=axes, keepdims=True, out=sums_out[1])
     dx = grad - sum_grad / count
     dx -= xhat * (sum_grad_xhat / count)
     dx *= scale

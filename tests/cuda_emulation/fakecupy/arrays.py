@@ -159,14 +159,15 @@ class ndarray(np.ndarray):
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         _refuse_host(f"cupy.{ufunc.__name__}", inputs + tuple(kwargs.get("out", ())))
         inputs = tuple(x.view(np.ndarray) if isinstance(x, ndarray) else x for x in inputs)
-        if "out" in kwargs:
+        given = kwargs.get("out")
+        if given is not None:
             kwargs["out"] = tuple(x.view(np.ndarray) if isinstance(x, ndarray) else x
-                                  for x in kwargs["out"])
+                                  for x in given)
         with np.errstate(all="ignore"):  # a GPU raises no floating-point warnings
             result = getattr(ufunc, method)(*inputs, **kwargs)
-        if "out" in kwargs and method != "at":
-            outs = tuple(o.view(ndarray) for o in kwargs["out"])
-            return outs[0] if len(outs) == 1 else outs
+        if given is not None and method != "at":
+            # CuPy returns the out arrays themselves, not new views of them
+            return given[0] if len(given) == 1 else tuple(given)
         return to_device(result)
 
     def __repr__(self):
