@@ -6,7 +6,7 @@
 """
 from tensornet.backends import DeviceError, asnumpy, available_backends, get_backend, to_device
 
-from . import callbacks, data, diagnostics, models, nn, optim
+from . import callbacks, data, diagnostics, distributed, models, nn, optim
 from .callbacks import EarlyStopping, ModelCheckpoint, TerminateOnNaN
 from .io import CheckpointError, load, load_checkpoint, save, save_checkpoint
 from .nn.gradcheck import gradcheck
@@ -15,7 +15,7 @@ from .train import History, evaluate, fit, predict
 
 __version__ = "0.1.0"
 
-__all__ = ["nn", "optim", "data", "models", "callbacks", "diagnostics",
+__all__ = ["nn", "optim", "data", "models", "callbacks", "diagnostics", "distributed",
            "get_backend", "available_backends", "to_device", "asnumpy", "DeviceError",
            "gradcheck", "manual_seed", "get_rng_state", "set_rng_state",
            "fit", "evaluate", "predict", "History",

@@ -12,6 +12,7 @@ from .module import Module, RemovableHandle
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .parameter import Parameter
 from .pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from .sync_batchnorm import SyncBatchNorm  # data-parallel (issue 18)
 
 __all__ = [
     "init", "Module", "Parameter", "RemovableHandle", "Sequential", "Residual",
@@ -20,5 +21,5 @@ __all__ = [
     "Loss", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "NonFiniteError",
     "gradcheck", "GradcheckError",
     "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d",
-    "LayerNorm",
+    "LayerNorm", "SyncBatchNorm",
 ]

@@ -1,0 +1,158 @@
+"""Data-parallel training under ``mpiexec -n 2`` (issue 18): the same parameters as one
+process with the global batch, agreed stops, thread counts, failures that end every rank,
+and the command line on Fashion-MNIST. Each test launches the programs in
+distributed_worker.py with a timeout, and skips when mpi4py or mpiexec is missing."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import distributed_worker as worker
+from tensornet.cli import main
+
+HERE = Path(__file__).resolve().parent
+DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _mpiexec():
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.is_file() else shutil.which("mpiexec")
+
+
+def _skip_reason():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install 'tensornet[mpi]')"
+    if _mpiexec() is None:
+        return "mpiexec is not on PATH (pip install mpich)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+
+
+def mpirun(args, ranks=2, timeout=120, env=None):
+    """Run ``args`` on ``ranks`` ranks; returns (CompletedProcess, seconds)."""
+    environment = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    environment.update(env or {})
+    environment["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE)])
+    start = time.perf_counter()
+    done = subprocess.run([_mpiexec(), "-n", str(ranks), *args], capture_output=True,
+                          text=True, timeout=timeout, env=environment, cwd=HERE)
+    return done, time.perf_counter() - start
+
+
+def run_case(case, out, **kwargs):
+    return mpirun([sys.executable, str(HERE / "distributed_worker.py"), case, str(out)],
+                  **kwargs)
+
+
+def test_two_ranks_of_32_equal_one_process_of_64(tmp_path):
+    done, _ = run_case("equivalence", tmp_path)
+    assert done.returncode == 0, done.stderr
+    for kind, opt, how in worker.CASES:
+        ref = worker.reference(kind, opt, how)
+        ranks = [np.load(tmp_path / f"{kind}-{opt}-rank{r}.npz") for r in (0, 1)]
+        assert sorted(ranks[0].files) == sorted(ref)
+        for key, expected in ref.items():
+            np.testing.assert_array_equal(ranks[0][key], ranks[1][key])  # in lockstep
+            np.testing.assert_allclose(ranks[0][key], expected, rtol=1e-10, atol=1e-14,
+                                       err_msg=f"{kind} {opt} ({how}): {key}")
+
+
+def test_nan_on_one_rank_and_early_stopping_stop_every_rank_alike(tmp_path):
+    done, _ = run_case("stops", tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    results = [json.loads((tmp_path / f"stops-rank{r}.json").read_text()) for r in (0, 1)]
+    for result in results:
+        assert result["nan_epochs"] == []
+        assert result["nan_reason"].startswith("TerminateOnNaN: epoch 1, step 3: ")
+    assert "not finite on 1 of 2 ranks" in results[0]["nan_reason"]
+    assert "the loss is nan" in results[1]["nan_reason"]
+    assert results[0]["early_epochs"] == results[1]["early_epochs"]
+    assert 1 < len(results[0]["early_epochs"]) < 30
+    assert results[0]["val_loss"] == results[1]["val_loss"]  # global figures, bit for bit
+    assert results[0]["train_loss"] == results[1]["train_loss"]
+    assert done.stdout.count("Epoch  Train loss") == 1  # rank 0 alone prints
+    assert done.stdout.count("EarlyStopping: restored the weights") <= 1
+    marks = sorted(p.name for p in tmp_path.glob("checkpoint-by-rank*"))
+    assert marks == ["checkpoint-by-rank0"]  # file-writing callbacks run on rank 0 only
+    assert results[0]["local_epochs"] == results[1]["local_epochs"] == []
+    assert results[1]["local_reason"] == "rank 1 asked to stop"
+    assert results[0]["local_reason"] == "stopped because another rank stopped"
+
+
+def test_each_rank_gets_its_share_of_the_cores_unless_the_user_chose(tmp_path):
+    done, _ = run_case("threads", tmp_path)
+    assert done.returncode == 0, done.stderr
+    expected = max(1, (os.cpu_count() or 1) // 2)
+    for r in (0, 1):
+        seen = json.loads((tmp_path / f"threads-rank{r}.json").read_text())
+        assert seen == {"blas": [min(expected, len(os.sched_getaffinity(0)))],
+                        "local_size": 2}
+    chosen = "2" if expected == 1 else "1"  # any count but the default
+    done, _ = run_case("threads", tmp_path, env={"OPENBLAS_NUM_THREADS": chosen,
+                                                 "OMP_NUM_THREADS": chosen})
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "threads-rank0.json").read_text())["blas"] == [int(chosen)]
+
+
+@pytest.mark.parametrize("how", ["raise", "die"])
+def test_a_failing_rank_ends_every_rank_promptly(tmp_path, how):
+    done, seconds = run_case(how, tmp_path, timeout=60)
+    assert done.returncode != 0 and seconds < 30, (done.returncode, seconds)
+    if how == "raise":
+        assert "rank 1 of 2 stopped on an uncaught RuntimeError; aborting every rank" \
+            in done.stderr
+        assert "simulated failure on rank 1" in done.stderr
+
+
+def test_different_models_on_the_ranks_are_refused_at_wrap_time(tmp_path):
+    done, seconds = run_case("mismatch", tmp_path, timeout=60)
+    assert done.returncode != 0 and seconds < 30
+    assert ("rank 1's model differs from rank 0's: rank 0 has parameter '0.weight' of shape "
+            "(5, 4), float32, rank 1 has parameter '0.weight' of shape (6, 4)") in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="Fashion-MNIST (Debian package dataset-fashion-mnist) not installed")
+def test_cli_distributed_matches_one_process_on_fashion_mnist(tmp_path, capsys):
+    single = tmp_path / "single"
+    assert main(["train", "--epochs", "1", "--out", str(single), "--data-dir", str(DEBIAN),
+                 "--quiet"]) == 0
+    single_acc = float(re.search(r"Test accuracy: ([\d.]+)%", capsys.readouterr().out)[1])
+    out = tmp_path / "dist"
+    done, _ = mpirun([sys.executable, "-m", "tensornet", "train", "--distributed",
+                      "--epochs", "1", "--out", str(out), "--data-dir", str(DEBIAN)],
+                     timeout=300)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert text.count("Epoch  Train loss  Valid loss  Train acc  Valid acc") == 1
+    assert text.count("Test accuracy") == 1
+    assert "batch 128 per rank x 2 ranks = 256 global" in text
+    dist_acc = float(re.search(r"Test accuracy: ([\d.]+)% \(10000 samples", text)[1])
+    assert abs(dist_acc - single_acc) <= 1.0, (dist_acc, single_acc)
+    assert json.loads((out / "history.json").read_text())["epoch"] == [1]
+    assert main(["eval", "--checkpoint", str(out / "model.safetensors"),
+                 "--data-dir", str(DEBIAN)]) == 0
+    assert f"Test accuracy: {dist_acc:.2f}%" in capsys.readouterr().out
+
+
+def test_init_without_mpiexec_is_a_single_process():
+    code = ("import tensornet as tn; c = tn.distributed.init(); "
+            "print(c.rank, c.size, c.local_rank, c.local_size, tn.distributed.world() is c)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=HERE.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "1", "0", "1", "True"]
