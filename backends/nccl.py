@@ -34,8 +34,8 @@ def _fallback_notice(comm, reason: str) -> None:
     global _NOTICE_GIVEN
     if not _NOTICE_GIVEN and comm.rank == 0:
         print(f"tensornet.distributed: {reason}; GPU gradients are all-reduced by MPI through "
-              f"host memory (slower). Install CuPy with NCCL (pip install nvidia-nccl-cu12) "
-              f"for GPU-to-GPU all-reduce", file=sys.stderr, flush=True)
+              f"host memory (slower). For GPU-to-GPU all-reduce, install NCCL where CuPy "
+              f"finds it (CuPy's installation guide, 'Additional CUDA Libraries')", file=sys.stderr, flush=True)
     _NOTICE_GIVEN = True
 
 

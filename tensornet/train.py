@@ -256,7 +256,7 @@ def _one_epoch(run, step, callbacks, table) -> bool:
             sizes.append(int(xb.shape[0]))
             for cb in callbacks:
                 cb.on_batch_end(run, i, loss)
-            if run.stop_training if dist is None else dist.stop_agreed(run):
+            if run.stop_training if dist is None else dist.stop_agreed(run, in_epoch=True):
                 return False
             bar.update(1)
             if backend.cheap_sync and i % 20 == 0:

@@ -77,11 +77,15 @@ def reference(kind: str, opt_name: str, how: str) -> dict:
 
 
 # ---------------------------------------------------------------------- cases under mpiexec
-def case_equivalence(comm, out):
+def case_equivalence(comm, out, device="cpu"):
+    """``device="cuda"``: one GPU per rank (NCCL); ``"cuda:0"``: all ranks share GPU 0
+    (MPI through host memory)."""
+    device = tn.distributed.device_for(comm, device)
     for kind, opt_name, how in CASES:
-        model = tn.distributed.DataParallel(build(kind, sync=True, seed=comm.rank), comm)
+        model = build(kind, sync=True, seed=comm.rank).to(device)
+        model = tn.distributed.DataParallel(model, comm)
         loader = tn.data.DataLoader(tn.data.ArrayDataset(*data()), PER_RANK, shuffle=True,
-                                    seed=5, shard=comm.shard)
+                                    seed=5, shard=comm.shard, device=device)
         assert len(loader) == STEPS, len(loader)
         train(model, optimizer(opt_name, model.parameters()), loader, how)
         np.savez(os.path.join(out, f"{kind}-{opt_name}-rank{comm.rank}.npz"),
@@ -175,7 +179,7 @@ def main(argv) -> None:
     case, out = argv[1], argv[2]
     comm = tn.distributed.init()
     if case == "equivalence":
-        case_equivalence(comm, out)
+        case_equivalence(comm, out, *argv[3:])
     elif case == "stops":
         case_stops(comm, out)
     elif case == "threads":

@@ -52,9 +52,9 @@ def mpirun(args, ranks=2, timeout=120, env=None):
     return done, time.perf_counter() - start
 
 
-def run_case(case, out, **kwargs):
-    return mpirun([sys.executable, str(HERE / "distributed_worker.py"), case, str(out)],
-                  **kwargs)
+def run_case(case, out, extra=(), **kwargs):
+    return mpirun([sys.executable, str(HERE / "distributed_worker.py"), case, str(out),
+                   *extra], **kwargs)
 
 
 def test_two_ranks_of_32_equal_one_process_of_64(tmp_path):
@@ -68,6 +68,59 @@ def test_two_ranks_of_32_equal_one_process_of_64(tmp_path):
             np.testing.assert_array_equal(ranks[0][key], ranks[1][key])  # in lockstep
             np.testing.assert_allclose(ranks[0][key], expected, rtol=1e-10, atol=1e-14,
                                        err_msg=f"{kind} {opt} ({how}): {key}")
+        # the runs moved far from the start, so agreeing to 1e-10 says something
+        start = worker.final_state(worker.build(kind, sync=False, seed=0))
+        assert max(np.max(np.abs(ref[k] - start[k])) for k in ref if "weight" in k) > 0.01
+
+
+def _gpu_count() -> int:
+    try:
+        import cupy
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # no CuPy or no driver: the gpu marker skips these tests
+        return 0
+
+
+def _compare_with_reference(folder, rtol):
+    for kind, opt, how in worker.CASES:
+        ref = worker.reference(kind, opt, how)
+        ranks = [np.load(folder / f"{kind}-{opt}-rank{r}.npz") for r in (0, 1)]
+        for key, expected in ref.items():
+            np.testing.assert_array_equal(ranks[0][key], ranks[1][key])
+            np.testing.assert_allclose(ranks[0][key], expected, rtol=rtol, atol=1e-12,
+                                       err_msg=f"{kind} {opt} ({how}): {key}")
+
+
+@pytest.mark.gpu
+def test_nccl_allreduce_runs_on_one_gpu(capsys):
+    """A one-rank NCCL communicator: the sum is the array itself, through the real
+    unique-id / NcclCommunicator / allReduce calls (or the announced host fallback)."""
+    import tensornet as tn
+
+    backend = tn.get_backend("cuda")
+    reduce_ = backend.collective_allreduce(tn.distributed.Communicator())
+    x = backend.asarray(np.arange(10.0))
+    assert reduce_(x) is x
+    np.testing.assert_array_equal(tn.asnumpy(x), np.arange(10.0))
+    err = capsys.readouterr().err
+    assert err == "" or "through host memory" in err  # NCCL, or the one notice
+
+
+@pytest.mark.gpu
+def test_two_ranks_sharing_a_gpu_equal_one_process(tmp_path):
+    done, _ = run_case("equivalence", tmp_path, extra=["cuda:0"], timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "some ranks share a GPU" in done.stderr or "NCCL is not available" in done.stderr
+    _compare_with_reference(tmp_path, rtol=1e-8)  # cuBLAS sums in another order than NumPy
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpu_count() < 2, reason="NCCL between ranks needs two GPUs")
+def test_two_gpus_over_nccl_equal_one_process(tmp_path):
+    done, _ = run_case("equivalence", tmp_path, extra=["cuda"], timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "through host memory" not in done.stderr
+    _compare_with_reference(tmp_path, rtol=1e-8)
 
 
 def test_nan_on_one_rank_and_early_stopping_stop_every_rank_alike(tmp_path):
@@ -112,9 +165,8 @@ def test_a_failing_rank_ends_every_rank_promptly(tmp_path, how):
     done, seconds = run_case(how, tmp_path, timeout=60)
     assert done.returncode != 0 and seconds < 30, (done.returncode, seconds)
     if how == "raise":
-        assert "rank 1 of 2 stopped on an uncaught RuntimeError; aborting every rank" \
-            in done.stderr
-        assert "simulated failure on rank 1" in done.stderr
+        assert ("rank 1 of 2 stopped on an uncaught RuntimeError (simulated failure on "
+                "rank 1); aborting every rank") in done.stderr
 
 
 def test_different_models_on_the_ranks_are_refused_at_wrap_time(tmp_path):
@@ -156,3 +208,15 @@ def test_init_without_mpiexec_is_a_single_process():
                           timeout=60, cwd=HERE.parent)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0", "1", "0", "1", "True"]
+
+
+def test_cli_error_on_rank_0_alone_ends_every_rank(tmp_path):
+    """Rank 0 alone writes the outputs, so only it fails on an --out it cannot create, while
+    rank 1 has gone on to the test-set evaluation (a collective): it must not wait there."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done, seconds = mpirun([sys.executable, "-m", "tensornet", "train", "--distributed",
+                            "--dataset", "blobs", "--epochs", "1", "--out",
+                            str(blocker / "run")], timeout=60)
+    assert done.returncode == 1 and seconds < 30, (done.returncode, done.stderr)
+    assert "tensornet train: error:" in done.stderr and "a-file" in done.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -109,6 +110,7 @@ class Communicator:
         sys.stderr.flush()
         if self._comm is None:
             raise SystemExit(code)
+        time.sleep(0.2)  # let mpiexec forward what was printed before the abort kills it
         self._comm.Abort(code)
 
 
@@ -186,9 +188,11 @@ def _abort_on_uncaught_exceptions(comm: Communicator) -> None:
     previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
-        try:
+        try:  # the one line first: the launcher may cut the traceback short
             sys.stderr.write(f"tensornet.distributed: rank {comm.rank} of {comm.size} stopped "
-                             f"on an uncaught {exc_type.__name__}; aborting every rank\n")
+                             f"on an uncaught {exc_type.__name__} ({exc}); aborting every "
+                             f"rank\n")
+            sys.stderr.flush()
             previous(exc_type, exc, tb)
         finally:
             comm.abort(1)

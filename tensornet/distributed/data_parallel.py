@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+from itertools import zip_longest
+
 from tensornet.backends import dtype_name, get_backend
 from tensornet.nn.loss import NonFiniteError
 from tensornet.nn.module import Module
@@ -74,7 +76,7 @@ class DataParallel(Module):
         for rank, theirs in enumerate(signatures):
             if theirs == reference:
                 continue
-            for ref, got in zip(reference + [None] * len(theirs), theirs + [None] * len(reference)):
+            for ref, got in zip_longest(reference, theirs):
                 if ref != got:
                     raise ValueError(
                         f"DataParallel: rank {rank}'s model differs from rank 0's: rank 0 has "

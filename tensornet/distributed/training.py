@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tensornet.callbacks import ModelCheckpoint
+from tensornet.callbacks import Callback, ModelCheckpoint
 from tensornet.nn.loss import NonFiniteError
 
 from .data_parallel import DataParallel
@@ -29,12 +29,17 @@ class DistributedFit:
     def __init__(self, model: DataParallel):
         self.model, self.comm = model, model.comm
         self.is_main = self.comm.rank == 0
+        self.stops_in_epoch = True  # whether a callback may stop between two steps
 
     def verbose(self, verbose: int) -> int:
         return verbose if self.is_main else 0
 
     def callbacks(self, callbacks: list) -> list:
-        """The callbacks this rank runs: those that write files run on rank 0 only."""
+        """The callbacks this rank runs: those that write files run on rank 0 only. Notes
+        whether any may stop mid-epoch (else the per-step stop agreement is skipped)."""
+        self.stops_in_epoch = any(type(cb).on_batch_end is not Callback.on_batch_end
+                                  or type(cb).on_epoch_begin is not Callback.on_epoch_begin
+                                  for cb in callbacks)
         return [cb for cb in callbacks if self.is_main or not (
             isinstance(cb, ModelCheckpoint) or getattr(cb, "writes_files", False))]
 
@@ -58,8 +63,11 @@ class DistributedFit:
                              f"0..{self.comm.size - 1}; every rank must take the same number "
                              f"of steps: build it with DataLoader(..., shard=comm.shard)")
 
-    def stop_agreed(self, run) -> bool:
-        """True on every rank when some rank's callbacks asked to stop."""
+    def stop_agreed(self, run, in_epoch: bool = False) -> bool:
+        """True on every rank when some rank's callbacks asked to stop (one tiny
+        all-reduce; skipped between steps when no callback can stop there)."""
+        if in_epoch and not self.stops_in_epoch:
+            return run.stop_training
         if self.comm.any(run.stop_training) and not run.stop_training:
             run.stop("stopped because another rank stopped")
         return run.stop_training
