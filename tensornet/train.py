@@ -196,6 +196,9 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
             raise TypeError(f"fit: callbacks must be Callback instances, got {type(cb).__name__}")
     dist = _distributed(model)  # distributed (issue 18)
     if dist is not None:
+        if cuda_graph:
+            raise ValueError("fit: cuda_graph=True cannot capture the all-reduce of a "
+                             "DataParallel over several ranks; leave it off")
         verbose, callbacks = dist.verbose(verbose), dist.callbacks(callbacks)
     if scheduler is not None:
         callbacks.insert(0, LearningRateScheduler(scheduler))

@@ -114,7 +114,13 @@ def case_stops(comm, out):
                    callbacks=[tn.EarlyStopping(patience=1), _MarkCheckpoint(out)])
     local = tn.fit(model, loss_fn, opt, train_loader, epochs=3, verbose=0,
                    callbacks=[_StopOnRank1()])
-    result = {"nan_epochs": nan_run.epoch, "nan_reason": nan_run.stop_reason,
+    bn = tn.distributed.DataParallel(build("cnn", sync=False, seed=0), comm)
+    tn.fit(bn, loss_fn, tn.optim.SGD(bn.parameters(), lr=0.05), tn.data.DataLoader(
+        tn.data.ArrayDataset(x, y), 16, shard=comm.shard), verbose=0)
+    local_mean = tn.asnumpy(bn.module[1].running_mean).tolist()  # this rank's batches
+    bn.eval()
+    result = {"bn_trained": local_mean, "bn_eval": tn.asnumpy(bn.module[1].running_mean).tolist(),
+              "nan_epochs": nan_run.epoch, "nan_reason": nan_run.stop_reason,
               "early_epochs": early.epoch, "val_loss": early["val_loss"],
               "train_loss": early["train_loss"], "local_epochs": local.epoch,
               "local_reason": local.stop_reason}

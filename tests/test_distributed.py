@@ -41,14 +41,14 @@ def _skip_reason():
 pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
 
 
-def mpirun(args, ranks=2, timeout=120, env=None):
+def mpirun(args, ranks=2, timeout=120, env=None, cwd=HERE):
     """Run ``args`` on ``ranks`` ranks; returns (CompletedProcess, seconds)."""
     environment = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     environment.update(env or {})
     environment["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE)])
     start = time.perf_counter()
     done = subprocess.run([_mpiexec(), "-n", str(ranks), *args], capture_output=True,
-                          text=True, timeout=timeout, env=environment, cwd=HERE)
+                          text=True, timeout=timeout, env=environment, cwd=cwd)
     return done, time.perf_counter() - start
 
 
@@ -141,6 +141,9 @@ def test_nan_on_one_rank_and_early_stopping_stop_every_rank_alike(tmp_path):
     marks = sorted(p.name for p in tmp_path.glob("checkpoint-by-rank*"))
     assert marks == ["checkpoint-by-rank0"]  # file-writing callbacks run on rank 0 only
     assert results[0]["local_epochs"] == results[1]["local_epochs"] == []
+    # plain BatchNorm: running statistics of each rank's own batches, rank 0's after eval()
+    assert results[0]["bn_trained"] != results[1]["bn_trained"]
+    assert results[0]["bn_eval"] == results[1]["bn_eval"] == results[0]["bn_trained"]
     assert results[1]["local_reason"] == "rank 1 asked to stop"
     assert results[0]["local_reason"] == "stopped because another rank stopped"
 
@@ -220,3 +223,16 @@ def test_cli_error_on_rank_0_alone_ends_every_rank(tmp_path):
                             str(blocker / "run")], timeout=60)
     assert done.returncode == 1 and seconds < 30, (done.returncode, done.stderr)
     assert "tensornet train: error:" in done.stderr and "a-file" in done.stderr
+
+
+def test_readme_example_runs_on_two_ranks(tmp_path):
+    readme = (HERE.parent / "README.md").read_text()
+    block = re.search(r"```python mpi\n(.*?)```", readme, re.S)[1]
+    script = tmp_path / "train_dp.py"
+    script.write_text(block)
+    done, _ = mpirun([sys.executable, str(script)], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("Epoch  Train loss") == 1
+    import tensornet as tn
+    state = tn.load(tmp_path / "dp.safetensors")
+    assert sorted(state["model"]) == ["0.bias", "0.weight", "2.bias", "2.weight"]

@@ -258,3 +258,11 @@ def test_one_gpu_per_rank_by_local_rank():
     assert tn.distributed.device_for(comm, "cuda") == "cuda:1"
     assert tn.distributed.device_for(comm, "cuda:0") == "cuda:0"
     assert tn.distributed.device_for(comm, "cpu") == "cpu"
+
+
+def test_fit_refuses_cuda_graphs_across_ranks():
+    dp = tn.distributed.DataParallel(_mlp(), TwinComm())
+    loader = DataLoader(ArrayDataset(np.zeros((8, 20), np.float32), np.zeros(8, np.int64)), 4)
+    with pytest.raises(ValueError, match="cuda_graph=True cannot capture the all-reduce"):
+        tn.fit(dp, nn.CrossEntropyLoss(), tn.optim.SGD(dp.parameters(), lr=0.1), loader,
+               cuda_graph=True, verbose=0)
