@@ -35,7 +35,8 @@ def _fallback_notice(comm, reason: str) -> None:
     if not _NOTICE_GIVEN and comm.rank == 0:
         print(f"tensornet.distributed: {reason}; GPU gradients are all-reduced by MPI through "
               f"host memory (slower). For GPU-to-GPU all-reduce, install NCCL where CuPy "
-              f"finds it (CuPy's installation guide, 'Additional CUDA Libraries')", file=sys.stderr, flush=True)
+              f"finds it (CuPy's installation guide, 'Additional CUDA Libraries')",
+              file=sys.stderr, flush=True)
     _NOTICE_GIVEN = True
 
 

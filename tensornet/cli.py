@@ -210,7 +210,8 @@ def cmd_train(args) -> int:
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     out = Path(args.out or f"runs/{args.model}-{args.dataset}")
     autoencoder = args.model == "autoencoder"
-    tn.manual_seed(args.seed)
+    # distributed (issue 18): own dropout masks per rank; DataParallel gives all rank 0's weights
+    tn.manual_seed(args.seed + (comm.rank if comm is not None else 0))
     x, y = _load_split(args.dataset, "train", args.data_dir, args.seed, autoencoder)
     xt, yt = _load_split(args.dataset, "test", args.data_dir, args.seed, autoencoder)
     spec = _model_spec(args.model, args.dataset, x, y, args.init)

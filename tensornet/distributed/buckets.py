@@ -95,9 +95,10 @@ def _contiguous_span(grads, total: int):
 
 
 def _address(array):
-    """The data address from the array protocols (NumPy's or CUDA's), or None."""
-    for name in ("__cuda_array_interface__", "__array_interface__"):
-        interface = getattr(array, name, None)
-        if interface is not None:
-            return int(interface["data"][0])
-    return None
+    """The data address of a NumPy or CuPy array, or None (array-api-strict). CuPy's is
+    read from ``.data.ptr``: its ``__cuda_array_interface__`` would sync the stream."""
+    pointer = getattr(getattr(array, "data", None), "ptr", None)
+    if pointer is not None:
+        return int(pointer)
+    interface = getattr(array, "__array_interface__", None)
+    return None if interface is None else int(interface["data"][0])
