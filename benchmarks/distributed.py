@@ -1,6 +1,6 @@
 """Data-parallel scaling: training samples/s on 1 rank vs 2 ranks (``mpiexec``), MLP and CNN.
 
-    python -m benchmarks.distributed [--models mlp,cnn] [--ranks 2] [--reps 3]
+    python -m benchmarks.distributed [--models mlp,cnn] [--ranks 2] [--reps 3] [--synthetic]
 
 Each (model, ranks, batch) runs in its own ``mpiexec -n R`` launch with one BLAS thread
 per rank; the launches take turns repetition by repetition, so machine noise hits every
@@ -74,12 +74,13 @@ def _mpiexec() -> str:
 def launch(model_name: str, ranks: int, batch: int, synthetic: bool) -> dict:
     command = [_mpiexec(), "-n", str(ranks), sys.executable, "-m", "benchmarks.distributed",
                "--worker", model_name, "--batch", str(batch)] + (["--synthetic"] * synthetic)
+    load = os.getloadavg()[0]  # how busy the machine was (shared machines: noise)
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800,
                           env=thread_env(1), cwd=os.path.dirname(HERE))
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return {**json.loads(lines[-1][len("RESULT "):]), "load_before": load}
 
 
 def configurations(models, ranks: int):
@@ -91,11 +92,13 @@ def configurations(models, ranks: int):
 
 def table(rows: list[dict]) -> str:
     lines = ["| model | ranks | batch per rank | global batch | samples/s | speed-up | "
-             "efficiency |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "efficiency | each run (load before it) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
+        runs = ", ".join(f"{rate:,.0f} ({load:.1f})" for rate, load in
+                         zip(row["all_samples_per_s"], row["loads"]))
         lines.append(f"| {row['model']} | {row['ranks']} | {row['batch']} | "
                      f"{row['batch'] * row['ranks']} | {row['samples_per_s']:,.0f} | "
-                     f"{row['speedup']:.2f}x | {row['efficiency']:.0%} |")
+                     f"{row['speedup']:.2f}x | {row['efficiency']:.0%} | {runs} |")
     return "\n".join(lines)
 
 
@@ -132,6 +135,7 @@ def main(argv=None) -> int:
                      "efficiency": rate / base / ranks,
                      "all_samples_per_s": [r["samples"] / r["seconds"]
                                            for r in runs[(model_name, ranks, batch)]],
+                     "loads": [r["load_before"] for r in runs[(model_name, ranks, batch)]],
                      "data": runs[(model_name, ranks, batch)][0]["data"]})
     text = table(rows)
     print(text)

@@ -116,3 +116,14 @@ def test_report_command_writes_table_json_and_chart(tmp_path):
     if "skipped" in rows["gpu"]:
         assert "mlp / gpu: skipped" in text
     assert (tmp_path / "results.png").stat().st_size > 1000
+
+
+def test_distributed_benchmark_plans_and_reports_the_configurations():
+    from benchmarks.distributed import configurations, table
+
+    configs = list(configurations(["mlp"], 2))
+    assert configs == [("mlp", 1, 128), ("mlp", 2, 128), ("mlp", 2, 64)]
+    text = table([{"model": "mlp", "ranks": 2, "batch": 128, "samples_per_s": 1500.0,
+                   "speedup": 1.5, "efficiency": 0.75, "all_samples_per_s": [1400.0, 1500.0],
+                   "loads": [0.2, 1.0]}])
+    assert "| mlp | 2 | 128 | 256 | 1,500 | 1.50x | 75% | 1,400 (0.2), 1,500 (1.0) |" in text
