@@ -18,6 +18,7 @@ import numpy as np
 from .base import Backend, DeviceError, FusedUpdate, SyncPolicy, device_of, dtype_name
 
 __all__ = ["Backend", "DeviceError", "FusedUpdate", "SyncPolicy", "get_backend", "backend_of",
+           "parse_device",
            "available_backends", "register_backend", "device_of", "dtype_name", "to_device",
            "asnumpy"]
 
@@ -68,6 +69,12 @@ def _parse(device: str) -> str:
         _discover()
     known = ", ".join(repr(e) for f in _FAMILIES.values() for e in f.examples)
     raise ValueError(f"unknown device {device!r}; expected one of {known}")
+
+
+def parse_device(device: str) -> str:
+    """The canonical key of a device string (``"gpu"`` -> ``"cuda:0"``, ``"numpy"`` ->
+    ``"cpu"``); ValueError naming the known devices for anything else."""
+    return _parse(device)
 
 
 def get_backend(device="cpu") -> Backend:

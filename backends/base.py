@@ -184,6 +184,19 @@ class Backend:
         raise ValueError(f"cuda_graph=True needs a model on device='cuda'; this one is on "
                          f"{self.device!r}")
 
+    # ------------------------------------------------------------------ collectives
+    def collective_allreduce(self, comm):
+        """A function ``reduce_(flat)`` that sums a contiguous array of this device in place
+        across the ranks of ``comm`` (a ``tensornet.distributed.Communicator``) and returns
+        it. Generic: through a host copy and ``comm.allreduce_host_``; NumPy reduces its
+        arrays directly, CuPy through NCCL."""
+        def reduce_(flat):
+            host = np.array(self.to_numpy(flat), copy=True)
+            comm.allreduce_host_(host)
+            flat[...] = self.asarray(host)
+            return flat
+        return reduce_
+
     # ------------------------------------------------------------------ memory, description
     def sample_memory(self) -> None:
         """Note the device memory in use, for the peak ``memory_info`` reports (CPU: no-op)."""

@@ -141,6 +141,13 @@ class CupyBackend(Backend):
     def synchronize(self) -> None:
         self._cuda_device.synchronize()
 
+    def collective_allreduce(self, comm):
+        """NCCL between the ranks' GPUs when every rank has it, else the generic path
+        through host memory, said once (issue 18; see nccl.py)."""
+        from .nccl import nccl_allreduce
+
+        return nccl_allreduce(self, comm) or super().collective_allreduce(comm)
+
     # ------------------------------------------------------------------ random numbers
     def seed(self, seed):
         super().seed(seed)

@@ -40,6 +40,10 @@ class NumpyBackend(Backend):
     def to_numpy(self, x) -> np.ndarray:
         return np.asarray(x)
 
+    def collective_allreduce(self, comm):
+        """Host arrays go to MPI as they are (issue 18)."""
+        return comm.allreduce_host_
+
     # Draws need no transfer on the CPU.
     def normal(self, shape, mean=0.0, std=1.0, dtype=None):
         out = self._rng.standard_normal(size=shape, dtype=self.dtype(dtype))

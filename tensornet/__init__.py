@@ -45,8 +45,8 @@ _map_source_tree_backends()
 from tensornet.backends import (DeviceError, asnumpy, available_backends,  # noqa: E402
                                 get_backend, to_device)
 
-from . import (callbacks, data, diagnostics, models, nn, onnx, optim,  # noqa: E402
-               regularizers)
+from . import (callbacks, data, diagnostics, distributed, models, nn, onnx,  # noqa: E402
+               optim, regularizers)
 from .callbacks import EarlyStopping, ModelCheckpoint, TerminateOnNaN
 from .dlpack import from_dlpack, to_dlpack
 from .io import CheckpointError, load, load_checkpoint, save, save_checkpoint
@@ -58,6 +58,7 @@ from .train import History, evaluate, fit, make_train_step, predict, train_step
 __version__ = "0.1.0"
 
 __all__ = ["nn", "optim", "data", "models", "callbacks", "diagnostics", "regularizers", "onnx",
+           "distributed",
            "get_backend", "available_backends", "to_device", "asnumpy", "DeviceError",
            "gradcheck", "manual_seed", "get_rng_state", "set_rng_state",
            "fit", "evaluate", "predict", "History", "train_step", "make_train_step",

@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder with the IDX .gz files (default: $TENSORNET_DATA, the "
                             "cache, /usr/share/datasets, then download)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch table")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over the ranks of mpiexec (mpiexec -n 2 tensornet "
+                            "train --distributed); --batch-size is then per rank, as in "
+                            "PyTorch, so the global batch is batch-size x ranks")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a saved model on its dataset's test split")
@@ -126,20 +130,22 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    # distributed (issue 18): an error on one rank ends every rank (abort_if_distributed)
+    # instead of leaving the others waiting in a collective
     try:
         return _run_quietly(args)
     except UsageError as exc:
         print(f"tensornet {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return tn.distributed.abort_if_distributed(2)
     except KeyboardInterrupt:
         print("tensornet: interrupted", file=sys.stderr)
-        return 130
+        return tn.distributed.abort_if_distributed(130)
     except (tn.data.DatasetError, tn.CheckpointError, tn.nn.NonFiniteError, MemoryError,
             OSError, ValueError, RuntimeError) as exc:
         if os.environ.get("TENSORNET_DEBUG"):
             raise
         print(f"tensornet {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return tn.distributed.abort_if_distributed(1)
 
 
 def _run_quietly(args) -> int:
@@ -240,6 +246,16 @@ def _device(name: str):
         raise UsageError(f"--device {name}: {exc}") from exc
 
 
+def _distributed_init():
+    """The MPI communicator for --distributed (issue 18); a usage error without mpi4py."""
+    import tensornet as tn
+
+    try:
+        return tn.distributed.init()
+    except ImportError as exc:
+        raise UsageError(f"--distributed: {exc}") from exc
+
+
 def _loader(x, y, batch_size, device, transform):
     import tensornet as tn
 
@@ -251,13 +267,19 @@ def _loader(x, y, batch_size, device, transform):
 def cmd_train(args) -> int:
     import tensornet as tn
 
-    device = _device(args.device)
+    comm = _distributed_init() if args.distributed else None  # distributed (issue 18)
+    main_rank = comm is None or comm.rank == 0
+    device = _device(args.device if comm is None else tn.distributed.device_for(comm,
+                                                                                args.device))
+    shard = {} if comm is None else {"shard": comm.shard}
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     out = Path(args.out or f"runs/{args.model}-{args.dataset}")
     _check_data_dir(args.data_dir)
-    _check_out(out)
+    if main_rank:  # only rank 0 writes there (another host's filesystem may differ)
+        _check_out(out)
     autoencoder = args.model == "autoencoder"
-    tn.manual_seed(args.seed)
+    # distributed (issue 18): own dropout masks per rank; DataParallel gives all rank 0's weights
+    tn.manual_seed(args.seed + (comm.rank if comm is not None else 0))
     x, y = _load_split(args.dataset, "train", args.data_dir, args.seed, autoencoder)
     xt, yt = _load_split(args.dataset, "test", args.data_dir, args.seed, autoencoder)
     spec = _model_spec(args.model, args.dataset, x, y, args.init)
@@ -274,18 +296,23 @@ def cmd_train(args) -> int:
         image = args.dataset in ("fashion-mnist", "mnist")
         normalize = tn.data.Normalize.from_data(train_set.x, per_channel=not image)
     model = tn.models.build(spec, device=device)
+    if comm is not None:  # distributed (issue 18)
+        model = tn.distributed.DataParallel(model, comm)
     optimizer = _optimizer(args.optimizer, model.parameters(), lr)
     loss_fn = tn.nn.MSELoss() if autoencoder else tn.nn.CrossEntropyLoss()
     train_loader = tn.data.DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed,
-                                      device=device, transform=normalize)
+                                      device=device, transform=normalize, **shard)
     val_loader = None if val_set is None else tn.data.DataLoader(
-        val_set, max(args.batch_size, 1000), device=device, transform=normalize)
-    verbose = 0 if args.quiet else 1
+        val_set, max(args.batch_size, 1000), device=device, transform=normalize, **shard)
+    verbose = 0 if args.quiet or not main_rank else 1
     if verbose:
+        batch = (f"batch {args.batch_size}" if comm is None else
+                 f"batch {args.batch_size} per rank x {comm.size} ranks = "
+                 f"{args.batch_size * comm.size} global")
         print(f"tensornet {tn.__version__}: {spec['name']} "
               f"({model.num_parameters():,} parameters) on {args.dataset} "
               f"({len(train_set)} train / {len(val_set) if val_set else 0} valid / {len(xt)} "
-              f"test), {args.optimizer} lr={lr:g}, batch {args.batch_size}, {device}")
+              f"test), {args.optimizer} lr={lr:g}, {batch}, {device}")
     start = time.perf_counter()
     try:
         history = tn.fit(model, loss_fn, optimizer, train_loader, val_loader,
@@ -293,14 +320,19 @@ def cmd_train(args) -> int:
     except tn.nn.NonFiniteError as exc:
         raise tn.nn.NonFiniteError(f"{exc}{_retire(out, OUTPUTS)}") from exc
     train_seconds = time.perf_counter() - start
-    out.mkdir(parents=True, exist_ok=True)
-    history.save_json(out / "history.json")
+    if main_rank:  # distributed (issue 18): rank 0 alone writes files and prints
+        out.mkdir(parents=True, exist_ok=True)
+        history.save_json(out / "history.json")
     if history.stop_reason and history.stop_reason.startswith("TerminateOnNaN"):  # --quiet too
-        print(f"tensornet train: training diverged: {history.stop_reason}; wrote "
-              f"{out}/history.json only{_retire(out, OUTPUTS[1:])}", file=sys.stderr)
+        if main_rank:
+            print(f"tensornet train: training diverged: {history.stop_reason}; wrote "
+                  f"{out}/history.json only{_retire(out, OUTPUTS[1:])}", file=sys.stderr)
         return 1
-    test_loader = _loader(xt, None if autoencoder else yt, 1000, device, normalize)
+    test_loader = tn.data.DataLoader(tn.data.ArrayDataset(xt, None if autoencoder else yt),
+                                     1000, device=device, transform=normalize, **shard)
     test = tn.evaluate(model, loss_fn, test_loader)
+    if not main_rank:
+        return 0
     config = {"model": spec, "dataset": args.dataset, "device": device, "seed": args.seed,
               "optimizer": args.optimizer, "lr": lr, "batch_size": args.batch_size,
               "epochs": len(history), "normalize": normalize.state() if normalize else None,

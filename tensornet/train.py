@@ -103,6 +103,7 @@ class TrainingRun:
         self.epoch = 0
         self.step_losses = None  # host array of this epoch's per-step losses, at its end
         self.stop_training = False
+        self.dist = None  # data-parallel hooks (issue 18), set by fit
 
     def stop(self, reason: str) -> None:
         """End training after the current step (or epoch) and say why."""
@@ -195,6 +196,14 @@ def _summarize(backend, losses, corrects, sizes):
     return loss, acc, step_losses
 
 
+def _distributed(model):
+    """Issue 18: the data-parallel hooks when ``model`` is a DataParallel over several
+    ranks (tensornet.distributed.training), else None."""
+    from tensornet.distributed.training import for_model
+
+    return for_model(model)
+
+
 def _model_backend(model):
     for param in model.parameters():
         return get_backend(param.data)
@@ -242,6 +251,12 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     for cb in callbacks:
         if not isinstance(cb, Callback):
             raise TypeError(f"fit: callbacks must be Callback instances, got {type(cb).__name__}")
+    dist = _distributed(model)  # distributed (issue 18)
+    if dist is not None:
+        if cuda_graph:
+            raise ValueError("fit: cuda_graph=True cannot capture the all-reduce of a "
+                             "DataParallel over several ranks; leave it off")
+        verbose, callbacks = dist.verbose(verbose), dist.callbacks(callbacks)
     if scheduler is not None:
         callbacks.insert(0, LearningRateScheduler(scheduler))
     else:
@@ -259,6 +274,9 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
         loss, out = train(xb, yb)
         return loss, _correct_count(xp, out, yb)
 
+    if dist is not None:  # distributed (issue 18)
+        step = dist.wrap_step(step)
+    run.dist = dist
     table = _Table(verbose)
     try:
         for cb in callbacks:
@@ -279,13 +297,15 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
 
 def _one_epoch(run, step, callbacks, table) -> bool:
     """Train and validate one epoch; False when training should stop."""
-    model, backend = run.model, run.backend
+    model, backend, dist = run.model, run.backend, run.dist
     lr = run.optimizer.param_groups[0]["lr"] if getattr(run.optimizer, "param_groups", None) \
         else None
     for cb in callbacks:
         cb.on_epoch_begin(run)
     model.train()
     handles_nan = any(getattr(cb, "stops_on_nonfinite", False) for cb in callbacks)
+    if dist is not None:  # distributed (issue 18)
+        dist.check_loader(run.train_loader, "train_loader")
     start = time.perf_counter()
     losses, corrects, sizes = [], [], []
     bar = _progress(run, len(run.train_loader) if hasattr(run.train_loader, "__len__") else None)
@@ -305,7 +325,7 @@ def _one_epoch(run, step, callbacks, table) -> bool:
             sizes.append(int(xb.shape[0]))
             for cb in callbacks:
                 cb.on_batch_end(run, i, loss)
-            if run.stop_training:
+            if run.stop_training if dist is None else dist.stop_agreed(run, in_epoch=True):
                 return False
             bar.update(1)
             if backend.sync_policy is SyncPolicy.EVERY_STEP and i % 20 == 0:
@@ -315,16 +335,20 @@ def _one_epoch(run, step, callbacks, table) -> bool:
     if not losses:
         raise ValueError("fit: train_loader yielded no batches")
     train_loss, train_acc, run.step_losses = _summarize(backend, losses, corrects, sizes)
+    samples = sum(sizes)
+    if dist is not None:  # distributed (issue 18): global figures on every rank
+        train_loss, train_acc, samples, run.step_losses = dist.summarize(
+            train_loss, train_acc, samples, run.step_losses, sizes)
     train_seconds = time.perf_counter() - start
     val = evaluate(model, run.loss_fn, run.val_loader) if run.val_loader is not None else {}
     logs = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val.get("loss"),
             "val_acc": val.get("acc"), "lr": lr, "seconds": time.perf_counter() - start,
-            "samples_per_s": sum(sizes) / train_seconds if train_seconds > 0 else None}
+            "samples_per_s": samples / train_seconds if train_seconds > 0 else None}
     run.history.append(run.epoch, logs)
     table.row(run.epoch, logs)
     for cb in callbacks:
         cb.on_epoch_end(run, logs)
-    return not run.stop_training
+    return not (run.stop_training if dist is None else dist.stop_agreed(run))
 
 
 def _progress(run, total):
@@ -390,7 +414,12 @@ def evaluate(model, loss_fn, loader=None) -> dict:
     if not sizes:
         raise ValueError("evaluate: the loader yielded no batches")
     loss, acc, _ = _summarize(backend, losses, corrects, sizes)
-    return {"loss": loss if loss_fn is not None else None, "acc": acc, "samples": sum(sizes)}
+    samples, dist = sum(sizes), _distributed(model)
+    if loss_fn is None:
+        loss = None
+    if dist is not None:  # distributed (issue 18): sums over the ranks' shards
+        loss, acc, samples, _ = dist.summarize(loss, acc, samples)
+    return {"loss": loss, "acc": acc, "samples": samples}
 
 
 def predict(model, data, batch_size: int = 256):

@@ -148,3 +148,14 @@ def test_a_failing_case_does_not_stop_the_others_and_runs_keep_their_files(
     files = sorted(tmp_path.glob("Test-GPU-*.txt"))
     assert len(files) == 2, files
     assert sorted("(c) wide MLP" in f.read_text() for f in files) == [False, True]
+
+
+def test_distributed_benchmark_plans_and_reports_the_configurations():
+    from benchmarks.distributed import configurations, table
+
+    configs = list(configurations(["mlp"], 2))
+    assert configs == [("mlp", 1, 128), ("mlp", 2, 128), ("mlp", 2, 64)]
+    text = table([{"model": "mlp", "ranks": 2, "batch": 128, "samples_per_s": 1500.0,
+                   "speedup": 1.5, "efficiency": 0.75, "all_samples_per_s": [1400.0, 1500.0],
+                   "loads": [0.2, 1.0]}])
+    assert "| mlp | 2 | 128 | 256 | 1,500 | 1.50x | 75% | 1,400 (0.2), 1,500 (1.0) |" in text

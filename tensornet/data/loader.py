@@ -9,6 +9,8 @@ import numpy as np
 from tensornet.backends import asnumpy, dtype_name, get_backend, to_device
 from tensornet.random import host_rng
 
+from .shard import check_shard, shard_indices, shard_length
+
 
 class Dataset:
     """The protocol the DataLoader needs: ``len(ds)`` and ``ds[indices] -> (x, y)`` where
@@ -121,6 +123,11 @@ class DataLoader:
         resident: keep the whole dataset on the device and slice batches there (one
             host->device copy in total). ``None`` (default) does so whenever the dataset
             has ``arrays()`` and fits; otherwise batches are gathered on the host and copied.
+        shard: ``(rank, size)`` (e.g. ``comm.shard``) for data-parallel training: each
+            epoch every rank draws the same order (``shuffle`` then needs ``seed``) and
+            takes its disjoint 1/size of it; see ``tensornet.data.shard``.
+        shard_tail: ``"pad"`` (default: repeat the first samples of the order so the
+            samples divide by ``size``) or ``"drop"`` (leave out the last ``n % size``).
 
     ``len(loader)`` is the number of batches per epoch. ``loader.epoch`` counts started
     epochs; ``state_dict()`` / ``load_state_dict()`` carry it in checkpoints.
@@ -128,18 +135,25 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size: int = 32, shuffle: bool = False,
                  drop_last: bool = False, seed: int | None = None, device="cpu",
-                 transform=None, resident: bool | None = None):
+                 transform=None, resident: bool | None = None, shard=None,
+                 shard_tail: str = "pad"):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive integer, got "
                              f"{batch_size!r}")
         if len(dataset) == 0:
             raise ValueError("DataLoader: the dataset is empty")
-        if drop_last and batch_size > len(dataset):
-            raise ValueError(f"DataLoader: batch_size {batch_size} is larger than the dataset "
-                             f"({len(dataset)} samples) and drop_last=True, so an epoch would "
-                             f"have no batches")
         self.dataset = dataset
+        self.shard, self.shard_tail = None, shard_tail
+        if shard is not None:  # data-parallel (issue 18)
+            self.shard = check_shard(shard, shard_tail, len(dataset))
+            if shuffle and seed is None:
+                raise ValueError("DataLoader: shard= with shuffle=True needs seed= (the same "
+                                 "on every rank) so that all ranks draw the same order")
+        if drop_last and batch_size > self._samples():
+            raise ValueError(f"DataLoader: batch_size {batch_size} is larger than the dataset "
+                             f"({self._samples()} samples) and drop_last=True, so an epoch "
+                             f"would have no batches")
         self.batch_size = int(batch_size)
         self.shuffle, self.drop_last, self.seed = bool(shuffle), bool(drop_last), seed
         self.backend = get_backend(device)
@@ -149,19 +163,25 @@ class DataLoader:
         self.epoch = 0
         self._on_device = None  # (x, y) resident on the device, y None when it is x
 
+    def _samples(self) -> int:
+        """Samples this loader draws per epoch before batching (this rank's share)."""
+        if self.shard is None:
+            return len(self.dataset)
+        return shard_length(len(self.dataset), self.shard[1], self.shard_tail)
+
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = self._samples()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
     def num_samples(self) -> int:
-        """Samples per epoch (fewer than ``len(dataset)`` with ``drop_last``)."""
-        n = len(self.dataset)
+        """Samples per epoch (fewer than ``len(dataset)`` with ``drop_last`` or ``shard``)."""
+        n = self._samples()
         return len(self) * self.batch_size if self.drop_last else n
 
     def batch_sizes(self) -> list[int]:
         """Sizes of the batches of one epoch, in order."""
-        n, bs = len(self.dataset), self.batch_size
+        n, bs = self._samples(), self.batch_size
         return [min(bs, n - start) for start in range(0, len(self) * bs, bs)]
 
     def __iter__(self):
@@ -170,7 +190,7 @@ class DataLoader:
         resident = self._resident_arrays()
         order = self._order(epoch, on_device=resident is not None)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            stop = min(start + self.batch_size, len(self.dataset))
+            stop = min(start + self.batch_size, self._samples())
             if resident is not None:
                 xb, yb = self._slice(resident, order, start, stop)
             else:
@@ -194,6 +214,8 @@ class DataLoader:
 
     def _order(self, epoch: int, on_device: bool):
         """This epoch's permutation (device array when resident, else host), or None."""
+        if self.shard is not None:
+            return self._shard_order(epoch, on_device)
         if not self.shuffle:
             return None
         n = len(self.dataset)
@@ -202,6 +224,13 @@ class DataLoader:
             return self.backend.asarray(host) if on_device else host
         perm = self.backend.permutation(n)
         return perm if on_device else asnumpy(perm)
+
+    def _shard_order(self, epoch: int, on_device: bool):
+        n = len(self.dataset)
+        order = (np.random.default_rng([self.seed, epoch]).permutation(n).astype(np.int64)
+                 if self.shuffle else np.arange(n, dtype=np.int64))
+        part = shard_indices(order, *self.shard, self.shard_tail)
+        return self.backend.asarray(part) if on_device else part
 
     def _resident_arrays(self):
         if self._on_device is not None:
@@ -238,7 +267,10 @@ class DataLoader:
         return sum(int(a.nbytes) for a in arrays) <= free // 2
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "seed": self.seed}
+        state = {"epoch": self.epoch, "seed": self.seed}
+        if self.shard is not None:
+            state["shard"] = list(self.shard)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = int(state["epoch"])

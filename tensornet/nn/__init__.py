@@ -18,6 +18,7 @@ from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .parameter import Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from .upsampling import Upsample
+from .sync_batchnorm import SyncBatchNorm
 
 __all__ = [
     "init", "Module", "Parameter", "RemovableHandle", "Sequential", "Residual", "ModuleList",
@@ -30,5 +31,5 @@ __all__ = [
     "gradcheck", "GradcheckError",
     "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d",
     "AdaptiveAvgPool2d", "Upsample", "BatchNorm1d", "BatchNorm2d",
-    "LayerNorm",
+    "LayerNorm", "SyncBatchNorm",
 ]

@@ -93,7 +93,7 @@ class _BatchNorm(Module):
                 raise ValueError(f"{self._describe()} needs more than one value per channel "
                                  f"to compute batch statistics, got input of shape "
                                  f"{tuple(x.shape)}; use a larger batch or call .eval()")
-            xhat, mean, var, invstd = F.normalize(x, axes, self.eps)
+            xhat, mean, var, invstd, count = self._batch_normalize(x, axes, count)
             if self.training and self.track_running_stats:
                 self._update_running_stats(xp.reshape(mean, (-1,)), xp.reshape(var, (-1,)),
                                            count)
@@ -107,6 +107,14 @@ class _BatchNorm(Module):
         y = xhat * self._per_channel(self.weight.data, x.ndim)
         y += self._per_channel(self.bias.data, x.ndim)
         return y
+
+    def _batch_normalize(self, x, axes, count: int):
+        """``normalize`` with batch statistics, and the element count per channel they
+        cover (SyncBatchNorm overrides both to span every rank)."""
+        return (*F.normalize(x, axes, self.eps), count)
+
+    def _batch_normalize_backward(self, grad_output, xhat, scale, axes, sums_out):
+        return F.normalize_backward(grad_output, xhat, scale, axes, sums_out=sums_out)
 
     def _update_running_stats(self, mean, var, count: int) -> None:
         self.num_batches_tracked += 1
@@ -132,8 +140,8 @@ class _BatchNorm(Module):
             else (None, None)
         outs = [None if b is None else self._per_channel(b, xhat.ndim) for b in buffers]
         if batch_stats:
-            dx, sum_grad, sum_grad_xhat = F.normalize_backward(grad_output, xhat, scale, axes,
-                                                               sums_out=outs)
+            dx, sum_grad, sum_grad_xhat = self._batch_normalize_backward(grad_output, xhat,
+                                                                         scale, axes, outs)
         else:
             dx = grad_output * scale
             if self.affine:

@@ -36,6 +36,8 @@ def add_emulated_variants(metafunc) -> None:
     """``pytest_generate_tests``: a gpu-marked test runs on the GPU and emulated."""
     if next(metafunc.definition.iter_markers("gpu"), None) is None:
         return
+    if next(metafunc.definition.iter_markers("real_gpu"), None) is not None:
+        return  # it needs the real runtime (other processes, say): no emulated twin
     if "_cuda_variant" in metafunc.fixturenames:
         metafunc.parametrize("_cuda_variant", VARIANTS, indirect=True)
 

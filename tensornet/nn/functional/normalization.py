@@ -9,23 +9,33 @@ from .dispatch import kernel
 
 
 @kernel
-def normalize(backend, x, axes, eps):
+def normalize(backend, x, axes, eps, allreduce=None, count=None):
     """Standardise ``x`` over ``axes`` (a tuple): returns ``(xhat, mean, var, invstd)``.
 
     ``mean``, ``var`` (biased, as used for normalising) and ``invstd = 1/sqrt(var+eps)``
     keep the reduced axes with size 1; ``xhat = (x - mean) * invstd`` has x's shape.
+    SyncBatchNorm passes ``allreduce`` (sums an array in place over the ranks) and ``count``
+    (the elements per channel on all ranks): the statistics are then those of every rank's
+    input together (two passes, as here: sum, then squared deviations).
     """
     xp = backend.xp
-    mean = xp.mean(x, axis=axes, keepdims=True)
+
+    def mean_over(values):
+        if allreduce is None:
+            return xp.mean(values, axis=axes, keepdims=True)
+        return allreduce(xp.sum(values, axis=axes, keepdims=True)) / count
+
+    mean = mean_over(x)
     xhat = x - mean
-    var = xp.mean(xhat * xhat, axis=axes, keepdims=True)
+    var = mean_over(xhat * xhat)
     invstd = 1.0 / xp.sqrt(var + eps)
     xhat *= invstd
     return xhat, mean, var, invstd
 
 
 @kernel
-def normalize_backward(backend, grad, xhat, scale, axes, sums_out=(None, None)):
+def normalize_backward(backend, grad, xhat, scale, axes, sums_out=(None, None),
+                       allreduce=None, count=None):
     """Backward of ``normalize`` through ``xhat``, times ``scale``.
 
     With M the number of elements reduced over ``axes``:
@@ -34,12 +44,22 @@ def normalize_backward(backend, grad, xhat, scale, axes, sums_out=(None, None)):
     ``scale = invstd`` and ``grad = dy*weight``. Returns ``(dx, sum(grad),
     sum(grad*xhat))``, the sums keeping the reduced axes with size 1 (BatchNorm's bias
     and weight gradients), written into ``sums_out`` (two arrays of that shape, or None)
-    where given.
+    where given. With ``allreduce`` and ``count`` (SyncBatchNorm) the two sums in ``dx``
+    and M are over all ranks; the returned sums stay this rank's own (its parameter
+    gradients, which DataParallel averages).
     """
-    count = math.prod(grad.shape[axis] for axis in axes)
+    xp = backend.xp
+    if count is None:
+        count = math.prod(grad.shape[axis] for axis in axes)
     sum_grad = reduce_sum(grad, axis=axes, keepdims=True, out=sums_out[0])
     sum_grad_xhat = reduce_sum(grad * xhat, axis=axes, keepdims=True, out=sums_out[1])
-    dx = grad - sum_grad / count
-    dx -= xhat * (sum_grad_xhat / count)
+    total_grad, total_grad_xhat = sum_grad, sum_grad_xhat
+    if allreduce is not None:
+        both = allreduce(xp.stack([xp.reshape(sum_grad, (-1,)),
+                                   xp.reshape(sum_grad_xhat, (-1,))]))
+        total_grad = xp.reshape(both[0, ...], sum_grad.shape)
+        total_grad_xhat = xp.reshape(both[1, ...], sum_grad.shape)
+    dx = grad - total_grad / count
+    dx -= xhat * (total_grad_xhat / count)
     dx *= scale
     return dx, sum_grad, sum_grad_xhat

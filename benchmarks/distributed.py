@@ -1,0 +1,156 @@
+"""Data-parallel scaling: training samples/s on 1 rank vs 2 ranks (``mpiexec``), MLP and CNN.
+
+    python -m benchmarks.distributed [--models mlp,cnn] [--ranks 2] [--reps 3] [--synthetic]
+
+Each (model, ranks, batch) runs in its own ``mpiexec -n R`` launch with one BLAS thread
+per rank; the launches take turns repetition by repetition, so machine noise hits every
+configuration alike. A launch trains one untimed warm-up epoch on a slice of the data,
+then one timed epoch of ``tn.fit`` with ``DataParallel`` and a sharded DataLoader (gradient
+all-reduce, agreed stops and the per-epoch figures included). Configurations:
+
+- 1 rank, batch 128 (the baseline);
+- R ranks, batch 128 per rank (global 128 * R): the usual data-parallel setting (PyTorch
+  DDP's per-rank batch), the one the >= 1.7x target for 2 ranks on the MLP refers to;
+- R ranks, batch 128 / R per rank (global 128): the same optimisation as the baseline.
+
+Printed (and written to ``benchmarks/results/<host>-<date>/distributed.md`` and ``.json``):
+median samples/s per configuration, speed-up over 1 rank and efficiency (speed-up / R).
+The MLP trains on 60,000 samples, the CNN on 12,000 (Fashion-MNIST when found, else
+synthetic data of the same shape).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+from benchmarks.common import SEED, build_model, build_optimizer, load_data, median, thread_env
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SAMPLES = {"mlp": 60000, "cnn": 12000}
+BATCH = 128
+
+
+# ---------------------------------------------------------------------- one launch (each rank)
+def worker(model_name: str, batch: int, synthetic: bool) -> None:
+    import tensornet as tn
+
+    comm = tn.distributed.init(threads=1)
+    data = load_data(model_name, synthetic=synthetic, train_samples=SAMPLES[model_name])
+    model = tn.distributed.DataParallel(build_model(model_name, seed=SEED), comm)
+    optimizer = build_optimizer(model_name, model.parameters())
+    loss_fn = tn.nn.CrossEntropyLoss()
+    dataset = tn.data.ArrayDataset(data.x_train, data.y_train)
+    warm = tn.data.Subset(dataset, range(min(len(dataset), 20 * batch * comm.size)))
+    tn.fit(model, loss_fn, optimizer, tn.data.DataLoader(warm, batch, shuffle=True, seed=SEED,
+                                                         shard=comm.shard), verbose=0)
+    loader = tn.data.DataLoader(dataset, batch, shuffle=True, seed=SEED, shard=comm.shard)
+    comm.barrier()
+    start = time.perf_counter()
+    history = tn.fit(model, loss_fn, optimizer, loader, verbose=0)
+    comm.barrier()
+    seconds = time.perf_counter() - start
+    if comm.rank == 0:
+        print("RESULT " + json.dumps({
+            "samples": loader.num_samples * comm.size, "seconds": seconds,
+            "train_loss": history["train_loss"][-1], "data": data.name}), flush=True)
+
+
+# ---------------------------------------------------------------------- the parent
+def _mpiexec() -> str:
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = beside if os.path.isfile(beside) else shutil.which("mpiexec")
+    if found is None:
+        raise SystemExit("benchmarks.distributed needs mpiexec: pip install 'tensornet[mpi]'")
+    return found
+
+
+def launch(model_name: str, ranks: int, batch: int, synthetic: bool) -> dict:
+    command = [_mpiexec(), "-n", str(ranks), sys.executable, "-m", "benchmarks.distributed",
+               "--worker", model_name, "--batch", str(batch)] + (["--synthetic"] * synthetic)
+    load = os.getloadavg()[0]  # how busy the machine was (shared machines: noise)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800,
+                          env=thread_env(1), cwd=os.path.dirname(HERE))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr}")
+    return {**json.loads(lines[-1][len("RESULT "):]), "load_before": load}
+
+
+def configurations(models, ranks: int):
+    for model_name in models:
+        yield model_name, 1, BATCH
+        yield model_name, ranks, BATCH
+        yield model_name, ranks, BATCH // ranks
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | ranks | batch per rank | global batch | samples/s | speed-up | "
+             "efficiency | each run (load before it) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        runs = ", ".join(f"{rate:,.0f} ({load:.1f})" for rate, load in
+                         zip(row["all_samples_per_s"], row["loads"]))
+        lines.append(f"| {row['model']} | {row['ranks']} | {row['batch']} | "
+                     f"{row['batch'] * row['ranks']} | {row['samples_per_s']:,.0f} | "
+                     f"{row['speedup']:.2f}x | {row['efficiency']:.0%} | {runs} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.distributed",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--synthetic", action="store_true", help="synthetic data only")
+    parser.add_argument("--out", default=None, help="results folder (default "
+                        "benchmarks/results/<host>-<date>)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.batch, args.synthetic)
+        return 0
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    configs = list(configurations(models, args.ranks))
+    runs = {config: [] for config in configs}
+    for rep in range(args.reps):
+        for config in configs:
+            result = launch(*config, args.synthetic)
+            runs[config].append(result)
+            print(f"rep {rep + 1}: {config[0]} {config[1]} rank(s) x batch {config[2]}: "
+                  f"{result['samples'] / result['seconds']:,.0f} samples/s", flush=True)
+    rows = []
+    for model_name, ranks, batch in configs:
+        rate = median([r["samples"] / r["seconds"] for r in runs[(model_name, ranks, batch)]])
+        base = median([r["samples"] / r["seconds"] for r in runs[(model_name, 1, BATCH)]])
+        rows.append({"model": model_name, "ranks": ranks, "batch": batch,
+                     "samples_per_s": rate, "speedup": rate / base,
+                     "efficiency": rate / base / ranks,
+                     "all_samples_per_s": [r["samples"] / r["seconds"]
+                                           for r in runs[(model_name, ranks, batch)]],
+                     "loads": [r["load_before"] for r in runs[(model_name, ranks, batch)]],
+                     "data": runs[(model_name, ranks, batch)][0]["data"]})
+    text = table(rows)
+    print(text)
+    out = args.out or os.path.join(HERE, "results", f"{socket.gethostname()}-"
+                                   f"{datetime.date.today().isoformat()}")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "distributed.md"), "w") as f:
+        f.write(f"python -m benchmarks.distributed --models {args.models} --ranks "
+                f"{args.ranks} --reps {args.reps}; {os.cpu_count()} cores, 1 BLAS thread "
+                f"per rank, medians of {args.reps}\n\n{text}\n")
+    with open(os.path.join(out, "distributed.json"), "w") as f:
+        json.dump({"rows": rows, "cores": os.cpu_count(), "reps": args.reps}, f, indent=1)
+    print(f"wrote {out}/distributed.md, distributed.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""The communicator: which process this is among how many, and the collectives that
+data-parallel training needs, on MPI's world communicator (mpi4py).
+
+``init()`` is called once per process, on every rank. Without ``mpiexec`` (MPI's singleton
+start) it returns a communicator of size 1 whose collectives do nothing. Under ``mpiexec``
+with more than one rank it also
+
+- limits each rank's BLAS threads to (cores on the host / ranks on the host), unless the
+  user set a thread count (``threads=`` or OMP/OPENBLAS/MKL_NUM_THREADS): two ranks with
+  default threads on two cores run ten times slower than one (oversubscription);
+- makes an uncaught exception on any rank abort every rank (``MPI_Abort``) after printing
+  it, instead of leaving the others waiting in a collective for ever.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from tensornet.backends import get_backend
+
+INSTALL_HINT = ("pip install 'tensornet[mpi]' (mpi4py and the MPICH library, which brings "
+                "mpiexec)")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "BLIS_NUM_THREADS")
+
+_world = None        # the Communicator init() returned
+_thread_limit = None  # threadpoolctl's limiter: the limit lasts as long as this object
+
+
+class Communicator:
+    """``rank`` of ``size`` processes; ``local_rank`` of ``local_size`` on this host.
+
+    Collectives must be called by every rank, in the same order. Built by ``init()``;
+    ``Communicator()`` alone is the single-process one (size 1, collectives are no-ops).
+    """
+
+    def __init__(self, mpi_comm=None, mpi=None, local_rank: int = 0, local_size: int = 1):
+        self._comm, self._mpi = mpi_comm, mpi
+        self.rank = int(mpi_comm.Get_rank()) if mpi_comm is not None else 0
+        self.size = int(mpi_comm.Get_size()) if mpi_comm is not None else 1
+        self.local_rank, self.local_size = int(local_rank), int(local_size)
+        self._reducers: dict = {}  # backend -> its in-place all-reduce
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """``(rank, size)``, as ``DataLoader(shard=...)`` takes it."""
+        return self.rank, self.size
+
+    def __repr__(self) -> str:
+        return (f"Communicator(rank={self.rank}, size={self.size}, "
+                f"local_rank={self.local_rank}, local_size={self.local_size})")
+
+    # ------------------------------------------------------------------ arrays
+    def allreduce_(self, array):
+        """Sum ``array`` (contiguous, of any backend) in place over all ranks; returns it.
+        Host arrays go through MPI, CuPy arrays through NCCL where available."""
+        if self.size == 1:
+            return array
+        backend = get_backend(array)
+        reduce_ = self._reducers.get(backend)
+        if reduce_ is None:
+            reduce_ = self._reducers[backend] = backend.collective_allreduce(self)
+        return reduce_(array)
+
+    def allreduce_host_(self, array: np.ndarray) -> np.ndarray:
+        """Sum a contiguous NumPy array in place over all ranks (MPI); returns it."""
+        if self.size > 1:
+            self._comm.Allreduce(self._mpi.IN_PLACE, array, op=self._mpi.SUM)
+        return array
+
+    def sum(self, values) -> np.ndarray:
+        """Element-wise sum over ranks of a few host numbers (a float64 copy)."""
+        return self.allreduce_host_(np.array(values, dtype=np.float64, ndmin=1))
+
+    def all(self, flag: bool) -> bool:
+        """True when ``flag`` is true on every rank."""
+        return int(self.sum([0.0 if flag else 1.0])[0]) == 0
+
+    def any(self, flag: bool) -> bool:
+        """True when ``flag`` is true on some rank."""
+        return int(self.sum([1.0 if flag else 0.0])[0]) > 0
+
+    def bcast_(self, array, root: int = 0):
+        """Overwrite ``array`` (any backend) with ``root``'s values; returns it."""
+        if self.size == 1:
+            return array
+        backend = get_backend(array)
+        host = np.ascontiguousarray(backend.to_numpy(array))
+        self._comm.Bcast(host, root=root)
+        array[...] = backend.asarray(host)
+        return array
+
+    # ------------------------------------------------------------------ Python objects
+    def bcast(self, obj, root: int = 0):
+        return obj if self.size == 1 else self._comm.bcast(obj, root=root)
+
+    def allgather(self, obj) -> list:
+        return [obj] if self.size == 1 else self._comm.allgather(obj)
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            self._comm.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        """End every rank now (``MPI_Abort``); with one process, exit with ``code``."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if self._comm is None:
+            raise SystemExit(code)
+        time.sleep(0.2)  # let mpiexec forward what was printed before the abort kills it
+        self._comm.Abort(code)
+
+
+def init(threads: int | None = None) -> Communicator:
+    """Start MPI (once per process; later calls return the same communicator).
+
+    ``threads``: BLAS threads per rank; default (cores on this host / ranks on this host)
+    unless an OMP/OPENBLAS/MKL/BLIS_NUM_THREADS variable is set. Raises ImportError
+    naming ``pip install 'tensornet[mpi]'`` when mpi4py is missing.
+    """
+    global _world
+    if _world is not None:
+        return _world
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError(f"tensornet.distributed needs mpi4py and an MPI library: "
+                          f"{INSTALL_HINT}") from exc
+    world = MPI.COMM_WORLD
+    local = world.Split_type(MPI.COMM_TYPE_SHARED)
+    comm = Communicator(world, MPI, local.Get_rank(), local.Get_size())
+    local.Free()
+    if comm.size > 1:
+        _abort_on_uncaught_exceptions(comm)
+        set_blas_threads(comm, threads)
+    _world = comm
+    return comm
+
+
+def world() -> Communicator | None:
+    """The communicator ``init()`` returned in this process, or None before ``init()``."""
+    return _world
+
+
+def abort_if_distributed(code: int) -> int:
+    """Where several ranks run, end them all now with ``code`` (a failure on one rank must
+    not leave the others waiting); otherwise return ``code``."""
+    if _world is not None and _world.size > 1:
+        _world.abort(code)
+    return code
+
+
+def blas_threads_for(comm: Communicator, threads: int | None = None) -> int | None:
+    """The BLAS thread count ``init`` gives each rank, or None to leave the user's."""
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"tensornet.distributed.init: threads must be a positive "
+                             f"integer, got {threads!r}")
+        return threads
+    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return None
+    cores = os.cpu_count() or 1
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    return max(1, min(usable, cores // comm.local_size))
+
+
+def set_blas_threads(comm: Communicator, threads: int | None = None) -> int | None:
+    """Limit this process's BLAS/OpenMP pools (threadpoolctl) to ``blas_threads_for``."""
+    global _thread_limit
+    count = blas_threads_for(comm, threads)
+    if count is None:
+        return None
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        if comm.rank == 0:
+            print(f"tensornet.distributed: threadpoolctl is missing, so BLAS threads are not "
+                  f"limited to {count} per rank ({INSTALL_HINT})", file=sys.stderr)
+        return None
+    _thread_limit = threadpool_limits(limits=count)
+    return count
+
+
+def _abort_on_uncaught_exceptions(comm: Communicator) -> None:
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        try:  # the one line first: the launcher may cut the traceback short
+            sys.stderr.write(f"tensornet.distributed: rank {comm.rank} of {comm.size} stopped "
+                             f"on an uncaught {exc_type.__name__} ({exc}); aborting every "
+                             f"rank\n")
+            sys.stderr.flush()
+            previous(exc_type, exc, tb)
+        finally:
+            comm.abort(1)
+
+    sys.excepthook = hook

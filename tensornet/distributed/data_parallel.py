@@ -1,0 +1,172 @@
+"""DataParallel: one model replica per rank, gradients averaged in backward.
+
+    comm = tn.distributed.init()
+    model = tn.distributed.DataParallel(model, comm)
+    loss = loss_fn(model(xb), yb)         # xb: this rank's part of the global batch
+    model.backward(loss_fn.backward())    # returns once p.grad is the mean over the ranks
+    opt.step(); opt.zero_grad()           # every rank takes the same step
+"""
+from __future__ import annotations
+
+from itertools import zip_longest
+
+from tensornet.backends import dtype_name, get_backend
+from tensornet.nn.loss import NonFiniteError
+from tensornet.nn.module import Module
+
+from .buckets import DEFAULT_BUCKET_BYTES, make_buckets
+from .comm import Communicator, world
+
+
+class PeerFailureError(NonFiniteError):
+    """The loss was not finite on another rank, so no rank takes this step."""
+
+    agreed = True  # every rank raises it (or its own NonFiniteError) at the same step
+
+
+class DataParallel(Module):
+    """Wrap ``module`` for data-parallel training over ``comm`` (default: ``init()``'s).
+
+    At wrap time every rank checks that its model has the same parameter and buffer names,
+    shapes and dtypes as rank 0's (a ValueError on all ranks names the first difference),
+    then takes rank 0's values. ``backward(grad)`` runs the module's backward, then
+    averages the gradients over the ranks in buckets of about ``bucket_bytes`` (few large
+    all-reduces, not one per parameter) before it returns, so ``opt.step()`` is the same
+    on every rank. A parameter without a gradient on some ranks counts as zero there; one
+    without a gradient on every rank keeps ``grad=None``.
+
+    Buffers (BatchNorm running statistics) follow PyTorch's DDP: training updates them
+    per rank from the local batch, and switching to eval mode (``eval()``, as ``evaluate``
+    does) copies rank 0's to every rank, so all ranks evaluate and save one model.
+    ``nn.SyncBatchNorm`` computes the statistics over the global batch instead.
+
+    ``state_dict()`` / ``load_state_dict()`` use the wrapped model's keys (no ``module.``
+    prefix). Forward, backward and the switch to eval mode are collective: call them on
+    every rank.
+    """
+
+    def __init__(self, module: Module, comm: Communicator | None = None, *,
+                 bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+        if not isinstance(module, Module):
+            raise TypeError(f"DataParallel wraps a tensornet Module, got {type(module).__name__}")
+        if isinstance(module, DataParallel):
+            raise TypeError("DataParallel: this model is already wrapped")
+        super().__init__(device=module.backend, dtype=module.dtype)
+        comm = comm if comm is not None else world()
+        self.comm = comm if comm is not None else Communicator()
+        self.module = module
+        self.bucket_bytes = int(bucket_bytes)
+        self._buckets, self._layout = None, None
+        self._reduced = True  # this step's gradients were averaged (or no step is pending)
+        self._check_same_model()
+        self.broadcast_from_rank0()
+
+    # ------------------------------------------------------------------ wrap time
+    def _signature(self) -> list:
+        entries = [(name, tuple(p.shape), dtype_name(p.data.dtype), bool(p.requires_grad))
+                   for name, p in self.module.named_parameters()]
+        entries += [(name, tuple(b.shape), dtype_name(b.dtype), None)
+                    for name, b in self.module.named_buffers()]
+        return entries
+
+    def _check_same_model(self) -> None:
+        mine = self._signature()
+        signatures = self.comm.allgather(mine)
+        reference = signatures[0]
+        for rank, theirs in enumerate(signatures):
+            if theirs == reference:
+                continue
+            for ref, got in zip_longest(reference, theirs):
+                if ref != got:
+                    raise ValueError(
+                        f"DataParallel: rank {rank}'s model differs from rank 0's: rank 0 has "
+                        f"{_describe(ref)}, rank {rank} has {_describe(got)}; every rank must "
+                        f"build the same model")
+
+    def broadcast_from_rank0(self) -> None:
+        """Give every rank rank 0's parameters and buffers (collective)."""
+        if self.comm.size == 1:
+            return
+        for param in self.module.parameters():
+            self.comm.bcast_(param.data)
+        for _, buf in self.module.named_buffers():
+            self.comm.bcast_(buf)
+
+    # ------------------------------------------------------------------ calling
+    def forward(self, *args, **kwargs):
+        if self.training:
+            self._reduced = False
+        return self.module(*args, **kwargs)
+
+    def backward(self, grad_output, input_grad: bool = True):
+        """Backward through the module, then the gradient average over the ranks."""
+        grad_input = self.module.backward(grad_output, input_grad=input_grad)
+        self.reduce_gradients()
+        return grad_input
+
+    def reduce_gradients(self, failed: bool = False) -> None:
+        """Average the gradients over the ranks (``backward`` calls it). ``failed=True``
+        tells the other ranks that this rank cannot take the step (its loss was not
+        finite): then every rank's call raises and no rank's gradients change."""
+        self._reduced = True
+        if self.comm.size == 1:
+            return
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        status = self.comm.sum([1.0 if failed else 0.0]
+                               + [0.0 if p.grad is None else 1.0 for p in params])
+        if status[0] > 0:
+            if failed:
+                return
+            raise PeerFailureError(f"DataParallel: the loss was not finite on {int(status[0])} "
+                                   f"of {self.comm.size} ranks; no rank took this step")
+        present = [p for p, count in zip(params, status[1:]) if count > 0]
+        for param in present:
+            if param.grad is None:  # unused here, used on another rank
+                param.grad = get_backend(param.data).zeros(param.shape, param.data.dtype)
+        self._bucket_list(present)
+        for bucket in self._buckets:
+            bucket.reduce_mean_(self.comm)
+
+    def report_failure(self) -> None:
+        """Join this step's gradient average as a rank whose step failed, so the other
+        ranks stop too instead of waiting (``fit`` calls it on a non-finite loss)."""
+        if not self._reduced:
+            self.reduce_gradients(failed=True)
+
+    def _bucket_list(self, params) -> None:
+        layout = [(id(p), p.shape, dtype_name(p.data.dtype), get_backend(p.data).device)
+                  for p in params]
+        if layout != self._layout:
+            self._buckets, self._layout = make_buckets(params, self.bucket_bytes), layout
+
+    # ------------------------------------------------------------------ modes and state
+    def train(self, mode: bool = True):
+        leaving_training = self.training and not mode
+        super().train(mode)
+        if leaving_training:
+            for _, buf in self.module.named_buffers():
+                self.comm.bcast_(buf)
+        return self
+
+    def state_dict(self):
+        return self.module.state_dict()
+
+    def load_state_dict(self, state, strict: bool = True) -> None:
+        self.module.load_state_dict(state, strict)
+
+    def to(self, device=None, dtype=None):
+        super().to(device, dtype)
+        self._buckets, self._layout = None, None
+        return self
+
+    def extra_repr(self) -> str:
+        return f"rank {self.comm.rank} of {self.comm.size}"
+
+
+def _describe(entry) -> str:
+    if entry is None:
+        return "no such entry"
+    name, shape, dtype, requires_grad = entry
+    kind = "buffer" if requires_grad is None else "parameter"
+    frozen = " (frozen)" if requires_grad is False else ""
+    return f"{kind} {name!r} of shape {shape}, {dtype}{frozen}"

@@ -1,0 +1,90 @@
+"""What ``tn.fit`` and ``tn.evaluate`` do differently when the model is a DataParallel over
+several ranks (issue 18). ``for_model(model)`` is None otherwise, and fit runs as always.
+
+- Figures: each rank's loss sum, correct count and sample count (and the per-step losses)
+  are summed over the ranks once per epoch, so every rank holds the true global figures.
+- Output: only rank 0 prints (the table, the progress bar, callback messages) and runs
+  the callbacks that write files (``ModelCheckpoint``, or any with ``writes_files = True``).
+- Decisions: a stop asked for on any rank (a callback, a non-finite loss) stops every rank
+  at the same step, so no rank is left waiting in a collective.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tensornet.callbacks import Callback, ModelCheckpoint
+from tensornet.nn.loss import NonFiniteError
+
+from .data_parallel import DataParallel
+
+
+def for_model(model):
+    """A DistributedFit when ``model`` is a DataParallel over more than one rank, else None."""
+    if isinstance(model, DataParallel) and model.comm.size > 1:
+        return DistributedFit(model)
+    return None
+
+
+class DistributedFit:
+    def __init__(self, model: DataParallel):
+        self.model, self.comm = model, model.comm
+        self.is_main = self.comm.rank == 0
+        self.stops_in_epoch = True  # whether a callback may stop between two steps
+
+    def verbose(self, verbose: int) -> int:
+        return verbose if self.is_main else 0
+
+    def callbacks(self, callbacks: list) -> list:
+        """The callbacks this rank runs: those that write files run on rank 0 only. Notes
+        whether any may stop mid-epoch (else the per-step stop agreement is skipped)."""
+        self.stops_in_epoch = any(type(cb).on_batch_end is not Callback.on_batch_end
+                                  or type(cb).on_epoch_begin is not Callback.on_epoch_begin
+                                  for cb in callbacks)
+        return [cb for cb in callbacks if self.is_main or not (
+            isinstance(cb, ModelCheckpoint) or getattr(cb, "writes_files", False))]
+
+    def wrap_step(self, step):
+        """``step`` that, when this rank's loss is not finite, still joins the gradient
+        average (as failed), so every rank raises at the same step."""
+        def distributed_step(xb, yb):
+            try:
+                return step(xb, yb)
+            except NonFiniteError as exc:
+                if not getattr(exc, "agreed", False):
+                    self.model.report_failure()
+                raise
+        return distributed_step
+
+    def check_loader(self, loader, name: str) -> None:
+        """Every rank must take the same number of steps per epoch."""
+        counts = self.comm.allgather(len(loader) if hasattr(loader, "__len__") else None)
+        if len(set(counts)) > 1:
+            raise ValueError(f"fit: {name} yields {counts} batches per epoch on ranks "
+                             f"0..{self.comm.size - 1}; every rank must take the same number "
+                             f"of steps: build it with DataLoader(..., shard=comm.shard)")
+
+    def stop_agreed(self, run, in_epoch: bool = False) -> bool:
+        """True on every rank when some rank's callbacks asked to stop (one tiny
+        all-reduce; skipped between steps when no callback can stop there)."""
+        if in_epoch and not self.stops_in_epoch:
+            return run.stop_training
+        if self.comm.any(run.stop_training) and not run.stop_training:
+            run.stop("stopped because another rank stopped")
+        return run.stop_training
+
+    def summarize(self, loss: float, acc, samples: int, step_losses=None, sizes=None):
+        """Global ``(loss, acc, samples, step_losses)`` from this rank's figures: sums over
+        the ranks of loss * samples, correct predictions and samples (one all-reduce)."""
+        local = [loss * samples if loss is not None else 0.0,
+                 acc * samples if acc is not None else 0.0, float(samples)]
+        if step_losses is not None:
+            weights = np.asarray(sizes, dtype=np.float64)
+            local += list(step_losses * weights) + list(weights)
+        total = self.comm.sum(local)
+        n = total[2]
+        loss = None if loss is None else float(total[0] / n)
+        acc = None if acc is None else float(total[1] / n)
+        if step_losses is not None:
+            k = len(step_losses)
+            step_losses = total[3:3 + k] / total[3 + k:]
+        return loss, acc, int(n), step_losses

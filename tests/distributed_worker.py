@@ -1,0 +1,202 @@
+"""Programs the distributed tests run under ``mpiexec`` (``python distributed_worker.py CASE
+OUT``), and the model/data builders they share with the single-process references.
+
+Cases: ``equivalence`` (20 SGD-momentum / Adam steps of an MLP and of a CNN with
+SyncBatchNorm, saved per rank), ``stops`` (a NaN on one rank and early stopping),
+``threads``, ``raise`` / ``die`` (one rank fails mid-training), ``mismatch`` (different
+models on the ranks).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+import tensornet as tn
+from tensornet import nn
+
+STEPS, PER_RANK, RANKS = 20, 32, 2
+SAMPLES = STEPS * PER_RANK * RANKS
+CASES = [("mlp", "sgd", "loop"), ("mlp", "adam", "fit"), ("cnn", "sgd", "fit"),
+         ("cnn", "adam", "loop")]
+
+
+def data(n: int = SAMPLES, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 1, 8, 8))
+    y = (x[:, 0, :4].sum(axis=(1, 2)) > 0).astype(np.int64) + 2 * (x[:, 0, 0, 0] > 0)
+    return x, y
+
+
+def build(kind: str, sync: bool, seed: int):
+    tn.manual_seed(seed)
+    if kind == "mlp":
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+    else:
+        # No bias before a BatchNorm: its true gradient is 0, so Adam would turn the
+        # round-off in it into full-size, order-dependent updates.
+        norm = nn.SyncBatchNorm if sync else nn.BatchNorm2d
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), norm(4), nn.ReLU(),
+                              nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 16, bias=False),
+                              nn.BatchNorm1d(16) if not sync else nn.SyncBatchNorm(16),
+                              nn.ReLU(), nn.Linear(16, 4))
+    return model.to(dtype="float64")
+
+
+def optimizer(name: str, params):
+    if name == "sgd":
+        return tn.optim.SGD(params, lr=0.05, momentum=0.9)
+    return tn.optim.Adam(params, lr=1e-2)
+
+
+def train(model, opt, loader, how: str) -> None:
+    loss_fn = nn.CrossEntropyLoss()
+    if how == "fit":
+        tn.fit(model, loss_fn, opt, loader, epochs=1, verbose=0)
+        return
+    for xb, yb in loader:
+        opt.zero_grad()
+        loss_fn(model(xb), yb)
+        model.backward(loss_fn.backward())
+        opt.step()
+
+
+def final_state(model) -> dict:
+    return {k: np.array(tn.asnumpy(v)) for k, v in model.state_dict().items()}
+
+
+def reference(kind: str, opt_name: str, how: str) -> dict:
+    """One process, batch PER_RANK * RANKS, over the same samples in the same order."""
+    model = build(kind, sync=False, seed=0)
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(*data()), PER_RANK * RANKS,
+                                shuffle=True, seed=5)
+    train(model, optimizer(opt_name, model.parameters()), loader, how)
+    return final_state(model)
+
+
+# ---------------------------------------------------------------------- cases under mpiexec
+def case_equivalence(comm, out, device="cpu"):
+    """``device="cuda"``: one GPU per rank (NCCL); ``"cuda:0"``: all ranks share GPU 0
+    (MPI through host memory)."""
+    device = tn.distributed.device_for(comm, device)
+    for kind, opt_name, how in CASES:
+        model = build(kind, sync=True, seed=comm.rank).to(device)
+        model = tn.distributed.DataParallel(model, comm)
+        loader = tn.data.DataLoader(tn.data.ArrayDataset(*data()), PER_RANK, shuffle=True,
+                                    seed=5, shard=comm.shard, device=device)
+        assert len(loader) == STEPS, len(loader)
+        train(model, optimizer(opt_name, model.parameters()), loader, how)
+        np.savez(os.path.join(out, f"{kind}-{opt_name}-rank{comm.rank}.npz"),
+                 **final_state(model))
+
+
+def case_stops(comm, out):
+    """Rank 1's shard holds a NaN in its 3rd batch of epoch 1; then early stopping."""
+    x, y = data(256)
+    model = tn.distributed.DataParallel(build("mlp", False, 0), comm)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = tn.optim.SGD(model.parameters(), lr=0.05)
+    bad = x.copy()
+    if comm.rank == 1:
+        bad[1 + 2 * 32] = np.nan  # position 32 of its unsharded shard: step 3
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(bad, y), 16, shard=comm.shard)
+    nan_run = tn.fit(model, loss_fn, opt, loader, epochs=2, verbose=0,
+                     callbacks=[tn.TerminateOnNaN()])
+    model = tn.distributed.DataParallel(build("mlp", False, 0), comm)
+    opt = tn.optim.SGD(model.parameters(), lr=0.5)
+    train_loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), 16, shuffle=True, seed=1,
+                                      shard=comm.shard)
+    val_loader = tn.data.DataLoader(tn.data.ArrayDataset(*data(64, seed=1)), 16,
+                                    shard=comm.shard)
+    early = tn.fit(model, loss_fn, opt, train_loader, val_loader, epochs=30, verbose=1,
+                   callbacks=[tn.EarlyStopping(patience=1), _MarkCheckpoint(out)])
+    local = tn.fit(model, loss_fn, opt, train_loader, epochs=3, verbose=0,
+                   callbacks=[_StopOnRank1()])
+    bn = tn.distributed.DataParallel(build("cnn", sync=False, seed=0), comm)
+    tn.fit(bn, loss_fn, tn.optim.SGD(bn.parameters(), lr=0.05), tn.data.DataLoader(
+        tn.data.ArrayDataset(x, y), 16, shard=comm.shard), verbose=0)
+    local_mean = tn.asnumpy(bn.module[1].running_mean).tolist()  # this rank's batches
+    bn.eval()
+    result = {"bn_trained": local_mean, "bn_eval": tn.asnumpy(bn.module[1].running_mean).tolist(),
+              "nan_epochs": nan_run.epoch, "nan_reason": nan_run.stop_reason,
+              "early_epochs": early.epoch, "val_loss": early["val_loss"],
+              "train_loss": early["train_loss"], "local_epochs": local.epoch,
+              "local_reason": local.stop_reason}
+    with open(os.path.join(out, f"stops-rank{comm.rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+class _MarkCheckpoint(tn.ModelCheckpoint):
+    """A checkpoint callback that only leaves a mark naming the rank that ran it."""
+
+    def __init__(self, out):
+        super().__init__(os.path.join(out, "unused.safetensors"))
+        self.out = out
+
+    def on_epoch_end(self, run, logs):
+        open(os.path.join(self.out, f"checkpoint-by-rank{run.model.comm.rank}"), "w").close()
+
+
+class _StopOnRank1(tn.callbacks.Callback):
+    """A stop that only rank 1 asks for, at its second step."""
+
+    def on_batch_end(self, run, step, loss):
+        if run.model.comm.rank == 1 and step == 2:
+            run.stop("rank 1 asked to stop")
+
+
+def case_threads(comm, out):
+    from threadpoolctl import threadpool_info
+
+    threads = sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+    with open(os.path.join(out, f"threads-rank{comm.rank}.json"), "w") as f:
+        json.dump({"blas": threads, "local_size": comm.local_size}, f)
+
+
+class _FailOnRank1(tn.callbacks.Callback):
+    def __init__(self, how):
+        self.how = how
+
+    def on_batch_end(self, run, step, loss):
+        if run.model.comm.rank == 1 and step == 3:
+            if self.how == "die":
+                os._exit(17)
+            raise RuntimeError("simulated failure on rank 1")
+
+
+def case_fail(comm, out, how):
+    x, y = data(4096)
+    model = tn.distributed.DataParallel(build("mlp", False, 0), comm)
+    opt = tn.optim.SGD(model.parameters(), lr=0.05)
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), 8, shard=comm.shard)
+    tn.fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=1000, verbose=0,
+           callbacks=[_FailOnRank1(how)])
+
+
+def case_mismatch(comm, out):
+    tn.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5 + comm.rank), nn.ReLU())
+    tn.distributed.DataParallel(model, comm)
+
+
+def main(argv) -> None:
+    case, out = argv[1], argv[2]
+    comm = tn.distributed.init()
+    if case == "equivalence":
+        case_equivalence(comm, out, *argv[3:])
+    elif case == "stops":
+        case_stops(comm, out)
+    elif case == "threads":
+        case_threads(comm, out)
+    elif case in ("raise", "die"):
+        case_fail(comm, out, case)
+    elif case == "mismatch":
+        case_mismatch(comm, out)
+    else:
+        raise SystemExit(f"unknown case {case!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,241 @@
+"""Data-parallel training under ``mpiexec -n 2`` (issue 18): the same parameters as one
+process with the global batch, agreed stops, thread counts, failures that end every rank,
+and the command line on Fashion-MNIST. Each test launches the programs in
+distributed_worker.py with a timeout, and skips when mpi4py or mpiexec is missing."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import distributed_worker as worker
+from tensornet.cli import main
+
+HERE = Path(__file__).resolve().parent
+DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _mpiexec():
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.is_file() else shutil.which("mpiexec")
+
+
+def _skip_reason():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install 'tensornet[mpi]')"
+    if _mpiexec() is None:
+        return "mpiexec is not on PATH (pip install mpich)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+
+
+def mpirun(args, ranks=2, timeout=120, env=None, cwd=HERE):
+    """Run ``args`` on ``ranks`` ranks; returns (CompletedProcess, seconds)."""
+    environment = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    environment.update(env or {})
+    environment["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE)])
+    start = time.perf_counter()
+    done = subprocess.run([_mpiexec(), "-n", str(ranks), *args], capture_output=True,
+                          text=True, timeout=timeout, env=environment, cwd=cwd)
+    return done, time.perf_counter() - start
+
+
+def run_case(case, out, extra=(), **kwargs):
+    return mpirun([sys.executable, str(HERE / "distributed_worker.py"), case, str(out),
+                   *extra], **kwargs)
+
+
+def test_two_ranks_of_32_equal_one_process_of_64(tmp_path):
+    done, _ = run_case("equivalence", tmp_path)
+    assert done.returncode == 0, done.stderr
+    for kind, opt, how in worker.CASES:
+        ref = worker.reference(kind, opt, how)
+        ranks = [np.load(tmp_path / f"{kind}-{opt}-rank{r}.npz") for r in (0, 1)]
+        assert sorted(ranks[0].files) == sorted(ref)
+        for key, expected in ref.items():
+            np.testing.assert_array_equal(ranks[0][key], ranks[1][key])  # in lockstep
+            np.testing.assert_allclose(ranks[0][key], expected, rtol=1e-10, atol=1e-14,
+                                       err_msg=f"{kind} {opt} ({how}): {key}")
+        # the runs moved far from the start, so agreeing to 1e-10 says something
+        start = worker.final_state(worker.build(kind, sync=False, seed=0))
+        assert max(np.max(np.abs(ref[k] - start[k])) for k in ref if "weight" in k) > 0.01
+
+
+def _gpu_count() -> int:
+    try:
+        import cupy
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # no CuPy or no driver: the gpu marker skips these tests
+        return 0
+
+
+def _compare_with_reference(folder, rtol):
+    for kind, opt, how in worker.CASES:
+        ref = worker.reference(kind, opt, how)
+        ranks = [np.load(folder / f"{kind}-{opt}-rank{r}.npz") for r in (0, 1)]
+        for key, expected in ref.items():
+            np.testing.assert_array_equal(ranks[0][key], ranks[1][key])
+            np.testing.assert_allclose(ranks[0][key], expected, rtol=rtol, atol=1e-12,
+                                       err_msg=f"{kind} {opt} ({how}): {key}")
+
+
+@pytest.mark.gpu
+def test_nccl_allreduce_runs_on_one_gpu(capsys):
+    """A one-rank NCCL communicator: the sum is the array itself, through the real
+    unique-id / NcclCommunicator / allReduce calls (or the announced host fallback)."""
+    import tensornet as tn
+
+    backend = tn.get_backend("cuda")
+    reduce_ = backend.collective_allreduce(tn.distributed.Communicator())
+    x = backend.asarray(np.arange(10.0))
+    assert reduce_(x) is x
+    np.testing.assert_array_equal(tn.asnumpy(x), np.arange(10.0))
+    err = capsys.readouterr().err
+    assert err == "" or "through host memory" in err  # NCCL, or the one notice
+
+
+@pytest.mark.gpu
+@pytest.mark.real_gpu  # its ranks are other processes, out of the emulation's reach
+def test_two_ranks_sharing_a_gpu_equal_one_process(tmp_path):
+    done, _ = run_case("equivalence", tmp_path, extra=["cuda:0"], timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "some ranks share a GPU" in done.stderr or "NCCL is not available" in done.stderr
+    _compare_with_reference(tmp_path, rtol=1e-8)  # cuBLAS sums in another order than NumPy
+
+
+@pytest.mark.gpu
+@pytest.mark.real_gpu
+@pytest.mark.skipif(_gpu_count() < 2, reason="NCCL between ranks needs two GPUs")
+def test_two_gpus_over_nccl_equal_one_process(tmp_path):
+    done, _ = run_case("equivalence", tmp_path, extra=["cuda"], timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "through host memory" not in done.stderr
+    _compare_with_reference(tmp_path, rtol=1e-8)
+
+
+def test_nan_on_one_rank_and_early_stopping_stop_every_rank_alike(tmp_path):
+    done, _ = run_case("stops", tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    results = [json.loads((tmp_path / f"stops-rank{r}.json").read_text()) for r in (0, 1)]
+    for result in results:
+        assert result["nan_epochs"] == []
+        assert result["nan_reason"].startswith("TerminateOnNaN: epoch 1, step 3: ")
+    assert "not finite on 1 of 2 ranks" in results[0]["nan_reason"]
+    assert "the loss is nan" in results[1]["nan_reason"]
+    assert results[0]["early_epochs"] == results[1]["early_epochs"]
+    assert 1 < len(results[0]["early_epochs"]) < 30
+    assert results[0]["val_loss"] == results[1]["val_loss"]  # global figures, bit for bit
+    assert results[0]["train_loss"] == results[1]["train_loss"]
+    assert done.stdout.count("Epoch  Train loss") == 1  # rank 0 alone prints
+    assert done.stdout.count("EarlyStopping: restored the weights") <= 1
+    marks = sorted(p.name for p in tmp_path.glob("checkpoint-by-rank*"))
+    assert marks == ["checkpoint-by-rank0"]  # file-writing callbacks run on rank 0 only
+    assert results[0]["local_epochs"] == results[1]["local_epochs"] == []
+    # plain BatchNorm: running statistics of each rank's own batches, rank 0's after eval()
+    assert results[0]["bn_trained"] != results[1]["bn_trained"]
+    assert results[0]["bn_eval"] == results[1]["bn_eval"] == results[0]["bn_trained"]
+    assert results[1]["local_reason"] == "rank 1 asked to stop"
+    assert results[0]["local_reason"] == "stopped because another rank stopped"
+
+
+def test_each_rank_gets_its_share_of_the_cores_unless_the_user_chose(tmp_path):
+    done, _ = run_case("threads", tmp_path)
+    assert done.returncode == 0, done.stderr
+    expected = max(1, (os.cpu_count() or 1) // 2)
+    for r in (0, 1):
+        seen = json.loads((tmp_path / f"threads-rank{r}.json").read_text())
+        assert seen == {"blas": [min(expected, len(os.sched_getaffinity(0)))],
+                        "local_size": 2}
+    chosen = "2" if expected == 1 else "1"  # any count but the default
+    done, _ = run_case("threads", tmp_path, env={"OPENBLAS_NUM_THREADS": chosen,
+                                                 "OMP_NUM_THREADS": chosen})
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "threads-rank0.json").read_text())["blas"] == [int(chosen)]
+
+
+@pytest.mark.parametrize("how", ["raise", "die"])
+def test_a_failing_rank_ends_every_rank_promptly(tmp_path, how):
+    done, seconds = run_case(how, tmp_path, timeout=60)
+    assert done.returncode != 0 and seconds < 30, (done.returncode, seconds)
+    if how == "raise":
+        assert ("rank 1 of 2 stopped on an uncaught RuntimeError (simulated failure on "
+                "rank 1); aborting every rank") in done.stderr
+
+
+def test_different_models_on_the_ranks_are_refused_at_wrap_time(tmp_path):
+    done, seconds = run_case("mismatch", tmp_path, timeout=60)
+    assert done.returncode != 0 and seconds < 30
+    assert ("rank 1's model differs from rank 0's: rank 0 has parameter '0.weight' of shape "
+            "(5, 4), float32, rank 1 has parameter '0.weight' of shape (6, 4)") in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="Fashion-MNIST (Debian package dataset-fashion-mnist) not installed")
+def test_cli_distributed_matches_one_process_on_fashion_mnist(tmp_path, capsys):
+    single = tmp_path / "single"
+    assert main(["train", "--epochs", "1", "--out", str(single), "--data-dir", str(DEBIAN),
+                 "--quiet"]) == 0
+    single_acc = float(re.search(r"Test accuracy: ([\d.]+)%", capsys.readouterr().out)[1])
+    out = tmp_path / "dist"
+    done, _ = mpirun([sys.executable, "-m", "tensornet", "train", "--distributed",
+                      "--epochs", "1", "--out", str(out), "--data-dir", str(DEBIAN)],
+                     timeout=300)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert text.count("Epoch  Train loss  Valid loss  Train acc  Valid acc") == 1
+    assert text.count("Test accuracy") == 1
+    assert "batch 128 per rank x 2 ranks = 256 global" in text
+    dist_acc = float(re.search(r"Test accuracy: ([\d.]+)% \(10000 samples", text)[1])
+    assert abs(dist_acc - single_acc) <= 1.0, (dist_acc, single_acc)
+    assert json.loads((out / "history.json").read_text())["epoch"] == [1]
+    assert main(["eval", "--checkpoint", str(out / "model.safetensors"),
+                 "--data-dir", str(DEBIAN)]) == 0
+    assert f"Test accuracy: {dist_acc:.2f}%" in capsys.readouterr().out
+
+
+def test_init_without_mpiexec_is_a_single_process():
+    code = ("import tensornet as tn; c = tn.distributed.init(); "
+            "print(c.rank, c.size, c.local_rank, c.local_size, tn.distributed.world() is c)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=HERE.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "1", "0", "1", "True"]
+
+
+def test_cli_error_on_rank_0_alone_ends_every_rank(tmp_path):
+    """Rank 0 alone writes the outputs, so only it checks --out and fails on one it cannot
+    create (a usage error, exit 2), while rank 1 goes on to load data and train (with
+    collectives): it must not wait there."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done, seconds = mpirun([sys.executable, "-m", "tensornet", "train", "--distributed",
+                            "--dataset", "blobs", "--epochs", "1", "--out",
+                            str(blocker / "run")], timeout=60)
+    assert done.returncode == 2 and seconds < 30, (done.returncode, done.stderr)
+    assert "tensornet train: error:" in done.stderr and "a-file" in done.stderr
+
+
+def test_readme_example_runs_on_two_ranks(tmp_path):
+    readme = (HERE.parent / "README.md").read_text()
+    block = re.search(r"```python mpi\n(.*?)```", readme, re.S)[1]
+    script = tmp_path / "train_dp.py"
+    script.write_text(block)
+    done, _ = mpirun([sys.executable, str(script)], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("Epoch  Train loss") == 1
+    import tensornet as tn
+    state = tn.load(tmp_path / "dp.safetensors")
+    assert sorted(state["model"]) == ["0.bias", "0.weight", "2.bias", "2.weight"]

@@ -1,0 +1,268 @@
+"""tensornet.distributed pieces that need no second process: sharded loading, gradient
+buckets, DataParallel's protocol (against a stand-in communicator), SyncBatchNorm, init's
+errors and thread counts. The multi-process behaviour is in test_distributed.py."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import tensornet as tn
+from tensornet import nn
+from tensornet.data import ArrayDataset, DataLoader
+from tensornet.data.shard import shard_indices
+from tensornet.distributed import comm as comm_module
+from tensornet.distributed.buckets import _contiguous_span, make_buckets
+
+
+class TwinComm(tn.distributed.Communicator):
+    """Rank 0 of 2 where the other rank holds exactly the same values: every sum doubles.
+    ``other_has_grads`` says the other rank has a gradient for every parameter."""
+
+    def __init__(self, other_has_grads=False):
+        super().__init__()
+        self.size, self.reductions, self.other_has_grads = 2, 0, other_has_grads
+
+    def allreduce_(self, array):
+        self.reductions += 1
+        array *= 2
+        return array
+
+    def sum(self, values):
+        values = np.array(values, dtype=np.float64, ndmin=1)
+        twin = values.copy()
+        if self.other_has_grads:
+            twin[1:] = 1.0
+        return values + twin
+
+    def allgather(self, obj):
+        return [obj, obj]
+
+    def bcast_(self, array, root=0):
+        return array
+
+
+# ---------------------------------------------------------------------- sharding
+@pytest.mark.parametrize("n, size, tail", [(10, 3, "pad"), (10, 3, "drop"), (12, 4, "pad")])
+def test_shards_are_disjoint_equal_and_cover_the_order(n, size, tail):
+    order = np.random.default_rng(0).permutation(n)
+    parts = [shard_indices(order, r, size, tail) for r in range(size)]
+    assert len({len(p) for p in parts}) == 1
+    taken = np.concatenate(parts)
+    if tail == "drop":
+        assert len(taken) == n - n % size and len(set(taken)) == len(taken)
+        assert set(taken) == set(order[:n - n % size])
+    else:
+        assert len(taken) == -(-n // size) * size and set(taken) == set(order)
+        extra = len(taken) - n
+        assert sorted(taken) == sorted(np.concatenate([order, order[:extra]]))
+
+
+@pytest.mark.parametrize("resident", [None, False])
+def test_sharded_batches_together_are_the_global_batch(resident):
+    x = np.arange(100, dtype=np.float32)[:, None]
+    ds = ArrayDataset(x, np.arange(100))
+    single = DataLoader(ds, 12, shuffle=True, seed=3)
+    ranks = [DataLoader(ds, 4, shuffle=True, seed=3, shard=(r, 3), resident=resident)
+             for r in range(3)]
+    assert [len(r) for r in ranks] == [9, 9, 9] and ranks[0].num_samples == 34
+    for epoch in range(2):
+        per_rank = [list(r) for r in ranks]
+        whole = list(single)
+        for i, (xb, _) in enumerate(whole[:-1]):  # the last global batch holds the pad
+            together = np.concatenate([per_rank[r][i][0] for r in range(3)])
+            assert sorted(together[:, 0]) == sorted(xb[:, 0]), (epoch, i)
+    assert ranks[0].batch_sizes() == [4] * 8 + [2]
+
+
+def test_shard_errors_are_clear():
+    ds = ArrayDataset(np.zeros((10, 2), np.float32), np.zeros(10, np.int64))
+    with pytest.raises(ValueError, match="needs seed="):
+        DataLoader(ds, 2, shuffle=True, shard=(0, 2))
+    with pytest.raises(ValueError, match=r"shard must be \(rank, size\)"):
+        DataLoader(ds, 2, shard=(2, 2))
+    with pytest.raises(ValueError, match="shard_tail must be one of"):
+        DataLoader(ds, 2, shard=(0, 2), shard_tail="wrap")
+
+
+# ---------------------------------------------------------------------- buckets
+def _mlp():
+    tn.manual_seed(0)
+    return nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10), nn.ReLU(),
+                         nn.Linear(10, 3))
+
+
+def _backward(model, seed=1):
+    x = np.random.default_rng(seed).standard_normal((8, 20)).astype(np.float32)
+    loss_fn = nn.CrossEntropyLoss()
+    loss_fn(model(x), np.arange(8) % 3)
+    model.backward(loss_fn.backward())
+
+
+def test_backward_averages_in_few_bucketed_allreduces():
+    plain, wrapped = _mlp(), _mlp()
+    _backward(plain)
+    comm = TwinComm()
+    dp = tn.distributed.DataParallel(wrapped, comm)
+    _backward(dp)
+    assert comm.reductions == 1  # six parameters, one flat all-reduce
+    for p, q in zip(plain.parameters(), wrapped.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad)  # (g + g) / 2 == g exactly
+    small = tn.distributed.DataParallel(_mlp(), TwinComm(), bucket_bytes=2500)
+    _backward(small)
+    assert 1 < small.comm.reductions < 6
+    assert list(dp.state_dict()) == list(plain.state_dict())
+
+
+def test_gradients_lying_in_one_buffer_are_reduced_there_without_a_copy():
+    flat = np.arange(10, dtype=np.float64)
+    grads = [flat[0:6].reshape(2, 3), flat[6:10]]
+    span = _contiguous_span(grads, 10)
+    assert span is not None and np.shares_memory(span, flat) and span.shape == (10,)
+    assert _contiguous_span([flat[0:4], flat[5:9]], 8) is None  # a gap
+    assert _contiguous_span([flat[6:10], flat[0:6]], 10) is None  # out of order
+    model = _mlp()
+    params = list(model.parameters())
+    buffer = np.zeros(sum(p.size for p in params), np.float32)
+    _backward(model)
+    expected, offset = [], 0
+    for p in params:  # make every gradient a view into one flat buffer
+        view = buffer[offset:offset + p.size].reshape(p.shape)
+        view[...] = p.grad
+        p.grad, offset = view, offset + p.size
+        expected.append(view.copy())
+    buckets = make_buckets(params)
+    assert len(buckets) == 1
+    buckets[0].reduce_mean_(TwinComm())
+    assert buckets[0].buffer is None  # reduced in place in the gradients' own buffer
+    for p, e in zip(params, expected):
+        np.testing.assert_array_equal(p.grad, e)
+
+
+def test_unused_parameters_are_zero_here_when_another_rank_used_them():
+    model = _mlp()
+    dp = tn.distributed.DataParallel(model, TwinComm(other_has_grads=True))
+    frozen = model[4].bias
+    _backward(dp)
+    frozen.grad = None  # as if this rank's loss never reached it
+    dp.reduce_gradients()
+    assert frozen.grad is not None and not np.any(frozen.grad)
+    alone = tn.distributed.DataParallel(_mlp(), TwinComm())
+    _backward(alone)
+    alone.module[4].bias.grad = None
+    alone.reduce_gradients()
+    assert alone.module[4].bias.grad is None  # no rank had it: the optimizer skips it
+
+
+def test_wrapping_needs_a_module_once():
+    with pytest.raises(TypeError, match="wraps a tensornet Module"):
+        tn.distributed.DataParallel(lambda x: x)
+    dp = tn.distributed.DataParallel(_mlp())
+    assert dp.comm.size == 1 and "rank 0 of 1" in repr(dp)
+    with pytest.raises(TypeError, match="already wrapped"):
+        tn.distributed.DataParallel(dp)
+
+
+def test_single_process_dataparallel_fits_like_the_model():
+    x = np.random.default_rng(0).standard_normal((64, 20)).astype(np.float32)
+    y = np.arange(64) % 3
+    histories = []
+    for wrap in (False, True):
+        model = _mlp()
+        trained = tn.distributed.DataParallel(model) if wrap else model
+        opt = tn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        histories.append(tn.fit(trained, nn.CrossEntropyLoss(), opt,
+                                DataLoader(ArrayDataset(x, y), 16), epochs=2, verbose=0))
+    assert histories[0]["train_loss"] == histories[1]["train_loss"]
+
+
+# ---------------------------------------------------------------------- SyncBatchNorm
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5, 5)])
+def test_syncbatchnorm_gradcheck_and_equals_batchnorm_alone(rng, shape):
+    x = rng.standard_normal(shape)
+    sync = nn.SyncBatchNorm(3, dtype="float64")
+    tn.gradcheck(sync, x)
+    plain = (nn.BatchNorm1d if len(shape) == 2 else nn.BatchNorm2d)(3, dtype="float64")
+    g = rng.standard_normal(shape)
+    np.testing.assert_array_equal(sync(x), plain(x))
+    np.testing.assert_array_equal(sync.backward(g), plain.backward(g))
+
+
+def test_syncbatchnorm_statistics_span_the_ranks(rng):
+    """With a twin rank holding the same batch, the global statistics are the local ones
+    (and the global count twice the local one): the all-reduced path must agree with
+    BatchNorm, and the running variance must use the global count's Bessel factor."""
+    x, g = rng.standard_normal((4, 3, 2, 2)), rng.standard_normal((4, 3, 2, 2))
+    comm = TwinComm()
+    sync = nn.SyncBatchNorm(3, comm=comm, dtype="float64")
+    plain = nn.BatchNorm2d(3, dtype="float64")
+    np.testing.assert_allclose(sync(x), plain(x), rtol=1e-13)
+    np.testing.assert_allclose(sync.backward(g), plain.backward(g), rtol=1e-12, atol=1e-14)
+    assert comm.reductions == 3  # sums, squared deviations, the two backward sums
+    var = x.transpose(1, 0, 2, 3).reshape(3, -1).var(axis=1)
+    np.testing.assert_allclose(sync.running_var, 0.9 + 0.1 * var * 32 / 31, rtol=1e-13)
+    np.testing.assert_array_equal(sync.weight.grad, plain.weight.grad)  # local sums
+
+
+def test_convert_sync_batchnorm_keeps_parameters_and_keys():
+    tn.manual_seed(0)
+    model = tn.models.cnn(image_size=8)
+    before = {k: np.array(v) for k, v in model.state_dict().items()}
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert converted is model
+    assert sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()) == 2
+    assert not any(type(m) is nn.BatchNorm2d for m in model.modules())
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k])
+
+
+# ---------------------------------------------------------------------- init and threads
+def test_init_without_mpi4py_names_the_extra(monkeypatch):
+    monkeypatch.setattr(comm_module, "_world", None)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(ImportError, match=r"pip install 'tensornet\[mpi\]'"):
+        tn.distributed.init()
+
+
+def test_cli_distributed_without_mpi4py_is_a_usage_error(monkeypatch, capsys):
+    from tensornet.cli import main
+
+    monkeypatch.setattr(comm_module, "_world", None)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    assert main(["train", "--distributed", "--dataset", "blobs", "--epochs", "1"]) == 2
+    assert "pip install 'tensornet[mpi]'" in capsys.readouterr().err
+
+
+def test_blas_threads_per_rank(monkeypatch):
+    for name in comm_module.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(comm_module.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(comm_module.os, "sched_getaffinity", lambda pid: set(range(8)),
+                        raising=False)
+    two_ranks = tn.distributed.Communicator(local_size=2)
+    assert tn.distributed.blas_threads_for(two_ranks) == 4
+    assert tn.distributed.blas_threads_for(tn.distributed.Communicator(local_size=16)) == 1
+    assert tn.distributed.blas_threads_for(two_ranks, threads=3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert tn.distributed.blas_threads_for(two_ranks) is None  # the user's choice stays
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        tn.distributed.blas_threads_for(two_ranks, threads=0)
+
+
+def test_one_gpu_per_rank_by_local_rank():
+    comm = tn.distributed.Communicator(local_rank=1, local_size=2)
+    comm.size = 2
+    assert tn.distributed.device_for(comm, "cuda") == "cuda:1"
+    assert tn.distributed.device_for(comm, "cuda:0") == "cuda:0"
+    assert tn.distributed.device_for(comm, "cpu") == "cpu"
+
+
+def test_fit_refuses_cuda_graphs_across_ranks():
+    dp = tn.distributed.DataParallel(_mlp(), TwinComm())
+    loader = DataLoader(ArrayDataset(np.zeros((8, 20), np.float32), np.zeros(8, np.int64)), 4)
+    with pytest.raises(ValueError, match="cuda_graph=True cannot capture the all-reduce"):
+        tn.fit(dp, nn.CrossEntropyLoss(), tn.optim.SGD(dp.parameters(), lr=0.1), loader,
+               cuda_graph=True, verbose=0)
