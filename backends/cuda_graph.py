@@ -32,10 +32,10 @@ Limits (each detected and reported rather than silently wrong where possible):
   ``check=True``, data-dependent Python branches. Capture fails with GraphCaptureError.
 - Host-side settings of the layers (``Dropout.p``, ``train()``/``eval()``) are frozen into
   the graph: a change after capture raises GraphInvalidatedError at the next step.
-- Random draws: Dropout and DropConnect masks (``backend.bernoulli``) come from a
-  counter-based hash whose counter lives in device memory and advances inside the graph,
-  so each replay draws new masks (not the same stream as eager mode). Other draws inside
-  the step are refused.
+- Random draws: Dropout and DropConnect masks (``backend.bernoulli``) come from the
+  backend's counter-based generator with its counter in device memory, advanced inside the
+  graph, so each replay draws new masks, the same ones eager steps would draw. Other draws
+  inside the captured step are refused.
 - Every matmul must go through ``tensornet.nn.functional.matmul`` (Linear and Conv2d do):
   CuPy refuses cuBLAS inside capture. The graph-safe GEMM is a plain tiled kernel.
 - Parameters, gradients and optimizer state must stay the same arrays: replacing them
@@ -210,7 +210,9 @@ class GraphedStep:
             self._stream = cupy.cuda.Stream(non_blocking=True)
             self._pool = cupy.cuda.MemoryPool()
         self._table = HyperTable()
-        self._rng = None  # device (key, counter) of the dropout masks, made while rehearsing
+        self._rng = None  # device (key, counter) of the generator, for the captured draws
+        self._draws = 0  # draws per captured step
+        self._synced = None  # the host generator's (key, counter) the device copy matches
         self._key = None
         self._graph = None
         self._rehearsed = False
@@ -268,22 +270,25 @@ class GraphedStep:
             f"cuda_graph=False")
 
     def bernoulli(self, shape, p, dtype):
-        """``backend.bernoulli`` inside the step: the counter-based draw of
-        ``cuda_kernels.BERNOULLI_COUNTER`` (key and draw counter in device memory)."""
-        xp, backend = self._cupy, self.backend
-        if self._rng is None:
-            if self.phase == "capture":
-                raise GraphCaptureError("the first random draw of a graph step happened while "
-                                        "capturing; it must happen while rehearsing")
-            key = int(backend._rng.integers(0, 2**63))
-            # outlives the rehearsal's allocations, so not from the private pool
-            with xp.cuda.using_allocator(xp.get_default_memory_pool().malloc):
-                self._rng = xp.asarray(np.array([key, 0], dtype=np.uint64))
-        mask = xp.empty(shape, dtype=dtype)
+        """``backend.bernoulli`` while capturing: the backend generator's hash
+        (``cuda_kernels.BERNOULLI_COUNTER``) reading key and counter from device memory, and
+        a captured kernel advancing that counter, so every replay draws the next masks: the
+        same masks as eager steps. The host counter moves on as if the draw were eager."""
+        backend = self.backend
+        mask = self._cupy.empty(shape, dtype=dtype)
         kernels = backend._kernels
         kernels.elementwise(BERNOULLI_COUNTER)(self._rng, np.float64(p), mask)
         kernels.elementwise(RNG_ADVANCE)(np.uint64(1), self._rng[1:])
+        backend._counter += 1
+        self._draws += 1
         return mask
+
+    def _upload_generator(self) -> None:
+        """Bring the device copy of the generator up to the host's (after eager draws)."""
+        state = (self.backend._key, self.backend._counter)
+        if state != self._synced:
+            self._rng.set(np.array(state, dtype=np.uint64))
+            self._synced = state
 
     # ------------------------------------------------------------------ phases
     def _on_stream(self, phase: str, work, capture: bool = False):
@@ -324,6 +329,9 @@ class GraphedStep:
             shape = (max(self._table.count, 1), self._table.width)
             self._table.device_table = cupy.zeros(shape, dtype=dtype)
             self._ring = _PinnedRing(cupy, shape, dtype)
+            self._rng = cupy.asarray(np.array([self.backend._key, self.backend._counter],
+                                              dtype=np.uint64))
+        self._draws = 0
         buffers, self._settings = _buffers(model), _host_settings(model)
         (loss, output), graph = self._on_stream("capture", lambda: self.step(self._x, self._y),
                                                 capture=True)
@@ -333,6 +341,7 @@ class GraphedStep:
                                     f"of updated in place; a CUDA graph would keep writing the "
                                     f"old arrays. Use cuda_graph=False for this model")
         graph.upload(stream=cupy.cuda.get_current_stream())
+        self._synced = (self.backend._key, self.backend._counter)  # after its first launch
         self._loss, self._output, self._graph = loss, output, graph
         self._grads = [(p, p.grad) for p in model.parameters() if p.grad is not None]
         self._params = [(p, _pointer(p.data)) for p in model.parameters()]
@@ -346,6 +355,7 @@ class GraphedStep:
         if _host_settings(self.model) != self._settings:
             raise GraphInvalidatedError(f"a layer setting (such as Dropout.p) changed since the "
                                         f"step was captured; {_RECOMPILE}")
+        self._upload_generator()
         if x is not self._x:
             self._x[...] = x
         if y is not self._y:
@@ -359,6 +369,8 @@ class GraphedStep:
         finally:
             self.phase, self.backend._capture = None, None
         self._table.end()
+        self.backend._counter += self._draws  # what the launch will draw
+        self._synced = (self.backend._key, self.backend._counter)
 
 
 def capture_safe_matmul(backend, a, b):

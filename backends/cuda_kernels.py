@@ -123,14 +123,42 @@ __device__ __forceinline__ unsigned long long tn_mix64(unsigned long long z) {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
 }
+// Element i of draw number `counter` under `key`; and that as a double in [0, 1), 53 bits.
+__device__ __forceinline__ unsigned long long tn_draw(unsigned long long key,
+                                                      unsigned long long counter,
+                                                      unsigned long long i) {
+    return tn_mix64(key ^ tn_mix64(counter * 0x9e3779b97f4a7c15ULL + i));
+}
+__device__ __forceinline__ double tn_unit(unsigned long long h) {
+    return (double)(h >> 11) * (1.0 / 9007199254740992.0);
+}
 """
 BERNOULLI_COUNTER = ElementwiseSpec(
     "raw uint64 rng, float64 p", "T mask",
-    "const unsigned long long h =\n"
-    "    tn_mix64(rng[0] ^ tn_mix64(rng[1] * 0x9e3779b97f4a7c15ULL + (unsigned long long)i));\n"
-    "const double u = (double)(h >> 11) * (1.0 / 9007199254740992.0);  // [0, 1), 53 bits\n"
-    "mask = u < p ? T(1) : T(0);",
+    "mask = tn_unit(tn_draw(rng[0], rng[1], (unsigned long long)i)) < p ? T(1) : T(0);",
     "tn_bernoulli_counter", _MIX64)
+
+# Eager draws of the CuPy backend's generator: the same hash with the key and the draw
+# counter as arguments (the host keeps them: a checkpoint holds the generator exactly, and a
+# CUDA-graph step reading them from device memory draws what eager steps would).
+BERNOULLI_DRAW = ElementwiseSpec(
+    "uint64 key, uint64 counter, float64 p", "T mask",
+    "mask = tn_unit(tn_draw(key, counter, (unsigned long long)i)) < p ? T(1) : T(0);",
+    "tn_bernoulli_draw", _MIX64)
+UNIFORM_DRAW = ElementwiseSpec(
+    "uint64 key, uint64 counter, float64 low, float64 span", "T out",
+    "out = (T)(low + span * tn_unit(tn_draw(key, counter, (unsigned long long)i)));",
+    "tn_uniform_draw", _MIX64)
+NORMAL_DRAW = ElementwiseSpec(  # Box-Muller on two draws per element; u1 in (0, 1]
+    "uint64 key, uint64 counter, float64 mean, float64 std", "T out",
+    "const unsigned long long j = 2 * (unsigned long long)i;\n"
+    "const double u1 = 1.0 - tn_unit(tn_draw(key, counter, j));\n"
+    "const double u2 = tn_unit(tn_draw(key, counter, j + 1));\n"
+    "out = (T)(mean + std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));",
+    "tn_normal_draw", _MIX64)
+KEYS_DRAW = ElementwiseSpec(  # random sort keys (permutation = argsort of these)
+    "uint64 key, uint64 counter", "uint64 out",
+    "out = tn_draw(key, counter, (unsigned long long)i);", "tn_keys_draw", _MIX64)
 RNG_ADVANCE = ElementwiseSpec("uint64 step", "uint64 counter", "counter += step",
                               "tn_rng_advance")
 
@@ -257,7 +285,8 @@ def elementwise_specs() -> list:
     through ``update_spec``."""
     from .cuda_window_kernels import WINDOW_SPECS
     return [RELU, RELU_BACKWARD, CROSS_ENTROPY_BACKWARD, BERNOULLI_COUNTER, RNG_ADVANCE,
-            GEMM_SPLIT_K_SUM, *WINDOW_SPECS]
+            BERNOULLI_DRAW, UNIFORM_DRAW, NORMAL_DRAW, KEYS_DRAW, GEMM_SPLIT_K_SUM,
+            *WINDOW_SPECS]
 
 
 def name_expression(module: str, *type_args: str) -> str:

@@ -26,8 +26,9 @@ from array_api_compat import is_cupy_array
 
 from . import register_backend
 from .base import Backend, DeviceError, SyncPolicy, dtype_name
-from .cuda_kernels import (C_TYPES, CROSS_ENTROPY_BACKWARD, CROSS_ENTROPY_WARPS_PER_BLOCK,
-                           FUSED_DTYPES, RELU, RELU_BACKWARD, KernelCache, update_spec)
+from .cuda_kernels import (BERNOULLI_DRAW, C_TYPES, CROSS_ENTROPY_BACKWARD,
+                           CROSS_ENTROPY_WARPS_PER_BLOCK, FUSED_DTYPES, KEYS_DRAW, NORMAL_DRAW,
+                           RELU, RELU_BACKWARD, UNIFORM_DRAW, KernelCache, update_spec)
 from .cuda_window_kernels import COL2IM, IM2COL, MAX_POOL, MAX_POOL_BACKWARD
 from .geometry import window_output_size
 
@@ -71,7 +72,8 @@ def _env_tf32() -> bool:
 
 
 class CupyBackend(Backend):
-    """Arrays are ``cupy.ndarray`` on one GPU; random numbers are drawn on the GPU.
+    """Arrays are ``cupy.ndarray`` on one GPU; random numbers are drawn on the GPU by a
+    counter-based generator whose state (a key and a counter) lives on the host.
 
     ``launches`` counts tensornet's own kernel launches (not CuPy's operations).
     """
@@ -94,8 +96,7 @@ class CupyBackend(Backend):
         self._capture = None
         self._peak_bytes = 0
         super().__init__(seed)
-        with self._cuda_device:
-            self._gpu_rng = cupy.random.default_rng(seed)
+        self.seed(seed)
         self.set_tf32(_env_tf32() if tf32 is None else tf32)
 
     @property
@@ -149,44 +150,78 @@ class CupyBackend(Backend):
         return nccl_allreduce(self, comm) or super().collective_allreduce(comm)
 
     # ------------------------------------------------------------------ random numbers
+    # A counter-based generator (as Philox or JAX's): draw number ``counter`` under ``key``
+    # is a hash of (key, counter, element index), computed by one kernel
+    # (cuda_kernels.*_DRAW). Its whole state is two integers on the host: a checkpoint holds
+    # it exactly (GPU resume is bit-identical), and a CUDA-graph step that reads the counter
+    # from device memory draws the same masks as eager steps would.
     def seed(self, seed):
         super().seed(seed)
+        self._key = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
+        self._counter = 0
+
+    def get_rng_state(self) -> dict:
+        return {"host": super().get_rng_state(), "key": self._key, "counter": self._counter}
+
+    def set_rng_state(self, state: dict) -> None:
+        """Restore what ``get_rng_state`` returned; ValueError (nothing changed) when it is
+        not such a state."""
+        if not isinstance(state, dict) or set(state) != {"host", "key", "counter"}:
+            raise ValueError(f"{self.device}: an RNG state is a dict with 'host', 'key' and "
+                             f"'counter', got {state!r:.100}")
+        key, counter = state["key"], state["counter"]
+        for name, value in (("key", key), ("counter", counter)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or not 0 <= int(value) < 2**64:
+                raise ValueError(f"{self.device}: RNG state {name!r} must be an integer in "
+                                 f"[0, 2**64), got {value!r}")
+        probe = np.random.default_rng()
+        try:
+            probe.bit_generator.state = state["host"]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{self.device}: damaged host RNG state ({exc})") from exc
+        super().set_rng_state(state["host"])
+        self._key, self._counter = int(key), int(counter)
+
+    def _draw(self, spec, shape, dtype, *scalars):
+        """One draw: ``spec`` over a new array, at the next counter."""
+        counter = self._counter
+        self._counter += 1
         with self._cuda_device:
-            self._gpu_rng = self.xp.random.default_rng(seed)
+            out = self.xp.empty(shape, dtype=dtype)
+            if out.size:
+                self._kernels.elementwise(spec)(np.uint64(self._key), np.uint64(counter),
+                                                *scalars, out)
+        return out
 
     def _no_rng_in_graph(self, what: str) -> None:
-        if self._capture is not None:
+        if self._capture is not None and self._capture.phase == "capture":
             raise NotImplementedError(
                 f"{what} inside a CUDA-graph step: only bernoulli() (Dropout, DropConnect) "
-                f"draws random numbers in graph mode, because a captured draw from CuPy's "
-                f"generator would repeat the same numbers every step. Train this model with "
-                f"cuda_graph=False")
+                f"draws random numbers in graph mode (the graph advances its counter in "
+                f"device memory); train this model with cuda_graph=False")
 
     def normal(self, shape, mean=0.0, std=1.0, dtype=None):
         self._no_rng_in_graph("normal()")
-        with self._cuda_device:
-            out = self._gpu_rng.standard_normal(size=shape, dtype=self.dtype(dtype))
-            return out * std + mean if (mean, std) != (0.0, 1.0) else out
+        return self._draw(NORMAL_DRAW, shape, self.dtype(dtype), np.float64(mean),
+                          np.float64(std))
 
     def uniform(self, shape, low=0.0, high=1.0, dtype=None):
         self._no_rng_in_graph("uniform()")
-        with self._cuda_device:
-            out = self._gpu_rng.random(size=shape, dtype=self.dtype(dtype))
-            return out * (high - low) + low if (low, high) != (0.0, 1.0) else out
+        return self._draw(UNIFORM_DRAW, shape, self.dtype(dtype), np.float64(low),
+                          np.float64(high - low))
 
     def bernoulli(self, shape, p, dtype=None):
-        if self._capture is not None:
+        if self._capture is not None and self._capture.phase == "capture":
             return self._capture.bernoulli(shape, p, self.dtype(dtype))
-        with self._cuda_device:
-            draw = self._gpu_rng.random(size=shape, dtype=self.xp.float32)
-            return (draw < p).astype(self.dtype(dtype))
+        return self._draw(BERNOULLI_DRAW, shape, self.dtype(dtype), np.float64(p))
 
     def permutation(self, n: int):
-        # cupy's Generator has no permutation(): sort 53-bit uniform keys (ties are
-        # vanishingly rare and would only make two neighbours keep their order).
+        # argsort of 64-bit random keys (ties are vanishingly rare and would only make two
+        # neighbours keep their order).
         self._no_rng_in_graph("permutation()")
+        keys = self._draw(KEYS_DRAW, (int(n),), self.xp.uint64)
         with self._cuda_device:
-            keys = self._gpu_rng.random(size=int(n), dtype=self.xp.float64)
             return self.xp.argsort(keys).astype(self.xp.int64, copy=False)
 
     # ------------------------------------------------------------------ optimizer updates

@@ -242,3 +242,17 @@ def test_window_kernel_arguments_follow_the_declared_order():
     assert dict(zip(names, map(int, values))) == dict(
         batch=2, channels=3, height=7, width=6, out_h=out[0], out_w=out[1], k_h=3, k_w=2,
         s_h=2, s_w=1, pad_t=1, pad_l=2, d_h=1, d_w=2)
+
+
+def test_graph_steps_notice_changed_layer_settings():
+    """A captured graph freezes host settings such as Dropout.p (bug 6 of issue 15): the
+    snapshot each replay compares against sees a change (GraphInvalidatedError then)."""
+    from tensornet.backends.cuda_graph import _host_settings
+    model = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5))
+    captured = _host_settings(model)
+    model[1].p = 0.2
+    assert _host_settings(model) != captured
+    model[1].p = 0.5
+    assert _host_settings(model) == captured
+    model.eval()
+    assert _host_settings(model) != captured

@@ -50,6 +50,69 @@ def test_bernoulli_counter_and_rng_advance_match_numpy(cuda, dtype):
     assert 0.25 < tn.asnumpy(mask).mean() < 0.35
 
 
+def _reference_draw(key, counter, n):
+    i = np.arange(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return _mix64(np.uint64(key) ^ _mix64(np.uint64(counter)
+                                              * np.uint64(0x9E3779B97F4A7C15) + i))
+
+
+def _unit(h):
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+
+
+def test_the_generator_draws_its_documented_hash(cuda):
+    """Eager draws are the hash of (key, counter, index) the graph kernel also uses; the
+    counter moves on by one per draw."""
+    cuda.seed(5)
+    key = cuda.get_rng_state()["key"]
+    mask = tn.asnumpy(cuda.bernoulli((6, 7), 0.4, dtype="float64"))
+    np.testing.assert_array_equal(mask.ravel(), (_unit(_reference_draw(key, 0, 42)) < 0.4))
+    u = tn.asnumpy(cuda.uniform((50,), -1.0, 3.0, dtype="float64"))
+    np.testing.assert_allclose(u, -1.0 + 4.0 * _unit(_reference_draw(key, 1, 50)), rtol=1e-15)
+    h = _reference_draw(key, 2, 2 * 30)
+    u1, u2 = 1.0 - _unit(h[0::2]), _unit(h[1::2])
+    z = tn.asnumpy(cuda.normal((30,), 2.0, 0.5, dtype="float64"))
+    np.testing.assert_allclose(z, 2.0 + 0.5 * np.sqrt(-2 * np.log(u1)) * np.cos(2 * np.pi * u2),
+                               rtol=1e-12)
+    perm = tn.asnumpy(cuda.permutation(40))
+    np.testing.assert_array_equal(perm, np.argsort(_reference_draw(key, 3, 40), kind="stable"))
+    assert cuda.get_rng_state()["counter"] == 4
+
+
+def test_the_generator_has_the_expected_statistics(cuda):
+    cuda.seed(1)
+    u = tn.asnumpy(cuda.uniform((20000,), 2.0, 5.0))
+    z = tn.asnumpy(cuda.normal((20000,), 1.0, 2.0))
+    m = tn.asnumpy(cuda.bernoulli((20000,), 0.3))
+    assert u.dtype == z.dtype == m.dtype == np.float32
+    assert 2.0 <= u.min() and u.max() < 5.0 and abs(u.mean() - 3.5) < 0.05
+    assert abs(z.mean() - 1.0) < 0.05 and abs(z.std() - 2.0) < 0.05
+    assert abs(m.mean() - 0.3) < 0.02 and set(np.unique(m)) <= {0.0, 1.0}
+    assert sorted(tn.asnumpy(cuda.permutation(100)).tolist()) == list(range(100))
+
+
+def test_the_generator_state_round_trips_and_is_checked(cuda):
+    """The whole state (bug 6 of issue 15): restoring it repeats the draws exactly, so a
+    checkpoint resumes bit-identically on the GPU too; a damaged state changes nothing."""
+    cuda.seed(9)
+    cuda.bernoulli((3,), 0.5)
+    state = cuda.get_rng_state()
+    first = [tn.asnumpy(cuda.normal((8,))), tn.asnumpy(cuda.permutation(10))]
+    cuda.set_rng_state(state)
+    again = [tn.asnumpy(cuda.normal((8,))), tn.asnumpy(cuda.permutation(10))]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    import json
+    assert json.loads(json.dumps(state)) == state  # fits a checkpoint's metadata
+    before = cuda.get_rng_state()
+    for bad in ({"key": 1}, {**state, "counter": -1}, {**state, "key": 2**64},
+                {**state, "host": {"bit_generator": "nonsense"}}, None):
+        with pytest.raises(ValueError):
+            cuda.set_rng_state(bad)
+        assert cuda.get_rng_state() == before
+
+
 # ====================================================================== GEMM split-K
 def test_long_k_gemm_is_split_over_blocks_deterministically(cuda, cuda_emulation, rng):
     """The conv weight-gradient shape of the CNN: one 64x64 tile of output, K = 100352.
@@ -128,6 +191,7 @@ def test_every_registered_kernel_is_launched_by_the_emulated_tests(cuda, cuda_em
     pooled, argmax = F.max_pool2d(x, (2, 2), (2, 2))
     F.max_pool2d_backward(f32(*pooled.shape), argmax, x.shape, (2, 2), (2, 2))
     capture_safe_matmul(cuda, f32(8, 2048), f32(2048, 9))  # split-K and its sum
+    cuda.normal((3,)), cuda.uniform((3,)), cuda.bernoulli((3,), 0.5), cuda.permutation(4)
     rng_state = cuda.asarray(np.array([1, 0], dtype=np.uint64))
     cuda._kernels.elementwise(ck.BERNOULLI_COUNTER)(rng_state, np.float64(0.5),
                                                     cuda.xp.empty(5, np.float32))
