@@ -86,12 +86,14 @@ __global__ void tn_cross_entropy_forward(const T* __restrict__ logits, const L* 
     T s = T(0);
     for (int j = lane; j < n_classes; j += 32) s += exp(x[j] - m);
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-    const T lse = log(s) + m;
+    // (x - m) - log(s), never x - (log(s) + m): at |m| >> log(s) the sum would round
+    // log(s) away (logits of -1e30 would give log-probabilities of 0).
+    const T log_s = log(s);
 
     const long long label = (long long)labels[row];
     T dot = T(0);
     for (int j = lane; j < n_classes; j += 32) {
-        const T v = x[j] - lse;
+        const T v = (x[j] - m) - log_s;
         lp[j] = v;
         dot += ((j == label ? keep : T(0)) + eps_over_c) * v;
     }

@@ -48,6 +48,7 @@ from tensornet.backends import (DeviceError, asnumpy, available_backends,  # noq
 from . import callbacks, data, diagnostics, models, nn, optim  # noqa: E402
 from .callbacks import EarlyStopping, ModelCheckpoint, TerminateOnNaN
 from .io import CheckpointError, load, load_checkpoint, save, save_checkpoint
+from .nn.grad_mode import is_grad_enabled, no_grad
 from .nn.gradcheck import gradcheck
 from .random import get_rng_state, manual_seed, set_rng_state
 from .train import History, evaluate, fit, make_train_step, predict, train_step
@@ -56,7 +57,8 @@ __version__ = "0.1.0"
 
 __all__ = ["nn", "optim", "data", "models", "callbacks", "diagnostics",
            "get_backend", "available_backends", "to_device", "asnumpy", "DeviceError",
-           "gradcheck", "manual_seed", "get_rng_state", "set_rng_state",
+           "gradcheck", "no_grad", "is_grad_enabled", "manual_seed", "get_rng_state",
+           "set_rng_state",
            "fit", "evaluate", "predict", "History", "train_step", "make_train_step",
            "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN",
            "save", "load", "save_checkpoint", "load_checkpoint", "CheckpointError",

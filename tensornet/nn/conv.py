@@ -62,6 +62,8 @@ class Conv2d(Module):
     array).
     """
 
+    _cache_attrs = ("_cols", "_x_shape")
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, *, device=None, dtype=None):
         super().__init__(device=device, dtype=dtype)
@@ -83,7 +85,6 @@ class Conv2d(Module):
                                                   + self.kernel_size))
         self.bias = self.new_parameter(np.zeros(self.out_channels)) if bias else None
         self._fan_in = fan_in
-        self._cols = self._x_shape = None
         self.reset_parameters()
 
     def _resolve_padding(self, padding):
@@ -162,9 +163,6 @@ class Conv2d(Module):
         if self.groups == 1:
             return rows, columns
         return self.groups, rows // self.groups, columns
-
-    def clear_cache(self) -> None:
-        self._cols = self._x_shape = None
 
     def extra_repr(self) -> str:
         text = (f"{self.in_channels}, {self.out_channels}, "

@@ -21,13 +21,14 @@ class Dropout(Module):
     Forward caches the scaled mask.
     """
 
+    _cache_attrs = ("_mask",)
+
     def __init__(self, p: float = 0.5):
         super().__init__()
         self.p = _probability("Dropout", p)
-        self._mask = None
 
     def forward(self, x):
-        self._follow_input_device(x, require_array=True)
+        self._accept_floating(x)
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
@@ -44,9 +45,6 @@ class Dropout(Module):
             return grad_output
         return grad_output * self._require_cache(self._mask)
 
-    def clear_cache(self) -> None:
-        self._mask = None
-
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
@@ -61,11 +59,12 @@ class DropConnect(Linear):
     With ``backward(grad, input_grad=False)`` it skips d loss / d x and returns None.
     """
 
+    _cache_attrs = Linear._cache_attrs + ("_mask",)
+
     def __init__(self, in_features: int, out_features: int, p: float = 0.5, bias: bool = True,
                  *, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.p = _probability("DropConnect", p)
-        self._mask = None
 
     def _forward_weight(self):
         w = self.weight.data
@@ -79,10 +78,6 @@ class DropConnect(Linear):
         grad = F.matmul(grad_output.T, x, out=self.weight.grad_buffer())
         grad *= self._mask if self._mask is not None else 1.0 - self.p
         return grad
-
-    def clear_cache(self) -> None:
-        super().clear_cache()
-        self._mask = None
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", p={self.p}"

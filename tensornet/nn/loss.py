@@ -2,12 +2,17 @@
 returns d loss / d pred. Each caches what its gradient needs.
 
 On CPU backends every call also checks label range and that the loss is finite (a NaN loss
-raises ``NonFiniteError`` naming the loss). On the GPU those checks would force a host sync
-each step, so they are off there by default (``check=True`` turns them on).
+raises ``NonFiniteError`` naming the loss), and the first call of CrossEntropyLoss and
+NLLLoss looks once at its input: probabilities fed to CrossEntropyLoss (a Softmax before
+it) or to NLLLoss (which wants log-probabilities) warn, naming the fix. On the GPU those
+checks would force a host sync, so they are off there by default (``check=True`` turns them
+on).
 """
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 
 from tensornet.backends import DeviceError, SyncPolicy, device_of, dtype_name
 
@@ -24,6 +29,8 @@ class NonFiniteError(ValueError):
 class Loss(Module):
     """Base class: ``reduction`` is ``"mean"`` (default) or ``"sum"``."""
 
+    _cache_attrs = ("_cache",)
+
     def __init__(self, reduction: str = "mean", check: bool | None = None):
         super().__init__()
         if reduction not in _REDUCTIONS:
@@ -31,7 +38,7 @@ class Loss(Module):
                              f"got {reduction!r}")
         self.reduction = reduction
         self.check = check
-        self._cache = None
+        self._probed = False  # whether the first checked call looked at the input's values
 
     def _checks_on(self) -> bool:
         if self.check is None:
@@ -39,14 +46,27 @@ class Loss(Module):
         return self.check
 
     def _accept_pred(self, pred, ndim=None, expected=""):
-        self._follow_input_device(pred)
-        self._check_input(pred, ndim=ndim, expected=expected, float_input=False)
-        if not dtype_name(pred.dtype).startswith("float"):
-            raise TypeError(f"{type(self).__name__} expected floating-point predictions, got "
-                            f"{dtype_name(pred.dtype)}")
+        self._accept_floating(pred, ndim=ndim, expected=expected)
 
-    def _accept_target(self, target, shape, kind: str):
-        """``kind`` is ``"labels"`` (integer class indices) or ``"values"`` (same as pred)."""
+    def _check_grad_output(self, grad_output, spec) -> None:
+        """``backward(grad_output)`` takes None (d loss / d loss = 1), a real number or an
+        array of the loss's shape."""
+        if grad_output is None or (isinstance(grad_output, numbers.Real)
+                                   and not isinstance(grad_output, bool)):
+            return
+        super()._check_grad_output(grad_output, spec)
+
+    def _probe_once(self) -> bool:
+        """True at the first call with checks on (a look at the input's values)."""
+        if self._probed or not self._checks_on():
+            return False
+        self._probed = True
+        return True
+
+    def _accept_target(self, target, shape, kind: str, dtype=None):
+        """``kind`` is ``"labels"`` (integer class indices) or ``"values"`` (the prediction's
+        shape; real values of another dtype are cast to ``dtype``, the prediction's).
+        Returns the target to compute with."""
         name = type(self).__name__
         if not self.backend.owns(target):
             if hasattr(target, "shape"):
@@ -66,9 +86,18 @@ class Loss(Module):
                 high = int(self.backend.xp.max(target))
                 raise ValueError(f"{name}: labels must be in [0, {shape[1] - 1}] for "
                                  f"{shape[1]} classes; got labels from {low} to {high}")
-        elif tuple(target.shape) != shape:
+            return target
+        if tuple(target.shape) != shape:
             raise ValueError(f"{name} got target of shape {tuple(target.shape)} for predictions "
                              f"of shape {shape}; they must match")
+        got = dtype_name(target.dtype)
+        if got == dtype_name(dtype):
+            return target
+        if not got.startswith(("float", "int", "uint", "bool")):
+            raise TypeError(f"{name} expected a real-valued target, got {got}")
+        # As PyTorch, a float64 (or integer) target trains a float32 model: computing in the
+        # target's dtype would leak float64 gradients into the model.
+        return self.backend.xp.astype(target, dtype)
 
     def _reduce(self, per_element, count: int):
         total = self.backend.xp.sum(per_element)
@@ -86,9 +115,6 @@ class Loss(Module):
         if grad_output is not None:
             scale *= float(grad_output)
         return scale
-
-    def clear_cache(self) -> None:
-        self._cache = None
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
@@ -115,6 +141,8 @@ class CrossEntropyLoss(Loss):
         self._accept_pred(logits, ndim=2, expected="logits of shape (N, C)")
         shape = tuple(logits.shape)
         self._accept_target(labels, shape, "labels")
+        if not self._probed and shape[1] > 1 and self._probe_once():
+            _warn_if_probabilities(self, logits)
         losses, log_probs = F.softmax_cross_entropy(logits, labels, self.label_smoothing)
         loss = self._reduce(losses, shape[0])
         self._cache = (log_probs, labels)
@@ -132,15 +160,20 @@ class CrossEntropyLoss(Loss):
 
 class NLLLoss(Loss):
     """Negative log-likelihood on log-probabilities ``(N, C)`` (e.g. from LogSoftmax) and
-    integer labels ``(N,)``. Caches the one-hot target."""
+    integer labels ``(N,)``: ``-log_probs[i, labels[i]]``, picked, so ``-inf`` at the other
+    classes (a probability of 0) leaves the loss finite, as in PyTorch. Caches the one-hot
+    target."""
 
     def forward(self, log_probs, labels):
         self._accept_pred(log_probs, ndim=2, expected="log-probabilities of shape (N, C)")
         shape = tuple(log_probs.shape)
         self._accept_target(labels, shape, "labels")
+        if not self._probed and self._probe_once():
+            _warn_if_not_log_probabilities(self, log_probs)
         target = F.one_hot(labels, shape[1], log_probs.dtype)
         self._cache = target
-        return self._reduce(-(target * log_probs), shape[0])
+        picked = self.backend.xp.where(target > 0, log_probs, 0.0)
+        return self._reduce(-picked, shape[0])
 
     def backward(self, grad_output=None):
         target = self._require_cache(self._cache)
@@ -153,7 +186,7 @@ class MSELoss(Loss):
 
     def forward(self, pred, target):
         self._accept_pred(pred)
-        self._accept_target(target, tuple(pred.shape), "values")
+        target = self._accept_target(target, tuple(pred.shape), "values", pred.dtype)
         diff = pred - target
         self._cache = diff
         return self._reduce(diff * diff, math.prod(pred.shape))
@@ -171,7 +204,7 @@ class BCEWithLogitsLoss(Loss):
 
     def forward(self, logits, target):
         self._accept_pred(logits)
-        self._accept_target(target, tuple(logits.shape), "values")
+        target = self._accept_target(target, tuple(logits.shape), "values", logits.dtype)
         xp = self.backend.xp
         per_element = (xp.maximum(logits, 0.0) - logits * target
                        + xp.log1p(xp.exp(-xp.abs(logits))))
@@ -185,3 +218,23 @@ class BCEWithLogitsLoss(Loss):
         grad *= self._scale(math.prod(logits.shape), grad_output)
         return grad
 
+
+def _warn_if_probabilities(loss, logits) -> None:
+    """Warn when the logits look like probabilities: rows in [0, 1] summing to 1."""
+    xp = loss.backend.xp
+    if float(xp.min(logits)) < 0.0 or float(xp.max(logits)) > 1.0:
+        return
+    if bool(xp.all(xp.abs(xp.sum(logits, axis=1) - 1.0) < 1e-3)):
+        warnings.warn(f"{loss._describe()}: its input looks like probabilities (each row in "
+                      f"[0, 1], summing to 1), but CrossEntropyLoss takes raw logits and "
+                      f"applies log-softmax itself. Remove the Softmax before it (or use "
+                      f"LogSoftmax + NLLLoss)", UserWarning, stacklevel=5)
+
+
+def _warn_if_not_log_probabilities(loss, log_probs) -> None:
+    """Warn when the input of NLLLoss holds positive values, which no log-probability is."""
+    high = float(loss.backend.xp.max(log_probs))
+    if high > 1e-4:
+        warnings.warn(f"{loss._describe()}: its input holds values up to {high:.3g}, but "
+                      f"NLLLoss takes log-probabilities (<= 0). After a Softmax use LogSoftmax "
+                      f"instead; on raw logits use CrossEntropyLoss", UserWarning, stacklevel=5)

@@ -30,6 +30,7 @@ class _BatchNorm(Module):
     """
 
     _layout = ""  # "(N, C)"-style text for errors, set by subclasses
+    _cache_attrs = ("_cache",)
     _ndims: tuple = ()
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
@@ -56,7 +57,6 @@ class _BatchNorm(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
-        self._cache = None
 
     @property
     def graph_unsafe_reason(self) -> str | None:
@@ -138,9 +138,6 @@ class _BatchNorm(Module):
             self.bias.accumulate_grad(xp.reshape(sum_grad, (-1,)))
         return dx
 
-    def clear_cache(self) -> None:
-        self._cache = None
-
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
@@ -172,6 +169,8 @@ class LayerNorm(Module):
     Forward caches ``xhat`` (input-sized) and ``1/sqrt(var+eps)``.
     """
 
+    _cache_attrs = ("_cache",)
+
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
                  bias: bool = True, *, device=None, dtype=None):
         super().__init__(device=device, dtype=dtype)
@@ -187,7 +186,6 @@ class LayerNorm(Module):
         self.weight = self.new_parameter(np.ones(self.normalized_shape)) if affine else None
         self.bias = (self.new_parameter(np.zeros(self.normalized_shape))
                      if affine and bias else None)
-        self._cache = None
 
     def forward(self, x):
         k = len(self.normalized_shape)
@@ -219,9 +217,6 @@ class LayerNorm(Module):
             self.bias.accumulate_grad(xp.sum(grad_output, axis=batch_axes))
         dx, _, _ = F.normalize_backward(grad_xhat, xhat, invstd, axes)
         return dx
-
-    def clear_cache(self) -> None:
-        self._cache = None
 
     def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, "
