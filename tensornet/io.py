@@ -237,6 +237,8 @@ def load_checkpoint(path, model, optimizer=None, *, scheduler=None, loader=None,
             optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
+        if restore_rng and "rng" in state:
+            set_rng_state(state["rng"])  # all or nothing; a damaged state raises
     except (ValueError, TypeError, KeyError) as exc:
         model.load_state_dict(model_backup)
         if optimizer is not None:
@@ -244,8 +246,6 @@ def load_checkpoint(path, model, optimizer=None, *, scheduler=None, loader=None,
         raise CheckpointError(f"{path}: the checkpoint does not fit: {exc}") from exc
     if loader is not None and "loader" in state:
         loader.load_state_dict(state["loader"])
-    if restore_rng and "rng" in state:
-        set_rng_state(state["rng"])
     return state
 
 
