@@ -57,7 +57,7 @@ class Module(InputChecks):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "forward" in cls.__dict__:
+        if "forward" in cls.__dict__ and cls._owns_cache:  # a container's children track
             cls.forward = tracked_forward(cls.__dict__["forward"])
         if "backward" in cls.__dict__:
             cls.backward = tracked_backward(cls.__dict__["backward"])
