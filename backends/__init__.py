@@ -20,7 +20,7 @@ from .base import Backend, DeviceError, FusedUpdate, SyncPolicy, device_of, dtyp
 __all__ = ["Backend", "DeviceError", "FusedUpdate", "SyncPolicy", "get_backend", "backend_of",
            "parse_device",
            "available_backends", "register_backend", "device_of", "dtype_name", "to_device",
-           "asnumpy"]
+           "asnumpy", "created_backends", "on_backend_created"]
 
 
 class _Family(NamedTuple):
@@ -33,6 +33,7 @@ class _Family(NamedTuple):
 
 _FAMILIES: dict[str, _Family] = {}
 _CACHE: dict[str, Backend] = {}
+_CREATION_HOOKS: list[Callable] = []
 _BY_TYPE: dict[type, Backend] = {}  # array types that always live on one device
 _discovered = False
 
@@ -89,19 +90,26 @@ def get_backend(device="cpu") -> Backend:
     backend = _CACHE.get(key)
     if backend is None:
         family = next(f for f in _FAMILIES.values() if f.parse(key) == key)
-        backend = _CACHE[key] = family.build(key)
-        _created(backend)
+        backend = family.build(key)
+        for hook in _CREATION_HOOKS:
+            hook(backend)
+        _CACHE[key] = backend
     return backend
 
 
-def _created(backend) -> None:
-    """Hook for tensornet.random: a backend made after manual_seed gets seeded too."""
-    hook = _ON_CREATE[0]
-    if hook is not None:
-        hook(backend)
+def on_backend_created(hook: Callable) -> None:
+    """Call ``hook(backend)`` for each backend created from now on, before its first use.
+
+    ``tensornet.random`` registers one: a ``manual_seed`` seeds the backends made after it
+    too, as ``torch.manual_seed`` seeds CUDA lazily.
+    """
+    if hook not in _CREATION_HOOKS:
+        _CREATION_HOOKS.append(hook)
 
 
-_ON_CREATE: list = [None]
+def created_backends() -> dict[str, Backend]:
+    """The backends made so far, by canonical device key (``"cpu"``, ``"cuda:0"``...)."""
+    return dict(_CACHE)
 
 
 def backend_of(x) -> Backend:

@@ -143,15 +143,19 @@ class Backend:
         """Wait for queued device work; a no-op on CPU backends."""
 
     # ------------------------------------------------------------------ random numbers
-    # The generic RNG draws on the host with NumPy's Generator and transfers the result,
-    # so every backend without a generator of its own sees exactly NumPy's stream.
     def seed(self, seed: int | None) -> None:
+        """Restart this device's generator from ``seed`` (``tensornet.manual_seed`` calls it).
+
+        The generic RNG draws on the host with NumPy's Generator and transfers the result,
+        so every backend without a generator of its own sees exactly NumPy's stream."""
         self._rng = np.random.default_rng(seed)
 
     def get_rng_state(self) -> dict:
+        """The generator's state, JSON-serialisable (for checkpoints)."""
         return self._rng.bit_generator.state
 
     def set_rng_state(self, state: dict) -> None:
+        """Restore a state from ``get_rng_state``; a malformed one raises."""
         self._rng.bit_generator.state = state
 
     def normal(self, shape, mean=0.0, std=1.0, dtype=None):

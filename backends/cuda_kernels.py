@@ -86,12 +86,14 @@ __global__ void tn_cross_entropy_forward(const T* __restrict__ logits, const L* 
     T s = T(0);
     for (int j = lane; j < n_classes; j += 32) s += exp(x[j] - m);
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-    const T lse = log(s) + m;
+    // (x - m) - log(s), never x - (log(s) + m): at |m| >> log(s) the sum would round
+    // log(s) away (logits of -1e30 would give log-probabilities of 0).
+    const T log_s = log(s);
 
     const long long label = (long long)labels[row];
     T dot = T(0);
     for (int j = lane; j < n_classes; j += 32) {
-        const T v = x[j] - lse;
+        const T v = (x[j] - m) - log_s;
         lp[j] = v;
         dot += ((j == label ? keep : T(0)) + eps_over_c) * v;
     }
@@ -154,7 +156,8 @@ NORMAL_DRAW = ElementwiseSpec(  # Box-Muller on two draws per element; u1 in (0,
     "const unsigned long long j = 2 * (unsigned long long)i;\n"
     "const double u1 = 1.0 - tn_unit(tn_draw(key, counter, j));\n"
     "const double u2 = tn_unit(tn_draw(key, counter, j + 1));\n"
-    "out = (T)(mean + std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));",
+    # cospi(2 u2) = cos(2 pi u2): no large-argument reduction (which needs local memory)
+    "out = (T)(mean + std * sqrt(-2.0 * log(u1)) * cospi(2.0 * u2));",
     "tn_normal_draw", _MIX64)
 KEYS_DRAW = ElementwiseSpec(  # random sort keys (permutation = argsort of these)
     "uint64 key, uint64 counter", "uint64 out",

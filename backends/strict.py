@@ -9,7 +9,7 @@ from __future__ import annotations
 from array_api_compat import array_namespace, is_array_api_strict_namespace
 
 from . import register_backend
-from .base import Backend
+from .base import Backend, DeviceError
 
 API_VERSION = "2024.12"
 
@@ -22,7 +22,7 @@ class StrictBackend(Backend):
         try:
             import array_api_strict
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise RuntimeError(
+            raise DeviceError(
                 "device='strict' needs the array-api-strict package: "
                 "pip install 'tensornet[dev]' or pip install array-api-strict") from exc
         # Process-wide, as the library keeps it; nothing else in tensornet sets it.

@@ -50,6 +50,7 @@ from . import (callbacks, data, diagnostics, distributed, models, nn, onnx,  # n
 from .callbacks import EarlyStopping, ModelCheckpoint, TerminateOnNaN
 from .dlpack import from_dlpack, to_dlpack
 from .io import CheckpointError, load, load_checkpoint, save, save_checkpoint
+from .nn.grad_mode import is_grad_enabled, no_grad
 from .nn.gradcheck import gradcheck
 from .random import get_rng_state, manual_seed, set_rng_state
 from .summary import summary
@@ -60,7 +61,8 @@ __version__ = "0.1.0"
 __all__ = ["nn", "optim", "data", "models", "callbacks", "diagnostics", "regularizers", "onnx",
            "distributed",
            "get_backend", "available_backends", "to_device", "asnumpy", "DeviceError",
-           "gradcheck", "manual_seed", "get_rng_state", "set_rng_state",
+           "gradcheck", "no_grad", "is_grad_enabled", "manual_seed", "get_rng_state",
+           "set_rng_state",
            "fit", "evaluate", "predict", "History", "train_step", "make_train_step",
            "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN",
            "save", "load", "save_checkpoint", "load_checkpoint", "CheckpointError",

@@ -1,5 +1,5 @@
-"""The training step and loop: ``train_step``, ``fit``, ``evaluate``, ``predict`` and the
-per-epoch ``History``.
+"""The training step and loop: ``train_step``, ``fit``, ``evaluate`` and ``predict`` (the
+per-epoch ``History`` that ``fit`` returns is in ``history.py``).
 
 One training step is ``train_step``: zero_grad, forward, loss, backward, an optional
 gradient hook (clipping, an all-reduce across processes, a regularizer), the optimizer
@@ -10,7 +10,6 @@ per-step host sync.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -19,77 +18,10 @@ import numpy as np
 from tensornet import regularizers
 from tensornet.backends import DeviceError, SyncPolicy, dtype_name, get_backend
 from tensornet.callbacks import Callback, LearningRateScheduler
+from tensornet.history import HISTORY_KEYS, History  # noqa: F401  (re-exported)
+from tensornet.nn.grad_mode import no_grad
 from tensornet.nn.loss import NonFiniteError
 from tensornet.optim.clip import ClipGradNorm
-
-HISTORY_KEYS = ("train_loss", "val_loss", "train_acc", "val_acc", "lr", "seconds",
-                "samples_per_s")
-
-
-class History:
-    """Per-epoch figures: ``history.history[key]`` is a list with one entry per epoch for
-    each key of ``HISTORY_KEYS`` (None where not measured, e.g. val_* without a validation
-    loader, accuracies for a regression loss). ``history.epoch`` lists the epoch numbers."""
-
-    def __init__(self):
-        self.epoch: list[int] = []
-        self.history: dict[str, list] = {k: [] for k in HISTORY_KEYS}
-        self.stop_reason: str | None = None
-
-    def append(self, epoch: int, logs: dict) -> None:
-        self.epoch.append(epoch)
-        for key in HISTORY_KEYS:
-            self.history[key].append(logs.get(key))
-
-    def __getitem__(self, key: str) -> list:
-        return self.history[key]
-
-    def __len__(self) -> int:
-        return len(self.epoch)
-
-    def to_dict(self) -> dict:
-        return {"epoch": list(self.epoch), **{k: list(v) for k, v in self.history.items()},
-                "stop_reason": self.stop_reason}
-
-    def save_json(self, path) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=1)
-
-    def plot(self, path, title: str | None = None) -> None:
-        """Write a PNG of the loss and (when measured) accuracy curves to ``path``."""
-        try:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
-            from matplotlib.ticker import MaxNLocator
-        except ImportError as exc:
-            raise ImportError("History.plot needs matplotlib: pip install 'tensornet[plot]'") \
-                from exc
-        panels = [("loss", "Loss")]
-        if any(v is not None for v in self.history["train_acc"] + self.history["val_acc"]):
-            panels.append(("acc", "Accuracy"))
-        fig = Figure(figsize=(5.5 * len(panels), 4.0))
-        FigureCanvasAgg(fig)
-        for i, (key, label) in enumerate(panels):
-            ax = fig.add_subplot(1, len(panels), i + 1)
-            for split, style in (("train", "-o"), ("val", "-s")):
-                values = self.history[f"{split}_{key}"]
-                points = [(e, v) for e, v in zip(self.epoch, values) if v is not None]
-                if points:
-                    ax.plot(*zip(*points), style, markersize=3,
-                            label="train" if split == "train" else "validation")
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
-            ax.legend()
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-
-    def __repr__(self) -> str:
-        return f"History({len(self)} epochs)"
-
 
 class TrainingRun:
     """What callbacks see: the objects being trained and the state of the run."""
@@ -227,7 +159,7 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
         scheduler=None, callbacks=(), verbose: int = 1, initial_epoch: int = 0,
         cuda_graph: bool = False, clip_grad_norm: float | None = None,
         grad_hook=None) -> History:
-    """Train ``model`` for ``epochs`` epochs and return its History.
+    """Train ``model`` up to epoch ``epochs`` and return its History.
 
     Each epoch: one pass over ``train_loader`` (``train_step``: zero_grad, forward, loss,
     backward, gradient hooks, update), then ``evaluate`` on ``val_loader``;
@@ -235,15 +167,23 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     is given ``val_loss``). The penalties of ``tn.regularizers`` attached to the model join
     the gradients (a hook before any other) and the reported training loss (the validation
     loss leaves them out). With ``verbose`` >= 1 it prints one table row per epoch and, on a
-    terminal, a progress bar. ``initial_epoch`` numbers the epochs after a resumed
-    checkpoint. ``cuda_graph=True`` (models on a CUDA device) replays each training step as
-    one CUDA graph. ``clip_grad_norm``: scale the gradients so that their joint 2-norm is at
-    most this, every step, on the device (``tn.optim.ClipGradNorm``; no host sync).
-    ``grad_hook(model)``: your own hook between backward and the update (it runs after the
-    penalties and before clipping; see ``train_step``).
+    terminal, a progress bar. ``epochs`` is the total, as in Keras: epochs are numbered from
+    1 and ``initial_epoch`` counts those already done (a resumed checkpoint's), so
+    ``epochs=10, initial_epoch=4`` trains epochs 5 to 10. ``cuda_graph=True`` (models on a
+    CUDA device) replays each training step as one CUDA graph. ``clip_grad_norm``: scale
+    the gradients so that their joint 2-norm is at most this, every step, on the device
+    (``tn.optim.ClipGradNorm``; no host sync). ``grad_hook(model)``: your own hook between
+    backward and the update (it runs after the penalties and before clipping; see
+    ``train_step``).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) \
+            or not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"fit: initial_epoch must be an integer in [0, epochs]; got "
+                         f"initial_epoch={initial_epoch!r} with epochs={epochs!r}. epochs is "
+                         f"the total (the last epoch's number, as in Keras): to train N more "
+                         f"epochs after a checkpoint of epoch E pass epochs=E + N")
     backend = _model_backend(model)
     _check_loader(train_loader, backend, "train_loader")
     _check_loader(val_loader, backend, "val_loader")
@@ -282,7 +222,7 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
         for cb in callbacks:
             cb.on_train_begin(run)
         table.header()
-        for epoch in range(initial_epoch + 1, initial_epoch + epochs + 1):
+        for epoch in range(initial_epoch + 1, epochs + 1):
             run.epoch = epoch
             if not _one_epoch(run, step, callbacks, table):
                 break
@@ -314,10 +254,15 @@ def _one_epoch(run, step, callbacks, table) -> bool:
             try:
                 loss, correct = step(xb, yb)
             except NonFiniteError as exc:
-                message = f"epoch {run.epoch}, step {i}: {exc}"
+                # A NonFiniteWatch error names epoch and step already: say them once.
+                named = getattr(exc, "step", None) is not None
+                message = str(exc) if named else f"epoch {run.epoch}, step {i}: {exc}"
                 if handles_nan:
                     run.stop(f"TerminateOnNaN: {message}")
+                    _keep_partial_epoch(run, losses, corrects, sizes, lr, start)
                     return False
+                if named:
+                    raise
                 raise NonFiniteError(message) from exc
             losses.append(loss)
             if correct is not None:
@@ -326,6 +271,7 @@ def _one_epoch(run, step, callbacks, table) -> bool:
             for cb in callbacks:
                 cb.on_batch_end(run, i, loss)
             if run.stop_training if dist is None else dist.stop_agreed(run, in_epoch=True):
+                _keep_partial_epoch(run, losses, corrects, sizes, lr, start)
                 return False
             bar.update(1)
             if backend.sync_policy is SyncPolicy.EVERY_STEP and i % 20 == 0:
@@ -349,6 +295,28 @@ def _one_epoch(run, step, callbacks, table) -> bool:
     for cb in callbacks:
         cb.on_epoch_end(run, logs)
     return not (run.stop_training if dist is None else dist.stop_agreed(run))
+
+
+def _keep_partial_epoch(run, losses, corrects, sizes, lr, start) -> None:
+    """Record the epoch training stopped in, with the figures of its steps before the first
+    non-finite loss (``run.step_losses`` keeps them all, the bad one included)."""
+    if not losses:
+        return
+    xp = run.backend.xp
+    run.step_losses = run.backend.to_numpy(xp.stack(losses)).astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(run.step_losses))
+    keep = int(bad[0]) if bad.size else len(losses)
+    if keep == 0:
+        return
+    corrects = corrects[:keep] if len(corrects) == len(losses) else []
+    train_loss, train_acc, _ = _summarize(run.backend, losses[:keep], corrects, sizes[:keep])
+    samples = sum(sizes[:keep])
+    if run.dist is not None:  # distributed (issue 18): every rank stops at the same step
+        train_loss, train_acc, samples, _ = run.dist.summarize(train_loss, train_acc, samples)
+    seconds = time.perf_counter() - start
+    run.history.append(run.epoch, {"train_loss": train_loss, "train_acc": train_acc, "lr": lr,
+                                   "seconds": seconds,
+                                   "samples_per_s": samples / seconds if seconds > 0 else None})
 
 
 def _progress(run, total):
@@ -385,8 +353,27 @@ class _Table:
 
 
 # ---------------------------------------------------------------------- evaluate / predict
+class _inference:
+    """Eval mode and ``no_grad`` for a block; every module's own mode is put back after."""
+
+    def __init__(self, model):
+        self.model, self.grad = model, no_grad()
+
+    def __enter__(self):
+        self.modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        self.grad.__enter__()
+
+    def __exit__(self, *exc_info):
+        self.grad.__exit__(*exc_info)
+        for module, training in self.modes:
+            object.__setattr__(module, "training", training)
+        return False
+
+
 def evaluate(model, loss_fn, loader=None) -> dict:
-    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode.
+    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode, under
+    ``tn.no_grad()`` (a pending backward of the model keeps its caches).
 
     Returns ``{"loss", "acc", "samples"}``; ``acc`` is None unless the targets are class
     labels, ``loss`` None when ``loss_fn`` is None (``evaluate(model, loader)`` also works).
@@ -397,10 +384,8 @@ def evaluate(model, loss_fn, loader=None) -> dict:
         raise TypeError("evaluate(model, loss_fn, loader): loader is missing")
     backend = _model_backend(model)
     xp = backend.xp
-    was_training = model.training
-    model.eval()
     losses, corrects, sizes = [], [], []
-    try:
+    with _inference(model):
         for xb, yb in loader:
             out = model(xb)
             n = int(xb.shape[0])
@@ -409,8 +394,6 @@ def evaluate(model, loss_fn, loader=None) -> dict:
             if correct is not None:
                 corrects.append(correct)
             sizes.append(n)
-    finally:
-        model.train(was_training)
     if not sizes:
         raise ValueError("evaluate: the loader yielded no batches")
     loss, acc, _ = _summarize(backend, losses, corrects, sizes)
@@ -423,7 +406,8 @@ def evaluate(model, loss_fn, loader=None) -> dict:
 
 
 def predict(model, data, batch_size: int = 256):
-    """Model outputs for ``data`` in eval mode, concatenated on the model's device.
+    """Model outputs for ``data`` in eval mode under ``tn.no_grad()``, concatenated on the
+    model's device.
 
     ``data`` is an array (host or the model's device; batched by ``batch_size``), or a
     DataLoader / iterable of batches (``(x, y)`` pairs or bare inputs).
@@ -432,16 +416,13 @@ def predict(model, data, batch_size: int = 256):
     xp = backend.xp
     if hasattr(data, "shape"):
         n = int(data.shape[0])
+        # The array API wants a trailing ellipsis on n-d arrays and stops within bounds.
         batches = (backend.asarray(data[i:i + batch_size]) if isinstance(data, np.ndarray)
-                   else data[i:i + batch_size] for i in range(0, n, batch_size))
+                   else data[i:min(i + batch_size, n), ...] for i in range(0, n, batch_size))
     else:
         batches = (b[0] if isinstance(b, (tuple, list)) else b for b in data)
-    was_training = model.training
-    model.eval()
-    try:
+    with _inference(model):
         outputs = [model(xb) for xb in batches]
-    finally:
-        model.train(was_training)
     if not outputs:
         raise ValueError("predict: no input samples")
     if len(outputs) == 1:

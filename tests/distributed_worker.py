@@ -121,6 +121,7 @@ def case_stops(comm, out):
     bn.eval()
     result = {"bn_trained": local_mean, "bn_eval": tn.asnumpy(bn.module[1].running_mean).tolist(),
               "nan_epochs": nan_run.epoch, "nan_reason": nan_run.stop_reason,
+              "nan_train_loss": nan_run["train_loss"],
               "early_epochs": early.epoch, "val_loss": early["val_loss"],
               "train_loss": early["train_loss"], "local_epochs": local.epoch,
               "local_reason": local.stop_reason}

@@ -60,11 +60,13 @@ def test_rotation_by_quarter_turns_and_identity(device, rng):
 
 
 def test_small_rotation_keeps_the_centre_and_moves_the_rest(device, rng):
-    x = _images(rng, n=50, h=29, w=29)
+    x = _images(rng, n=200, h=29, w=29)
     y = _apply(RandomRotation(15), x, device)
     np.testing.assert_array_equal(y[:, :, 14, 14], x[:, :, 14, 14])
+    # Angles below about atan(1/14) (3.8 of the 30 degrees) move no pixel of a nearest-
+    # neighbour rotation of a 29 x 29 image: about 87% of the images change.
     changed = np.mean([not np.array_equal(a, b) for a, b in zip(y, x)])
-    assert changed > 0.8
+    assert changed > 0.75
 
 
 def test_translation_is_an_integer_shift_with_zero_fill(device, rng):

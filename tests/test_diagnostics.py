@@ -328,6 +328,11 @@ def test_watch_as_a_fit_callback_names_layer_epoch_and_step():
     cause = info.value if isinstance(info.value, NonFiniteLayerError) else info.value.__cause__
     assert isinstance(cause, NonFiniteLayerError)
     assert (cause.layer, cause.layer_type, cause.epoch, cause.step) == ("0", "Linear", 1, 3)
+    message = str(info.value)  # epoch and step said once, not again by fit
+    assert message.count("epoch 1") == 1 and message.count("step 3") == 1, message
+    history = tn.fit(model, nn.CrossEntropyLoss(), opt, batches, epochs=1, verbose=0,
+                     callbacks=[NonFiniteWatch(), tn.TerminateOnNaN()])
+    assert history.stop_reason.count("epoch 1, step 3") == 1, history.stop_reason
     assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
     # Two clean epochs: the watch attaches, stays silent and detaches.
     history = tn.fit(model, nn.CrossEntropyLoss(), opt, batches[:2], epochs=2,

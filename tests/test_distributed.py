@@ -130,8 +130,10 @@ def test_nan_on_one_rank_and_early_stopping_stop_every_rank_alike(tmp_path):
     assert done.returncode == 0, done.stderr
     results = [json.loads((tmp_path / f"stops-rank{r}.json").read_text()) for r in (0, 1)]
     for result in results:
-        assert result["nan_epochs"] == []
+        # the history keeps the epoch it stopped in, with the figures of steps 1 and 2
+        assert result["nan_epochs"] == [1]
         assert result["nan_reason"].startswith("TerminateOnNaN: epoch 1, step 3: ")
+    assert results[0]["nan_train_loss"] == results[1]["nan_train_loss"]  # global figures
     assert "not finite on 1 of 2 ranks" in results[0]["nan_reason"]
     assert "the loss is nan" in results[1]["nan_reason"]
     assert results[0]["early_epochs"] == results[1]["early_epochs"]
@@ -142,7 +144,7 @@ def test_nan_on_one_rank_and_early_stopping_stop_every_rank_alike(tmp_path):
     assert done.stdout.count("EarlyStopping: restored the weights") <= 1
     marks = sorted(p.name for p in tmp_path.glob("checkpoint-by-rank*"))
     assert marks == ["checkpoint-by-rank0"]  # file-writing callbacks run on rank 0 only
-    assert results[0]["local_epochs"] == results[1]["local_epochs"] == []
+    assert results[0]["local_epochs"] == results[1]["local_epochs"] == [1]  # stopped in it
     # plain BatchNorm: running statistics of each rank's own batches, rank 0's after eval()
     assert results[0]["bn_trained"] != results[1]["bn_trained"]
     assert results[0]["bn_eval"] == results[1]["bn_eval"] == results[0]["bn_trained"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tensornet.backends import get_backend, to_device
+from tensornet.nn.grad_mode import cache_state, restore_cache
 
 
 def figure(*, figsize):
@@ -54,14 +55,17 @@ def on_device(x, backend):
 
 
 class ModelSnapshot:
-    """Parameters, buffers, gradients, train/eval flags and generator states of a model,
-    restorable exactly (gradients are cloned: a later backward may add into them in place).
+    """Parameters, buffers, gradients, train/eval flags, forward caches and generator states
+    of a model, restorable exactly (gradients are cloned: a later backward may add into them
+    in place). With the caches back, a probe run between a training forward and its
+    backward leaves that backward's gradients exactly right.
 
     Parameter values are written back into the arrays the parameters hold then, not into
     new arrays: whatever keeps a reference to them (a captured CUDA graph, a user's
     variable) still sees the live weights."""
 
-    def __init__(self, model):
+    def __init__(self, model, *others):
+        """``others``: more modules whose forward caches to keep (the probe's loss)."""
         from tensornet.random import get_rng_state
         self.model = model
         self.params = [(p, p.data, clone(p.data)) for p in model.parameters()]
@@ -69,6 +73,8 @@ class ModelSnapshot:
                         for name, buf in m._buffers.items() if buf is not None]
         self.grads = [(p, None if p.grad is None else clone(p.grad)) for p in model.parameters()]
         self.modes = [(m, m.training) for m in model.modules()]
+        self.caches = [(m, cache_state(m)) for m in model.modules()] + [
+            (m, cache_state(m)) for m in others if hasattr(m, "_cache_attrs")]
         self.rng = get_rng_state()
 
     def restore(self) -> None:
@@ -82,7 +88,7 @@ class ModelSnapshot:
             param.grad = grad
         for module, training in self.modes:
             object.__setattr__(module, "training", training)
-        for module in self.model.modules():
-            module.clear_cache()
+        for module, cache in self.caches:
+            restore_cache(module, cache)
         set_rng_state(self.rng)
 

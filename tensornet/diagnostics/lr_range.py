@@ -113,7 +113,7 @@ def lr_find(model, loss_fn, optimizer, loader, *, start_lr: float = 1e-7,
         raise ValueError(f"lr_find: suggest must be one of {SUGGESTIONS}, got {suggest!r}")
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"lr_find: smoothing must be in [0, 1), got {smoothing}")
-    snapshot = ModelSnapshot(model)
+    snapshot = ModelSnapshot(model, loss_fn)
     opt_state = clone_tree(optimizer.state_dict())
     # A DataLoader counts epochs (its shuffling order depends on the count): put it back too.
     loader_state = loader.state_dict() if hasattr(loader, "load_state_dict") else None

@@ -39,8 +39,8 @@ class NonFiniteWatch(Callback):
     or as a training callback, ``tn.fit(..., callbacks=[NonFiniteWatch()])``: it attaches
     to the fitted model at the start of training, knows the epoch and step (1-based, as fit
     prints them), and detaches at the end, and also when it raises. ``fit`` re-raises the
-    error as a ``NonFiniteError`` prefixed with the epoch and step; the
-    :class:`NonFiniteLayerError`, with its attributes, is its ``__cause__``. Outside fit,
+    error unchanged (its message names the epoch and step, once; with ``TerminateOnNaN``
+    the message becomes the history's ``stop_reason``). Outside fit,
     set ``watch.epoch`` / ``watch.step`` yourself, or the message counts forward passes.
 
     Args:
@@ -99,6 +99,7 @@ class NonFiniteWatch(Callback):
 
     # ------------------------------------------------------------------ hooks
     def _armed(self) -> bool:
+        """Whether this pass is one of the checked ones (see ``every``)."""
         return self._passes % self.every == 0
 
     def _forward_hook(self, name):

@@ -165,7 +165,8 @@ def layer_stats(model, x, y, loss_fn, *, optimizer=None, lr: float | None = None
         lr: without an optimizer, the update norm is estimated as ``lr * ||grad||`` (SGD).
 
     The model is left exactly as it was: hooks are removed, and parameters, buffers
-    (BatchNorm running stats), gradients, train/eval mode and generator states restored.
+    (BatchNorm running stats), gradients, train/eval mode, forward caches and generator
+    states restored.
     Runs in the model's current mode (``model.train()`` to see dropout and batch statistics).
     Gradient statistics are of d loss / d (layer output); "dead" means a ReLU output that is
     zero for every sample (and, for ``(N, C, H, W)`` outputs, every position) of the batch.
@@ -180,7 +181,7 @@ def layer_stats(model, x, y, loss_fn, *, optimizer=None, lr: float | None = None
     targets = [(name or type(model).__name__, m) for name, m in model.named_modules()
                if not list(m.children()) and (layers is None or isinstance(m, layers))]
     rows: dict[int, LayerStat] = {}
-    snapshot = ModelSnapshot(model)
+    snapshot = ModelSnapshot(model, loss_fn)
     opt_state = clone_tree(optimizer.state_dict()) if optimizer is not None else None
     handles = []
     loss = math.nan

@@ -11,23 +11,17 @@ from .special import normal_cdf, normal_pdf
 
 
 class _Activation(Module):
-    """Shared plumbing: input check, one cached array, cache clearing."""
+    """Shared plumbing: the input check, one cached array (``_cache``)."""
 
-    def __init__(self):
-        super().__init__()
-        self._cache = None
+    _cache_attrs = ("_cache",)
 
     def _accept(self, x):
-        """Check ``x`` and return the namespace to compute with.
+        """Check ``x`` (a floating array) and return the namespace to compute with.
 
         Without parameters to pin it, an activation follows its input's device.
         """
-        self._follow_input_device(x)
-        self._check_input(x, float_input=False)
+        self._accept_floating(x)
         return self.backend.xp
-
-    def clear_cache(self) -> None:
-        self._cache = None
 
 
 class ReLU(_Activation):
@@ -141,16 +135,34 @@ class SoftPlus(_Activation):
 Softplus = SoftPlus
 
 
-class Softmax(_Activation):
-    """``exp(x) / sum(exp(x), dim)``; caches the output."""
+class _SoftmaxBase(_Activation):
+    """Softmax and LogSoftmax over ``dim`` (an int axis, checked against each input)."""
 
     def __init__(self, dim: int = -1):
         super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(f"{type(self).__name__}: dim must be an int, got {dim!r}")
         self.dim = dim
 
+    def _accept(self, x):
+        xp = super()._accept(x)
+        if not -x.ndim <= self.dim < x.ndim:
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}, which "
+                             f"has no axis {self.dim}; dim must be in [{-x.ndim}, {x.ndim - 1}]")
+        return xp
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class Softmax(_SoftmaxBase):
+    """``exp(x - m) / sum(exp(x - m), dim)`` with ``m`` the maximum along ``dim``, so any
+    row gives probabilities that sum to 1 (a uniform row gives exactly 1/C); caches the
+    output."""
+
     def forward(self, x):
-        xp = self._accept(x)
-        self._cache = y = xp.exp(x - F.logsumexp(x, axis=self.dim, keepdims=True))
+        self._accept(x)
+        self._cache = y = F.softmax(x, axis=self.dim)
         return y
 
     def backward(self, grad_output):
@@ -158,29 +170,21 @@ class Softmax(_Activation):
         dot = self.backend.xp.sum(grad_output * y, axis=self.dim, keepdims=True)
         return y * (grad_output - dot)
 
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
 
-
-class LogSoftmax(_Activation):
-    """``x - logsumexp(x, dim)``; caches the output."""
-
-    def __init__(self, dim: int = -1):
-        super().__init__()
-        self.dim = dim
+class LogSoftmax(_SoftmaxBase):
+    """``(x - m) - log(sum(exp(x - m), dim))`` with ``m`` the maximum along ``dim`` (never
+    ``x - logsumexp(x)``, which loses the digits of ``x - m`` for large ``|x|``); caches
+    the output."""
 
     def forward(self, x):
         self._accept(x)
-        self._cache = y = x - F.logsumexp(x, axis=self.dim, keepdims=True)
+        self._cache = y = F.log_softmax(x, axis=self.dim)
         return y
 
     def backward(self, grad_output):
         y = self._require_cache(self._cache)
         xp = self.backend.xp
         return grad_output - xp.exp(y) * xp.sum(grad_output, axis=self.dim, keepdims=True)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
 
 
 class GELU(_Activation):
@@ -269,6 +273,8 @@ class PReLU(Module):
     Caches the input.
     """
 
+    _cache_attrs = ("_cache",)
+
     def __init__(self, num_parameters: int = 1, init: float = 0.25, *, device=None,
                  dtype=None):
         super().__init__(device=device, dtype=dtype)
@@ -279,7 +285,6 @@ class PReLU(Module):
         self.num_parameters = num_parameters
         self.init = float(init)
         self.weight = self.new_parameter(np.full(num_parameters, self.init))
-        self._cache = None
 
     def _slope(self, ndim: int):
         """The weight shaped to broadcast against an ndim-dimensional input."""
@@ -311,9 +316,6 @@ class PReLU(Module):
                 axes = (0,) + tuple(range(2, x.ndim))
                 self.weight.accumulate_grad(xp.sum(slope_grad, axis=axes))
         return xp.where(positive, grad_output, self._slope(x.ndim) * grad_output)
-
-    def clear_cache(self) -> None:
-        self._cache = None
 
     def extra_repr(self) -> str:
         return f"num_parameters={self.num_parameters}"

@@ -13,7 +13,12 @@ class Sequential(Module):
     Supports ``add``/``append``, ``insert``, ``pop``, ``remove``, ``len``, iteration,
     ``seq[i]`` (a module), ``seq[a:b]`` (a new Sequential sharing the same modules, e.g. the
     encoder half of an autoencoder) and ``del seq[i]`` / ``del seq[a:b]``.
+
+    It caches nothing itself: each module checks and consumes its own cache, so an error in
+    backward names the module (a wrong ``grad_output`` shape: the last one).
     """
+
+    _owns_cache = False
 
     def __init__(self, *modules):
         super().__init__()
@@ -117,7 +122,10 @@ class Sequential(Module):
 
 
 class Residual(Module):
-    """``y = x + f(x)`` (a ResNet skip connection); ``f`` must keep the input's shape."""
+    """``y = x + f(x)`` (a ResNet skip connection); ``f`` must keep the input's shape.
+    Caches nothing itself (``f`` does)."""
+
+    _owns_cache = False
 
     def __init__(self, module: Module):
         super().__init__()

@@ -106,6 +106,8 @@ class Conv2d(Convolution):
     array).
     """
 
+    _cache_attrs = ("_cols", "_x_shape")
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, *, device=None, dtype=None):
         super().__init__(device=device, dtype=dtype)
@@ -120,7 +122,6 @@ class Conv2d(Convolution):
         self.weight = self.new_parameter(np.zeros(self._weight_shape()))
         self.bias = self.new_parameter(np.zeros(self.out_channels)) if bias else None
         self._fan_in = fan_in
-        self._cols = self._x_shape = None
         self.reset_parameters()
 
     def _weight_shape(self) -> tuple:
@@ -196,9 +197,6 @@ class Conv2d(Convolution):
         dcols = F.matmul(xp.matrix_transpose(weight), grad)
         return F.col2im(dcols, self._x_shape, self.kernel_size, self.stride, self._pads,
                         self.dilation)
-
-    def clear_cache(self) -> None:
-        self._cols = self._x_shape = None
 
     def _repr_items(self) -> list:
         items = []

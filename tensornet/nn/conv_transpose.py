@@ -32,6 +32,8 @@ class ConvTranspose2d(Convolution):
     GEMM each for the weight and the input gradients. Forward caches x as (C_in, N*H*W).
     """
 
+    _cache_attrs = ("_x", "_x_shape")
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  output_padding=0, groups: int = 1, bias: bool = True, dilation=1, *,
                  device=None, dtype=None):
@@ -52,7 +54,6 @@ class ConvTranspose2d(Convolution):
                                                    self.out_channels // self.groups)
                                                   + self.kernel_size))
         self.bias = self.new_parameter(np.zeros(self.out_channels)) if bias else None
-        self._x = self._x_shape = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -133,9 +134,6 @@ class ConvTranspose2d(Convolution):
         weight = xp.reshape(self.weight.data, self._grouped(self.in_channels, -1))
         dx = xp.reshape(F.matmul(weight, gcols), (self.in_channels, n, h, w))
         return xp.permute_dims(dx, (1, 0, 2, 3))
-
-    def clear_cache(self) -> None:
-        self._x = self._x_shape = None
 
     def _repr_items(self) -> list:
         return [f"{name}={_format_pair(value)}"

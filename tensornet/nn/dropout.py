@@ -21,19 +21,20 @@ class Dropout(Module):
     Forward caches the scaled mask.
     """
 
+    _cache_attrs = ("_mask",)
+
     def __init__(self, p: float = 0.5):
         super().__init__()
         self.p = _probability(type(self).__name__, p)
-        self._mask = None
 
     def forward(self, x):
-        self._follow_input_device(x, require_array=True)
+        self._accept_floating(x)
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
         shape = self._mask_shape(x)
         if self.p == 1.0:
-            mask = self.backend.xp.zeros(shape, dtype=x.dtype)
+            mask = self.backend.zeros(shape, x.dtype)
         else:
             mask = self.backend.bernoulli(shape, 1.0 - self.p, dtype=x.dtype)
             mask *= 1.0 / (1.0 - self.p)
@@ -48,9 +49,6 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             return grad_output
         return grad_output * self._require_cache(self._mask)
-
-    def clear_cache(self) -> None:
-        self._mask = None
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -82,11 +80,12 @@ class DropConnect(Linear):
     With ``backward(grad, input_grad=False)`` it skips d loss / d x and returns None.
     """
 
+    _cache_attrs = Linear._cache_attrs + ("_mask",)
+
     def __init__(self, in_features: int, out_features: int, p: float = 0.5, bias: bool = True,
                  *, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.p = _probability("DropConnect", p)
-        self._mask = None
 
     def _forward_weight(self):
         w = self.weight.data
@@ -100,10 +99,6 @@ class DropConnect(Linear):
         grad = F.matmul(grad_output.T, x, out=self.weight.grad_buffer())
         grad *= self._mask if self._mask is not None else 1.0 - self.p
         return grad
-
-    def clear_cache(self) -> None:
-        super().clear_cache()
-        self._mask = None
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", p={self.p}"

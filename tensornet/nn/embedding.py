@@ -25,6 +25,8 @@ class Embedding(Module):
     and returns None: integer indices have no gradient.
     """
 
+    _cache_attrs = ("_indices",)
+
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  *, device=None, dtype=None):
         super().__init__(device=device, dtype=dtype)
@@ -39,7 +41,6 @@ class Embedding(Module):
             padding_idx %= self.num_embeddings
         self.padding_idx = padding_idx
         self.weight = self.new_parameter(np.zeros((self.num_embeddings, self.embedding_dim)))
-        self._indices = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -49,7 +50,7 @@ class Embedding(Module):
 
     def forward(self, indices):
         """indices (N, ...) integers -> (N, ..., embedding_dim); caches the indices."""
-        self._check_input(indices, expected="integer indices", float_input=False)
+        self._check_input(indices, expected="integer indices", dtype=None)
         if not dtype_name(indices.dtype).startswith(("int", "uint")):
             raise TypeError(f"{self._describe()} expected integer indices, got "
                             f"{dtype_name(indices.dtype)}; convert with astype('int64')")
@@ -83,9 +84,6 @@ class Embedding(Module):
             dw[...] = 0.0
         self.weight.accumulate_grad(F.scatter_add(dw, positions, grad))
         return None
-
-    def clear_cache(self) -> None:
-        self._indices = None
 
     def extra_repr(self) -> str:
         text = f"{self.num_embeddings}, {self.embedding_dim}"

@@ -30,6 +30,8 @@ class Linear(Module):
     one (``Parameter.grad_buffer``).
     """
 
+    _cache_attrs = ("_x", "_w")
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  device=None, dtype=None):
         super().__init__(device=device, dtype=dtype)
@@ -37,7 +39,6 @@ class Linear(Module):
         self.out_features = _positive_int("Linear", "out_features", out_features)
         self.weight = self.new_parameter(np.zeros((self.out_features, self.in_features)))
         self.bias = self.new_parameter(np.zeros(self.out_features)) if bias else None
-        self._x = self._w = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -75,9 +76,6 @@ class Linear(Module):
         """d loss / d weight = grad_output.T @ x (DropConnect masks it)."""
         return F.matmul(grad_output.T, x, out=self.weight.grad_buffer())
 
-    def clear_cache(self) -> None:
-        self._x = self._w = None
-
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
@@ -90,6 +88,7 @@ class Identity(Module):
     """Returns its input unchanged (a placeholder, e.g. for a removed head)."""
 
     def forward(self, x):
+        self._follow_device(x)
         return x
 
     def backward(self, grad_output):

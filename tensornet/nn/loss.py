@@ -5,12 +5,17 @@ and NLLLoss; ``loss_regression.py`` (MSE, L1, SmoothL1, Huber) and
 ``loss_classification.py`` (BCEWithLogits, BCE, KLDiv, MultiMargin) hold the others.
 
 On CPU backends every call also checks label range and that the loss is finite (a NaN loss
-raises ``NonFiniteError`` naming the loss). On the GPU those checks would force a host sync
-each step, so they are off there by default (``check=True`` turns them on).
+raises ``NonFiniteError`` naming the loss), and the first call of CrossEntropyLoss and
+NLLLoss looks once at its input: probabilities fed to CrossEntropyLoss (a Softmax before
+it) or to NLLLoss (which wants log-probabilities) warn, naming the fix. On the GPU those
+checks would force a host sync, so they are off there by default (``check=True`` turns them
+on).
 """
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 
 import numpy as np
 
@@ -43,6 +48,8 @@ class Loss(Module):
     (a number for the reductions, an array for ``"none"``).
     """
 
+    _cache_attrs = ("_cache", "_divisor", "_loss_shape")  # what backward reads
+
     def __init__(self, reduction: str = "mean", check: bool | None = None):
         super().__init__()
         if reduction not in _REDUCTIONS:
@@ -50,9 +57,8 @@ class Loss(Module):
                              f"got {reduction!r}")
         self.reduction = reduction
         self.check = check
-        self._cache = None
-        self._divisor = self._loss_shape = None
         self._constants = {}
+        self._probed = False  # whether the first checked call looked at the input's values
 
     def _device_constant(self, name: str, host: np.ndarray, dtype):
         """A host constant (a class weight) on the predictions' device and dtype, kept."""
@@ -67,15 +73,28 @@ class Loss(Module):
         return self.check
 
     def _accept_pred(self, pred, ndim=None, expected=""):
-        self._follow_input_device(pred)
-        self._check_input(pred, ndim=ndim, expected=expected, float_input=False)
-        if not dtype_name(pred.dtype).startswith("float"):
-            raise TypeError(f"{type(self).__name__} expected floating-point predictions, got "
-                            f"{dtype_name(pred.dtype)}")
+        self._accept_floating(pred, ndim=ndim, expected=expected)
 
-    def _accept_target(self, target, shape, kind: str, check_range: bool = True):
+    def _check_grad_output(self, grad_output, spec) -> None:
+        """``backward(grad_output)`` takes None (d loss / d loss = 1), a real number or an
+        array of the loss's shape."""
+        if grad_output is None or (isinstance(grad_output, numbers.Real)
+                                   and not isinstance(grad_output, bool)):
+            return
+        super()._check_grad_output(grad_output, spec)
+
+    def _probe_once(self) -> bool:
+        """True at the first call with checks on (a look at the input's values)."""
+        if self._probed or not self._checks_on():
+            return False
+        self._probed = True
+        return True
+
+    def _accept_target(self, target, shape, kind: str, dtype=None, check_range: bool = True):
         """``kind`` is ``"labels"`` (integer class indices, whose range is checked when
-        checks are on and ``check_range``) or ``"values"`` (pred's shape)."""
+        checks are on and ``check_range``) or ``"values"`` (the prediction's shape; real
+        values of another dtype are cast to ``dtype``, the prediction's). Returns the target
+        to compute with."""
         name = type(self).__name__
         if not self.backend.owns(target):
             if hasattr(target, "shape"):
@@ -93,9 +112,18 @@ class Loss(Module):
             if check_range and self._checks_on() \
                     and not F.labels_in_range(target, shape[1]):
                 self._label_range_error(target, shape[1])
-        elif tuple(target.shape) != shape:
+            return target
+        if tuple(target.shape) != shape:
             raise ValueError(f"{name} got target of shape {tuple(target.shape)} for predictions "
                              f"of shape {shape}; they must match")
+        got = dtype_name(target.dtype)
+        if got == dtype_name(dtype):
+            return target
+        if not got.startswith(("float", "int", "uint", "bool")):
+            raise TypeError(f"{name} expected a real-valued target, got {got}")
+        # As PyTorch, a float64 (or integer) target trains a float32 model: computing in the
+        # target's dtype would leak float64 gradients into the model.
+        return self.backend.xp.astype(target, dtype)
 
     def _label_range_error(self, labels, num_classes, allowed: str = ""):
         low, high = int(self.backend.xp.min(labels)), int(self.backend.xp.max(labels))
@@ -118,7 +146,7 @@ class Loss(Module):
             if self.reduction == "batchmean":
                 divisor = float(per_element.shape[0]) if per_element.ndim else 1.0
             else:
-                divisor = float(_numel(per_element.shape)) if mean_divisor is None \
+                divisor = float(math.prod(per_element.shape)) if mean_divisor is None \
                     else mean_divisor
             self._divisor = divisor
             loss = total / divisor
@@ -147,9 +175,6 @@ class Loss(Module):
         if grad_output is not None:
             scale = scale * float(grad_output)
         return scale
-
-    def clear_cache(self) -> None:
-        self._cache = None
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
@@ -286,30 +311,29 @@ class CrossEntropyLoss(_ClassLoss):
         if getattr(target, "ndim", None) == 2 and dtype_name(target.dtype).startswith("float"):
             return self._forward_probabilities(logits, target, shape)
         ignoring = self._accept_labels(target, shape)
+        if not self._probed and shape[1] > 1 and self._probe_once():
+            _warn_if_probabilities(self, logits)
         if self.weight is None and not ignoring:
-            losses, log_probs = F.softmax_cross_entropy(logits, target,
-                                                                   self.label_smoothing)
+            losses, log_probs = F.softmax_cross_entropy(logits, target, self.label_smoothing)
             loss = self._reduce(losses, shape[0])
             self._cache = ("labels", log_probs, target)
             return loss
-        log_probs = logits - F.logsumexp(logits, axis=1, keepdims=True)
+        log_probs = F.log_softmax(logits, axis=1)
         matrix, divisor = self._target_matrix(target, shape[1], logits.dtype,
                                               self.label_smoothing, ignoring)
         return self._matrix_loss(log_probs, matrix, divisor)
 
     def _forward_probabilities(self, logits, target, shape):
-        self._accept_target(target, shape, "values")
+        target = self._accept_target(target, shape, "values", logits.dtype)
         eps = self.label_smoothing
         matrix = target * (1.0 - eps) + eps / shape[1] if eps else target
         weights = self._class_weights(shape[1], logits.dtype)
         if weights is not None:
             matrix = matrix * weights
-        log_probs = logits - F.logsumexp(logits, axis=1, keepdims=True)
-        return self._matrix_loss(log_probs, matrix, float(shape[0]))
+        return self._matrix_loss(F.log_softmax(logits, axis=1), matrix, float(shape[0]))
 
     def _matrix_loss(self, log_probs, matrix, divisor):
-        xp = self.backend.xp
-        loss = self._reduce(-xp.sum(matrix * log_probs, axis=1), divisor)
+        loss = self._reduce(-_weighted_sum(self.backend.xp, matrix, log_probs), divisor)
         self._cache = ("matrix", log_probs, matrix)
         return loss
 
@@ -335,17 +359,21 @@ class CrossEntropyLoss(_ClassLoss):
 class NLLLoss(_ClassLoss):
     """Negative log-likelihood on log-probabilities ``(N, C)`` (e.g. from LogSoftmax) and
     integer labels ``(N,)``, as ``torch.nn.NLLLoss``: sample n's loss is
-    ``-weight[y_n] * log_probs[n, y_n]``; ``"mean"`` divides by the summed weights of the
-    non-ignored samples. ``weight`` and ``ignore_index`` as in CrossEntropyLoss (and the
-    same GPU caveat for the default ignore_index). Caches the (N, C) target matrix."""
+    ``-weight[y_n] * log_probs[n, y_n]``, picked, so ``-inf`` at the other classes (a
+    probability of 0) leaves the loss finite, as in PyTorch; ``"mean"`` divides by the
+    summed weights of the non-ignored samples. ``weight`` and ``ignore_index`` as in
+    CrossEntropyLoss (and the same GPU caveat for the default ignore_index). Caches the
+    (N, C) target matrix."""
 
     def forward(self, log_probs, labels):
         self._accept_pred(log_probs, ndim=2, expected="log-probabilities of shape (N, C)")
         shape = tuple(log_probs.shape)
         ignoring = self._accept_labels(labels, shape)
+        if not self._probed and self._probe_once():
+            _warn_if_not_log_probabilities(self, log_probs)
         matrix, divisor = self._target_matrix(labels, shape[1], log_probs.dtype, 0.0, ignoring)
         self._cache = matrix
-        return self._reduce(-self.backend.xp.sum(matrix * log_probs, axis=1),
+        return self._reduce(-_weighted_sum(self.backend.xp, matrix, log_probs),
                             float(shape[0]) if divisor is None else divisor)
 
     def backward(self, grad_output=None):
@@ -353,8 +381,28 @@ class NLLLoss(_ClassLoss):
         return matrix * -per_sample(self._upstream(grad_output))
 
 
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+def _weighted_sum(xp, matrix, log_probs):
+    """``sum(matrix * log_probs, axis=1)`` where the matrix is non-zero only: a -inf
+    log-probability at a class the target leaves out (weight 0) adds nothing, not NaN."""
+    return xp.sum(xp.where(matrix != 0, matrix * log_probs, 0.0), axis=1)
+
+
+def _warn_if_probabilities(loss, logits) -> None:
+    """Warn when the logits look like probabilities: rows in [0, 1] summing to 1."""
+    xp = loss.backend.xp
+    if float(xp.min(logits)) < 0.0 or float(xp.max(logits)) > 1.0:
+        return
+    if bool(xp.all(xp.abs(xp.sum(logits, axis=1) - 1.0) < 1e-3)):
+        warnings.warn(f"{loss._describe()}: its input looks like probabilities (each row in "
+                      f"[0, 1], summing to 1), but CrossEntropyLoss takes raw logits and "
+                      f"applies log-softmax itself. Remove the Softmax before it (or use "
+                      f"LogSoftmax + NLLLoss)", UserWarning, stacklevel=5)
+
+
+def _warn_if_not_log_probabilities(loss, log_probs) -> None:
+    """Warn when the input of NLLLoss holds positive values, which no log-probability is."""
+    high = float(loss.backend.xp.max(log_probs))
+    if high > 1e-4:
+        warnings.warn(f"{loss._describe()}: its input holds values up to {high:.3g}, but "
+                      f"NLLLoss takes log-probabilities (<= 0). After a Softmax use LogSoftmax "
+                      f"instead; on raw logits use CrossEntropyLoss", UserWarning, stacklevel=5)

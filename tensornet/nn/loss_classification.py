@@ -22,7 +22,7 @@ class BCEWithLogitsLoss(Loss):
 
     def forward(self, logits, target):
         self._accept_pred(logits)
-        self._accept_target(target, tuple(logits.shape), "values")
+        target = self._accept_target(target, tuple(logits.shape), "values", logits.dtype)
         xp = self.backend.xp
         per_element = (xp.maximum(logits, 0.0) - logits * target
                        + xp.log1p(xp.exp(-xp.abs(logits))))
@@ -52,7 +52,7 @@ class BCELoss(Loss):
 
     def forward(self, probs, target):
         self._accept_pred(probs)
-        self._accept_target(target, tuple(probs.shape), "values")
+        target = self._accept_target(target, tuple(probs.shape), "values", probs.dtype)
         xp = self.backend.xp
         if self._checks_on() and not bool(xp.all((probs >= 0.0) & (probs <= 1.0))):
             raise ValueError(f"BCELoss expects probabilities in [0, 1] (e.g. after Sigmoid), "
@@ -105,7 +105,8 @@ class KLDivLoss(Loss):
 
     def forward(self, log_probs, target):
         self._accept_pred(log_probs)
-        self._accept_target(target, tuple(log_probs.shape), "values")
+        target = self._accept_target(target, tuple(log_probs.shape), "values",
+                                     log_probs.dtype)
         xp = self.backend.xp
         if self.log_target:
             probs = xp.exp(target)

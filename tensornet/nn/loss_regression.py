@@ -14,7 +14,7 @@ class ElementwiseLoss(Loss):
 
     def forward(self, pred, target):
         self._accept_pred(pred)
-        self._accept_target(target, tuple(pred.shape), "values")
+        target = self._accept_target(target, tuple(pred.shape), "values", pred.dtype)
         diff = pred - target
         self._cache = diff
         return self._reduce(self._values(diff))

@@ -6,17 +6,15 @@ into ``param.grad``. Parameters and buffers are registered by assigning them as 
 """
 from __future__ import annotations
 
-import inspect
 from collections import OrderedDict
 
 import numpy as np
 
-from tensornet.backends import DeviceError, device_of, dtype_name, get_backend, to_device
+from tensornet.backends import dtype_name, get_backend, to_device
 
+from .checks import FLOAT_DTYPES, InputChecks
+from .grad_mode import tracked_backward, tracked_forward
 from .parameter import Parameter
-
-_FLOAT_DTYPES = ("float16", "float32", "float64")
-
 
 class RemovableHandle:
     """Returned by ``register_*_hook``; ``handle.remove()`` unregisters the hook."""
@@ -28,35 +26,7 @@ class RemovableHandle:
         self._hooks.pop(self._key, None)
 
 
-def _with_backward_hooks(backward):
-    """Wrap a subclass's ``backward`` so backward hooks fire once per call, whoever calls it,
-    and so every backward accepts ``input_grad`` (passed on where the subclass takes it)."""
-    takes_flag = "input_grad" in inspect.signature(backward).parameters
-
-    def wrapped(self, *args, input_grad: bool = True, **kwargs):
-        if takes_flag:
-            kwargs["input_grad"] = input_grad
-        if not self._backward_hooks or self._in_backward:
-            return backward(self, *args, **kwargs)
-        object.__setattr__(self, "_in_backward", True)
-        try:
-            grad_input = backward(self, *args, **kwargs)
-        finally:
-            object.__setattr__(self, "_in_backward", False)
-        grad_output = args[0] if args else kwargs.get("grad_output")
-        for hook in list(self._backward_hooks.values()):
-            result = hook(self, grad_input, grad_output)
-            if result is not None:
-                grad_input = result
-        return grad_input
-
-    wrapped.__doc__ = backward.__doc__
-    wrapped.__name__ = backward.__name__
-    wrapped.__wrapped__ = backward
-    return wrapped
-
-
-class Module:
+class Module(InputChecks):
     """Base class. Subclasses implement ``forward(x)`` and ``backward(grad_out) -> grad_in``.
 
     Args:
@@ -73,14 +43,24 @@ class Module:
     module with trainable parameters. A layer that does not take the argument computes
     the gradient anyway. ``tn.fit`` passes ``input_grad=False`` for each training step, so
     backward hooks on the first layer see ``grad_input=None`` there.
+
+    Caches (``grad_mode.py``): a layer names what its forward keeps for backward in
+    ``_cache_attrs``. Backward checks ``grad_output`` (an array on the module's device with
+    its forward output's shape and dtype) and then consumes the cache: a second backward
+    needs a new forward, unless the first was ``backward(grad, retain_graph=True)``. Inside
+    ``with tn.no_grad():`` forward keeps nothing and leaves earlier caches in place.
     """
 
     _hook_counter = 0
+    _cache_attrs: tuple = ()  # attributes forward fills for backward; backward consumes them
+    _owns_cache = True        # False for containers: their children check and consume
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__ and cls._owns_cache:  # a container's children track
+            cls.forward = tracked_forward(cls.__dict__["forward"])
         if "backward" in cls.__dict__:
-            cls.backward = _with_backward_hooks(cls.__dict__["backward"])
+            cls.backward = tracked_backward(cls.__dict__["backward"])
 
     def __init__(self, *, device=None, dtype=None):
         setattr_ = object.__setattr__
@@ -89,17 +69,20 @@ class Module:
         setattr_(self, "_modules", OrderedDict())
         setattr_(self, "_forward_hooks", OrderedDict())
         setattr_(self, "_backward_hooks", OrderedDict())
-        setattr_(self, "_in_backward", False)
+        setattr_(self, "_grad_spec", None)  # (shape, dtype, type) of the output: grad_mode.py
+        for name in self._cache_attrs:
+            setattr_(self, name, None)
         setattr_(self, "training", True)
         setattr_(self, "backend", get_backend(device))
         name = dtype_name(dtype) if dtype is not None else "float32"
-        if name not in _FLOAT_DTYPES:
-            raise TypeError(f"{type(self).__name__}: dtype must be one of {_FLOAT_DTYPES}, "
+        if name not in FLOAT_DTYPES:
+            raise TypeError(f"{type(self).__name__}: dtype must be one of {FLOAT_DTYPES}, "
                             f"got {dtype!r}")
         setattr_(self, "dtype", name)
 
     # ------------------------------------------------------------------ registration
     def __setattr__(self, name, value):
+        """Register Parameters, Modules and buffers assigned as attributes (as PyTorch)."""
         if isinstance(value, Parameter):
             self._buffers.pop(name, None)
             self._modules.pop(name, None)
@@ -130,12 +113,17 @@ class Module:
 
     # ------------------------------------------------------------------ calling
     def forward(self, *args, **kwargs):
+        """Compute the output (subclasses implement it); call the module, ``module(x)``,
+        rather than ``forward``, so forward hooks run."""
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
     def backward(self, grad_output, input_grad: bool = True):
+        """d loss / d input from ``grad_output`` = d loss / d output; adds parameter
+        gradients into ``param.grad`` (subclasses implement it; see the class docstring)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
     def __call__(self, *args, **kwargs):
+        """``forward``, then the forward hooks."""
         output = self.forward(*args, **kwargs)
         if self._forward_hooks:
             for hook in list(self._forward_hooks.values()):
@@ -162,21 +150,26 @@ class Module:
 
     # ------------------------------------------------------------------ traversal
     def children(self):
+        """The direct submodules, in registration order."""
         return iter(self._modules.values())
 
     def named_children(self):
+        """``(name, module)`` for each direct submodule."""
         return iter(self._modules.items())
 
     def named_modules(self, prefix: str = ""):
+        """``(dotted name, module)`` for this module (name ``prefix``) and every descendant."""
         yield prefix, self
         for name, child in self._modules.items():
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
     def modules(self):
+        """This module and every descendant, depth first."""
         for _, module in self.named_modules():
             yield module
 
     def named_parameters(self, prefix: str = "", recurse: bool = True):
+        """``(dotted name, Parameter)``, each shared parameter once."""
         seen = set()
         modules = self.named_modules(prefix) if recurse else [(prefix, self)]
         for mod_prefix, module in modules:
@@ -186,28 +179,35 @@ class Module:
                     yield (f"{mod_prefix}.{name}" if mod_prefix else name), param
 
     def parameters(self, recurse: bool = True):
+        """Every Parameter (of the children too unless ``recurse=False``), each once."""
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
     def named_buffers(self, prefix: str = ""):
+        """``(dotted name, array)`` for every buffer that is set (BatchNorm running stats)."""
         for mod_prefix, module in self.named_modules(prefix):
             for name, buf in module._buffers.items():
                 if buf is not None:
                     yield (f"{mod_prefix}.{name}" if mod_prefix else name), buf
 
     def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of scalar parameters (only those that require grad with ``trainable_only``)."""
         return sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # ------------------------------------------------------------------ modes and grads
     def train(self, mode: bool = True):
+        """Set training mode (``mode=True``) or eval mode on this module and every descendant;
+        returns ``self``. Dropout and BatchNorm behave differently in the two."""
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
 
     def eval(self):
+        """``train(False)``: inference behaviour (no dropout, BatchNorm's running stats)."""
         return self.train(False)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop every parameter gradient (or zero it in place with ``set_to_none=False``)."""
         for param in self.parameters():
             param.zero_grad(set_to_none)
 
@@ -225,8 +225,8 @@ class Module:
         """
         backend = get_backend(device) if device is not None else None
         name = dtype_name(dtype) if dtype is not None else None
-        if name is not None and name not in _FLOAT_DTYPES:
-            raise TypeError(f"{type(self).__name__}.to: dtype must be one of {_FLOAT_DTYPES}")
+        if name is not None and name not in FLOAT_DTYPES:
+            raise TypeError(f"{type(self).__name__}.to: dtype must be one of {FLOAT_DTYPES}")
         for module in self.modules():
             target = backend or module.backend
             cast = name or module.dtype
@@ -237,7 +237,7 @@ class Module:
                     param.grad = _move(param.grad, target, cast)
             for key, buf in module._buffers.items():
                 if buf is not None:
-                    keep = dtype_name(buf.dtype) if dtype_name(buf.dtype) not in _FLOAT_DTYPES else cast
+                    keep = dtype_name(buf.dtype) if dtype_name(buf.dtype) not in FLOAT_DTYPES else cast
                     module.register_buffer(key, _move(buf, target, keep))
             object.__setattr__(module, "backend", target)
             object.__setattr__(module, "dtype", cast)
@@ -261,7 +261,10 @@ class Module:
         return self.to(dtype="float32")
 
     def clear_cache(self) -> None:
-        """Forget what forward cached for backward (subclasses list their cache attributes)."""
+        """Forget what forward cached for backward (the attributes in ``_cache_attrs``)."""
+        for name in self._cache_attrs:
+            object.__setattr__(self, name, None)
+        object.__setattr__(self, "_grad_spec", None)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> "OrderedDict[str, object]":
@@ -326,55 +329,13 @@ class Module:
                     slots[f"{prefix}.{attr}" if prefix else attr] = (module, attr, False)
         return slots
 
-    # ------------------------------------------------------------------ checks for layers
-    def _check_input(self, x, ndim=None, features=None, expected: str = "", float_input=True):
-        """Raise a clear error unless ``x`` is an array of this module's device (and dtype).
-
-        ``ndim`` is an int or a tuple of allowed ranks; ``features`` the required size of
-        axis 1 (for Linear: the last axis, pass ``axis=-1`` via ``expected`` text).
-        """
-        backend = self.backend
-        if not backend.owns(x):
-            if hasattr(x, "shape") and hasattr(x, "dtype"):
-                raise DeviceError(f"{self._describe()} is on {backend.device!r} but got an input "
-                                  f"on {device_of(x)!r}; move the model or the data with "
-                                  f".to({device_of(x)!r}) / tensornet.to_device")
-            raise TypeError(f"{self._describe()} expected an array, got {type(x).__name__}")
-        shape = tuple(x.shape)
-        if ndim is not None and len(shape) not in (ndim if isinstance(ndim, tuple) else (ndim,)):
-            raise ValueError(f"{self._describe()} got input of shape {shape}; expected {expected}")
-        if features is not None and shape[-1] != features:
-            raise ValueError(f"{self._describe()} got input of shape {shape}; expected {expected}")
-        if shape and shape[0] == 0:
-            raise ValueError(f"{self._describe()} got an empty batch (shape {shape})")
-        if float_input and dtype_name(x.dtype) != self.dtype:
-            raise TypeError(f"{self._describe()} has {self.dtype} parameters but got "
-                            f"{dtype_name(x.dtype)} input; cast the input (x.astype) or the "
-                            f"model (.to(dtype={dtype_name(x.dtype)!r}))")
-
-    def _follow_input_device(self, x, require_array: bool = False) -> None:
-        """Compute on ``x``'s device: for modules without parameters to pin them
-        (activations, pooling, Dropout, Flatten, losses). A non-array raises TypeError
-        with ``require_array``, else is left for ``_check_input`` to report."""
-        if not self.backend.owns(x):
-            try:
-                object.__setattr__(self, "backend", get_backend(x))
-            except TypeError:
-                if require_array:
-                    raise
-
-    def _require_cache(self, cached):
-        if cached is None:
-            raise RuntimeError(f"{self._describe()}.backward called before forward (or after "
-                               f"to()/clear_cache()); run forward on the batch first")
-        return cached
-
     def _describe(self) -> str:
         extra = self.extra_repr()
         return f"{type(self).__name__}({extra})"
 
     # ------------------------------------------------------------------ printing
     def extra_repr(self) -> str:
+        """The arguments shown in ``repr(module)`` (subclasses override it)."""
         return ""
 
     def __repr__(self) -> str:

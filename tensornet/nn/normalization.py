@@ -30,6 +30,7 @@ class _BatchNorm(Module):
     """
 
     _layout = ""  # "(N, C)"-style text for errors, set by subclasses
+    _cache_attrs = ("_cache",)
     _ndims: tuple = ()
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
@@ -56,7 +57,6 @@ class _BatchNorm(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
-        self._cache = None
 
     @property
     def graph_unsafe_reason(self) -> str | None:
@@ -154,9 +154,6 @@ class _BatchNorm(Module):
                 param.accumulate_grad(xp.reshape(total, (-1,)) if buffer is None else buffer)
         return dx
 
-    def clear_cache(self) -> None:
-        self._cache = None
-
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
@@ -188,6 +185,8 @@ class LayerNorm(Module):
     Forward caches ``xhat`` (input-sized) and ``1/sqrt(var+eps)``.
     """
 
+    _cache_attrs = ("_cache",)
+
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
                  bias: bool = True, *, device=None, dtype=None):
         super().__init__(device=device, dtype=dtype)
@@ -203,7 +202,6 @@ class LayerNorm(Module):
         self.weight = self.new_parameter(np.ones(self.normalized_shape)) if affine else None
         self.bias = (self.new_parameter(np.zeros(self.normalized_shape))
                      if affine and bias else None)
-        self._cache = None
 
     def forward(self, x):
         k = len(self.normalized_shape)
@@ -236,9 +234,6 @@ class LayerNorm(Module):
                                                    out=self.bias.grad_buffer()))
         dx, _, _ = F.normalize_backward(grad_xhat, xhat, invstd, axes)
         return dx
-
-    def clear_cache(self) -> None:
-        self._cache = None
 
     def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, "

@@ -15,13 +15,15 @@ from .module import Module
 
 
 def _accept_image(module: Module, x) -> None:
-    """Follow ``x``'s device (a pool has no parameters to pin it); require (N, C, H, W)."""
-    module._follow_input_device(x)
-    module._check_input(x, ndim=4, expected="(N, C, H, W)", float_input=False)
+    """Follow ``x``'s device (a pool has no parameters to pin it); require a floating
+    (N, C, H, W) array."""
+    module._accept_floating(x, ndim=4, expected="(N, C, H, W)")
 
 
 class _Pool2d(Module):
     """Shared plumbing: argument parsing, the input check, following the input's device."""
+
+    _cache_attrs = ("_x_shape",)
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
         super().__init__()
@@ -34,15 +36,11 @@ class _Pool2d(Module):
             raise ValueError(f"{name}: padding {self.padding} must be at most half the kernel "
                              f"size {self.kernel_size}")
         self._pads = tuple((p, p) for p in self.padding)
-        self._x_shape = None
 
     def _accept(self, x):
         _accept_image(self, x)
         return check_window_fits(self, x, self.kernel_size, self.stride, self._pads,
                                  self.dilation)
-
-    def clear_cache(self) -> None:
-        self._x_shape = None
 
     def extra_repr(self) -> str:
         text = f"kernel_size={_format_pair(self.kernel_size)}"
@@ -64,9 +62,7 @@ class MaxPool2d(_Pool2d):
     through ``scatter_add`` where windows overlap.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
-        super().__init__(kernel_size, stride, padding, dilation)
-        self._argmax = None
+    _cache_attrs = ("_x_shape", "_argmax")
 
     def forward(self, x):
         self._accept(x)
@@ -81,9 +77,6 @@ class MaxPool2d(_Pool2d):
         return F.max_pool2d_backward(grad_output, argmax, self._x_shape,
                                                 self.kernel_size, self.stride, self._pads,
                                                 self.dilation)
-
-    def clear_cache(self) -> None:
-        self._argmax = self._x_shape = None
 
 
 class AvgPool2d(_Pool2d):
@@ -118,10 +111,11 @@ class GlobalAvgPool2d(Module):
     """Mean over all spatial positions: x (N, C, H, W) -> (N, C), or (N, C, 1, 1) with
     ``keepdims=True`` (PyTorch's ``AdaptiveAvgPool2d(1)``). Forward caches the input shape."""
 
+    _cache_attrs = ("_x_shape",)
+
     def __init__(self, keepdims: bool = False):
         super().__init__()
         self.keepdims = bool(keepdims)
-        self._x_shape = None
 
     def forward(self, x):
         _accept_image(self, x)
@@ -133,9 +127,6 @@ class GlobalAvgPool2d(Module):
         xp = self.backend.xp
         share = xp.reshape(grad_output * (1.0 / (h * w)), (n, c, 1, 1))
         return xp.asarray(xp.broadcast_to(share, (n, c, h, w)), copy=True)
-
-    def clear_cache(self) -> None:
-        self._x_shape = None
 
     def extra_repr(self) -> str:
         return "keepdims=True" if self.keepdims else ""
@@ -149,10 +140,11 @@ class _SeparableResample2d(Module):
     device; an axis whose matrix would be the identity is skipped. Forward caches the
     matrices it used."""
 
+    _cache_attrs = ("_cache",)
+
     def __init__(self):
         super().__init__()
         self._matrices = {}
-        self._cache = None
 
     def _axis_matrix(self, axis: int, in_size: int):
         """Host (out, in) float64 matrix for spatial axis 0 (H) or 1 (W), or None for the
@@ -178,8 +170,8 @@ class _SeparableResample2d(Module):
         return dx if a_w is None else matmul(dx, a_w)
 
     def clear_cache(self) -> None:
-        self._cache = None
-        self._matrices = {}
+        super().clear_cache()
+        self._matrices = {}  # on the old device after .to()
 
 
 class AdaptiveAvgPool2d(_SeparableResample2d):

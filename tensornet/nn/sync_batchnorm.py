@@ -25,14 +25,14 @@ class SyncBatchNorm(_BatchNorm):
 
     _layout = "(N, {0}, ...)"
     _ndims = (2, 3, 4, 5)
+    _cache_attrs = _BatchNorm._cache_attrs + ("_global_count",)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, *, comm=None,
                  device=None, dtype=None):
         super().__init__(num_features, eps, momentum, affine, track_running_stats,
                          device=device, dtype=dtype)
-        self.comm = comm
-        self._global_count = None  # elements per channel over all ranks, for backward
+        self.comm = comm  # (_global_count: elements per channel over all ranks, for backward)
 
     def _communicator(self):
         comm = self.comm

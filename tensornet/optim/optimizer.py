@@ -170,9 +170,11 @@ class Optimizer(StateDictMixin):
     def step(self, closure=None):
         """Update every parameter that requires grad and has a gradient.
 
-        All-or-nothing: every group's hyper-parameters and every gradient (device, shape,
-        dtype) are checked before any parameter or state changes. ``closure`` (optional)
-        recomputes the loss (forward + backward) and returns it; its value is returned.
+        All-or-nothing: every group's hyper-parameters, every gradient (device, shape,
+        dtype) and the state of every parameter whose array was replaced are checked, and
+        the flat buffers of every group are ready, before any parameter or state changes.
+        ``closure`` (optional) recomputes the loss (forward + backward) and returns it; its
+        value is returned.
         """
         loss = closure() if closure is not None else None
         active = []
@@ -185,11 +187,14 @@ class Optimizer(StateDictMixin):
         if not active:
             return loss
         stepping = set(map(id, active))
+        updates = []
         for gi, group in enumerate(self.param_groups):
             for pack in self._packs_of(gi, group):
                 members = [i for i, p in enumerate(pack.params) if id(p) in stepping]
                 if members:
-                    self._update_pack(pack, members, group)
+                    updates.append((pack, members, group))
+        for pack, members, group in updates:
+            self._update_pack(pack, members, group)
         return loss
 
     def _packs_of(self, gi: int, group: dict) -> list:
@@ -200,6 +205,7 @@ class Optimizer(StateDictMixin):
                 pack.current() for pack in cached[1]) and sum(
                 len(pack.params) for pack in cached[1]) == len(params):
             return cached[1]
+        self._check_states(gi, params)
         packs = build_packs(params)
         self._packs[gi] = (params, packs)
         return packs
@@ -279,6 +285,19 @@ class Optimizer(StateDictMixin):
             raise ValueError(f"{where} has a grad of shape {tuple(grad.shape)}")
         raise TypeError(f"{where} has a {dtype_name(grad.dtype)} grad; expected "
                         f"{dtype_name(param.data.dtype)}")
+
+    def _check_states(self, gi: int, params) -> None:
+        """Before a group's buffers are rebuilt (a parameter's array was replaced): each
+        state array must still fit its parameter, or the step would fail half-way."""
+        for pi, param in enumerate(params):
+            for name, value in self.state.get(param, {}).items():
+                if self.state_kinds.get(name) == ARRAY and value is not None \
+                        and tuple(value.shape) != tuple(param.data.shape):
+                    raise ValueError(
+                        f"{self._name}.step: parameter {pi} of group {gi} {param!r} has "
+                        f"{name!r} state of shape {tuple(value.shape)} from before its array "
+                        f"was replaced; reset it with optimizer.state.pop(param) (nothing was "
+                        f"updated)")
 
     def graph_unsafe_reason(self) -> str | None:
         """Why a CUDA graph cannot capture this optimizer's step (None when it can)."""

@@ -8,20 +8,22 @@ PyTorch) runs that instead. Layers call these; you can too, for a layer of your 
     import tensornet.nn.functional as F
     cols = F.im2col(x, (3, 3), padding=((1, 1), (1, 1)))
 
-Where each piece lives: ``basic.py`` (matmul, sums, scatter-add, one-hot, log-sum-exp, ReLU,
-softmax cross-entropy), ``windows.py`` (im2col/col2im, pooling), ``normalization.py``
-(BatchNorm/LayerNorm statistics and backward), ``dispatch.py`` (the ``@kernel`` decorator).
+Where each piece lives: ``basic.py`` (matmul, sums, scatter-add, one-hot, log-sum-exp,
+softmax and log-softmax, ReLU, softmax cross-entropy), ``windows.py`` (im2col/col2im,
+pooling), ``normalization.py`` (BatchNorm/LayerNorm statistics and backward), ``dispatch.py``
+(the ``@kernel`` decorator).
 """
-from .basic import (all_finite, labels_in_range, logsumexp, matmul, one_hot, reduce_sum,
-                    relu, relu_backward, scatter_add, softmax_cross_entropy,
+from .basic import (all_finite, labels_in_range, log_softmax, logsumexp, matmul, one_hot,
+                    reduce_sum, relu, relu_backward, scatter_add, softmax, softmax_cross_entropy,
                     softmax_cross_entropy_backward)
 from .dispatch import kernel
 from .normalization import normalize, normalize_backward
 from .windows import (avg_pool2d, avg_pool2d_backward, col2im, im2col, max_pool2d,
                       max_pool2d_backward, pad2d)
 
-__all__ = ["kernel", "matmul", "reduce_sum", "scatter_add", "one_hot", "labels_in_range", "all_finite",
-           "logsumexp", "relu", "relu_backward", "softmax_cross_entropy",
+__all__ = ["kernel", "matmul", "reduce_sum", "scatter_add", "one_hot", "labels_in_range",
+           "all_finite", "logsumexp", "log_softmax", "softmax", "relu", "relu_backward",
+           "softmax_cross_entropy",
            "softmax_cross_entropy_backward", "pad2d", "im2col", "col2im", "max_pool2d",
            "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "normalize",
            "normalize_backward"]

@@ -1,5 +1,6 @@
 """Generic kernels of the dense layers, activations and losses: matmul, sums into a
-buffer, scatter-add, one-hot, log-sum-exp, ReLU and softmax cross-entropy.
+buffer, scatter-add, one-hot, log-sum-exp, softmax and log-softmax, ReLU and softmax
+cross-entropy.
 
 Each is the reference version: array-API-standard calls on ``backend.xp`` only; devices
 override them by name (NumPy: ``backends/numpy.py``; CuPy: ``backends/cupy.py``).
@@ -69,16 +70,46 @@ def all_finite(backend, x) -> bool:
     return bool(xp.all(xp.isfinite(x)))
 
 
-@kernel
-def logsumexp(backend, x, axis=-1, keepdims=False):
-    """Numerically stable ``log(sum(exp(x), axis))``."""
-    xp = backend.xp
+def _shifted(xp, x, axis):
+    """``(x - m, m)`` with ``m`` the maximum along ``axis`` (kept dims), taken as 0 where
+    it is not finite, so rows of +-inf give inf/NaN rather than reading as finite."""
     m = xp.max(x, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0.0)
-    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return x - m, m
+
+
+@kernel
+def logsumexp(backend, x, axis=-1, keepdims=False):
+    """Numerically stable ``log(sum(exp(x), axis))``: ``m + log(sum(exp(x - m)))``.
+
+    For log-probabilities use ``log_softmax``, not ``x - logsumexp(x)``."""
+    xp = backend.xp
+    shifted, m = _shifted(xp, x, axis)
+    out = xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True)) + m
     if not keepdims:
         out = xp.squeeze(out, axis=axis)
     return out
+
+
+@kernel
+def log_softmax(backend, x, axis=-1):
+    """``(x - m) - log(sum(exp(x - m), axis))``, ``m`` the maximum along ``axis``.
+
+    Never ``x - logsumexp(x)``: at ``|x|`` of 1e4 in float32 that keeps only three digits
+    of ``x - m`` (a uniform row of 5 at -1e4 gives -1.609375, not -1.609438)."""
+    xp = backend.xp
+    shifted, _ = _shifted(xp, x, axis)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+@kernel
+def softmax(backend, x, axis=-1):
+    """``exp(x - m) / sum(exp(x - m), axis)``: every row sums to 1 at any magnitude, and a
+    uniform row gives exactly 1/C."""
+    xp = backend.xp
+    shifted, _ = _shifted(xp, x, axis)
+    e = xp.exp(shifted)
+    return e / xp.sum(e, axis=axis, keepdims=True)
 
 
 @kernel
@@ -98,7 +129,7 @@ def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0):
     """Per-sample softmax cross-entropy. logits (N, C), integer labels (N,) ->
     ``(losses (N,), log_probs (N, C))``; the target is ``(1 - eps) * onehot + eps / C``
     for ``label_smoothing`` eps. ``log_probs`` is what the backward needs."""
-    log_probs = logits - logsumexp(logits, axis=1, keepdims=True)
+    log_probs = log_softmax(logits, axis=1)
     target = _smoothed_one_hot(labels, logits.shape[1], logits.dtype, label_smoothing)
     return -backend.xp.sum(target * log_probs, axis=1), log_probs
 

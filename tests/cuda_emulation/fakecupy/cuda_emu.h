@@ -95,6 +95,11 @@ __device__ inline double __dmul_rn(double a, double b) { volatile double r = a *
 __device__ inline double __dadd_rn(double a, double b) { volatile double r = a + b; return r; }
 __device__ inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 __device__ inline double __fma_rn(double a, double b, double c) { return std::fma(a, b, c); }
+// cos(pi x) and sin(pi x): CUDA has them (exact range reduction), C++ does not.
+__device__ inline double cospi(double x) { return std::cos(3.141592653589793 * x); }
+__device__ inline float cospif(float x) { return (float)std::cos(3.141592653589793 * x); }
+__device__ inline double sinpi(double x) { return std::sin(3.141592653589793 * x); }
+__device__ inline float sinpif(float x) { return (float)std::sin(3.141592653589793 * x); }
 
 // CUDA's min/max: fmin/fmax for floating values (a NaN loses), the usual order for integers.
 // NAME(a, b) for floating values (FLOAT_OP: fmax/fmin) and any two integer types (the larger

@@ -1,0 +1,91 @@
+"""The checks every layer runs on its input (and, through ``grad_mode``, on backward's
+``grad_output``): device, rank, size, dtype, each error naming the layer and what it
+expected. Identity and shape comparisons only: no pass over the data."""
+from __future__ import annotations
+
+from tensornet.backends import DeviceError, backend_of, device_of, dtype_name
+
+from .grad_mode import check_grad_output
+
+FLOAT_DTYPES = ("float16", "float32", "float64")
+_FLOATING = frozenset(FLOAT_DTYPES)
+
+
+class InputChecks:
+    """Mixed into ``Module``: the checks layers call from ``forward``."""
+
+    def _check_input(self, x, ndim=None, features=None, expected: str = "",
+                     dtype: str | None = "parameters"):
+        """Raise a clear error unless ``x`` is an array of this module's device (and dtype).
+
+        ``ndim`` is an int or a tuple of allowed ranks; ``features`` the required size of
+        the last axis. ``dtype``: ``"parameters"`` (the module's own dtype), ``"floating"``
+        (any floating dtype: modules without parameters) or None (not checked).
+        """
+        backend = self.backend
+        if not backend.owns(x):
+            # (A NumPy scalar has a shape and a dtype and the CPU's device, but no array.)
+            if hasattr(x, "shape") and hasattr(x, "dtype") and device_of(x) != backend.device:
+                raise DeviceError(f"{self._describe()} is on {backend.device!r} but got an input "
+                                  f"on {device_of(x)!r}; move the model or the data with "
+                                  f".to({device_of(x)!r}) / tensornet.to_device")
+            raise TypeError(f"{self._describe()} expected an array, got {type(x).__name__}")
+        shape = tuple(x.shape)
+        if ndim is not None and len(shape) not in (ndim if isinstance(ndim, tuple) else (ndim,)):
+            raise ValueError(f"{self._describe()} got input of shape {shape}; expected {expected}")
+        if features is not None and shape[-1] != features:
+            raise ValueError(f"{self._describe()} got input of shape {shape}; expected {expected}")
+        if shape and shape[0] == 0:
+            raise ValueError(f"{self._describe()} got an empty batch (shape {shape})")
+        if dtype is not None:
+            name = dtype_name(x.dtype)
+            if name == self.dtype:
+                return
+            if name not in _FLOATING:
+                raise TypeError(input_dtype_message(self, x, name))
+            if dtype == "parameters":
+                raise TypeError(f"{self._describe()} has {self.dtype} parameters but got {name} "
+                                f"input; cast the input ({_cast_hint(x, self.dtype)}) or the "
+                                f"model (.to(dtype={name!r}))")
+
+    def _accept_floating(self, x, ndim=None, expected: str = ""):
+        """For modules without parameters to pin them (activations, pooling, Dropout,
+        Flatten, losses): compute on ``x``'s device; ``x`` must be a floating array."""
+        if not self.backend.owns(x):
+            self._follow_device(x)
+        self._check_input(x, ndim=ndim, expected=expected, dtype="floating")
+
+    def _follow_device(self, x) -> None:
+        """Compute on the device of the array ``x`` (anything else is left for the checks
+        to report, naming the module)."""
+        if not self.backend.owns(x):
+            try:
+                object.__setattr__(self, "backend", backend_of(x))
+            except TypeError:
+                pass
+
+    def _check_grad_output(self, grad_output, spec) -> None:
+        """Called by backward before it runs (see grad_mode.py); losses override it."""
+        check_grad_output(self, grad_output, spec)
+
+    def _require_cache(self, cached):
+        if cached is None:
+            raise RuntimeError(f"{self._describe()}.backward called before forward (or after "
+                               f"to()/clear_cache()); run forward on the batch first")
+        return cached
+
+
+def input_dtype_message(module, x, name: str) -> str:
+    """The error for a non-floating input: what came, and a conversion that works."""
+    text = f"{module._describe()} expects floating-point input, got {name}"
+    if name.startswith(("int", "uint", "bool")):
+        cast = _cast_hint(x, module.dtype)
+        return f"{text}; convert it first: {cast} (raw 8-bit images: {cast} / 255)"
+    return f"{text}; {name} values are not supported"
+
+
+def _cast_hint(x, dtype: str) -> str:
+    """Code that casts ``x`` to ``dtype`` on its own device (NumPy/CuPy have ``astype``)."""
+    if hasattr(x, "astype"):
+        return f"x.astype({dtype!r})"
+    return f"tn.get_backend(x).asarray(x, {dtype!r})"
