@@ -47,7 +47,8 @@ def dense_stack(draw, width):
             width = out
         elif kind == "act":
             layers.append(draw(st.sampled_from([nn.ReLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU,
-                                                nn.ELU, nn.SoftPlus]))())
+                                                nn.ELU, nn.SoftPlus, nn.GELU, nn.SiLU,
+                                                nn.Hardtanh, nn.PReLU]))())
         elif kind == "softmax":
             layer = draw(st.sampled_from([nn.Softmax, nn.LogSoftmax]))
             layers.append(layer(dim=draw(st.sampled_from([-1, 1, 0, 2, 5, -3]))))
@@ -71,7 +72,8 @@ def image_stack(draw, channels):
     """Layers over (N, C, H, W) images, maybe flattened into a dense head."""
     layers = []
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["conv", "maxpool", "avgpool", "batchnorm", "act"]))
+        kind = draw(st.sampled_from(["conv", "maxpool", "avgpool", "batchnorm", "act",
+                                     "conv_transpose", "adaptive", "upsample", "dropout2d"]))
         if kind == "conv":
             out = draw(st.integers(1, 3))
             layers.append(nn.Conv2d(channels, out, draw(st.sampled_from([1, 3])),
@@ -83,6 +85,16 @@ def image_stack(draw, channels):
             layers.append(nn.AvgPool2d(2))
         elif kind == "batchnorm":
             layers.append(nn.BatchNorm2d(channels))
+        elif kind == "conv_transpose":
+            out = draw(st.integers(1, 3))
+            layers.append(nn.ConvTranspose2d(channels, out, 2, stride=2))
+            channels = out
+        elif kind == "adaptive":
+            layers.append(nn.AdaptiveAvgPool2d(2))
+        elif kind == "upsample":
+            layers.append(nn.Upsample(scale_factor=2))
+        elif kind == "dropout2d":
+            layers.append(nn.Dropout2d(draw(st.sampled_from([0.0, 0.5]))))
         else:
             layers.append(nn.ReLU())
     tail = draw(st.sampled_from(["flatten", "global", "none"]))

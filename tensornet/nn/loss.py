@@ -384,7 +384,7 @@ class NLLLoss(_ClassLoss):
 def _weighted_sum(xp, matrix, log_probs):
     """``sum(matrix * log_probs, axis=1)`` where the matrix is non-zero only: a -inf
     log-probability at a class the target leaves out (weight 0) adds nothing, not NaN."""
-    return xp.sum(xp.where(matrix != 0, matrix * log_probs, 0.0), axis=1)
+    return xp.sum(xp.where(matrix != 0, log_probs, 0.0) * matrix, axis=1)
 
 
 def _warn_if_probabilities(loss, logits) -> None:
