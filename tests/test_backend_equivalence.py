@@ -16,58 +16,58 @@ OTHERS = ["strict", pytest.param("torch", marks=pytest.mark.skipif(
     TORCH_SKIP_REASON is not None, reason=str(TORCH_SKIP_REASON)))]
 TOL = dict(rtol=1e-10, atol=1e-12)
 
-LAYERS = {  # name: (builder(device), input shape)
-    "linear": (lambda d: nn.Linear(12, 7, device=d, dtype="float64"), (5, 12)),
-    "linear_no_bias": (lambda d: nn.Linear(12, 7, bias=False, device=d, dtype="float64"),
+LAYERS = {  # name: (builder(device, dtype), input shape); tests/test_gpu_models.py uses it too
+    "linear": (lambda d, t: nn.Linear(12, 7, device=d, dtype=t), (5, 12)),
+    "linear_no_bias": (lambda d, t: nn.Linear(12, 7, bias=False, device=d, dtype=t),
                        (5, 12)),
-    "conv": (lambda d: nn.Conv2d(3, 4, 3, stride=2, padding=1, device=d, dtype="float64"),
+    "conv": (lambda d, t: nn.Conv2d(3, 4, 3, stride=2, padding=1, device=d, dtype=t),
              (2, 3, 9, 9)),
-    "conv_same": (lambda d: nn.Conv2d(2, 3, 3, padding="same", device=d, dtype="float64"),
+    "conv_same": (lambda d, t: nn.Conv2d(2, 3, 3, padding="same", device=d, dtype=t),
                   (2, 2, 6, 7)),
-    "conv_groups": (lambda d: nn.Conv2d(4, 6, 3, groups=2, dilation=2, device=d,
-                                        dtype="float64"), (2, 4, 9, 9)),
-    "maxpool": (lambda d: nn.MaxPool2d(2), (2, 3, 8, 8)),
-    "maxpool_overlap": (lambda d: nn.MaxPool2d(3, stride=1, padding=1), (2, 3, 6, 6)),
-    "avgpool": (lambda d: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+    "conv_groups": (lambda d, t: nn.Conv2d(4, 6, 3, groups=2, dilation=2, device=d,
+                                        dtype=t), (2, 4, 9, 9)),
+    "maxpool": (lambda d, t: nn.MaxPool2d(2), (2, 3, 8, 8)),
+    "maxpool_overlap": (lambda d, t: nn.MaxPool2d(3, stride=1, padding=1), (2, 3, 6, 6)),
+    "avgpool": (lambda d, t: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
                 (2, 3, 7, 7)),
-    "global_avgpool": (lambda d: nn.GlobalAvgPool2d(), (2, 3, 5, 5)),
-    "batchnorm1d": (lambda d: nn.BatchNorm1d(6, device=d, dtype="float64"), (8, 6)),
-    "batchnorm2d": (lambda d: nn.BatchNorm2d(3, device=d, dtype="float64"), (4, 3, 5, 5)),
-    "batchnorm2d_eval": (lambda d: nn.BatchNorm2d(3, device=d, dtype="float64").eval(),
+    "global_avgpool": (lambda d, t: nn.GlobalAvgPool2d(), (2, 3, 5, 5)),
+    "batchnorm1d": (lambda d, t: nn.BatchNorm1d(6, device=d, dtype=t), (8, 6)),
+    "batchnorm2d": (lambda d, t: nn.BatchNorm2d(3, device=d, dtype=t), (4, 3, 5, 5)),
+    "batchnorm2d_eval": (lambda d, t: nn.BatchNorm2d(3, device=d, dtype=t).eval(),
                          (4, 3, 5, 5)),
-    "layernorm": (lambda d: nn.LayerNorm((2, 3), device=d, dtype="float64"), (5, 2, 3)),
-    "flatten": (lambda d: nn.Flatten(), (2, 3, 4, 4)),
-    "activations": (lambda d: nn.Sequential(nn.ReLU(), nn.LeakyReLU(0.1), nn.ELU(), nn.Tanh(),
+    "layernorm": (lambda d, t: nn.LayerNorm((2, 3), device=d, dtype=t), (5, 2, 3)),
+    "flatten": (lambda d, t: nn.Flatten(), (2, 3, 4, 4)),
+    "activations": (lambda d, t: nn.Sequential(nn.ReLU(), nn.LeakyReLU(0.1), nn.ELU(), nn.Tanh(),
                                             nn.Sigmoid(), nn.SoftPlus()), (5, 9)),
-    "softmax": (lambda d: nn.Softmax(1), (5, 9)),
-    "log_softmax": (lambda d: nn.LogSoftmax(1), (5, 9)),
-    "dropout_eval": (lambda d: nn.Dropout(0.5).eval(), (5, 9)),
-    "dropconnect_eval": (lambda d: nn.DropConnect(12, 7, device=d, dtype="float64").eval(),
+    "softmax": (lambda d, t: nn.Softmax(1), (5, 9)),
+    "log_softmax": (lambda d, t: nn.LogSoftmax(1), (5, 9)),
+    "dropout_eval": (lambda d, t: nn.Dropout(0.5).eval(), (5, 9)),
+    "dropconnect_eval": (lambda d, t: nn.DropConnect(12, 7, device=d, dtype=t).eval(),
                          (5, 12)),
-    "residual": (lambda d: nn.Residual(nn.Sequential(
-        nn.Linear(12, 12, device=d, dtype="float64"), nn.ReLU())), (5, 12)),
-    "identity": (lambda d: nn.Identity(), (3, 4)),
-    "conv1d": (lambda d: nn.Conv1d(3, 4, 3, stride=2, padding=1, device=d, dtype="float64"),
+    "residual": (lambda d, t: nn.Residual(nn.Sequential(
+        nn.Linear(12, 12, device=d, dtype=t), nn.ReLU())), (5, 12)),
+    "identity": (lambda d, t: nn.Identity(), (3, 4)),
+    "conv1d": (lambda d, t: nn.Conv1d(3, 4, 3, stride=2, padding=1, device=d, dtype=t),
                (2, 3, 11)),
-    "conv_transpose": (lambda d: nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1,
+    "conv_transpose": (lambda d, t: nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1,
                                                     output_padding=1, device=d,
-                                                    dtype="float64"), (2, 3, 4, 5)),
-    "conv_transpose_groups": (lambda d: nn.ConvTranspose2d(4, 6, 2, stride=1, groups=2,
+                                                    dtype=t), (2, 3, 4, 5)),
+    "conv_transpose_groups": (lambda d, t: nn.ConvTranspose2d(4, 6, 2, stride=1, groups=2,
                                                            dilation=2, device=d,
-                                                           dtype="float64"), (2, 4, 4, 4)),
-    "adaptive_avgpool": (lambda d: nn.AdaptiveAvgPool2d((3, 2)), (2, 3, 7, 5)),
-    "upsample": (lambda d: nn.Upsample(scale_factor=2), (2, 3, 3, 4)),
-    "dropout2d_eval": (lambda d: nn.Dropout2d(0.5).eval(), (2, 3, 4, 4)),
-    "new_activations": (lambda d: nn.Sequential(nn.GELU(), nn.GELU(approximate="tanh"),
+                                                           dtype=t), (2, 4, 4, 4)),
+    "adaptive_avgpool": (lambda d, t: nn.AdaptiveAvgPool2d((3, 2)), (2, 3, 7, 5)),
+    "upsample": (lambda d, t: nn.Upsample(scale_factor=2), (2, 3, 3, 4)),
+    "dropout2d_eval": (lambda d, t: nn.Dropout2d(0.5).eval(), (2, 3, 4, 4)),
+    "new_activations": (lambda d, t: nn.Sequential(nn.GELU(), nn.GELU(approximate="tanh"),
                                                 nn.SiLU(), nn.Hardtanh(-0.5, 0.7)), (5, 9)),
-    "prelu": (lambda d: nn.PReLU(3, init=0.2, device=d, dtype="float64"), (4, 3, 2)),
+    "prelu": (lambda d, t: nn.PReLU(3, init=0.2, device=d, dtype=t), (4, 3, 2)),
 }
 
 
 def _layer_run(name, device, x, dy):
     tn.manual_seed(3)
     build, _ = LAYERS[name]
-    layer = build(device)
+    layer = build(device, "float64")
     b = get_backend(device)
     y = layer(b.asarray(x))
     dx = layer.backward(b.asarray(dy))
@@ -81,7 +81,7 @@ def _layer_run(name, device, x, dy):
 def test_layers_match_numpy_in_float64(name, device):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(LAYERS[name][1])
-    dy = rng.standard_normal(tuple(LAYERS[name][0]("cpu")(x).shape))  # like the output
+    dy = rng.standard_normal(tuple(LAYERS[name][0]("cpu", "float64")(x).shape))  # like y
     ref = _layer_run(name, "cpu", x, dy)
     got = _layer_run(name, device, x, dy)
     np.testing.assert_allclose(got[0], ref[0], **TOL)

@@ -13,6 +13,8 @@ import tensornet as tn
 from tensornet import nn
 from tensornet.backends import get_backend
 
+from test_backend_equivalence import LAYERS as EQUIVALENCE_LAYERS
+
 gpu = pytest.mark.gpu
 
 
@@ -22,34 +24,13 @@ def cuda():
 
 
 # ====================================================================== GPU: NumPy vs CuPy
-LAYERS = {  # name: (builder(device), input shape)
-    "linear": (lambda d: nn.Linear(12, 7, device=d), (5, 12)),
-    "conv": (lambda d: nn.Conv2d(3, 4, 3, stride=2, padding=1, device=d), (2, 3, 9, 9)),
-    "conv_groups": (lambda d: nn.Conv2d(4, 6, 3, groups=2, dilation=2, device=d), (2, 4, 9, 9)),
-    "maxpool": (lambda d: nn.MaxPool2d(2), (2, 3, 8, 8)),
-    "maxpool_overlap": (lambda d: nn.MaxPool2d(3, stride=1, padding=1), (2, 3, 6, 6)),
-    "avgpool": (lambda d: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
-                (2, 3, 7, 7)),
-    "global_avgpool": (lambda d: nn.GlobalAvgPool2d(), (2, 3, 5, 5)),
-    "batchnorm1d": (lambda d: nn.BatchNorm1d(6, device=d), (8, 6)),
-    "batchnorm2d": (lambda d: nn.BatchNorm2d(3, device=d), (4, 3, 5, 5)),
-    "layernorm": (lambda d: nn.LayerNorm(6, device=d), (5, 6)),
-    "flatten": (lambda d: nn.Flatten(), (2, 3, 4, 4)),
-    "activations": (lambda d: nn.Sequential(nn.ReLU(), nn.LeakyReLU(0.1), nn.ELU(), nn.Tanh(),
-                                            nn.Sigmoid(), nn.SoftPlus()), (5, 9)),
-    "softmax": (lambda d: nn.Softmax(1), (5, 9)),
-    "log_softmax": (lambda d: nn.LogSoftmax(1), (5, 9)),
-    "dropout_eval": (lambda d: nn.Dropout(0.5).eval(), (5, 9)),
-    "dropconnect_eval": (lambda d: nn.DropConnect(12, 7, device=d).eval(), (5, 12)),
-    "residual": (lambda d: nn.Residual(nn.Sequential(nn.Linear(12, 12, device=d), nn.ReLU())),
-                 (5, 12)),
-}
+LAYERS = EQUIVALENCE_LAYERS  # every layer of the float64 strict/torch equivalence tests
 
 
 def _layer_run(name, device, x):
     tn.manual_seed(3)
     build, _ = LAYERS[name]
-    layer = build(device)
+    layer = build(device, "float32")
     b = get_backend(device)
     y = layer(b.asarray(x))
     dy = np.random.default_rng(7).standard_normal(tuple(y.shape)).astype(np.float32)

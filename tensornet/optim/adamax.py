@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tensornet.backends import FusedUpdate
 
-from .optimizer import ARRAY, COUNT, Optimizer, in_range, non_negative
+from .optimizer import ARRAY, COUNT, Optimizer, betas, non_negative
 
 
 def _adamax(xp, param, grad, exp_avg, exp_inf, *, step_size, beta1, one_minus_beta1, beta2,
@@ -48,11 +48,7 @@ class Adamax(Optimizer):
     def _check_group(self, group):
         super()._check_group(group)
         name = self._name
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
-        group["betas"] = tuple(in_range(name, f"betas[{i}]", b, 0.0, 1.0, True)
-                               for i, b in enumerate(betas))
+        group["betas"] = betas(name, group["betas"])
         group["eps"] = non_negative(name, "eps", group["eps"])
         group["weight_decay"] = non_negative(name, "weight_decay", group["weight_decay"])
 

@@ -19,7 +19,7 @@ from tensornet.nn.parameter import Parameter
 from .flat import build_packs
 from .state_dict import ARRAY, COUNT, StateDictMixin
 
-__all__ = ["Optimizer", "ARRAY", "COUNT", "real", "non_negative", "in_range"]
+__all__ = ["Optimizer", "ARRAY", "COUNT", "real", "non_negative", "in_range", "betas"]
 _MISSING = object()
 
 
@@ -45,6 +45,13 @@ def in_range(owner: str, name: str, value, low: float, high: float, high_open: b
         bracket = ")" if high_open else "]"
         raise ValueError(f"{owner}: {name} must be in [{low}, {high}{bracket}, got {value!r}")
     return value
+
+
+def betas(owner: str, value) -> tuple:
+    """A pair ``(beta1, beta2)`` of moment decays, each in [0, 1) (Adam's family)."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {value!r}")
+    return tuple(in_range(owner, f"betas[{i}]", b, 0.0, 1.0, True) for i, b in enumerate(value))
 
 
 class Optimizer(StateDictMixin):
