@@ -25,7 +25,7 @@ import sys
 import time
 
 from benchmarks.common import (BATCH, Clock, build_model, build_optimizer, epoch_order,
-                               load_data, median, pin_threads, torch_twin)
+                               load_data, median, pin_threads, torch_epoch, torch_twin)
 
 
 def _torch():
@@ -36,30 +36,17 @@ def _torch():
     return torch
 
 
-def tensornet_epoch(model, opt, loss_fn, x, y, order):
-    """One epoch through the public API: forward, loss, backward, Adam step."""
+def tensornet_epoch(model, opt, loss_fn, x, y, order, batch: int = BATCH):
+    """One epoch through the public API: forward, loss, backward, optimizer step."""
     model.train()
     loss = None
-    for start in range(0, len(order), BATCH):
-        idx = order[start:start + BATCH]
+    for start in range(0, len(order), batch):
+        idx = order[start:start + batch]
         opt.zero_grad()
         loss = loss_fn(model(x[idx]), y[idx])
         model.backward(loss_fn.backward(), input_grad=False)
         opt.step()
     return float(loss)
-
-
-def torch_epoch(torch, model, opt, x, y, order):
-    model.train()
-    loss_fn = torch.nn.CrossEntropyLoss()
-    loss = None
-    for start in range(0, len(order), BATCH):
-        idx = torch.from_numpy(order[start:start + BATCH])
-        opt.zero_grad()
-        loss = loss_fn(model(x[idx]), y[idx])
-        loss.backward()
-        opt.step()
-    return loss.item()
 
 
 def layer_split(model, opt, loss_fn, x, y, order, batches: int = 40):

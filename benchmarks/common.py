@@ -195,35 +195,39 @@ def epoch_order(n: int, epoch: int, seed: int = SEED) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- models
-def build_model(name: str, device="cpu", seed: int = SEED):
+def _layers(nn, name: str, sizes=MLP_SIZES, channels: int = 8) -> list:
+    """The benchmark model's layers from ``nn`` (tensornet's or PyTorch's: same names)."""
+    if name == "mlp":
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            if i:
+                layers.append(nn.ReLU())
+            layers.append(nn.Linear(fan_in, fan_out))
+        return layers
+    if name == "cnn":
+        c = channels
+        return [nn.Conv2d(1, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(c, 2 * c, 3, padding=1), nn.BatchNorm2d(2 * c), nn.ReLU(),
+                nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * c * 49, 128), nn.ReLU(),
+                nn.Dropout(0.3), nn.Linear(128, 10)]
+    raise ValueError(f"unknown benchmark model {name!r}; expected 'mlp' or 'cnn'")
+
+
+def build_model(name: str, device="cpu", seed: int = SEED, sizes=MLP_SIZES, channels: int = 8):
     """The benchmark model as a tensornet Sequential, initialised from ``seed``.
 
-    mlp: Linear 784-256-120-64-10 with ReLU between.
+    mlp: Linear 784-256-120-64-10 with ReLU between (other ``sizes`` for the sweeps).
     cnn: [Conv2d(1,8,3,p=1), BN, ReLU, MaxPool2] -> [Conv2d(8,16,3,p=1), BN, ReLU, MaxPool2]
-         -> Flatten -> Linear(784,128) -> ReLU -> Dropout(0.3) -> Linear(128,10).
+         -> Flatten -> Linear(784,128) -> ReLU -> Dropout(0.3) -> Linear(128,10)
+         (``channels`` C instead of 8: C and 2C channels, Linear(2C*49, 128)).
 
     Training loops call ``model.backward(grad, input_grad=False)``: the first layer skips
     the gradient with respect to the data, as PyTorch does for inputs that do not require
     grad (``tn.train.train_step`` does the same).
     """
     import tensornet as tn
-    nn = tn.nn
     tn.manual_seed(seed)
-    if name == "mlp":
-        layers = []
-        for i, (fan_in, fan_out) in enumerate(zip(MLP_SIZES[:-1], MLP_SIZES[1:])):
-            if i:
-                layers.append(nn.ReLU())
-            layers.append(nn.Linear(fan_in, fan_out))
-        model = nn.Sequential(*layers)
-    elif name == "cnn":
-        model = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10))
-    else:
-        raise ValueError(f"unknown benchmark model {name!r}; expected 'mlp' or 'cnn'")
-    return model.to(device)
+    return tn.nn.Sequential(*_layers(tn.nn, name, sizes, channels)).to(device)
 
 
 def build_optimizer(name: str, params):
@@ -234,23 +238,12 @@ def build_optimizer(name: str, params):
     return tn.optim.Adam(params, **CNN_ADAM)
 
 
-def torch_twin(name: str, tn_model, device: str = "cpu"):
+def torch_twin(name: str, tn_model, device: str = "cpu", sizes=MLP_SIZES, channels: int = 8):
     """The same model in PyTorch, with ``tn_model``'s weights copied in, and its optimizer."""
     import torch
     from torch import nn
 
-    if name == "mlp":
-        layers = []
-        for i, (fan_in, fan_out) in enumerate(zip(MLP_SIZES[:-1], MLP_SIZES[1:])):
-            if i:
-                layers.append(nn.ReLU())
-            layers.append(nn.Linear(fan_in, fan_out))
-        model = nn.Sequential(*layers)
-    else:
-        model = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10))
+    model = nn.Sequential(*_layers(nn, name, sizes, channels))
     import tensornet as tn
     state = {k: torch.from_numpy(np.array(tn.asnumpy(v))) for k, v in tn_model.state_dict().items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -264,6 +257,22 @@ def torch_twin(name: str, tn_model, device: str = "cpu"):
     else:
         opt = torch.optim.Adam(model.parameters(), **CNN_ADAM)
     return model, opt
+
+
+def torch_epoch(torch, model, opt, x, y, order, batch: int = BATCH):
+    """One PyTorch epoch over ``order`` in batches of ``batch`` (x, y: torch tensors);
+    returns the last loss."""
+    model.train()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    loss = None
+    for start in range(0, len(order), batch):
+        idx = torch.from_numpy(order[start:start + batch])
+        opt.zero_grad()
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+    return loss.item()
+
 
 
 # ---------------------------------------------------------------------- clocks and memory
@@ -285,6 +294,11 @@ class Clock:
     def stop(self) -> tuple[float, float]:
         self.sync()
         return time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
+def load_average() -> list | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 def _proc_status_mib(field: str) -> float | None:

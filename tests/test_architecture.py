@@ -130,7 +130,9 @@ def test_pyproject_lists_every_package_of_the_tree():
     listed = set(config["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts)
              for p in (ROOT / "tensornet").rglob("__init__.py")}
-    assert listed == found | {"tensornet.backends"}
+    found |= {".".join(("tensornet",) + p.parent.relative_to(ROOT).parts)
+              for p in (ROOT / "backends").rglob("__init__.py")}
+    assert listed == found
     assert config["package-dir"] == {"tensornet.backends": "backends"}
 
 

@@ -1,4 +1,5 @@
-"""Conv2d: 2-D convolution as im2col + one GEMM (Caffe/Chainer style), on every backend."""
+"""Conv2d: 2-D convolution as im2col + one GEMM (Caffe/Chainer style), on every backend;
+the math is ``F.conv2d`` / ``F.conv2d_backward``."""
 from __future__ import annotations
 
 import math
@@ -52,14 +53,15 @@ class Conv2d(Module):
     like PyTorch: kaiming_uniform(a=sqrt(5)) and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     Output (N, C_out, OH, OW), OH = (H + pad_h - dilation_h*(kh-1) - 1) // stride_h + 1.
 
-    Forward is ``F.im2col`` then one GEMM with the batch folded in (with groups, one
-    batched matmul over the groups); it caches the columns (C_in*kh*kw, N*OH*OW) for the
-    weight gradient. Backward is two GEMMs and ``F.col2im`` (with ``input_grad=False``, for
-    a first layer reading data, only the weight GEMM: it then returns None). The output is
-    returned as a transposed view of the GEMM result, whose memory is (C_out, N, OH, OW):
-    copying it to (N, C_out, OH, OW) would cost a pass, and BatchNorm's per-channel sums
-    that follow read contiguous memory this way. Any layer accepts it (it is an ordinary
-    array).
+    Forward is ``F.conv2d``: im2col then one GEMM with the batch folded in (with groups,
+    one batched matmul over the groups); it caches what ``F.conv2d_backward`` needs (the
+    columns (C_in*kh*kw, N*OH*OW) in the generic version; the input where the device
+    rebuilds the columns block by block, as the NumPy backend does). Backward is two GEMMs
+    and ``F.col2im`` (with ``input_grad=False``, for a first layer reading data, only the
+    weight GEMM: it then returns None). The output is returned as a transposed view of the
+    GEMM result, whose memory is (C_out, N, OH, OW): copying it to (N, C_out, OH, OW)
+    would cost a pass, and BatchNorm's per-channel sums that follow read contiguous memory
+    this way. Any layer accepts it (it is an ordinary array).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
@@ -83,7 +85,7 @@ class Conv2d(Module):
                                                   + self.kernel_size))
         self.bias = self.new_parameter(np.zeros(self.out_channels)) if bias else None
         self._fan_in = fan_in
-        self._cols = self._x_shape = None
+        self._cache = None
         self.reset_parameters()
 
     def _resolve_padding(self, padding):
@@ -112,59 +114,39 @@ class Conv2d(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
-        """x (N, C_in, H, W) -> y (N, C_out, OH, OW); caches the im2col columns."""
+        """x (N, C_in, H, W) -> y (N, C_out, OH, OW); caches what backward needs."""
         self._check_input(x, ndim=4, features=None,
                           expected=f"(N, {self.in_channels}, H, W)")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; "
                              f"expected (N, {self.in_channels}, H, W)")
-        xp = self.backend.xp
-        n = x.shape[0]
-        oh, ow = check_window_fits(self, x, self.kernel_size, self.stride, self._pads,
-                                   self.dilation)
-        self._cols = None  # let the allocator reuse the previous batch's columns
-        cols = F.im2col(x, self.kernel_size, self.stride, self._pads, self.dilation)
-        cols = xp.reshape(cols, self._grouped(self.in_channels * self.kernel_size[0]
-                                              * self.kernel_size[1], n * oh * ow))
-        weight = xp.reshape(self.weight.data, self._grouped(self.out_channels, -1))
-        y = xp.reshape(F.matmul(weight, cols), (self.out_channels, n * oh * ow))
-        if self.bias is not None:
-            y += xp.reshape(self.bias.data, (self.out_channels, 1))
-        self._cols, self._x_shape = cols, tuple(x.shape)
-        return xp.permute_dims(xp.reshape(y, (self.out_channels, n, oh, ow)), (1, 0, 2, 3))
+        check_window_fits(self, x, self.kernel_size, self.stride, self._pads, self.dilation)
+        self._cache = None  # let the allocator reuse the previous batch's buffers
+        bias = None if self.bias is None else self.bias.data
+        y, self._cache = F.conv2d(x, self.weight.data, bias, self.stride, self._pads,
+                                  self.dilation, self.groups)
+        return y
 
     def backward(self, grad_output, input_grad: bool = True):
         """grad_output (N, C_out, OH, OW) -> dx (N, C_in, H, W); adds weight/bias grads."""
-        cols = self._require_cache(self._cols)
+        cache = self._require_cache(self._cache)
         xp = self.backend.xp
-        n, _, oh, ow = grad_output.shape
-        grad = xp.reshape(xp.permute_dims(grad_output, (1, 0, 2, 3)),
-                          self._grouped(self.out_channels, n * oh * ow))
-        weight = xp.reshape(self.weight.data, self._grouped(self.out_channels, -1))
-        if self.weight.requires_grad:
-            # Written straight into the optimizer's flat gradient view when there is one.
-            buffer = self.weight.grad_buffer()
-            out = None if buffer is None else xp.reshape(buffer, weight.shape)
-            dw = F.matmul(grad, xp.matrix_transpose(cols), out=out)
-            self.weight.accumulate_grad(xp.reshape(dw, self.weight.shape)
-                                        if buffer is None else buffer)
+        weight_grad = self.weight.requires_grad
+        # Written straight into the optimizer's flat gradient view when there is one.
+        buffer = self.weight.grad_buffer() if weight_grad else None
+        dx, dw = F.conv2d_backward(grad_output, cache, self.weight.data, self.stride,
+                                   self._pads, self.dilation, self.groups,
+                                   weight_grad=weight_grad, weight_grad_out=buffer,
+                                   input_grad=input_grad)
+        if weight_grad:
+            self.weight.accumulate_grad(dw)
         if self.bias is not None and self.bias.requires_grad:
+            grad = xp.permute_dims(grad_output, (1, 0, 2, 3))
             self.bias.accumulate_grad(xp.sum(xp.reshape(grad, (self.out_channels, -1)), axis=1))
-        if not input_grad:
-            return None
-        dcols = F.matmul(xp.matrix_transpose(weight), grad)
-        return F.col2im(dcols, self._x_shape, self.kernel_size, self.stride, self._pads,
-                        self.dilation)
-
-    def _grouped(self, rows: int, columns: int) -> tuple:
-        """GEMM operand shape: (rows, columns) for one group, else (groups, rows/groups,
-        columns), so that one (batched) matmul covers all groups."""
-        if self.groups == 1:
-            return rows, columns
-        return self.groups, rows // self.groups, columns
+        return dx
 
     def clear_cache(self) -> None:
-        self._cols = self._x_shape = None
+        self._cache = None
 
     def extra_repr(self) -> str:
         text = (f"{self.in_channels}, {self.out_channels}, "

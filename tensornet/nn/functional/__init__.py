@@ -9,12 +9,14 @@ PyTorch) runs that instead. Layers call these; you can too, for a layer of your 
     cols = F.im2col(x, (3, 3), padding=((1, 1), (1, 1)))
 
 Where each piece lives: ``basic.py`` (matmul, scatter-add, one-hot, log-sum-exp, ReLU,
-softmax cross-entropy), ``windows.py`` (im2col/col2im, pooling), ``normalization.py``
+softmax cross-entropy), ``windows.py`` (im2col/col2im, pooling), ``conv.py`` (Conv2d's
+forward and backward: im2col + GEMM), ``normalization.py``
 (BatchNorm/LayerNorm statistics and backward), ``dispatch.py`` (the ``@kernel`` decorator).
 """
 from .basic import (all_finite, labels_in_range, logsumexp, matmul, one_hot, relu,
                     relu_backward, scatter_add, softmax_cross_entropy,
                     softmax_cross_entropy_backward)
+from .conv import conv2d, conv2d_backward
 from .dispatch import kernel
 from .normalization import normalize, normalize_backward
 from .windows import (avg_pool2d, avg_pool2d_backward, col2im, im2col, max_pool2d,
@@ -24,4 +26,4 @@ __all__ = ["kernel", "matmul", "scatter_add", "one_hot", "labels_in_range", "all
            "logsumexp", "relu", "relu_backward", "softmax_cross_entropy",
            "softmax_cross_entropy_backward", "pad2d", "im2col", "col2im", "max_pool2d",
            "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "normalize",
-           "normalize_backward"]
+           "normalize_backward", "conv2d", "conv2d_backward"]
