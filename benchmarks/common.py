@@ -37,6 +37,28 @@ def thread_env(threads: int) -> dict:
     return env
 
 
+def run_worker(module: str, cfg: dict, threads: int, timeout: float) -> dict:
+    """Run ``python -m <module> '<cfg as JSON>'`` in a fresh process whose libraries start
+    with ``threads`` threads; the JSON after ``RESULT `` on its last such line, or
+    ``cfg`` with an ``error``."""
+    import json
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = thread_env(threads)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    try:
+        proc = subprocess.run([sys.executable, "-m", module, json.dumps(cfg)],
+                              capture_output=True, text=True, timeout=timeout, env=env,
+                              cwd=root)
+    except subprocess.TimeoutExpired:
+        return {**cfg, "error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {**cfg, "error": f"worker exited with {proc.returncode}: {' | '.join(tail)}"}
+
+
 def pin_threads(threads: int) -> list[dict]:
     """Limit BLAS/OpenMP pools (threadpoolctl) and PyTorch, when imported, to ``threads``.
 
@@ -297,8 +319,25 @@ class Clock:
 
 
 def load_average() -> list | None:
-    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
-    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    """The 1, 5 and 15 minute load averages (None where the OS has none), then, on Linux,
+    the share of the last 10 s in which runnable tasks waited for a CPU (PSI "some")."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    figures = list(os.getloadavg())
+    try:
+        with open("/proc/pressure/cpu") as f:
+            figures.append(float(f.readline().split()[1].split("=")[1]))
+    except (OSError, IndexError, ValueError):
+        pass
+    return figures
+
+
+def format_load(figures) -> str:
+    """'1.23 (CPU pressure 45%)': the 1-minute load average and the CPU pressure."""
+    if not figures:
+        return "n/a"
+    text = f"{figures[0]:.2f}"
+    return text + (f" (CPU pressure {figures[3]:.0f}%)" if len(figures) > 3 else "")
 
 
 def _proc_status_mib(field: str) -> float | None:

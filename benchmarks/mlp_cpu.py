@@ -25,7 +25,7 @@ import sys
 import numpy as np
 
 from benchmarks.common import (BATCH, MLP_SGD, MLP_SIZES, SEED, Clock, build_model,
-                               build_optimizer, epoch_order, load_average, median,
+                               build_optimizer, epoch_order, format_load, load_average, median,
                                pin_threads, synthetic_mnist, torch_epoch, torch_twin)
 
 
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
         _torch()  # import before pinning, so that torch's pool is pinned too
     pin_threads(args.threads)
     r = run(args.reps, args.samples, with_torch=not args.no_torch)
-    before, after = (f"{a[0]:.2f}" if a else "n/a" for a in r["load_average"])
+    before, after = (format_load(a) for a in r["load_average"])
     print(f"MLP {'-'.join(map(str, MLP_SIZES))}, batch {BATCH}, SGD momentum 0.9, float32, "
           f"{r['samples']} synthetic samples, {args.threads} thread(s), median of {r['reps']} "
           f"epochs per side (wall clock; CPU time in brackets); load average "

@@ -29,10 +29,10 @@ import json
 import os
 import shlex
 import socket
-import subprocess
 import sys
 
-from benchmarks.common import load_average, machine_info, thread_env
+from benchmarks import common
+from benchmarks.common import format_load, load_average, machine_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SWEEPS = ("width", "batch", "channels", "threads")
@@ -67,19 +67,7 @@ def points(sweep: str, quick: bool, threads: int) -> list[dict]:
 
 
 def run_worker(cfg: dict, timeout: float) -> dict:
-    root = os.path.dirname(HERE)
-    env = thread_env(cfg["threads"])
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    try:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.scaling_worker", json.dumps(cfg)],
-                              capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
-    except subprocess.TimeoutExpired:
-        return {**cfg, "error": f"timed out after {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {**cfg, "error": f"worker exited with {proc.returncode}: {' | '.join(tail)}"}
+    return common.run_worker("benchmarks.scaling_worker", cfg, cfg["threads"], timeout)
 
 
 def measure_point(cfg: dict, quick: bool, timeout: float) -> dict:
@@ -134,7 +122,7 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
              f"the CPU", "",
              f"`{command}` on {info['cpu']} ({info['logical_cores']} logical cores), "
              f"{'; '.join(info['blas']) or 'BLAS unknown'}, {info['date']}; load average "
-             f"{_f(info['load_before'][0], '.2f')} before, {_f(info['load_after'][0], '.2f')} "
+             f"{format_load(info['load_before'])} before, {format_load(info['load_after'])} "
              f"after. Seconds per 60,000-sample epoch (extrapolated from the batches run), "
              f"peak resident memory of training (MiB above the libraries' baseline).", "",
              "| point | tensornet s | PyTorch s | tn / PyTorch | GEMM-only s | tn / GEMM | "
@@ -202,7 +190,7 @@ def main(argv=None) -> int:
     if unknown or not sweeps:
         parser.error(f"unknown sweep(s) {unknown}; choose from {', '.join(SWEEPS)}")
     info = machine_info(args.threads)
-    info["load_before"] = load_average() or [None]
+    info["load_before"] = load_average()
     out = args.out or os.path.join(HERE, "results", f"scaling-{socket.gethostname()}-"
                                    f"{datetime.date.today().isoformat()}")
     results = []
@@ -215,7 +203,7 @@ def main(argv=None) -> int:
             print(f"tensornet {_f(row['tensornet_s'], '.2f')} s, PyTorch "
                   f"{_f(row['pytorch_s'], '.2f')} s, {_f(row['tensornet_mib'], '.0f')} vs "
                   f"{_f(row['pytorch_mib'], '.0f')} MiB {row['notes']}", file=sys.stderr)
-    info["load_after"] = load_average() or [None]
+    info["load_after"] = load_average()
     rows = [summarize(p) for p in results]
     command = "python -m benchmarks.scaling " + " ".join(shlex.quote(a) for a in argv)
     os.makedirs(out, exist_ok=True)

@@ -254,3 +254,43 @@ def test_conv2d_forward_and_backward_match_generic(path, dtype, layout, geometry
     _, no_dw = F.conv2d_backward(grad, cache, weight, stride, padding, dilation, 1,
                                  weight_grad=False)
     assert no_dw is None
+
+
+# ---------------------------------------------------------------------- whole training steps
+def _train_cnn(steps=3, adam=True):
+    tn.manual_seed(11)
+    nn = tn.nn
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6),
+                          nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 9, 10))
+    opt = (tn.optim.Adam(model.parameters(), lr=1e-2) if adam
+           else tn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    rng = np.random.default_rng(5)
+    for _ in range(steps):
+        x = rng.standard_normal((16, 1, 12, 12)).astype(np.float32)
+        y = rng.integers(0, 10, 16)
+        tn.train_step(model, tn.nn.CrossEntropyLoss(), opt, x, y)
+    return [np.array(p.data) for p in model.parameters()]
+
+
+def test_seeded_training_is_bit_reproducible_with_parallel_kernels(monkeypatch):
+    """Every kernel split over two threads (the smallest chunks), twice: the same bits.
+    (The BLAS library is not thread-count independent itself: OpenBLAS 0.3.31 computes a
+    128x784 @ 784x128 product differently on one thread than on two; so a run repeats
+    bit for bit at a fixed thread count.)"""
+    monkeypatch.setattr(jit, "CHUNK_MIN", 1)
+    with thread_count(2):
+        first, second = _train_cnn(), _train_cnn()
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_training_with_numba_kernels_matches_the_numpy_path():
+    """SGD, whose step is linear in the gradient: Adam would turn the rounding noise of a
+    gradient that is zero in exact arithmetic (a bias before BatchNorm) into +-lr steps."""
+    with jit.switched(True):
+        compiled = _train_cnn(adam=False)
+    with jit.disabled():
+        plain = _train_cnn(adam=False)
+    for a, b in zip(compiled, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -2,9 +2,9 @@
 
 ``apply(xp, param, grad, *states, **scalars)`` is run once on symbolic values that record
 every operation it performs on one element (``_Tracer``); the record becomes the body of
-an elementwise loop, compiled by numba (cached on disk) and split over the threads for large groups, that
-reads each array once and writes param and the states once, with no temporaries, where
-NumPy's ``apply`` makes one pass over memory per operation.
+an elementwise loop, compiled by numba (cached on disk; large groups split over the
+threads), that reads each array once and writes param and the states once, with no
+temporaries, where NumPy's ``apply`` makes one pass over memory per operation.
 
 Same result, bit for bit: the kernel performs apply's operations in apply's order and
 precision. Operations between the arrays run in their dtype; Python scalars meeting an
@@ -161,7 +161,9 @@ _FUNCTIONS = {"sqrt": "np.sqrt({0})", "abs": "abs({0})", "exp": "np.exp({0})",
 
 
 def trace(update, scalars: dict):
-    """(kernel body lines, loads, stores, guards) of ``update.apply`` for these scalars."""
+    """``(body lines, array names, stores, guards)`` of ``update.apply`` for these scalars:
+    stores pairs each written array with the name of its final value; guards maps the
+    scalars it branched on to their truth."""
     tracer = _Tracer()
     names = ("param", "grad") + tuple(f"s{k}" for k in range(len(update.states)))
     elements = [_Element(tracer, f"{name}_in", owner=name) for name in names]
