@@ -13,6 +13,7 @@ import numpy as np
 from array_api_compat import is_numpy_array
 
 from . import jit, register_backend
+from .allocator import keep_freed_memory
 from .base import Backend
 from .layout import empty_in_order_of, flat_in_order_of
 from .threads import num_threads, run_chunks
@@ -24,6 +25,10 @@ class NumpyBackend(Backend):
     xp = np
     name = "numpy"
     device = "cpu"
+
+    def __init__(self, seed: int | None = None):
+        super().__init__(seed)
+        keep_freed_memory()  # the same large arrays every step: no page faults for them
 
     def owns(self, x) -> bool:
         return isinstance(x, np.ndarray)

@@ -11,6 +11,8 @@ the thread count). Groups, and NumPy without numba, use the generic version.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .geometry import window_output_size
@@ -28,6 +30,25 @@ _BLOCK = 1 << 19
 def _blocks(n: int, per_sample: int) -> list:
     size = max(1, _BLOCK // max(per_sample, 1))
     return [(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+_scratch = threading.local()
+
+
+def _buffer(name: str, size: int, dtype) -> np.ndarray:
+    """A 1-D scratch array of ``size`` elements, kept per thread and reused from call to
+    call: a block's columns live only within the block. Fresh 2 MB arrays per block cost
+    more than the block's work: the C allocator hands such memory back to the OS and
+    takes it again, ~3,000 page faults per backward of the benchmark CNN's second conv
+    (8.5 ms instead of 3.2 ms, measured)."""
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    key = (name, np.dtype(dtype))
+    buffer = buffers.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = buffers[key] = np.empty(max(size, _BLOCK), dtype=dtype)
+    return buffer[:size]
 
 
 def _usable(x, weight, groups):
@@ -49,13 +70,17 @@ def conv2d(backend, x, weight, bias, stride, padding, dilation, groups):
     w = weight.reshape(c_out, rows)
     flat = kernels.flat_major(x)
     shift = None if bias is None else bias.reshape(c_out, 1, 1, 1)
-    for start, stop in _blocks(n, rows * plane):
-        cols = kernels.im2col(x, kernel_size, stride, padding, dilation, out_size,
-                              (start, stop), flat)
-        block = y[:, start:stop]
-        np.matmul(w, cols.reshape(rows, -1), out=block.reshape(c_out, -1))
+
+    def block(k, samples):
+        size = rows * plane * (samples[1] - samples[0])
+        cols = kernels.im2col(x, kernel_size, stride, padding, dilation, out_size, samples,
+                              flat, out=_buffer("cols", size, x.dtype))
+        out = y[:, samples[0]:samples[1]]
+        np.matmul(w, cols.reshape(rows, -1), out=out.reshape(c_out, -1))
         if shift is not None:
-            block += shift
+            out += shift
+    for k, samples in enumerate(_blocks(n, rows * plane)):
+        block(k, samples)
     return y.transpose(1, 0, 2, 3), ("input", x, tuple(x.shape))
 
 
@@ -74,25 +99,34 @@ def conv2d_backward(backend, grad, cache, weight, stride, padding, dilation, gro
     if not g.flags.c_contiguous:
         g = np.ascontiguousarray(g)
     w = weight.reshape(c_out, rows)
+    blocks = _blocks(n, rows * plane)
+    # One weight-gradient part per block, summed in block order afterwards.
+    parts = np.empty((len(blocks), c_out, rows), dtype=grad.dtype) if weight_grad else None
+    dx = np.empty((c_in, n, h, w_in), dtype=grad.dtype) if input_grad else None
+    flat = kernels.flat_major(x) if weight_grad else None
+
+    def block(k, samples):
+        start, stop = samples
+        g_block = g[:, start:stop].reshape(c_out, -1)
+        size = rows * plane * (stop - start)
+        if weight_grad:
+            cols = kernels.im2col(x, kernel_size, stride, padding, dilation, out_size,
+                                  samples, flat, out=_buffer("cols", size, grad.dtype))
+            np.matmul(g_block, cols.reshape(rows, -1).T, out=parts[k])
+        if input_grad:
+            dcols = _buffer("dcols", size, grad.dtype).reshape(rows, -1)
+            np.matmul(w.T, g_block, out=dcols)
+            kernels.col2im(dcols, (stop - start, c_in, h, w_in), kernel_size, stride,
+                           padding, dilation, out_size, into=dx, first=start)
+    for k, samples in enumerate(blocks):
+        block(k, samples)
     dweight = None
     if weight_grad:
         dweight = (np.empty((c_out, rows), dtype=grad.dtype) if weight_grad_out is None
                    else weight_grad_out.reshape(c_out, rows))
-        partial = np.empty_like(dweight)
-    dx = np.empty((c_in, n, h, w_in), dtype=grad.dtype) if input_grad else None
-    flat = kernels.flat_major(x) if weight_grad else None
-    for k, (start, stop) in enumerate(_blocks(n, rows * plane)):
-        g_block = g[:, start:stop].reshape(c_out, -1)
-        if weight_grad:
-            cols = kernels.im2col(x, kernel_size, stride, padding, dilation, out_size,
-                                  (start, stop), flat).reshape(rows, -1)
-            np.matmul(g_block, cols.T, out=dweight if k == 0 else partial)
-            if k:
-                dweight += partial
-        if input_grad:
-            kernels.col2im(w.T @ g_block, (stop - start, c_in, h, w_in), kernel_size, stride,
-                           padding, dilation, out_size, into=dx, first=start)
-    if weight_grad:
+        np.copyto(dweight, parts[0])
+        for part in parts[1:]:
+            dweight += part
         dweight = weight_grad_out if weight_grad_out is not None else \
             dweight.reshape(weight.shape)
     return (None if dx is None else dx.transpose(1, 0, 2, 3)), dweight

@@ -21,6 +21,7 @@ _chosen: int | None = None   # set_num_threads' value; None: follow BLAS
 _blas: list | None = None    # threadpoolctl's BLAS controllers, found once
 _pool_state = None           # (workers, ThreadPoolExecutor) for work split in chunks
 _pool_lock = threading.Lock()
+_region = threading.local()  # .inside: this thread runs one chunk of run_chunks
 
 
 def _blas_controllers() -> list:
@@ -46,6 +47,8 @@ def num_threads() -> int:
     """Threads for tensornet's CPU kernels: ``set_num_threads``' choice, else the BLAS
     pool's current size (so ``OMP_NUM_THREADS=1`` or ``threadpool_limits(1)`` apply to
     them too), else the thread environment variables, else every logical core."""
+    if getattr(_region, "inside", False):
+        return 1  # already one of the threads of a split: no nested splits
     if _chosen is not None:
         return _chosen
     for controller in _blas_controllers():
@@ -95,17 +98,27 @@ def _pool(workers: int):
         return _pool_state[1]
 
 
-def run_chunks(function, chunks: list) -> None:
+def _in_region(function, chunk):
+    _region.inside = True
+    try:
+        return function(chunk)
+    finally:
+        _region.inside = False
+
+
+def run_chunks(function, chunks: list, threads: int | None = None) -> None:
     """``function(chunk)`` for every chunk: the first on the calling thread, the others on
-    a pool of ``num_threads() - 1`` threads (NumPy ufuncs and tensornet's compiled kernels
-    release the GIL); in order on the calling thread when there is one thread."""
-    workers = num_threads() - 1
+    a pool of ``threads - 1`` threads (default ``num_threads()``; NumPy ufuncs and
+    tensornet's compiled kernels release the GIL); in order on the calling thread when
+    there is one thread. Inside a chunk ``num_threads()`` is 1, so work split again there
+    runs on that thread."""
+    workers = (num_threads() if threads is None else threads) - 1
     if workers < 1 or len(chunks) == 1:
         for chunk in chunks:
             function(chunk)
         return
     pool = _pool(workers)
-    futures = [pool.submit(function, chunk) for chunk in chunks[1:]]
-    function(chunks[0])
+    futures = [pool.submit(_in_region, function, chunk) for chunk in chunks[1:]]
+    _in_region(function, chunks[0])
     for future in futures:
         future.result()

@@ -5,9 +5,11 @@
 Model: [Conv2d(1,8,3,p=1), BN, ReLU, MaxPool2] -> [Conv2d(8,16,3,p=1), BN, ReLU, MaxPool2]
 -> Flatten -> Linear(784,128) -> ReLU -> Dropout(0.3) -> Linear(128,10); batch 128, Adam
 (lr 1e-3), float32, Fashion-MNIST training images (or synthetic ones with --synthetic).
-Both frameworks start from the same weights, see the same batches and run in this process
-with the same number of threads (BLAS pools and torch.set_num_threads); their epochs
-alternate so machine noise hits both alike. Printed: wall seconds and process CPU seconds
+Both frameworks start from the same weights, see the same batches and run with the same
+number of threads (BLAS pools and torch.set_num_threads); PyTorch runs in a worker process
+of its own (``benchmarks/torch_side.py``: in one process its idle OpenMP workers spin on
+the cores tensornet's BLAS threads need), and the epochs alternate so machine noise hits
+both alike. Printed: wall seconds and process CPU seconds
 per epoch of each (with one thread the CPU time is the steadier figure on a busy machine),
 the ratio tensornet / PyTorch (issue 17's targets: <= 0.75 at the default thread
 count, <= 0.9 with one thread), the load average, and the per-layer forward/backward
@@ -26,15 +28,7 @@ import time
 
 from benchmarks.common import (BATCH, Clock, build_model, build_optimizer, epoch_order,
                                format_load, load_average, load_data, median, pin_threads,
-                               torch_epoch, torch_twin)
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
+                               settle)
 
 
 def tensornet_epoch(model, opt, loss_fn, x, y, order, batch: int = BATCH):
@@ -122,27 +116,30 @@ def _medians_ms(rows):
             for name, (f, bw) in rows.items()}
 
 
-def run(samples: int, reps: int, synthetic: bool, with_torch: bool = True) -> dict:
+def run(samples: int, reps: int, synthetic: bool, with_torch: bool = True,
+        threads: int = 1) -> dict:
     import tensornet as tn
+    from benchmarks.torch_side import TorchSide
 
     data = load_data("cnn", synthetic=synthetic, train_samples=samples)
     x, y = data.x_train, data.y_train
     order = epoch_order(len(x), 0)
-    torch = _torch() if with_torch else None
+    torch = TorchSide({"model": "cnn", "threads": threads, "synthetic": synthetic,
+                       "samples": samples}) if with_torch else None
+    if torch is not None and not torch.available:
+        torch.close()
+        torch = None
     clock = Clock()
 
     def fresh_tensornet():
         model = build_model("cnn")
         return model, build_optimizer("cnn", model.parameters()), tn.nn.CrossEntropyLoss()
 
-    if torch is not None:
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-
-    # warm-up: first calls, BLAS buffers, allocator pools
+    # warm-up: first calls, compiled kernels, BLAS buffers, allocator pools
     warm = order[:20 * BATCH]
     tensornet_epoch(*fresh_tensornet(), x, y, warm)
     if torch is not None:
-        torch_epoch(torch, *torch_twin("cnn", build_model("cnn")), xt, yt, warm)
+        torch.epoch(warm)
 
     times = {"tensornet": [], "pytorch": []}
     losses = {}
@@ -150,26 +147,26 @@ def run(samples: int, reps: int, synthetic: bool, with_torch: bool = True) -> di
     sides = ["tensornet"] + (["pytorch"] if torch is not None else [])
     for rep in range(reps):
         for side in (sides if rep % 2 == 0 else sides[::-1]):
+            settle()
             if side == "tensornet":
                 model, opt, loss_fn = fresh_tensornet()
                 clock.start()
                 losses[side] = tensornet_epoch(model, opt, loss_fn, x, y, order)
+                times[side].append(clock.stop())
             else:
-                t_model, t_opt = torch_twin("cnn", build_model("cnn"))
-                clock.start()
-                losses[side] = torch_epoch(torch, t_model, t_opt, xt, yt, order)
-            times[side].append(clock.stop())
+                elapsed, losses[side] = torch.epoch()
+                times[side].append(elapsed)
     load_after = load_average()
     split = {"tensornet": layer_split(*fresh_tensornet(), x, y, order)}
     if torch is not None:
-        split["pytorch"] = torch_layer_split(torch, *torch_twin("cnn", build_model("cnn")), xt,
-                                             yt, order)
+        split["pytorch"] = torch.split()
+        torch.close()
     return {"data": data.name, "samples": len(x), "reps": reps,
             "seconds": {k: median([t[0] for t in v]) for k, v in times.items() if v},
             "cpu_seconds": {k: median([t[1] for t in v]) for k, v in times.items() if v},
             "all_seconds": {k: [t[0] for t in v] for k, v in times.items() if v},
             "final_loss": losses, "split_ms": split, "load_average": [load_before, load_after],
-            "torch": None if torch is None else torch.__version__}
+            "torch": None if torch is None else torch.version}
 
 
 def main(argv=None) -> int:
@@ -184,10 +181,9 @@ def main(argv=None) -> int:
                         help="synthetic MNIST-shaped data instead of Fashion-MNIST")
     parser.add_argument("--no-torch", action="store_true", help="time tensornet only")
     args = parser.parse_args(argv)
-    if not args.no_torch:
-        _torch()  # import before pinning, so that torch's pool is pinned too
     pin_threads(args.threads)
-    r = run(args.samples, args.reps, args.synthetic, with_torch=not args.no_torch)
+    r = run(args.samples, args.reps, args.synthetic, with_torch=not args.no_torch,
+            threads=args.threads)
     before, after = (format_load(a) for a in r["load_average"])
     print(f"CNN conv8-conv16-fc128, batch {BATCH}, Adam, float32, {r['samples']} {r['data']} "
           f"samples, {args.threads} thread(s), median of {r['reps']} epoch(s) per framework; "

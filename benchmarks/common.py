@@ -298,6 +298,13 @@ def torch_epoch(torch, model, opt, x, y, order, batch: int = BATCH):
 
 
 # ---------------------------------------------------------------------- clocks and memory
+def settle(seconds: float = 0.3) -> None:
+    """Wait (untimed) between two sides of a comparison: the BLAS and OpenMP workers the
+    last side used spin for a while after its last call (OpenBLAS: up to ~0.1 s), on
+    cores the next side's threads need, even from another process."""
+    time.sleep(seconds)
+
+
 def median(values) -> float:
     return float(np.median(np.asarray(values, dtype=np.float64)))
 

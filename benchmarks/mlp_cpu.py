@@ -4,8 +4,10 @@ a hand-written NumPy loop and ``tn.fit``.
     python -m benchmarks.mlp_cpu [--reps 5] [--threads N] [--samples 60000]
 
 Every side trains the same model (same initial weights, same batch order, batch 128,
-SGD lr 0.01 momentum 0.9, float32) on 60,000 synthetic MNIST-shaped samples in the same
-process; epochs alternate between the sides so that machine noise hits all alike. The
+SGD lr 0.01 momentum 0.9, float32) on 60,000 synthetic MNIST-shaped samples; PyTorch in a
+worker process of its own (``benchmarks/torch_side.py``: in one process its idle OpenMP
+workers spin on the cores tensornet's BLAS threads need), the others in this one. Epochs
+alternate between the sides so that machine noise hits all alike. The
 sides: ``tensornet`` (the README's hand-written loop through the public API), ``tn.fit``
 (the same epoch through ``fit``), ``hand-written NumPy`` (the whole step written out in
 NumPy), ``PyTorch`` (the twin model, when torch is importable) and ``GEMM only`` (just
@@ -26,7 +28,7 @@ import numpy as np
 
 from benchmarks.common import (BATCH, MLP_SGD, MLP_SIZES, SEED, Clock, build_model,
                                build_optimizer, epoch_order, format_load, load_average, median,
-                               pin_threads, synthetic_mnist, torch_epoch, torch_twin)
+                               pin_threads, settle, synthetic_mnist)
 
 
 # ---------------------------------------------------------------------- the hand-written loop
@@ -137,16 +139,8 @@ def gemm_only_epoch(weights, x, batches, batch: int = BATCH):
                 np.matmul(g[i + 1], weights[i], out=g[i])
 
 
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
-
-
 def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
-        with_torch: bool = True) -> dict:
+        with_torch: bool = True, threads: int = 1) -> dict:
     """Time ``reps`` epochs of each side, rotating which side goes first each repetition."""
     import tensornet as tn
     import tensornet.data  # noqa: F401  (tn.data)
@@ -155,7 +149,14 @@ def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
     x = np.ascontiguousarray(x.reshape(samples, -1))
     initial = [np.array(p.data) for p in build_model("mlp").parameters()]
     order = epoch_order(samples, 0)  # the order DataLoader(seed=SEED) uses in epoch 0
-    torch = _torch() if with_torch else None
+    torch = None
+    if with_torch:  # in a process of its own: see benchmarks/torch_side.py
+        from benchmarks.torch_side import TorchSide
+        torch = TorchSide({"model": "mlp", "threads": threads, "synthetic": True,
+                           "samples": samples})
+        if not torch.available:
+            torch.close()
+            torch = None
     clock = Clock()
 
     def loader(rows):
@@ -186,11 +187,7 @@ def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
         return clock.stop(), float(loss)
 
     def torch_side(rows=None):
-        model, opt = torch_twin("mlp", build_model("mlp"))
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        clock.start()
-        loss = torch_epoch(torch, model, opt, xt, yt, order if rows is None else rows)
-        return clock.stop(), loss
+        return torch.epoch(rows)
 
     def gemm_side(rows=None):
         n = samples if rows is None else len(rows)
@@ -212,10 +209,13 @@ def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
     load_before = load_average()
     for rep in range(reps):
         for name in names[rep % len(names):] + names[:rep % len(names)]:
+            settle()
             elapsed, loss = sides[name]()
             times[name].append(elapsed)
             if loss is not None:
                 final[name] = loss
+    if torch is not None:
+        torch.close()
 
     wall = {k: [t[0] for t in v] for k, v in times.items()}
     cpu = {k: [t[1] for t in v] for k, v in times.items()}
@@ -233,7 +233,7 @@ def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
         "cpu_s": {k: median(v) for k, v in cpu.items()}, "ratios": ratios,
         "all_wall_s": wall, "final_loss": final, "load_average": [load_before, load_average()],
         "float64_gap": same_math_gap(x, y, order[:20 * BATCH]),
-        "torch": None if torch is None else torch.__version__,
+        "torch": None if torch is None else torch.version,
     }
 
 
@@ -249,10 +249,8 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=60000)
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     args = parser.parse_args(argv)
-    if not args.no_torch:
-        _torch()  # import before pinning, so that torch's pool is pinned too
     pin_threads(args.threads)
-    r = run(args.reps, args.samples, with_torch=not args.no_torch)
+    r = run(args.reps, args.samples, with_torch=not args.no_torch, threads=args.threads)
     before, after = (format_load(a) for a in r["load_average"])
     print(f"MLP {'-'.join(map(str, MLP_SIZES))}, batch {BATCH}, SGD momentum 0.9, float32, "
           f"{r['samples']} synthetic samples, {args.threads} thread(s), median of {r['reps']} "

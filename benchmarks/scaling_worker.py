@@ -7,17 +7,20 @@ prints the JSON result after ``RESULT `` on its last line. Configuration: ``mode
 ("mlp" or "cnn"), ``sizes`` (MLP layer sizes), ``channels`` (CNN), ``batch``, ``threads``,
 ``reps``, ``seconds`` (the target length of one timed run) and ``kind``:
 
-- ``time``: tensornet, PyTorch and (MLP) the GEMM-only floor take turns, ``reps`` runs
-  each of the same batches (a number chosen so that one tensornet run lasts about
-  ``seconds``) after a warm-up; per side the median seconds per sample, scaled to a
-  60,000-sample epoch. Also the share of tensornet's step spent in its GEMMs (one extra,
+- ``time``: tensornet, PyTorch (in a process of its own, ``benchmarks/torch_side.py``)
+  and (MLP) the GEMM-only floor take turns, ``reps`` runs each of the same batches (a
+  number chosen so that one tensornet run lasts about ``seconds``) after a warm-up; per
+  side the median seconds per sample, scaled to a 60,000-sample epoch. Also the share of tensornet's step spent in its GEMMs (one extra,
   separately timed run with a clock around every matrix product).
 - ``memory`` (with ``framework``): imports and a warm-up of the same layers on a tiny
   model (compiled kernels, library code); then the data, the model and its optimizer
   (``build_mib``: the resident memory they add, initialisation transients included);
   then the baseline, and training on the batches: ``peak_mib``, the peak resident memory
   above that baseline (gradients, optimizer state, activations, workspace, allocator
-  caches: what training needs beyond the weights).
+  caches: what training needs beyond the weights). Before each baseline the C allocator
+  returns its free memory to the OS (``malloc_trim``): otherwise memory freed while the
+  model was built (the PyTorch twin copies a tensornet model's weights) would be reused
+  by training without showing in the resident size.
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ import traceback
 import numpy as np
 
 from benchmarks.common import (Clock, RssProbe, build_model, build_optimizer, epoch_order,
-                               median, pin_threads, synthetic_mnist, torch_epoch, torch_twin)
+                               median, pin_threads, settle, synthetic_mnist, torch_epoch,
+                               torch_twin)
 
 EPOCH = 60000
 
@@ -66,6 +70,18 @@ def _torch_build(cfg):
     return model, opt
 
 
+class _TorchInItsOwnProcess:
+    """The PyTorch side of a timing run, in a process of its own (see
+    ``benchmarks/torch_side.py``) that trains on the same samples."""
+
+    def __init__(self, cfg, samples: int):
+        from benchmarks.torch_side import TorchSide
+        self.side = TorchSide({**cfg, "synthetic": True, "samples": samples})
+
+    def __call__(self, cfg, x, y, order):
+        return self.side.epoch(order)[0][0]
+
+
 def _torch_train(built, cfg, x, y, order):
     import torch
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -79,10 +95,6 @@ def _tensornet_run(cfg, x, y, order):
     return _tensornet_train(_tensornet_build(cfg), cfg, x, y, order)
 
 
-def _torch_run(cfg, x, y, order):
-    return _torch_train(_torch_build(cfg), cfg, x, y, order)
-
-
 def _gemm_run(cfg, x, y, order):
     from benchmarks.mlp_cpu import gemm_only_epoch
     weights = [np.asarray(p.data) for p in build_model("mlp", **_shape(cfg)).parameters()][0::2]
@@ -94,44 +106,55 @@ def _gemm_run(cfg, x, y, order):
 
 
 def _gemm_seconds(cfg, x, y, order) -> float:
-    """Seconds spent inside tensornet's matrix products during one run."""
-    from tensornet.backends import get_backend
-    kernels = type(get_backend("cpu")).kernels
-    matmul, spent = kernels["matmul"], [0.0]
+    """Seconds spent inside tensornet's matrix products during one run (every
+    ``numpy.matmul`` call: the backend's matmul and its convolution blocks use it)."""
+    matmul, spent = np.matmul, [0.0]
 
-    def timed(backend, a, b, out=None):
+    def timed(*args, **kwargs):
         start = time.perf_counter()
-        result = matmul(backend, a, b, out)
+        result = matmul(*args, **kwargs)
         spent[0] += time.perf_counter() - start
         return result
 
-    kernels["matmul"] = timed
+    np.matmul = timed
     try:
         _tensornet_run(cfg, x, y, order)
     finally:
-        kernels["matmul"] = matmul
+        np.matmul = matmul
     return spent[0]
+
+
+def _trim() -> None:
+    """Give the allocator's free memory back to the OS (glibc), so that what one model's
+    construction freed does not hide what training then allocates."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def measure_time(cfg: dict) -> dict:
     batch = cfg["batch"]
     x, y = _data(cfg["model"], 2 * batch)
     probe_order = epoch_order(len(x), 0)
-    sides = {"tensornet": _tensornet_run}
-    if cfg.get("torch", True):
-        sides["pytorch"] = _torch_run
-    if cfg["model"] == "mlp":
-        sides["gemm_only"] = _gemm_run
-    for run in sides.values():   # warm-up: compiled kernels, BLAS buffers, first calls
-        run(cfg, x, y, probe_order)
+    _tensornet_run(cfg, x, y, probe_order)   # warm-up: compiled kernels, BLAS buffers
     per_batch = _tensornet_run(cfg, x, y, probe_order) / 2
     batches = int(min(60, max(3, round(cfg["seconds"] / max(per_batch, 1e-6)))))
     x, y = _data(cfg["model"], batches * batch)
     order = epoch_order(len(x), 0)
+    sides = {"tensornet": _tensornet_run}
+    if cfg.get("torch", True):
+        sides["pytorch"] = _TorchInItsOwnProcess(cfg, len(x))
+    if cfg["model"] == "mlp":
+        sides["gemm_only"] = _gemm_run
+    for run in sides.values():   # warm-up of every side on these batches
+        run(cfg, x, y, order)
     times = {name: [] for name in sides}
     names = list(sides)
     for rep in range(cfg["reps"]):
         for name in names[rep % len(names):] + names[:rep % len(names)]:
+            settle()
             times[name].append(sides[name](cfg, x, y, order))
     scale = EPOCH / len(order)
     result = {"batches": batches, "samples": len(order),
@@ -139,6 +162,8 @@ def measure_time(cfg: dict) -> dict:
               "all_seconds": times}
     gemm = _gemm_seconds(cfg, x, y, order)
     result["tensornet_gemm_share"] = gemm / median(times["tensornet"])
+    if "pytorch" in sides:
+        sides["pytorch"].side.close()
     return result
 
 
@@ -150,9 +175,11 @@ def measure_memory(cfg: dict) -> dict:
     small_x, small_y = _data(cfg["model"], 8)
     train(build(tiny), tiny, small_x, small_y, epoch_order(8, 0))  # libraries, kernels
     probe = RssProbe()
+    _trim()
     probe.start()
     x, y = _data(cfg["model"], 3 * batch)
     built = build(cfg)
+    _trim()
     build_mib = probe.stop()["training_mib"]
     probe.start()
     train(built, cfg, x, y, epoch_order(len(x), 0))
@@ -164,14 +191,14 @@ def measure_memory(cfg: dict) -> dict:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cfg = {"reps": 3, "seconds": 0.5, "threads": 1, "batch": 128, **json.loads(argv[0])}
-    if cfg["kind"] == "time" and cfg.get("torch", True) or cfg.get("framework") == "pytorch":
-        try:
-            import torch  # noqa: F401  (imported before pinning, so its pool is pinned too)
-        except ImportError:
-            cfg["torch"] = False
-            if cfg["kind"] == "memory":
-                print("RESULT " + json.dumps({**cfg, "skipped": "PyTorch is not installed"}))
-                return 0
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        cfg["torch"] = False
+        if cfg.get("framework") == "pytorch":
+            print("RESULT " + json.dumps({**cfg, "skipped": "PyTorch is not installed"}))
+            return 0
+    elif cfg.get("framework") == "pytorch":
+        import torch  # noqa: F401  (imported before pinning, so its pool is pinned too)
     pin_threads(cfg["threads"])
     try:
         result = measure_time(cfg) if cfg["kind"] == "time" else measure_memory(cfg)

@@ -57,7 +57,8 @@ __version__ = "0.1.0"
 
 __all__ = ["nn", "optim", "data", "models", "callbacks", "diagnostics",
            "get_backend", "available_backends", "to_device", "asnumpy", "DeviceError",
-           "set_num_threads", "num_threads", "gradcheck", "manual_seed", "get_rng_state", "set_rng_state",
+           "set_num_threads", "num_threads", "gradcheck", "manual_seed", "get_rng_state",
+           "set_rng_state",
            "fit", "evaluate", "predict", "History", "train_step", "make_train_step",
            "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN",
            "save", "load", "save_checkpoint", "load_checkpoint", "CheckpointError",

@@ -142,7 +142,7 @@ def test_scaling_report_names_the_points_where_tensornet_loses(tmp_path):
                 "time": {"seconds_per_epoch": seconds, "tensornet_gemm_share": 0.8},
                 "memory": {"tensornet": {"peak_mib": tn_mib}, "pytorch": {"peak_mib": pt_mib}}}
 
-    rows = [summarize(point("MLP W=256", 256, 1.0, 2.0, 10, 12, 0.8)),
+    rows = [summarize(point("MLP W=256", 256, 1.0, 2.0, 12.5, 12, 0.8)),
             summarize(point("MLP W=4096", 4096, 3.0, 2.0, 30, 20, 2.5))]
     assert rows[0]["notes"] == "" and rows[0]["time_ratio"] == 0.5
     assert "GEMMs alone" in rows[1]["notes"] and "more memory" in rows[1]["notes"]

@@ -14,6 +14,8 @@ vectorise. An array contiguous in neither order still works, more slowly.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -120,14 +122,18 @@ def flat_major(x):
     return major.reshape(-1), offsets
 
 
-def im2col(x, kernel_size, stride, padding, dilation, out_size, samples=None, flat=None):
+def im2col(x, kernel_size, stride, padding, dilation, out_size, samples=None, flat=None,
+           out=None):
     """cols (C, kh, kw, N, OH, OW), C-contiguous, from x (N, C, H, W) of any strides;
     only the samples ``range(*samples)`` when given (``flat``: ``flat_major(x)``, made
-    once for many such calls)."""
+    once for many such calls); written into ``out`` (a 1-D buffer at least that large)
+    when given."""
     n, c, h, w = x.shape
     first, stop = samples or (0, n)
     kh, kw = kernel_size
-    cols = np.empty((c, kh, kw, stop - first) + tuple(out_size), dtype=x.dtype)
+    shape = (c, kh, kw, stop - first) + tuple(out_size)
+    cols = (np.empty(shape, dtype=x.dtype) if out is None
+            else out[:math.prod(shape)].reshape(shape))
     same = (tuple(stride) == (1, 1) and tuple(out_size) == (h, w)
             and (kw - 1) * dilation[1] < w)
     flat, offsets = flat or flat_major(x)
