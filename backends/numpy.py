@@ -6,13 +6,17 @@ back to the generic version.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from array_api_compat import is_numpy_array
 
-from . import register_backend
+from . import jit, register_backend
+from .allocator import keep_freed_memory
 from .base import Backend
-from .geometry import window_output_size, windows_tile
+from .layout import empty_in_order_of, flat_in_order_of
+from .threads import num_threads, run_chunks
 
 
 def _is_host_array(x) -> bool:
@@ -26,6 +30,10 @@ class NumpyBackend(Backend):
     xp = np
     name = "numpy"
     device = "cpu"
+
+    def __init__(self, seed: int | None = None):
+        super().__init__(seed)
+        keep_freed_memory()  # the same large arrays every step: no page faults for them
 
     def owns(self, x) -> bool:
         return _is_host_array(x)
@@ -67,8 +75,37 @@ class NumpyBackend(Backend):
     def permutation(self, n: int):
         return self._rng.permutation(n).astype(np.int64)
 
+    def fused_update(self, update, param, grad, states, scalars: dict) -> None:
+        """One pass over the flat buffers: a compiled kernel generated from the rule
+        (``backends/jit/update.py``, with numba); without numba, ``apply`` (large groups:
+        in cache-sized chunks, spread over the threads). The same arithmetic either way,
+        bit for bit."""
+        arrays = [param, grad, *states]
+        if not all(a.flags.c_contiguous for a in arrays):
+            return super().fused_update(update, param, grad, states, scalars)
+        flat = [a.reshape(-1) for a in arrays]
+        kernels = jit.kernels("update")
+        if kernels is not None and param.dtype in _JIT_DTYPES \
+                and kernels.fused_update(update, flat[0], flat[1], flat[2:], scalars):
+            return None
+        size = flat[0].shape[0]
+        if size < jit.CHUNK_MIN:  # measured: chunks do not pay below ~1M elements
+            return super().fused_update(update, param, grad, states, scalars)
+
+        def piece(bounds):
+            lo, hi = bounds
+            for start in range(lo, hi, _UPDATE_CHUNK):
+                part = [a[start:min(hi, start + _UPDATE_CHUNK)] for a in flat]
+                update.apply(np, part[0], part[1], *part[2:], **scalars)
+        pieces = max(1, min(num_threads(), size // jit.CHUNK_MIN))
+        edges = [size * k // pieces // _UPDATE_CHUNK * _UPDATE_CHUNK for k in range(pieces)]
+        run_chunks(piece, list(zip(edges, edges[1:] + [size])))
+        return None
+
     def describe(self) -> dict:
-        return {"device": "cpu", "library": f"numpy {np.__version__}", "blas": _blas_info()}
+        threads = "numba kernels" if jit.available() else "NumPy only (no numba)"
+        return {"device": "cpu", "library": f"numpy {np.__version__}", "blas": _blas_info(),
+                "threads": f"{num_threads()} ({threads})"}
 
 
 def _blas_info() -> str:
@@ -85,6 +122,13 @@ def _blas_info() -> str:
         return f"{blas.get('name')} {blas.get('version', '')}".strip()
     except Exception:  # the layout of show_config differs across NumPy versions
         return "unknown"
+
+
+_JIT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Elements per chunk of the NumPy update: each temporary of apply (128 KB in float32)
+# stays in the core's cache while the chunk's few operations run over it (measured on 4M
+# float32: Adam's apply 38 ms whole, 28 ms in chunks; the numba kernel 7 ms).
+_UPDATE_CHUNK = 1 << 15
 
 
 register_backend(
@@ -123,6 +167,20 @@ def matmul(backend, a, b, out=None):
     return np.matmul(a, b, out=out)
 
 
+def _streams(like, *inputs):
+    """``(out, flat views of the inputs and of out)`` listing the elements in ``like``'s
+    memory order (out is laid out like ``like``), or None when an input is not contiguous
+    in that order."""
+    if like.flags.c_contiguous and all(a.flags.c_contiguous for a in inputs):
+        out = np.empty_like(like)
+        return out, [a.reshape(-1) for a in inputs] + [out.reshape(-1)]
+    flats = [flat_in_order_of(a, like) for a in inputs]
+    if any(f is None for f in flats):
+        return None
+    out = empty_in_order_of(like, like.shape, like.dtype)
+    return out, flats + [flat_in_order_of(out, like)]
+
+
 @NumpyBackend.override
 def reduce_sum(backend, x, axis=None, keepdims=False, out=None):
     return np.sum(x, axis=axis, keepdims=keepdims, out=out)
@@ -130,11 +188,22 @@ def reduce_sum(backend, x, axis=None, keepdims=False, out=None):
 
 @NumpyBackend.override
 def relu(backend, x):
-    return np.maximum(x, 0, dtype=x.dtype)
+    kernels = jit.kernels("basic")
+    streams = _streams(x, x) if kernels is not None and x.dtype in _JIT_DTYPES else None
+    if streams is None:
+        return np.maximum(x, 0, dtype=x.dtype)
+    kernels.relu(*streams[1])
+    return streams[0]
 
 
 @NumpyBackend.override
 def relu_backward(backend, grad, y):
+    kernels = jit.kernels("basic")
+    if kernels is not None and y.dtype in _JIT_DTYPES and grad.dtype == y.dtype:
+        streams = _streams(y, grad, y)
+        if streams is not None:
+            kernels.relu_backward(*streams[1])
+            return streams[0]
     out = np.greater(y, 0).astype(grad.dtype, copy=False)
     out *= grad
     return out
@@ -148,6 +217,10 @@ def relu_backward(backend, grad, y):
 # gives NaN or -inf there) and a non-finite loss either way, which the loss reports.
 @NumpyBackend.override
 def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0):
+    kernels = jit.kernels("basic")
+    if kernels is not None and logits.dtype in _JIT_DTYPES:
+        return kernels.softmax_cross_entropy(logits, labels.astype(np.int64, copy=False),
+                                             label_smoothing)
     log_probs = np.subtract(logits, logits.max(axis=1, keepdims=True))
     shifted_lse = np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
     log_probs -= shifted_lse
@@ -164,6 +237,10 @@ def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0):
 
 @NumpyBackend.override
 def softmax_cross_entropy_backward(backend, log_probs, labels, scale, label_smoothing=0.0):
+    kernels = jit.kernels("basic")
+    if kernels is not None and log_probs.dtype in _JIT_DTYPES:
+        return kernels.softmax_cross_entropy_backward(
+            log_probs, labels.astype(np.int64, copy=False), scale, label_smoothing)
     grad = np.exp(log_probs)
     hit = (np.arange(len(labels)), labels)
     if label_smoothing:
@@ -175,137 +252,57 @@ def softmax_cross_entropy_backward(backend, log_probs, labels, scale, label_smoo
     return grad
 
 
-# ---------------------------------------------------------------------- im2col / col2im
-# In general the generic slice loops: they measured as fast as a sliding_window_view plus
-# one copy (conv 8->16 on 14x14, batch 128: 1.3 vs 1.4 ms). Their copies run W elements at a
-# time, though, and NumPy's per-row overhead dominates on small images. When a stride-1
-# convolution keeps the image size (padding "same", the common 3x3/p1), each kernel offset
-# is one shift of the flattened H*W plane: the copies and adds then run over whole planes,
-# and the few positions that wrap around a row edge are zeroed (im2col) or taken back
-# (col2im). Measured (batch 128, 3x3/p1): im2col 1.27 -> 0.44 ms and col2im 2.67 -> 1.34 ms
-# for 8 channels of 14x14.
-@NumpyBackend.override
-def im2col(backend, x, kernel_size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):
-    if not _keeps_size(x.shape, kernel_size, stride, padding, dilation):
-        return NotImplemented
-    n, c, h, w = x.shape
-    plane = h * w
-    flat = x.transpose(1, 0, 2, 3).reshape(c, n, plane)
-    cols = np.empty((c, kernel_size[0], kernel_size[1], n, plane), dtype=x.dtype)
-    for i, j, row_shift, column_shift in _offset_shifts(kernel_size, padding, dilation):
-        shift = row_shift * w + column_shift
-        lo, hi = max(0, -shift), min(plane, plane - shift)
-        out = cols[:, i, j]
-        out[..., lo:hi] = flat[..., lo + shift:hi + shift]
-        out[..., :lo] = 0
-        out[..., hi:] = 0
-        rows = out.reshape(c, n, h, w)
-        if column_shift > 0:      # read past the right edge: padding
-            rows[..., w - column_shift:] = 0
-        elif column_shift < 0:    # read before the left edge: padding
-            rows[..., :-column_shift] = 0
-    return cols.reshape(c, kernel_size[0], kernel_size[1], n, h, w)
+
+# ---------------------------------------------------------------------- BatchNorm
+# With numba, BatchNorm's statistics and backward over every axis but the channel axis
+# (an input of at least 3 dimensions) are one task per channel, read in place in any
+# layout whose spatial positions are contiguous; otherwise (LayerNorm, BatchNorm1d on
+# (N, C)) the generic NumPy code.
+def _norm_kernels(x, axes):
+    if x.ndim < 3 or x.dtype not in _JIT_DTYPES or tuple(axes) != (0,) + tuple(range(2, x.ndim)):
+        return None
+    return jit.kernels("norm")
 
 
 @NumpyBackend.override
-def col2im(backend, cols, x_shape, kernel_size, stride=(1, 1), padding=((0, 0), (0, 0)),
-           dilation=(1, 1)):
-    if not _keeps_size(x_shape, kernel_size, stride, padding, dilation):
+def normalize(backend, x, axes, eps, allreduce=None, count=None):
+    kernels = _norm_kernels(x, axes)
+    if kernels is None or allreduce is not None or count is not None:  # SyncBatchNorm: generic
         return NotImplemented
-    n, c, h, w = x_shape
-    plane = h * w
-    cols = cols.reshape(c, kernel_size[0], kernel_size[1], n, plane)
-    dx = np.zeros((c, n, plane), dtype=cols.dtype)
-    dx_rows = dx.reshape(c, n, h, w)
-    for i, j, row_shift, column_shift in _offset_shifts(kernel_size, padding, dilation):
-        shift = row_shift * w + column_shift
-        lo, hi = max(0, -shift), min(plane, plane - shift)
-        part = cols[:, i, j]
-        dx[..., lo + shift:hi + shift] += part[..., lo:hi]
-        # Output columns whose input column lies in the padding were added to the
-        # neighbouring row's other edge; take them back out.
-        rows = part.reshape(c, n, h, w)
-        if column_shift > 0:      # last columns landed on the next row's first ones
-            first, last = max(0, -row_shift - 1), min(h, h - row_shift - 1)
-            if last > first:
-                dx_rows[:, :, first + row_shift + 1:last + row_shift + 1,
-                        :column_shift] -= rows[:, :, first:last, w - column_shift:]
-        elif column_shift < 0:    # first columns landed on the previous row's last ones
-            first, last = max(0, 1 - row_shift), min(h, h + 1 - row_shift)
-            if last > first:
-                dx_rows[:, :, first + row_shift - 1:last + row_shift - 1,
-                        w + column_shift:] -= rows[:, :, first:last, :-column_shift]
-    return dx_rows.transpose(1, 0, 2, 3)
-
-
-def _keeps_size(x_shape, kernel_size, stride, padding, dilation) -> bool:
-    """True for a stride-1 window geometry whose output is as large as its input (and whose
-    kernel is narrower than the image, so a shifted row wraps into one neighbour only)."""
-    return (tuple(stride) == (1, 1) and x_shape[2] * x_shape[3] > 0
-            and window_output_size(x_shape, kernel_size, stride, padding, dilation)
-            == tuple(x_shape[2:])
-            and (kernel_size[1] - 1) * dilation[1] < x_shape[3])
-
-
-def _offset_shifts(kernel_size, padding, dilation):
-    """Yield ``(i, j, row_shift, column_shift)``: where kernel offset (i, j) reads the
-    unpadded image relative to each output position."""
-    (top, _), (left, _) = padding
-    for i in range(kernel_size[0]):
-        for j in range(kernel_size[1]):
-            yield i, j, i * dilation[0] - top, j * dilation[1] - left
-
-
-# ---------------------------------------------------------------------- pooling
-# The tiling pools (stride == kernel, no padding; the common 2x2) skip the generic padded
-# buffers and write straight into strided views of one output array.
-@NumpyBackend.override
-def max_pool2d(backend, x, kernel_size, stride, padding=((0, 0), (0, 0)), dilation=(1, 1)):
-    if tuple(kernel_size) != (2, 2) or not windows_tile(x.shape, kernel_size, stride,
-                                                        padding, dilation):
+    xhat = empty_in_order_of(x, x.shape, x.dtype)
+    x3, xhat3 = kernels.channel_view(x), kernels.channel_view(xhat)
+    if x3 is None or xhat3 is None:
         return NotImplemented
-    # A tree of three maxima over the four corners; the arg-max offset 2*row + column comes
-    # from three comparisons as a uint8 (ties keep the earlier offset).
-    top_left, top_right = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]
-    bottom_left, bottom_right = x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
-    top = np.maximum(top_left, top_right)
-    bottom = np.maximum(bottom_left, bottom_right)
-    row = np.greater(bottom, top)
-    y = np.maximum(top, bottom, out=top)
-    column = np.greater(top_right, top_left)
-    column_bottom = np.greater(bottom_right, bottom_left)
-    column_bottom ^= column          # column = row ? column_bottom : column, in place
-    column_bottom &= row
-    column ^= column_bottom
-    argmax = np.left_shift(row.view(np.uint8), 1)
-    argmax |= column.view(np.uint8)
-    nan = np.isnan(y)
-    if nan.any():  # a NaN wins, the last one (as the generic code and the CUDA kernel)
-        for k, corner in enumerate((top_left, top_right, bottom_left, bottom_right)):
-            argmax[nan & np.isnan(corner)] = k
-    return y, argmax
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    return (xhat,) + tuple(s.reshape(shape) for s in kernels.normalize(x3, xhat3, eps))
 
 
 @NumpyBackend.override
-def max_pool2d_backward(backend, grad, argmax, x_shape, kernel_size, stride,
-                        padding=((0, 0), (0, 0)), dilation=(1, 1)):
-    if not windows_tile(x_shape, kernel_size, stride, padding, dilation):
+def normalize_backward(backend, grad, xhat, scale, axes, sums_out=(None, None),
+                       allreduce=None, count=None):
+    kernels = _norm_kernels(xhat, axes)
+    channels = xhat.shape[1]
+    if (kernels is None or grad.dtype != xhat.dtype or math.prod(np.shape(scale)) != channels
+            or allreduce is not None or count is not None):  # SyncBatchNorm: generic code
         return NotImplemented
-    kh, kw = kernel_size
-    # dx and the mask take grad's memory order (channel-major when grad comes from Conv2d),
-    # so the loop below and the next layer's backward stream through memory.
-    dx = _empty_in_order_of(grad, x_shape, grad.dtype)
-    mask = _empty_in_order_of(grad, argmax.shape, bool)
-    for i in range(kh):
-        for j in range(kw):
-            np.equal(argmax, i * kw + j, out=mask)
-            np.multiply(grad, mask, out=dx[:, :, i::kh, j::kw])
-    return dx
+    dx = empty_in_order_of(xhat, xhat.shape, xhat.dtype)
+    xhat3, dx3 = kernels.channel_view(xhat), kernels.channel_view(dx)
+    if xhat3 is None:
+        return NotImplemented
+    scale = np.ascontiguousarray(np.reshape(scale, -1), dtype=xhat.dtype)
+    grad3 = kernels.channel_view(grad)
+    sums = None if grad3 is None else kernels.normalize_backward(grad3, xhat3, scale, dx3)
+    if sums is None:  # grad laid out unlike xhat: one copy into xhat's layout
+        like = empty_in_order_of(xhat, xhat.shape, xhat.dtype)
+        np.copyto(like, grad)
+        sums = kernels.normalize_backward(kernels.channel_view(like), xhat3, scale, dx3)
+    shape = (1, channels) + (1,) * (xhat.ndim - 2)
+    sums = [s.reshape(shape) for s in sums]
+    for k, out in enumerate(sums_out):  # the flat gradient buffers' views, when given
+        if out is not None:
+            np.copyto(out, sums[k])
+            sums[k] = out
+    return (dx,) + tuple(sums)
 
 
-def _empty_in_order_of(like: np.ndarray, shape, dtype) -> np.ndarray:
-    """An empty array of ``shape`` whose axes are laid out in memory in the order of
-    ``like``'s (e.g. a (N, C, H, W) view of a (C, N, H, W) buffer gives the same)."""
-    outer_to_inner = sorted(range(like.ndim), key=lambda axis: -like.strides[axis])
-    out = np.empty([shape[axis] for axis in outer_to_inner], dtype=dtype)
-    return out.transpose(np.argsort(outer_to_inner))
+from . import numpy_conv, numpy_windows  # noqa: E402,F401  (register their overrides)

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shlex
 import socket
-import subprocess
 import sys
 
-from benchmarks.common import machine_info, thread_env
+from benchmarks import common
+from benchmarks.common import machine_info
 from benchmarks.modes import MODES
 from benchmarks.report import write
 from benchmarks.worker import combine
@@ -66,20 +65,7 @@ def parse_args(argv):
 
 
 def run_worker(cfg: dict, threads: int, timeout: float) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.worker", json.dumps(cfg)]
-    root = os.path.dirname(HERE)
-    env = thread_env(threads)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                              cwd=root)
-    except subprocess.TimeoutExpired:
-        return {**cfg, "error": f"timed out after {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {**cfg, "error": f"worker exited with {proc.returncode}: {' | '.join(tail)}"}
+    return common.run_worker("benchmarks.worker", cfg, threads, timeout)
 
 
 def main(argv=None) -> int:

@@ -37,6 +37,28 @@ def thread_env(threads: int) -> dict:
     return env
 
 
+def run_worker(module: str, cfg: dict, threads: int, timeout: float) -> dict:
+    """Run ``python -m <module> '<cfg as JSON>'`` in a fresh process whose libraries start
+    with ``threads`` threads; the JSON after ``RESULT `` on its last such line, or
+    ``cfg`` with an ``error``."""
+    import json
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = thread_env(threads)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    try:
+        proc = subprocess.run([sys.executable, "-m", module, json.dumps(cfg)],
+                              capture_output=True, text=True, timeout=timeout, env=env,
+                              cwd=root)
+    except subprocess.TimeoutExpired:
+        return {**cfg, "error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {**cfg, "error": f"worker exited with {proc.returncode}: {' | '.join(tail)}"}
+
+
 def pin_threads(threads: int) -> list[dict]:
     """Limit BLAS/OpenMP pools (threadpoolctl) and PyTorch, when imported, to ``threads``.
 
@@ -195,35 +217,39 @@ def epoch_order(n: int, epoch: int, seed: int = SEED) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- models
-def build_model(name: str, device="cpu", seed: int = SEED):
+def _layers(nn, name: str, sizes=MLP_SIZES, channels: int = 8) -> list:
+    """The benchmark model's layers from ``nn`` (tensornet's or PyTorch's: same names)."""
+    if name == "mlp":
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            if i:
+                layers.append(nn.ReLU())
+            layers.append(nn.Linear(fan_in, fan_out))
+        return layers
+    if name == "cnn":
+        c = channels
+        return [nn.Conv2d(1, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(c, 2 * c, 3, padding=1), nn.BatchNorm2d(2 * c), nn.ReLU(),
+                nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * c * 49, 128), nn.ReLU(),
+                nn.Dropout(0.3), nn.Linear(128, 10)]
+    raise ValueError(f"unknown benchmark model {name!r}; expected 'mlp' or 'cnn'")
+
+
+def build_model(name: str, device="cpu", seed: int = SEED, sizes=MLP_SIZES, channels: int = 8):
     """The benchmark model as a tensornet Sequential, initialised from ``seed``.
 
-    mlp: Linear 784-256-120-64-10 with ReLU between.
+    mlp: Linear 784-256-120-64-10 with ReLU between (other ``sizes`` for the sweeps).
     cnn: [Conv2d(1,8,3,p=1), BN, ReLU, MaxPool2] -> [Conv2d(8,16,3,p=1), BN, ReLU, MaxPool2]
-         -> Flatten -> Linear(784,128) -> ReLU -> Dropout(0.3) -> Linear(128,10).
+         -> Flatten -> Linear(784,128) -> ReLU -> Dropout(0.3) -> Linear(128,10)
+         (``channels`` C instead of 8: C and 2C channels, Linear(2C*49, 128)).
 
     Training loops call ``model.backward(grad, input_grad=False)``: the first layer skips
     the gradient with respect to the data, as PyTorch does for inputs that do not require
     grad (``tn.train.train_step`` does the same).
     """
     import tensornet as tn
-    nn = tn.nn
     tn.manual_seed(seed)
-    if name == "mlp":
-        layers = []
-        for i, (fan_in, fan_out) in enumerate(zip(MLP_SIZES[:-1], MLP_SIZES[1:])):
-            if i:
-                layers.append(nn.ReLU())
-            layers.append(nn.Linear(fan_in, fan_out))
-        model = nn.Sequential(*layers)
-    elif name == "cnn":
-        model = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10))
-    else:
-        raise ValueError(f"unknown benchmark model {name!r}; expected 'mlp' or 'cnn'")
-    return model.to(device)
+    return tn.nn.Sequential(*_layers(tn.nn, name, sizes, channels)).to(device)
 
 
 def build_optimizer(name: str, params):
@@ -234,23 +260,12 @@ def build_optimizer(name: str, params):
     return tn.optim.Adam(params, **CNN_ADAM)
 
 
-def torch_twin(name: str, tn_model, device: str = "cpu"):
+def torch_twin(name: str, tn_model, device: str = "cpu", sizes=MLP_SIZES, channels: int = 8):
     """The same model in PyTorch, with ``tn_model``'s weights copied in, and its optimizer."""
     import torch
     from torch import nn
 
-    if name == "mlp":
-        layers = []
-        for i, (fan_in, fan_out) in enumerate(zip(MLP_SIZES[:-1], MLP_SIZES[1:])):
-            if i:
-                layers.append(nn.ReLU())
-            layers.append(nn.Linear(fan_in, fan_out))
-        model = nn.Sequential(*layers)
-    else:
-        model = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10))
+    model = nn.Sequential(*_layers(nn, name, sizes, channels))
     import tensornet as tn
     state = {k: torch.from_numpy(np.array(tn.asnumpy(v))) for k, v in tn_model.state_dict().items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -266,7 +281,30 @@ def torch_twin(name: str, tn_model, device: str = "cpu"):
     return model, opt
 
 
+def torch_epoch(torch, model, opt, x, y, order, batch: int = BATCH):
+    """One PyTorch epoch over ``order`` in batches of ``batch`` (x, y: torch tensors);
+    returns the last loss."""
+    model.train()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    loss = None
+    for start in range(0, len(order), batch):
+        idx = torch.from_numpy(order[start:start + batch])
+        opt.zero_grad()
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+
 # ---------------------------------------------------------------------- clocks and memory
+def settle(seconds: float = 0.3) -> None:
+    """Wait (untimed) between two sides of a comparison: the BLAS and OpenMP workers the
+    last side used spin for a while after its last call (OpenBLAS: up to ~0.1 s), on
+    cores the next side's threads need, even from another process."""
+    time.sleep(seconds)
+
+
 def median(values) -> float:
     return float(np.median(np.asarray(values, dtype=np.float64)))
 
@@ -285,6 +323,28 @@ class Clock:
     def stop(self) -> tuple[float, float]:
         self.sync()
         return time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
+def load_average() -> list | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none), then, on Linux,
+    the share of the last 10 s in which runnable tasks waited for a CPU (PSI "some")."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    figures = list(os.getloadavg())
+    try:
+        with open("/proc/pressure/cpu") as f:
+            figures.append(float(f.readline().split()[1].split("=")[1]))
+    except (OSError, IndexError, ValueError):
+        pass
+    return figures
+
+
+def format_load(figures) -> str:
+    """'1.23 (CPU pressure 45%)': the 1-minute load average and the CPU pressure."""
+    if not figures:
+        return "n/a"
+    text = f"{figures[0]:.2f}"
+    return text + (f" (CPU pressure {figures[3]:.0f}%)" if len(figures) > 3 else "")
 
 
 def _proc_status_mib(field: str) -> float | None:

@@ -159,3 +159,54 @@ def test_distributed_benchmark_plans_and_reports_the_configurations():
                    "speedup": 1.5, "efficiency": 0.75, "all_samples_per_s": [1400.0, 1500.0],
                    "loads": [0.2, 1.0]}])
     assert "| mlp | 2 | 128 | 256 | 1,500 | 1.50x | 75% | 1,400 (0.2), 1,500 (1.0) |" in text
+
+
+def test_scaling_sweeps_cover_the_issue_ranges():
+    from benchmarks.scaling import points
+    widths = [p["x"] for p in points("width", False, 2)]
+    batches = {p["x"] for p in points("batch", False, 2)}
+    channels = [p["x"] for p in points("channels", False, 2)]
+    threads = {p["x"] for p in points("threads", False, 2)}
+    assert widths[0] == 256 and widths[-1] == 4096
+    assert min(batches) == 32 and max(batches) == 1024
+    assert channels[0] == 8 and channels[-1] == 64
+    import os
+    assert min(threads) == 1 and max(threads) == os.cpu_count()
+
+
+def test_scaling_report_names_the_points_where_tensornet_loses(tmp_path):
+    from benchmarks.scaling import markdown, plot, summarize
+
+    def point(label, x, tn_s, pt_s, tn_mib, pt_mib, floor=None):
+        seconds = {"tensornet": tn_s, "pytorch": pt_s}
+        if floor:
+            seconds["gemm_only"] = floor
+        return {"sweep": "width", "label": label, "x": x,
+                "time": {"seconds_per_epoch": seconds, "tensornet_gemm_share": 0.8},
+                "memory": {"tensornet": {"peak_mib": tn_mib}, "pytorch": {"peak_mib": pt_mib}}}
+
+    rows = [summarize(point("MLP W=256", 256, 1.0, 2.0, 12.5, 12, 0.8)),
+            summarize(point("MLP W=4096", 4096, 3.0, 2.0, 30, 20, 2.5))]
+    assert rows[0]["notes"] == "" and rows[0]["time_ratio"] == 0.5
+    assert "GEMMs alone" in rows[1]["notes"] and "more memory" in rows[1]["notes"]
+    info = {"versions": {"torch": "x"}, "cpu": "cpu", "logical_cores": 2, "blas": [],
+            "date": "today", "load_before": [1.0, 1.0, 1.0, 5.0], "load_after": None}
+    text = markdown(rows, info, "python -m benchmarks.scaling")
+    assert "| MLP W=256 | 1.00 | 2.00 | 0.50 |" in text
+    assert "at 1 of 2 points; not at:\n- MLP W=4096:" in text
+    plot(rows, str(tmp_path / "scaling.png"))
+    assert (tmp_path / "scaling.png").stat().st_size > 1000
+
+
+def test_scaling_worker_measures_a_point():
+    pytest.importorskip("torch")
+    from benchmarks.scaling import run_worker
+    cfg = {"model": "mlp", "sizes": [784, 16, 8, 4, 10], "batch": 16, "threads": 1,
+           "label": "tiny", "x": 16}
+    timing = run_worker({**cfg, "kind": "time", "reps": 1, "seconds": 0.01}, timeout=300)
+    assert "error" not in timing, timing
+    seconds = timing["seconds_per_epoch"]
+    assert set(seconds) == {"tensornet", "pytorch", "gemm_only"} and min(seconds.values()) > 0
+    assert 0 < timing["tensornet_gemm_share"] < 1
+    memory = run_worker({**cfg, "kind": "memory", "framework": "tensornet"}, timeout=300)
+    assert memory["peak_mib"] >= 0 and "build_mib" in memory, memory

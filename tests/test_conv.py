@@ -97,8 +97,11 @@ def test_gradcheck_directional_on_larger_input(rng):
 def test_gradcheck_catches_a_wrong_backward(rng, monkeypatch):
     conv = _conv(GRID[1], "cpu")
     kernels = type(conv.backend).kernels
-    monkeypatch.setitem(kernels, "col2im",
-                        lambda backend, *args: F.col2im.generic(backend, *args) * 1.01)
+    def wrong_input_grad(backend, *args, **kwargs):
+        dx, dw = F.conv2d_backward.generic(backend, *args, **kwargs)
+        return None if dx is None else dx * 1.01, dw
+
+    monkeypatch.setitem(kernels, "conv2d_backward", wrong_input_grad)
     with pytest.raises(tn.nn.GradcheckError, match="input"):
         tn.gradcheck(conv, rng.standard_normal((2, 2, 5, 5)))
 

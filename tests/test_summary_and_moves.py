@@ -23,7 +23,7 @@ def test_summary_lists_every_layer_with_shape_and_parameters():
     assert rows[9].split()[-1] == "100,480" and "(None, 10)" in rows[-1]
     assert f"Total params: {model.num_parameters():,}" in text
     assert model.training  # the mode is restored
-    assert model[0]._cols is None  # and the caches dropped
+    assert model[0]._cache is None  # and the caches dropped
 
 
 def test_summary_nested_frozen_and_integer_inputs(capsys):

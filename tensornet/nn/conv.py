@@ -1,5 +1,6 @@
 """Conv2d and Conv1d: convolution as im2col + one GEMM (Caffe/Chainer style), on every
-backend; ``Convolution`` holds what they and ConvTranspose2d share."""
+backend; the math is ``F.conv2d`` / ``F.conv2d_backward``. ``Convolution`` holds what they
+and ConvTranspose2d share."""
 from __future__ import annotations
 
 import math
@@ -96,17 +97,18 @@ class Conv2d(Convolution):
     like PyTorch: kaiming_uniform(a=sqrt(5)) and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     Output (N, C_out, OH, OW), OH = (H + pad_h - dilation_h*(kh-1) - 1) // stride_h + 1.
 
-    Forward is ``F.im2col`` then one GEMM with the batch folded in (with groups, one
-    batched matmul over the groups); it caches the columns (C_in*kh*kw, N*OH*OW) for the
-    weight gradient. Backward is two GEMMs and ``F.col2im`` (with ``input_grad=False``, for
-    a first layer reading data, only the weight GEMM: it then returns None). The output is
-    returned as a transposed view of the GEMM result, whose memory is (C_out, N, OH, OW):
-    copying it to (N, C_out, OH, OW) would cost a pass, and BatchNorm's per-channel sums
-    that follow read contiguous memory this way. Any layer accepts it (it is an ordinary
-    array).
+    Forward is ``F.conv2d``: im2col then one GEMM with the batch folded in (with groups,
+    one batched matmul over the groups); it caches what ``F.conv2d_backward`` needs (the
+    columns (C_in*kh*kw, N*OH*OW) in the generic version; the input where the device
+    rebuilds the columns block by block, as the NumPy backend does). Backward is two GEMMs
+    and ``F.col2im`` (with ``input_grad=False``, for a first layer reading data, only the
+    weight GEMM: it then returns None). The output is returned as a transposed view of the
+    GEMM result, whose memory is (C_out, N, OH, OW): copying it to (N, C_out, OH, OW)
+    would cost a pass, and BatchNorm's per-channel sums that follow read contiguous memory
+    this way. Any layer accepts it (it is an ordinary array).
     """
 
-    _cache_attrs = ("_cols", "_x_shape")
+    _cache_attrs = ("_cache",)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, *, device=None, dtype=None):
@@ -153,50 +155,44 @@ class Conv2d(Convolution):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
-        """x (N, C_in, H, W) -> y (N, C_out, OH, OW); caches the im2col columns."""
+        """x (N, C_in, H, W) -> y (N, C_out, OH, OW); caches what backward needs."""
         self._check_input(x, ndim=4, features=None,
                           expected=f"(N, {self.in_channels}, H, W)")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; "
                              f"expected (N, {self.in_channels}, H, W)")
-        xp = self.backend.xp
-        n = x.shape[0]
-        oh, ow = check_window_fits(self, x, self.kernel_size, self.stride, self._pads,
-                                   self.dilation)
-        self._cols = None  # let the allocator reuse the previous batch's columns
-        cols = F.im2col(x, self.kernel_size, self.stride, self._pads, self.dilation)
-        cols = xp.reshape(cols, self._grouped(self.in_channels * self.kernel_size[0]
-                                              * self.kernel_size[1], n * oh * ow))
-        weight = xp.reshape(self.weight.data, self._grouped(self.out_channels, -1))
-        y = xp.reshape(F.matmul(weight, cols), (self.out_channels, n * oh * ow))
-        if self.bias is not None:
-            y += xp.reshape(self.bias.data, (self.out_channels, 1))
-        self._cols, self._x_shape = cols, tuple(x.shape)
-        return xp.permute_dims(xp.reshape(y, (self.out_channels, n, oh, ow)), (1, 0, 2, 3))
+        check_window_fits(self, x, self.kernel_size, self.stride, self._pads, self.dilation)
+        self._cache = None  # let the allocator reuse the previous batch's buffers
+        bias = None if self.bias is None else self.bias.data
+        y, self._cache = F.conv2d(x, self._weight_4d(), bias, self.stride, self._pads,
+                                  self.dilation, self.groups)
+        return y
+
+    def _weight_4d(self):
+        """The weight as (C_out, C_in/groups, kh, kw) (a view: Conv1d keeps it 3-D)."""
+        return self.backend.xp.reshape(
+            self.weight.data, (self.out_channels, self.in_channels // self.groups)
+            + self.kernel_size)
 
     def backward(self, grad_output, input_grad: bool = True):
         """grad_output (N, C_out, OH, OW) -> dx (N, C_in, H, W); adds weight/bias grads."""
-        cols = self._require_cache(self._cols)
+        cache = self._require_cache(self._cache)
         xp = self.backend.xp
-        n, _, oh, ow = grad_output.shape
-        grad = xp.reshape(xp.permute_dims(grad_output, (1, 0, 2, 3)),
-                          self._grouped(self.out_channels, n * oh * ow))
-        weight = xp.reshape(self.weight.data, self._grouped(self.out_channels, -1))
-        if self.weight.requires_grad:
-            # Written straight into the optimizer's flat gradient view when there is one.
-            buffer = self.weight.grad_buffer()
-            out = None if buffer is None else xp.reshape(buffer, weight.shape)
-            dw = F.matmul(grad, xp.matrix_transpose(cols), out=out)
-            self.weight.accumulate_grad(xp.reshape(dw, self.weight.shape)
-                                        if buffer is None else buffer)
+        weight_grad = self.weight.requires_grad
+        # Written straight into the optimizer's flat gradient view when there is one.
+        buffer = self.weight.grad_buffer() if weight_grad else None
+        dx, dw = F.conv2d_backward(grad_output, cache, self._weight_4d(), self.stride,
+                                   self._pads, self.dilation, self.groups,
+                                   weight_grad=weight_grad, weight_grad_out=buffer,
+                                   input_grad=input_grad)
+        if weight_grad:
+            self.weight.accumulate_grad(dw if buffer is not None
+                                        else xp.reshape(dw, self.weight.shape))
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(F.reduce_sum(xp.reshape(grad, (self.out_channels, -1)),
-                                                   axis=1, out=self.bias.grad_buffer()))
-        if not input_grad:
-            return None
-        dcols = F.matmul(xp.matrix_transpose(weight), grad)
-        return F.col2im(dcols, self._x_shape, self.kernel_size, self.stride, self._pads,
-                        self.dilation)
+            self.bias.accumulate_grad(F.reduce_sum(
+                xp.reshape(xp.permute_dims(grad_output, (1, 0, 2, 3)), (self.out_channels, -1)),
+                axis=1, out=self.bias.grad_buffer()))
+        return dx
 
     def _repr_items(self) -> list:
         items = []
@@ -227,8 +223,8 @@ class Conv1d(Conv2d):
     OL = (L + 2*padding - dilation*(k-1) - 1) // stride + 1.
 
     It is Conv2d on a height-1 image: x is viewed as (N, C_in, 1, L) and the weight as
-    (C_out, C_in/groups, 1, k), so forward and backward (im2col, one GEMM, col2im; the
-    cached columns) are Conv2d's.
+    (C_out, C_in/groups, 1, k), so forward and backward (``F.conv2d`` and
+    ``F.conv2d_backward``) are Conv2d's.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,

@@ -1,0 +1,86 @@
+"""Compiled CPU kernels for the NumPy backend (numba; optional: ``pip install
+'tensornet[fast]'``).
+
+Where NumPy needs several passes over memory and temporaries for one layer kernel (the
+2x2 max pool, col2im, BatchNorm's statistics, an optimizer update), a numba kernel does it
+in one pass (numba, compiled without the GIL), split over tensornet's thread pool
+(``backends.threads``) when the work is large. The NumPy overrides in
+``backends/numpy.py`` call these when numba is importable and fall back to their pure-NumPy
+code otherwise (or when ``TENSORNET_JIT=0`` is set, or inside ``disabled()``). Kernels are
+compiled on first use and cached on disk (numba's ``cache=True``), so only the first run
+on a machine pays the compile time.
+
+Every kernel here computes what the generic version in ``tensornet/nn/functional`` computes
+(tests: ``tests/test_cpu_kernels.py``); each parallel loop runs over independent outputs,
+and every reduction runs in a fixed order, so results do not depend on the thread count.
+
+This file imports nothing heavy: the kernel files (``windows.py``, ``norm.py``,
+``basic.py``) import numba, and are imported by ``kernels(name)`` on first use.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+
+from ..threads import num_threads, run_chunks
+
+# Work is split over the threads only in pieces of at least this many elements: waking a
+# sleeping pool thread costs 10-60 us (far more when another process holds the core), as
+# much as a serial pass over 100-500K float32. Measured on the 2-core VM: a ReLU over 800K
+# float32 took 72 us on one thread and 109 us on two; over 4M, 697 us and 538 us.
+CHUNK_MIN = 1 << 20
+
+_SWITCH = {"on": os.environ.get("TENSORNET_JIT", "1").strip().lower() not in
+           ("0", "false", "no", "off")}
+_MODULES: dict = {}
+
+
+def available() -> bool:
+    """True when numba kernels are in use: numba is installed and not switched off."""
+    if not _SWITCH["on"]:
+        return False
+    if "available" not in _MODULES:
+        _MODULES["available"] = importlib.util.find_spec("numba") is not None
+    return _MODULES["available"]
+
+
+@contextlib.contextmanager
+def switched(on: bool):
+    """Inside this block, use the numba kernels (when installed) or not, whatever
+    ``TENSORNET_JIT`` says (tests compare both paths)."""
+    before = _SWITCH["on"]
+    _SWITCH["on"] = bool(on)
+    try:
+        yield
+    finally:
+        _SWITCH["on"] = before
+
+
+def disabled():
+    """Run the pure-NumPy paths inside this block."""
+    return switched(False)
+
+
+def kernels(name: str):
+    """The kernel module ``backends/jit/<name>.py`` (imports numba), or None when numba
+    kernels are not in use."""
+    if not available():
+        return None
+    module = _MODULES.get(name)
+    if module is None:
+        module = _MODULES[name] = importlib.import_module(f"{__name__}.{name}")
+    return module
+
+
+def run_tasks(driver, tasks: int, size: int, *args) -> None:
+    """``driver(*args, lo, hi)`` over the tasks ``[0, tasks)``, split into contiguous
+    ranges on ``num_threads()`` threads when the work (``size`` elements) is large
+    enough. Tasks write disjoint outputs, so the split never changes the results."""
+    pieces = min(num_threads(), tasks, size // CHUNK_MIN)
+    if pieces <= 1:
+        driver(*args, 0, tasks)
+        return
+    bounds = [tasks * k // pieces for k in range(pieces + 1)]
+    run_chunks(lambda k: driver(*args, bounds[k], bounds[k + 1]), list(range(pieces)))

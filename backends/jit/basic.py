@@ -1,0 +1,121 @@
+"""numba kernels of ReLU (forward and backward) and softmax cross-entropy (forward and
+backward), each one pass.
+
+ReLU works on 1-D views listing both arrays in one memory order (``layout.flat_in_order_of``),
+so any layout streams. Softmax cross-entropy: one row per task; labels are in range (the
+loss checks that before it calls these). A row holding NaN or +inf, or only -inf, gets NaN
+log-probabilities, as the NumPy override.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import run_tasks
+
+_OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
+# Elementwise loops index with unsigned integers: numba checks a signed index for Python's
+# negative wrap-around, and a loop starting at a variable ``lo`` then does not vectorise
+# (a ReLU over 32K float32: 28 us instead of 4).
+_U = np.uint64
+
+
+@njit(inline="always", **_OPTIONS)
+def _relu_at(x, out, i):
+    v = x[i]
+    out[i] = v if not v < 0 else 0   # max(v, 0), NaN kept, as np.maximum
+
+
+@njit(**_OPTIONS)
+def _relu_tasks(x, out, lo, hi):
+    for i in range(_U(lo), _U(hi)):
+        _relu_at(x, out, i)
+
+
+@njit(inline="always", **_OPTIONS)
+def _relu_backward_at(grad, y, out, i):
+    out[i] = grad[i] if y[i] > 0 else 0     # where(y > 0, grad, 0)
+
+
+@njit(**_OPTIONS)
+def _relu_backward_tasks(grad, y, out, lo, hi):
+    for i in range(_U(lo), _U(hi)):
+        _relu_backward_at(grad, y, out, i)
+
+
+def relu(x_flat, out_flat):
+    run_tasks(_relu_tasks, x_flat.size, x_flat.size, x_flat, out_flat)
+
+
+def relu_backward(grad_flat, y_flat, out_flat):
+    run_tasks(_relu_backward_tasks, y_flat.size, y_flat.size, grad_flat, y_flat, out_flat)
+
+
+# ---------------------------------------------------------------------- softmax cross-entropy
+@njit(inline="always", **_OPTIONS)
+def _cross_entropy_row(logits, labels, smoothing, losses, log_probs, row):
+    x = logits[row]
+    lp = log_probs[row]
+    classes = x.shape[0]
+    top = x[0]
+    for k in range(1, classes):
+        top = max(top, x[k]) if x[k] == x[k] else x[k]   # NaN propagates, as np.max
+    total = 0.0
+    for k in range(classes):
+        lp[k] = x[k] - top
+        total += np.exp(lp[k])
+    losses[row] = np.log(total)       # stored (and read back) in the logits' precision
+    shift = losses[row]
+    summed = 0.0
+    for k in range(classes):
+        lp[k] = lp[k] - shift
+        summed += lp[k]
+    picked = lp[labels[row]]
+    if smoothing == 0.0:
+        losses[row] = -picked
+    else:  # target (1 - eps) * onehot + eps / C
+        losses[row] = -(1.0 - smoothing) * picked - smoothing / classes * summed
+
+
+@njit(**_OPTIONS)
+def _cross_entropy_tasks(logits, labels, smoothing, losses, log_probs, lo, hi):
+    for row in range(lo, hi):
+        _cross_entropy_row(logits, labels, smoothing, losses, log_probs, row)
+
+
+@njit(inline="always", **_OPTIONS)
+def _cross_entropy_backward_row(log_probs, labels, scale, smoothing, grad, row):
+    lp = log_probs[row]
+    g = grad[row]
+    classes = lp.shape[0]
+    for k in range(classes):
+        g[k] = np.exp(lp[k])
+    if smoothing != 0.0:
+        for k in range(classes):
+            g[k] -= smoothing / classes
+        g[labels[row]] -= 1.0 - smoothing
+    else:
+        g[labels[row]] -= 1.0
+    for k in range(classes):
+        g[k] *= scale
+
+
+@njit(**_OPTIONS)
+def _cross_entropy_backward_tasks(log_probs, labels, scale, smoothing, grad, lo, hi):
+    for row in range(lo, hi):
+        _cross_entropy_backward_row(log_probs, labels, scale, smoothing, grad, row)
+
+
+def softmax_cross_entropy(logits, labels, label_smoothing):
+    losses = np.empty(logits.shape[0], dtype=logits.dtype)
+    log_probs = np.empty(logits.shape, dtype=logits.dtype)
+    run_tasks(_cross_entropy_tasks, logits.shape[0], logits.size, logits, labels,
+              float(label_smoothing), losses, log_probs)
+    return losses, log_probs
+
+
+def softmax_cross_entropy_backward(log_probs, labels, scale, label_smoothing):
+    grad = np.empty(log_probs.shape, dtype=log_probs.dtype)
+    run_tasks(_cross_entropy_backward_tasks, log_probs.shape[0], log_probs.size, log_probs,
+              labels, float(scale), float(label_smoothing), grad)
+    return grad

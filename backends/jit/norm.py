@@ -1,0 +1,156 @@
+"""numba kernels of BatchNorm's statistics and backward (``functional.normalize`` and
+``normalize_backward`` over every axis but the channel axis 1).
+
+Inputs are seen as (N, C, L) (L: the spatial positions), passed memory-major (see
+``windows.memory_major``) so that each (sample, channel) row of L values is contiguous: a
+Conv2d output, a (N, C, H, W) view of (C, N, H, W) memory, is read in place. Each channel
+is one task: its sums run in float64, row by row, then the channel is written in a second
+sweep while it is still in cache. The row sums are vectorised (numba's ``reassoc``: the
+order of the additions is fixed by the row length alone), so a channel's values do not
+depend on the thread count. The elementwise formulas are the generic ones, in the same
+order, in the input's precision.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from . import run_tasks
+from .windows import memory_major
+
+_OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
+_SUMS = dict(_OPTIONS, fastmath={"reassoc"})
+
+
+@njit(**_SUMS)
+def _row_sum(row):
+    total = 0.0
+    for k in range(row.shape[0]):
+        total += row[k]
+    return total
+
+
+@njit(**_SUMS)
+def _row_squared_deviations(row, mean):
+    total = 0.0
+    for k in range(row.shape[0]):
+        d = row[k] - mean
+        total += d * d
+    return total
+
+
+@njit(**_SUMS)
+def _row_sum_and_dot(grad, xhat):
+    total, dot = 0.0, 0.0
+    for k in range(grad.shape[0]):
+        g = grad[k]
+        total += g
+        dot += g * xhat[k]
+    return total, dot
+
+
+@njit(inline="always", **_OPTIONS)
+def _row(x, channel_major, n, c):
+    return x[c, n] if channel_major else x[n, c]
+
+
+@njit(inline="always", **_OPTIONS)
+def _normalize_task(x, xhat, channel_major, stats, eps, ci):
+    n = x.shape[1] if channel_major else x.shape[0]
+    length = x.shape[2]
+    count = n * length
+    total = 0.0
+    for a in range(n):
+        total += _row_sum(_row(x, channel_major, a, ci))
+    stats[0, ci] = total / count     # stored (and read back) in x's precision
+    mean = stats[0, ci]
+    squares = 0.0
+    for a in range(n):
+        squares += _row_squared_deviations(_row(x, channel_major, a, ci), mean)
+    stats[1, ci] = squares / count
+    stats[2, ci] = eps               # eps in x's precision, as the generic var + eps
+    stats[2, ci] = 1.0 / np.sqrt(stats[1, ci] + stats[2, ci])
+    invstd = stats[2, ci]
+    for a in range(n):
+        source, target = _row(x, channel_major, a, ci), _row(xhat, channel_major, a, ci)
+        for k in range(length):
+            target[k] = (source[k] - mean) * invstd
+
+
+@njit(**_OPTIONS)
+def _normalize_tasks(x, xhat, channel_major, stats, eps, lo, hi):
+    for ci in range(lo, hi):
+        _normalize_task(x, xhat, channel_major, stats, eps, ci)
+
+
+@njit(inline="always", **_OPTIONS)
+def _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, ci):
+    n = grad.shape[1] if channel_major else grad.shape[0]
+    length = grad.shape[2]
+    count = n * length
+    sum_grad, sum_grad_xhat = 0.0, 0.0
+    for a in range(n):
+        total, dot = _row_sum_and_dot(_row(grad, channel_major, a, ci),
+                                      _row(xhat, channel_major, a, ci))
+        sum_grad += total
+        sum_grad_xhat += dot
+    sums[0, ci] = sum_grad            # stored (and read back) in grad's precision
+    sums[1, ci] = sum_grad_xhat
+    sums[2, ci] = sums[0, ci] / count
+    sums[3, ci] = sums[1, ci] / count
+    mean_grad, mean_grad_xhat, s = sums[2, ci], sums[3, ci], scale[ci]
+    for a in range(n):
+        g, xh = _row(grad, channel_major, a, ci), _row(xhat, channel_major, a, ci)
+        out = _row(dx, channel_major, a, ci)
+        for k in range(length):
+            out[k] = (g[k] - mean_grad - xh[k] * mean_grad_xhat) * s
+
+
+@njit(**_OPTIONS)
+def _normalize_backward_tasks(grad, xhat, dx, channel_major, scale, sums, lo, hi):
+    for ci in range(lo, hi):
+        _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, ci)
+
+
+def channel_view(x):
+    """x (N, C, ...) as a (N, C, L) view (no copy), or None when that needs a copy."""
+    view = x.view()
+    try:
+        view.shape = (x.shape[0], x.shape[1], math.prod(x.shape[2:]))
+    except AttributeError:  # NumPy: "incompatible shape for in-place modification"
+        return None
+    return view
+
+
+def _alike(first, *others):
+    """Memory-major forms of ``first`` and of the others, or None when they differ."""
+    major, channel_major = memory_major(first)
+    rest = [memory_major(a) for a in others]
+    if any(flag != channel_major for _, flag in rest):
+        return None
+    return (major,) + tuple(a for a, _ in rest), channel_major
+
+
+def normalize(x3, xhat3, eps):
+    """Fill ``xhat3`` (N, C, L, laid out as x3) from ``x3``; returns (mean, var, invstd),
+    each (C,) in x's dtype."""
+    (x, xhat), channel_major = _alike(x3, xhat3)
+    stats = np.empty((3, x3.shape[1]), dtype=x3.dtype)
+    run_tasks(_normalize_tasks, x3.shape[1], x3.size, x, xhat, channel_major, stats,
+              float(eps))
+    return stats[0], stats[1], stats[2]
+
+
+def normalize_backward(grad3, xhat3, scale, dx3):
+    """Fill ``dx3`` (N, C, L, laid out as xhat3); returns (sum(grad), sum(grad * xhat)),
+    each (C,), or None when grad's layout differs from xhat's."""
+    arrays = _alike(xhat3, grad3, dx3)
+    if arrays is None:
+        return None
+    (xhat, grad, dx), channel_major = arrays
+    sums = np.empty((4, grad3.shape[1]), dtype=grad3.dtype)
+    run_tasks(_normalize_backward_tasks, grad3.shape[1], grad3.size, grad, xhat, dx,
+              channel_major, scale, sums)
+    return sums[0], sums[1]

@@ -1,0 +1,109 @@
+"""The PyTorch side of ``benchmarks.mlp_cpu`` and ``benchmarks.cnn_cpu``, in a process of
+its own that the benchmark drives epoch by epoch (``TorchSide``).
+
+Why not in the benchmark's process: PyTorch's OpenMP workers spin while idle, and in one
+process they take the cores that tensornet's BLAS threads then wait for. Measured on the
+2-core VM (CNN, 2 threads): tensornet's epoch took 9.0 s after a PyTorch epoch in the same
+process, 5.5 s in a process without PyTorch; making PyTorch's workers sleep instead
+(``OMP_WAIT_POLICY=passive``) slows PyTorch itself 1.3-2x. Here each framework runs as it
+would alone, and the epochs still alternate, so that slow spells of the machine hit both.
+
+    python -m benchmarks.torch_side '{"model": "cnn", "threads": 2, "synthetic": false,
+                                      "samples": 60000}'
+
+(optional: ``batch``, ``sizes``, ``channels`` as ``common.build_model``) reads one command
+per line on stdin (``epoch`` with the sample order, or ``split``) and answers each with one
+JSON line on stdout.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from benchmarks.common import (BATCH, MLP_SIZES, Clock, build_model, epoch_order, load_data,
+                               pin_threads, synthetic_mnist, thread_env, torch_epoch,
+                               torch_twin)
+
+
+class TorchSide:
+    """A PyTorch worker process: ``epoch(rows)`` -> (wall s, CPU s, last loss), ``split()``
+    -> its per-layer milliseconds; None from the constructor's ``available`` when PyTorch
+    is not importable."""
+
+    def __init__(self, cfg: dict):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = thread_env(cfg["threads"])
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        self._proc = subprocess.Popen([sys.executable, "-m", "benchmarks.torch_side",
+                                       json.dumps(cfg)], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True, env=env, cwd=root)
+        hello = self._read()
+        self.available = hello.get("torch") is not None
+        self.version = hello.get("torch")
+
+    def _read(self) -> dict:
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the PyTorch worker of the benchmark exited")
+        return json.loads(line)
+
+    def _ask(self, command: dict) -> dict:
+        self._proc.stdin.write(json.dumps(command) + "\n")
+        self._proc.stdin.flush()
+        return self._read()
+
+    def epoch(self, rows=None):
+        reply = self._ask({"do": "epoch", "rows": None if rows is None else list(map(int, rows))})
+        return (reply["wall"], reply["cpu"]), reply["loss"]
+
+    def split(self, batches: int = 40) -> dict:
+        return {k: tuple(v) for k, v in self._ask({"do": "split", "batches": batches})["ms"].items()}
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=60)
+
+
+def _serve(cfg: dict) -> None:
+    try:
+        import torch
+    except ImportError:
+        print(json.dumps({"torch": None}), flush=True)
+        return
+    pin_threads(cfg["threads"])
+    model_name, batch = cfg["model"], cfg.get("batch", BATCH)
+    shape = {"sizes": tuple(cfg.get("sizes") or MLP_SIZES), "channels": cfg.get("channels", 8)}
+    if cfg["synthetic"]:
+        x, y = synthetic_mnist(cfg["samples"])
+    else:
+        data = load_data("cnn", train_samples=cfg["samples"])
+        x, y = data.x_train, data.y_train
+    if model_name == "mlp":
+        x = np.ascontiguousarray(x.reshape(len(x), -1))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    order = epoch_order(len(x), 0)
+    clock = Clock()
+    print(json.dumps({"torch": torch.__version__}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["do"] == "epoch":
+            rows = order if command["rows"] is None else np.asarray(command["rows"], np.int64)
+            model, opt = torch_twin(model_name, build_model(model_name, **shape), **shape)
+            clock.start()
+            loss = torch_epoch(torch, model, opt, xt, yt, rows, batch)
+            wall, cpu = clock.stop()
+            print(json.dumps({"wall": wall, "cpu": cpu, "loss": loss}), flush=True)
+        elif command["do"] == "split":
+            from benchmarks.cnn_cpu import torch_layer_split
+            model, opt = torch_twin(model_name, build_model(model_name))
+            ms = torch_layer_split(torch, model, opt, xt, yt, order, command["batches"])
+            print(json.dumps({"ms": ms}), flush=True)
+
+
+if __name__ == "__main__":
+    _serve(json.loads(sys.argv[1]))
