@@ -78,7 +78,9 @@ def run_tasks(driver, tasks: int, size: int, *args) -> None:
     """``driver(*args, lo, hi)`` over the tasks ``[0, tasks)``, split into contiguous
     ranges on ``num_threads()`` threads when the work (``size`` elements) is large
     enough. Tasks write disjoint outputs, so the split never changes the results."""
-    pieces = min(num_threads(), tasks, size // CHUNK_MIN)
+    pieces = min(tasks, size // CHUNK_MIN)
+    if pieces > 1:  # asking for the thread count costs microseconds: only for large work
+        pieces = min(pieces, num_threads())
     if pieces <= 1:
         driver(*args, 0, tasks)
         return
