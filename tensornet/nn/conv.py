@@ -10,6 +10,7 @@ import numpy as np
 from tensornet.backends.geometry import window_output_size
 
 from . import functional as F
+from .functional.conv import grouped_shape
 from . import init
 from .module import Module
 
@@ -54,11 +55,8 @@ class Convolution(Module):
                              f"({self.groups})")
 
     def _grouped(self, rows: int, columns: int) -> tuple:
-        """GEMM operand shape: (rows, columns) for one group, else (groups, rows/groups,
-        columns), so that one (batched) matmul covers all groups."""
-        if self.groups == 1:
-            return rows, columns
-        return self.groups, rows // self.groups, columns
+        """GEMM operand shape for this module's groups (``F.conv``'s ``grouped_shape``)."""
+        return grouped_shape(self.groups, rows, columns)
 
     def _kernel_text(self) -> str:
         return _format_pair(self.kernel_size)

@@ -15,7 +15,7 @@ from .dispatch import kernel
 from .windows import col2im, im2col
 
 
-def _grouped(groups: int, rows: int, columns: int) -> tuple:
+def grouped_shape(groups: int, rows: int, columns: int) -> tuple:
     """GEMM operand shape: (rows, columns) for one group, else (groups, rows/groups,
     columns), so that one (batched) matmul covers all groups."""
     if groups == 1:
@@ -33,9 +33,9 @@ def conv2d(backend, x, weight, bias, stride, padding, dilation, groups):
     n, c_out, kernel_size = x.shape[0], weight.shape[0], tuple(weight.shape[2:])
     oh, ow = window_output_size(x.shape, kernel_size, stride, padding, dilation)
     cols = im2col(x, kernel_size, stride, padding, dilation)
-    cols = xp.reshape(cols, _grouped(groups, x.shape[1] * kernel_size[0] * kernel_size[1],
-                                     n * oh * ow))
-    w = xp.reshape(weight, _grouped(groups, c_out, -1))
+    rows = x.shape[1] * kernel_size[0] * kernel_size[1]
+    cols = xp.reshape(cols, grouped_shape(groups, rows, n * oh * ow))
+    w = xp.reshape(weight, grouped_shape(groups, c_out, -1))
     y = xp.reshape(matmul(w, cols), (c_out, n * oh * ow))
     if bias is not None:
         y += xp.reshape(bias, (c_out, 1))
@@ -57,9 +57,10 @@ def conv2d_backward(backend, grad, cache, weight, stride, padding, dilation, gro
     rows = x_shape[1] * kernel_size[0] * kernel_size[1]
     if kind == "input":  # another device's cache: the columns again
         saved = xp.reshape(im2col(saved, kernel_size, stride, padding, dilation),
-                           _grouped(groups, rows, n * oh * ow))
-    g = xp.reshape(xp.permute_dims(grad, (1, 0, 2, 3)), _grouped(groups, c_out, n * oh * ow))
-    w = xp.reshape(weight, _grouped(groups, c_out, -1))
+                           grouped_shape(groups, rows, n * oh * ow))
+    g = xp.reshape(xp.permute_dims(grad, (1, 0, 2, 3)),
+                   grouped_shape(groups, c_out, n * oh * ow))
+    w = xp.reshape(weight, grouped_shape(groups, c_out, -1))
     dweight = None
     if weight_grad:
         out = None if weight_grad_out is None else xp.reshape(weight_grad_out, w.shape)
