@@ -140,6 +140,26 @@ def test_gradients_lying_in_one_buffer_are_reduced_there_without_a_copy():
         np.testing.assert_array_equal(p.grad, e)
 
 
+def test_a_replaced_gradient_array_is_not_reduced_through_the_remembered_view():
+    params = list(_mlp().parameters())[:2]
+    buckets, comm = make_buckets(params), TwinComm()
+    shared = np.zeros(sum(p.size for p in params), np.float32)
+    offset = 0
+    for p in params:  # views of one buffer: reduced there, the view remembered
+        p.grad, offset = shared[offset:offset + p.size].reshape(p.shape), offset + p.size
+    for value in (3.0, 4.0):
+        shared[:] = value
+        buckets[0].reduce_mean_(comm)
+        np.testing.assert_array_equal(shared, value)  # (g + g) / 2
+    params[1].grad = np.full(params[1].shape, 5.0, np.float32)  # replaced by the user
+    shared[:] = 6.0
+    buckets[0].reduce_mean_(comm)
+    assert buckets[0].buffer is not None  # no longer one span: copied through the buffer
+    np.testing.assert_array_equal(params[1].grad, 5.0)
+    np.testing.assert_array_equal(params[0].grad, 6.0)
+    assert comm.reductions == 3
+
+
 def test_unused_parameters_are_zero_here_when_another_rank_used_them():
     model = _mlp()
     dp = tn.distributed.DataParallel(model, TwinComm(other_has_grads=True))
