@@ -332,3 +332,44 @@ def test_fused_updates_lists_every_rule_with_a_kernel_body():
             "adagrad_l2"} <= names
     for rule in rules:
         assert rule.body and set(rule.scalars) and callable(rule.apply), rule.name
+
+
+class _AlwaysFullAdam(tn.optim.Adam):
+    """Adam without the steady-state shortcut: every step does the full bookkeeping."""
+
+    def _steady_update(self, *args):
+        return False
+
+
+@pytest.mark.parametrize("edit", ["state_array", "step_count", "state_dict", "lr"])
+def test_edits_between_steps_are_followed_by_the_steady_state_shortcut(device, edit):
+    """From the second step on a pack's update skips the per-parameter bookkeeping while
+    nothing changed; any edit of the states between steps must give what the full path
+    gives."""
+    values, grads = host_problem(np.float64, seed=21, steps=6)
+    backend = get_backend(device)
+    results = []
+    for cls in (tn.optim.Adam, _AlwaysFullAdam):
+        params = make_params(device, values)
+        opt = cls(params, lr=0.05)
+        run(opt, params, grads, range(3))
+        if edit == "state_array":
+            opt.state[params[0]]["exp_avg"] = backend.asarray(np.full(SHAPES[0], 0.25))
+        elif edit == "step_count":  # mixed step counts: one update per parameter
+            opt.state[params[1]]["step"] = 1
+        elif edit == "state_dict":
+            opt.state[params[0]] = {k: (backend.asarray(host(v) * 0.5) if k != "step" else v)
+                                    for k, v in opt.state[params[0]].items()}
+        else:
+            opt.param_groups[0]["lr"] = 0.01
+        run(opt, params, grads, range(3, 6))
+        results.append(([host(p.data) for p in params],
+                        [{k: host(v) if k != "step" else v for k, v in opt.state[p].items()}
+                         for p in params]))
+    (fast, fast_state), (full, full_state) = results
+    for a, b in zip(fast, full):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(fast_state, full_state):
+        assert a.keys() == b.keys() and a["step"] == b["step"]
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])

@@ -35,6 +35,7 @@ class FlatPack:
         self.grad = backend.zeros((total,), dtype)
         self.states: dict = {}
         self._views: dict = {}  # buffer name -> list of views, one per parameter
+        self.steady = None  # what the last whole-pack update left (Optimizer._steady_update)
         self.data_views = self._views_of("data", self.data)
         self.grad_views = self._views_of("grad", self.grad)
         for p, view in zip(params, self.data_views):

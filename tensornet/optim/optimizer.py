@@ -219,6 +219,9 @@ class Optimizer(StateDictMixin):
 
     def _update_pack(self, pack, members: list, group: dict) -> None:
         rule, decay = self._decayed_rule(group)
+        if len(members) == len(pack.params) and self._steady_update(pack, rule, group, decay):
+            return
+        pack.steady = None
         fills = self._state_fills(group)
         signatures = []
         for i in members:
@@ -240,6 +243,9 @@ class Optimizer(StateDictMixin):
             backend.fused_update(rule, pack.data, pack.grad,
                                  [pack.states[name] for name in rule.states],
                                  {**scalars, **decay})
+            dicts = [self.state[p] for p in pack.params]
+            pack.steady = (rule, dicts, len(dicts[0]), tuple(
+                name for name, value in dicts[0].items() if isinstance(value, int)))
             return
         for i, (fresh, _) in zip(members, signatures):  # mixed step counts: one by one
             param = pack.params[i]
@@ -247,6 +253,39 @@ class Optimizer(StateDictMixin):
             scalars = self._scalars(group, state, fresh)
             backend.fused_update(rule, param.data, param.grad,
                                  [state[name] for name in rule.states], {**scalars, **decay})
+
+    def _steady_update(self, pack, rule, group: dict, decay: dict) -> bool:
+        """The update of a whole pack whose states are where the previous full update left
+        them (the same state dicts, each array still its pack view, equal step counts): the
+        per-parameter bookkeeping of ``_update_pack`` skipped (~30 us a step). False, with
+        nothing changed, when anything differs."""
+        steady = pack.steady
+        if steady is None or steady[0] is not rule:
+            return False
+        _, dicts, length, counted = steady
+        state = self.state
+        views = [pack.state(name) for name in rule.states]
+        first = dicts[0]
+        counts = [first[name] for name in counted]
+        for i, param in enumerate(pack.params):
+            entry = dicts[i]
+            if state.get(param) is not entry or len(entry) != length:
+                return False
+            for name, view in zip(rule.states, views):
+                if entry.get(name) is not view[i]:
+                    return False
+            for name, count in zip(counted, counts):
+                value = entry.get(name)
+                if value.__class__ is not int or value != count:
+                    return False
+        for name in counted:
+            for entry in dicts:
+                entry[name] += 1
+        pack.gather_grads(range(len(pack.params)))
+        pack.backend.fused_update(rule, pack.data, pack.grad,
+                                  [pack.states[name] for name in rule.states],
+                                  {**self._scalars(group, first, False), **decay})
+        return True
 
     # ------------------------------------------------------------------ weight decay
     def _decayed_rule(self, group: dict):
@@ -280,7 +319,10 @@ class Optimizer(StateDictMixin):
         checked[gi] = (group, tuple(group.items()))
 
     def _check_grad(self, param, grad, gi: int, pi: int) -> None:
-        backend = get_backend(param.data)
+        data = param.data
+        if grad is param._grad_slot and grad.shape == data.shape and grad.dtype == data.dtype:
+            return  # the flat buffer's own view: made on the parameter's device
+        backend = get_backend(data)
         if backend.owns(grad) and grad.shape == param.data.shape \
                 and grad.dtype == param.data.dtype:
             return
