@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="data-parallel over the ranks of mpiexec (mpiexec -n 2 tensornet "
                             "train --distributed); --batch-size is then per rank, as in "
                             "PyTorch, so the global batch is batch-size x ranks")
+    train.add_argument("--sync-bn", action="store_true",
+                       help="with --distributed: BatchNorm statistics over the global batch "
+                            "of all ranks (nn.SyncBatchNorm), as in one process; by default "
+                            "each rank normalises with its own batch, as PyTorch's DDP")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a saved model on its dataset's test split")
@@ -267,6 +271,9 @@ def _loader(x, y, batch_size, device, transform):
 def cmd_train(args) -> int:
     import tensornet as tn
 
+    if args.sync_bn and not args.distributed:
+        raise UsageError("--sync-bn synchronises BatchNorm across the ranks of --distributed; "
+                         "add --distributed (and run under mpiexec)")
     comm = _distributed_init() if args.distributed else None  # distributed (issue 18)
     main_rank = comm is None or comm.rank == 0
     device = _device(args.device if comm is None else tn.distributed.device_for(comm,
@@ -297,6 +304,8 @@ def cmd_train(args) -> int:
         normalize = tn.data.Normalize.from_data(train_set.x, per_channel=not image)
     model = tn.models.build(spec, device=device)
     if comm is not None:  # distributed (issue 18)
+        if args.sync_bn:  # same parameters, buffers and state_dict keys
+            model = tn.nn.SyncBatchNorm.convert_sync_batchnorm(model, comm)
         model = tn.distributed.DataParallel(model, comm)
     optimizer = _optimizer(args.optimizer, model.parameters(), lr)
     loss_fn = tn.nn.MSELoss() if autoencoder else tn.nn.CrossEntropyLoss()
@@ -308,7 +317,9 @@ def cmd_train(args) -> int:
     if verbose:
         batch = (f"batch {args.batch_size}" if comm is None else
                  f"batch {args.batch_size} per rank x {comm.size} ranks = "
-                 f"{args.batch_size * comm.size} global")
+                 f"{args.batch_size * comm.size} global"
+                 + (f", BatchNorm over all ranks ({_count_sync_bn(model)} SyncBatchNorm)"
+                    if args.sync_bn else ""))
         print(f"tensornet {tn.__version__}: {spec['name']} "
               f"({model.num_parameters():,} parameters) on {args.dataset} "
               f"({len(train_set)} train / {len(val_set) if val_set else 0} valid / {len(xt)} "
@@ -350,6 +361,11 @@ def cmd_train(args) -> int:
           f"model.safetensors{curves}")
     print(_test_line(test))
     return 0
+
+
+def _count_sync_bn(model) -> int:
+    import tensornet as tn
+    return sum(isinstance(m, tn.nn.SyncBatchNorm) for _, m in model.named_modules())
 
 
 def _test_line(test: dict) -> str:

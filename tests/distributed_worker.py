@@ -8,6 +8,7 @@ models on the ranks).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from tensornet import nn
 STEPS, PER_RANK, RANKS = 20, 32, 2
 SAMPLES = STEPS * PER_RANK * RANKS
 CASES = [("mlp", "sgd", "loop"), ("mlp", "adam", "fit"), ("cnn", "sgd", "fit"),
-         ("cnn", "adam", "loop")]
+         ("cnn", "adam", "loop"), ("mlp", "adam", "accumulate")]
 
 
 def data(n: int = SAMPLES, seed: int = 0):
@@ -55,6 +56,18 @@ def train(model, opt, loader, how: str) -> None:
     loss_fn = nn.CrossEntropyLoss()
     if how == "fit":
         tn.fit(model, loss_fn, opt, loader, epochs=1, verbose=0)
+        return
+    if how == "accumulate":  # each batch as two micro-batches; DataParallel: no_sync first
+        for xb, yb in loader:
+            opt.zero_grad()
+            half, n = len(xb) // 2, len(xb)
+            quiet = model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
+            with quiet:
+                loss_fn(model(xb[:half]), yb[:half])
+                model.backward(loss_fn.backward() * (half / n))
+            loss_fn(model(xb[half:]), yb[half:])
+            model.backward(loss_fn.backward() * ((n - half) / n))
+            opt.step()
         return
     for xb, yb in loader:
         opt.zero_grad()

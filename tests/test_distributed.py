@@ -208,6 +208,23 @@ def test_cli_distributed_matches_one_process_on_fashion_mnist(tmp_path, capsys):
     assert f"Test accuracy: {dist_acc:.2f}%" in capsys.readouterr().out
 
 
+def test_cli_sync_bn_trains_the_cnn_with_global_statistics(tmp_path, capsys):
+    """--sync-bn: SyncBatchNorm in the CNN (checkpoint keys as BatchNorm's, so eval loads it
+    into the plain model); one epoch on 2 x 2,000 samples of the training split."""
+    out = tmp_path / "cnn"
+    done, _ = mpirun([sys.executable, "-m", "tensornet", "train", "--distributed", "--sync-bn",
+                      "--model", "cnn", "--epochs", "1", "--out", str(out), "--data-dir",
+                      str(DEBIAN)], timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert ("batch 128 per rank x 2 ranks = 256 global, BatchNorm over all ranks "
+            "(2 SyncBatchNorm)") in done.stdout
+    acc = float(re.search(r"Test accuracy: ([\d.]+)% \(10000 samples", done.stdout)[1])
+    assert acc > 80.0, done.stdout
+    assert main(["eval", "--checkpoint", str(out / "model.safetensors"),
+                 "--data-dir", str(DEBIAN)]) == 0
+    assert f"Test accuracy: {acc:.2f}%" in capsys.readouterr().out
+
+
 def test_init_without_mpiexec_is_a_single_process():
     code = ("import tensornet as tn; c = tn.distributed.init(); "
             "print(c.rank, c.size, c.local_rank, c.local_size, tn.distributed.world() is c)")

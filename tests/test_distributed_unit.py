@@ -160,6 +160,25 @@ def test_a_replaced_gradient_array_is_not_reduced_through_the_remembered_view():
     assert comm.reductions == 3
 
 
+def test_no_sync_accumulates_locally_and_the_next_backward_averages_it_all():
+    plain, wrapped = _mlp(), _mlp()
+    comm = TwinComm()
+    dp = tn.distributed.DataParallel(wrapped, comm)
+    _backward(plain, seed=1)
+    _backward(plain, seed=2)
+    with dp.no_sync() as inner:
+        assert inner is dp
+        _backward(dp, seed=1)
+    assert comm.reductions == 0 and dp._sync
+    _backward(dp, seed=2)
+    assert comm.reductions == 1  # the accumulated sum, averaged once
+    for p, q in zip(plain.parameters(), wrapped.parameters()):
+        np.testing.assert_allclose(q.grad, p.grad, rtol=1e-6)
+    with pytest.raises(RuntimeError), dp.no_sync():
+        raise RuntimeError("inside")
+    assert dp._sync  # restored after an error too
+
+
 def test_unused_parameters_are_zero_here_when_another_rank_used_them():
     model = _mlp()
     dp = tn.distributed.DataParallel(model, TwinComm(other_has_grads=True))
@@ -286,3 +305,9 @@ def test_fit_refuses_cuda_graphs_across_ranks():
     with pytest.raises(ValueError, match="cuda_graph=True cannot capture the all-reduce"):
         tn.fit(dp, nn.CrossEntropyLoss(), tn.optim.SGD(dp.parameters(), lr=0.1), loader,
                cuda_graph=True, verbose=0)
+
+
+def test_cli_sync_bn_needs_distributed(capsys):
+    from tensornet.cli import main
+    assert main(["train", "--sync-bn", "--dataset", "blobs", "--epochs", "1"]) == 2
+    assert "--sync-bn" in capsys.readouterr().err

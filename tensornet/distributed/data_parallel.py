@@ -5,9 +5,14 @@
     loss = loss_fn(model(xb), yb)         # xb: this rank's part of the global batch
     model.backward(loss_fn.backward())    # returns once p.grad is the mean over the ranks
     opt.step(); opt.zero_grad()           # every rank takes the same step
+
+Gradient accumulation, as with PyTorch's DDP: the backwards of all micro-batches but the
+last inside ``with model.no_sync():`` (no communication), the last outside (it averages the
+accumulated gradients over the ranks).
 """
 from __future__ import annotations
 
+import contextlib
 from itertools import zip_longest
 
 from tensornet.backends import dtype_name, get_backend
@@ -41,8 +46,8 @@ class DataParallel(Module):
     ``nn.SyncBatchNorm`` computes the statistics over the global batch instead.
 
     ``state_dict()`` / ``load_state_dict()`` use the wrapped model's keys (no ``module.``
-    prefix). Forward, backward and the switch to eval mode are collective: call them on
-    every rank.
+    prefix). Forward, backward (outside ``no_sync``) and the switch to eval mode are
+    collective: call them on every rank.
     """
 
     def __init__(self, module: Module, comm: Communicator | None = None, *,
@@ -58,6 +63,7 @@ class DataParallel(Module):
         self.bucket_bytes = int(bucket_bytes)
         self._buckets, self._layout = None, None
         self._reduced = True  # this step's gradients were averaged (or no step is pending)
+        self._sync = True  # False inside no_sync()
         self._check_same_model()
         self.broadcast_from_rank0()
 
@@ -99,10 +105,39 @@ class DataParallel(Module):
         return self.module(*args, **kwargs)
 
     def backward(self, grad_output, input_grad: bool = True):
-        """Backward through the module, then the gradient average over the ranks."""
+        """Backward through the module, then the gradient average over the ranks (inside
+        ``no_sync()``: none, the gradients accumulate on this rank only)."""
         grad_input = self.module.backward(grad_output, input_grad=input_grad)
-        self.reduce_gradients()
+        if self._sync:
+            self.reduce_gradients()
+        else:
+            self._reduced = True  # no rank averages this backward: none to join on failure
         return grad_input
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Inside this block ``backward`` adds this rank's gradients into ``p.grad`` without
+        averaging them over the ranks (no communication), as PyTorch DDP's ``no_sync``.
+        The first backward outside averages everything accumulated, so gradient
+        accumulation over k micro-batches costs one all-reduce::
+
+            opt.zero_grad()
+            with model.no_sync():
+                for xb, yb in micro_batches[:-1]:
+                    loss_fn(model(xb), yb); model.backward(loss_fn.backward() / k)
+            xb, yb = micro_batches[-1]
+            loss_fn(model(xb), yb); model.backward(loss_fn.backward() / k)  # averaged here
+            opt.step()
+
+        Every rank must run the same number of backwards outside the block. Do not call
+        ``opt.step()`` on gradients accumulated inside alone: they differ between ranks.
+        """
+        previous = self._sync
+        self._sync = False
+        try:
+            yield self
+        finally:
+            self._sync = previous
 
     def reduce_gradients(self, failed: bool = False) -> None:
         """Average the gradients over the ranks (``backward`` calls it). ``failed=True``
