@@ -208,6 +208,9 @@ def test_cli_distributed_matches_one_process_on_fashion_mnist(tmp_path, capsys):
     assert f"Test accuracy: {dist_acc:.2f}%" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not (DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="Fashion-MNIST (Debian package dataset-fashion-mnist) not installed")
 def test_cli_sync_bn_trains_the_cnn_with_global_statistics(tmp_path, capsys):
     """--sync-bn: SyncBatchNorm in the CNN (checkpoint keys as BatchNorm's, so eval loads it
     into the plain model); one epoch on 2 x 2,000 samples of the training split."""
