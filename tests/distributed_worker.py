@@ -3,8 +3,8 @@ OUT``), and the model/data builders they share with the single-process reference
 
 Cases: ``equivalence`` (20 SGD-momentum / Adam steps of an MLP and of a CNN with
 SyncBatchNorm, saved per rank), ``stops`` (a NaN on one rank and early stopping),
-``threads``, ``raise`` / ``die`` (one rank fails mid-training), ``mismatch`` (different
-models on the ranks).
+``threads``, ``raise`` / ``die`` / ``hang`` (one rank fails or stops answering mid-training),
+``mismatch`` (different models on the ranks).
 """
 from __future__ import annotations
 
@@ -177,6 +177,9 @@ class _FailOnRank1(tn.callbacks.Callback):
         if run.model.comm.rank == 1 and step == 3:
             if self.how == "die":
                 os._exit(17)
+            if self.how == "hang":  # neither dies nor raises: rank 0 waits in the all-reduce
+                import time
+                time.sleep(120)
             raise RuntimeError("simulated failure on rank 1")
 
 
@@ -197,14 +200,15 @@ def case_mismatch(comm, out):
 
 def main(argv) -> None:
     case, out = argv[1], argv[2]
-    comm = tn.distributed.init()
+    # "hang": rank 1 stops answering; the collective watchdog must end both ranks
+    comm = tn.distributed.init(timeout=2.0) if case == "hang" else tn.distributed.init()
     if case == "equivalence":
         case_equivalence(comm, out, *argv[3:])
     elif case == "stops":
         case_stops(comm, out)
     elif case == "threads":
         case_threads(comm, out)
-    elif case in ("raise", "die"):
+    elif case in ("raise", "die", "hang"):
         case_fail(comm, out, case)
     elif case == "mismatch":
         case_mismatch(comm, out)

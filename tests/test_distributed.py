@@ -176,6 +176,16 @@ def test_a_failing_rank_ends_every_rank_promptly(tmp_path, how):
                 "rank 1); aborting every rank") in done.stderr
 
 
+def test_a_hung_rank_ends_every_rank_after_the_collective_timeout(tmp_path):
+    """Rank 1 sleeps in a callback (neither dies nor raises) while rank 0 waits in the
+    gradient all-reduce; with init(timeout=2) rank 0's watchdog names the wait and ends
+    both ranks long before rank 1 would wake up (120 s)."""
+    done, seconds = run_case("hang", tmp_path, timeout=90)
+    assert done.returncode != 0 and seconds < 40, (done.returncode, seconds, done.stderr)
+    assert ("tensornet.distributed: rank 0 of 2 waited more than 2 s in an all-reduce: "
+            "another rank is hung or far behind; ending every rank") in done.stderr
+
+
 def test_different_models_on_the_ranks_are_refused_at_wrap_time(tmp_path):
     done, seconds = run_case("mismatch", tmp_path, timeout=60)
     assert done.returncode != 0 and seconds < 30

@@ -311,3 +311,9 @@ def test_cli_sync_bn_needs_distributed(capsys):
     from tensornet.cli import main
     assert main(["train", "--sync-bn", "--dataset", "blobs", "--epochs", "1"]) == 2
     assert "--sync-bn" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, True, "60", float("nan")])
+def test_init_refuses_a_bad_collective_timeout(timeout):
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+        tn.distributed.init(timeout=timeout)

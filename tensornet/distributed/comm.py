@@ -9,12 +9,17 @@ with more than one rank it also
   user set a thread count (``threads=`` or OMP/OPENBLAS/MKL_NUM_THREADS): two ranks with
   default threads on two cores run ten times slower than one (oversubscription);
 - makes an uncaught exception on any rank abort every rank (``MPI_Abort``) after printing
-  it, instead of leaving the others waiting in a collective for ever.
+  it, instead of leaving the others waiting in a collective for ever;
+- watches the collectives: a rank that has waited in one for longer than ``timeout``
+  seconds (default 30 minutes, as PyTorch's process groups) says which and ends every rank,
+  so a hung rank (a deadlock, an endless loop, a stalled file system) does not leave the
+  others waiting for ever either.
 """
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -28,6 +33,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 
 _world = None        # the Communicator init() returned
 _thread_limit = None  # threadpoolctl's limiter: the limit lasts as long as this object
+DEFAULT_TIMEOUT = 1800.0  # seconds a rank may wait in one collective (PyTorch's default)
 
 
 class Communicator:
@@ -43,6 +49,7 @@ class Communicator:
         self.size = int(mpi_comm.Get_size()) if mpi_comm is not None else 1
         self.local_rank, self.local_size = int(local_rank), int(local_size)
         self._reducers: dict = {}  # backend -> its in-place all-reduce
+        self._waiting = None  # (what, since when) while in a collective: the watchdog reads it
 
     @property
     def shard(self) -> tuple[int, int]:
@@ -68,7 +75,11 @@ class Communicator:
     def allreduce_host_(self, array: np.ndarray) -> np.ndarray:
         """Sum a contiguous NumPy array in place over all ranks (MPI); returns it."""
         if self.size > 1:
-            self._comm.Allreduce(self._mpi.IN_PLACE, array, op=self._mpi.SUM)
+            self._waiting = ("an all-reduce", time.monotonic())
+            try:
+                self._comm.Allreduce(self._mpi.IN_PLACE, array, op=self._mpi.SUM)
+            finally:
+                self._waiting = None
         return array
 
     def sum(self, values) -> np.ndarray:
@@ -89,20 +100,30 @@ class Communicator:
             return array
         backend = get_backend(array)
         host = np.ascontiguousarray(backend.to_numpy(array))
-        self._comm.Bcast(host, root=root)
+        self._collective("a broadcast", self._comm.Bcast, host, root=root)
         array[...] = backend.asarray(host)
         return array
 
     # ------------------------------------------------------------------ Python objects
     def bcast(self, obj, root: int = 0):
-        return obj if self.size == 1 else self._comm.bcast(obj, root=root)
+        return obj if self.size == 1 else self._collective("a broadcast", self._comm.bcast,
+                                                           obj, root=root)
 
     def allgather(self, obj) -> list:
-        return [obj] if self.size == 1 else self._comm.allgather(obj)
+        return [obj] if self.size == 1 else self._collective("an all-gather",
+                                                             self._comm.allgather, obj)
 
     def barrier(self) -> None:
         if self.size > 1:
-            self._comm.Barrier()
+            self._collective("a barrier", self._comm.Barrier)
+
+    def _collective(self, what: str, call, *args, **kwargs):
+        """``call(*args, **kwargs)``, watched by the watchdog as ``what``."""
+        self._waiting = (what, time.monotonic())
+        try:
+            return call(*args, **kwargs)
+        finally:
+            self._waiting = None
 
     def abort(self, code: int = 1) -> None:
         """End every rank now (``MPI_Abort``); with one process, exit with ``code``."""
@@ -114,14 +135,21 @@ class Communicator:
         self._comm.Abort(code)
 
 
-def init(threads: int | None = None) -> Communicator:
+def init(threads: int | None = None, timeout: float | None = DEFAULT_TIMEOUT) -> Communicator:
     """Start MPI (once per process; later calls return the same communicator).
 
     ``threads``: BLAS threads per rank; default (cores on this host / ranks on this host)
-    unless an OMP/OPENBLAS/MKL/BLIS_NUM_THREADS variable is set. Raises ImportError
-    naming ``pip install 'tensornet[mpi]'`` when mpi4py is missing.
+    unless an OMP/OPENBLAS/MKL/BLIS_NUM_THREADS variable is set. ``timeout``: seconds a
+    rank may wait in one collective (all-reduce, broadcast, all-gather, barrier) before it
+    prints which and ends every rank (default 1800, as PyTorch; None: wait for ever). GPU
+    all-reduces through NCCL are not watched. Raises ImportError naming
+    ``pip install 'tensornet[mpi]'`` when mpi4py is missing.
     """
     global _world
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(
+            timeout, (int, float)) or not timeout > 0):
+        raise ValueError(f"tensornet.distributed.init: timeout must be a positive number of "
+                         f"seconds or None, got {timeout!r}")
     if _world is not None:
         return _world
     try:
@@ -136,6 +164,8 @@ def init(threads: int | None = None) -> Communicator:
     if comm.size > 1:
         _abort_on_uncaught_exceptions(comm)
         set_blas_threads(comm, threads)
+        if timeout is not None:
+            _start_watchdog(comm, float(timeout), MPI.Query_thread() == MPI.THREAD_MULTIPLE)
     _world = comm
     return comm
 
@@ -198,3 +228,27 @@ def _abort_on_uncaught_exceptions(comm: Communicator) -> None:
             comm.abort(1)
 
     sys.excepthook = hook
+
+
+def _start_watchdog(comm: Communicator, timeout: float, abort_from_thread: bool) -> None:
+    """A daemon thread that ends every rank when this one has waited in a collective for
+    more than ``timeout`` seconds: ``MPI_Abort`` where MPI allows calls from two threads,
+    else this process exits (``mpiexec`` then ends the others, as for a rank that dies)."""
+    period = min(5.0, max(0.05, timeout / 10.0))
+
+    def watch():
+        while True:
+            time.sleep(period)
+            waiting = comm._waiting
+            if waiting is None or time.monotonic() - waiting[1] <= timeout:
+                continue
+            sys.stderr.write(f"tensornet.distributed: rank {comm.rank} of {comm.size} waited "
+                             f"more than {timeout:g} s in {waiting[0]}: another rank is hung "
+                             f"or far behind; ending every rank (init(timeout=...) sets the "
+                             f"limit)\n")
+            sys.stderr.flush()
+            if abort_from_thread:
+                comm._comm.Abort(1)
+            os._exit(1)
+
+    threading.Thread(target=watch, name="tensornet-collective-watchdog", daemon=True).start()
