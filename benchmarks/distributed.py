@@ -1,12 +1,14 @@
 """Data-parallel scaling: training samples/s on 1 rank vs 2 ranks (``mpiexec``), MLP and CNN.
 
-    python -m benchmarks.distributed [--models mlp,cnn] [--ranks 2] [--reps 3] [--synthetic]
+    python -m benchmarks.distributed [--models mlp,cnn] [--ranks 2] [--reps 3] [--epochs 3]
+                                     [--synthetic]
 
 Each (model, ranks, batch) runs in its own ``mpiexec -n R`` launch with one BLAS thread
 per rank; the launches take turns repetition by repetition, so machine noise hits every
 configuration alike. A launch trains one untimed warm-up epoch on a slice of the data,
-then one timed epoch of ``tn.fit`` with ``DataParallel`` and a sharded DataLoader (gradient
-all-reduce, agreed stops and the per-epoch figures included). Configurations:
+then ``--epochs`` timed epochs of ``tn.fit`` with ``DataParallel`` and a sharded DataLoader
+(gradient all-reduce, agreed stops and the per-epoch figures included), each between two
+barriers; the launch's figure is the median epoch. Configurations:
 
 - 1 rank, batch 128 (the baseline);
 - R ranks, batch 128 per rank (global 128 * R): the usual data-parallel setting (PyTorch
@@ -38,7 +40,7 @@ BATCH = 128
 
 
 # ---------------------------------------------------------------------- one launch (each rank)
-def worker(model_name: str, batch: int, synthetic: bool) -> None:
+def worker(model_name: str, batch: int, synthetic: bool, epochs: int = 3) -> None:
     import tensornet as tn
 
     comm = tn.distributed.init(threads=1)
@@ -51,15 +53,18 @@ def worker(model_name: str, batch: int, synthetic: bool) -> None:
     tn.fit(model, loss_fn, optimizer, tn.data.DataLoader(warm, batch, shuffle=True, seed=SEED,
                                                          shard=comm.shard), verbose=0)
     loader = tn.data.DataLoader(dataset, batch, shuffle=True, seed=SEED, shard=comm.shard)
-    comm.barrier()
-    start = time.perf_counter()
-    history = tn.fit(model, loss_fn, optimizer, loader, verbose=0)
-    comm.barrier()
-    seconds = time.perf_counter() - start
+    seconds = []
+    for _ in range(epochs):  # each epoch timed alone: one interrupted epoch moves one figure
+        comm.barrier()
+        start = time.perf_counter()
+        history = tn.fit(model, loss_fn, optimizer, loader, verbose=0)
+        comm.barrier()
+        seconds.append(time.perf_counter() - start)
     if comm.rank == 0:
         print("RESULT " + json.dumps({
-            "samples": loader.num_samples * comm.size, "seconds": seconds,
-            "train_loss": history["train_loss"][-1], "data": data.name}), flush=True)
+            "samples": loader.num_samples * comm.size, "seconds": median(seconds),
+            "epoch_seconds": seconds, "train_loss": history["train_loss"][-1],
+            "data": data.name}), flush=True)
 
 
 # ---------------------------------------------------------------------- the parent
@@ -71,9 +76,10 @@ def _mpiexec() -> str:
     return found
 
 
-def launch(model_name: str, ranks: int, batch: int, synthetic: bool) -> dict:
+def launch(model_name: str, ranks: int, batch: int, synthetic: bool, epochs: int = 3) -> dict:
     command = [_mpiexec(), "-n", str(ranks), sys.executable, "-m", "benchmarks.distributed",
-               "--worker", model_name, "--batch", str(batch)] + (["--synthetic"] * synthetic)
+               "--worker", model_name, "--batch", str(batch), "--epochs", str(epochs)] + (
+                   ["--synthetic"] * synthetic)
     load = os.getloadavg()[0]  # how busy the machine was (shared machines: noise)
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800,
                           env=thread_env(1), cwd=os.path.dirname(HERE))
@@ -108,6 +114,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per launch, "
+                        "each alone between barriers; a launch's figure is their median")
     parser.add_argument("--synthetic", action="store_true", help="synthetic data only")
     parser.add_argument("--out", default=None, help="results folder (default "
                         "benchmarks/results/<host>-<date>)")
@@ -115,14 +123,14 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.worker, args.batch, args.synthetic)
+        worker(args.worker, args.batch, args.synthetic, args.epochs)
         return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     configs = list(configurations(models, args.ranks))
     runs = {config: [] for config in configs}
     for rep in range(args.reps):
         for config in configs:
-            result = launch(*config, args.synthetic)
+            result = launch(*config, args.synthetic, args.epochs)
             runs[config].append(result)
             print(f"rep {rep + 1}: {config[0]} {config[1]} rank(s) x batch {config[2]}: "
                   f"{result['samples'] / result['seconds']:,.0f} samples/s", flush=True)
@@ -144,10 +152,14 @@ def main(argv=None) -> int:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "distributed.md"), "w") as f:
         f.write(f"python -m benchmarks.distributed --models {args.models} --ranks "
-                f"{args.ranks} --reps {args.reps}; {os.cpu_count()} cores, 1 BLAS thread "
-                f"per rank, medians of {args.reps}\n\n{text}\n")
+                f"{args.ranks} --reps {args.reps} --epochs {args.epochs}; {os.cpu_count()} "
+                f"cores, 1 BLAS thread per rank; each launch's figure is the median of its "
+                f"{args.epochs} timed epochs, the table's the median of {args.reps} "
+                f"launches\n\n{text}\n")
     with open(os.path.join(out, "distributed.json"), "w") as f:
-        json.dump({"rows": rows, "cores": os.cpu_count(), "reps": args.reps}, f, indent=1)
+        json.dump({"rows": rows, "cores": os.cpu_count(), "reps": args.reps,
+                   "epochs": args.epochs, "runs": {" ".join(map(str, c)): r
+                                                   for c, r in runs.items()}}, f, indent=1)
     print(f"wrote {out}/distributed.md, distributed.json")
     return 0
 
