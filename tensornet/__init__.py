@@ -8,6 +8,25 @@ import importlib.util as _util
 import os as _os
 import sys as _sys
 
+# The hard dependencies (pyproject.toml), module -> distribution.
+_REQUIRED = {"numpy": "numpy", "array_api_compat": "array-api-compat",
+             "safetensors": "safetensors", "tqdm": "tqdm"}
+
+
+def _check_dependencies() -> None:
+    """One clear ImportError naming every missing dependency and how to install it, not a
+    ModuleNotFoundError from deep inside the first module that needs one."""
+    missing = [dist for module, dist in _REQUIRED.items() if _util.find_spec(module) is None]
+    if missing:
+        raise ImportError(
+            f"tensornet needs {', '.join(missing)}, which this Python ({_sys.executable}) "
+            f"does not have: install tensornet with its dependencies (`pip install .` or "
+            f"`pip install -e '.[dev]'` in a clone, in a virtual environment), or "
+            f"`pip install {' '.join(missing)}`")
+
+
+_check_dependencies()
+
 
 def _map_source_tree_backends() -> None:
     """Import the top-level ``backends/`` folder as ``tensornet.backends`` when this package

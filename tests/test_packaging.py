@@ -52,6 +52,17 @@ def test_without_any_install_elsewhere_tensornet_is_not_found(tmp_path):
     assert out.returncode != 0 and "No module named 'tensornet'" in out.stderr
 
 
+def test_missing_dependencies_are_named_with_the_install_command():
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    out = subprocess.run([sys.executable, "-S", "-c", "import tensornet"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)  # no site-packages
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: tensornet needs numpy, array-api-compat, "
+                           "safetensors, tqdm, which this Python"), last
+    assert "pip install numpy array-api-compat safetensors tqdm" in last
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """A regular, non-editable install of this tree (``pip install --target``), built from a
