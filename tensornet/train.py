@@ -128,11 +128,14 @@ def _summarize(backend, losses, corrects, sizes):
     return loss, acc, step_losses
 
 
-def _distributed(model):
+def _distributed(model, fitting: bool = False):
     """Issue 18: the data-parallel hooks when ``model`` is a DataParallel over several
-    ranks (tensornet.distributed.training), else None."""
-    from tensornet.distributed.training import for_model
+    ranks (tensornet.distributed.training), else None; ``fit`` (``fitting``) also refuses
+    to train inside ``DataParallel.no_sync()``."""
+    from tensornet.distributed.training import check_not_in_no_sync, for_model
 
+    if fitting:
+        check_not_in_no_sync(model)
     return for_model(model)
 
 
@@ -191,7 +194,7 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     for cb in callbacks:
         if not isinstance(cb, Callback):
             raise TypeError(f"fit: callbacks must be Callback instances, got {type(cb).__name__}")
-    dist = _distributed(model)  # distributed (issue 18)
+    dist = _distributed(model, fitting=True)  # distributed (issue 18)
     if dist is not None:
         if cuda_graph:
             raise ValueError("fit: cuda_graph=True cannot capture the all-reduce of a "

@@ -317,3 +317,15 @@ def test_cli_sync_bn_needs_distributed(capsys):
 def test_init_refuses_a_bad_collective_timeout(timeout):
     with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
         tn.distributed.init(timeout=timeout)
+
+
+def test_fit_inside_no_sync_is_refused():
+    dp = tn.distributed.DataParallel(_mlp(), TwinComm())
+    x = np.zeros((8, 20), np.float32)
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, np.arange(8) % 3), 4)
+    opt = tn.optim.SGD(dp.parameters(), lr=0.1)
+    with dp.no_sync():
+        with pytest.raises(RuntimeError, match="fit inside DataParallel.no_sync"):
+            tn.fit(dp, nn.CrossEntropyLoss(), opt, loader, verbose=0)
+        # evaluate has no backward: allowed (the twin rank doubles the sample count)
+        assert tn.evaluate(dp, nn.CrossEntropyLoss(), loader)["samples"] == 16

@@ -25,6 +25,14 @@ def for_model(model):
     return None
 
 
+def check_not_in_no_sync(model) -> None:
+    """``fit`` inside ``DataParallel.no_sync()`` would never average the gradients."""
+    if isinstance(model, DataParallel) and not model._sync:
+        raise RuntimeError("fit inside DataParallel.no_sync(): the gradients would never be "
+                           "averaged and the ranks would drift apart; no_sync is for the "
+                           "extra backwards of a hand-written accumulation loop")
+
+
 class DistributedFit:
     def __init__(self, model: DataParallel):
         self.model, self.comm = model, model.comm
