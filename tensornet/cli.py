@@ -365,7 +365,7 @@ def cmd_train(args) -> int:
 
 def _count_sync_bn(model) -> int:
     import tensornet as tn
-    return sum(isinstance(m, tn.nn.SyncBatchNorm) for _, m in model.named_modules())
+    return sum(isinstance(m, tn.nn.SyncBatchNorm) for m in model.modules())
 
 
 def _test_line(test: dict) -> str:

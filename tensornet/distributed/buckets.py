@@ -42,8 +42,7 @@ class Bucket:
         """``_contiguous_span(grads)``, remembered while the gradient arrays are the same
         objects (an array's memory never moves, and finding the span costs ~50 us a step)."""
         known, flat = self._span
-        if known is None or len(known) != len(grads) or \
-                any(a is not b for a, b in zip(known, grads)):
+        if known is None or any(a is not b for a, b in zip(known, grads)):
             flat = _contiguous_span(grads, self.total)
             self._span = (grads, flat)
         return flat

@@ -75,11 +75,8 @@ class Communicator:
     def allreduce_host_(self, array: np.ndarray) -> np.ndarray:
         """Sum a contiguous NumPy array in place over all ranks (MPI); returns it."""
         if self.size > 1:
-            self._waiting = ("an all-reduce", time.monotonic())
-            try:
-                self._comm.Allreduce(self._mpi.IN_PLACE, array, op=self._mpi.SUM)
-            finally:
-                self._waiting = None
+            self._collective("an all-reduce", self._comm.Allreduce, self._mpi.IN_PLACE, array,
+                             op=self._mpi.SUM)
         return array
 
     def sum(self, values) -> np.ndarray:

@@ -257,8 +257,8 @@ class Optimizer(StateDictMixin):
     def _steady_update(self, pack, rule, group: dict, decay: dict) -> bool:
         """The update of a whole pack whose states are where the previous full update left
         them (the same state dicts, each array still its pack view, equal step counts): the
-        per-parameter bookkeeping of ``_update_pack`` skipped (~30 us a step). False, with
-        nothing changed, when anything differs."""
+        per-parameter bookkeeping of ``_update_pack`` skipped (5-7 us a step for an MLP's 8
+        parameters). False, with nothing changed, when anything differs."""
         steady = pack.steady
         if steady is None or steady[0] is not rule:
             return False
@@ -320,12 +320,11 @@ class Optimizer(StateDictMixin):
 
     def _check_grad(self, param, grad, gi: int, pi: int) -> None:
         data = param.data
-        if grad is param._grad_slot and grad.shape == data.shape and grad.dtype == data.dtype:
-            return  # the flat buffer's own view: made on the parameter's device
-        backend = get_backend(data)
-        if backend.owns(grad) and grad.shape == param.data.shape \
-                and grad.dtype == param.data.dtype:
+        # The flat buffer's own view was made on the parameter's device: no device lookup.
+        if (grad is param._grad_slot or get_backend(data).owns(grad)) \
+                and grad.shape == data.shape and grad.dtype == data.dtype:
             return
+        backend = get_backend(data)
         where = f"{self._name}.step: parameter {pi} of group {gi} {param!r}"
         if not backend.owns(grad):
             raise DeviceError(f"{where} is on {backend.device!r} but its grad is on "
