@@ -136,6 +136,14 @@ def test_pyproject_lists_every_package_of_the_tree():
     assert config["package-dir"] == {"tensornet.backends": "backends"}
 
 
+def test_the_import_time_dependency_check_names_pyproject_s_dependencies():
+    import re
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from tensornet import _REQUIRED
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(_REQUIRED.values()) == sorted(re.split(r"[<>=!~; ]", d)[0] for d in deps)
+
+
 # ---------------------------------------------------------------------- CUDA-graph refusals
 class _NoKernelSGD(tn.optim.SGD):
     """An optimizer whose rule has no kernel form: a graph must refuse it, not replay it
