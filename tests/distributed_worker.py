@@ -200,16 +200,23 @@ def case_mismatch(comm, out):
 
 def main(argv) -> None:
     case, out = argv[1], argv[2]
-    # "hang": rank 1 stops answering; the collective watchdog must end both ranks
-    comm = tn.distributed.init(timeout=2.0) if case == "hang" else tn.distributed.init()
+    # "hang": rank 1 stops answering; the collective watchdog must end both ranks.
+    # "hang-later": the same limit set by a second init() (as after the CLI's own init()).
+    if case == "hang":
+        comm = tn.distributed.init(timeout=2.0)
+    else:
+        comm = tn.distributed.init()
+    if case == "hang-later":
+        assert comm.timeout == 1800.0, comm.timeout
+        assert tn.distributed.init(timeout=2.0) is comm and comm.timeout == 2.0
     if case == "equivalence":
         case_equivalence(comm, out, *argv[3:])
     elif case == "stops":
         case_stops(comm, out)
     elif case == "threads":
         case_threads(comm, out)
-    elif case in ("raise", "die", "hang"):
-        case_fail(comm, out, case)
+    elif case in ("raise", "die", "hang", "hang-later"):
+        case_fail(comm, out, case.split("-")[0])
     elif case == "mismatch":
         case_mismatch(comm, out)
     else:

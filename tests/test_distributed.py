@@ -176,11 +176,13 @@ def test_a_failing_rank_ends_every_rank_promptly(tmp_path, how):
                 "rank 1); aborting every rank") in done.stderr
 
 
-def test_a_hung_rank_ends_every_rank_after_the_collective_timeout(tmp_path):
+@pytest.mark.parametrize("case", ["hang", "hang-later"])
+def test_a_hung_rank_ends_every_rank_after_the_collective_timeout(tmp_path, case):
     """Rank 1 sleeps in a callback (neither dies nor raises) while rank 0 waits in the
-    gradient all-reduce; with init(timeout=2) rank 0's watchdog names the wait and ends
-    both ranks long before rank 1 would wake up (120 s)."""
-    done, seconds = run_case("hang", tmp_path, timeout=90)
+    gradient all-reduce; with init(timeout=2) (the first call, or a second one after a
+    default init()) rank 0's watchdog names the wait and ends both ranks long before
+    rank 1 would wake up (120 s)."""
+    done, seconds = run_case(case, tmp_path, timeout=90)
     assert done.returncode != 0 and seconds < 40, (done.returncode, seconds, done.stderr)
     assert ("tensornet.distributed: rank 0 of 2 waited more than 2 s in an all-reduce: "
             "another rank is hung or far behind; ending every rank") in done.stderr

@@ -50,6 +50,14 @@ class Communicator:
         self.local_rank, self.local_size = int(local_rank), int(local_size)
         self._reducers: dict = {}  # backend -> its in-place all-reduce
         self._waiting = None  # (what, since when) while in a collective: the watchdog reads it
+        self._timeout = None  # seconds the watchdog allows one collective (None: no limit)
+        self._watchdog = None
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a rank may wait in one collective before every rank is ended (None: no
+        limit). Set it with ``init(timeout=...)``, on the first call or a later one."""
+        return self._timeout
 
     @property
     def shard(self) -> tuple[int, int]:
@@ -132,22 +140,34 @@ class Communicator:
         self._comm.Abort(code)
 
 
-def init(threads: int | None = None, timeout: float | None = DEFAULT_TIMEOUT) -> Communicator:
+_DEFAULT = object()  # init's timeout when the caller gives none
+
+
+def init(threads: int | None = None, timeout: float | None = _DEFAULT) -> Communicator:
     """Start MPI (once per process; later calls return the same communicator).
 
     ``threads``: BLAS threads per rank; default (cores on this host / ranks on this host)
     unless an OMP/OPENBLAS/MKL/BLIS_NUM_THREADS variable is set. ``timeout``: seconds a
     rank may wait in one collective (all-reduce, broadcast, all-gather, barrier) before it
     prints which and ends every rank (default 1800, as PyTorch; None: wait for ever). GPU
-    all-reduces through NCCL are not watched. Raises ImportError naming
+    all-reduces through NCCL are not watched. A later call applies the ``threads`` and
+    ``timeout`` it is given (``init(timeout=60)`` after the CLI's ``init()``, say) and
+    leaves the others as they were. Raises ImportError naming
     ``pip install 'tensornet[mpi]'`` when mpi4py is missing.
     """
     global _world
+    given = timeout is not _DEFAULT
+    timeout = DEFAULT_TIMEOUT if not given else timeout
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(
             timeout, (int, float)) or not timeout > 0):
         raise ValueError(f"tensornet.distributed.init: timeout must be a positive number of "
                          f"seconds or None, got {timeout!r}")
     if _world is not None:
+        if _world.size > 1:
+            if threads is not None:
+                set_blas_threads(_world, threads)
+            if given:
+                _set_timeout(_world, timeout)
         return _world
     try:
         from mpi4py import MPI
@@ -161,8 +181,7 @@ def init(threads: int | None = None, timeout: float | None = DEFAULT_TIMEOUT) ->
     if comm.size > 1:
         _abort_on_uncaught_exceptions(comm)
         set_blas_threads(comm, threads)
-        if timeout is not None:
-            _start_watchdog(comm, float(timeout), MPI.Query_thread() == MPI.THREAD_MULTIPLE)
+        _set_timeout(comm, timeout)
     _world = comm
     return comm
 
@@ -227,17 +246,26 @@ def _abort_on_uncaught_exceptions(comm: Communicator) -> None:
     sys.excepthook = hook
 
 
-def _start_watchdog(comm: Communicator, timeout: float, abort_from_thread: bool) -> None:
-    """A daemon thread that ends every rank when this one has waited in a collective for
-    more than ``timeout`` seconds: ``MPI_Abort`` where MPI allows calls from two threads,
-    else this process exits (``mpiexec`` then ends the others, as for a rank that dies)."""
-    period = min(5.0, max(0.05, timeout / 10.0))
+def _set_timeout(comm: Communicator, timeout: float | None) -> None:
+    """Watch ``comm``'s collectives with this limit (None: stop watching); the watchdog
+    thread starts with the first limit and reads the current one on every round."""
+    comm._timeout = None if timeout is None else float(timeout)
+    if comm._timeout is not None and comm._watchdog is None:
+        comm._watchdog = _start_watchdog(
+            comm, comm._mpi.Query_thread() == comm._mpi.THREAD_MULTIPLE)
 
+
+def _start_watchdog(comm: Communicator, abort_from_thread: bool) -> threading.Thread:
+    """A daemon thread that ends every rank when this one has waited in a collective for
+    more than ``comm.timeout`` seconds: ``MPI_Abort`` where MPI allows calls from two
+    threads, else this process exits (``mpiexec`` then ends the others, as for a rank that
+    dies). It looks every tenth of the limit (between 0.05 and 5 s)."""
     def watch():
         while True:
-            time.sleep(period)
-            waiting = comm._waiting
-            if waiting is None or time.monotonic() - waiting[1] <= timeout:
+            timeout = comm._timeout
+            time.sleep(5.0 if timeout is None else min(5.0, max(0.05, timeout / 10.0)))
+            timeout, waiting = comm._timeout, comm._waiting
+            if timeout is None or waiting is None or time.monotonic() - waiting[1] <= timeout:
                 continue
             sys.stderr.write(f"tensornet.distributed: rank {comm.rank} of {comm.size} waited "
                              f"more than {timeout:g} s in {waiting[0]}: another rank is hung "
@@ -248,4 +276,7 @@ def _start_watchdog(comm: Communicator, timeout: float, abort_from_thread: bool)
                 comm._comm.Abort(1)
             os._exit(1)
 
-    threading.Thread(target=watch, name="tensornet-collective-watchdog", daemon=True).start()
+    thread = threading.Thread(target=watch, name="tensornet-collective-watchdog",
+                              daemon=True)
+    thread.start()
+    return thread
