@@ -177,6 +177,8 @@ class _FailOnRank1(tn.callbacks.Callback):
         if run.model.comm.rank == 1 and step == 3:
             if self.how == "die":
                 os._exit(17)
+            if self.how == "exit":  # leaves normally: waits in MPI_Finalize for rank 0
+                sys.exit(3)
             if self.how == "hang":  # neither dies nor raises: rank 0 waits in the all-reduce
                 import time
                 time.sleep(120)
@@ -215,7 +217,7 @@ def main(argv) -> None:
         case_stops(comm, out)
     elif case == "threads":
         case_threads(comm, out)
-    elif case in ("raise", "die", "hang", "hang-later"):
+    elif case in ("raise", "die", "exit", "hang", "hang-later"):
         case_fail(comm, out, case.split("-")[0])
     elif case == "mismatch":
         case_mismatch(comm, out)

@@ -167,13 +167,19 @@ def test_each_rank_gets_its_share_of_the_cores_unless_the_user_chose(tmp_path):
     assert json.loads((tmp_path / "threads-rank0.json").read_text())["blas"] == [int(chosen)]
 
 
-@pytest.mark.parametrize("how", ["raise", "die"])
+@pytest.mark.parametrize("how", ["raise", "die", "exit"])
 def test_a_failing_rank_ends_every_rank_promptly(tmp_path, how):
+    """Rank 1 raises, dies (os._exit) or calls sys.exit mid-training while rank 0 waits
+    in the gradient all-reduce (the collective timeout is the default 30 minutes)."""
     done, seconds = run_case(how, tmp_path, timeout=60)
     assert done.returncode != 0 and seconds < 30, (done.returncode, seconds)
     if how == "raise":
         assert ("rank 1 of 2 stopped on an uncaught RuntimeError (simulated failure on "
                 "rank 1); aborting every rank") in done.stderr
+    if how == "exit":
+        assert ("rank 0 of 2 waited in an all-reduce after rank 1 left the program "
+                "(sys.exit, or the end of its script) without joining it; ending every "
+                "rank") in done.stderr
 
 
 @pytest.mark.parametrize("case", ["hang", "hang-later"])

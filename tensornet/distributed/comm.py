@@ -13,10 +13,15 @@ with more than one rank it also
 - watches the collectives: a rank that has waited in one for longer than ``timeout``
   seconds (default 30 minutes, as PyTorch's process groups) says which and ends every rank,
   so a hung rank (a deadlock, an endless loop, a stalled file system) does not leave the
-  others waiting for ever either.
+  others waiting for ever either;
+- tells the other ranks when this one leaves the program (``sys.exit``, the end of its
+  script): a rank waiting in a collective that the leaver can no longer join says so and
+  ends every rank within seconds, instead of at the timeout (a rank that leaves normally
+  waits in ``MPI_Finalize`` for the others, so its own exit would end nothing).
 """
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
@@ -34,6 +39,11 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 _world = None        # the Communicator init() returned
 _thread_limit = None  # threadpoolctl's limiter: the limit lasts as long as this object
 DEFAULT_TIMEOUT = 1800.0  # seconds a rank may wait in one collective (PyTorch's default)
+# A collective whose ranks all took part ends within milliseconds; one still waited in this
+# long after another rank left the program can never end. (A rank may leave a collective
+# before the others return from it, so a notice alone does not mean a hang.)
+EXIT_GRACE = 3.0
+_EXIT_TAG = 7
 
 
 class Communicator:
@@ -52,6 +62,7 @@ class Communicator:
         self._waiting = None  # (what, since when) while in a collective: the watchdog reads it
         self._timeout = None  # seconds the watchdog allows one collective (None: no limit)
         self._watchdog = None
+        self._notices = None  # a duplicate of the world communicator for exit notices
 
     @property
     def timeout(self) -> float | None:
@@ -149,9 +160,10 @@ def init(threads: int | None = None, timeout: float | None = _DEFAULT) -> Commun
     ``threads``: BLAS threads per rank; default (cores on this host / ranks on this host)
     unless an OMP/OPENBLAS/MKL/BLIS_NUM_THREADS variable is set. ``timeout``: seconds a
     rank may wait in one collective (all-reduce, broadcast, all-gather, barrier) before it
-    prints which and ends every rank (default 1800, as PyTorch; None: wait for ever). GPU
+    prints which and ends every rank (default 1800, as PyTorch; None: wait for ever,
+    though a rank that left the program is still noticed within seconds). GPU
     all-reduces through NCCL are not watched. A later call applies the ``threads`` and
-    ``timeout`` it is given (``init(timeout=60)`` after the CLI's ``init()``, say) and
+    ``timeout`` it is given (``init(timeout=60)`` after a library called ``init()``, say) and
     leaves the others as they were. Raises ImportError naming
     ``pip install 'tensornet[mpi]'`` when mpi4py is missing.
     """
@@ -181,6 +193,10 @@ def init(threads: int | None = None, timeout: float | None = _DEFAULT) -> Commun
     if comm.size > 1:
         _abort_on_uncaught_exceptions(comm)
         set_blas_threads(comm, threads)
+        if MPI.Query_thread() == MPI.THREAD_MULTIPLE:  # the watchdog thread reads notices
+            comm._notices = world.Dup()
+            atexit.register(_announce_exit, comm, os.getpid())
+            comm._watchdog = _start_watchdog(comm, True)
         _set_timeout(comm, timeout)
     _world = comm
     return comm
@@ -250,31 +266,60 @@ def _set_timeout(comm: Communicator, timeout: float | None) -> None:
     """Watch ``comm``'s collectives with this limit (None: stop watching); the watchdog
     thread starts with the first limit and reads the current one on every round."""
     comm._timeout = None if timeout is None else float(timeout)
-    if comm._timeout is not None and comm._watchdog is None:
+    if comm._timeout is not None and comm._watchdog is None:  # no notices: MPI not threaded
         comm._watchdog = _start_watchdog(
             comm, comm._mpi.Query_thread() == comm._mpi.THREAD_MULTIPLE)
 
 
+def _announce_exit(comm: Communicator, pid: int) -> None:
+    """At this rank's exit (atexit, before mpi4py's MPI_Finalize): a one-byte notice to
+    every other rank, read by their watchdogs. (Not from a forked child of the rank.)"""
+    if os.getpid() != pid:
+        return
+    mpi = comm._mpi
+    payload = np.zeros(1, dtype=np.uint8)
+    requests = [comm._notices.Isend(payload, dest=rank, tag=_EXIT_TAG)
+                for rank in range(comm.size) if rank != comm.rank]
+    mpi.Request.Waitall(requests)
+
+
 def _start_watchdog(comm: Communicator, abort_from_thread: bool) -> threading.Thread:
     """A daemon thread that ends every rank when this one has waited in a collective for
-    more than ``comm.timeout`` seconds: ``MPI_Abort`` where MPI allows calls from two
-    threads, else this process exits (``mpiexec`` then ends the others, as for a rank that
-    dies). It looks every tenth of the limit (between 0.05 and 5 s)."""
+    more than ``comm.timeout`` seconds, or for ``EXIT_GRACE`` seconds after another rank
+    left the program: ``MPI_Abort`` where MPI allows calls from two threads, else this
+    process exits (``mpiexec`` then ends the others, as for a rank that dies). It looks
+    every tenth of the limit (between 0.05 and 5 s), or every 0.2 s while in a collective
+    where notices of exit can arrive."""
+    def end(message: str, hint: str = ""):
+        sys.stderr.write(f"tensornet.distributed: rank {comm.rank} of {comm.size} {message}; "
+                         f"ending every rank{hint}\n")
+        sys.stderr.flush()
+        if abort_from_thread:
+            comm._comm.Abort(1)
+        os._exit(1)
+
     def watch():
+        left = None  # (rank that left the program, when this rank learnt it)
         while True:
-            timeout = comm._timeout
-            time.sleep(5.0 if timeout is None else min(5.0, max(0.05, timeout / 10.0)))
             timeout, waiting = comm._timeout, comm._waiting
-            if timeout is None or waiting is None or time.monotonic() - waiting[1] <= timeout:
+            period = 5.0 if timeout is None else min(5.0, max(0.05, timeout / 10.0))
+            if comm._notices is not None and waiting is not None:
+                period = min(period, 0.2)
+            time.sleep(period)
+            timeout, waiting, now = comm._timeout, comm._waiting, time.monotonic()
+            if waiting is None:
                 continue
-            sys.stderr.write(f"tensornet.distributed: rank {comm.rank} of {comm.size} waited "
-                             f"more than {timeout:g} s in {waiting[0]}: another rank is hung "
-                             f"or far behind; ending every rank (init(timeout=...) sets the "
-                             f"limit)\n")
-            sys.stderr.flush()
-            if abort_from_thread:
-                comm._comm.Abort(1)
-            os._exit(1)
+            if left is None and comm._notices is not None:
+                status = comm._mpi.Status()
+                if comm._notices.Iprobe(source=comm._mpi.ANY_SOURCE, tag=_EXIT_TAG,
+                                        status=status):
+                    left = (status.Get_source(), now)
+            if left is not None and now - max(left[1], waiting[1]) > EXIT_GRACE:
+                end(f"waited in {waiting[0]} after rank {left[0]} left the program "
+                    f"(sys.exit, or the end of its script) without joining it")
+            if timeout is not None and now - waiting[1] > timeout:
+                end(f"waited more than {timeout:g} s in {waiting[0]}: another rank is hung "
+                    f"or far behind", " (init(timeout=...) sets the limit)")
 
     thread = threading.Thread(target=watch, name="tensornet-collective-watchdog",
                               daemon=True)
