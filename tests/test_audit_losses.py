@@ -48,3 +48,20 @@ def test_every_label_ignored_unchecked_matches_torch(name, device, rng):
     z = rng.standard_normal((4, 3)) - 3.0
     with np.errstate(invalid="ignore"):
         compare_loss(ours, theirs, z, np.full(4, -1), device)
+
+
+def test_bce_weight_must_broadcast_to_the_predictions():
+    p, t = np.full((4, 3), 0.5), np.ones((4, 3))
+    with pytest.raises(ValueError, match=r"BCELoss: weight of shape \(5,\) does not broadcast "
+                                         r"to the predictions' shape \(4, 3\)"):
+        nn.BCELoss(weight=np.ones(5))(p, t)
+    # torch refuses a weight that would broadcast the loss to a bigger shape; here it made
+    # a (2, 4, 3) gradient for (4, 3) predictions
+    with pytest.raises(ValueError, match=r"weight of shape \(2, 4, 3\)"):
+        nn.BCELoss(weight=np.ones((2, 4, 3)))(p, t)
+
+
+def test_bce_targets_outside_0_1_are_refused_as_in_torch():
+    with pytest.raises(ValueError, match=r"BCELoss expects targets in \[0, 1\], got values "
+                                         r"from -1.0 to 2.0"):
+        nn.BCELoss()(np.full(2, 0.5), np.array([2.0, -1.0]))

@@ -14,6 +14,18 @@ from .loss import Loss, host_weight, per_sample
 _BCE_GRAD_EPS = float(np.float32(1e-12))
 
 
+def _check_broadcast(owner: str, name: str, host, shape) -> None:
+    """A host weight must broadcast to the predictions' shape (not widen the loss), as
+    PyTorch asks."""
+    try:
+        fits = np.broadcast_shapes(host.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{owner}: {name} of shape {host.shape} does not broadcast to the "
+                         f"predictions' shape {shape}")
+
+
 class BCEWithLogitsLoss(Loss):
     """Binary cross-entropy on logits; targets in [0, 1] of the logits' shape.
 
@@ -43,7 +55,8 @@ class BCELoss(Loss):
     or 1 gives a finite loss (PyTorch's choice). ``weight``: an array broadcasting against
     the predictions (e.g. one weight per sample, shape (N, 1)). The gradient is
     ``w * (p - t) / max(p (1 - p), 1e-12)``. Prefer BCEWithLogitsLoss on logits (stabler).
-    On CPU, probabilities outside [0, 1] raise an error. Caches p, t and the weight.
+    On CPU, probabilities or targets outside [0, 1] raise an error (PyTorch checks the
+    targets). Caches p, t and the weight.
     """
 
     def __init__(self, weight=None, reduction: str = "mean", check: bool | None = None):
@@ -58,8 +71,13 @@ class BCELoss(Loss):
             raise ValueError(f"BCELoss expects probabilities in [0, 1] (e.g. after Sigmoid), "
                              f"got values from {float(xp.min(probs))} to {float(xp.max(probs))};"
                              f" for logits use BCEWithLogitsLoss")
-        weight = None if self.weight is None else self._device_constant("weight", self.weight,
-                                                                          probs.dtype)
+        if self._checks_on() and not bool(xp.all((target >= 0.0) & (target <= 1.0))):
+            raise ValueError(f"BCELoss expects targets in [0, 1], got values from "
+                             f"{float(xp.min(target))} to {float(xp.max(target))}")
+        weight = None
+        if self.weight is not None:
+            _check_broadcast("BCELoss", "weight", self.weight, tuple(probs.shape))
+            weight = self._device_constant("weight", self.weight, probs.dtype)
         # log(p) and log(1 - p) clamped at -100; where p is 0 (or 1) the log is not taken
         inside, below_one = probs > 0.0, probs < 1.0
         log_p = xp.where(inside, xp.maximum(xp.log(xp.where(inside, probs, 1.0)), -100.0),
