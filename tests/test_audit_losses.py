@@ -65,3 +65,34 @@ def test_bce_targets_outside_0_1_are_refused_as_in_torch():
     with pytest.raises(ValueError, match=r"BCELoss expects targets in \[0, 1\], got values "
                                          r"from -1.0 to 2.0"):
         nn.BCELoss()(np.full(2, 0.5), np.array([2.0, -1.0]))
+
+
+def _bce_logits_data(rng):
+    x = rng.standard_normal((5, 3)) * 3
+    x[0] = (1e4, -1e4, 0.0)  # huge logits stay finite
+    return x, rng.uniform(size=(5, 3))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", [
+    {"pos_weight": [0.5, 2.0, 3.0]}, {"weight": [[1.0], [2.0], [0.5], [0.0], [3.0]]},
+    {"weight": [0.3, 1.0, 2.0], "pos_weight": [4.0, 1.0, 0.25]}])
+def test_bce_with_logits_pos_weight_and_weight_match_torch(options, reduction, device, rng):
+    torch = torch_or_skip()
+    x, t = _bce_logits_data(rng)
+    theirs = {k: torch.tensor(v, dtype=torch.float64) for k, v in options.items()}
+    compare_loss(nn.BCEWithLogitsLoss(reduction=reduction, **options),
+                 torch.nn.BCEWithLogitsLoss(reduction=reduction, **theirs), x, t, device)
+
+
+def test_bce_with_logits_pos_weight_float32_and_errors(rng):
+    b = get_backend("cpu")
+    x = b.asarray(rng.standard_normal((4, 3)).astype(np.float32))
+    loss = nn.BCEWithLogitsLoss(pos_weight=[1.0, 2.0, 3.0])
+    assert loss(x, x * 0.0).dtype == np.float32 and loss.backward().dtype == np.float32
+    with pytest.raises(ValueError, match=r"BCEWithLogitsLoss: pos_weight of shape \(2,\) does "
+                                         r"not broadcast to the predictions' shape \(4, 3\)"):
+        nn.BCEWithLogitsLoss(pos_weight=[1.0, 2.0])(x, x)
+    with pytest.raises(ValueError, match="BCEWithLogitsLoss: pos_weight must be an array of "
+                                         "finite numbers"):
+        nn.BCEWithLogitsLoss(pos_weight=[1.0, np.inf])

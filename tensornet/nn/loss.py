@@ -190,15 +190,15 @@ class Loss(Module):
         return f"reduction={self.reduction!r}"
 
 
-def host_weight(owner: str, weight, per_class: bool):
-    """A user's ``weight=`` (sequence, NumPy or device array) as a float64 host array of
-    finite numbers (1-D when ``per_class``), or None."""
+def host_weight(owner: str, weight, per_class: bool, name: str = "weight"):
+    """A user's ``weight=`` (or another ``name``: sequence, NumPy or device array) as a
+    float64 host array of finite numbers (1-D when ``per_class``), or None."""
     if weight is None:
         return None
     host = np.asarray(asnumpy(weight) if hasattr(weight, "__array_namespace__") else weight,
                       dtype=np.float64)
     if (per_class and host.ndim != 1) or not np.all(np.isfinite(host)):
-        raise ValueError(f"{owner}: weight must be {'a 1-D sequence' if per_class else 'an array'}"
+        raise ValueError(f"{owner}: {name} must be {'a 1-D sequence' if per_class else 'an array'}"
                          f" of finite numbers{', one per class' if per_class else ''}, got "
                          f"shape {host.shape}")
     return host

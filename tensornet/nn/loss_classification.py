@@ -27,26 +27,68 @@ def _check_broadcast(owner: str, name: str, host, shape) -> None:
 
 
 class BCEWithLogitsLoss(Loss):
-    """Binary cross-entropy on logits; targets in [0, 1] of the logits' shape.
+    """Binary cross-entropy on logits; targets in [0, 1] of the logits' shape, as
+    ``torch.nn.BCEWithLogitsLoss``.
 
-    ``max(x, 0) - x * t + log(1 + exp(-|x|))`` stays finite for any logits.
-    Caches the logits and targets."""
+    ``max(x, 0) - x * t + log(1 + exp(-|x|))`` stays finite for any logits. ``pos_weight``
+    (e.g. one per class, shape (C,)) scales the positive term: ``-w * (pw * t * log s(x) +
+    (1 - t) * log(1 - s(x)))``, computed as ``(1 - t) x + (1 + (pw - 1) t) softplus(-x)``;
+    ``weight`` rescales each element. Both must broadcast to the logits' shape. The
+    gradient is ``w * ((1 + (pw - 1) t) s(x) - pw t)``. Caches the logits, targets and
+    the weights."""
+
+    def __init__(self, reduction: str = "mean", check: bool | None = None, *, weight=None,
+                 pos_weight=None):
+        super().__init__(reduction, check)
+        self.weight = host_weight("BCEWithLogitsLoss", weight, per_class=False)
+        self.pos_weight = host_weight("BCEWithLogitsLoss", pos_weight, per_class=False,
+                                      name="pos_weight")
+
+    def _weight(self, name: str, shape, dtype):
+        host = getattr(self, name)
+        if host is None:
+            return None
+        _check_broadcast("BCEWithLogitsLoss", name, host, shape)
+        return self._device_constant(name, host, dtype)
 
     def forward(self, logits, target):
         self._accept_pred(logits)
-        target = self._accept_target(target, tuple(logits.shape), "values", logits.dtype)
+        shape = tuple(logits.shape)
+        target = self._accept_target(target, shape, "values", logits.dtype)
+        weight = self._weight("weight", shape, logits.dtype)
+        pos_weight = self._weight("pos_weight", shape, logits.dtype)
         xp = self.backend.xp
-        per_element = (xp.maximum(logits, 0.0) - logits * target
-                       + xp.log1p(xp.exp(-xp.abs(logits))))
-        self._cache = (logits, target)
+        softplus_neg = xp.log1p(xp.exp(-xp.abs(logits)))  # log(1 + exp(-|x|))
+        if pos_weight is None:
+            per_element = xp.maximum(logits, 0.0) - logits * target + softplus_neg
+        else:
+            log_weight = 1.0 + (pos_weight - 1.0) * target
+            per_element = ((1.0 - target) * logits
+                           + log_weight * (softplus_neg + xp.maximum(-logits, 0.0)))
+        if weight is not None:
+            per_element = per_element * weight
+        self._cache = (logits, target, weight, pos_weight)
         return self._reduce(per_element)
 
     def backward(self, grad_output=None):
-        logits, target = self._require_cache(self._cache)
+        logits, target, weight, pos_weight = self._require_cache(self._cache)
         xp = self.backend.xp
-        grad = 0.5 * (xp.tanh(0.5 * logits) + 1.0) - target
+        sigmoid = 0.5 * (xp.tanh(0.5 * logits) + 1.0)
+        if pos_weight is None:
+            grad = sigmoid - target
+        else:
+            grad = (1.0 + (pos_weight - 1.0) * target) * sigmoid - pos_weight * target
+        if weight is not None:
+            grad = grad * weight
         grad *= self._upstream(grad_output)
         return grad
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        for name in ("weight", "pos_weight"):
+            if getattr(self, name) is not None:
+                text += f", {name}={getattr(self, name).tolist()}"
+        return text
 
 
 class BCELoss(Loss):
