@@ -321,3 +321,18 @@ def test_toy_sets(make):
     x2, y2 = make(n=301, seed=2)
     np.testing.assert_array_equal(x, x2)
     assert not np.array_equal(x, make(n=301, seed=3)[0])
+
+
+def test_normalize_refuses_integer_images_and_bad_constants(device):
+    """uint8 images went through with the constants cast to uint8 (mean 0.13 -> 0,
+    1 / 0.31 -> 3) and wrapped around: silently wrong inputs (torchvision refuses them)."""
+    backend = get_backend(device)
+    images = backend.asarray(np.full((2, 1, 4, 4), 200, dtype=np.uint8))
+    with pytest.raises(TypeError, match=r"Normalize expects floating-point input, got uint8; "
+                                        r"convert it first \(e.g. x.astype\('float32'\) / 255\)"):
+        Normalize(0.1307, 0.3081)(images)
+    with pytest.raises(ValueError, match="Normalize: mean must be finite"):
+        Normalize(float("nan"), 1.0)
+    with pytest.raises(ValueError, match=r"Normalize.from_data: x holds no values \(shape "
+                                         r"\(0, 3\)\)"):
+        Normalize.from_data(np.zeros((0, 3), np.float32))
