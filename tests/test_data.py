@@ -336,3 +336,13 @@ def test_normalize_refuses_integer_images_and_bad_constants(device):
     with pytest.raises(ValueError, match=r"Normalize.from_data: x holds no values \(shape "
                                          r"\(0, 3\)\)"):
         Normalize.from_data(np.zeros((0, 3), np.float32))
+
+
+@pytest.mark.parametrize("dataset", [np.arange(10.0), np.zeros((10, 4)),
+                                     (np.zeros((10, 4)), np.zeros(10)), [np.zeros(4)] * 10])
+def test_loader_refuses_bare_arrays_and_tuples(dataset):
+    """An array's ds[indices] is one array, unpacked into (x, y) along the batch: batch
+    size 2 silently yielded (row 0, row 1) as (input, target)."""
+    with pytest.raises(TypeError, match=r"DataLoader expects a Dataset .*wrap arrays in "
+                                        r"ArrayDataset\(x, y\)"):
+        DataLoader(dataset, 2)
