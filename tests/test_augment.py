@@ -122,6 +122,16 @@ def test_bad_inputs_and_arguments(rng):
         RandomRotation(5, interpolation="cubic")
 
 
+@pytest.mark.parametrize("make", [lambda: RandomAffine(float("nan")),
+                                  lambda: RandomRotation((0.0, float("inf"))),
+                                  lambda: RandomAffine(5, translate=(float("nan"), 0.1)),
+                                  lambda: RandomHorizontalFlip("half")])
+def test_non_finite_or_non_numeric_settings_are_refused_naming_the_transform(make):
+    # a NaN angle passed the >= checks and made every output pixel the fill value
+    with pytest.raises(ValueError, match=r"^Random(Affine|Rotation|HorizontalFlip): "):
+        make()
+
+
 # ---------------------------------------------------------------------- kfold
 def test_kfold_partitions_and_every_sample_validates_once():
     data = tn.data.ArrayDataset(np.arange(10, dtype=np.float32)[:, None], np.arange(10))

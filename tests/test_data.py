@@ -321,3 +321,28 @@ def test_toy_sets(make):
     x2, y2 = make(n=301, seed=2)
     np.testing.assert_array_equal(x, x2)
     assert not np.array_equal(x, make(n=301, seed=3)[0])
+
+
+def test_normalize_refuses_integer_images_and_bad_constants(device):
+    """uint8 images went through with the constants cast to uint8 (mean 0.13 -> 0,
+    1 / 0.31 -> 3) and wrapped around: silently wrong inputs (torchvision refuses them)."""
+    backend = get_backend(device)
+    images = backend.asarray(np.full((2, 1, 4, 4), 200, dtype=np.uint8))
+    with pytest.raises(TypeError, match=r"Normalize expects floating-point input, got uint8; "
+                                        r"convert it first \(e.g. x.astype\('float32'\) / 255\)"):
+        Normalize(0.1307, 0.3081)(images)
+    with pytest.raises(ValueError, match="Normalize: mean must be finite"):
+        Normalize(float("nan"), 1.0)
+    with pytest.raises(ValueError, match=r"Normalize.from_data: x holds no values \(shape "
+                                         r"\(0, 3\)\)"):
+        Normalize.from_data(np.zeros((0, 3), np.float32))
+
+
+@pytest.mark.parametrize("dataset", [np.arange(10.0), np.zeros((10, 4)),
+                                     (np.zeros((10, 4)), np.zeros(10)), [np.zeros(4)] * 10])
+def test_loader_refuses_bare_arrays_and_tuples(dataset):
+    """An array's ds[indices] is one array, unpacked into (x, y) along the batch: batch
+    size 2 silently yielded (row 0, row 1) as (input, target)."""
+    with pytest.raises(TypeError, match=r"DataLoader expects a Dataset .*wrap arrays in "
+                                        r"ArrayDataset\(x, y\)"):
+        DataLoader(dataset, 2)

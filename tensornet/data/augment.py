@@ -51,9 +51,9 @@ def _gather(backend, x, rows, cols, fill: float):
 def _pair(owner: str, name: str, value, minimum) -> tuple:
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Real)
-                             or v < minimum for v in pair):
-        raise ValueError(f"{owner}: {name} must be a number >= {minimum} or a pair of them, "
-                         f"got {value!r}")
+                             or not math.isfinite(v) or v < minimum for v in pair):
+        raise ValueError(f"{owner}: {name} must be a finite number >= {minimum} or a pair of "
+                         f"them, got {value!r}")
     return pair
 
 
@@ -61,7 +61,7 @@ class RandomHorizontalFlip:
     """Mirror each image left-right with probability ``p``."""
 
     def __init__(self, p: float = 0.5):
-        if not 0.0 <= float(p) <= 1.0:
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
             raise ValueError(f"RandomHorizontalFlip: p must be in [0, 1], got {p!r}")
         self.p = float(p)
 

@@ -141,6 +141,11 @@ class DataLoader:
                 or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive integer, got "
                              f"{batch_size!r}")
+        if hasattr(dataset, "shape") or isinstance(dataset, (tuple, list)):
+            # an array's ds[indices] is one array, unpacked into (x, y) along the batch
+            raise TypeError(f"DataLoader expects a Dataset (ds[indices] -> (x, y)), got "
+                            f"{type(dataset).__name__}; wrap arrays in ArrayDataset(x, y) "
+                            f"(or ArrayDataset(x) for x as its own target)")
         if len(dataset) == 0:
             raise ValueError("DataLoader: the dataset is empty")
         self.dataset = dataset

@@ -15,7 +15,8 @@ class Normalize:
     """``(x - mean) / std``, per channel (axis 1) or with scalars.
 
     ``mean`` and ``std`` are floats or sequences of length C for inputs ``(N, C, ...)``.
-    Constants are kept in the input's dtype (float32 stays float32).
+    Constants are kept in the input's dtype (float32 stays float32), which must be
+    floating point (integer images would get truncated constants and wrap around).
     """
 
     def __init__(self, mean, std):
@@ -26,6 +27,8 @@ class Normalize:
                              f"same length, got {self.mean.shape} and {self.std.shape}")
         if np.any(self.std <= 0) or not np.all(np.isfinite(self.std)):
             raise ValueError(f"Normalize: std must be positive and finite, got {self.std}")
+        if not np.all(np.isfinite(self.mean)):
+            raise ValueError(f"Normalize: mean must be finite, got {self.mean}")
         self._constants = {}
 
     @classmethod
@@ -36,6 +39,8 @@ class Normalize:
         gets a full-size float64 copy.
         """
         x = np.asarray(x)
+        if x.size == 0:
+            raise ValueError(f"Normalize.from_data: x holds no values (shape {x.shape})")
         axes = tuple(i for i in range(x.ndim) if i != 1) if per_channel else None
         total = total_sq = 0.0
         for start in range(0, x.shape[0], chunk):
@@ -49,6 +54,9 @@ class Normalize:
 
     def __call__(self, x):
         backend = get_backend(x)
+        if not dtype_name(x.dtype).startswith("float"):
+            raise TypeError(f"Normalize expects floating-point input, got {dtype_name(x.dtype)}; "
+                            f"convert it first (e.g. x.astype('float32') / 255)")
         if self.mean.size > 1 and (len(x.shape) < 2 or x.shape[1] != self.mean.size):
             raise ValueError(f"Normalize with {self.mean.size} channels got input of shape "
                              f"{tuple(x.shape)}; expected (N, {self.mean.size}, ...)")

@@ -152,8 +152,13 @@ class Loss(Module):
             loss = total / divisor
         # A 0-d loss: one float() read is the whole check (three array calls fewer per step).
         if self._checks_on() and not math.isfinite(float(loss)):
+            if self.reduction == "mean" and float(self._divisor) == 0.0:
+                self._empty_mean(float(loss))
             self._non_finite(f"the loss is {float(loss)}")
         return loss
+
+    def _empty_mean(self, loss: float):
+        """Raise for a ``"mean"`` that divided by 0 (a weighted class loss's weights)."""
 
     def _non_finite(self, what: str):
         raise NonFiniteError(f"{type(self).__name__}: {what}; the predictions hold non-finite "
@@ -171,7 +176,12 @@ class Loss(Module):
                                  f"grad_output of the per-element loss shape {self._loss_shape}"
                                  f", got {got!r}")
             return grad_output
-        scale = 1.0 / self._divisor
+        divisor = self._divisor
+        if hasattr(divisor, "shape"):
+            # A device divisor (summed class weights) of 0 leaves no sample to scale: the
+            # gradient is 0, as PyTorch's, not 0 * (1 / 0) = NaN
+            divisor = self.backend.xp.where(divisor == 0.0, math.inf, divisor)
+        scale = 1.0 / divisor
         if grad_output is not None:
             scale = scale * float(grad_output)
         return scale
@@ -180,15 +190,15 @@ class Loss(Module):
         return f"reduction={self.reduction!r}"
 
 
-def host_weight(owner: str, weight, per_class: bool):
-    """A user's ``weight=`` (sequence, NumPy or device array) as a float64 host array of
-    finite numbers (1-D when ``per_class``), or None."""
+def host_weight(owner: str, weight, per_class: bool, name: str = "weight"):
+    """A user's ``weight=`` (or another ``name``: sequence, NumPy or device array) as a
+    float64 host array of finite numbers (1-D when ``per_class``), or None."""
     if weight is None:
         return None
     host = np.asarray(asnumpy(weight) if hasattr(weight, "__array_namespace__") else weight,
                       dtype=np.float64)
     if (per_class and host.ndim != 1) or not np.all(np.isfinite(host)):
-        raise ValueError(f"{owner}: weight must be {'a 1-D sequence' if per_class else 'an array'}"
+        raise ValueError(f"{owner}: {name} must be {'a 1-D sequence' if per_class else 'an array'}"
                          f" of finite numbers{', one per class' if per_class else ''}, got "
                          f"shape {host.shape}")
     return host
@@ -237,6 +247,13 @@ class _ClassLoss(Loss):
         if not F.labels_in_range(kept, shape[1]):
             self._label_range_error(labels, shape[1], f" (or ignore_index={self.ignore_index})")
         return True
+
+    def _empty_mean(self, loss: float):
+        raise ValueError(
+            f"{type(self).__name__}: reduction='mean' averages over no samples: every label "
+            f"equals ignore_index={self.ignore_index} or has class weight 0, so the summed "
+            f"weight it divides by is 0 (the loss is {loss}, as in PyTorch). Skip such "
+            f"batches, or use reduction='sum'")
 
     def _ignored(self, labels):
         """Boolean (N,): which labels equal ``ignore_index``."""

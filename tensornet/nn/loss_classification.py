@@ -14,27 +14,81 @@ from .loss import Loss, host_weight, per_sample
 _BCE_GRAD_EPS = float(np.float32(1e-12))
 
 
-class BCEWithLogitsLoss(Loss):
-    """Binary cross-entropy on logits; targets in [0, 1] of the logits' shape.
+def _check_broadcast(owner: str, name: str, host, shape) -> None:
+    """A host weight must broadcast to the predictions' shape (not widen the loss), as
+    PyTorch asks."""
+    try:
+        fits = np.broadcast_shapes(host.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{owner}: {name} of shape {host.shape} does not broadcast to the "
+                         f"predictions' shape {shape}")
 
-    ``max(x, 0) - x * t + log(1 + exp(-|x|))`` stays finite for any logits.
-    Caches the logits and targets."""
+
+class BCEWithLogitsLoss(Loss):
+    """Binary cross-entropy on logits; targets in [0, 1] of the logits' shape, as
+    ``torch.nn.BCEWithLogitsLoss``.
+
+    ``max(x, 0) - x * t + log(1 + exp(-|x|))`` stays finite for any logits. ``pos_weight``
+    (e.g. one per class, shape (C,)) scales the positive term: ``-w * (pw * t * log s(x) +
+    (1 - t) * log(1 - s(x)))``, computed as ``(1 - t) x + (1 + (pw - 1) t) softplus(-x)``;
+    ``weight`` rescales each element. Both must broadcast to the logits' shape. The
+    gradient is ``w * ((1 + (pw - 1) t) s(x) - pw t)``. Caches the logits, targets and
+    the weights."""
+
+    def __init__(self, reduction: str = "mean", check: bool | None = None, *, weight=None,
+                 pos_weight=None):
+        super().__init__(reduction, check)
+        self.weight = host_weight("BCEWithLogitsLoss", weight, per_class=False)
+        self.pos_weight = host_weight("BCEWithLogitsLoss", pos_weight, per_class=False,
+                                      name="pos_weight")
+
+    def _weight(self, name: str, shape, dtype):
+        host = getattr(self, name)
+        if host is None:
+            return None
+        _check_broadcast("BCEWithLogitsLoss", name, host, shape)
+        return self._device_constant(name, host, dtype)
 
     def forward(self, logits, target):
         self._accept_pred(logits)
-        target = self._accept_target(target, tuple(logits.shape), "values", logits.dtype)
+        shape = tuple(logits.shape)
+        target = self._accept_target(target, shape, "values", logits.dtype)
+        weight = self._weight("weight", shape, logits.dtype)
+        pos_weight = self._weight("pos_weight", shape, logits.dtype)
         xp = self.backend.xp
-        per_element = (xp.maximum(logits, 0.0) - logits * target
-                       + xp.log1p(xp.exp(-xp.abs(logits))))
-        self._cache = (logits, target)
+        softplus_neg = xp.log1p(xp.exp(-xp.abs(logits)))  # log(1 + exp(-|x|))
+        if pos_weight is None:
+            per_element = xp.maximum(logits, 0.0) - logits * target + softplus_neg
+        else:
+            log_weight = 1.0 + (pos_weight - 1.0) * target
+            per_element = ((1.0 - target) * logits
+                           + log_weight * (softplus_neg + xp.maximum(-logits, 0.0)))
+        if weight is not None:
+            per_element = per_element * weight
+        self._cache = (logits, target, weight, pos_weight)
         return self._reduce(per_element)
 
     def backward(self, grad_output=None):
-        logits, target = self._require_cache(self._cache)
+        logits, target, weight, pos_weight = self._require_cache(self._cache)
         xp = self.backend.xp
-        grad = 0.5 * (xp.tanh(0.5 * logits) + 1.0) - target
+        sigmoid = 0.5 * (xp.tanh(0.5 * logits) + 1.0)
+        if pos_weight is None:
+            grad = sigmoid - target
+        else:
+            grad = (1.0 + (pos_weight - 1.0) * target) * sigmoid - pos_weight * target
+        if weight is not None:
+            grad = grad * weight
         grad *= self._upstream(grad_output)
         return grad
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        for name in ("weight", "pos_weight"):
+            if getattr(self, name) is not None:
+                text += f", {name}={getattr(self, name).tolist()}"
+        return text
 
 
 class BCELoss(Loss):
@@ -43,7 +97,8 @@ class BCELoss(Loss):
     or 1 gives a finite loss (PyTorch's choice). ``weight``: an array broadcasting against
     the predictions (e.g. one weight per sample, shape (N, 1)). The gradient is
     ``w * (p - t) / max(p (1 - p), 1e-12)``. Prefer BCEWithLogitsLoss on logits (stabler).
-    On CPU, probabilities outside [0, 1] raise an error. Caches p, t and the weight.
+    On CPU, probabilities or targets outside [0, 1] raise an error (PyTorch checks the
+    targets). Caches p, t and the weight.
     """
 
     def __init__(self, weight=None, reduction: str = "mean", check: bool | None = None):
@@ -58,8 +113,13 @@ class BCELoss(Loss):
             raise ValueError(f"BCELoss expects probabilities in [0, 1] (e.g. after Sigmoid), "
                              f"got values from {float(xp.min(probs))} to {float(xp.max(probs))};"
                              f" for logits use BCEWithLogitsLoss")
-        weight = None if self.weight is None else self._device_constant("weight", self.weight,
-                                                                          probs.dtype)
+        if self._checks_on() and not bool(xp.all((target >= 0.0) & (target <= 1.0))):
+            raise ValueError(f"BCELoss expects targets in [0, 1], got values from "
+                             f"{float(xp.min(target))} to {float(xp.max(target))}")
+        weight = None
+        if self.weight is not None:
+            _check_broadcast("BCELoss", "weight", self.weight, tuple(probs.shape))
+            weight = self._device_constant("weight", self.weight, probs.dtype)
         # log(p) and log(1 - p) clamped at -100; where p is 0 (or 1) the log is not taken
         inside, below_one = probs > 0.0, probs < 1.0
         log_p = xp.where(inside, xp.maximum(xp.log(xp.where(inside, probs, 1.0)), -100.0),

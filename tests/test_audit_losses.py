@@ -1,0 +1,98 @@
+"""Audit of the losses against PyTorch on hostile inputs: a mean over no samples (every
+label ignored), BCELoss's weight and target checks, BCEWithLogitsLoss's pos_weight and
+weight. Values and gradients in float64 against torch autograd."""
+import numpy as np
+import pytest
+
+from tensornet import nn
+from tensornet.backends import get_backend
+
+from torch_reference import compare_loss, torch_or_skip
+
+
+@pytest.mark.parametrize("make", [lambda: nn.CrossEntropyLoss(),
+                                  lambda: nn.CrossEntropyLoss([1.0, 2.0, 3.0]),
+                                  lambda: nn.CrossEntropyLoss(label_smoothing=0.1),
+                                  lambda: nn.NLLLoss()])
+def test_every_label_ignored_says_so_instead_of_blaming_the_model(make, rng):
+    z = rng.standard_normal((4, 3)) - 3.0
+    with pytest.raises(ValueError, match=r"no samples.*ignore_index=-100") as info:
+        make()(z, np.full(4, -100))
+    assert "diverged" not in str(info.value)
+
+
+def test_zero_summed_class_weight_says_so(rng):
+    loss = nn.CrossEntropyLoss(weight=[0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"no samples.*class weight"):
+        loss(rng.standard_normal((3, 3)), np.array([0, 0, 0]))
+
+
+@pytest.mark.parametrize("name", ["CE", "CE-weight", "CE-smoothing", "NLL"])
+def test_every_label_ignored_unchecked_matches_torch(name, device, rng):
+    """Checks off (as on a GPU), with ignore_index given: torch's nan loss and its zero
+    gradient (tensornet's was nan: 0 * (1 / 0)), so an all-padding batch leaves the weights
+    alone."""
+    torch = torch_or_skip()
+    w = [1.0, 2.0, 3.0]
+    tw = torch.tensor(w, dtype=torch.float64)
+    ours, theirs = {
+        "CE": (nn.CrossEntropyLoss(ignore_index=-1, check=False),
+               torch.nn.CrossEntropyLoss(ignore_index=-1)),
+        "CE-weight": (nn.CrossEntropyLoss(w, ignore_index=-1, check=False),
+                      torch.nn.CrossEntropyLoss(tw, ignore_index=-1)),
+        "CE-smoothing": (nn.CrossEntropyLoss(ignore_index=-1, label_smoothing=0.2,
+                                             check=False),
+                         torch.nn.CrossEntropyLoss(ignore_index=-1, label_smoothing=0.2)),
+        "NLL": (nn.NLLLoss(ignore_index=-1, check=False), torch.nn.NLLLoss(ignore_index=-1)),
+    }[name]
+    z = rng.standard_normal((4, 3)) - 3.0
+    with np.errstate(invalid="ignore"):
+        compare_loss(ours, theirs, z, np.full(4, -1), device)
+
+
+def test_bce_weight_must_broadcast_to_the_predictions():
+    p, t = np.full((4, 3), 0.5), np.ones((4, 3))
+    with pytest.raises(ValueError, match=r"BCELoss: weight of shape \(5,\) does not broadcast "
+                                         r"to the predictions' shape \(4, 3\)"):
+        nn.BCELoss(weight=np.ones(5))(p, t)
+    # torch refuses a weight that would broadcast the loss to a bigger shape; here it made
+    # a (2, 4, 3) gradient for (4, 3) predictions
+    with pytest.raises(ValueError, match=r"weight of shape \(2, 4, 3\)"):
+        nn.BCELoss(weight=np.ones((2, 4, 3)))(p, t)
+
+
+def test_bce_targets_outside_0_1_are_refused_as_in_torch():
+    with pytest.raises(ValueError, match=r"BCELoss expects targets in \[0, 1\], got values "
+                                         r"from -1.0 to 2.0"):
+        nn.BCELoss()(np.full(2, 0.5), np.array([2.0, -1.0]))
+
+
+def _bce_logits_data(rng):
+    x = rng.standard_normal((5, 3)) * 3
+    x[0] = (1e4, -1e4, 0.0)  # huge logits stay finite
+    return x, rng.uniform(size=(5, 3))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", [
+    {"pos_weight": [0.5, 2.0, 3.0]}, {"weight": [[1.0], [2.0], [0.5], [0.0], [3.0]]},
+    {"weight": [0.3, 1.0, 2.0], "pos_weight": [4.0, 1.0, 0.25]}])
+def test_bce_with_logits_pos_weight_and_weight_match_torch(options, reduction, device, rng):
+    torch = torch_or_skip()
+    x, t = _bce_logits_data(rng)
+    theirs = {k: torch.tensor(v, dtype=torch.float64) for k, v in options.items()}
+    compare_loss(nn.BCEWithLogitsLoss(reduction=reduction, **options),
+                 torch.nn.BCEWithLogitsLoss(reduction=reduction, **theirs), x, t, device)
+
+
+def test_bce_with_logits_pos_weight_float32_and_errors(rng):
+    b = get_backend("cpu")
+    x = b.asarray(rng.standard_normal((4, 3)).astype(np.float32))
+    loss = nn.BCEWithLogitsLoss(pos_weight=[1.0, 2.0, 3.0])
+    assert loss(x, x * 0.0).dtype == np.float32 and loss.backward().dtype == np.float32
+    with pytest.raises(ValueError, match=r"BCEWithLogitsLoss: pos_weight of shape \(2,\) does "
+                                         r"not broadcast to the predictions' shape \(4, 3\)"):
+        nn.BCEWithLogitsLoss(pos_weight=[1.0, 2.0])(x, x)
+    with pytest.raises(ValueError, match="BCEWithLogitsLoss: pos_weight must be an array of "
+                                         "finite numbers"):
+        nn.BCEWithLogitsLoss(pos_weight=[1.0, np.inf])
