@@ -213,9 +213,19 @@ def relu_backward(backend, grad, y):
 # Softmax cross-entropy: the generic versions build an (N, C) one-hot target and multiply
 # it in; here the true class is picked (forward) or hit (backward) by index, and the
 # uniform part of label smoothing is a scalar. Same math, ~20 array calls fewer per step.
-# Labels must be in range: the loss checks that on CPU before it calls these. A row
-# holding NaN or +inf, or only -inf, gets NaN log-probabilities (the generic version
-# gives NaN or -inf there) and a non-finite loss either way, which the loss reports.
+# The loss checks the labels on CPU before it calls these, unless its checks are off: then
+# a label outside [0, C) gives its row a NaN loss and a NaN gradient row (as the generic
+# and CUDA versions), never an index that wraps around or fails. A row holding NaN or
+# +inf, or only -inf, gets NaN log-probabilities (the generic version gives NaN or -inf
+# there) and a non-finite loss either way, which the loss reports.
+def _labels_outside(labels, classes: int):
+    """(labels clipped into range, boolean rows outside [0, C) or None when none is)."""
+    outside = (labels < 0) | (labels >= classes)
+    if not outside.any():
+        return labels, None
+    return np.clip(labels, 0, classes - 1), outside
+
+
 @NumpyBackend.override
 def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0):
     kernels = jit.kernels("basic")
@@ -225,14 +235,18 @@ def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0):
     log_probs = np.subtract(logits, logits.max(axis=1, keepdims=True))
     shifted_lse = np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
     log_probs -= shifted_lse
+    labels, outside = _labels_outside(labels, logits.shape[1])
     picked = log_probs[np.arange(len(labels)), labels]
     if not label_smoothing:
-        return np.negative(picked), log_probs
-    # target (1 - eps) * onehot + eps / C: loss = -(1 - eps) * lp[y] - eps / C * sum(lp)
-    losses = log_probs.sum(axis=1)
-    losses *= -label_smoothing / logits.shape[1]
-    picked *= 1.0 - label_smoothing
-    losses -= picked
+        losses = np.negative(picked)
+    else:
+        # target (1 - eps) * onehot + eps / C: loss = -(1 - eps) * lp[y] - eps / C * sum(lp)
+        losses = log_probs.sum(axis=1)
+        losses *= -label_smoothing / logits.shape[1]
+        picked *= 1.0 - label_smoothing
+        losses -= picked
+    if outside is not None:
+        losses[outside] = np.nan
     return losses, log_probs
 
 
@@ -243,6 +257,7 @@ def softmax_cross_entropy_backward(backend, log_probs, labels, scale, label_smoo
         return kernels.softmax_cross_entropy_backward(
             log_probs, labels.astype(np.int64, copy=False), scale, label_smoothing)
     grad = np.exp(log_probs)
+    labels, outside = _labels_outside(labels, log_probs.shape[1])
     hit = (np.arange(len(labels)), labels)
     if label_smoothing:
         grad -= label_smoothing / log_probs.shape[1]
@@ -250,6 +265,8 @@ def softmax_cross_entropy_backward(backend, log_probs, labels, scale, label_smoo
     else:
         grad[hit] -= 1.0
     grad *= scale
+    if outside is not None:
+        grad[outside] = np.nan
     return grad
 
 

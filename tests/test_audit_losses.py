@@ -96,3 +96,28 @@ def test_bce_with_logits_pos_weight_float32_and_errors(rng):
     with pytest.raises(ValueError, match="BCEWithLogitsLoss: pos_weight must be an array of "
                                          "finite numbers"):
         nn.BCEWithLogitsLoss(pos_weight=[1.0, np.inf])
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["numba", "numpy"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_unchecked_labels_out_of_range_give_nan_rows_not_stray_memory(device, compiled,
+                                                                       smoothing, rng):
+    """Checks off (as on a GPU): labels outside [0, C), the default ignore_index -100
+    among them, give their rows a NaN loss and NaN gradients on every backend (the CUDA
+    kernel's rule); the compiled kernel had read (and written) outside the row, returning
+    a loss of ~1e-263 for -100. The other rows keep their values."""
+    from tensornet.backends import jit
+    z = rng.standard_normal((5, 4))
+    labels = np.array([-100, 1, 4, 3, -1])
+    loss = nn.CrossEntropyLoss(reduction="none", label_smoothing=smoothing, check=False)
+    good = nn.CrossEntropyLoss(reduction="none", label_smoothing=smoothing)
+    backend = get_backend(device)
+    with jit.switched(compiled):
+        losses = np.asarray(backend.to_numpy(loss(backend.asarray(z), backend.asarray(labels))))
+        grad = np.asarray(backend.to_numpy(loss.backward(backend.asarray(np.ones(5)))))
+        rows = [1, 3]
+        expected = np.asarray(good(z[rows], labels[rows]))
+        expected_grad = np.asarray(good.backward(np.ones(2)))
+    assert np.isnan(losses[[0, 2, 4]]).all() and np.isnan(grad[[0, 2, 4]]).all()
+    np.testing.assert_allclose(losses[rows], expected, rtol=1e-12)
+    np.testing.assert_allclose(grad[rows], expected_grad, rtol=1e-12)

@@ -2,9 +2,11 @@
 backward), each one pass.
 
 ReLU works on 1-D views listing both arrays in one memory order (``layout.flat_in_order_of``),
-so any layout streams. Softmax cross-entropy: one row per task; labels are in range (the
-loss checks that before it calls these). A row holding NaN or +inf, or only -inf, gets NaN
-log-probabilities, as the NumPy override.
+so any layout streams. Softmax cross-entropy: one row per task. The loss checks that labels
+are in range before it calls these, unless its checks are off: then a row whose label is
+outside [0, C) gets a NaN loss and a NaN gradient row (as the CUDA kernel), never a read or
+write outside the row. A row holding NaN or +inf, or only -inf, gets NaN log-probabilities,
+as the NumPy override.
 """
 from __future__ import annotations
 
@@ -70,7 +72,11 @@ def _cross_entropy_row(logits, labels, smoothing, losses, log_probs, row):
     for k in range(classes):
         lp[k] = lp[k] - shift
         summed += lp[k]
-    picked = lp[labels[row]]
+    label = labels[row]
+    if label < 0 or label >= classes:
+        losses[row] = np.nan
+        return
+    picked = lp[label]
     if smoothing == 0.0:
         losses[row] = -picked
     else:  # target (1 - eps) * onehot + eps / C
@@ -88,14 +94,19 @@ def _cross_entropy_backward_row(log_probs, labels, scale, smoothing, grad, row):
     lp = log_probs[row]
     g = grad[row]
     classes = lp.shape[0]
+    label = labels[row]
+    if label < 0 or label >= classes:
+        for k in range(classes):
+            g[k] = np.nan
+        return
     for k in range(classes):
         g[k] = np.exp(lp[k])
     if smoothing != 0.0:
         for k in range(classes):
             g[k] -= smoothing / classes
-        g[labels[row]] -= 1.0 - smoothing
+        g[label] -= 1.0 - smoothing
     else:
-        g[labels[row]] -= 1.0
+        g[label] -= 1.0
     for k in range(classes):
         g[k] *= scale
 

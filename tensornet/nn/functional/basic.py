@@ -128,19 +128,29 @@ def relu_backward(backend, grad, y):
 def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0):
     """Per-sample softmax cross-entropy. logits (N, C), integer labels (N,) ->
     ``(losses (N,), log_probs (N, C))``; the target is ``(1 - eps) * onehot + eps / C``
-    for ``label_smoothing`` eps. ``log_probs`` is what the backward needs."""
+    for ``label_smoothing`` eps. ``log_probs`` is what the backward needs. A label outside
+    [0, C) (unchecked: the loss checks them unless its checks are off) gives its row a NaN
+    loss, on every backend."""
+    xp = backend.xp
     log_probs = log_softmax(logits, axis=1)
     target = _smoothed_one_hot(labels, logits.shape[1], logits.dtype, label_smoothing)
-    return -backend.xp.sum(target * log_probs, axis=1), log_probs
+    losses = -xp.sum(target * log_probs, axis=1)
+    return xp.where(_inside(xp, labels, logits.shape[1]), losses, xp.nan), log_probs
 
 
 @kernel
 def softmax_cross_entropy_backward(backend, log_probs, labels, scale, label_smoothing=0.0):
-    """d(scale * sum of losses)/d logits = ``scale * (softmax - target)``, (N, C)."""
-    grad = backend.xp.exp(log_probs)
+    """d(scale * sum of losses)/d logits = ``scale * (softmax - target)``, (N, C); NaN rows
+    for labels outside [0, C)."""
+    xp = backend.xp
+    grad = xp.exp(log_probs)
     grad -= _smoothed_one_hot(labels, log_probs.shape[1], log_probs.dtype, label_smoothing)
     grad *= scale
-    return grad
+    return xp.where(_inside(xp, labels, log_probs.shape[1])[:, None], grad, xp.nan)
+
+
+def _inside(xp, labels, num_classes):
+    return (labels >= 0) & (labels < num_classes)
 
 
 def _smoothed_one_hot(labels, num_classes, dtype, label_smoothing):
