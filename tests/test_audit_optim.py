@@ -119,3 +119,25 @@ def test_rmsprop_state_saved_without_step_still_loads():
     for p, seq in zip(fresh.param_groups[0]["params"], grads):
         p.grad = seq[2].copy()
     fresh.step()
+
+
+def test_reduce_on_plateau_reduces_a_group_added_later_as_torch():
+    torch = torch_or_skip()
+    ours = tn.optim.SGD([Parameter(np.zeros(3))], lr=0.1)
+    theirs = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1)
+    schedule = tn.optim.ReduceLROnPlateau(ours, patience=0, min_lr=1e-3)
+    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(theirs, patience=0, min_lr=1e-3)
+    ours.add_param_group({"params": [Parameter(np.zeros(2))], "lr": 0.5})
+    theirs.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 0.5})
+    for value in [1.0, 2.0, 3.0, 4.0, 5.0]:
+        schedule.step(value)
+        reference.step(value)
+        assert schedule.get_last_lr() == pytest.approx(reference.get_last_lr(), rel=1e-15)
+    assert schedule.get_last_lr()[1] == 1e-3  # 0.5 -> 0.05 -> 0.005 -> its floor min_lr
+
+    # one min_lr per group was given: a new group has none, a clear error that changes nothing
+    per_group = tn.optim.ReduceLROnPlateau(ours, min_lr=[0.0, 0.0])
+    ours.add_param_group({"params": [Parameter(np.zeros(2))], "lr": 0.5})
+    with pytest.raises(ValueError, match="3 parameter groups, but min_lr lists 2"):
+        per_group.step(1.0)
+    assert (per_group.last_epoch, per_group.best) == (0, float("inf"))
