@@ -141,3 +141,45 @@ def test_reduce_on_plateau_reduces_a_group_added_later_as_torch():
     with pytest.raises(ValueError, match="3 parameter groups, but min_lr lists 2"):
         per_group.step(1.0)
     assert (per_group.last_epoch, per_group.best) == (0, float("inf"))
+
+
+def _torch_state(torch, cls, kwargs, values, grads, steps):
+    theirs = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
+    reference = getattr(torch.optim, cls)(theirs, **kwargs)
+    for t in range(steps):
+        for q, seq in zip(theirs, grads):
+            q.grad = torch.from_numpy(seq[t].copy())
+        reference.step()
+    return theirs, reference
+
+
+@pytest.mark.parametrize("torch_cls, torch_kwargs, ours_cls, steps, match", [
+    ("Adam", dict(lr=0.01, maximize=True), "Adam", 3, "maximize=True"),
+    ("SGD", dict(lr=0.01, momentum=0.9, maximize=True), "SGD", 3, "maximize=True"),
+    ("Adam", dict(lr=0.01, amsgrad=True), "Adam", 0, "amsgrad=True"),
+    ("RMSprop", dict(lr=0.01, centered=True), "RMSprop", 0, "centered=True"),
+    ("AdamW", dict(lr=0.01), "Adam", 3, "decoupled_weight_decay=True"),
+    ("Adam", dict(lr=0.01, weight_decay=0.1), "AdamW", 3, "decoupled_weight_decay=False"),
+])
+def test_a_torch_state_with_an_option_tensornet_lacks_is_refused(torch_cls, torch_kwargs,
+                                                                 ours_cls, steps, match):
+    torch = torch_or_skip()
+    values, grads = _problem(seed=3, steps=3)
+    _, reference = _torch_state(torch, torch_cls, torch_kwargs, values, grads, steps)
+    opt = getattr(tn.optim, ours_cls)([Parameter(v.copy()) for v in values], lr=0.01)
+    with pytest.raises(ValueError, match=match):
+        opt.load_state_dict(reference.state_dict())
+    assert opt.param_groups[0]["lr"] == 0.01 and not opt.state
+
+
+def test_a_torch_adamw_state_loads_into_adamw_and_continues_identically():
+    torch = torch_or_skip()
+    values, grads = _problem(seed=4, steps=20)
+    theirs, reference = _torch_state(torch, "AdamW", dict(lr=0.01, weight_decay=0.1), values,
+                                     grads, 10)
+    ours = [Parameter(q.detach().numpy().copy()) for q in theirs]
+    opt = tn.optim.AdamW(ours, lr=0.01)
+    opt.load_state_dict(reference.state_dict())
+    assert opt.param_groups[0]["weight_decay"] == 0.1
+    _step_both(torch, ours, opt, theirs, reference, grads, range(10, 20))
+    _assert_same(ours, theirs)
