@@ -39,13 +39,16 @@ class ReduceLROnPlateau:
                             f"{type(optimizer).__name__}")
         self.optimizer = optimizer
         groups = len(optimizer.param_groups)
-        min_lrs = list(min_lr) if isinstance(min_lr, (list, tuple)) else [min_lr] * groups
+        per_group = isinstance(min_lr, (list, tuple))
+        min_lrs = list(min_lr) if per_group else [min_lr] * groups
         if len(min_lrs) != groups:
             raise ValueError(f"ReduceLROnPlateau: expected {groups} min_lrs (one per parameter "
                              f"group), got {len(min_lrs)}")
         values = dict(mode=mode, factor=factor, patience=patience, threshold=threshold,
                       threshold_mode=threshold_mode, cooldown=cooldown, min_lrs=min_lrs, eps=eps)
         self.__dict__.update(self._checked(values))
+        # A single min_lr also applies to groups added to the optimizer later, as PyTorch.
+        self.default_min_lr = None if per_group else self.min_lrs[0]
         self.last_epoch = 0
         self.best = math.inf if self.mode == "min" else -math.inf
         self.num_bad_epochs = self.cooldown_counter = 0
@@ -79,6 +82,7 @@ class ReduceLROnPlateau:
     def step(self, metric) -> None:
         """Record one epoch's monitored value; reduce the lrs after a plateau."""
         value = float(metric)  # NaN never improves: it counts as a bad epoch, as PyTorch
+        self._match_groups()  # before anything changes
         self.last_epoch += 1
         if self.improves(value):
             self.best, self.num_bad_epochs = value, 0
@@ -95,6 +99,18 @@ class ReduceLROnPlateau:
                     group["lr"] = new
             self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
         self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def _match_groups(self) -> None:
+        """One min_lr per parameter group, also for groups added since construction."""
+        groups = len(self.optimizer.param_groups)
+        if len(self.min_lrs) == groups:
+            return
+        if self.default_min_lr is None:
+            raise ValueError(f"ReduceLROnPlateau: the optimizer has {groups} parameter groups, "
+                             f"but min_lr lists {len(self.min_lrs)} (a group was added after "
+                             f"the schedule was built?); set scheduler.min_lrs to one value "
+                             f"per group")
+        self.min_lrs = [self.default_min_lr] * groups
 
     def get_last_lr(self) -> list[float]:
         return list(self._last_lr)

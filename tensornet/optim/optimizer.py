@@ -75,7 +75,8 @@ class Optimizer(StateDictMixin):
     from ``p.data`` before the optimizer was built is a copy of the old values (hold the
     Parameter, or take ``p.data`` afterwards).
 
-    Subclasses define ``state_kinds`` (name -> ARRAY or COUNT), ``required_state``, and:
+    Subclasses define ``state_kinds`` (name -> ARRAY or COUNT; every COUNT starts at 0 at a
+    parameter's first step), ``required_state`` (what a loaded state must hold), and:
     ``_rule(group) -> FusedUpdate``; ``_scalars(group, state, fresh) -> dict`` (the rule's
     scalars for one step, ``state``'s COUNT entries already advanced, ``fresh`` True at a
     parameter's first step); optionally ``_state_fills(group)`` (initial values of state
@@ -230,7 +231,7 @@ class Optimizer(StateDictMixin):
             fresh = not state
             if fresh:
                 state = self.state[param] = {name: 0 for name, kind in self.state_kinds.items()
-                                             if kind == COUNT and name in self.required_state}
+                                             if kind == COUNT}
             pack.adopt_state(i, state, rule.states, fills)
             for name, kind in self.state_kinds.items():
                 if kind == COUNT and name in state:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tensornet.backends import FusedUpdate
 
-from .optimizer import ARRAY, Optimizer, in_range, non_negative
+from .optimizer import ARRAY, COUNT, Optimizer, in_range, non_negative
 
 
 def _rmsprop(xp, param, grad, square_avg, *, lr, alpha, one_minus_alpha, eps):
@@ -46,10 +46,12 @@ class RMSprop(Optimizer):
         buf = momentum * buf + d;  p = p - lr * buf     (momentum > 0)
         p   = p - lr * d                                (momentum = 0)
 
-    State per parameter: ``square_avg`` (s) and, when momentum > 0, ``momentum_buffer``.
+    State per parameter, as PyTorch's: ``step`` (int; the rule does not use it),
+    ``square_avg`` (s) and, when momentum > 0, ``momentum_buffer``. A state saved without
+    ``step`` (before tensornet kept it) still loads.
     """
 
-    state_kinds = {"square_avg": ARRAY, "momentum_buffer": ARRAY}
+    state_kinds = {"step": COUNT, "square_avg": ARRAY, "momentum_buffer": ARRAY}
     required_state = ("square_avg",)
     rules = (PLAIN, MOMENTUM)
 

@@ -9,6 +9,9 @@ from tensornet.backends import asnumpy, dtype_name, get_backend
 from tensornet.nn.parameter import Parameter
 
 ARRAY, COUNT = "array", "count"  # kinds of per-parameter state entries
+# PyTorch options that change the update, with the value tensornet's rules amount to: a state
+# dict (PyTorch's) with another value is refused rather than stepped without the option.
+_TORCH_OPTIONS = {"maximize": False, "amsgrad": False, "centered": False}
 
 
 class StateDictMixin:
@@ -87,6 +90,14 @@ class StateDictMixin:
         missing = [k for k in self.defaults if k not in saved]
         if missing:
             problems.append(f"group {gi} lacks hyper-parameters {', '.join(missing)}")
+            return None
+        options = dict(_TORCH_OPTIONS, decoupled_weight_decay=self.weight_decay_style
+                       == "decoupled")
+        unsupported = [f"{k}={saved[k]!r}" for k, plain in options.items()
+                       if k in saved and k not in self.defaults and bool(saved[k]) != plain]
+        if unsupported:
+            problems.append(f"group {gi} sets {', '.join(unsupported)}, which tensornet's "
+                            f"{self._name} does not do")
             return None
         group = {k: (tuple(v) if isinstance(own.get(k), tuple) else v)
                  for k, v in saved.items() if k != "params"}
