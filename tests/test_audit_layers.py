@@ -32,3 +32,33 @@ def test_conv2d_kernel_taller_than_the_image_matches_pytorch(device, rng, make, 
                       **tol)
         layer.zero_grad()
         reference.zero_grad()
+
+
+TAIL = [-700.0, -100.0, -60.0, -30.0, -20.0, -17.5, -5.0, 0.0, 5.0, 17.5, 30.0, 700.0]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", ["Sigmoid", "SiLU", "Softplus", "Softplus-beta", "ELU"])
+def test_activation_tails_keep_their_digits_as_pytorch(device, name, dtype):
+    """0.5 * (1 + tanh(x/2)) for the sigmoid (Sigmoid, SiLU, Softplus's gradient) and
+    y + alpha for ELU's gradient cancel for negative x: float32 gave exactly 0 below
+    x = -17 (torch: 9.4e-14 at -30), float64 a relative error of 2e-4 at -30."""
+    torch = torch_or_skip()
+    layer, reference = {
+        "Sigmoid": (nn.Sigmoid(), torch.nn.Sigmoid()), "SiLU": (nn.SiLU(), torch.nn.SiLU()),
+        "Softplus": (nn.Softplus(), torch.nn.Softplus()),
+        "Softplus-beta": (nn.Softplus(2.0, 50.0), torch.nn.Softplus(2.0, 50.0)),
+        "ELU": (nn.ELU(0.7), torch.nn.ELU(0.7)),
+    }[name]
+    x = np.array(TAIL, dtype=dtype)
+    backend = tn.get_backend(device)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        y = tn.asnumpy(layer(backend.asarray(x)))
+        dx = tn.asnumpy(layer.backward(backend.asarray(np.ones_like(x))))
+    x_t = torch.from_numpy(x.copy()).requires_grad_(True)
+    y_t = reference(x_t)
+    y_t.backward(torch.ones_like(y_t))
+    # relative to each value, however small (atol only below the float's smallest normal)
+    tol = dict(rtol=1e-13 if dtype == "float64" else 2e-6, atol=np.finfo(dtype).tiny)
+    np.testing.assert_allclose(y, y_t.detach().numpy(), **tol, err_msg=f"{name} forward")
+    np.testing.assert_allclose(dx, x_t.grad.numpy(), **tol, err_msg=f"{name} gradient")
