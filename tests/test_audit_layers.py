@@ -62,3 +62,26 @@ def test_activation_tails_keep_their_digits_as_pytorch(device, name, dtype):
     tol = dict(rtol=1e-13 if dtype == "float64" else 2e-6, atol=np.finfo(dtype).tiny)
     np.testing.assert_allclose(y, y_t.detach().numpy(), **tol, err_msg=f"{name} forward")
     np.testing.assert_allclose(dx, x_t.grad.numpy(), **tol, err_msg=f"{name} gradient")
+
+
+@pytest.mark.parametrize("geometry", [dict(kernel_size=3, stride=1, padding=1),
+                                      dict(kernel_size=(3, 2), stride=2, padding=(1, 1)),
+                                      dict(kernel_size=3, stride=2, padding=1, dilation=2)])
+def test_maxpool_never_routes_a_gradient_into_the_padding(any_device, geometry):
+    """Padding counts as -inf; in a window whose inputs are all -inf it won the arg-max
+    (the first offset), so the window's gradient was dropped (MaxPool2d(3, 1, 1) on a 3x3
+    plane of -inf: dx summed to 4 instead of torch's 9)."""
+    torch = torch_or_skip()
+    backend = tn.get_backend(any_device)
+    x = np.full((1, 2, 5, 4), -np.inf)
+    x[0, 1, 2:, 1:] = np.arange(9.0).reshape(3, 3)  # channel 1: partly finite
+    x[0, 1, 4, 3] = np.nan
+    layer, reference = nn.MaxPool2d(**geometry), torch.nn.MaxPool2d(**geometry)
+    y = tn.asnumpy(layer(backend.asarray(x)))
+    dy = np.random.default_rng(0).standard_normal(y.shape)
+    dx = tn.asnumpy(layer.backward(backend.asarray(dy)))
+    x_t = torch.from_numpy(x.copy()).requires_grad_(True)
+    y_t = reference(x_t)
+    y_t.backward(torch.from_numpy(dy))
+    np.testing.assert_array_equal(y, y_t.detach().numpy())
+    np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-12, atol=1e-12)
