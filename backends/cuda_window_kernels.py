@@ -64,24 +64,25 @@ COL2IM = ElementwiseSpec(  # gathers into dx (N, C, H, W)
     "dx = sum;",
     "tn_col2im")
 
-# First maximum wins ties, a NaN wins (the last one, as the generic loop), padding is -inf.
+# First maximum wins ties, a NaN wins (the last one, as the generic loop), padding is -inf
+# but never wins: a window of -inf inputs picks its first input position, as PyTorch.
 MAX_POOL = ElementwiseSpec(
     "raw T x, " + WINDOW_PARAMS, "T y, int32 argmax",
     _UNRAVEL_OUTPUT +
-    "T best = T(0);\n"
-    "int arg = 0;\n"
+    "T best = tn_neg_inf<T>();\n"
+    "int arg = -1;\n"
     "for (int ki = 0; ki < k_h; ++ki) {\n"
     "  const int h = oh * s_h + ki * d_h - pad_t;\n"
     "  for (int kj = 0; kj < k_w; ++kj) {\n"
     "    const int w = ow * s_w + kj * d_w - pad_l;\n"
-    "    const T v = (h >= 0 && h < height && w >= 0 && w < width)\n"
-    "              ? x[(plane + h) * width + w] : tn_neg_inf<T>();\n"
+    "    if (h < 0 || h >= height || w < 0 || w >= width) continue;\n"
+    "    const T v = x[(plane + h) * width + w];\n"
     "    const int k = ki * k_w + kj;\n"
-    "    if (k == 0 || v > best || isnan(v)) { best = v; arg = k; }\n"
+    "    if (arg < 0 || v > best || isnan(v)) { best = v; arg = k; }\n"
     "  }\n"
     "}\n"
     "y = best;\n"
-    "argmax = arg;",
+    "argmax = arg < 0 ? 0 : arg;",
     "tn_max_pool", NUMERIC_HELPERS)
 
 MAX_POOL_BACKWARD = ElementwiseSpec(  # gathers into dx (N, C, H, W)

@@ -94,10 +94,12 @@ def col2im(backend, cols, x_shape, kernel_size, stride=(1, 1), padding=((0, 0), 
 
 def _keeps_size(x_shape, kernel_size, stride, padding, dilation) -> bool:
     """True for a stride-1 window geometry whose output is as large as its input (and whose
-    kernel is narrower than the image, so a shifted row wraps into one neighbour only)."""
+    kernel is narrower than the image, so a shifted row wraps into one neighbour only, and
+    shorter, so no shift moves past the whole plane)."""
     return (tuple(stride) == (1, 1) and x_shape[2] * x_shape[3] > 0
             and window_output_size(x_shape, kernel_size, stride, padding, dilation)
             == tuple(x_shape[2:])
+            and (kernel_size[0] - 1) * dilation[0] < x_shape[2]
             and (kernel_size[1] - 1) * dilation[1] < x_shape[3])
 
 

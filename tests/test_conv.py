@@ -136,6 +136,9 @@ GEOMETRIES = [  # x shape, kernel, stride, padding, dilation
     ((1, 2, 6, 7), (3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2)),
     ((2, 1, 3, 5), (5, 3), (1, 1), ((1, 3), (2, 0)), (1, 1)),
     ((1, 2, 3, 1), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),   # kernel wider than the image
+    # kernel more than twice as tall as the image: a row shift past the whole plane
+    ((2, 2, 1, 3), (5, 3), (1, 1), ((2, 2), (1, 1)), (1, 1)),
+    ((3, 1, 1, 1), (3, 1), (1, 1), ((2, 2), (0, 0)), (2, 1)),
 ]
 
 

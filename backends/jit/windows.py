@@ -134,8 +134,10 @@ def im2col(x, kernel_size, stride, padding, dilation, out_size, samples=None, fl
     shape = (c, kh, kw, stop - first) + tuple(out_size)
     cols = (np.empty(shape, dtype=x.dtype) if out is None
             else out[:math.prod(shape)].reshape(shape))
+    # (A kernel taller than the image would shift rows past the whole plane: the general
+    # loop then, as the unsigned plane-shift loops would write past the task's columns.)
     same = (tuple(stride) == (1, 1) and tuple(out_size) == (h, w)
-            and (kw - 1) * dilation[1] < w)
+            and (kh - 1) * dilation[0] < h and (kw - 1) * dilation[1] < w)
     flat, offsets = flat or flat_major(x)
     run_tasks(_im2col_tasks, c * kh * kw, cols.size, flat, offsets + (first,),
               cols.reshape(-1), (stop - first, h, w) + tuple(out_size),

@@ -88,12 +88,15 @@ def max_pool2d(backend, x, kernel_size, stride, padding=((0, 0), (0, 0)), dilati
     ``argmax`` (an integer array, int32 here; overrides may pick a narrower dtype) is
     the winning kernel offset ``i*kw + j`` of each window, the first one on ties, as
     PyTorch. NaNs propagate to ``y`` and win the arg-max (the last NaN of a window, as
-    PyTorch and the CUDA kernel). Padding counts as -inf. Backward needs only ``argmax``,
-    which is opaque to layers: it goes back to ``max_pool2d_backward``.
+    PyTorch and the CUDA kernel). Padding counts as -inf but never wins: a window of -inf
+    inputs routes its gradient to its first input position, as PyTorch, not to the padding.
+    Backward needs only ``argmax``, which is opaque to layers: it goes back to
+    ``max_pool2d_backward``.
     """
     xp = backend.xp
     oh, ow = window_output_size(x.shape, kernel_size, stride, padding, dilation)
     xpad = pad2d(x, padding, value=-math.inf)
+    first_inside = _first_inside(x.shape, kernel_size, stride, padding, dilation, (oh, ow))
     best = argmax = None
     for i, j, rows, columns in window_offsets(kernel_size, stride, dilation, (oh, ow)):
         value = xpad[:, :, rows, columns]
@@ -102,9 +105,35 @@ def max_pool2d(backend, x, kernel_size, stride, padding=((0, 0), (0, 0)), dilati
             argmax = backend.zeros(value.shape, xp.int32)
             continue
         # A NaN wins, the last one (as the CUDA kernel and PyTorch): it is the maximum.
-        argmax = xp.where((value > best) | xp.isnan(value), i * kernel_size[1] + j, argmax)
+        wins = (value > best) | xp.isnan(value)
+        if (i, j) in first_inside:  # the window's first input after padding: it takes over
+            wins = wins | backend.asarray(first_inside[i, j])
+        argmax = xp.where(wins, i * kernel_size[1] + j, argmax)
         best = xp.maximum(best, value)  # the standard's maximum propagates NaN
     return best, argmax
+
+
+def _first_inside(x_shape, kernel_size, stride, padding, dilation, out_size) -> dict:
+    """{(i, j): (OH, OW) host bool mask} of the windows whose first kernel offset inside
+    the unpadded image is (i, j) > (0, 0); empty without padding."""
+    if not any(lo or hi for lo, hi in padding):
+        return {}
+    (top, _), (left, _) = padding
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
+    rows = np.arange(out_size[0])[None, :] * sh + np.arange(kh)[:, None] * dh - top
+    columns = np.arange(out_size[1])[None, :] * sw + np.arange(kw)[:, None] * dw - left
+    row_inside = (rows >= 0) & (rows < x_shape[2])            # (kh, OH)
+    column_inside = (columns >= 0) & (columns < x_shape[3])   # (kw, OW)
+    seen = np.zeros(tuple(out_size), dtype=bool)
+    masks = {}
+    for i in range(kh):
+        for j in range(kw):
+            inside = row_inside[i][:, None] & column_inside[j][None, :]
+            first = inside & ~seen
+            if (i or j) and first.any():
+                masks[i, j] = first
+            seen |= inside
+    return masks
 
 
 @kernel
