@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import functional as F
+from .activation import _sigmoid
 from .loss import Loss, host_weight, per_sample
 
 # PyTorch clamps the BCE gradient's denominator at 1e-12 held as a float32
@@ -73,7 +74,7 @@ class BCEWithLogitsLoss(Loss):
     def backward(self, grad_output=None):
         logits, target, weight, pos_weight = self._require_cache(self._cache)
         xp = self.backend.xp
-        sigmoid = 0.5 * (xp.tanh(0.5 * logits) + 1.0)
+        sigmoid = _sigmoid(xp, logits)  # every digit of the tail, as Sigmoid
         if pos_weight is None:
             grad = sigmoid - target
         else:
