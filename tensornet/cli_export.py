@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tensornet.runconfig import validate_config
+
 IMAGE_DATASETS = ("fashion-mnist", "mnist")
 
 
@@ -44,10 +46,11 @@ def cmd_export(args) -> int:
     from tensornet.cli import UsageError
 
     state = tn.load(args.checkpoint)
-    config = state.get("config") if isinstance(state, dict) else None
-    if not config or "model" not in config or "model" not in state:
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) \
+            or not isinstance(state.get("config"), dict):
         raise tn.CheckpointError(f"{args.checkpoint}: no model config in this checkpoint; it "
                                  f"was not written by 'tensornet train'")
+    config = validate_config(state["config"], args.checkpoint)  # as eval: before building
     model = tn.models.build(config["model"])
     try:
         model.load_state_dict(state["model"])

@@ -49,7 +49,7 @@ def test_eval_accepts_files_written_by_save_checkpoint(tmp_path, capsys, blobs_m
     assert accuracy > 90.0
 
 
-@pytest.mark.parametrize("config, needle", [
+BAD_CONFIGS = [
     ({**GOOD, "model": {"name": "mlp", "kwargs": {"sizes": [2, 16, 4], "evil": 1}}},
      "unknown mlp kwarg(s) 'evil'"),
     ({**GOOD, "model": {"name": "mlp", "kwargs": {"sizes": [2, 16, 4], "device": "cuda"}}},
@@ -67,7 +67,10 @@ def test_eval_accepts_files_written_by_save_checkpoint(tmp_path, capsys, blobs_m
     ({**GOOD, "flatten": "yes"}, "flatten"),
     ("a string", "no model config"),
     (None, "no model config"),
-], ids=lambda v: str(v)[:40])
+]
+
+
+@pytest.mark.parametrize("config, needle", BAD_CONFIGS, ids=lambda v: str(v)[:40])
 def test_eval_validates_the_config_before_building(tmp_path, capsys, monkeypatch, blobs_model,
                                                    config, needle):
     model, opt = blobs_model
@@ -78,6 +81,21 @@ def test_eval_validates_the_config_before_building(tmp_path, capsys, monkeypatch
     assert main(["eval", "--checkpoint", str(path)]) == 1
     _one_line_error(capsys, str(path), needle)
     assert built == []     # nothing was built from a config that does not validate
+
+
+@pytest.mark.parametrize("config, needle", BAD_CONFIGS, ids=lambda v: str(v)[:40])
+def test_export_validates_the_config_before_building(tmp_path, capsys, monkeypatch,
+                                                     blobs_model, config, needle):
+    """export reads the same config as eval (it built from it unchecked: a TypeError
+    traceback for an unknown kwarg, an unnamed int() error for sizes 'abc')."""
+    model, opt = blobs_model
+    path = tmp_path / "ckpt.safetensors"
+    tn.save_checkpoint(path, model, opt, config=config)
+    built = []
+    monkeypatch.setitem(tn.models.MODELS, "mlp", lambda **kw: built.append(kw))
+    assert main(["export", "--checkpoint", str(path), "--out", str(tmp_path / "m.onnx")]) == 1
+    _one_line_error(capsys, str(path), needle)
+    assert built == [] and not (tmp_path / "m.onnx").exists()
 
 
 def test_only_known_kwargs_reach_the_builder(tmp_path, capsys, monkeypatch, blobs_model):
