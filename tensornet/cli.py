@@ -396,8 +396,12 @@ def cmd_eval(args) -> int:
     norm = config["normalize"]
     transform = tn.data.Normalize(norm["mean"], norm["std"]) if norm else None
     loss_fn = tn.nn.MSELoss() if autoencoder else tn.nn.CrossEntropyLoss()
-    test = tn.evaluate(model, loss_fn, _loader(xt, None if autoencoder else yt, args.batch_size,
-                                               device, transform))
+    try:
+        test = tn.evaluate(model, loss_fn, _loader(xt, None if autoencoder else yt,
+                                                   args.batch_size, device, transform))
+    except ValueError as exc:  # a config whose model or normalize does not fit its dataset
+        raise tn.CheckpointError(f"{args.checkpoint}: the checkpoint's model does not fit the "
+                                 f"{config['dataset']} test set: {exc}") from exc
     print(f"{config['model']['name']} on {config['dataset']} from {args.checkpoint}")
     print(_test_line(test))
     return 0

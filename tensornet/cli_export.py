@@ -62,6 +62,13 @@ def cmd_export(args) -> int:
     if norm and not args.no_normalize:
         transform = tn.data.Normalize(norm["mean"], norm["std"])
     example = np.zeros((1,) + sample_shape(config), dtype=model.dtype)
+    try:
+        with tn.no_grad():
+            model(example if transform is None else transform(example))
+    except ValueError as exc:  # a config whose model or normalize does not fit its dataset
+        raise tn.CheckpointError(f"{args.checkpoint}: the checkpoint's model does not take "
+                                 f"{config['dataset']} inputs of shape (N, "
+                                 f"{', '.join(map(str, example.shape[1:]))}): {exc}") from exc
     opset = tn.onnx.DEFAULT_OPSET if args.opset is None else args.opset
     if opset < tn.onnx.MIN_OPSET:
         raise UsageError(f"--opset {opset}: tensornet exports need opset >= "

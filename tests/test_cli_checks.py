@@ -98,6 +98,29 @@ def test_export_validates_the_config_before_building(tmp_path, capsys, monkeypat
     assert built == [] and not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.parametrize("command, config, needle", [
+    ("eval", {**GOOD, "model": {"name": "mlp", "kwargs": {"sizes": [784, 16, 4]}}},
+     "Linear(784 -> 16)"),
+    ("eval", {**GOOD, "normalize": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}},
+     "Normalize with 3 channels"),
+    ("export", {**GOOD, "dataset": "fashion-mnist"}, "Linear(2 -> 16)"),
+    ("export", {**GOOD, "normalize": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}},
+     "Normalize with 3 channels"),
+], ids=["eval-model", "eval-normalize", "export-model", "export-normalize"])
+def test_a_model_that_does_not_fit_its_dataset_names_the_file(tmp_path, capsys, blobs_model,
+                                                              command, config, needle):
+    """A valid config whose model (or normalisation) does not take its dataset's inputs:
+    one line naming the checkpoint (it was the layer's message alone, without the file)."""
+    sizes = tuple(config["model"]["kwargs"]["sizes"])
+    model = blobs_model[0] if sizes == (2, 16, 4) else tn.models.mlp(sizes)
+    path = tmp_path / "ckpt.safetensors"
+    tn.save_checkpoint(path, model, config=config)
+    argv = [command, "--checkpoint", str(path)]
+    assert main(argv + (["--out", str(tmp_path / "m.onnx")] if command == "export" else [])) == 1
+    _one_line_error(capsys, f"{path}: the checkpoint's model does not", needle)
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_only_known_kwargs_reach_the_builder(tmp_path, capsys, monkeypatch, blobs_model):
     model, opt = blobs_model
     path = tmp_path / "ckpt.safetensors"
