@@ -13,6 +13,7 @@ TENSORNET_DEBUG=1 to see it).
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import sys
@@ -21,6 +22,7 @@ import time
 import warnings
 from pathlib import Path
 
+from tensornet.io.atomic import atomic_write
 from tensornet.runconfig import DATASETS, validate_config
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -331,11 +333,9 @@ def cmd_train(args) -> int:
     except tn.nn.NonFiniteError as exc:
         raise tn.nn.NonFiniteError(f"{exc}{_retire(out, OUTPUTS)}") from exc
     train_seconds = time.perf_counter() - start
-    if main_rank:  # distributed (issue 18): rank 0 alone writes files and prints
-        out.mkdir(parents=True, exist_ok=True)
-        history.save_json(out / "history.json")
     if history.stop_reason and history.stop_reason.startswith("TerminateOnNaN"):  # --quiet too
-        if main_rank:
+        if main_rank:  # distributed (issue 18): rank 0 alone writes files and prints
+            history.save_json(out / "history.json")
             print(f"tensornet train: training diverged: {history.stop_reason}; wrote "
                   f"{out}/history.json only{_retire(out, OUTPUTS[1:])}", file=sys.stderr)
         return 1
@@ -348,12 +348,21 @@ def cmd_train(args) -> int:
               "optimizer": args.optimizer, "lr": lr, "batch_size": args.batch_size,
               "epochs": len(history), "normalize": normalize.state() if normalize else None,
               "flatten": autoencoder, "test": test, "train_seconds": train_seconds}
+    # Every output is made before the first is written, and each is written atomically, so
+    # an interrupt or a failure leaves no partial file and no new history.json beside the
+    # earlier run's model (the window left is between the renames)
+    curves_png = io.BytesIO()
+    try:
+        history.plot(curves_png, title=f"{spec['name']} on {args.dataset}")
+    except ImportError:
+        curves_png = None
+    history.save_json(out / "history.json")
     tn.save_checkpoint(out / "model.safetensors", model, optimizer, loader=train_loader,
                        epoch=len(history), config=config, history=history.to_dict())
-    try:
-        history.plot(out / "curves.png", title=f"{spec['name']} on {args.dataset}")
+    if curves_png is not None:
+        atomic_write(out / "curves.png", curves_png.getvalue(), "the learning curves")
         curves = ", curves.png"
-    except ImportError:
+    else:
         print("note: matplotlib is not installed, so curves.png was skipped "
               f"(pip install 'tensornet[plot]'){_retire(out, OUTPUTS[2:])}")
         curves = ""

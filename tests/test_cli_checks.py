@@ -198,6 +198,33 @@ def _one_line_error_text(err):
     return err
 
 
+@pytest.mark.parametrize("where", ["test-evaluation", "plot"])
+def test_an_interrupt_after_training_keeps_the_earlier_outputs(tmp_path, capsys, monkeypatch,
+                                                               where):
+    """Ctrl-C after training: exit 130, the earlier run's files exactly as they were, no
+    partial file. It used to leave this run's history.json beside the earlier model (an
+    interrupt during the test-set evaluation) or a partial curves.png (during the plot)."""
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "blobs", "--epochs", "1", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupt(*args, **kwargs):
+        if where == "plot":  # History.plot(self, path_or_file, ...)
+            target = args[1]
+            (target.write if hasattr(target, "write") else target.write_bytes)(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    if where == "plot":
+        pytest.importorskip("matplotlib")
+        monkeypatch.setattr(tn.History, "plot", interrupt)
+    else:
+        monkeypatch.setattr(tn, "evaluate", interrupt)
+    assert main(argv[:4] + ["3"] + argv[5:]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_numpy_warnings_never_reach_the_user(tmp_path, capsys):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -45,8 +45,9 @@ def _write_all(f, data: bytes) -> None:
     f.write(data)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` by a file holding ``data``, all or nothing."""
+def atomic_write(path: Path, data: bytes, what: str = "the checkpoint") -> None:
+    """Replace ``path`` by a file holding ``data``, all or nothing (``what`` names the file
+    in the error)."""
     folder = path.parent if str(path.parent) else Path(".")
     tmp = None
     try:
@@ -63,7 +64,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         tmp = None
     except OSError as exc:
         reason = _REASONS.get(exc.errno, exc.strerror or str(exc))
-        raise CheckpointError(f"{path}: cannot save the checkpoint: {reason} ({len(data)} "
+        raise CheckpointError(f"{path}: cannot save {what}: {reason} ({len(data)} "
                               f"bytes to write; {exc}); the previous file, if any, is "
                               f"unchanged") from exc
     finally:
