@@ -73,6 +73,9 @@ def cmd_export(args) -> int:
     if opset < tn.onnx.MIN_OPSET:
         raise UsageError(f"--opset {opset}: tensornet exports need opset >= "
                          f"{tn.onnx.MIN_OPSET}")
+    if opset > tn.onnx.newest_opset():
+        raise UsageError(f"--opset {opset}: the installed onnx knows opsets up to "
+                         f"{tn.onnx.newest_opset()}")
     out = Path(args.out)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True)
