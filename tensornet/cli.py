@@ -173,7 +173,9 @@ OUTPUTS = ("history.json", "model.safetensors", "curves.png")
 
 def _check_data_dir(data_dir) -> None:
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
-        raise UsageError(f"--data-dir {data_dir}: no such folder")
+        what = "a file, not a folder" if Path(data_dir).expanduser().exists() else \
+            "no such folder"
+        raise UsageError(f"--data-dir {data_dir}: {what}")
 
 
 def _check_out(out: Path) -> None:

@@ -171,6 +171,14 @@ def test_missing_data_dir_is_an_error(tmp_path, capsys):
     _one_line_error(capsys, "no such folder")
 
 
+def test_a_data_dir_that_is_a_file_is_called_one(tmp_path, capsys):
+    """It was 'no such folder' for a path that exists."""
+    a_file = tmp_path / "train-images-idx3-ubyte.gz"
+    a_file.write_bytes(b"")
+    assert main(["train", "--data-dir", str(a_file), "--out", str(tmp_path / "run")]) == 2
+    _one_line_error(capsys, f"--data-dir {a_file}: a file, not a folder")
+
+
 def test_a_diverging_run_retires_the_earlier_model_and_says_why(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--dataset", "blobs", "--epochs", "1", "--out", str(out),
