@@ -180,6 +180,10 @@ def _check_data_dir(data_dir) -> None:
 
 def _check_out(out: Path) -> None:
     """Prove ``out`` writable now, not after minutes of training, leaving no trace."""
+    for name in OUTPUTS:  # found now, not by the save after the training
+        if (out / name).exists() and not (out / name).is_file():
+            raise UsageError(f"--out {out}: {out / name} is not a regular file (a folder, "
+                             f"device or pipe); tensornet train writes a file of that name")
     created = [p for p in (out, *out.parents) if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -165,6 +165,20 @@ def test_out_is_checked_before_training(tmp_path, capsys):
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.parametrize("name", ["history.json", "model.safetensors", "curves.png"])
+def test_an_output_name_taken_by_a_folder_is_found_before_training(tmp_path, capsys, name):
+    """It was found when saving, after the whole training (and, for curves.png, after
+    history.json and model.safetensors were written)."""
+    out = tmp_path / "run"
+    (out / name).mkdir(parents=True)
+    code = main(["train", "--dataset", "blobs", "--epochs", "2", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and "Epoch" not in captured.out
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert f"--out {out}: {out / name} is not a regular file" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == [name]
+
+
 def test_missing_data_dir_is_an_error(tmp_path, capsys):
     missing = str(tmp_path / "no-such-folder")
     assert main(["train", "--data-dir", missing, "--out", str(tmp_path / "run")]) == 2
