@@ -304,6 +304,10 @@ def cmd_train(args) -> int:
                                      seed=args.seed)
         # materialise each split once: the statistics and the loaders share these arrays
         train_set, val_set = (tn.data.ArrayDataset(*part.arrays()) for part in parts)
+        if not (len(train_set) and len(val_set)):
+            raise UsageError(f"--val-split {args.val_split:g}: leaves {len(train_set)} "
+                             f"training and {len(val_set)} validation samples of the "
+                             f"{len(full)}; each needs at least one (0 turns validation off)")
     else:
         train_set, val_set = full, None
     normalize = None

@@ -179,6 +179,17 @@ def test_an_output_name_taken_by_a_folder_is_found_before_training(tmp_path, cap
     assert sorted(p.name for p in out.iterdir()) == [name]
 
 
+def test_a_val_split_that_empties_the_validation_set_is_a_usage_error(tmp_path, capsys):
+    """3000 blobs at 0.0001: 0 validation samples gave 'DataLoader: the dataset is empty'
+    (exit 1, no option named)."""
+    code = main(["train", "--dataset", "blobs", "--val-split", "0.0001", "--out",
+                 str(tmp_path / "run")])
+    assert code == 2
+    _one_line_error(capsys, "--val-split 0.0001: leaves 3000 training and 0 validation "
+                            "samples of the 3000")
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_data_dir_is_an_error(tmp_path, capsys):
     missing = str(tmp_path / "no-such-folder")
     assert main(["train", "--data-dir", missing, "--out", str(tmp_path / "run")]) == 2
