@@ -65,12 +65,24 @@ def pin_threads(threads: int) -> list[dict]:
     Returns threadpoolctl's description of the pools after pinning.
     """
     global _limits
-    from threadpoolctl import threadpool_info, threadpool_limits
-    _limits = threadpool_limits(limits=threads)
+    threadpoolctl = _threadpoolctl()
+    _limits = threadpoolctl.threadpool_limits(limits=threads)
     torch = _torch_if_imported()
     if torch is not None:
         torch.set_num_threads(threads)
-    return threadpool_info()
+    return threadpoolctl.threadpool_info()
+
+
+def _threadpoolctl():
+    """threadpoolctl, or an exit naming the extra: without it the thread counts the figures
+    are labelled with would not hold."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        raise SystemExit("the benchmarks set the BLAS threads with threadpoolctl, which is not "
+                         "installed: pip install 'tensornet[fast]' (or pip install "
+                         "threadpoolctl)") from None
+    return threadpoolctl
 
 
 def _torch_if_imported():
@@ -141,7 +153,7 @@ def git_commit() -> str | None:
 
 def machine_info(threads: int) -> dict:
     """CPU, cores, BLAS, GPU and library versions for a report header."""
-    from threadpoolctl import threadpool_info
+    threadpool_info = _threadpoolctl().threadpool_info
     blas = [f"{p.get('internal_api')} {p.get('version') or ''} ({p.get('architecture') or '?'}, "
             f"{p.get('threading_layer') or p.get('user_api')})".replace("  ", " ")
             for p in threadpool_info() if p.get("user_api") == "blas"]

@@ -13,6 +13,7 @@ TENSORNET_DEBUG=1 to see it).
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import sys
@@ -21,6 +22,7 @@ import time
 import warnings
 from pathlib import Path
 
+from tensornet.io.atomic import atomic_write
 from tensornet.runconfig import DATASETS, validate_config
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -171,11 +173,17 @@ OUTPUTS = ("history.json", "model.safetensors", "curves.png")
 
 def _check_data_dir(data_dir) -> None:
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
-        raise UsageError(f"--data-dir {data_dir}: no such folder")
+        what = "a file, not a folder" if Path(data_dir).expanduser().exists() else \
+            "no such folder"
+        raise UsageError(f"--data-dir {data_dir}: {what}")
 
 
 def _check_out(out: Path) -> None:
     """Prove ``out`` writable now, not after minutes of training, leaving no trace."""
+    for name in OUTPUTS:  # found now, not by the save after the training
+        if (out / name).exists() and not (out / name).is_file():
+            raise UsageError(f"--out {out}: {out / name} is not a regular file (a folder, "
+                             f"device or pipe); tensornet train writes a file of that name")
     created = [p for p in (out, *out.parents) if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -296,6 +304,10 @@ def cmd_train(args) -> int:
                                      seed=args.seed)
         # materialise each split once: the statistics and the loaders share these arrays
         train_set, val_set = (tn.data.ArrayDataset(*part.arrays()) for part in parts)
+        if not (len(train_set) and len(val_set)):
+            raise UsageError(f"--val-split {args.val_split:g}: leaves {len(train_set)} "
+                             f"training and {len(val_set)} validation samples of the "
+                             f"{len(full)}; each needs at least one (0 turns validation off)")
     else:
         train_set, val_set = full, None
     normalize = None
@@ -331,11 +343,9 @@ def cmd_train(args) -> int:
     except tn.nn.NonFiniteError as exc:
         raise tn.nn.NonFiniteError(f"{exc}{_retire(out, OUTPUTS)}") from exc
     train_seconds = time.perf_counter() - start
-    if main_rank:  # distributed (issue 18): rank 0 alone writes files and prints
-        out.mkdir(parents=True, exist_ok=True)
-        history.save_json(out / "history.json")
     if history.stop_reason and history.stop_reason.startswith("TerminateOnNaN"):  # --quiet too
-        if main_rank:
+        if main_rank:  # distributed (issue 18): rank 0 alone writes files and prints
+            history.save_json(out / "history.json")
             print(f"tensornet train: training diverged: {history.stop_reason}; wrote "
                   f"{out}/history.json only{_retire(out, OUTPUTS[1:])}", file=sys.stderr)
         return 1
@@ -348,12 +358,21 @@ def cmd_train(args) -> int:
               "optimizer": args.optimizer, "lr": lr, "batch_size": args.batch_size,
               "epochs": len(history), "normalize": normalize.state() if normalize else None,
               "flatten": autoencoder, "test": test, "train_seconds": train_seconds}
+    # Every output is made before the first is written, and each is written atomically, so
+    # an interrupt or a failure leaves no partial file and no new history.json beside the
+    # earlier run's model (the window left is between the renames)
+    curves_png = io.BytesIO()
+    try:
+        history.plot(curves_png, title=f"{spec['name']} on {args.dataset}")
+    except ImportError:
+        curves_png = None
+    history.save_json(out / "history.json")
     tn.save_checkpoint(out / "model.safetensors", model, optimizer, loader=train_loader,
                        epoch=len(history), config=config, history=history.to_dict())
-    try:
-        history.plot(out / "curves.png", title=f"{spec['name']} on {args.dataset}")
+    if curves_png is not None:
+        atomic_write(out / "curves.png", curves_png.getvalue(), "the learning curves")
         curves = ", curves.png"
-    except ImportError:
+    else:
         print("note: matplotlib is not installed, so curves.png was skipped "
               f"(pip install 'tensornet[plot]'){_retire(out, OUTPUTS[2:])}")
         curves = ""
@@ -396,8 +415,12 @@ def cmd_eval(args) -> int:
     norm = config["normalize"]
     transform = tn.data.Normalize(norm["mean"], norm["std"]) if norm else None
     loss_fn = tn.nn.MSELoss() if autoencoder else tn.nn.CrossEntropyLoss()
-    test = tn.evaluate(model, loss_fn, _loader(xt, None if autoencoder else yt, args.batch_size,
-                                               device, transform))
+    try:
+        test = tn.evaluate(model, loss_fn, _loader(xt, None if autoencoder else yt,
+                                                   args.batch_size, device, transform))
+    except ValueError as exc:  # a config whose model or normalize does not fit its dataset
+        raise tn.CheckpointError(f"{args.checkpoint}: the checkpoint's model does not fit the "
+                                 f"{config['dataset']} test set: {exc}") from exc
     print(f"{config['model']['name']} on {config['dataset']} from {args.checkpoint}")
     print(_test_line(test))
     return 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tensornet.runconfig import validate_config
+
 IMAGE_DATASETS = ("fashion-mnist", "mnist")
 
 
@@ -44,10 +46,11 @@ def cmd_export(args) -> int:
     from tensornet.cli import UsageError
 
     state = tn.load(args.checkpoint)
-    config = state.get("config") if isinstance(state, dict) else None
-    if not config or "model" not in config or "model" not in state:
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) \
+            or not isinstance(state.get("config"), dict):
         raise tn.CheckpointError(f"{args.checkpoint}: no model config in this checkpoint; it "
                                  f"was not written by 'tensornet train'")
+    config = validate_config(state["config"], args.checkpoint)  # as eval: before building
     model = tn.models.build(config["model"])
     try:
         model.load_state_dict(state["model"])
@@ -59,10 +62,20 @@ def cmd_export(args) -> int:
     if norm and not args.no_normalize:
         transform = tn.data.Normalize(norm["mean"], norm["std"])
     example = np.zeros((1,) + sample_shape(config), dtype=model.dtype)
+    try:
+        with tn.no_grad():
+            model(example if transform is None else transform(example))
+    except ValueError as exc:  # a config whose model or normalize does not fit its dataset
+        raise tn.CheckpointError(f"{args.checkpoint}: the checkpoint's model does not take "
+                                 f"{config['dataset']} inputs of shape (N, "
+                                 f"{', '.join(map(str, example.shape[1:]))}): {exc}") from exc
     opset = tn.onnx.DEFAULT_OPSET if args.opset is None else args.opset
     if opset < tn.onnx.MIN_OPSET:
         raise UsageError(f"--opset {opset}: tensornet exports need opset >= "
                          f"{tn.onnx.MIN_OPSET}")
+    if opset > tn.onnx.newest_opset():
+        raise UsageError(f"--opset {opset}: the installed onnx knows opsets up to "
+                         f"{tn.onnx.newest_opset()}")
     out = Path(args.out)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True)

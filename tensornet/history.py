@@ -37,8 +37,12 @@ class History:
                 "stop_reason": self.stop_reason}
 
     def save_json(self, path) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=1)
+        """Write ``to_dict()`` as JSON, atomically (the previous file or the whole new one)."""
+        from pathlib import Path
+
+        from tensornet.io.atomic import atomic_write
+
+        atomic_write(Path(path), json.dumps(self.to_dict(), indent=1).encode(), "the history")
 
     def plot(self, path, title: str | None = None) -> None:
         """Write a PNG of the loss and (when measured) accuracy curves to ``path``."""

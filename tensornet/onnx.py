@@ -13,10 +13,12 @@ The graph computes what the model computes in eval mode, with the batch axis dyn
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
 from tensornet import nn
+from tensornet.io.atomic import atomic_write
 from tensornet.backends import asnumpy, dtype_name, get_backend
 from tensornet.summary import run_with_hooks
 
@@ -31,6 +33,11 @@ def _onnx():
         raise RuntimeError("ONNX export needs the onnx package: pip install 'tensornet[export]' "
                            "(or pip install onnx)") from exc
     return onnx
+
+
+def newest_opset() -> int:
+    """The newest opset the installed onnx package defines."""
+    return int(_onnx().defs.onnx_opset_version())
 
 
 class _Graph:
@@ -262,6 +269,9 @@ def export(model, example_input, path=None, *, input_transform=None, opset: int 
     onnx = _onnx()
     if opset < MIN_OPSET:
         raise ValueError(f"ONNX export: opset {opset} is too old; tensornet needs >= {MIN_OPSET}")
+    if opset > newest_opset():  # the checker lets it pass; no runtime loads the file
+        raise ValueError(f"ONNX export: opset {opset} is newer than the installed onnx "
+                         f"{onnx.__version__} knows (<= {newest_opset()})")
     if not isinstance(model, nn.Module):
         raise TypeError(f"export expected a tensornet Module, got {type(model).__name__}")
     backend = next((get_backend(p.data) for p in model.parameters()), model.backend)
@@ -289,6 +299,6 @@ def export(model, example_input, path=None, *, input_transform=None, opset: int 
     proto = onnx.helper.make_model(graph, producer_name="tensornet",
                                    opset_imports=[onnx.helper.make_opsetid("", opset)])
     onnx.checker.check_model(proto)
-    if path is not None:
-        onnx.save(proto, str(path))
+    if path is not None:  # the previous file or the whole new one, never a partial file
+        atomic_write(Path(path), proto.SerializeToString(), "the ONNX model")
     return proto

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+from .data.transforms import Normalize
 from .io import CheckpointError
 from .models import ACTIVATIONS, INITS
 
@@ -105,7 +106,8 @@ def validate_config(config, source) -> dict:
                                   f"'std': ...}}, got {str(normalize)[:100]}")
         try:
             normalize = {k: _numbers(normalize[k]) for k in ("mean", "std")}
-        except _Invalid as exc:
+            Normalize(normalize["mean"], normalize["std"])  # lengths agree, std > 0
+        except (_Invalid, ValueError) as exc:
             raise CheckpointError(f"{fail}: normalize: {exc}") from None
     return {"model": model, "dataset": dataset, "seed": seed, "flatten": flatten,
             "normalize": normalize}

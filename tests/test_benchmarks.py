@@ -210,3 +210,14 @@ def test_scaling_worker_measures_a_point():
     assert 0 < timing["tensornet_gemm_share"] < 1
     memory = run_worker({**cfg, "kind": "memory", "framework": "tensornet"}, timeout=300)
     assert memory["peak_mib"] >= 0 and "build_mib" in memory, memory
+
+
+@pytest.mark.parametrize("call", ["pin_threads", "machine_info"])
+def test_without_threadpoolctl_the_benchmarks_name_the_extra(monkeypatch, call):
+    """A fresh install of '.[plot]' has no threadpoolctl: `python -m benchmarks.mlp_cpu`
+    was a ModuleNotFoundError traceback."""
+    from benchmarks import common
+
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)   # import raises ImportError
+    with pytest.raises(SystemExit, match=r"pip install 'tensornet\[fast\]'"):
+        getattr(common, call)(1)

@@ -154,3 +154,21 @@ def test_a_folder_that_cannot_exist(tmp_path):
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(tn.CheckpointError, match=r"file/sub/c.safetensors: cannot save"):
         tn.save({"w": np.ones(1)}, tmp_path / "file" / "sub" / "c.safetensors")
+
+
+@pytest.mark.parametrize("via_link", [False, True], ids=["pipe", "link-to-pipe"])
+def test_a_device_or_pipe_is_not_replaced(tmp_path, via_link):
+    """The rename put a regular file in place of the target: `tn.save(..., "/dev/null")`
+    or `tensornet export --out /dev/full` run as root replaced the device node itself.
+    A FIFO stands in for the device here."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    target = pipe
+    if via_link:
+        target = tmp_path / "link.safetensors"
+        target.symlink_to(pipe)
+    with pytest.raises(tn.CheckpointError, match=rf"{target}: cannot save the checkpoint "
+                                                 r"there: not a regular file"):
+        tn.save({"w": np.ones(1)}, target)
+    assert stat.S_ISFIFO(os.stat(target).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"pipe", target.name})

@@ -49,7 +49,7 @@ def test_eval_accepts_files_written_by_save_checkpoint(tmp_path, capsys, blobs_m
     assert accuracy > 90.0
 
 
-@pytest.mark.parametrize("config, needle", [
+BAD_CONFIGS = [
     ({**GOOD, "model": {"name": "mlp", "kwargs": {"sizes": [2, 16, 4], "evil": 1}}},
      "unknown mlp kwarg(s) 'evil'"),
     ({**GOOD, "model": {"name": "mlp", "kwargs": {"sizes": [2, 16, 4], "device": "cuda"}}},
@@ -63,11 +63,18 @@ def test_eval_accepts_files_written_by_save_checkpoint(tmp_path, capsys, blobs_m
     ({"dataset": "blobs"}, "lacks 'model'"),
     ({**GOOD, "dataset": "imagenet"}, "expected one of fashion-mnist, mnist, blobs, spirals"),
     ({**GOOD, "normalize": {"mean": "x", "std": 1.0}}, "normalize"),
+    ({**GOOD, "normalize": {"mean": [0.0, 0.0], "std": [0.0, 1.0]}},
+     "normalize: Normalize: std must be positive"),
+    ({**GOOD, "normalize": {"mean": [0.0, 0.0], "std": [1.0, 1.0, 1.0]}},
+     "normalize: Normalize: mean and std must be"),
     ({**GOOD, "seed": -1}, "seed"),
     ({**GOOD, "flatten": "yes"}, "flatten"),
     ("a string", "no model config"),
     (None, "no model config"),
-], ids=lambda v: str(v)[:40])
+]
+
+
+@pytest.mark.parametrize("config, needle", BAD_CONFIGS, ids=lambda v: str(v)[:40])
 def test_eval_validates_the_config_before_building(tmp_path, capsys, monkeypatch, blobs_model,
                                                    config, needle):
     model, opt = blobs_model
@@ -78,6 +85,44 @@ def test_eval_validates_the_config_before_building(tmp_path, capsys, monkeypatch
     assert main(["eval", "--checkpoint", str(path)]) == 1
     _one_line_error(capsys, str(path), needle)
     assert built == []     # nothing was built from a config that does not validate
+
+
+@pytest.mark.parametrize("config, needle", BAD_CONFIGS, ids=lambda v: str(v)[:40])
+def test_export_validates_the_config_before_building(tmp_path, capsys, monkeypatch,
+                                                     blobs_model, config, needle):
+    """export reads the same config as eval (it built from it unchecked: a TypeError
+    traceback for an unknown kwarg, an unnamed int() error for sizes 'abc')."""
+    model, opt = blobs_model
+    path = tmp_path / "ckpt.safetensors"
+    tn.save_checkpoint(path, model, opt, config=config)
+    built = []
+    monkeypatch.setitem(tn.models.MODELS, "mlp", lambda **kw: built.append(kw))
+    assert main(["export", "--checkpoint", str(path), "--out", str(tmp_path / "m.onnx")]) == 1
+    _one_line_error(capsys, str(path), needle)
+    assert built == [] and not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("command, config, needle", [
+    ("eval", {**GOOD, "model": {"name": "mlp", "kwargs": {"sizes": [784, 16, 4]}}},
+     "Linear(784 -> 16)"),
+    ("eval", {**GOOD, "normalize": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}},
+     "Normalize with 3 channels"),
+    ("export", {**GOOD, "dataset": "fashion-mnist"}, "Linear(2 -> 16)"),
+    ("export", {**GOOD, "normalize": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}},
+     "Normalize with 3 channels"),
+], ids=["eval-model", "eval-normalize", "export-model", "export-normalize"])
+def test_a_model_that_does_not_fit_its_dataset_names_the_file(tmp_path, capsys, blobs_model,
+                                                              command, config, needle):
+    """A valid config whose model (or normalisation) does not take its dataset's inputs:
+    one line naming the checkpoint (it was the layer's message alone, without the file)."""
+    sizes = tuple(config["model"]["kwargs"]["sizes"])
+    model = blobs_model[0] if sizes == (2, 16, 4) else tn.models.mlp(sizes)
+    path = tmp_path / "ckpt.safetensors"
+    tn.save_checkpoint(path, model, config=config)
+    argv = [command, "--checkpoint", str(path)]
+    assert main(argv + (["--out", str(tmp_path / "m.onnx")] if command == "export" else [])) == 1
+    _one_line_error(capsys, f"{path}: the checkpoint's model does not", needle)
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_only_known_kwargs_reach_the_builder(tmp_path, capsys, monkeypatch, blobs_model):
@@ -120,6 +165,31 @@ def test_out_is_checked_before_training(tmp_path, capsys):
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.parametrize("name", ["history.json", "model.safetensors", "curves.png"])
+def test_an_output_name_taken_by_a_folder_is_found_before_training(tmp_path, capsys, name):
+    """It was found when saving, after the whole training (and, for curves.png, after
+    history.json and model.safetensors were written)."""
+    out = tmp_path / "run"
+    (out / name).mkdir(parents=True)
+    code = main(["train", "--dataset", "blobs", "--epochs", "2", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and "Epoch" not in captured.out
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert f"--out {out}: {out / name} is not a regular file" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_a_val_split_that_empties_the_validation_set_is_a_usage_error(tmp_path, capsys):
+    """3000 blobs at 0.0001: 0 validation samples gave 'DataLoader: the dataset is empty'
+    (exit 1, no option named)."""
+    code = main(["train", "--dataset", "blobs", "--val-split", "0.0001", "--out",
+                 str(tmp_path / "run")])
+    assert code == 2
+    _one_line_error(capsys, "--val-split 0.0001: leaves 3000 training and 0 validation "
+                            "samples of the 3000")
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_data_dir_is_an_error(tmp_path, capsys):
     missing = str(tmp_path / "no-such-folder")
     assert main(["train", "--data-dir", missing, "--out", str(tmp_path / "run")]) == 2
@@ -128,6 +198,14 @@ def test_missing_data_dir_is_an_error(tmp_path, capsys):
     tn.save({"model": {}}, ckpt)
     assert main(["eval", "--checkpoint", str(ckpt), "--data-dir", missing]) == 2
     _one_line_error(capsys, "no such folder")
+
+
+def test_a_data_dir_that_is_a_file_is_called_one(tmp_path, capsys):
+    """It was 'no such folder' for a path that exists."""
+    a_file = tmp_path / "train-images-idx3-ubyte.gz"
+    a_file.write_bytes(b"")
+    assert main(["train", "--data-dir", str(a_file), "--out", str(tmp_path / "run")]) == 2
+    _one_line_error(capsys, f"--data-dir {a_file}: a file, not a folder")
 
 
 def test_a_diverging_run_retires_the_earlier_model_and_says_why(tmp_path, capsys):
@@ -155,6 +233,33 @@ def test_a_diverging_run_retires_the_earlier_model_and_says_why(tmp_path, capsys
 def _one_line_error_text(err):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     return err
+
+
+@pytest.mark.parametrize("where", ["test-evaluation", "plot"])
+def test_an_interrupt_after_training_keeps_the_earlier_outputs(tmp_path, capsys, monkeypatch,
+                                                               where):
+    """Ctrl-C after training: exit 130, the earlier run's files exactly as they were, no
+    partial file. It used to leave this run's history.json beside the earlier model (an
+    interrupt during the test-set evaluation) or a partial curves.png (during the plot)."""
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "blobs", "--epochs", "1", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupt(*args, **kwargs):
+        if where == "plot":  # History.plot(self, path_or_file, ...)
+            target = args[1]
+            (target.write if hasattr(target, "write") else target.write_bytes)(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    if where == "plot":
+        pytest.importorskip("matplotlib")
+        monkeypatch.setattr(tn.History, "plot", interrupt)
+    else:
+        monkeypatch.setattr(tn, "evaluate", interrupt)
+    assert main(argv[:4] + ["3"] + argv[5:]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_numpy_warnings_never_reach_the_user(tmp_path, capsys):

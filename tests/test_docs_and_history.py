@@ -90,3 +90,18 @@ def test_terminate_on_nan_keeps_the_history_up_to_the_bad_step(tmp_path, check):
     assert history["val_loss"] == [None]
     history.plot(tmp_path / "divergence.png")
     assert (tmp_path / "divergence.png").stat().st_size > 0
+
+
+def test_history_save_json_is_atomic(tmp_path):
+    """A save that fails (here a value JSON cannot hold) keeps the previous file whole and
+    leaves no temporary file; it used to truncate the previous file first."""
+    history = tn.History()
+    history.append(1, {"train_loss": 0.5})
+    path = tmp_path / "history.json"
+    history.save_json(path)
+    before = path.read_bytes()
+    history.append(2, {"train_loss": object()})
+    with pytest.raises(TypeError):
+        history.save_json(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]

@@ -119,3 +119,42 @@ def test_cli_export_errors(tmp_path, capsys):
     tn.save({"weights": np.zeros(2)}, bad)
     assert main(["export", "--checkpoint", str(bad), "--out", str(tmp_path / "m.onnx")]) == 1
     assert "no model config in this checkpoint" in capsys.readouterr().err
+
+
+def test_an_opset_newer_than_onnx_knows_is_refused(tmp_path, capsys):
+    """opset 99 passed onnx.checker and was written, a file no runtime can load."""
+    newest = onnx.defs.onnx_opset_version()
+    model = nn.Sequential(nn.Linear(2, 3))
+    with pytest.raises(ValueError, match=f"opset {newest + 1} is newer"):
+        tn.onnx.export(model, np.zeros((1, 2), np.float32), tmp_path / "m.onnx",
+                       opset=newest + 1)
+    ckpt = tmp_path / "model.safetensors"
+    tn.save_checkpoint(ckpt, tn.models.mlp((2, 3)), config={
+        "model": {"name": "mlp", "kwargs": {"sizes": [2, 3]}}, "dataset": "blobs"})
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "m.onnx"),
+                 "--opset", str(newest + 1)]) == 2
+    err = capsys.readouterr().err
+    assert f"--opset {newest + 1}" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()
+    tn.onnx.export(model, np.zeros((1, 2), np.float32), tmp_path / "m.onnx", opset=newest)
+    _run(tmp_path / "m.onnx", np.zeros((1, 2), np.float32))   # the newest one loads
+
+
+def test_a_failed_export_leaves_the_previous_file(tmp_path, monkeypatch):
+    """The file is written atomically (onnx.save wrote in place: a failure or Ctrl-C
+    mid-write left a partial file)."""
+    from tensornet.io import atomic
+
+    model, x = nn.Sequential(nn.Linear(2, 3)), np.zeros((1, 2), np.float32)
+    path = tmp_path / "m.onnx"
+    tn.onnx.export(model, x, path)
+    before = path.read_bytes()
+
+    def half_then_fail(f, data):
+        f.write(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic, "_write_all", half_then_fail)
+    with pytest.raises(tn.CheckpointError, match=f"{path}: cannot save the ONNX model"):
+        tn.onnx.export(nn.Sequential(nn.Linear(2, 4)), x, path)
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]

@@ -12,7 +12,9 @@ holds either the previous file or the complete new one. Besides that:
   0600); a new file gets the usual ``0666 & ~umask``;
 - any OS failure (no space, read-only folder, file-size limit, no permission) raises
   ``CheckpointError`` naming the file, after removing the temporary file; the previous
-  file is untouched.
+  file is untouched;
+- a ``path`` that is a device, a pipe or a socket (or a link to one) is refused: the rename
+  would replace ``/dev/null`` itself by a regular file.
 """
 from __future__ import annotations
 
@@ -45,10 +47,19 @@ def _write_all(f, data: bytes) -> None:
     f.write(data)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` by a file holding ``data``, all or nothing."""
+def atomic_write(path: Path, data: bytes, what: str = "the checkpoint") -> None:
+    """Replace ``path`` by a file holding ``data``, all or nothing (``what`` names the file
+    in the error)."""
     folder = path.parent if str(path.parent) else Path(".")
     tmp = None
+    try:
+        kind = os.stat(path).st_mode if os.path.lexists(path) else None
+    except OSError:  # a dangling link: the rename replaces the link
+        kind = None
+    if kind is not None and not stat.S_ISREG(kind) and not stat.S_ISDIR(kind):
+        # the rename would put a regular file in place of /dev/null, a pipe or a socket
+        raise CheckpointError(f"{path}: cannot save {what} there: not a regular file (a "
+                              f"device, pipe or socket)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(path)
@@ -63,7 +74,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         tmp = None
     except OSError as exc:
         reason = _REASONS.get(exc.errno, exc.strerror or str(exc))
-        raise CheckpointError(f"{path}: cannot save the checkpoint: {reason} ({len(data)} "
+        raise CheckpointError(f"{path}: cannot save {what}: {reason} ({len(data)} "
                               f"bytes to write; {exc}); the previous file, if any, is "
                               f"unchanged") from exc
     finally:
