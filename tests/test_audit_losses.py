@@ -139,3 +139,73 @@ def test_bce_with_logits_gradient_keeps_the_sigmoid_tail(device, dtype):
                                                          reduction="sum").backward()
     np.testing.assert_allclose(ours, tx.grad.numpy(), rtol=1e-5 if dtype == "float32" else 1e-12,
                                atol=0)
+
+
+def _k_dim_cases(rng):
+    x = rng.standard_normal((3, 4, 5, 2))
+    labels = rng.integers(0, 4, (3, 5, 2))
+    labels[0, 0, 0] = -100
+    soft = rng.random((3, 4, 5, 2))
+    soft /= soft.sum(axis=1, keepdims=True)
+    log_probs = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+    w = [1.0, 2.0, 0.5, 3.0]
+    return {
+        "ce-4d": (lambda r, t: (nn.CrossEntropyLoss(reduction=r),
+                                t.nn.CrossEntropyLoss(reduction=r)), x, labels),
+        "ce-4d-weight-smoothing": (
+            lambda r, t: (nn.CrossEntropyLoss(weight=w, label_smoothing=0.1, reduction=r),
+                          t.nn.CrossEntropyLoss(weight=t.tensor(w, dtype=t.float64),
+                                                label_smoothing=0.1, reduction=r)),
+            x, labels),
+        "ce-4d-probabilities": (lambda r, t: (nn.CrossEntropyLoss(reduction=r,
+                                                                  label_smoothing=0.05),
+                                              t.nn.CrossEntropyLoss(reduction=r,
+                                                                    label_smoothing=0.05)),
+                                x, soft),
+        "ce-3d": (lambda r, t: (nn.CrossEntropyLoss(reduction=r),
+                                t.nn.CrossEntropyLoss(reduction=r)),
+                  x[:, :, :, 0], labels[:, :, 1] % 4),
+        "ce-unbatched": (lambda r, t: (nn.CrossEntropyLoss(reduction=r),
+                                       t.nn.CrossEntropyLoss(reduction=r)),
+                         x[0, :, 0, 0], np.array(2)),
+        "nll-4d-weight": (lambda r, t: (nn.NLLLoss(weight=w, reduction=r),
+                                        t.nn.NLLLoss(weight=t.tensor(w, dtype=t.float64),
+                                                     reduction=r)),
+                          log_probs, labels),
+    }
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("case", ["ce-4d", "ce-4d-weight-smoothing", "ce-4d-probabilities",
+                                  "ce-3d", "ce-unbatched", "nll-4d-weight"])
+def test_class_losses_take_pytorchs_other_layouts(case, reduction, device, rng):
+    """(N, C, d1, ...) scores with (N, d1, ...) labels (per-pixel classes) and one
+    unbatched (C,) sample, as torch: value and gradient in float64 (these were refused:
+    'expected logits of shape (N, C)')."""
+    torch = torch_or_skip()
+    make, pred, target = _k_dim_cases(rng)[case]
+    ours, theirs = make(reduction, torch)
+    compare_loss(ours, theirs, pred, target, device)
+
+
+@pytest.mark.parametrize("case", ["ce-4d", "ce-4d-probabilities", "ce-unbatched",
+                                  "nll-4d-weight"])
+def test_class_losses_other_layouts_gradcheck(case, device, rng):
+    import tensornet as tn
+    _, pred, target = _k_dim_cases(rng)[case]
+    b = get_backend(device)
+    loss = {"ce-4d": nn.CrossEntropyLoss(), "ce-4d-probabilities": nn.CrossEntropyLoss(),
+            "ce-unbatched": nn.CrossEntropyLoss(),
+            "nll-4d-weight": nn.NLLLoss(weight=[1.0, 2.0, 0.5, 3.0])}[case]
+    assert tn.gradcheck(loss, (b.asarray(pred), b.asarray(target)))
+
+
+def test_class_losses_other_layouts_name_the_expected_labels(rng):
+    x = rng.standard_normal((3, 4, 5))
+    with pytest.raises(ValueError, match=r"labels of shape \(3,\) for predictions of shape "
+                                         r"\(3, 4, 5\); expected \(3, 5\)"):
+        nn.CrossEntropyLoss()(x, np.zeros(3, dtype=np.int64))
+    loss = nn.CrossEntropyLoss(reduction="none")
+    loss(x, np.zeros((3, 5), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"got grad_output of shape \(15,\); expected \(3, 5\)"):
+        loss.backward(np.ones(15))

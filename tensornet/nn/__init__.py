@@ -10,7 +10,8 @@ from .embedding import Embedding
 from .flatten import Flatten
 from .gradcheck import GradcheckError, gradcheck
 from .linear import Identity, Linear
-from .loss import CrossEntropyLoss, Loss, NLLLoss, NonFiniteError
+from .loss import Loss, NonFiniteError
+from .loss_labels import CrossEntropyLoss, NLLLoss
 from .loss_classification import BCELoss, BCEWithLogitsLoss, KLDivLoss, MultiMarginLoss
 from .loss_regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 from .module import Module, RemovableHandle
