@@ -1,0 +1,116 @@
+"""fit / evaluate / train_step / callbacks under hostile or Keras-minded use: each misuse
+fails at once with one error naming what was expected, never a deep traceback or a run
+that silently trains nothing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensornet as tn
+from tensornet import nn
+from tensornet.data import ArrayDataset, DataLoader
+
+
+def _data(n=50, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 4)).astype(np.float32), rng.integers(0, 3, n)
+
+
+def _setup(seed=0, lr=0.1):
+    tn.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    return model, nn.CrossEntropyLoss(), tn.optim.SGD(model.parameters(), lr=lr)
+
+
+def _loader(n=50, seed=0, batch_size=16):
+    return DataLoader(ArrayDataset(*_data(n, seed)), batch_size)
+
+
+# ---------------------------------------------------------------------- wrong objects
+def test_a_class_or_none_for_loss_or_optimizer_is_named():
+    model, loss_fn, opt = _setup()
+    x, y = _data()
+    with pytest.raises(TypeError, match="fit: loss_fn must be an instance, got the class "
+                                        "CrossEntropyLoss"):
+        tn.fit(model, nn.CrossEntropyLoss, opt, _loader(), verbose=0)
+    with pytest.raises(TypeError, match="fit: loss_fn must be a loss instance"):
+        tn.fit(model, None, opt, _loader(), verbose=0)
+    with pytest.raises(TypeError, match="fit: optimizer must be an instance, got the class SGD"):
+        tn.fit(model, loss_fn, tn.optim.SGD, _loader(), verbose=0)
+    with pytest.raises(TypeError, match="fit: optimizer must be an optimizer instance"):
+        tn.fit(model, loss_fn, None, _loader(), verbose=0)
+    with pytest.raises(TypeError, match="fit: model must be a tensornet module"):
+        tn.fit(lambda v: v, loss_fn, opt, _loader(), verbose=0)
+    with pytest.raises(TypeError, match="evaluate: loss_fn must be an instance"):
+        tn.evaluate(model, nn.CrossEntropyLoss, _loader())
+    with pytest.raises(TypeError, match="train_step: loss_fn must be an instance"):
+        tn.train_step(model, nn.CrossEntropyLoss, opt, x, y)
+
+
+def test_an_optimizer_over_another_model_is_refused():
+    model, loss_fn, _ = _setup()
+    other, _, other_opt = _setup(seed=1)
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match="optimizer holds none of the model's 4 trainable"):
+        tn.fit(model, loss_fn, other_opt, _loader(), verbose=0)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
+    # An optimizer over part of the model (fine-tuning the head) is fine.
+    head = tn.optim.SGD(model[2].parameters(), lr=0.1)
+    tn.fit(model, loss_fn, head, _loader(), verbose=0)
+    np.testing.assert_array_equal(model[0].weight.data, before[0])
+
+
+def test_schedules_of_another_optimizer_or_passed_twice_are_refused():
+    model, loss_fn, opt = _setup(lr=1.0)
+    _, _, other_opt = _setup(seed=1)
+    with pytest.raises(ValueError, match="steps another optimizer"):
+        tn.fit(model, loss_fn, opt, _loader(), scheduler=tn.optim.StepLR(other_opt, 1, 0.5),
+               verbose=0)
+    with pytest.raises(TypeError, match="scheduler must be an instance, got the class StepLR"):
+        tn.fit(model, loss_fn, opt, _loader(), scheduler=tn.optim.StepLR, verbose=0)
+    sched = tn.optim.StepLR(opt, 1, 0.5)
+    with pytest.raises(ValueError, match="passed twice"):
+        tn.fit(model, loss_fn, opt, _loader(), epochs=2, scheduler=sched, verbose=0,
+               callbacks=[tn.callbacks.LearningRateScheduler(sched)])
+    assert opt.param_groups[0]["lr"] == 1.0
+
+
+def test_callbacks_verbose_and_grad_hook_arguments():
+    model, loss_fn, opt = _setup()
+    assert len(tn.fit(model, loss_fn, opt, _loader(), callbacks=None, verbose=0)) == 1
+    with pytest.raises(TypeError, match="got one TerminateOnNaN; pass callbacks=\\[...\\]"):
+        tn.fit(model, loss_fn, opt, _loader(), callbacks=tn.TerminateOnNaN(), verbose=0)
+    with pytest.raises(TypeError, match="got the class TerminateOnNaN"):
+        tn.fit(model, loss_fn, opt, _loader(), callbacks=[tn.TerminateOnNaN], verbose=0)
+    with pytest.raises(TypeError, match="verbose must be 0"):
+        tn.fit(model, loss_fn, opt, _loader(), verbose="yes")
+    with pytest.raises(TypeError, match="grad_hook must be a function"):
+        tn.fit(model, loss_fn, opt, _loader(), grad_hook=3, verbose=0)
+
+
+# ---------------------------------------------------------------------- loaders and batches
+@pytest.mark.parametrize("batches, what", [
+    ([(np.zeros((4, 4), np.float32), np.zeros(4, np.int64), None)], "a tuple of 3 items"),
+    ([{"x": np.zeros((4, 4), np.float32), "y": np.zeros(4, np.int64)}],
+     r"a dict with keys \['x', 'y'\]; .*yield \(batch\['x'\], batch\['y'\]\)"),
+    ([np.zeros((2, 4), np.float32)], r"an array of shape \(2, 4\)"),
+])
+def test_batches_that_are_not_pairs_are_named(batches, what):
+    model, loss_fn, opt = _setup()
+    with pytest.raises(TypeError, match=f"fit: train_loader, epoch 1: batch 1 is {what}"):
+        tn.fit(model, loss_fn, opt, batches, verbose=0)
+    with pytest.raises(TypeError, match=f"evaluate: batch 1 is {what}"):
+        tn.evaluate(model, loss_fn, batches)
+
+
+def test_a_one_shot_iterator_for_several_epochs_is_refused_before_training():
+    model, loss_fn, opt = _setup()
+    before = model[0].weight.data.copy()
+    with pytest.raises(TypeError, match="train_loader is a one-shot iterator .*for 3 epochs"):
+        tn.fit(model, loss_fn, opt, iter(list(_loader())), epochs=3, verbose=0)
+    with pytest.raises(TypeError, match="val_loader is a one-shot iterator"):
+        tn.fit(model, loss_fn, opt, _loader(), (b for b in _loader()), epochs=2, verbose=0)
+    np.testing.assert_array_equal(model[0].weight.data, before)
+    # One epoch over a generator is fine.
+    assert len(tn.fit(model, loss_fn, opt, (b for b in _loader()), verbose=0)) == 1
