@@ -8,6 +8,7 @@ ends training after the current step or epoch. Callbacks run in list order; ``fi
 from __future__ import annotations
 
 import math
+import numbers
 import os
 
 import numpy as np
@@ -42,11 +43,21 @@ def _mode_for(monitor: str, mode: str) -> str:
     return mode
 
 
+# Keras' names of the figures fit logs under other names.
+_KERAS_NAMES = {"loss": "train_loss", "accuracy": "train_acc", "acc": "train_acc",
+                "val_accuracy": "val_acc", "learning_rate": "lr"}
+
+
 def _monitored(name: str, monitor: str, logs: dict) -> float:
     value = logs.get(monitor)
     if value is None:
         have = ", ".join(k for k, v in logs.items() if v is not None)
-        hint = " (pass val_loader= to fit)" if monitor.startswith("val_") else ""
+        if monitor in _KERAS_NAMES:
+            hint = f" (fit calls it {_KERAS_NAMES[monitor]!r})"
+        elif monitor.startswith("val_") and logs.get("val_loss") is None:
+            hint = " (pass val_loader= to fit)"
+        else:
+            hint = ""
         raise ValueError(f"{name}: fit logs no {monitor!r}{hint}; available: {have}")
     return float(value)
 
@@ -73,14 +84,22 @@ class _Tracker:
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` (default the validation loss) has not improved by more than
-    ``min_delta`` for ``patience`` epochs; with ``restore_best_weights`` the model ends
-    with the weights of its best epoch (kept as a host copy)."""
+    ``min_delta`` (an amount, >= 0, in either mode) for ``patience`` epochs; with
+    ``restore_best_weights`` the model ends with the weights of its best epoch (kept as a
+    host copy), also when training stops mid-epoch or ends without an early stop."""
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = True):
-        if patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be >= 0, got {patience}")
-        self.tracker = _Tracker(monitor, mode, min_delta)
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) \
+                or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be an integer >= 0, got "
+                             f"{patience!r}")
+        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) \
+                or not math.isfinite(min_delta) or min_delta < 0:
+            raise ValueError(f"EarlyStopping: min_delta is the amount by which {monitor!r} "
+                             f"must improve (a finite number >= 0, in either mode), got "
+                             f"{min_delta!r}")
+        self.tracker = _Tracker(monitor, mode, float(min_delta))
         self.patience = int(patience)
         self.restore_best_weights = restore_best_weights
         self.best_weights = None
@@ -107,8 +126,11 @@ class EarlyStopping(Callback):
                      f"{self.tracker.best_epoch})")
 
     def on_train_end(self, run) -> None:
+        # The weights are the best ones only when the best epoch is the last to finish and
+        # no step of a later epoch ran (a mid-epoch stop records no epoch at its first step).
         last = run.history.epoch[-1] if run.history.epoch else None
-        if self.best_weights is not None and self.tracker.best_epoch != last:
+        at_best = last == run.epoch == self.tracker.best_epoch
+        if self.best_weights is not None and not at_best:
             run.model.load_state_dict(self.best_weights)
             run.log(f"EarlyStopping: restored the weights of epoch {self.tracker.best_epoch} "
                     f"({self.tracker.monitor} {self.tracker.best:.4f})")

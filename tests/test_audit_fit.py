@@ -114,3 +114,65 @@ def test_a_one_shot_iterator_for_several_epochs_is_refused_before_training():
     np.testing.assert_array_equal(model[0].weight.data, before)
     # One epoch over a generator is fine.
     assert len(tn.fit(model, loss_fn, opt, (b for b in _loader()), verbose=0)) == 1
+
+
+# ---------------------------------------------------------------------- EarlyStopping
+class _NaNFromEpoch2:
+    """Two batches per epoch; from epoch 2 on the first batch's inputs are NaN."""
+
+    def __init__(self):
+        self.batches, self.epochs = list(_loader())[:2], 0
+
+    def __len__(self):
+        return 2
+
+    def __iter__(self):
+        self.epochs += 1
+        for i, (xb, yb) in enumerate(self.batches):
+            yield (np.full_like(xb, np.nan) if self.epochs >= 2 and i == 0 else xb), yb
+
+
+def test_early_stopping_restores_after_a_nan_at_the_first_step_of_an_epoch():
+    model, _, opt = _setup()
+    loss_fn = nn.CrossEntropyLoss(check=False)  # the NaN reaches the update, as on a GPU
+    seen = {}
+
+    class Snapshot(tn.callbacks.Callback):
+        def on_epoch_end(self, run, logs):
+            seen[run.epoch] = [p.data.copy() for p in run.model.parameters()]
+
+    stopper = tn.EarlyStopping(monitor="train_loss", patience=3)
+    history = tn.fit(model, loss_fn, opt, _NaNFromEpoch2(), epochs=3, verbose=0,
+                     callbacks=[tn.TerminateOnNaN(), Snapshot(), stopper])
+    assert history.epoch == [1] and "epoch 2, step 1" in history.stop_reason
+    for p, best in zip(model.parameters(), seen[1]):
+        np.testing.assert_array_equal(p.data, best)
+
+
+def test_early_stopping_keeps_the_last_epoch_when_it_is_the_best():
+    model, loss_fn, opt = _setup(lr=0.05)
+    stopper = tn.EarlyStopping(monitor="train_loss", patience=2)
+    history = tn.fit(model, loss_fn, opt, _loader(), epochs=3, verbose=0, callbacks=[stopper])
+    assert stopper.tracker.best_epoch == 3 and stopper.stopped_epoch is None
+    assert len(history) == 3
+    np.testing.assert_array_equal(model[0].weight.data, stopper.best_weights["0.weight"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"min_delta": -0.1}, "min_delta is the amount"), ({"min_delta": "0.1"}, "min_delta"),
+    ({"min_delta": float("nan")}, "min_delta"), ({"patience": "3"}, "patience must be an"),
+    ({"patience": 2.5}, "patience must be an integer"), ({"patience": -1}, "patience"),
+])
+def test_early_stopping_refuses_bad_patience_and_min_delta(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tn.EarlyStopping(**kwargs)
+
+
+def test_a_keras_metric_name_is_translated_not_blamed_on_a_missing_val_loader():
+    model, loss_fn, opt = _setup()
+    with pytest.raises(ValueError, match="no 'val_accuracy' \\(fit calls it 'val_acc'\\)"):
+        tn.fit(model, loss_fn, opt, _loader(), _loader(20, 1), verbose=0,
+               callbacks=[tn.EarlyStopping(monitor="val_accuracy")])
+    with pytest.raises(ValueError, match="no 'val_top5'; available"):
+        tn.fit(model, loss_fn, opt, _loader(), _loader(20, 1), verbose=0,
+               callbacks=[tn.EarlyStopping(monitor="val_top5")])
