@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
+import string
 
 import numpy as np
 
@@ -166,7 +168,8 @@ class TerminateOnNaN(Callback):
 class ModelCheckpoint(Callback):
     """Save a resumable checkpoint (``tn.save_checkpoint``) at the end of each epoch.
 
-    ``path`` may contain ``{epoch}`` (e.g. ``"ckpt/epoch{epoch:03d}.safetensors"``).
+    ``path`` may name ``{epoch}`` and, as in Keras, any figure in the epoch's ``logs``
+    (e.g. ``"ckpt/e{epoch:03d}-{val_loss:.4f}.safetensors"``); a literal brace is ``{{``.
     With ``save_best_only`` only epochs that improve ``monitor`` are saved. ``config``
     (a JSON-friendly dict) is stored so the model can be rebuilt from the file alone.
     """
@@ -174,6 +177,7 @@ class ModelCheckpoint(Callback):
     def __init__(self, path, monitor: str = "val_loss", save_best_only: bool = False,
                  mode: str = "auto", config: dict | None = None):
         self.path = os.fspath(path)
+        self.fields = _template_fields(self.path)
         self.tracker = _Tracker(monitor, mode)
         self.save_best_only = save_best_only
         self.config = config
@@ -181,6 +185,23 @@ class ModelCheckpoint(Callback):
 
     def on_train_begin(self, run) -> None:
         self.tracker.reset()
+        needs_val = sorted(f for f in self.fields if f.startswith("val_"))
+        if needs_val and run.val_loader is None:
+            raise ValueError(f"ModelCheckpoint: the path {self.path!r} names {needs_val[0]!r}, "
+                             f"which needs fit(..., val_loader=...)")
+
+    def _format(self, run, logs) -> str:
+        values = {**logs, "epoch": run.epoch}
+        missing = sorted(f for f in self.fields if values.get(f) is None)
+        if missing:
+            have = ", ".join(k for k, v in values.items() if v is not None)
+            raise ValueError(f"ModelCheckpoint: the path {self.path!r} names {missing[0]!r}, "
+                             f"which fit did not log at epoch {run.epoch}; available: {have}")
+        try:
+            return self.path.format(**values)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"ModelCheckpoint: cannot fill the path {self.path!r} at epoch "
+                             f"{run.epoch}: {exc}") from exc
 
     def on_epoch_end(self, run, logs) -> None:
         from tensornet.io import save_checkpoint
@@ -189,12 +210,28 @@ class ModelCheckpoint(Callback):
             value = _monitored("ModelCheckpoint", self.tracker.monitor, logs)
             if not self.tracker.improved(value):
                 return
+            path = self._format(run, logs)
             self.tracker.best, self.tracker.best_epoch = value, run.epoch
-        path = self.path.format(epoch=run.epoch)
+        else:
+            path = self._format(run, logs)
         save_checkpoint(path, run.model, run.optimizer, scheduler=run.scheduler,
                         loader=run.train_loader, epoch=run.epoch, config=self.config,
                         history=run.history.to_dict())
         self.saved.append(path)
+
+
+def _template_fields(path: str) -> set:
+    """The names a ModelCheckpoint path template fills (``{epoch:03d}`` -> ``epoch``)."""
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(path) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"ModelCheckpoint: the path {path!r} is not a valid template ({exc}); "
+                         f"write a literal brace as {{{{ or }}}}") from exc
+    names = {re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields}
+    if any(not n or n.isdigit() for n in names):
+        raise ValueError(f"ModelCheckpoint: the path {path!r} has a positional field; name "
+                         f"the figure, e.g. {{epoch:03d}} or {{val_loss:.4f}}")
+    return names
 
 
 class LearningRateScheduler(Callback):

@@ -176,3 +176,38 @@ def test_a_keras_metric_name_is_translated_not_blamed_on_a_missing_val_loader():
     with pytest.raises(ValueError, match="no 'val_top5'; available"):
         tn.fit(model, loss_fn, opt, _loader(), _loader(20, 1), verbose=0,
                callbacks=[tn.EarlyStopping(monitor="val_top5")])
+
+
+# ---------------------------------------------------------------------- ModelCheckpoint
+def test_model_checkpoint_path_names_logged_figures_as_in_keras(tmp_path):
+    model, loss_fn, opt = _setup()
+    ckpt = tn.ModelCheckpoint(tmp_path / "e{epoch:02d}-{val_loss:.3f}.safetensors")
+    history = tn.fit(model, loss_fn, opt, _loader(), _loader(20, 1), epochs=2, verbose=0,
+                     callbacks=[ckpt])
+    names = [f"e{e:02d}-{v:.3f}.safetensors" for e, v in zip(history.epoch,
+                                                                history["val_loss"])]
+    assert [p.rsplit("/", 1)[-1] for p in ckpt.saved] == names
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+def test_model_checkpoint_path_templates_that_cannot_be_filled(tmp_path):
+    model, loss_fn, opt = _setup()
+    before = model[0].weight.data.copy()
+    with pytest.raises(ValueError, match="names 'val_loss', which needs fit\\(..., val_loader"):
+        tn.fit(model, loss_fn, opt, _loader(), verbose=0,
+               callbacks=[tn.ModelCheckpoint(tmp_path / "{val_loss:.2f}.safetensors")])
+    np.testing.assert_array_equal(model[0].weight.data, before)  # refused before training
+    with pytest.raises(ValueError, match="names 'top5', which fit did not log at epoch 1"):
+        tn.fit(model, loss_fn, opt, _loader(), verbose=0,
+               callbacks=[tn.ModelCheckpoint(tmp_path / "{top5}.safetensors")])
+    with pytest.raises(ValueError, match="cannot fill the path .* at epoch 1"):
+        tn.fit(model, loss_fn, opt, _loader(), verbose=0,
+               callbacks=[tn.ModelCheckpoint(tmp_path / "{train_loss:d}.safetensors")])
+    with pytest.raises(ValueError, match="not a valid template"):
+        tn.ModelCheckpoint(tmp_path / "e{epoch.safetensors")
+    with pytest.raises(ValueError, match="positional field"):
+        tn.ModelCheckpoint(tmp_path / "e{}.safetensors")
+    assert list(tmp_path.iterdir()) == []
+    literal = tn.ModelCheckpoint(tmp_path / "{{run}}-{epoch}.safetensors")
+    tn.fit(model, loss_fn, opt, _loader(), verbose=0, callbacks=[literal])
+    assert [p.name for p in tmp_path.iterdir()] == ["{run}-1.safetensors"]
