@@ -283,7 +283,10 @@ def _one_epoch(run, step, callbacks, table) -> bool:
         train_loss, train_acc, samples, run.step_losses = dist.summarize(
             train_loss, train_acc, samples, run.step_losses, sizes)
     train_seconds = time.perf_counter() - start
-    val = evaluate(model, run.loss_fn, run.val_loader) if run.val_loader is not None else {}
+    try:
+        val = evaluate(model, run.loss_fn, run.val_loader) if run.val_loader is not None else {}
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"epoch {run.epoch}, validation: {exc}") from exc
     logs = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val.get("loss"),
             "val_acc": val.get("acc"), "lr": lr, "seconds": time.perf_counter() - start,
             "samples_per_s": samples / train_seconds if train_seconds > 0 else None}

@@ -211,3 +211,24 @@ def test_model_checkpoint_path_templates_that_cannot_be_filled(tmp_path):
     literal = tn.ModelCheckpoint(tmp_path / "{{run}}-{epoch}.safetensors")
     tn.fit(model, loss_fn, opt, _loader(), verbose=0, callbacks=[literal])
     assert [p.name for p in tmp_path.iterdir()] == ["{run}-1.safetensors"]
+
+
+def test_a_nan_validation_loss_names_the_epoch_and_validation():
+    model, loss_fn, opt = _setup()
+    xv, yv = _data(20, 1)
+    xv[3] = np.nan
+    with pytest.raises(tn.nn.NonFiniteError, match="^epoch 2, validation: CrossEntropyLoss: "
+                                                   "the loss is nan"):
+        tn.fit(model, loss_fn, opt, _loader(), _NaNValidationFrom(2, _loader(20, 1), xv, yv),
+               epochs=3, verbose=0)
+
+
+class _NaNValidationFrom:
+    """The validation batches, with NaN inputs from the ``epoch``-th pass on."""
+
+    def __init__(self, epoch, clean, xv, yv):
+        self.epoch, self.clean, self.bad, self.passes = epoch, clean, [(xv, yv)], 0
+
+    def __iter__(self):
+        self.passes += 1
+        return iter(self.bad if self.passes >= self.epoch else self.clean)
