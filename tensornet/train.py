@@ -217,7 +217,8 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     try:
         for cb in callbacks:
             cb.on_train_begin(run)
-        table.header()
+        if epochs > initial_epoch:  # no table for a run with no epoch to train
+            table.header()
         for epoch in range(initial_epoch + 1, epochs + 1):
             run.epoch = epoch
             if not _one_epoch(run, step, callbacks, table):

@@ -232,3 +232,12 @@ class _NaNValidationFrom:
     def __iter__(self):
         self.passes += 1
         return iter(self.bad if self.passes >= self.epoch else self.clean)
+
+
+def test_no_table_for_a_run_with_no_epoch_to_train(capsys):
+    model, loss_fn, opt = _setup()
+    assert len(tn.fit(model, loss_fn, opt, _loader(), epochs=0)) == 0
+    assert len(tn.fit(model, loss_fn, opt, _loader(), epochs=3, initial_epoch=3)) == 0
+    assert capsys.readouterr().out == ""
+    tn.fit(model, loss_fn, opt, _loader(), epochs=1)
+    assert len(capsys.readouterr().out.splitlines()) == 2  # header and one row
