@@ -8,7 +8,10 @@ ends training after the current step or epoch. Callbacks run in list order; ``fi
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import re
+import string
 
 import numpy as np
 
@@ -42,11 +45,21 @@ def _mode_for(monitor: str, mode: str) -> str:
     return mode
 
 
+# Keras' names of the figures fit logs under other names.
+_KERAS_NAMES = {"loss": "train_loss", "accuracy": "train_acc", "acc": "train_acc",
+                "val_accuracy": "val_acc", "learning_rate": "lr"}
+
+
 def _monitored(name: str, monitor: str, logs: dict) -> float:
     value = logs.get(monitor)
     if value is None:
         have = ", ".join(k for k, v in logs.items() if v is not None)
-        hint = " (pass val_loader= to fit)" if monitor.startswith("val_") else ""
+        if monitor in _KERAS_NAMES:
+            hint = f" (fit calls it {_KERAS_NAMES[monitor]!r})"
+        elif monitor.startswith("val_") and logs.get("val_loss") is None:
+            hint = " (pass val_loader= to fit)"
+        else:
+            hint = ""
         raise ValueError(f"{name}: fit logs no {monitor!r}{hint}; available: {have}")
     return float(value)
 
@@ -73,14 +86,22 @@ class _Tracker:
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` (default the validation loss) has not improved by more than
-    ``min_delta`` for ``patience`` epochs; with ``restore_best_weights`` the model ends
-    with the weights of its best epoch (kept as a host copy)."""
+    ``min_delta`` (an amount, >= 0, in either mode) for ``patience`` epochs; with
+    ``restore_best_weights`` the model ends with the weights of its best epoch (kept as a
+    host copy), also when training stops mid-epoch or ends without an early stop."""
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = True):
-        if patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be >= 0, got {patience}")
-        self.tracker = _Tracker(monitor, mode, min_delta)
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) \
+                or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be an integer >= 0, got "
+                             f"{patience!r}")
+        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) \
+                or not math.isfinite(min_delta) or min_delta < 0:
+            raise ValueError(f"EarlyStopping: min_delta is the amount by which {monitor!r} "
+                             f"must improve (a finite number >= 0, in either mode), got "
+                             f"{min_delta!r}")
+        self.tracker = _Tracker(monitor, mode, float(min_delta))
         self.patience = int(patience)
         self.restore_best_weights = restore_best_weights
         self.best_weights = None
@@ -107,8 +128,11 @@ class EarlyStopping(Callback):
                      f"{self.tracker.best_epoch})")
 
     def on_train_end(self, run) -> None:
+        # The weights are the best ones only when the best epoch is the last to finish and
+        # no step of a later epoch ran (a mid-epoch stop records no epoch at its first step).
         last = run.history.epoch[-1] if run.history.epoch else None
-        if self.best_weights is not None and self.tracker.best_epoch != last:
+        at_best = last == run.epoch == self.tracker.best_epoch
+        if self.best_weights is not None and not at_best:
             run.model.load_state_dict(self.best_weights)
             run.log(f"EarlyStopping: restored the weights of epoch {self.tracker.best_epoch} "
                     f"({self.tracker.monitor} {self.tracker.best:.4f})")
@@ -144,7 +168,8 @@ class TerminateOnNaN(Callback):
 class ModelCheckpoint(Callback):
     """Save a resumable checkpoint (``tn.save_checkpoint``) at the end of each epoch.
 
-    ``path`` may contain ``{epoch}`` (e.g. ``"ckpt/epoch{epoch:03d}.safetensors"``).
+    ``path`` may name ``{epoch}`` and, as in Keras, any figure in the epoch's ``logs``
+    (e.g. ``"ckpt/e{epoch:03d}-{val_loss:.4f}.safetensors"``); a literal brace is ``{{``.
     With ``save_best_only`` only epochs that improve ``monitor`` are saved. ``config``
     (a JSON-friendly dict) is stored so the model can be rebuilt from the file alone.
     """
@@ -152,6 +177,7 @@ class ModelCheckpoint(Callback):
     def __init__(self, path, monitor: str = "val_loss", save_best_only: bool = False,
                  mode: str = "auto", config: dict | None = None):
         self.path = os.fspath(path)
+        self.fields = _template_fields(self.path)
         self.tracker = _Tracker(monitor, mode)
         self.save_best_only = save_best_only
         self.config = config
@@ -159,6 +185,23 @@ class ModelCheckpoint(Callback):
 
     def on_train_begin(self, run) -> None:
         self.tracker.reset()
+        needs_val = sorted(f for f in self.fields if f.startswith("val_"))
+        if needs_val and run.val_loader is None:
+            raise ValueError(f"ModelCheckpoint: the path {self.path!r} names {needs_val[0]!r}, "
+                             f"which needs fit(..., val_loader=...)")
+
+    def _format(self, run, logs) -> str:
+        values = {**logs, "epoch": run.epoch}
+        missing = sorted(f for f in self.fields if values.get(f) is None)
+        if missing:
+            have = ", ".join(k for k, v in values.items() if v is not None)
+            raise ValueError(f"ModelCheckpoint: the path {self.path!r} names {missing[0]!r}, "
+                             f"which fit did not log at epoch {run.epoch}; available: {have}")
+        try:
+            return self.path.format(**values)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"ModelCheckpoint: cannot fill the path {self.path!r} at epoch "
+                             f"{run.epoch}: {exc}") from exc
 
     def on_epoch_end(self, run, logs) -> None:
         from tensornet.io import save_checkpoint
@@ -167,12 +210,28 @@ class ModelCheckpoint(Callback):
             value = _monitored("ModelCheckpoint", self.tracker.monitor, logs)
             if not self.tracker.improved(value):
                 return
+            path = self._format(run, logs)
             self.tracker.best, self.tracker.best_epoch = value, run.epoch
-        path = self.path.format(epoch=run.epoch)
+        else:
+            path = self._format(run, logs)
         save_checkpoint(path, run.model, run.optimizer, scheduler=run.scheduler,
                         loader=run.train_loader, epoch=run.epoch, config=self.config,
                         history=run.history.to_dict())
         self.saved.append(path)
+
+
+def _template_fields(path: str) -> set:
+    """The names a ModelCheckpoint path template fills (``{epoch:03d}`` -> ``epoch``)."""
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(path) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"ModelCheckpoint: the path {path!r} is not a valid template ({exc}); "
+                         f"write a literal brace as {{{{ or }}}}") from exc
+    names = {re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields}
+    if any(not n or n.isdigit() for n in names):
+        raise ValueError(f"ModelCheckpoint: the path {path!r} has a positional field; name "
+                         f"the figure, e.g. {{epoch:03d}} or {{val_loss:.4f}}")
+    return names
 
 
 class LearningRateScheduler(Callback):

@@ -16,8 +16,9 @@ import time
 import numpy as np
 
 from tensornet import regularizers
+from tensornet import train_checks as checks
 from tensornet.backends import DeviceError, SyncPolicy, dtype_name, get_backend
-from tensornet.callbacks import Callback, LearningRateScheduler
+from tensornet.callbacks import LearningRateScheduler
 from tensornet.history import HISTORY_KEYS, History  # noqa: F401  (re-exported)
 from tensornet.nn.grad_mode import no_grad
 from tensornet.nn.loss import NonFiniteError
@@ -67,6 +68,8 @@ def train_step(model, loss_fn, optimizer, x, y, grad_hook=None):
     added (a regularizer's penalty), which is added to the returned loss. Then
     ``optimizer.step()``.
     """
+    if isinstance(loss_fn, type) or isinstance(optimizer, type):
+        checks.check_parts("train_step", model, loss_fn, optimizer)
     model.zero_grad(set_to_none=True)
     output = model(x)
     loss = loss_fn(output, y)
@@ -145,18 +148,6 @@ def _model_backend(model):
     return model.backend
 
 
-def _check_loader(loader, backend, name: str) -> None:
-    if loader is None:
-        return
-    if not hasattr(loader, "__iter__"):
-        raise TypeError(f"fit: {name} must be a DataLoader (or an iterable of (x, y) "
-                        f"batches), got {type(loader).__name__}")
-    device = getattr(getattr(loader, "backend", None), "device", None)
-    if device is not None and device != backend.device:
-        raise DeviceError(f"fit: the model is on {backend.device!r} but {name} yields batches "
-                          f"on {device!r}; build the DataLoader with device={backend.device!r}")
-
-
 # ---------------------------------------------------------------------- fit
 def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 1,
         scheduler=None, callbacks=(), verbose: int = 1, initial_epoch: int = 0,
@@ -187,13 +178,14 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
                          f"initial_epoch={initial_epoch!r} with epochs={epochs!r}. epochs is "
                          f"the total (the last epoch's number, as in Keras): to train N more "
                          f"epochs after a checkpoint of epoch E pass epochs=E + N")
+    checks.check_parts("fit", model, loss_fn, optimizer)
+    checks.check_optimizer_params(model, optimizer)
+    checks.check_scheduler(scheduler, optimizer)
+    checks.check_options(verbose, grad_hook)
     backend = _model_backend(model)
-    _check_loader(train_loader, backend, "train_loader")
-    _check_loader(val_loader, backend, "val_loader")
-    callbacks = list(callbacks)
-    for cb in callbacks:
-        if not isinstance(cb, Callback):
-            raise TypeError(f"fit: callbacks must be Callback instances, got {type(cb).__name__}")
+    checks.check_loader(train_loader, backend, "train_loader", epochs - initial_epoch)
+    checks.check_loader(val_loader, backend, "val_loader", epochs - initial_epoch)
+    callbacks = checks.check_callbacks(callbacks)
     dist = _distributed(model, fitting=True)  # distributed (issue 18)
     if dist is not None:
         if cuda_graph:
@@ -205,6 +197,7 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     else:
         scheduler = next((cb.scheduler for cb in callbacks
                           if isinstance(cb, LearningRateScheduler)), None)
+    checks.check_schedulers_once(callbacks)
     run = TrainingRun(model, loss_fn, optimizer, train_loader, val_loader, scheduler, backend,
                       verbose)
     clip = ClipGradNorm(clip_grad_norm) if clip_grad_norm is not None else None
@@ -224,7 +217,8 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     try:
         for cb in callbacks:
             cb.on_train_begin(run)
-        table.header()
+        if epochs > initial_epoch:  # no table for a run with no epoch to train
+            table.header()
         for epoch in range(initial_epoch + 1, epochs + 1):
             run.epoch = epoch
             if not _one_epoch(run, step, callbacks, table):
@@ -253,7 +247,8 @@ def _one_epoch(run, step, callbacks, table) -> bool:
     losses, corrects, sizes = [], [], []
     bar = _progress(run, len(run.train_loader) if hasattr(run.train_loader, "__len__") else None)
     try:
-        for i, (xb, yb) in enumerate(run.train_loader, 1):
+        for i, batch in enumerate(run.train_loader, 1):
+            xb, yb = checks.batch_pair(batch, f"fit: train_loader, epoch {run.epoch}", i)
             try:
                 loss, correct = step(xb, yb)
             except NonFiniteError as exc:
@@ -289,7 +284,10 @@ def _one_epoch(run, step, callbacks, table) -> bool:
         train_loss, train_acc, samples, run.step_losses = dist.summarize(
             train_loss, train_acc, samples, run.step_losses, sizes)
     train_seconds = time.perf_counter() - start
-    val = evaluate(model, run.loss_fn, run.val_loader) if run.val_loader is not None else {}
+    try:
+        val = evaluate(model, run.loss_fn, run.val_loader) if run.val_loader is not None else {}
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"epoch {run.epoch}, validation: {exc}") from exc
     logs = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val.get("loss"),
             "val_acc": val.get("acc"), "lr": lr, "seconds": time.perf_counter() - start,
             "samples_per_s": samples / train_seconds if train_seconds > 0 else None}
@@ -385,11 +383,13 @@ def evaluate(model, loss_fn, loader=None) -> dict:
         loss_fn, loader = None, loss_fn
     if loader is None:
         raise TypeError("evaluate(model, loss_fn, loader): loader is missing")
+    checks.check_parts("evaluate", model, loss_fn, training=False)
     backend = _model_backend(model)
     xp = backend.xp
     losses, corrects, sizes = [], [], []
     with _inference(model):
-        for xb, yb in loader:
+        for i, batch in enumerate(loader, 1):
+            xb, yb = checks.batch_pair(batch, "evaluate", i)
             out = model(xb)
             n = int(xb.shape[0])
             losses.append(loss_fn(out, yb) if loss_fn is not None else backend.zeros(()))
