@@ -10,6 +10,7 @@ per-step host sync.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -35,6 +36,7 @@ class TrainingRun:
         self.history = History()
         self.epoch = 0
         self.step_losses = None  # host array of this epoch's per-step losses, at its end
+        self.ignore_index = None  # the loss's ignore_index: such labels are left out of acc
         self.stop_training = False
         self.dist = None  # data-parallel hooks (issue 18), set by fit
 
@@ -50,12 +52,24 @@ class TrainingRun:
 
 
 # ---------------------------------------------------------------------- steps
-def _correct_count(xp, out, target):
-    """Device count of argmax hits when ``target`` holds class labels, else None."""
-    if len(out.shape) != 2 or len(target.shape) != 1 \
+def _correct_count(xp, out, target, ignore_index=None):
+    """Device count of argmax hits when ``target`` holds class labels (``(N,)`` for (N, C)
+    scores, ``(N, d1, ...)`` for (N, C, d1, ...)), else None. A label equal to the loss's
+    ``ignore_index`` is no hit (``_summarize`` leaves it out of the count as well)."""
+    shape = tuple(out.shape)
+    if len(shape) < 2 or tuple(target.shape) != (shape[0],) + shape[2:] \
             or not dtype_name(target.dtype).startswith(("int", "uint")):
         return None
-    return xp.sum(xp.astype(xp.argmax(out, axis=1) == target, xp.int64))
+    hits = xp.argmax(out, axis=1) == target
+    if ignore_index is not None and 0 <= ignore_index < shape[1]:  # else argmax never hits it
+        hits = hits & (target != ignore_index)
+    return xp.sum(xp.astype(hits, xp.int64))
+
+
+def _ignore_index(loss_fn):
+    """The class-label loss's ``ignore_index`` (CrossEntropyLoss, NLLLoss), else None."""
+    value = getattr(loss_fn, "ignore_index", None)
+    return value if isinstance(value, int) else None
 
 
 def train_step(model, loss_fn, optimizer, x, y, grad_hook=None):
@@ -119,16 +133,24 @@ def _compose_hooks(hooks):
     return hook
 
 
-def _summarize(backend, losses, corrects, sizes):
-    """Mean loss (weighted by batch size), accuracy and the host per-step losses."""
+def _summarize(backend, losses, corrects, sizes, labels=(), ignore_index=None):
+    """``(mean loss (weighted by batch size), accuracy, host per-step losses, labels
+    counted)``. The accuracy is over the steps' ``labels`` that are not ``ignore_index``
+    (every position of per-position labels); None without a hit count for every step."""
     xp = backend.xp
     step_losses = backend.to_numpy(xp.stack(losses)).astype(np.float64)
     total = float(sum(sizes))
     loss = float(np.dot(step_losses, np.asarray(sizes, dtype=np.float64)) / total)
-    acc = None
-    if corrects and len(corrects) == len(losses):
-        acc = int(backend.to_numpy(xp.sum(xp.stack(corrects)))) / total
-    return loss, acc, step_losses
+    acc = counted = None
+    if corrects and len(corrects) == len(losses) and len(labels) == len(losses):
+        counted = sum(math.prod(y.shape) for y in labels)
+        if ignore_index is not None:  # one pass over the epoch's labels, not one per step
+            flat = xp.concat([xp.reshape(y, (-1,)) for y in labels])
+            counted -= int(backend.to_numpy(xp.sum(xp.astype(flat == ignore_index,
+                                                              xp.int64))))
+        hits = int(backend.to_numpy(xp.sum(xp.stack(corrects))))
+        acc = hits / counted if counted else None
+    return loss, acc, step_losses, counted
 
 
 def _distributed(model, fitting: bool = False):
@@ -206,9 +228,11 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     train = make_train_step(model, loss_fn, optimizer, grad_hook=hook, cuda_graph=cuda_graph)
     xp = backend.xp
 
+    ignore_index = run.ignore_index = _ignore_index(loss_fn)
+
     def step(xb, yb):
         loss, out = train(xb, yb)
-        return loss, _correct_count(xp, out, yb)
+        return loss, _correct_count(xp, out, yb, ignore_index)
 
     if dist is not None:  # distributed (issue 18)
         step = dist.wrap_step(step)
@@ -244,7 +268,7 @@ def _one_epoch(run, step, callbacks, table) -> bool:
     if dist is not None:  # distributed (issue 18)
         dist.check_loader(run.train_loader, "train_loader")
     start = time.perf_counter()
-    losses, corrects, sizes = [], [], []
+    losses, corrects, sizes, labels = [], [], [], []
     bar = _progress(run, len(run.train_loader) if hasattr(run.train_loader, "__len__") else None)
     try:
         for i, batch in enumerate(run.train_loader, 1):
@@ -257,7 +281,7 @@ def _one_epoch(run, step, callbacks, table) -> bool:
                 message = str(exc) if named else f"epoch {run.epoch}, step {i}: {exc}"
                 if handles_nan:
                     run.stop(f"TerminateOnNaN: {message}")
-                    _keep_partial_epoch(run, losses, corrects, sizes, lr, start)
+                    _keep_partial_epoch(run, losses, corrects, sizes, labels, lr, start)
                     return False
                 if named:
                     raise
@@ -265,11 +289,12 @@ def _one_epoch(run, step, callbacks, table) -> bool:
             losses.append(loss)
             if correct is not None:
                 corrects.append(correct)
+                labels.append(yb)
             sizes.append(int(xb.shape[0]))
             for cb in callbacks:
                 cb.on_batch_end(run, i, loss)
             if run.stop_training if dist is None else dist.stop_agreed(run, in_epoch=True):
-                _keep_partial_epoch(run, losses, corrects, sizes, lr, start)
+                _keep_partial_epoch(run, losses, corrects, sizes, labels, lr, start)
                 return False
             bar.update(1)
             if backend.sync_policy is SyncPolicy.EVERY_STEP and i % 20 == 0:
@@ -278,11 +303,12 @@ def _one_epoch(run, step, callbacks, table) -> bool:
         bar.close()
     if not losses:
         raise ValueError("fit: train_loader yielded no batches")
-    train_loss, train_acc, run.step_losses = _summarize(backend, losses, corrects, sizes)
+    train_loss, train_acc, run.step_losses, counted = _summarize(
+        backend, losses, corrects, sizes, labels, run.ignore_index)
     samples = sum(sizes)
     if dist is not None:  # distributed (issue 18): global figures on every rank
         train_loss, train_acc, samples, run.step_losses = dist.summarize(
-            train_loss, train_acc, samples, run.step_losses, sizes)
+            train_loss, train_acc, samples, run.step_losses, sizes, counted)
     train_seconds = time.perf_counter() - start
     try:
         val = evaluate(model, run.loss_fn, run.val_loader) if run.val_loader is not None else {}
@@ -298,7 +324,7 @@ def _one_epoch(run, step, callbacks, table) -> bool:
     return not (run.stop_training if dist is None else dist.stop_agreed(run))
 
 
-def _keep_partial_epoch(run, losses, corrects, sizes, lr, start) -> None:
+def _keep_partial_epoch(run, losses, corrects, sizes, labels, lr, start) -> None:
     """Record the epoch training stopped in, with the figures of its steps before the first
     non-finite loss (``run.step_losses`` keeps them all, the bad one included)."""
     if not losses:
@@ -310,10 +336,13 @@ def _keep_partial_epoch(run, losses, corrects, sizes, lr, start) -> None:
     if keep == 0:
         return
     corrects = corrects[:keep] if len(corrects) == len(losses) else []
-    train_loss, train_acc, _ = _summarize(run.backend, losses[:keep], corrects, sizes[:keep])
+    train_loss, train_acc, _, counted = _summarize(run.backend, losses[:keep], corrects,
+                                                   sizes[:keep], labels[:keep],
+                                                   run.ignore_index)
     samples = sum(sizes[:keep])
     if run.dist is not None:  # distributed (issue 18): every rank stops at the same step
-        train_loss, train_acc, samples, _ = run.dist.summarize(train_loss, train_acc, samples)
+        train_loss, train_acc, samples, _ = run.dist.summarize(train_loss, train_acc, samples,
+                                                               counted=counted)
     seconds = time.perf_counter() - start
     run.history.append(run.epoch, {"train_loss": train_loss, "train_acc": train_acc, "lr": lr,
                                    "seconds": seconds,
@@ -386,25 +415,27 @@ def evaluate(model, loss_fn, loader=None) -> dict:
     checks.check_parts("evaluate", model, loss_fn, training=False)
     backend = _model_backend(model)
     xp = backend.xp
-    losses, corrects, sizes = [], [], []
+    losses, corrects, sizes, labels = [], [], [], []
+    ignore_index = _ignore_index(loss_fn)
     with _inference(model):
         for i, batch in enumerate(loader, 1):
             xb, yb = checks.batch_pair(batch, "evaluate", i)
             out = model(xb)
             n = int(xb.shape[0])
             losses.append(loss_fn(out, yb) if loss_fn is not None else backend.zeros(()))
-            correct = _correct_count(xp, out, yb)
+            correct = _correct_count(xp, out, yb, ignore_index)
             if correct is not None:
                 corrects.append(correct)
+                labels.append(yb)
             sizes.append(n)
     if not sizes:
         raise ValueError("evaluate: the loader yielded no batches")
-    loss, acc, _ = _summarize(backend, losses, corrects, sizes)
+    loss, acc, _, counted = _summarize(backend, losses, corrects, sizes, labels, ignore_index)
     samples, dist = sum(sizes), _distributed(model)
     if loss_fn is None:
         loss = None
     if dist is not None:  # distributed (issue 18): sums over the ranks' shards
-        loss, acc, samples, _ = dist.summarize(loss, acc, samples)
+        loss, acc, samples, _ = dist.summarize(loss, acc, samples, counted=counted)
     return {"loss": loss, "acc": acc, "samples": samples}
 
 

@@ -241,3 +241,79 @@ def test_no_table_for_a_run_with_no_epoch_to_train(capsys):
     assert capsys.readouterr().out == ""
     tn.fit(model, loss_fn, opt, _loader(), epochs=1)
     assert len(capsys.readouterr().out.splitlines()) == 2  # header and one row
+
+
+# ---------------------------------------------------------------------- accuracy
+def _hits(model, x, y, ignore):
+    with tn.no_grad():
+        pred = np.asarray(model.eval()(x)).argmax(axis=1)
+    keep = y != ignore
+    return (pred[keep] == y[keep]).mean()
+
+
+@pytest.mark.parametrize("ignore", [-100, 1])
+def test_accuracy_leaves_out_the_labels_the_loss_ignores(ignore):
+    """Labels equal to the loss's ignore_index (padding, or a class the loss skips) are
+    neither hits nor misses: they counted as misses (half the labels -100 halved the
+    accuracy)."""
+    model, _, _ = _setup()
+    x, y = _data(80)
+    if ignore == -100:
+        y = y.copy()
+        y[::2] = -100
+    loss = nn.CrossEntropyLoss(ignore_index=ignore)
+    got = tn.evaluate(model, loss, DataLoader(ArrayDataset(x, y), 16))
+    assert got["acc"] == pytest.approx(_hits(model, x, y, ignore), rel=1e-12)
+
+
+def test_fit_train_accuracy_leaves_out_ignored_labels():
+    model, loss, opt = _setup(lr=0.0)  # lr 0: the model does not move during the epoch
+    x, y = _data(64)
+    y = y.copy()
+    y[::3] = -100
+    history = tn.fit(model, loss, opt, DataLoader(ArrayDataset(x, y), 16), verbose=0)
+    model.train()
+    assert history.history["train_acc"][-1] == pytest.approx(_hits(model, x, y, -100),
+                                                             rel=1e-12)
+
+
+def test_accuracy_of_per_position_labels_counts_every_position():
+    """(N, C, L) scores with (N, L) labels (CrossEntropyLoss's per-position layout): the
+    accuracy is over the positions, ignored ones left out."""
+    rng = np.random.default_rng(0)
+    out = rng.standard_normal((6, 3, 5)).astype(np.float32)
+    y = rng.integers(0, 3, (6, 5))
+    y[0] = -100
+
+    class Scores(nn.Module):
+        def forward(self, x):
+            return x
+
+        def backward(self, grad_output):
+            return grad_output
+
+    got = tn.evaluate(Scores(), nn.CrossEntropyLoss(), [(out, y)])
+    keep = y != -100
+    assert got["acc"] == pytest.approx((out.argmax(axis=1)[keep] == y[keep]).mean())
+
+
+def test_distributed_accuracy_sums_the_labels_each_rank_counted():
+    """Over ranks the accuracy is all hits over all counted labels, the same on every
+    rank, also on a rank whose labels were all ignored (its own accuracy is None)."""
+    from tensornet.distributed.training import DistributedFit
+
+    class TwoRanks:  # adds a second rank's figures to this one's
+        def __init__(self, other):
+            self.other = np.asarray(other, dtype=np.float64)
+
+        def sum(self, values):
+            return np.asarray(values, dtype=np.float64) + self.other
+
+    fit = object.__new__(DistributedFit)
+    fit.comm = TwoRanks([0.0, 0.0, 10.0, 0.0])  # the other rank: 10 samples, none counted
+    _, acc, samples, _ = fit.summarize(1.0, 0.75, 10, counted=4)
+    assert (acc, samples) == (0.75, 20)
+    fit.comm = TwoRanks([10.0, 3.0, 10.0, 4.0])  # seen from the rank that counted none
+    assert fit.summarize(0.0, None, 10, counted=0)[1] == 0.75
+    fit.comm = TwoRanks([5.0, 0.0, 10.0, 10.0])  # no accuracy (regression): stays None
+    assert fit.summarize(0.5, None, 10)[1] is None

@@ -80,19 +80,23 @@ class DistributedFit:
             run.stop("stopped because another rank stopped")
         return run.stop_training
 
-    def summarize(self, loss: float, acc, samples: int, step_losses=None, sizes=None):
+    def summarize(self, loss: float, acc, samples: int, step_losses=None, sizes=None,
+                  counted=None):
         """Global ``(loss, acc, samples, step_losses)`` from this rank's figures: sums over
-        the ranks of loss * samples, correct predictions and samples (one all-reduce)."""
+        the ranks of loss * samples, correct predictions, the labels the accuracy counted
+        (``counted``; default ``samples``) and samples (one all-reduce)."""
+        scored = acc is not None or bool(counted == 0)  # a rank may count no label at all
+        counted = samples if counted is None else counted
         local = [loss * samples if loss is not None else 0.0,
-                 acc * samples if acc is not None else 0.0, float(samples)]
+                 acc * counted if acc is not None else 0.0, float(samples), float(counted)]
         if step_losses is not None:
             weights = np.asarray(sizes, dtype=np.float64)
             local += list(step_losses * weights) + list(weights)
         total = self.comm.sum(local)
         n = total[2]
         loss = None if loss is None else float(total[0] / n)
-        acc = None if acc is None else float(total[1] / n)
+        acc = float(total[1] / total[3]) if scored and total[3] else None
         if step_losses is not None:
             k = len(step_losses)
-            step_losses = total[3:3 + k] / total[3 + k:]
+            step_losses = total[4:4 + k] / total[4 + k:]
         return loss, acc, int(n), step_losses
