@@ -32,8 +32,8 @@ class TwinComm(tn.distributed.Communicator):
     def sum(self, values):
         values = np.array(values, dtype=np.float64, ndmin=1)
         twin = values.copy()
-        if self.other_has_grads:
-            twin[1:] = 1.0
+        if self.other_has_grads:  # DataParallel's status: failed, changed, code, code^2, flags
+            twin[4:] = 1.0
         return values + twin
 
     def allgather(self, obj):
