@@ -298,6 +298,21 @@ def test_cli_error_on_rank_0_alone_ends_every_rank(tmp_path):
     assert "tensornet train: error:" in done.stderr and "a-file" in done.stderr
 
 
+def test_cli_on_three_ranks_evaluates_every_test_sample_once(tmp_path, capsys):
+    """1,000 test samples do not divide by 3 ranks: the test (and validation) figures count
+    each sample once (the padded shard counted 1,002), as ``tensornet eval`` does."""
+    out = tmp_path / "run"
+    done, _ = mpirun([sys.executable, "-m", "tensornet", "train", "--distributed",
+                      "--dataset", "blobs", "--epochs", "1", "--batch-size", "7",
+                      "--val-split", "0.1", "--out", str(out)], ranks=3, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "batch 7 per rank x 3 ranks = 21 global" in done.stdout
+    found = re.search(r"Test accuracy: ([\d.]+)% \((\d+) samples", done.stdout)
+    assert found[2] == "1000", done.stdout
+    assert main(["eval", "--checkpoint", str(out / "model.safetensors")]) == 0
+    assert f"Test accuracy: {found[1]}% (1000 samples" in capsys.readouterr().out
+
+
 def test_readme_example_runs_on_two_ranks(tmp_path):
     readme = (HERE.parent / "README.md").read_text()
     block = re.search(r"```python mpi\n(.*?)```", readme, re.S)[1]
