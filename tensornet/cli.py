@@ -323,8 +323,10 @@ def cmd_train(args) -> int:
     loss_fn = tn.nn.MSELoss() if autoencoder else tn.nn.CrossEntropyLoss()
     train_loader = tn.data.DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed,
                                       device=device, transform=normalize, **shard)
+    # distributed (issue 18): evaluation counts every sample once, as in one process
+    eval_shard = {} if comm is None else {"shard": comm.shard, "shard_tail": "uneven"}
     val_loader = None if val_set is None else tn.data.DataLoader(
-        val_set, max(args.batch_size, 1000), device=device, transform=normalize, **shard)
+        val_set, max(args.batch_size, 1000), device=device, transform=normalize, **eval_shard)
     verbose = 0 if args.quiet or not main_rank else 1
     if verbose:
         batch = (f"batch {args.batch_size}" if comm is None else
@@ -350,7 +352,7 @@ def cmd_train(args) -> int:
                   f"{out}/history.json only{_retire(out, OUTPUTS[1:])}", file=sys.stderr)
         return 1
     test_loader = tn.data.DataLoader(tn.data.ArrayDataset(xt, None if autoencoder else yt),
-                                     1000, device=device, transform=normalize, **shard)
+                                     1000, device=device, transform=normalize, **eval_shard)
     test = tn.evaluate(model, loss_fn, test_loader)
     if not main_rank:
         return 0

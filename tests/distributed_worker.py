@@ -4,7 +4,8 @@ OUT``), and the model/data builders they share with the single-process reference
 Cases: ``equivalence`` (20 SGD-momentum / Adam steps of an MLP and of a CNN with
 SyncBatchNorm, saved per rank), ``stops`` (a NaN on one rank and early stopping),
 ``threads``, ``raise`` / ``die`` / ``hang`` (one rank fails or stops answering mid-training),
-``mismatch`` (different models on the ranks).
+``mismatch`` (different models on the ranks), ``params`` (parameters frozen or added
+after wrapping).
 """
 from __future__ import annotations
 
@@ -200,6 +201,36 @@ def case_mismatch(comm, out):
     tn.distributed.DataParallel(model, comm)
 
 
+def case_params(comm, out, how):
+    """``alike``: every rank freezes the first layer after wrapping, then trains; ``apart``:
+    each rank freezes a different layer of the same size (so the lists of trainable
+    parameters are as long on both ranks); ``one``: only rank 1 freezes one; ``added``: a
+    layer added after wrapping, with each rank's own initial values."""
+    tn.manual_seed(comm.rank)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    dp = tn.distributed.DataParallel(model, comm)
+    if how == "alike":
+        model[0].requires_grad_(False)
+    elif how == "apart":
+        model[2 * comm.rank].weight.requires_grad = False
+    elif how == "one" and comm.rank == 1:
+        model[2].bias.requires_grad = False
+    elif how == "added":
+        model.append(nn.Linear(4, 4))
+    frozen = np.array(model[0].weight.data)
+    opt = tn.optim.SGD(dp.parameters(), lr=0.1)
+    loss_fn = nn.MSELoss()
+    rng = np.random.default_rng(comm.rank)
+    for _ in range(3):
+        opt.zero_grad()
+        loss_fn(dp(rng.standard_normal((8, 4)).astype(np.float32)),
+                np.zeros((8, 4), np.float32))
+        dp.backward(loss_fn.backward())
+        opt.step()
+    assert np.array_equal(model[0].weight.data, frozen)
+    np.savez(os.path.join(out, f"params-rank{comm.rank}.npz"), **final_state(model))
+
+
 def main(argv) -> None:
     case, out = argv[1], argv[2]
     # "hang": rank 1 stops answering; the collective watchdog must end both ranks.
@@ -221,6 +252,8 @@ def main(argv) -> None:
         case_fail(comm, out, case.split("-")[0])
     elif case == "mismatch":
         case_mismatch(comm, out)
+    elif case == "params":
+        case_params(comm, out, argv[3])
     else:
         raise SystemExit(f"unknown case {case!r}")
 

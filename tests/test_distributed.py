@@ -201,6 +201,36 @@ def test_different_models_on_the_ranks_are_refused_at_wrap_time(tmp_path):
             "(5, 4), float32, rank 1 has parameter '0.weight' of shape (6, 4)") in done.stderr
 
 
+def test_parameters_frozen_alike_after_wrapping_train_in_lockstep(tmp_path):
+    done, _ = run_case("params", tmp_path, extra=["alike"], timeout=60)
+    assert done.returncode == 0, done.stderr
+    ranks = [np.load(tmp_path / f"params-rank{r}.npz") for r in (0, 1)]
+    for key in ranks[0].files:
+        np.testing.assert_array_equal(ranks[0][key], ranks[1][key])
+
+
+@pytest.mark.parametrize("how, message", [
+    ("apart", ("rank 1's model differs from rank 0's at this backward: rank 0 has parameter "
+               "'0.weight' of shape (4, 4), float32 (frozen), rank 1 has parameter '0.weight' "
+               "of shape (4, 4), float32; every rank must freeze (requires_grad=False) the "
+               "same parameters")),
+    ("one", ("rank 1's model differs from rank 0's at this backward: rank 0 has parameter "
+             "'2.bias' of shape (4,), float32, rank 1 has parameter '2.bias' of shape (4,), "
+             "float32 (frozen)")),
+    ("added", "rank 0's model has parameter '3.weight', which it did not have at wrap time"),
+])
+def test_parameters_that_differ_after_wrapping_stop_every_rank_naming_them(tmp_path, how,
+                                                                           message):
+    """Freezing different parameters on the ranks averaged one rank's gradient of a
+    parameter with another's of a different one (``apart``: as many trainable parameters
+    on both) or failed inside MPI (``one``: 'Message truncated'); a layer added after
+    wrapping trained with each rank's own initial values, the replicas apart for ever."""
+    done, seconds = run_case("params", tmp_path, extra=[how], timeout=60)
+    assert done.returncode != 0 and seconds < 30, (done.returncode, seconds, done.stderr)
+    assert message in done.stderr
+    assert not list(tmp_path.glob("params-rank*.npz"))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
                     reason="Fashion-MNIST (Debian package dataset-fashion-mnist) not installed")
@@ -266,6 +296,21 @@ def test_cli_error_on_rank_0_alone_ends_every_rank(tmp_path):
                             str(blocker / "run")], timeout=60)
     assert done.returncode == 2 and seconds < 30, (done.returncode, done.stderr)
     assert "tensornet train: error:" in done.stderr and "a-file" in done.stderr
+
+
+def test_cli_on_three_ranks_evaluates_every_test_sample_once(tmp_path, capsys):
+    """1,000 test samples do not divide by 3 ranks: the test (and validation) figures count
+    each sample once (the padded shard counted 1,002), as ``tensornet eval`` does."""
+    out = tmp_path / "run"
+    done, _ = mpirun([sys.executable, "-m", "tensornet", "train", "--distributed",
+                      "--dataset", "blobs", "--epochs", "1", "--batch-size", "7",
+                      "--val-split", "0.1", "--out", str(out)], ranks=3, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "batch 7 per rank x 3 ranks = 21 global" in done.stdout
+    found = re.search(r"Test accuracy: ([\d.]+)% \((\d+) samples", done.stdout)
+    assert found[2] == "1000", done.stdout
+    assert main(["eval", "--checkpoint", str(out / "model.safetensors")]) == 0
+    assert f"Test accuracy: {found[1]}% (1000 samples" in capsys.readouterr().out
 
 
 def test_readme_example_runs_on_two_ranks(tmp_path):

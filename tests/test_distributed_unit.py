@@ -32,8 +32,8 @@ class TwinComm(tn.distributed.Communicator):
     def sum(self, values):
         values = np.array(values, dtype=np.float64, ndmin=1)
         twin = values.copy()
-        if self.other_has_grads:
-            twin[1:] = 1.0
+        if self.other_has_grads:  # DataParallel's status: failed, changed, code, code^2, flags
+            twin[4:] = 1.0
         return values + twin
 
     def allgather(self, obj):
@@ -57,6 +57,32 @@ def test_shards_are_disjoint_equal_and_cover_the_order(n, size, tail):
         assert len(taken) == -(-n // size) * size and set(taken) == set(order)
         extra = len(taken) - n
         assert sorted(taken) == sorted(np.concatenate([order, order[:extra]]))
+
+
+def test_uneven_shards_count_every_sample_once_for_evaluation():
+    order = np.random.default_rng(0).permutation(10)
+    parts = [shard_indices(order, r, 3, "uneven") for r in range(3)]
+    assert [len(p) for p in parts] == [4, 3, 3]
+    assert sorted(np.concatenate(parts)) == list(range(10))
+    ds = ArrayDataset(np.arange(10, dtype=np.float32)[:, None], np.arange(10))
+    loaders = [DataLoader(ds, 2, shard=(r, 3), shard_tail="uneven") for r in range(3)]
+    assert [len(d) for d in loaders] == [2, 2, 2]
+    assert [d.num_samples for d in loaders] == [4, 3, 3]
+    seen = [int(v) for d in loaders for xb, _ in d for v in xb[:, 0]]
+    assert sorted(seen) == list(range(10))
+    with pytest.raises(ValueError, match="cannot be shared by 3 ranks"):
+        DataLoader(ArrayDataset(np.zeros((2, 1), np.float32)), 1, shard=(0, 3),
+                   shard_tail="uneven")
+
+
+def test_fit_refuses_an_uneven_shard_for_training():
+    dp = tn.distributed.DataParallel(_mlp(), TwinComm())
+    x = np.zeros((10, 20), np.float32)
+    loader = DataLoader(ArrayDataset(x, np.zeros(10, np.int64)), 2, shard=(0, 2),
+                        shard_tail="uneven")
+    with pytest.raises(ValueError, match="shard_tail='uneven', which is for evaluation"):
+        tn.fit(dp, nn.CrossEntropyLoss(), tn.optim.SGD(dp.parameters(), lr=0.1), loader,
+               verbose=0)
 
 
 @pytest.mark.parametrize("resident", [None, False])

@@ -127,7 +127,8 @@ class DataLoader:
             epoch every rank draws the same order (``shuffle`` then needs ``seed``) and
             takes its disjoint 1/size of it; see ``tensornet.data.shard``.
         shard_tail: ``"pad"`` (default: repeat the first samples of the order so the
-            samples divide by ``size``) or ``"drop"`` (leave out the last ``n % size``).
+            samples divide by ``size``), ``"drop"`` (leave out the last ``n % size``) or,
+            for evaluation only, ``"uneven"`` (each sample once; some ranks have one more).
 
     ``len(loader)`` is the number of batches per epoch. ``loader.epoch`` counts started
     epochs; ``state_dict()`` / ``load_state_dict()`` carry it in checkpoints.
@@ -172,7 +173,7 @@ class DataLoader:
         """Samples this loader draws per epoch before batching (this rank's share)."""
         if self.shard is None:
             return len(self.dataset)
-        return shard_length(len(self.dataset), self.shard[1], self.shard_tail)
+        return shard_length(len(self.dataset), self.shard[1], self.shard_tail, self.shard[0])
 
     def __len__(self) -> int:
         n = self._samples()

@@ -7,12 +7,16 @@ of the order until it divides, ``"drop"`` leaves out the last ``n % size`` sampl
 rank ``r`` takes positions ``r, r + size, r + 2 * size, ...``, so every rank has the same
 number of samples and batches, and the ``size`` per-rank batches of step ``i`` together
 are exactly the global batch ``i`` of a single process with ``size`` times the batch size.
+
+``"uneven"`` is for evaluation: rank ``r`` takes positions ``r, r + size, ...`` of the
+order itself, so every sample is counted once and the first ``n % size`` ranks hold one
+more than the others (their batch counts may differ; ``fit`` refuses it for training).
 """
 from __future__ import annotations
 
 import numpy as np
 
-SHARD_TAILS = ("pad", "drop")
+SHARD_TAILS = ("pad", "drop", "uneven")
 
 
 def check_shard(shard, tail: str, n: int) -> tuple[int, int]:
@@ -27,20 +31,24 @@ def check_shard(shard, tail: str, n: int) -> tuple[int, int]:
                          f"e.g. comm.shard; got {shard!r}")
     if tail not in SHARD_TAILS:
         raise ValueError(f"DataLoader: shard_tail must be one of {SHARD_TAILS}, got {tail!r}")
-    if tail == "drop" and n < size:
+    if tail in ("drop", "uneven") and n < size:
         raise ValueError(f"DataLoader: {n} samples cannot be shared by {size} ranks with "
-                         f"shard_tail='drop'; use shard_tail='pad'")
+                         f"shard_tail={tail!r}; use shard_tail='pad'")
     return rank, size
 
 
-def shard_length(n: int, size: int, tail: str) -> int:
-    """Samples per rank per epoch."""
+def shard_length(n: int, size: int, tail: str, rank: int = 0) -> int:
+    """Samples per rank per epoch (``rank``'s, for ``"uneven"``)."""
+    if tail == "uneven":
+        return len(range(rank, n, size))
     return -(-n // size) if tail == "pad" else n // size
 
 
 def shard_indices(order: np.ndarray, rank: int, size: int, tail: str) -> np.ndarray:
     """Rank ``rank``'s part of the epoch ``order`` (host int64, the same on every rank)."""
     n = int(order.shape[0])
+    if tail == "uneven":
+        return np.ascontiguousarray(order[rank::size])
     even = shard_length(n, size, tail) * size
     if even > n:
         order = np.concatenate([order, np.resize(order, even - n)])

@@ -13,6 +13,7 @@ accumulated gradients over the ranks).
 from __future__ import annotations
 
 import contextlib
+import zlib
 from itertools import zip_longest
 
 from tensornet.backends import dtype_name, get_backend
@@ -38,7 +39,11 @@ class DataParallel(Module):
     averages the gradients over the ranks in buckets of about ``bucket_bytes`` (few large
     all-reduces, not one per parameter) before it returns, so ``opt.step()`` is the same
     on every rank. A parameter without a gradient on some ranks counts as zero there; one
-    without a gradient on every rank keeps ``grad=None``.
+    without a gradient on every rank keeps ``grad=None``. Freezing parameters
+    (``requires_grad=False``) after wrapping is fine when every rank freezes the same ones;
+    a backward where the ranks' trainable parameters differ, or where the model has
+    parameters it did not have at wrap time (their values were never made rank 0's), raises
+    a ValueError on every rank naming the difference.
 
     Buffers (BatchNorm running statistics) follow PyTorch's DDP: training updates them
     per rank from the local batch, and switching to eval mode (``eval()``, as ``evaluate``
@@ -62,6 +67,8 @@ class DataParallel(Module):
         self.module = module
         self.bucket_bytes = int(bucket_bytes)
         self._buckets, self._layout = None, None
+        self._wrapped = list(module.parameters())  # the parameters whose values rank 0 gave
+        self._agreement = (None, None)  # (this rank's parameter key, its [changed, code])
         self._reduced = True  # this step's gradients were averaged (or no step is pending)
         self._sync = True  # False inside no_sync()
         self._check_same_model()
@@ -75,7 +82,8 @@ class DataParallel(Module):
                     for name, b in self.module.named_buffers()]
         return entries
 
-    def _check_same_model(self) -> None:
+    def _check_same_model(self, when: str = "", advice: str = "every rank must build the "
+                                                               "same model") -> None:
         mine = self._signature()
         signatures = self.comm.allgather(mine)
         reference = signatures[0]
@@ -85,9 +93,8 @@ class DataParallel(Module):
             for ref, got in zip_longest(reference, theirs):
                 if ref != got:
                     raise ValueError(
-                        f"DataParallel: rank {rank}'s model differs from rank 0's: rank 0 has "
-                        f"{_describe(ref)}, rank {rank} has {_describe(got)}; every rank must "
-                        f"build the same model")
+                        f"DataParallel: rank {rank}'s model differs from rank 0's{when}: rank 0 "
+                        f"has {_describe(ref)}, rank {rank} has {_describe(got)}; {advice}")
 
     def broadcast_from_rank0(self) -> None:
         """Give every rank rank 0's parameters and buffers (collective)."""
@@ -146,21 +153,61 @@ class DataParallel(Module):
         self._reduced = True
         if self.comm.size == 1:
             return
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        status = self.comm.sum([1.0 if failed else 0.0]
-                               + [0.0 if p.grad is None else 1.0 for p in params])
+        # One all-reduce of a fixed length (the wrapped parameters) carries the failure flag,
+        # the agreement on the parameters and which of them have a gradient anywhere.
+        changed, code = self._parameter_code()
+        status = self.comm.sum([1.0 if failed else 0.0, changed, code, code * code]
+                               + [1.0 if p.requires_grad and p.grad is not None else 0.0
+                                  for p in self._wrapped])
         if status[0] > 0:
             if failed:
                 return
             raise PeerFailureError(f"DataParallel: the loss was not finite on {int(status[0])} "
                                    f"of {self.comm.size} ranks; no rank took this step")
-        present = [p for p, count in zip(params, status[1:]) if count > 0]
+        # the codes agree when sum(c)^2 == size * sum(c^2) (Cauchy-Schwarz; exact integers)
+        if status[1] > 0 or int(status[2]) ** 2 != self.comm.size * int(status[3]):
+            self._raise_parameters_differ()
+        present = [p for p, count in zip(self._wrapped, status[4:]) if count > 0]
         for param in present:
             if param.grad is None:  # unused here, used on another rank
                 param.grad = get_backend(param.data).zeros(param.shape, param.data.dtype)
         self._bucket_list(present)
         for bucket in self._buckets:
             bucket.reduce_mean_(self.comm)
+
+    def _parameter_code(self) -> tuple[float, float]:
+        """``(changed, code)``: 1.0 when the model's parameters are no longer the wrapped
+        ones, and a 20-bit checksum of their names, shapes, dtypes and ``requires_grad``
+        (the same on every rank when they agree); recomputed only when they change."""
+        params = list(self.module.parameters())
+        key = [(id(p), p.requires_grad, p.data.dtype, p.shape) for p in params]
+        known, value = self._agreement
+        if key != known:
+            changed = len(params) != len(self._wrapped) or any(
+                p is not q for p, q in zip(params, self._wrapped))
+            trainable = [(name, tuple(p.shape), dtype_name(p.data.dtype), bool(p.requires_grad))
+                         for name, p in self.module.named_parameters()]
+            value = (1.0 if changed else 0.0,
+                     float(zlib.crc32(repr(trainable).encode()) & 0xFFFFF))
+            self._agreement = (key, value)
+        return value
+
+    def _raise_parameters_differ(self) -> None:
+        """Every rank's backward found that the parameters differ: name how (collective)."""
+        wrapped = {id(p) for p in self._wrapped}
+        names = {id(p): name for name, p in self.module.named_parameters()}
+        added = [name for name, p in self.module.named_parameters() if id(p) not in wrapped]
+        removed = len([p for p in self._wrapped if id(p) not in names])
+        for rank, (new, gone) in enumerate(self.comm.allgather((added, removed))):
+            if new or gone:
+                what = (f"has parameter {new[0]!r}, which it did not have at wrap time" if new
+                        else f"no longer has {gone} of the parameters it was wrapped with")
+                raise ValueError(f"DataParallel: rank {rank}'s model {what}; DataParallel "
+                                 f"averages the parameters it wrapped (and gave them rank 0's "
+                                 f"values): change the model before wrapping it")
+        self._check_same_model(" at this backward", "every rank must freeze "
+                               "(requires_grad=False) the same parameters, of the same dtype")
+        raise ValueError("DataParallel: the ranks' parameters differ at this backward")
 
     def report_failure(self) -> None:
         """Join this step's gradient average as a rank whose step failed, so the other

@@ -65,6 +65,12 @@ class DistributedFit:
 
     def check_loader(self, loader, name: str) -> None:
         """Every rank must take the same number of steps per epoch."""
+        if getattr(loader, "shard", None) is not None and \
+                getattr(loader, "shard_tail", None) == "uneven":
+            raise ValueError(f"fit: {name} has shard_tail='uneven', which is for evaluation: "
+                             f"its ranks hold different numbers of samples, so their "
+                             f"gradients would not average as one batch; train with "
+                             f"shard_tail='pad' (default) or 'drop'")
         counts = self.comm.allgather(len(loader) if hasattr(loader, "__len__") else None)
         if len(set(counts)) > 1:
             raise ValueError(f"fit: {name} yields {counts} batches per epoch on ranks "
