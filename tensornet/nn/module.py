@@ -157,11 +157,20 @@ class Module(InputChecks):
         """``(name, module)`` for each direct submodule."""
         return iter(self._modules.items())
 
-    def named_modules(self, prefix: str = ""):
-        """``(dotted name, module)`` for this module (name ``prefix``) and every descendant."""
+    def named_modules(self, prefix: str = "", remove_duplicate: bool = True):
+        """``(dotted name, module)`` for this module (name ``prefix``) and every descendant,
+        depth first; a module reached by several paths (shared) once, under its first name
+        (every path with ``remove_duplicate=False``), as PyTorch."""
+        yield from self._named_modules(prefix, set() if remove_duplicate else None)
+
+    def _named_modules(self, prefix: str, seen):
+        if seen is not None:
+            if id(self) in seen:
+                return
+            seen.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
-            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+            yield from child._named_modules(f"{prefix}.{name}" if prefix else name, seen)
 
     def modules(self):
         """This module and every descendant, depth first."""
@@ -268,12 +277,13 @@ class Module(InputChecks):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> "OrderedDict[str, object]":
-        """Parameters and buffers by PyTorch-style dotted name (``0.weight``, ``bn.running_mean``)."""
+        """Parameters and buffers by PyTorch-style dotted name (``0.weight``, ``bn.running_mean``),
+        module by module (each one's parameters, then its buffers), as PyTorch. A shared
+        module or parameter appears under every name that reaches it, so the model loads
+        its own state back."""
         state = OrderedDict()
-        for name, param in self.named_parameters():
-            state[name] = param.data
-        for name, buf in self.named_buffers():
-            state[name] = buf
+        for name, (module, attr, is_param) in self._state_slots().items():
+            state[name] = module._parameters[attr].data if is_param else module._buffers[attr]
         return state
 
     def load_state_dict(self, state, strict: bool = True) -> None:
@@ -321,7 +331,7 @@ class Module(InputChecks):
 
     def _state_slots(self) -> "OrderedDict[str, tuple]":
         slots = OrderedDict()
-        for prefix, module in self.named_modules():
+        for prefix, module in self.named_modules(remove_duplicate=False):
             for attr in module._parameters:
                 slots[f"{prefix}.{attr}" if prefix else attr] = (module, attr, True)
             for attr, buf in module._buffers.items():
