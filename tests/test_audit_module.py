@@ -57,3 +57,48 @@ def test_summary_shows_each_call_of_a_shared_module_once():
     rows = [line.split()[0] for line in table.splitlines() if "(None, 3)" in line
             and not line.startswith("Model")]
     assert rows == ["0", "1", "0"]
+
+
+def test_assigning_a_non_parameter_over_a_parameter_raises_as_pytorch():
+    layer = nn.Linear(3, 2)
+    with pytest.raises(TypeError, match="cannot assign ndarray as parameter 'weight'"):
+        layer.weight = np.zeros((2, 3), np.float32)
+    assert isinstance(layer.weight, nn.Parameter)  # unchanged
+    layer.bias = None  # None unregisters it
+    assert [n for n, _ in layer.named_parameters()] == ["weight"]
+
+
+def test_assigning_over_a_submodule():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(2, 2)
+
+    net = Net()
+    with pytest.raises(TypeError, match="cannot assign ndarray as child module 'body'"):
+        net.body = np.zeros(2)
+    assert isinstance(net.body, nn.Linear) and len(list(net.parameters())) == 2
+    net.body = None  # None drops the submodule and its parameters
+    assert net.body is None
+    assert [n for n, _ in net.named_modules()] == [""] and list(net.parameters()) == []
+    assert net.state_dict() == {}
+
+
+def test_a_subclass_that_forgets_super_init_gets_a_clear_error():
+    class Forgot(nn.Module):
+        def __init__(self):
+            self.scale = 2.0            # plain attributes are fine before it, as PyTorch
+            self.layer = nn.Linear(2, 2)
+
+    with pytest.raises(AttributeError, match=r"before Module.__init__\(\).*super\(\).__init__"):
+        Forgot()
+
+    class ForgotToo(nn.Module):
+        def __init__(self):
+            self.scale = 2.0
+
+    model = ForgotToo()
+    with pytest.raises(AttributeError, match=r"super\(\).__init__\(\)"):
+        list(model.parameters())
+    with pytest.raises(AttributeError, match="no attribute 'missing'"):
+        nn.Linear(2, 2).missing

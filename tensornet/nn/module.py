@@ -82,7 +82,16 @@ class Module(InputChecks):
 
     # ------------------------------------------------------------------ registration
     def __setattr__(self, name, value):
-        """Register Parameters, Modules and buffers assigned as attributes (as PyTorch)."""
+        """Register Parameters, Modules and buffers assigned as attributes (as PyTorch):
+        over a registered parameter or submodule only another one or None (which
+        unregisters it) may be assigned."""
+        if "_parameters" not in self.__dict__:
+            if isinstance(value, (Parameter, Module)):
+                kind = "a parameter" if isinstance(value, Parameter) else "a submodule"
+                raise AttributeError(_no_init_message(self, f"cannot assign {kind} "
+                                                            f"{name!r} before Module.__init__()"))
+            object.__setattr__(self, name, value)
+            return
         if isinstance(value, Parameter):
             self._buffers.pop(name, None)
             self._modules.pop(name, None)
@@ -93,9 +102,24 @@ class Module(InputChecks):
             self._modules[name] = value
         elif name in self._buffers:
             self._buffers[name] = value
-        elif name in self._parameters and value is None:
+        elif name in self._parameters:
+            if value is not None:
+                raise TypeError(f"{type(self).__name__}: cannot assign {type(value).__name__} "
+                                f"as parameter {name!r} (a Parameter or None expected); to "
+                                f"change its values assign {name}.data")
             del self._parameters[name]
+        elif name in self._modules:
+            if value is not None:
+                raise TypeError(f"{type(self).__name__}: cannot assign {type(value).__name__} "
+                                f"as child module {name!r} (a Module or None expected)")
+            del self._modules[name]
         object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        # Only reached when ordinary lookup fails: name the usual cause for the internals.
+        if name in _INTERNALS and "_parameters" not in self.__dict__:
+            raise AttributeError(_no_init_message(self, f"{type(self).__name__} has no {name!r}"))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __delattr__(self, name):
         for registry in (self._parameters, self._buffers, self._modules):
@@ -359,6 +383,15 @@ class Module(InputChecks):
             lines.append(f"  ({name}): {child_repr}")
         lines.append(")")
         return "\n".join(lines)
+
+
+_INTERNALS = frozenset({"_parameters", "_buffers", "_modules", "_forward_hooks",
+                        "_backward_hooks", "_grad_spec", "training", "backend", "dtype"})
+
+
+def _no_init_message(module, what: str) -> str:
+    return (f"{what}: Module.__init__() was not called; call super().__init__() first in "
+            f"{type(module).__name__}.__init__")
 
 
 def _to_host(value):
