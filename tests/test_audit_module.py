@@ -102,3 +102,48 @@ def test_a_subclass_that_forgets_super_init_gets_a_clear_error():
         list(model.parameters())
     with pytest.raises(AttributeError, match="no attribute 'missing'"):
         nn.Linear(2, 2).missing
+
+
+def test_apply_buffers_and_train_mode_as_pytorch():
+    torch = torch_or_skip()
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Sequential(nn.Linear(4, 2)))
+    t_model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4),
+                                  torch.nn.Sequential(torch.nn.Linear(4, 2)))
+    seen, t_seen = [], []
+    assert model.apply(lambda m: seen.append(type(m).__name__)) is model
+    t_model.apply(lambda m: t_seen.append(type(m).__name__))
+    assert seen == t_seen  # children first, then the module itself
+    model.apply(lambda m: nn.init.zeros_(m.weight) if isinstance(m, nn.Linear) else None)
+    assert not np.asarray(model[0].weight.data).any()
+    assert len(list(model.buffers())) == len(list(t_model.buffers())) == 3
+    with pytest.raises(ValueError, match="boolean"):
+        model.train("False")
+    assert model.training
+
+
+def test_register_buffer_checks_names_and_keeps_non_persistent_buffers_out_of_state():
+    layer = nn.Linear(3, 2)
+    with pytest.raises(KeyError, match=r"can't contain '\.'"):
+        layer.register_buffer("a.b", np.zeros(1))
+    with pytest.raises(KeyError, match="empty"):
+        layer.register_buffer("", np.zeros(1))
+    with pytest.raises(KeyError, match="'weight' already exists"):
+        layer.register_buffer("weight", np.zeros(1))
+    assert [n for n, _ in layer.named_parameters()] == ["weight", "bias"]
+    layer.register_buffer("scratch", np.zeros(2, np.float32), persistent=False)
+    layer.register_buffer("stats", np.zeros(2, np.float32))
+    assert list(layer.state_dict()) == ["weight", "bias", "stats"]
+    assert [n for n, _ in layer.named_buffers()] == ["scratch", "stats"]
+    layer.load_state_dict(layer.state_dict())
+    layer.to(dtype="float64")  # moved and cast like any buffer
+    assert layer.scratch.dtype == np.float64 and list(layer.state_dict())[-1] == "stats"
+    layer.register_buffer("scratch", np.ones(2))  # registering again makes it persistent
+    assert "scratch" in layer.state_dict()
+
+
+def test_apply_and_children_visit_a_shared_module_once():
+    model, layer = _shared()
+    calls = []
+    model.apply(calls.append)
+    assert calls == [layer, model[1], model]
+    assert list(model.children()) == [layer, model[1]]

@@ -66,6 +66,7 @@ class Module(InputChecks):
         setattr_ = object.__setattr__
         setattr_(self, "_parameters", OrderedDict())
         setattr_(self, "_buffers", OrderedDict())
+        setattr_(self, "_non_persistent_buffers", set())  # moved by to(), not in state_dict
         setattr_(self, "_modules", OrderedDict())
         setattr_(self, "_forward_hooks", OrderedDict())
         setattr_(self, "_backward_hooks", OrderedDict())
@@ -124,11 +125,31 @@ class Module(InputChecks):
     def __delattr__(self, name):
         for registry in (self._parameters, self._buffers, self._modules):
             registry.pop(name, None)
+        self._non_persistent_buffers.discard(name)
         object.__delattr__(self, name)
 
-    def register_buffer(self, name: str, value) -> None:
-        """A non-trainable array saved by ``state_dict`` and moved by ``to`` (running stats)."""
+    def register_buffer(self, name: str, value, persistent: bool = True) -> None:
+        """A non-trainable array moved by ``to`` (running stats); saved by ``state_dict``
+        unless ``persistent=False``. As PyTorch, ``name`` must be a new attribute (or a
+        buffer already) and contain no ``.``."""
+        if "_buffers" not in self.__dict__:
+            raise AttributeError(_no_init_message(self, f"cannot register buffer {name!r}"))
+        if not isinstance(name, str):
+            raise TypeError(f"{type(self).__name__}.register_buffer: the name must be a str, "
+                            f"got {type(name).__name__}")
+        if not name:
+            raise KeyError(f"{type(self).__name__}.register_buffer: the name can't be empty")
+        if "." in name:
+            raise KeyError(f"{type(self).__name__}.register_buffer: the name can't contain "
+                           f"'.' (state_dict joins names with it), got {name!r}")
+        if name not in self._buffers and hasattr(self, name):
+            raise KeyError(f"{type(self).__name__}.register_buffer: attribute {name!r} "
+                           f"already exists")
         self._buffers[name] = value
+        if persistent:
+            self._non_persistent_buffers.discard(name)
+        else:
+            self._non_persistent_buffers.add(name)
         object.__setattr__(self, name, value)
 
     def new_parameter(self, host_value: np.ndarray) -> Parameter:
@@ -174,12 +195,17 @@ class Module(InputChecks):
 
     # ------------------------------------------------------------------ traversal
     def children(self):
-        """The direct submodules, in registration order."""
-        return iter(self._modules.values())
+        """The direct submodules, in registration order (one registered twice, once)."""
+        for _, module in self.named_children():
+            yield module
 
     def named_children(self):
-        """``(name, module)`` for each direct submodule."""
-        return iter(self._modules.items())
+        """``(name, module)`` for each direct submodule, each module once (as PyTorch)."""
+        seen = set()
+        for name, module in self._modules.items():
+            if id(module) not in seen:
+                seen.add(id(module))
+                yield name, module
 
     def named_modules(self, prefix: str = "", remove_duplicate: bool = True):
         """``(dotted name, module)`` for this module (name ``prefix``) and every descendant,
@@ -216,12 +242,19 @@ class Module(InputChecks):
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
-    def named_buffers(self, prefix: str = ""):
-        """``(dotted name, array)`` for every buffer that is set (BatchNorm running stats)."""
-        for mod_prefix, module in self.named_modules(prefix):
+    def named_buffers(self, prefix: str = "", recurse: bool = True):
+        """``(dotted name, array)`` for every buffer that is set (BatchNorm running stats),
+        non-persistent ones included (of the children too unless ``recurse=False``)."""
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mod_prefix, module in modules:
             for name, buf in module._buffers.items():
                 if buf is not None:
                     yield (f"{mod_prefix}.{name}" if mod_prefix else name), buf
+
+    def buffers(self, recurse: bool = True):
+        """Every buffer that is set (of the children too unless ``recurse=False``)."""
+        for _, buf in self.named_buffers(recurse=recurse):
+            yield buf
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of scalar parameters (only those that require grad with ``trainable_only``)."""
@@ -231,6 +264,9 @@ class Module(InputChecks):
     def train(self, mode: bool = True):
         """Set training mode (``mode=True``) or eval mode on this module and every descendant;
         returns ``self``. Dropout and BatchNorm behave differently in the two."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"{type(self).__name__}.train: the training mode is expected to be "
+                             f"boolean, got {mode!r}")
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
@@ -238,6 +274,14 @@ class Module(InputChecks):
     def eval(self):
         """``train(False)``: inference behaviour (no dropout, BatchNorm's running stats)."""
         return self.train(False)
+
+    def apply(self, fn):
+        """``fn(module)`` for every descendant (children first) and then this module, as
+        PyTorch (e.g. a custom initialisation); returns ``self``."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop every parameter gradient (or zero it in place with ``set_to_none=False``)."""
@@ -271,7 +315,9 @@ class Module(InputChecks):
             for key, buf in module._buffers.items():
                 if buf is not None:
                     keep = dtype_name(buf.dtype) if dtype_name(buf.dtype) not in FLOAT_DTYPES else cast
-                    module.register_buffer(key, _move(buf, target, keep))
+                    moved = _move(buf, target, keep)
+                    module._buffers[key] = moved
+                    object.__setattr__(module, key, moved)
             object.__setattr__(module, "backend", target)
             object.__setattr__(module, "dtype", cast)
             module.clear_cache()
@@ -351,7 +397,8 @@ class Module(InputChecks):
             elif is_param:
                 module._parameters[attr].data = array
             else:
-                module.register_buffer(attr, array)
+                module._buffers[attr] = array
+                object.__setattr__(module, attr, array)
 
     def _state_slots(self) -> "OrderedDict[str, tuple]":
         slots = OrderedDict()
@@ -359,7 +406,7 @@ class Module(InputChecks):
             for attr in module._parameters:
                 slots[f"{prefix}.{attr}" if prefix else attr] = (module, attr, True)
             for attr, buf in module._buffers.items():
-                if buf is not None:
+                if buf is not None and attr not in module._non_persistent_buffers:
                     slots[f"{prefix}.{attr}" if prefix else attr] = (module, attr, False)
         return slots
 
