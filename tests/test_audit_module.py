@@ -147,3 +147,47 @@ def test_apply_and_children_visit_a_shared_module_once():
     model.apply(calls.append)
     assert calls == [layer, model[1], model]
     assert list(model.children()) == [layer, model[1]]
+
+
+class _Scale(nn.Module):
+    """y = x * w (w per feature), with a backward that can be made wrong on purpose."""
+
+    _cache_attrs = ("_x",)
+
+    def __init__(self, input_factor=1.0, weight_factor=1.0, nan_at=None):
+        super().__init__(dtype="float64")
+        self.w = self.new_parameter(np.array([1.5, -0.5]))
+        self.input_factor, self.weight_factor, self.nan_at = input_factor, weight_factor, nan_at
+
+    def forward(self, x):
+        self._check_input(x, ndim=2, features=2)
+        self._x = x
+        y = x * self.w.data
+        if self.nan_at is not None:
+            y[self.nan_at] = np.nan
+        return y
+
+    def backward(self, grad):
+        self.w.accumulate_grad((grad * self._x).sum(axis=0) * self.weight_factor)
+        return grad * self.w.data * self.input_factor
+
+
+@pytest.mark.parametrize("size", [3, 300])  # element by element, then random directions
+def test_gradcheck_fails_a_wrong_backward_for_the_input_and_the_parameters(size, rng):
+    x = rng.standard_normal((size, 2))
+    assert tn.gradcheck(_Scale(), x)
+    with pytest.raises(tn.nn.GradcheckError, match="input"):
+        tn.gradcheck(_Scale(input_factor=1.01), x)
+    with pytest.raises(tn.nn.GradcheckError, match="parameter w"):
+        tn.gradcheck(_Scale(weight_factor=1.01), x)
+    # float32 input is upcast; float32 parameters are refused, naming them
+    assert tn.gradcheck(_Scale(), x.astype(np.float32))
+    with pytest.raises(ValueError, match=r"float32 parameters \(w\)"):
+        tn.gradcheck(_Scale().to(dtype="float32"), x)
+
+
+def test_gradcheck_fails_when_the_numeric_gradient_is_not_finite(rng):
+    # A forward that yields NaN somewhere makes the finite differences NaN there: nothing
+    # was checked, so the check must fail (it passed: NaN > bound is False).
+    with pytest.raises(tn.nn.GradcheckError, match="nan"):
+        tn.gradcheck(_Scale(nan_at=(0, 0)), rng.standard_normal((3, 2)))
