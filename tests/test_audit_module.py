@@ -191,3 +191,18 @@ def test_gradcheck_fails_when_the_numeric_gradient_is_not_finite(rng):
     # was checked, so the check must fail (it passed: NaN > bound is False).
     with pytest.raises(tn.nn.GradcheckError, match="nan"):
         tn.gradcheck(_Scale(nan_at=(0, 0)), rng.standard_normal((3, 2)))
+
+
+def test_load_state_dict_reports_missing_and_unexpected_keys_as_pytorch():
+    torch = torch_or_skip()
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    t_model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    state = {k: np.array(v) for k, v in model.state_dict().items() if k != "1.running_var"}
+    state["extra"] = np.zeros(1)
+    t_state = {k: torch.from_numpy(v) for k, v in state.items()}
+    result, t_result = model.load_state_dict(state, strict=False), \
+        t_model.load_state_dict(t_state, strict=False)
+    assert result == (["1.running_var"], ["extra"])
+    assert (result.missing_keys, result.unexpected_keys) == \
+        (t_result.missing_keys, t_result.unexpected_keys)
+    assert model.load_state_dict(model.state_dict()) == ([], [])

@@ -6,7 +6,7 @@ into ``param.grad``. Parameters and buffers are registered by assigning them as 
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from tensornet.backends import dtype_name, get_backend, to_device
 from .checks import FLOAT_DTYPES, InputChecks
 from .grad_mode import tracked_backward, tracked_forward
 from .parameter import Parameter
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
 
 class RemovableHandle:
     """Returned by ``register_*_hook``; ``handle.remove()`` unregisters the hook."""
@@ -356,13 +359,14 @@ class Module(InputChecks):
             state[name] = module._parameters[attr].data if is_param else module._buffers[attr]
         return state
 
-    def load_state_dict(self, state, strict: bool = True) -> None:
+    def load_state_dict(self, state, strict: bool = True) -> IncompatibleKeys:
         """Copy values (NumPy or any backend's arrays) into this module's parameters and buffers.
 
         Values are copied into the existing arrays (as PyTorch does), so anything holding
         them (an optimizer's flat buffers, a captured CUDA graph) sees the loaded values.
         Everything is validated first: a missing or unexpected key, or a shape mismatch,
-        raises ``ValueError`` and leaves the module unchanged.
+        raises ``ValueError`` and leaves the module unchanged. Returns, as PyTorch,
+        ``(missing_keys, unexpected_keys)`` (both empty unless ``strict=False``).
         """
         own = self._state_slots()
         missing = [k for k in own if k not in state]
@@ -399,6 +403,7 @@ class Module(InputChecks):
             else:
                 module._buffers[attr] = array
                 object.__setattr__(module, attr, array)
+        return IncompatibleKeys(missing, unexpected)
 
     def _state_slots(self) -> "OrderedDict[str, tuple]":
         slots = OrderedDict()
