@@ -206,3 +206,13 @@ def test_load_state_dict_reports_missing_and_unexpected_keys_as_pytorch():
     assert (result.missing_keys, result.unexpected_keys) == \
         (t_result.missing_keys, t_result.unexpected_keys)
     assert model.load_state_dict(model.state_dict()) == ([], [])
+
+
+def test_to_takes_a_dtype_as_its_only_argument_as_pytorch():
+    layer = nn.Linear(3, 2)
+    assert layer.to("float64") is layer and layer.weight.dtype == "float64"
+    assert layer.to(np.float32).weight.dtype == "float32"
+    with pytest.raises(TypeError, match="dtype must be one of"):
+        layer.to("int32")
+    with pytest.raises(ValueError, match="unknown device"):
+        layer.to("tpu")

@@ -301,8 +301,11 @@ class Module(InputChecks):
     def to(self, device=None, dtype=None):
         """Move parameters, gradients and buffers to ``device`` and/or cast to ``dtype``.
 
-        In place, like PyTorch; returns ``self``. Forward caches are dropped.
+        In place, like PyTorch; returns ``self``. Forward caches are dropped. A dtype as the
+        only argument (``to("float64")``, ``to(np.float64)``) casts, as ``.to(torch.float64)``.
         """
+        if dtype is None and _names_a_dtype(device):
+            device, dtype = None, device
         backend = get_backend(device) if device is not None else None
         name = dtype_name(dtype) if dtype is not None else None
         if name is not None and name not in FLOAT_DTYPES:
@@ -439,6 +442,20 @@ class Module(InputChecks):
 
 _INTERNALS = frozenset({"_parameters", "_buffers", "_modules", "_forward_hooks",
                         "_backward_hooks", "_grad_spec", "training", "backend", "dtype"})
+
+
+_DTYPE_NAMES = frozenset(FLOAT_DTYPES + ("bool", "complex64", "complex128") + tuple(
+    f"{kind}{bits}" for kind in ("int", "uint") for bits in (8, 16, 32, 64)))
+
+
+def _names_a_dtype(value) -> bool:
+    """True for a dtype or dtype name (never a device string or a Backend)."""
+    if value is None:
+        return False
+    try:
+        return dtype_name(value) in _DTYPE_NAMES
+    except Exception:  # a Backend or anything else dtype_name cannot read
+        return False
 
 
 def _no_init_message(module, what: str) -> str:
