@@ -8,6 +8,8 @@ import tensornet as tn
 from tensornet import nn
 from tensornet.nn import init
 
+from torch_reference import torch_or_skip
+
 
 def _weight(shape, device="cpu"):
     layer = nn.Linear(shape[1], shape[0], device=device)
@@ -52,3 +54,38 @@ def test_gains_and_errors():
         init.kaiming_normal_(_weight((3, 3)), mode="fan_avg")
     with pytest.raises(ValueError, match="at least 2 dimensions"):
         init.xavier_uniform_(nn.Linear(3, 3).bias)
+
+
+def test_calculate_gain_matches_pytorch_for_every_nonlinearity():
+    torch = torch_or_skip()
+    for name in ["linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                 "conv_transpose3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu"]:
+        assert init.calculate_gain(name) == pytest.approx(torch.nn.init.calculate_gain(name))
+    for slope in (0, 0.2, 1, np.float32(0.3)):
+        assert init.calculate_gain("leaky_relu", slope) == pytest.approx(
+            torch.nn.init.calculate_gain("leaky_relu", float(slope)))
+    for bad in (True, "0.1", [0.1]):
+        with pytest.raises(ValueError, match="not a valid number"):
+            init.calculate_gain("leaky_relu", bad)
+
+
+def test_initialisers_fill_in_place_take_arrays_and_pytorch_keywords():
+    # As torch.nn.init: the parameter's own array is written, so anything holding it
+    # (a captured CUDA graph, a tied view) sees the new values.
+    w = _weight((30, 20))
+    array = w.data
+    assert init.uniform_(w, a=-0.1, b=0.1) is w and w.data is array
+    assert np.abs(array).max() <= 0.1 and np.abs(array).max() > 0.05
+    init.xavier_normal_(w)
+    assert w.data is array
+    raw = np.ones((30, 20), np.float32)
+    assert init.zeros_(raw) is raw and not raw.any()
+    init.kaiming_uniform_(raw, a=math.sqrt(5))
+    assert raw.dtype == np.float32 and 0.9 / math.sqrt(20) < np.abs(raw).max() <= 1 / math.sqrt(20)
+
+
+def test_initialisers_write_arrays_of_every_cpu_device(device):
+    layer = nn.Linear(8, 4, device=device)
+    array = layer.weight.data
+    init.constant_(layer.weight, 0.5)
+    assert layer.weight.data is array and (tn.asnumpy(array) == 0.5).all()

@@ -83,7 +83,7 @@ class ModelSnapshot:
             array[...] = value
             param.data = array
         for module, name, value in self.buffers:
-            module.register_buffer(name, value)
+            setattr(module, name, value)  # a buffer: keeps it (non-)persistent
         for param, grad in self.grads:
             param.grad = grad
         for module, training in self.modes:

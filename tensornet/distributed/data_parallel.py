@@ -233,8 +233,8 @@ class DataParallel(Module):
     def state_dict(self):
         return self.module.state_dict()
 
-    def load_state_dict(self, state, strict: bool = True) -> None:
-        self.module.load_state_dict(state, strict)
+    def load_state_dict(self, state, strict: bool = True):
+        return self.module.load_state_dict(state, strict)
 
     def to(self, device=None, dtype=None):
         super().to(device, dtype)

@@ -1,11 +1,14 @@
 """Weight initialisers, drawn on the host with NumPy so a seed means the same weights on
-every backend. Each takes a Parameter (or a module's weight) and fills it in place.
+every backend. Each takes a Parameter (a module's weight) or an array and writes its array
+in place, as ``torch.nn.init`` does, so whatever holds that array sees the new values.
 
-Names follow PyTorch (``xavier_uniform_``); the forms without the underscore are aliases.
+Names and arguments follow PyTorch (``xavier_uniform_``, ``uniform_(w, a, b)``); the forms
+without the underscore are aliases.
 """
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -15,14 +18,18 @@ from tensornet.random import host_rng
 from .parameter import Parameter
 
 _GAINS = {"linear": 1.0, "identity": 1.0, "sigmoid": 1.0, "conv1d": 1.0, "conv2d": 1.0,
-          "tanh": 5.0 / 3.0, "relu": math.sqrt(2.0), "selu": 0.75}
+          "conv3d": 1.0, "conv_transpose1d": 1.0, "conv_transpose2d": 1.0,
+          "conv_transpose3d": 1.0, "tanh": 5.0 / 3.0, "relu": math.sqrt(2.0), "selu": 0.75}
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     """Recommended gain for a nonlinearity (as ``torch.nn.init.calculate_gain``)."""
     if nonlinearity == "leaky_relu":
-        slope = 0.01 if param is None else param
-        return math.sqrt(2.0 / (1.0 + slope ** 2))
+        if param is None:
+            param = 0.01
+        elif isinstance(param, bool) or not isinstance(param, numbers.Real):
+            raise ValueError(f"calculate_gain: negative_slope {param!r} not a valid number")
+        return math.sqrt(2.0 / (1.0 + float(param) ** 2))
     if nonlinearity not in _GAINS:
         raise ValueError(f"calculate_gain: unknown nonlinearity {nonlinearity!r}; expected one of "
                          f"{', '.join(sorted(_GAINS))} or leaky_relu")
@@ -39,22 +46,24 @@ def fans(shape) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def _fill(param: Parameter, host: np.ndarray) -> Parameter:
-    backend = get_backend(param.data)
-    param.data = backend.asarray(host.astype(dtype_name(param.data.dtype)))
+def _fill(param, host: np.ndarray):
+    """Write ``host`` into the Parameter's (or array's) own array; returns ``param``."""
+    array = param.data if isinstance(param, Parameter) else param
+    array[...] = get_backend(array).asarray(host.astype(dtype_name(array.dtype)))
     return param
 
 
-def uniform_(param, low=0.0, high=1.0, rng=None):
-    return _fill(param, (rng or host_rng()).uniform(low, high, size=param.shape))
+def uniform_(param, a=0.0, b=1.0, rng=None):
+    """U(a, b), as ``torch.nn.init.uniform_``."""
+    return _fill(param, (rng or host_rng()).uniform(a, b, size=tuple(param.shape)))
 
 
 def normal_(param, mean=0.0, std=1.0, rng=None):
-    return _fill(param, (rng or host_rng()).normal(mean, std, size=param.shape))
+    return _fill(param, (rng or host_rng()).normal(mean, std, size=tuple(param.shape)))
 
 
 def constant_(param, value):
-    return _fill(param, np.full(param.shape, value))
+    return _fill(param, np.full(tuple(param.shape), value))
 
 
 def zeros_(param):

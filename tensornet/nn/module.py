@@ -15,6 +15,7 @@ from tensornet.backends import dtype_name, get_backend, to_device
 from .checks import FLOAT_DTYPES, InputChecks
 from .grad_mode import tracked_backward, tracked_forward
 from .parameter import Parameter
+from .state import StateDict
 
 class RemovableHandle:
     """Returned by ``register_*_hook``; ``handle.remove()`` unregisters the hook."""
@@ -26,7 +27,7 @@ class RemovableHandle:
         self._hooks.pop(self._key, None)
 
 
-class Module(InputChecks):
+class Module(InputChecks, StateDict):
     """Base class. Subclasses implement ``forward(x)`` and ``backward(grad_out) -> grad_in``.
 
     Args:
@@ -66,6 +67,7 @@ class Module(InputChecks):
         setattr_ = object.__setattr__
         setattr_(self, "_parameters", OrderedDict())
         setattr_(self, "_buffers", OrderedDict())
+        setattr_(self, "_non_persistent_buffers", set())  # moved by to(), not in state_dict
         setattr_(self, "_modules", OrderedDict())
         setattr_(self, "_forward_hooks", OrderedDict())
         setattr_(self, "_backward_hooks", OrderedDict())
@@ -82,7 +84,16 @@ class Module(InputChecks):
 
     # ------------------------------------------------------------------ registration
     def __setattr__(self, name, value):
-        """Register Parameters, Modules and buffers assigned as attributes (as PyTorch)."""
+        """Register Parameters, Modules and buffers assigned as attributes (as PyTorch):
+        over a registered parameter or submodule only another one or None (which
+        unregisters it) may be assigned."""
+        if "_parameters" not in self.__dict__:
+            if isinstance(value, (Parameter, Module)):
+                kind = "a parameter" if isinstance(value, Parameter) else "a submodule"
+                raise AttributeError(_no_init_message(self, f"cannot assign {kind} "
+                                                            f"{name!r} before Module.__init__()"))
+            object.__setattr__(self, name, value)
+            return
         if isinstance(value, Parameter):
             self._buffers.pop(name, None)
             self._modules.pop(name, None)
@@ -93,18 +104,53 @@ class Module(InputChecks):
             self._modules[name] = value
         elif name in self._buffers:
             self._buffers[name] = value
-        elif name in self._parameters and value is None:
+        elif name in self._parameters:
+            if value is not None:
+                raise TypeError(f"{type(self).__name__}: cannot assign {type(value).__name__} "
+                                f"as parameter {name!r} (a Parameter or None expected); to "
+                                f"change its values assign {name}.data")
             del self._parameters[name]
+        elif name in self._modules:
+            if value is not None:
+                raise TypeError(f"{type(self).__name__}: cannot assign {type(value).__name__} "
+                                f"as child module {name!r} (a Module or None expected)")
+            del self._modules[name]
         object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        # Only reached when ordinary lookup fails: name the usual cause for the internals.
+        if name in _INTERNALS and "_parameters" not in self.__dict__:
+            raise AttributeError(_no_init_message(self, f"{type(self).__name__} has no {name!r}"))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __delattr__(self, name):
         for registry in (self._parameters, self._buffers, self._modules):
             registry.pop(name, None)
+        self._non_persistent_buffers.discard(name)
         object.__delattr__(self, name)
 
-    def register_buffer(self, name: str, value) -> None:
-        """A non-trainable array saved by ``state_dict`` and moved by ``to`` (running stats)."""
+    def register_buffer(self, name: str, value, persistent: bool = True) -> None:
+        """A non-trainable array moved by ``to`` (running stats); saved by ``state_dict``
+        unless ``persistent=False``. As PyTorch, ``name`` must be a new attribute (or a
+        buffer already) and contain no ``.``."""
+        if "_buffers" not in self.__dict__:
+            raise AttributeError(_no_init_message(self, f"cannot register buffer {name!r}"))
+        if not isinstance(name, str):
+            raise TypeError(f"{type(self).__name__}.register_buffer: the name must be a str, "
+                            f"got {type(name).__name__}")
+        if not name:
+            raise KeyError(f"{type(self).__name__}.register_buffer: the name can't be empty")
+        if "." in name:
+            raise KeyError(f"{type(self).__name__}.register_buffer: the name can't contain "
+                           f"'.' (state_dict joins names with it), got {name!r}")
+        if name not in self._buffers and hasattr(self, name):
+            raise KeyError(f"{type(self).__name__}.register_buffer: attribute {name!r} "
+                           f"already exists")
         self._buffers[name] = value
+        if persistent:
+            self._non_persistent_buffers.discard(name)
+        else:
+            self._non_persistent_buffers.add(name)
         object.__setattr__(self, name, value)
 
     def new_parameter(self, host_value: np.ndarray) -> Parameter:
@@ -150,18 +196,32 @@ class Module(InputChecks):
 
     # ------------------------------------------------------------------ traversal
     def children(self):
-        """The direct submodules, in registration order."""
-        return iter(self._modules.values())
+        """The direct submodules, in registration order (one registered twice, once)."""
+        for _, module in self.named_children():
+            yield module
 
     def named_children(self):
-        """``(name, module)`` for each direct submodule."""
-        return iter(self._modules.items())
+        """``(name, module)`` for each direct submodule, each module once (as PyTorch)."""
+        seen = set()
+        for name, module in self._modules.items():
+            if id(module) not in seen:
+                seen.add(id(module))
+                yield name, module
 
-    def named_modules(self, prefix: str = ""):
-        """``(dotted name, module)`` for this module (name ``prefix``) and every descendant."""
+    def named_modules(self, prefix: str = "", remove_duplicate: bool = True):
+        """``(dotted name, module)`` for this module (name ``prefix``) and every descendant,
+        depth first; a module reached by several paths (shared) once, under its first name
+        (every path with ``remove_duplicate=False``), as PyTorch."""
+        yield from self._named_modules(prefix, set() if remove_duplicate else None)
+
+    def _named_modules(self, prefix: str, seen):
+        if seen is not None:
+            if id(self) in seen:
+                return
+            seen.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
-            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+            yield from child._named_modules(f"{prefix}.{name}" if prefix else name, seen)
 
     def modules(self):
         """This module and every descendant, depth first."""
@@ -183,12 +243,19 @@ class Module(InputChecks):
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
-    def named_buffers(self, prefix: str = ""):
-        """``(dotted name, array)`` for every buffer that is set (BatchNorm running stats)."""
-        for mod_prefix, module in self.named_modules(prefix):
+    def named_buffers(self, prefix: str = "", recurse: bool = True):
+        """``(dotted name, array)`` for every buffer that is set (BatchNorm running stats),
+        non-persistent ones included (of the children too unless ``recurse=False``)."""
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mod_prefix, module in modules:
             for name, buf in module._buffers.items():
                 if buf is not None:
                     yield (f"{mod_prefix}.{name}" if mod_prefix else name), buf
+
+    def buffers(self, recurse: bool = True):
+        """Every buffer that is set (of the children too unless ``recurse=False``)."""
+        for _, buf in self.named_buffers(recurse=recurse):
+            yield buf
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of scalar parameters (only those that require grad with ``trainable_only``)."""
@@ -198,6 +265,9 @@ class Module(InputChecks):
     def train(self, mode: bool = True):
         """Set training mode (``mode=True``) or eval mode on this module and every descendant;
         returns ``self``. Dropout and BatchNorm behave differently in the two."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"{type(self).__name__}.train: the training mode is expected to be "
+                             f"boolean, got {mode!r}")
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
@@ -205,6 +275,14 @@ class Module(InputChecks):
     def eval(self):
         """``train(False)``: inference behaviour (no dropout, BatchNorm's running stats)."""
         return self.train(False)
+
+    def apply(self, fn):
+        """``fn(module)`` for every descendant (children first) and then this module, as
+        PyTorch (e.g. a custom initialisation); returns ``self``."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop every parameter gradient (or zero it in place with ``set_to_none=False``)."""
@@ -221,8 +299,11 @@ class Module(InputChecks):
     def to(self, device=None, dtype=None):
         """Move parameters, gradients and buffers to ``device`` and/or cast to ``dtype``.
 
-        In place, like PyTorch; returns ``self``. Forward caches are dropped.
+        In place, like PyTorch; returns ``self``. Forward caches are dropped. A dtype as the
+        only argument (``to("float64")``, ``to(np.float64)``) casts, as ``.to(torch.float64)``.
         """
+        if dtype is None and _names_a_dtype(device):
+            device, dtype = None, device
         backend = get_backend(device) if device is not None else None
         name = dtype_name(dtype) if dtype is not None else None
         if name is not None and name not in FLOAT_DTYPES:
@@ -238,7 +319,9 @@ class Module(InputChecks):
             for key, buf in module._buffers.items():
                 if buf is not None:
                     keep = dtype_name(buf.dtype) if dtype_name(buf.dtype) not in FLOAT_DTYPES else cast
-                    module.register_buffer(key, _move(buf, target, keep))
+                    moved = _move(buf, target, keep)
+                    module._buffers[key] = moved
+                    object.__setattr__(module, key, moved)
             object.__setattr__(module, "backend", target)
             object.__setattr__(module, "dtype", cast)
             module.clear_cache()
@@ -266,69 +349,6 @@ class Module(InputChecks):
             object.__setattr__(self, name, None)
         object.__setattr__(self, "_grad_spec", None)
 
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> "OrderedDict[str, object]":
-        """Parameters and buffers by PyTorch-style dotted name (``0.weight``, ``bn.running_mean``)."""
-        state = OrderedDict()
-        for name, param in self.named_parameters():
-            state[name] = param.data
-        for name, buf in self.named_buffers():
-            state[name] = buf
-        return state
-
-    def load_state_dict(self, state, strict: bool = True) -> None:
-        """Copy values (NumPy or any backend's arrays) into this module's parameters and buffers.
-
-        Values are copied into the existing arrays (as PyTorch does), so anything holding
-        them (an optimizer's flat buffers, a captured CUDA graph) sees the loaded values.
-        Everything is validated first: a missing or unexpected key, or a shape mismatch,
-        raises ``ValueError`` and leaves the module unchanged.
-        """
-        own = self._state_slots()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        problems = []
-        if strict and missing:
-            problems.append(f"missing keys: {', '.join(missing)}")
-        if strict and unexpected:
-            problems.append(f"unexpected keys: {', '.join(unexpected)}")
-        converted = {}
-        for key, (module, attr, is_param) in own.items():
-            if key not in state:
-                continue
-            current = module._parameters[attr].data if is_param else module._buffers[attr]
-            value = np.asarray(_to_host(state[key]))
-            if tuple(value.shape) != tuple(current.shape):
-                problems.append(f"{key}: checkpoint shape {tuple(value.shape)}, "
-                                f"model shape {tuple(current.shape)}")
-                continue
-            host = np.array(value, dtype=dtype_name(current.dtype), copy=True)
-            converted[key] = module.backend.asarray(host)
-        if problems:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: state does not fit this "
-                             f"model ({'; '.join(problems)}); the model was left unchanged")
-        for key, array in converted.items():
-            module, attr, is_param = own[key]
-            current = module._parameters[attr].data if is_param else module._buffers[attr]
-            if module.backend.owns(current):
-                # In place, as PyTorch: optimizer flat buffers and captured CUDA graphs keep
-                # pointing at the live values.
-                current[...] = array
-            elif is_param:
-                module._parameters[attr].data = array
-            else:
-                module.register_buffer(attr, array)
-
-    def _state_slots(self) -> "OrderedDict[str, tuple]":
-        slots = OrderedDict()
-        for prefix, module in self.named_modules():
-            for attr in module._parameters:
-                slots[f"{prefix}.{attr}" if prefix else attr] = (module, attr, True)
-            for attr, buf in module._buffers.items():
-                if buf is not None:
-                    slots[f"{prefix}.{attr}" if prefix else attr] = (module, attr, False)
-        return slots
-
     def _describe(self) -> str:
         extra = self.extra_repr()
         return f"{type(self).__name__}({extra})"
@@ -351,12 +371,27 @@ class Module(InputChecks):
         return "\n".join(lines)
 
 
-def _to_host(value):
-    if isinstance(value, np.ndarray):
-        return value
-    if isinstance(value, Parameter):
-        value = value.data
-    return get_backend(value).to_numpy(value)
+_INTERNALS = frozenset({"_parameters", "_buffers", "_modules", "_forward_hooks",
+                        "_backward_hooks", "_grad_spec", "training", "backend", "dtype"})
+
+
+_DTYPE_NAMES = frozenset(FLOAT_DTYPES + ("bool", "complex64", "complex128") + tuple(
+    f"{kind}{bits}" for kind in ("int", "uint") for bits in (8, 16, 32, 64)))
+
+
+def _names_a_dtype(value) -> bool:
+    """True for a dtype or dtype name (never a device string or a Backend)."""
+    if value is None:
+        return False
+    try:
+        return dtype_name(value) in _DTYPE_NAMES
+    except Exception:  # a Backend or anything else dtype_name cannot read
+        return False
+
+
+def _no_init_message(module, what: str) -> str:
+    return (f"{what}: Module.__init__() was not called; call super().__init__() first in "
+            f"{type(module).__name__}.__init__")
 
 
 def _move(array, backend, dtype):
