@@ -37,3 +37,36 @@ def test_huber_and_smooth_l1_on_huge_residuals_do_not_overflow(device, name, red
     assert loss.dtype == np.float32 and grad.dtype == np.float32
     np.testing.assert_allclose(loss, loss_t.detach().numpy(), rtol=2e-6)
     np.testing.assert_allclose(grad, pred_t.grad.numpy(), rtol=2e-6)
+
+
+GELU_TAIL = [1e30, -1e30, 1e20, -1e20, 1e13, -1e13, 1e4, -1e4, 30.0, 12.0, 9.0, 5.0, 1.0,
+             -1.0, -0.5, 1e-40, 0.0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_far_tails_without_overflow(device, approximate, dtype):
+    """Exact GELU squared x inside erfc and the normal density ('overflow encountered in
+    multiply' beyond |x| = 1.8e19 in float32); the tanh form cubed x (overflow beyond
+    7e12 in float32, and in backward (1 - tanh^2) * du = 0 * inf = NaN where the
+    derivative is 1 or 0). PyTorch gives that NaN gradient too; here the limits: GELU(x)
+    = x and slope 1 far right, 0 and slope 0 far left. (PyTorch is the reference only
+    where its 1 + erf / 1 + tanh form does not cancel: x >= -1.)"""
+    torch = torch_or_skip()
+    top = float(np.finfo(dtype).max) / 10
+    x = np.array(GELU_TAIL + [top, -top], dtype=dtype)
+    layer = nn.GELU(approximate)
+    backend = tn.get_backend(device)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        y = tn.asnumpy(layer(backend.asarray(x)))
+        dx = tn.asnumpy(layer.backward(backend.asarray(np.ones_like(x))))
+    assert y.dtype == dx.dtype == np.dtype(dtype)
+    far = np.abs(x) >= 1e4
+    np.testing.assert_array_equal(y[far], np.where(x[far] > 0, x[far], 0.0))
+    np.testing.assert_array_equal(dx[far], (x[far] > 0).astype(dtype))
+    x_t = torch.from_numpy(x[~far].copy()).requires_grad_(True)
+    y_t = torch.nn.GELU(approximate=approximate)(x_t)
+    y_t.backward(torch.ones_like(y_t))
+    tol = dict(rtol=2e-6 if dtype == "float32" else 1e-13, atol=np.finfo(dtype).tiny)
+    np.testing.assert_allclose(y[~far], y_t.detach().numpy(), **tol)
+    np.testing.assert_allclose(dx[~far], x_t.grad.numpy(), **tol)
