@@ -70,3 +70,22 @@ def test_gelu_far_tails_without_overflow(device, approximate, dtype):
     tol = dict(rtol=2e-6 if dtype == "float32" else 1e-13, atol=np.finfo(dtype).tiny)
     np.testing.assert_allclose(y[~far], y_t.detach().numpy(), **tol)
     np.testing.assert_allclose(dx[~far], x_t.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("transform", [
+    lambda: tn.data.RandomAffine(degrees=10, translate=(0.1, 0.1)),
+    lambda: tn.data.RandomRotation(15)], ids=["affine", "rotation"])
+def test_random_affine_keeps_float16_images_on_every_backend(device, transform):
+    """NumPy's Generator draws only float32 and float64: the CPU backend's uniform (and
+    normal) raised "Unsupported dtype dtype('float16') for random" on float16 images, which
+    the torch backend augments."""
+    if device == "strict":
+        pytest.skip("array-api-strict has no float16")
+    backend = tn.get_backend(device)
+    x = backend.asarray(np.random.default_rng(0).uniform(size=(3, 1, 8, 8)).astype(np.float16))
+    assert tn.asnumpy(transform()(x)).dtype == np.float16
+    uniform = tn.asnumpy(backend.uniform((1000,), -2.0, 3.0, dtype="float16"))
+    normal = tn.asnumpy(backend.normal((1000,), 1.0, 2.0, dtype="float16"))
+    assert uniform.dtype == normal.dtype == np.float16
+    assert -2.0 <= uniform.min() and uniform.max() <= 3.0 and uniform.std() > 1.0
+    assert np.isfinite(normal).all() and abs(normal.mean() - 1.0) < 0.3
