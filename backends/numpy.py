@@ -25,6 +25,11 @@ def _is_host_array(x) -> bool:
                                      and not type(x).__module__.startswith("cupy"))
 
 
+def _drawable(dtype):
+    """The dtype NumPy's Generator draws for ``dtype`` (it has no float16)."""
+    return np.float32 if dtype == np.float16 else dtype
+
+
 class NumpyBackend(Backend):
     """CPU arrays are plain ``numpy.ndarray``; the RNG is NumPy's Generator."""
 
@@ -53,21 +58,24 @@ class NumpyBackend(Backend):
         """Host arrays go to MPI as they are (issue 18)."""
         return comm.allreduce_host_
 
-    # Draws need no transfer on the CPU.
+    # Draws need no transfer on the CPU. NumPy's Generator draws float32 and float64 only:
+    # float16 is drawn in float32 and rounded at the end.
     def normal(self, shape, mean=0.0, std=1.0, dtype=None):
-        out = self._rng.standard_normal(size=shape, dtype=self.dtype(dtype))
+        dtype = self.dtype(dtype)
+        out = self._rng.standard_normal(size=shape, dtype=_drawable(dtype))
         if std != 1.0:
             out *= std
         if mean != 0.0:
             out += mean
-        return out
+        return out.astype(dtype, copy=False)
 
     def uniform(self, shape, low=0.0, high=1.0, dtype=None):
-        out = self._rng.random(size=shape, dtype=self.dtype(dtype))
+        dtype = self.dtype(dtype)
+        out = self._rng.random(size=shape, dtype=_drawable(dtype))
         if (low, high) != (0.0, 1.0):
             out *= high - low
             out += low
-        return out
+        return out.astype(dtype, copy=False)
 
     def bernoulli(self, shape, p, dtype=None):
         draw = self._rng.random(size=shape, dtype=np.float32)

@@ -202,6 +202,7 @@ class GELU(_Activation):
     """
 
     _TANH_CUBIC = 0.044715
+    _TANH_SATURATED = 10.0
 
     def __init__(self, approximate: str = "none"):
         super().__init__()
@@ -221,12 +222,20 @@ class GELU(_Activation):
         xp = self.backend.xp
         if self.approximate == "tanh":
             th = xp.tanh(self._tanh_argument(x))
-            du = math.sqrt(2.0 / math.pi) * (1.0 + (3.0 * self._TANH_CUBIC) * (x * x))
+            near = self._saturated(x)
+            du = math.sqrt(2.0 / math.pi) * (1.0 + (3.0 * self._TANH_CUBIC) * (near * near))
             return grad_output * (0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * du)
         return grad_output * (normal_cdf(xp, x) + x * normal_pdf(xp, x))
 
     def _tanh_argument(self, x):
+        x = self._saturated(x)
         return math.sqrt(2.0 / math.pi) * (x + self._TANH_CUBIC * (x * x * x))
+
+    def _saturated(self, x):
+        """``x`` clipped to [-10, 10]: tanh of the argument at 10 (43.6) is already +-1 in
+        every dtype, and x^3 of a larger x overflows (float32: 7e12, with a warning; in
+        backward 0 * inf = NaN where the slope is 1 or 0)."""
+        return self.backend.xp.clip(x, -self._TANH_SATURATED, self._TANH_SATURATED)
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"

@@ -49,7 +49,10 @@ class L1Loss(ElementwiseLoss):
 def _huber(xp, diff, delta: float):
     """Huber's function: ``0.5 d^2`` for |d| < delta, ``delta (|d| - 0.5 delta)`` beyond."""
     magnitude = xp.abs(diff)
-    return xp.where(magnitude < delta, 0.5 * (diff * diff), delta * (magnitude - 0.5 * delta))
+    # Square the clipped residual: where holds both branches, and d * d of a residual the
+    # quadratic branch does not take overflows (float32: |d| > 1.8e19) with a warning.
+    inside = xp.clip(diff, -delta, delta)
+    return xp.where(magnitude < delta, 0.5 * (inside * inside), delta * (magnitude - 0.5 * delta))
 
 
 def _huber_slopes(xp, diff, delta: float):

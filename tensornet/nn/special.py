@@ -29,6 +29,10 @@ ERFCX_CHEBYSHEV = (
 ERFCX_SCALE = 3.0
 # float32 needs far fewer terms; the tail below this size cannot change a float32 result
 _FLOAT32_TERMS = 13
+# Beyond these, exp(-z*z) and exp(-x*x/2) are 0 even in float64 (exp(-745) underflows);
+# their squares fit float16.
+_ERFC_ZERO = 30.0
+_PDF_ZERO = 40.0
 
 
 def erfc(xp, x):
@@ -47,6 +51,9 @@ def erfc(xp, x):
         else:
             b1, b2 = two_t * b1 - b2 + c, b1
     scaled = t * b1 - b2 + coefficients[0]
+    # exp(-z*z) is 0 in every dtype beyond z = 27 (float64's underflow): z clipped there,
+    # z * z cannot overflow (float32: z > 1.8e19) with a warning for a result of 0.
+    z = xp.clip(z, 0.0, _ERFC_ZERO)
     positive = xp.exp(-(z * z)) * scaled
     return xp.where(x < 0, 2.0 - positive, positive)
 
@@ -59,4 +66,5 @@ def normal_cdf(xp, x):
 
 def normal_pdf(xp, x):
     """Standard normal density ``exp(-x^2 / 2) / sqrt(2 pi)``."""
+    x = xp.clip(x, -_PDF_ZERO, _PDF_ZERO)  # 0 beyond in every dtype; x * x cannot overflow
     return xp.exp(-0.5 * (x * x)) * (1.0 / math.sqrt(2.0 * math.pi))
