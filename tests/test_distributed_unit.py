@@ -355,3 +355,30 @@ def test_fit_inside_no_sync_is_refused():
             tn.fit(dp, nn.CrossEntropyLoss(), opt, loader, verbose=0)
         # evaluate has no backward: allowed (the twin rank doubles the sample count)
         assert tn.evaluate(dp, nn.CrossEntropyLoss(), loader)["samples"] == 16
+
+
+def test_fit_warns_once_when_the_train_loader_is_not_sharded():
+    """Under several ranks a DataLoader without shard= gives every rank the same batches
+    (silently N copies of one run): rank 0 says so once; a sharded loader is quiet."""
+    import warnings
+
+    from tensornet.distributed.training import DistributedFit
+
+    class TwoRanks:
+        rank, size = 0, 2
+
+        def allgather(self, obj):
+            return [obj, obj]
+
+    fit = object.__new__(DistributedFit)
+    fit.comm, fit.is_main = TwoRanks(), True
+    data = tn.data.ArrayDataset(np.zeros((8, 2), np.float32), np.zeros(8, np.int64))
+    with pytest.warns(UserWarning, match=r"train_loader is not sharded, so each of the 2 "
+                                         r"ranks trains on the same batches"):
+        fit.check_loader(tn.data.DataLoader(data, 2), "train_loader")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit.check_loader(tn.data.DataLoader(data, 2), "train_loader")  # once per fit
+        fresh = object.__new__(DistributedFit)
+        fresh.comm, fresh.is_main = TwoRanks(), True
+        fresh.check_loader(tn.data.DataLoader(data, 2, shard=(0, 2)), "train_loader")

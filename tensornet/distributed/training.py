@@ -10,6 +10,8 @@ several ranks (issue 18). ``for_model(model)`` is None otherwise, and fit runs a
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from tensornet.callbacks import Callback, ModelCheckpoint
@@ -64,7 +66,16 @@ class DistributedFit:
         return distributed_step
 
     def check_loader(self, loader, name: str) -> None:
-        """Every rank must take the same number of steps per epoch."""
+        """Every rank must take the same number of steps per epoch. A DataLoader without
+        ``shard`` gives every rank the same batches: rank 0 warns (once per fit)."""
+        from tensornet.data import DataLoader
+        if isinstance(loader, DataLoader) and loader.shard is None and self.is_main \
+                and not getattr(self, "_warned_unsharded", False):
+            self._warned_unsharded = True
+            warnings.warn(f"fit: {name} is not sharded, so each of the {self.comm.size} ranks "
+                          f"trains on the same batches ({self.comm.size} copies of one "
+                          f"process's run); build it with DataLoader(..., shard=comm.shard)",
+                          UserWarning, stacklevel=4)
         if getattr(loader, "shard", None) is not None and \
                 getattr(loader, "shard_tail", None) == "uneven":
             raise ValueError(f"fit: {name} has shard_tail='uneven', which is for evaluation: "
