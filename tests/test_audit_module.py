@@ -216,3 +216,19 @@ def test_to_takes_a_dtype_as_its_only_argument_as_pytorch():
         layer.to("int32")
     with pytest.raises(ValueError, match="unknown device"):
         layer.to("tpu")
+
+
+def test_a_parameter_of_another_float_dtype_is_refused_at_assignment():
+    """A float64 Parameter in a float32 module made every forward silently float64 (the
+    matmul promotes); PyTorch raises at the matmul. new_parameter, or .to() afterwards."""
+    from tensornet.nn import Parameter
+    layer = nn.Linear(3, 2)
+    with pytest.raises(TypeError, match=r"Linear: parameter 'weight' is float64 but the "
+                                        r"module is float32; make it with "
+                                        r"self.new_parameter"):
+        layer.weight = Parameter(np.zeros((2, 3)))
+    layer.weight = layer.new_parameter(np.zeros((2, 3)))  # cast to the module's dtype
+    assert layer(np.ones((1, 3), np.float32)).dtype == np.float32
+    tied = nn.Linear(3, 2)
+    tied.weight = layer.weight  # weight tying keeps working
+    assert layer.to(dtype="float64").weight.dtype == "float64"

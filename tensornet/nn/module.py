@@ -95,6 +95,12 @@ class Module(InputChecks, StateDict):
             object.__setattr__(self, name, value)
             return
         if isinstance(value, Parameter):
+            got = dtype_name(value.data.dtype)
+            if got != self.dtype and got in FLOAT_DTYPES:  # no silent promotion in forward
+                raise TypeError(f"{type(self).__name__}: parameter {name!r} is {got} but the "
+                                f"module is {self.dtype}; make it with "
+                                f"self.new_parameter(array) (the module's dtype and device), "
+                                f"or cast the model afterwards with .to(dtype={got!r})")
             self._buffers.pop(name, None)
             self._modules.pop(name, None)
             self._parameters[name] = value
