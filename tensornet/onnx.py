@@ -172,10 +172,12 @@ def _gelu(g, m, x, shapes):
 
 
 def _softplus(g, m, x, shapes):
-    if m.beta == 1.0:
-        return g.node("Softplus", [x])
+    """``x`` where ``beta * x > threshold`` (the layer's linear part), else the softplus."""
     beta = g.constant(m.beta, "beta")
-    return g.node("Div", [g.node("Softplus", [g.node("Mul", [x, beta])]), beta])
+    scaled = g.node("Mul", [x, beta])
+    soft = g.node("Div", [g.node("Softplus", [scaled]), beta])
+    linear = g.node("Greater", [scaled, g.constant(m.threshold, "threshold")])
+    return g.node("Where", [linear, x, soft])
 
 
 def _prelu(g, m, x, shapes):
