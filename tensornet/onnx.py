@@ -90,13 +90,18 @@ def _conv(g, m, x, shapes):
 
 
 def _conv_transpose(g, m, x, shapes):
-    inputs = [x, g.constant(m.weight.data, "weight")]
-    if m.bias is not None:
-        inputs.append(g.constant(m.bias.data, "bias"))
-    attributes = _window_attributes(m.kernel_size, m.stride, [(p, p) for p in m.padding],
-                                    m.dilation)
-    return g.node("ConvTranspose", inputs, group=m.groups,
-                  output_padding=list(m.output_padding), **attributes)
+    """The layer's own geometry: output_padding as a smaller end padding, and the rows past
+    the padding as zeros (onnxruntime refuses an output_padding >= stride, which PyTorch
+    allows below the dilation); the bias comes after those zeros, as in the layer."""
+    pads, extra, _ = m._geometry(m.output_size(*shapes[id(m)][0][2:]))
+    y = g.node("ConvTranspose", [x, g.constant(m.weight.data, "weight")], group=m.groups,
+               **_window_attributes(m.kernel_size, m.stride, pads, m.dilation))
+    if extra != (0, 0):
+        y = g.node("Pad", [y, g.constant(np.array([0, 0, 0, 0, 0, 0, *extra]), "pads",
+                                         "int64")])
+    if m.bias is None:
+        return y
+    return g.node("Add", [y, g.constant(asnumpy(m.bias.data).reshape(-1, 1, 1), "bias")])
 
 
 def _linear(g, m, x, shapes):

@@ -25,3 +25,20 @@ def test_softplus_threshold_is_exported(tmp_path, rng, beta, threshold):
     x = 4.0 * rng.standard_normal((7, 6)).astype(np.float32)
     _export_and_compare(nn.Sequential(nn.SoftPlus(beta=beta, threshold=threshold)), x,
                         tmp_path / "s.onnx")
+
+
+@pytest.mark.parametrize("stride, padding, output_padding, dilation, bias", [
+    (1, 0, 1, 2, True),        # output_padding < dilation but not < stride (PyTorch allows it)
+    ((1, 2), (1, 0), (1, 1), (2, 1), False),
+    (2, 1, 1, 1, True),        # the ordinary case keeps working
+    (3, 0, 2, 1, True),        # output_padding past the padding: zero rows plus the bias
+])
+def test_conv_transpose_output_padding_as_large_as_pytorch_allows(
+        tmp_path, rng, stride, padding, output_padding, dilation, bias):
+    """onnxruntime refused the file when output_padding >= stride ('output_padding (1) may
+    be too large for stride (1)')."""
+    model = nn.Sequential(nn.ConvTranspose2d(2, 3, 3, stride=stride, padding=padding,
+                                             output_padding=output_padding, dilation=dilation,
+                                             bias=bias))
+    x = rng.standard_normal((7, 2, 5, 4)).astype(np.float32)
+    _export_and_compare(model, x, tmp_path / "t.onnx")
