@@ -219,7 +219,9 @@ _CONVERTERS = {
     nn.Identity: lambda g, m, x, s: x, nn.Dropout: lambda g, m, x, s: x,
     nn.Dropout2d: lambda g, m, x, s: x,
     nn.ReLU: lambda g, m, x, s: g.node("Relu", [x]),
-    nn.LeakyReLU: lambda g, m, x, s: g.node("LeakyRelu", [x], alpha=m.negative_slope),
+    # PRelu, not LeakyRelu: its alpha attribute is a float32, which rounds a float64 slope
+    nn.LeakyReLU: lambda g, m, x, s: g.node("PRelu", [x, g.constant(m.negative_slope,
+                                                                    "slope")]),
     nn.ELU: lambda g, m, x, s: g.node("Elu", [x], alpha=m.alpha),
     nn.Tanh: lambda g, m, x, s: g.node("Tanh", [x]),
     nn.Sigmoid: lambda g, m, x, s: g.node("Sigmoid", [x]),

@@ -42,3 +42,12 @@ def test_conv_transpose_output_padding_as_large_as_pytorch_allows(
                                              bias=bias))
     x = rng.standard_normal((7, 2, 5, 4)).astype(np.float32)
     _export_and_compare(model, x, tmp_path / "t.onnx")
+
+
+def test_leaky_relu_slope_keeps_float64(tmp_path, rng):
+    """LeakyRelu's alpha attribute is a float32: a float64 model's slope 0.1 was rounded
+    (relative error 1.5e-8)."""
+    model = nn.Sequential(nn.Linear(4, 5), nn.LeakyReLU(0.1), nn.Linear(5, 3),
+                          nn.LeakyReLU(-0.3)).double()
+    x = rng.standard_normal((7, 4))
+    _export_and_compare(model, x, tmp_path / "l.onnx", rtol=1e-12, atol=0)
