@@ -272,7 +272,7 @@ def export(model, example_input, path=None, *, input_transform=None, opset: int 
     ``example_input``: one batch (host or the model's device) fixing the dtype and the
     shape after the batch axis, which stays dynamic (``"N"``). ``input_transform``: a
     ``tn.data.Normalize`` folded in front of the model, so the file takes the raw inputs
-    the DataLoader reads. The graph is checked with ``onnx.checker`` before it is written.
+    the DataLoader reads (any other transform raises ``TypeError``). The graph is checked with ``onnx.checker`` before it is written.
     Unsupported layers raise ``ValueError`` naming them.
     """
     onnx = _onnx()
@@ -283,6 +283,12 @@ def export(model, example_input, path=None, *, input_transform=None, opset: int 
                          f"{onnx.__version__} knows (<= {newest_opset()})")
     if not isinstance(model, nn.Module):
         raise TypeError(f"export expected a tensornet Module, got {type(model).__name__}")
+    from tensornet.data.transforms import Normalize
+    if input_transform is not None and not isinstance(input_transform, Normalize):
+        raise TypeError(f"ONNX export: input_transform must be a tensornet.data.Normalize (the "
+                        f"one transform folded into the graph), got "
+                        f"{type(input_transform).__name__}; apply other transforms to the "
+                        f"inputs before they reach the file")
     backend = next((get_backend(p.data) for p in model.parameters()), model.backend)
     x = example_input if backend.owns(example_input) else backend.asarray(
         np.asarray(example_input))

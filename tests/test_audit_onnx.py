@@ -51,3 +51,13 @@ def test_leaky_relu_slope_keeps_float64(tmp_path, rng):
                           nn.LeakyReLU(-0.3)).double()
     x = rng.standard_normal((7, 4))
     _export_and_compare(model, x, tmp_path / "l.onnx", rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("transform", [tn.data.Compose(tn.data.Normalize(0.5, 2.0)),
+                                       lambda x: 2 * x])
+def test_an_input_transform_other_than_normalize_is_refused_clearly(tmp_path, transform):
+    """Any other callable raised AttributeError: 'Compose' object has no attribute 'mean'."""
+    with pytest.raises(TypeError, match=r"input_transform must be a tensornet\.data\.Normalize"):
+        tn.onnx.export(nn.Sequential(nn.Linear(3, 2)), np.zeros((1, 3), np.float32),
+                       tmp_path / "x.onnx", input_transform=transform)
+    assert not (tmp_path / "x.onnx").exists()
