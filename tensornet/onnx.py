@@ -93,7 +93,7 @@ def _conv_transpose(g, m, x, shapes):
     """The layer's own geometry: output_padding as a smaller end padding, and the rows past
     the padding as zeros (onnxruntime refuses an output_padding >= stride, which PyTorch
     allows below the dilation); the bias comes after those zeros, as in the layer."""
-    pads, extra, _ = m._geometry(m.output_size(*shapes[id(m)][0][2:]))
+    pads, extra, _ = m._geometry(m.output_size(*shapes.of(m)[0][2:]))
     y = g.node("ConvTranspose", [x, g.constant(m.weight.data, "weight")], group=m.groups,
                **_window_attributes(m.kernel_size, m.stride, pads, m.dilation))
     if extra != (0, 0):
@@ -138,7 +138,7 @@ def _layer_norm(g, m, x, shapes):
 
 def _separable(g, m, x, shapes):
     """AdaptiveAvgPool2d and Upsample: the layer's own A_h @ x @ A_w.T as two MatMuls."""
-    _, _, h, w = shapes[id(m)][0]
+    _, _, h, w = shapes.of(m)[0]
     a_h, a_w = m._axis_matrix(0, h), m._axis_matrix(1, w)
     if a_h is not None:
         x = g.node("MatMul", [g.constant(a_h, "rows"), x])
@@ -153,7 +153,7 @@ def _global_pool(g, m, x, shapes):
 
 
 def _flatten(g, m, x, shapes):
-    in_shape, out_shape = shapes[id(m)]
+    in_shape, out_shape = shapes.of(m)
     start = m.start_dim % len(in_shape)
     if start == 1 and m.end_dim % len(in_shape) == len(in_shape) - 1:
         return g.node("Flatten", [x], axis=1)
@@ -186,7 +186,7 @@ def _softplus(g, m, x, shapes):
 
 
 def _prelu(g, m, x, shapes):
-    rank = len(shapes[id(m)][0])
+    rank = len(shapes.of(m)[0])
     slope = asnumpy(m.weight.data)
     if m.num_parameters > 1:
         slope = slope.reshape((m.num_parameters,) + (1,) * (rank - 2))
@@ -243,6 +243,7 @@ def _emit(g, module, x, shapes):
         raise ValueError(f"ONNX export: no converter for {module._describe()} "
                          f"({type(module).__module__}.{type(module).__name__}); supported: "
                          f"{supported}")
+    shapes.advance(module)
     return convert(g, module, x, shapes)
 
 
@@ -254,15 +255,32 @@ def _normalize(g, transform, value, rank: int, dtype: str) -> str:
     return g.node("Mul", [centred, g.constant((1.0 / std).reshape(shape), "inv_std", dtype)])
 
 
+class _CallShapes:
+    """Each module's (input shape, output shape) per call, in call order, for converters
+    that need static sizes: a module called twice (one Upsample shared by two places) is
+    converted with each call's own sizes. The converters are called in the forward's
+    order, and ``advance`` (in ``_emit``) moves a module on to its next call."""
+
+    def __init__(self):
+        self._calls, self._current = {}, {}
+
+    def record(self, module, inputs, output) -> None:
+        self._calls.setdefault(id(module), []).append((tuple(inputs[0].shape),
+                                                       tuple(output.shape)))
+
+    def advance(self, module) -> None:
+        calls = self._calls.get(id(module))
+        self._current[id(module)] = calls.pop(0) if calls else None
+
+    def of(self, module) -> tuple:
+        return self._current[id(module)]
+
+
 def _record_shapes(model, x):
-    """Run ``model`` on ``x`` in eval mode: its output and each module's (input shape,
-    output shape), for converters that need static sizes."""
-    shapes = {}
-
-    def hook(module, inputs, output):
-        shapes[id(module)] = (tuple(inputs[0].shape), tuple(output.shape))
-
-    return run_with_hooks(model, x, hook), shapes
+    """Run ``model`` on ``x`` in eval mode: its output and the ``_CallShapes`` of its
+    modules."""
+    shapes = _CallShapes()
+    return run_with_hooks(model, x, shapes.record), shapes
 
 
 def export(model, example_input, path=None, *, input_transform=None, opset: int = DEFAULT_OPSET,

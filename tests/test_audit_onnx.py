@@ -61,3 +61,13 @@ def test_an_input_transform_other_than_normalize_is_refused_clearly(tmp_path, tr
         tn.onnx.export(nn.Sequential(nn.Linear(3, 2)), np.zeros((1, 3), np.float32),
                        tmp_path / "x.onnx", input_transform=transform)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_module_used_twice_at_two_sizes(tmp_path, rng):
+    """The shapes were recorded per module, so a module called twice was converted with the
+    sizes of its last call: the shared Upsample's first MatMul got the 6x6 matrices of a
+    3x3 input and onnxruntime refused the file."""
+    up, flat = nn.Upsample(scale_factor=2), nn.Flatten(2)
+    model = nn.Sequential(up, nn.Conv2d(2, 2, 1), up, flat, nn.Residual(nn.Sequential(flat)))
+    x = rng.standard_normal((7, 2, 3, 3)).astype(np.float32)
+    _export_and_compare(model, x, tmp_path / "u.onnx")
