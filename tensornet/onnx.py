@@ -155,6 +155,8 @@ def _global_pool(g, m, x, shapes):
 def _flatten(g, m, x, shapes):
     in_shape, out_shape = shapes.of(m)
     start = m.start_dim % len(in_shape)
+    if start == m.end_dim % len(in_shape):  # one axis "merged": the identity
+        return x
     if start == 1 and m.end_dim % len(in_shape) == len(in_shape) - 1:
         return g.node("Flatten", [x], axis=1)
     if start == 0:

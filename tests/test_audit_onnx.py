@@ -71,3 +71,10 @@ def test_a_module_used_twice_at_two_sizes(tmp_path, rng):
     model = nn.Sequential(up, nn.Conv2d(2, 2, 1), up, flat, nn.Residual(nn.Sequential(flat)))
     x = rng.standard_normal((7, 2, 3, 3)).astype(np.float32)
     _export_and_compare(model, x, tmp_path / "u.onnx")
+
+
+def test_flatten_of_one_axis_is_the_identity(tmp_path, rng):
+    """Flatten(0, 0) merges no axes, yet was refused as one that 'merges the batch axis'."""
+    x = rng.standard_normal((7, 2, 3)).astype(np.float32)
+    _export_and_compare(nn.Sequential(nn.Flatten(0, 0), nn.Flatten(-1, -1), nn.Flatten(1, 2)),
+                        x, tmp_path / "f.onnx")
