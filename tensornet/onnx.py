@@ -8,7 +8,10 @@ Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d, AdaptiveAvgPool2
 Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, Embedding, Flatten,
 Identity, Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU,
 LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU.
-The graph computes what the model computes in eval mode, with the batch axis dynamic.
+The graph computes what the model computes in eval mode, with the batch axis dynamic, in the
+model's dtype (float32 or float64; onnxruntime's CPU provider has no float64 Conv,
+ConvTranspose, AveragePool, GlobalAveragePool, Elu, Softplus or Erf, so it refuses float64
+files with those layers).
 """
 from __future__ import annotations
 
