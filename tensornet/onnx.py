@@ -8,7 +8,10 @@ Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d, AdaptiveAvgPool2
 Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, Embedding, Flatten,
 Identity, Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU,
 LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU.
-The graph computes what the model computes in eval mode, with the batch axis dynamic.
+The graph computes what the model computes in eval mode, with the batch axis dynamic, in the
+model's dtype (float32 or float64; onnxruntime's CPU provider has no float64 Conv,
+ConvTranspose, AveragePool, GlobalAveragePool, Elu, Softplus or Erf, so it refuses float64
+files with those layers).
 """
 from __future__ import annotations
 
@@ -90,13 +93,18 @@ def _conv(g, m, x, shapes):
 
 
 def _conv_transpose(g, m, x, shapes):
-    inputs = [x, g.constant(m.weight.data, "weight")]
-    if m.bias is not None:
-        inputs.append(g.constant(m.bias.data, "bias"))
-    attributes = _window_attributes(m.kernel_size, m.stride, [(p, p) for p in m.padding],
-                                    m.dilation)
-    return g.node("ConvTranspose", inputs, group=m.groups,
-                  output_padding=list(m.output_padding), **attributes)
+    """The layer's own geometry: output_padding as a smaller end padding, and the rows past
+    the padding as zeros (onnxruntime refuses an output_padding >= stride, which PyTorch
+    allows below the dilation); the bias comes after those zeros, as in the layer."""
+    pads, extra, _ = m._geometry(m.output_size(*shapes.of(m)[0][2:]))
+    y = g.node("ConvTranspose", [x, g.constant(m.weight.data, "weight")], group=m.groups,
+               **_window_attributes(m.kernel_size, m.stride, pads, m.dilation))
+    if extra != (0, 0):
+        y = g.node("Pad", [y, g.constant(np.array([0, 0, 0, 0, 0, 0, *extra]), "pads",
+                                         "int64")])
+    if m.bias is None:
+        return y
+    return g.node("Add", [y, g.constant(asnumpy(m.bias.data).reshape(-1, 1, 1), "bias")])
 
 
 def _linear(g, m, x, shapes):
@@ -133,7 +141,7 @@ def _layer_norm(g, m, x, shapes):
 
 def _separable(g, m, x, shapes):
     """AdaptiveAvgPool2d and Upsample: the layer's own A_h @ x @ A_w.T as two MatMuls."""
-    _, _, h, w = shapes[id(m)][0]
+    _, _, h, w = shapes.of(m)[0]
     a_h, a_w = m._axis_matrix(0, h), m._axis_matrix(1, w)
     if a_h is not None:
         x = g.node("MatMul", [g.constant(a_h, "rows"), x])
@@ -148,8 +156,10 @@ def _global_pool(g, m, x, shapes):
 
 
 def _flatten(g, m, x, shapes):
-    in_shape, out_shape = shapes[id(m)]
+    in_shape, out_shape = shapes.of(m)
     start = m.start_dim % len(in_shape)
+    if start == m.end_dim % len(in_shape):  # one axis "merged": the identity
+        return x
     if start == 1 and m.end_dim % len(in_shape) == len(in_shape) - 1:
         return g.node("Flatten", [x], axis=1)
     if start == 0:
@@ -172,14 +182,16 @@ def _gelu(g, m, x, shapes):
 
 
 def _softplus(g, m, x, shapes):
-    if m.beta == 1.0:
-        return g.node("Softplus", [x])
+    """``x`` where ``beta * x > threshold`` (the layer's linear part), else the softplus."""
     beta = g.constant(m.beta, "beta")
-    return g.node("Div", [g.node("Softplus", [g.node("Mul", [x, beta])]), beta])
+    scaled = g.node("Mul", [x, beta])
+    soft = g.node("Div", [g.node("Softplus", [scaled]), beta])
+    linear = g.node("Greater", [scaled, g.constant(m.threshold, "threshold")])
+    return g.node("Where", [linear, x, soft])
 
 
 def _prelu(g, m, x, shapes):
-    rank = len(shapes[id(m)][0])
+    rank = len(shapes.of(m)[0])
     slope = asnumpy(m.weight.data)
     if m.num_parameters > 1:
         slope = slope.reshape((m.num_parameters,) + (1,) * (rank - 2))
@@ -212,7 +224,9 @@ _CONVERTERS = {
     nn.Identity: lambda g, m, x, s: x, nn.Dropout: lambda g, m, x, s: x,
     nn.Dropout2d: lambda g, m, x, s: x,
     nn.ReLU: lambda g, m, x, s: g.node("Relu", [x]),
-    nn.LeakyReLU: lambda g, m, x, s: g.node("LeakyRelu", [x], alpha=m.negative_slope),
+    # PRelu, not LeakyRelu: its alpha attribute is a float32, which rounds a float64 slope
+    nn.LeakyReLU: lambda g, m, x, s: g.node("PRelu", [x, g.constant(m.negative_slope,
+                                                                    "slope")]),
     nn.ELU: lambda g, m, x, s: g.node("Elu", [x], alpha=m.alpha),
     nn.Tanh: lambda g, m, x, s: g.node("Tanh", [x]),
     nn.Sigmoid: lambda g, m, x, s: g.node("Sigmoid", [x]),
@@ -234,6 +248,7 @@ def _emit(g, module, x, shapes):
         raise ValueError(f"ONNX export: no converter for {module._describe()} "
                          f"({type(module).__module__}.{type(module).__name__}); supported: "
                          f"{supported}")
+    shapes.advance(module)
     return convert(g, module, x, shapes)
 
 
@@ -245,15 +260,32 @@ def _normalize(g, transform, value, rank: int, dtype: str) -> str:
     return g.node("Mul", [centred, g.constant((1.0 / std).reshape(shape), "inv_std", dtype)])
 
 
+class _CallShapes:
+    """Each module's (input shape, output shape) per call, in call order, for converters
+    that need static sizes: a module called twice (one Upsample shared by two places) is
+    converted with each call's own sizes. The converters are called in the forward's
+    order, and ``advance`` (in ``_emit``) moves a module on to its next call."""
+
+    def __init__(self):
+        self._calls, self._current = {}, {}
+
+    def record(self, module, inputs, output) -> None:
+        self._calls.setdefault(id(module), []).append((tuple(inputs[0].shape),
+                                                       tuple(output.shape)))
+
+    def advance(self, module) -> None:
+        calls = self._calls.get(id(module))
+        self._current[id(module)] = calls.pop(0) if calls else None
+
+    def of(self, module) -> tuple:
+        return self._current[id(module)]
+
+
 def _record_shapes(model, x):
-    """Run ``model`` on ``x`` in eval mode: its output and each module's (input shape,
-    output shape), for converters that need static sizes."""
-    shapes = {}
-
-    def hook(module, inputs, output):
-        shapes[id(module)] = (tuple(inputs[0].shape), tuple(output.shape))
-
-    return run_with_hooks(model, x, hook), shapes
+    """Run ``model`` on ``x`` in eval mode: its output and the ``_CallShapes`` of its
+    modules."""
+    shapes = _CallShapes()
+    return run_with_hooks(model, x, shapes.record), shapes
 
 
 def export(model, example_input, path=None, *, input_transform=None, opset: int = DEFAULT_OPSET,
@@ -263,7 +295,7 @@ def export(model, example_input, path=None, *, input_transform=None, opset: int 
     ``example_input``: one batch (host or the model's device) fixing the dtype and the
     shape after the batch axis, which stays dynamic (``"N"``). ``input_transform``: a
     ``tn.data.Normalize`` folded in front of the model, so the file takes the raw inputs
-    the DataLoader reads. The graph is checked with ``onnx.checker`` before it is written.
+    the DataLoader reads (any other transform raises ``TypeError``). The graph is checked with ``onnx.checker`` before it is written.
     Unsupported layers raise ``ValueError`` naming them.
     """
     onnx = _onnx()
@@ -274,6 +306,12 @@ def export(model, example_input, path=None, *, input_transform=None, opset: int 
                          f"{onnx.__version__} knows (<= {newest_opset()})")
     if not isinstance(model, nn.Module):
         raise TypeError(f"export expected a tensornet Module, got {type(model).__name__}")
+    from tensornet.data.transforms import Normalize
+    if input_transform is not None and not isinstance(input_transform, Normalize):
+        raise TypeError(f"ONNX export: input_transform must be a tensornet.data.Normalize (the "
+                        f"one transform folded into the graph), got "
+                        f"{type(input_transform).__name__}; apply other transforms to the "
+                        f"inputs before they reach the file")
     backend = next((get_backend(p.data) for p in model.parameters()), model.backend)
     x = example_input if backend.owns(example_input) else backend.asarray(
         np.asarray(example_input))
