@@ -31,3 +31,29 @@ def test_build_names_bad_specs():
     with pytest.raises(ValueError, match="image_size"):
         models.cnn(image_size=3)
     assert models.build({"name": "mlp", "kwargs": {"sizes": [4.0, 3]}})[1].in_features == 4
+
+
+# ---------------------------------------------------------------------- toy datasets
+@pytest.mark.parametrize("make, kwargs, match", [
+    (tn.data.toy_spirals, {"noise": float("nan")}, "noise"),   # was 3000 NaN coordinates
+    (tn.data.toy_spirals, {"noise": -1.0}, "noise"),           # was NumPy's "scale < 0"
+    (tn.data.toy_spirals, {"turns": float("inf")}, "turns"),
+    (tn.data.toy_spirals, {"n": 10.5}, "n"),
+    (tn.data.toy_blobs, {"std": float("nan")}, "std"),
+    (tn.data.toy_blobs, {"std": -1.0}, "std"),
+    (tn.data.toy_blobs, {"radius": float("nan")}, "radius"),
+    (tn.data.toy_blobs, {"n": "10"}, "n"),
+    (tn.data.toy_blobs, {"centers": 1}, "centers"),
+])
+def test_toy_datasets_refuse_bad_arguments(make, kwargs, match):
+    with pytest.raises(ValueError, match=rf"{make.__name__}: .*\b{match}\b"):
+        make(seed=0, **kwargs)
+
+
+def test_toy_datasets_agree_with_their_docstrings():
+    x, y = tn.data.toy_blobs(n=10, centers=3, seed=1)
+    assert x.shape == (10, 2) and x.dtype == np.float32 and y.dtype == np.int64
+    assert np.bincount(y).tolist() == [4, 3, 3]
+    again = tn.data.toy_blobs(n=10, centers=3, seed=1)
+    assert np.array_equal(x, again[0]) and np.array_equal(y, again[1])
+    assert np.isfinite(tn.data.toy_spirals(n=30, noise=0.0, seed=0)[0]).all()
