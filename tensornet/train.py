@@ -446,6 +446,9 @@ def predict(model, data, batch_size: int = 256):
     ``data`` is an array (host or the model's device; batched by ``batch_size``), or a
     DataLoader / iterable of batches (``(x, y)`` pairs or bare inputs).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"predict: batch_size must be a positive integer, got {batch_size!r}")
     backend = _model_backend(model)
     xp = backend.xp
     if hasattr(data, "shape"):

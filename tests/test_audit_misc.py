@@ -57,3 +57,25 @@ def test_toy_datasets_agree_with_their_docstrings():
     again = tn.data.toy_blobs(n=10, centers=3, seed=1)
     assert np.array_equal(x, again[0]) and np.array_equal(y, again[1])
     assert np.isfinite(tn.data.toy_spirals(n=30, noise=0.0, seed=0)[0]).all()
+
+
+# ---------------------------------------------------------------------- predict
+@pytest.mark.parametrize("batch_size", [-1, 0, 2.5, True, "32", None])
+def test_predict_refuses_a_batch_size_that_is_not_a_positive_integer(batch_size):
+    # -1 used to report "predict: no input samples" for 10 samples; 0 range()'s error
+    model = nn.Sequential(nn.Linear(4, 3))
+    x = np.ones((10, 4), np.float32)
+    with pytest.raises(ValueError, match="predict: batch_size must be a positive integer"):
+        tn.predict(model, x, batch_size=batch_size)
+
+
+def test_predict_batches_in_eval_mode_and_restores_the_mode():
+    tn.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.BatchNorm1d(8), nn.Linear(8, 3))
+    x = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    model.train()
+    out = tn.predict(model, x, batch_size=3)
+    assert model.training and all(m.training for m in model.modules())
+    model.eval()
+    np.testing.assert_allclose(out, model(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(tn.predict(model, x, batch_size=np.int64(4)), out, atol=1e-6)
