@@ -79,3 +79,50 @@ def test_predict_batches_in_eval_mode_and_restores_the_mode():
     model.eval()
     np.testing.assert_allclose(out, model(x), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(tn.predict(model, x, batch_size=np.int64(4)), out, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- lr_find
+def _lr_setup():
+    tn.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 3)).astype(np.float32)
+    y = (x @ rng.standard_normal((3, 1))).astype(np.float32)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), 16, shuffle=True, seed=0)
+    return model, tn.optim.SGD(model.parameters(), lr=0.05), loader, x
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"diverge_factor": 0.5}, "diverge_factor"),   # was "the loss was non-finite"
+    ({"diverge_factor": 1.0}, "diverge_factor"),
+    ({"diverge_factor": float("nan")}, "diverge_factor"),
+    ({"end_lr": float("inf")}, "end_lr"),          # was SGD's "lr must be finite" mid-run
+    ({"num_steps": 20.5}, "num_steps"),            # was range()'s TypeError
+    ({"num_steps": True}, "num_steps"),
+])
+def test_lr_find_refuses_bad_settings(kwargs, match):
+    model, opt, loader, _ = _lr_setup()
+    with pytest.raises(ValueError, match=f"lr_find: {match}"):
+        tn.diagnostics.lr_find(model, nn.MSELoss(), opt, loader, **kwargs)
+
+
+def test_lr_find_names_a_loader_of_bare_inputs():
+    model, opt, _, x = _lr_setup()
+    before = model[0].weight.data.copy()
+    with pytest.raises(TypeError, match=r"lr_find: batch 1 .* \(x, y\) pairs"):
+        tn.diagnostics.lr_find(model, nn.MSELoss(), opt, [x, x], num_steps=10)
+    assert np.array_equal(model[0].weight.data, before)
+
+
+def test_lr_find_sweeps_exponentially_and_smooths_as_documented():
+    model, opt, loader, _ = _lr_setup()
+    result = tn.diagnostics.lr_find(model, nn.MSELoss(), opt, loader, start_lr=1e-5,
+                                    end_lr=1.0, num_steps=11, smoothing=0.5)
+    np.testing.assert_allclose(result.lrs, np.logspace(-5, 0, 11)[:len(result.lrs)], rtol=1e-12)
+    average, expected = 0.0, []
+    for i, loss in enumerate(result.losses):
+        average = 0.5 * average + 0.5 * loss
+        expected.append(average / (1 - 0.5 ** (i + 1)))
+    np.testing.assert_allclose(result.smoothed, expected, rtol=1e-12)
+    assert result.suggested_lr == result.lr_min / 10
+    assert opt.param_groups[0]["lr"] == 0.05
