@@ -126,3 +126,29 @@ def test_lr_find_sweeps_exponentially_and_smooths_as_documented():
     np.testing.assert_allclose(result.smoothed, expected, rtol=1e-12)
     assert result.suggested_lr == result.lr_min / 10
     assert opt.param_groups[0]["lr"] == 0.05
+
+
+# ---------------------------------------------------------------------- summary
+@pytest.mark.parametrize("kwargs, match", [
+    ({"batch_size": -1}, "batch_size"),      # was NumPy's "negative dimensions"
+    ({"batch_size": 0}, "batch_size"),       # was Conv2d's "empty batch"
+    ({"batch_size": 1.5}, "batch_size"),
+    ({"batch_size": True}, "batch_size"),
+    ({"input_shape": None}, "input_shape"),  # was "'NoneType' object is not iterable"
+    ({"input_shape": (True, 28, 28)}, "input_shape"),
+])
+def test_summary_refuses_bad_shapes_and_batch_sizes(kwargs, match):
+    model = models.cnn()
+    kwargs = {"input_shape": (1, 28, 28), **kwargs}
+    with pytest.raises(ValueError, match=f"summary: {match}"):
+        tn.summary(model, print_fn=None, **kwargs)
+
+
+def test_summary_of_a_failing_forward_says_what_it_ran():
+    model = models.mlp()
+    model.train()
+    with pytest.raises(ValueError, match=r"Linear\(784 -> 256\)") as info:
+        tn.summary(model, (1, 27, 28), print_fn=None)
+    assert not hasattr(info.value, "add_note") or any("tn.summary" in note and "(2, 1, 27, 28)" in note
+               for note in getattr(info.value, "__notes__", []))
+    assert model.training and not any(m._forward_hooks for m in model.modules())
