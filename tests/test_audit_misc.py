@@ -152,3 +152,31 @@ def test_summary_of_a_failing_forward_says_what_it_ran():
     assert not hasattr(info.value, "add_note") or any("tn.summary" in note and "(2, 1, 27, 28)" in note
                for note in getattr(info.value, "__notes__", []))
     assert model.training and not any(m._forward_hooks for m in model.modules())
+
+
+# ---------------------------------------------------------------------- regularizers
+@pytest.mark.parametrize("make, value", [
+    (tn.regularizers.L2, float("inf")),   # was accepted: an inf penalty and gradient
+    (tn.regularizers.L1, float("inf")),
+    (tn.regularizers.L2, "a"),            # was float()'s "could not convert string"
+    (tn.regularizers.L1, None),           # was float()'s TypeError
+    (tn.regularizers.L2, np.array([1.0, 2.0])),
+])
+def test_regularizer_factors_must_be_finite_non_negative_numbers(make, value):
+    with pytest.raises(ValueError, match=f"{make.__name__}: l[12] must be >= 0 and finite"):
+        make(value)
+
+
+@pytest.mark.parametrize("function", ["detach", "attached", "apply", "penalty"])
+def test_regularizer_functions_name_a_target_that_is_no_module(function):
+    # each raised AttributeError "'int' object has no attribute 'modules'"
+    with pytest.raises(TypeError, match=f"{function} expected a Module"):
+        getattr(tn.regularizers, function)(3)
+
+
+def test_regularizer_penalties_are_keras_formulas():
+    w = np.array([[1.0, -2.0], [0.0, 3.0]])
+    assert float(tn.regularizers.L1(0.1)(w)) == pytest.approx(0.1 * 6)
+    assert float(tn.regularizers.L2(0.1)(w)) == pytest.approx(0.1 * 14)   # no 1/2
+    assert float(tn.regularizers.L1L2(0.1, 0.2)(w)) == pytest.approx(0.6 + 0.2 * 14)
+    assert tn.regularizers.L2(np.float32(0.5)).l2 == 0.5
