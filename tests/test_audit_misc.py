@@ -180,3 +180,33 @@ def test_regularizer_penalties_are_keras_formulas():
     assert float(tn.regularizers.L2(0.1)(w)) == pytest.approx(0.1 * 14)   # no 1/2
     assert float(tn.regularizers.L1L2(0.1, 0.2)(w)) == pytest.approx(0.6 + 0.2 * 14)
     assert tn.regularizers.L2(np.float32(0.5)).l2 == 0.5
+
+
+# ---------------------------------------------------------------------- kfold
+def _dataset(n=10):
+    return tn.data.ArrayDataset(np.arange(n, dtype=np.float32).reshape(n, 1), np.arange(n))
+
+
+def test_kfold_refuses_bad_arguments_when_called_not_when_iterated():
+    # the checks used to wait for the first next(): kfold(data, k=30) returned a generator
+    with pytest.raises(ValueError, match=r"k must be an integer in \[2, 10\]"):
+        tn.data.kfold(_dataset(), k=30)
+    with pytest.raises(ValueError, match="kfold: the dataset is empty"):
+        tn.data.kfold(_dataset(0), k=2)      # was "k must be an integer in [2, 0]"
+    with pytest.raises(TypeError, match="kfold expected a dataset"):
+        tn.data.kfold(5, k=2)                # was "object of type 'int' has no len()"
+    for seed in (-1, 1.5, "a"):              # were NumPy's SeedSequence errors
+        with pytest.raises(ValueError, match="kfold: seed must be a non-negative integer"):
+            tn.data.kfold(_dataset(), k=3, seed=seed)
+
+
+def test_kfold_matches_scikit_learn_fold_semantics():
+    # KFold(3).split(range(10)): test folds [0..3], [4..6], [7..9] without shuffling
+    folds = [(t.indices.tolist(), v.indices.tolist())
+             for t, v in tn.data.kfold(_dataset(), k=3, shuffle=False)]
+    assert [v for _, v in folds] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert all(sorted(t + v) == list(range(10)) for t, v in folds)
+    shuffled = [v.indices.tolist() for _, v in tn.data.kfold(_dataset(), k=3, seed=4)]
+    assert sorted(sum(shuffled, [])) == list(range(10))
+    assert [len(v) for v in shuffled] == [4, 3, 3]
+    assert shuffled == [v.indices.tolist() for _, v in tn.data.kfold(_dataset(), k=3, seed=4)]
