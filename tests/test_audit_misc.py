@@ -210,3 +210,16 @@ def test_kfold_matches_scikit_learn_fold_semantics():
     assert sorted(sum(shuffled, [])) == list(range(10))
     assert [len(v) for v in shuffled] == [4, 3, 3]
     assert shuffled == [v.indices.tolist() for _, v in tn.data.kfold(_dataset(), k=3, seed=4)]
+
+
+# ---------------------------------------------------------------------- NonFiniteWatch
+@pytest.mark.parametrize("every", [1.5, "a", True, 0])
+def test_nonfinite_watch_every_must_be_a_positive_integer(every):
+    # 1.5 was silently truncated to 1, "a" raised int()'s "invalid literal"
+    with pytest.raises(ValueError, match="NonFiniteWatch: every must be an integer >= 1"):
+        tn.diagnostics.NonFiniteWatch(nn.Linear(2, 2), every=every)
+
+
+def test_nonfinite_watch_names_a_model_that_is_no_module():
+    with pytest.raises(TypeError, match="NonFiniteWatch expected a tensornet Module"):
+        tn.diagnostics.watch_nonfinite(3).attach()   # was "'int' has no attribute 'named_modules'"
