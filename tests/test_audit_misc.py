@@ -223,3 +223,11 @@ def test_nonfinite_watch_every_must_be_a_positive_integer(every):
 def test_nonfinite_watch_names_a_model_that_is_no_module():
     with pytest.raises(TypeError, match="NonFiniteWatch expected a tensornet Module"):
         tn.diagnostics.watch_nonfinite(3).attach()   # was "'int' has no attribute 'named_modules'"
+
+
+def test_predict_names_a_model_that_is_no_module_and_a_0d_input():
+    x = np.ones((4, 2), np.float32)
+    with pytest.raises(TypeError, match="predict: model must be a tensornet module"):
+        tn.predict(3, x)                      # was "'int' object has no attribute 'parameters'"
+    with pytest.raises(ValueError, match=r"predict: data must have a batch axis"):
+        tn.predict(nn.Linear(2, 2), np.float32(1.0))   # was IndexError "tuple index out of range"
