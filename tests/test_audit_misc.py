@@ -149,8 +149,9 @@ def test_summary_of_a_failing_forward_says_what_it_ran():
     model.train()
     with pytest.raises(ValueError, match=r"Linear\(784 -> 256\)") as info:
         tn.summary(model, (1, 27, 28), print_fn=None)
-    assert not hasattr(info.value, "add_note") or any("tn.summary" in note and "(2, 1, 27, 28)" in note
-               for note in getattr(info.value, "__notes__", []))
+    notes = getattr(info.value, "__notes__", [])
+    assert not hasattr(info.value, "add_note") or any(
+        "tn.summary" in note and "(2, 1, 27, 28)" in note for note in notes)
     assert model.training and not any(m._forward_hooks for m in model.modules())
 
 
