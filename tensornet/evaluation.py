@@ -138,9 +138,16 @@ def predict(model, data, batch_size: int = 256):
     ``data`` is an array (host or the model's device; batched by ``batch_size``), or a
     DataLoader / iterable of batches (``(x, y)`` pairs or bare inputs).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"predict: batch_size must be a positive integer, got {batch_size!r}")
+    checks.check_parts("predict", model, None, training=False)
     backend = _model_backend(model)
     xp = backend.xp
     if hasattr(data, "shape"):
+        if len(data.shape) == 0:
+            raise ValueError(f"predict: data must have a batch axis (N, ...), got a 0-d "
+                             f"{type(data).__name__}")
         n = int(data.shape[0])
         # The array API wants a trailing ellipsis on n-d arrays and stops within bounds.
         batches = (backend.asarray(data[i:i + batch_size]) if isinstance(data, np.ndarray)

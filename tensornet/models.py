@@ -5,6 +5,7 @@ Each builder returns a ``Sequential`` and is described by a JSON-friendly spec
 """
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 
 from . import nn
@@ -17,7 +18,7 @@ _GAIN_NAMES = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
 
 
 def _activation(name: str):
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of "
                          f"{', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
@@ -32,7 +33,7 @@ def init_weights(model, scheme: str | None, activation: str = "relu") -> None:
     """
     if scheme is None:
         return
-    if scheme not in INITS:
+    if not isinstance(scheme, str) or scheme not in INITS:
         raise ValueError(f"unknown init {scheme!r}; expected one of {', '.join(INITS)}")
     layers = [m for m in model.modules()
               if type(m).__name__ in ("Linear", "Conv2d", "DropConnect")]
@@ -50,6 +51,22 @@ def init_weights(model, scheme: str | None, activation: str = "relu") -> None:
             nn.init.zeros_(layer.bias)
 
 
+def _sizes(owner: str, sizes, least: str) -> list[int]:
+    """``sizes`` as a list of positive ints (int-valued floats from JSON pass); a string
+    would otherwise be read digit by digit and a fraction silently truncated."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"{owner}: sizes must be a list of layer widths such as "
+                        f"[784, 256, 10], got {sizes!r}")
+    sizes = list(sizes)
+    for s in sizes:
+        if (isinstance(s, bool) or not isinstance(s, numbers.Real) or not float(s).is_integer()
+                or s < 1):
+            raise ValueError(f"{owner}: sizes must be positive integers, got {sizes!r}")
+    if len(sizes) < 2:
+        raise ValueError(f"{owner}: sizes needs at least {least}, got {sizes}")
+    return [int(s) for s in sizes]
+
+
 def _finish(model, init, activation, device, dtype):
     init_weights(model, init, activation)
     if device is not None or dtype is not None:
@@ -64,9 +81,7 @@ def mlp(sizes=(784, 256, 120, 64, 10), activation: str = "relu", init: str | Non
     Input ``(N, sizes[0])`` or anything that flattens to it, e.g. images ``(N, 1, 28, 28)``;
     output ``(N, sizes[-1])`` logits.
     """
-    sizes = [int(s) for s in sizes]
-    if len(sizes) < 2:
-        raise ValueError(f"mlp: sizes needs at least an input and an output size, got {sizes}")
+    sizes = _sizes("mlp", sizes, "an input and an output size")
     layers = [nn.Flatten()]
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(fan_in, fan_out))
@@ -90,6 +105,10 @@ def cnn(in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
     except AttributeError as exc:
         raise RuntimeError("the cnn model needs tensornet.nn.Conv2d, BatchNorm2d and "
                            "MaxPool2d, which this build of tensornet lacks") from exc
+    if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) \
+            or image_size < 4:
+        raise ValueError(f"cnn: image_size must be an integer >= 4 (two 2x2 poolings), got "
+                         f"{image_size!r}")
     side = image_size // 4
     layers = [conv(in_channels, 8, 3, padding=1), bn(8), nn.ReLU(), pool(2),
               conv(8, 16, 3, padding=1), bn(16), nn.ReLU(), pool(2),
@@ -106,9 +125,7 @@ def autoencoder(sizes=(784, 512, 256, 128, 30), activation: str = "relu",
     ``(N, sizes[-1])``; ``decoder`` maps it back (``output`` activation, sigmoid for
     pixels in [0, 1]). Train with ``MSELoss`` and the inputs as targets; ``model.encoder``
     alone gives the codes."""
-    sizes = [int(s) for s in sizes]
-    if len(sizes) < 2:
-        raise ValueError(f"autoencoder: sizes needs at least two sizes, got {sizes}")
+    sizes = _sizes("autoencoder", sizes, "two sizes")
 
     def stack(widths, last_activation):
         layers = []
@@ -131,8 +148,12 @@ MODELS = {"mlp": mlp, "cnn": cnn, "autoencoder": autoencoder}
 def build(spec: dict, device=None):
     """Rebuild a model from ``{"name": ..., "kwargs": {...}}`` (as stored in checkpoints)."""
     name = spec.get("name") if isinstance(spec, dict) else None
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
-    kwargs = dict(spec.get("kwargs", {}))
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"model spec {name!r}: kwargs must be a dict of the builder's "
+                        f"arguments, got {type(kwargs).__name__}")
+    kwargs = dict(kwargs)
     kwargs["device"] = device
     return MODELS[name](**kwargs)

@@ -21,6 +21,9 @@ Hastie 2005). Optimizers' ``weight_decay`` is unchanged and independent of these
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 from tensornet.backends import get_backend
 from tensornet.nn.module import Module
 from tensornet.nn.parameter import Parameter
@@ -40,10 +43,16 @@ class Regularizer:
 
 
 def _factor(owner: str, name: str, value) -> float:
-    value = float(value)
-    if not value >= 0.0:
-        raise ValueError(f"{owner}: {name} must be >= 0, got {value!r}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not 0.0 <= value < math.inf:
+        raise ValueError(f"{owner}: {name} must be >= 0 and finite, got {value!r}")
+    return float(value)
+
+
+def _module(function: str, model, parameter: bool = False) -> None:
+    if not isinstance(model, Module) and not (parameter and isinstance(model, Parameter)):
+        what = "a Module or a Parameter" if parameter else "a Module"
+        raise TypeError(f"{function} expected {what}, got {type(model).__name__}")
 
 
 class L1L2(Regularizer):
@@ -131,6 +140,7 @@ def attach(target, regularizer: Regularizer, names=("weight",)):
 def detach(target) -> None:
     """Remove every penalty attached to ``target`` (a Module and its children, or a
     Parameter)."""
+    _module("detach", target, parameter=True)
     if isinstance(target, Parameter):
         _PARAMETERS.pop(id(target), None)
         return
@@ -157,6 +167,7 @@ def _attachments(module: Module, create: bool = False) -> dict:
 
 def attached(model: Module) -> list:
     """``[(parameter, regularizer), ...]`` for every penalised parameter of ``model``."""
+    _module("attached", model)
     pairs, seen = [], set()
     for module in model.modules():
         for name, regularizer in _attachments(module).items():
@@ -175,6 +186,7 @@ def attached(model: Module) -> list:
 def penalty(model: Module):
     """The summed penalty of ``model``'s attached regularizers (a 0-d device array), or
     None when none is attached. Gradients are left alone."""
+    _module("penalty", model)
     total = None
     for param, regularizer in attached(model):
         value = regularizer(param.data)
@@ -188,6 +200,7 @@ def apply(model: Module):
     is attached. Call it between backward and ``optimizer.step()``: it is a gradient hook
     of ``tn.train_step`` (``grad_hook=tn.regularizers.apply``; ``tn.fit`` adds it by itself
     when penalties are attached). It reads nothing back to the host."""
+    _module("apply", model)
     total = None
     for param, regularizer in attached(model):
         value = regularizer(param.data)

@@ -29,10 +29,17 @@ def summary(model: Module, input_shape, *, batch_size: int = 2, dtype=None,
     """
     if not isinstance(model, Module):
         raise TypeError(f"summary expected a tensornet Module, got {type(model).__name__}")
-    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
-    if not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
+    def positive_int(d):
+        return not isinstance(d, bool) and isinstance(d, (int, np.integer)) and d > 0
+
+    shape = (input_shape,) if isinstance(input_shape, (int, np.integer)) else input_shape
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__") \
+            or not all(positive_int(d) for d in shape):
         raise ValueError(f"summary: input_shape must be positive ints (one sample's shape, "
                          f"without the batch axis), got {input_shape!r}")
+    shape = tuple(int(d) for d in shape)
+    if not positive_int(batch_size):
+        raise ValueError(f"summary: batch_size must be a positive integer, got {batch_size!r}")
     # a parameter's device: a container's own backend may be a leading Flatten's
     backend = next((get_backend(p.data) for p in model.parameters()), model.backend)
     rows, depth_of = [], {}
@@ -45,8 +52,15 @@ def summary(model: Module, input_shape, *, batch_size: int = 2, dtype=None,
         rows.append((depth, label, type(module).__name__, _shape_text(output), own,
                      bool(module._modules)))
 
-    x = backend.zeros((batch_size,) + shape, dtype=dtype or model.dtype)
-    run_with_hooks(model, x, record)
+    x = backend.zeros((int(batch_size),) + shape, dtype=dtype or model.dtype)
+    try:
+        run_with_hooks(model, x, record)
+    except Exception as exc:  # the layer's own error stays; say which batch summary ran
+        if hasattr(exc, "add_note"):  # Python >= 3.11
+            exc.add_note(f"(in tn.summary: the forward pass of a zero batch of shape "
+                         f"{tuple(x.shape)}, {dtype_name(x.dtype)}, from input_shape="
+                         f"{input_shape!r} and batch_size={batch_size})")
+        raise
     # hooks fire as each module returns, so containers come after their children: put each
     # container back in front of the rows its forward produced
     ordered = _containers_first(rows)

@@ -85,3 +85,19 @@ def test_an_unofficial_file_is_refused_unless_verify_false(isolated):
     assert datasets.MNIST.files["test_labels"].idx is None   # only the .gz digest to match
     with pytest.raises(DatasetError, match="not the official MNIST file"):
         tn.data.mnist("test", root=folder)
+
+
+def test_a_folder_missing_some_files_is_named_with_what_it_lacks(isolated):
+    folder = isolated / "data"
+    write_fake_idx_folder(folder)
+    (folder / NAMES["test"][1]).unlink()
+    with pytest.raises(DatasetNotFoundError) as info:
+        tn.data.fashion_mnist("test", root=folder, download=False)
+    message = str(info.value)
+    assert f"{folder} (root=): has 3 of the 4 files; missing {NAMES['test'][1]}" in message
+    assert f"{folder / 'fashion-mnist'} (root=): no such folder" in message
+
+
+def test_split_must_be_a_string(isolated):
+    with pytest.raises(ValueError, match=r"split must be 'train' or 'test', got \['train'\]"):
+        tn.data.mnist(["train"], download=False)   # was "unhashable type: 'list'"

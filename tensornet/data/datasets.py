@@ -142,9 +142,16 @@ def find(spec: _Spec, root=None, download: bool = True) -> Path:
                                    f"to search the usual places)")
     searched = []
     for label, folder in _candidates(spec, root):
-        searched.append(f"{folder} ({label})")
-        if all((folder / f.name).is_file() for f in spec.files.values()):
+        missing = [f.name for f in spec.files.values() if not (folder / f.name).is_file()]
+        if not missing:
             return folder
+        if not folder.is_dir():
+            searched.append(f"{folder} ({label}): no such folder")
+        elif len(missing) < len(spec.files):  # a partial copy: say which files it lacks
+            searched.append(f"{folder} ({label}): has {len(spec.files) - len(missing)} of "
+                            f"the {len(spec.files)} files; missing {', '.join(missing)}")
+        else:
+            searched.append(f"{folder} ({label}): none of the files")
     target = cache_dir() / spec.name
     failures = []
     if download:
@@ -178,7 +185,7 @@ def _candidates(spec: _Spec, root):
 
 
 def _load(spec: _Spec, split: str, root, download: bool, verify: bool):
-    if split not in SPLIT_SIZES:
+    if not isinstance(split, str) or split not in SPLIT_SIZES:
         raise ValueError(f"{spec.title}: split must be 'train' or 'test', got {split!r}")
     folder = find(spec, root, download)
     files = (spec.files[f"{split}_images"], spec.files[f"{split}_labels"])

@@ -1,6 +1,8 @@
 """k-fold cross-validation splits."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from tensornet.random import host_rng
@@ -20,10 +22,23 @@ def kfold(dataset, k: int = 5, seed: int | None = None, shuffle: bool = True):
         for fold, (train, val) in enumerate(tn.data.kfold(data, k=5, seed=0)):
             model = build(); tn.fit(model, loss, opt(model), DataLoader(train, 128), ...)
     """
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        raise TypeError(f"kfold expected a dataset (with len() and indexing, e.g. "
+                        f"tn.data.ArrayDataset(x, y)), got {type(dataset).__name__}")
     n = len(dataset)
+    if n == 0:
+        raise ValueError("kfold: the dataset is empty; there is nothing to split")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= n:
         raise ValueError(f"kfold: k must be an integer in [2, {n}] (the number of samples), "
                          f"got {k!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                             or seed < 0):
+        raise ValueError(f"kfold: seed must be a non-negative integer or None, got {seed!r}")
+    # checked here, at the call; the folds are drawn lazily, one per iteration
+    return _folds(dataset, n, int(k), seed, shuffle)
+
+
+def _folds(dataset, n: int, k: int, seed, shuffle: bool):
     if shuffle:
         rng = np.random.default_rng(seed) if seed is not None else host_rng()
         order = rng.permutation(n).astype(np.int64)

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from tensornet import train_checks as checks
 from tensornet.nn.loss import NonFiniteError
 
 from ._util import ModelSnapshot, clone_tree, figure, on_device
@@ -107,8 +108,16 @@ def lr_find(model, loss_fn, optimizer, loader, *, start_lr: float = 1e-7,
     if not 0 < start_lr < end_lr:
         raise ValueError(f"lr_find: need 0 < start_lr < end_lr, got start_lr={start_lr}, "
                          f"end_lr={end_lr}")
-    if num_steps < 10:
-        raise ValueError(f"lr_find: num_steps must be >= 10 to see a trend, got {num_steps}")
+    if not math.isfinite(end_lr):
+        raise ValueError(f"lr_find: end_lr must be finite, got {end_lr}")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) \
+            or num_steps < 10:
+        raise ValueError(f"lr_find: num_steps must be an integer >= 10 to see a trend, got "
+                         f"{num_steps!r}")
+    if not 1.0 < diverge_factor < math.inf:
+        # <= 1 stops at the first step, whose smoothed loss is its own minimum
+        raise ValueError(f"lr_find: diverge_factor must be a finite number > 1, got "
+                         f"{diverge_factor}")
     if suggest not in SUGGESTIONS:
         raise ValueError(f"lr_find: suggest must be one of {SUGGESTIONS}, got {suggest!r}")
     if not 0.0 <= smoothing < 1.0:
@@ -127,7 +136,7 @@ def lr_find(model, loss_fn, optimizer, loader, *, start_lr: float = 1e-7,
             lr = start_lr * ratio ** step
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            xb, yb = next(batches)
+            xb, yb = checks.batch_pair(next(batches), "lr_find", step + 1)
             xb, yb = on_device(xb, model.backend), on_device(yb, model.backend)
             optimizer.zero_grad()
             try:

@@ -10,9 +10,12 @@ synchronisation per layer on a GPU (use ``every=`` to check only some steps ther
 """
 from __future__ import annotations
 
+import numpy as np
+
 from tensornet.callbacks import Callback
 from tensornet.nn.functional import all_finite
 from tensornet.nn.loss import NonFiniteError
+from tensornet.nn.module import Module
 
 from ._util import is_array
 
@@ -50,8 +53,8 @@ class NonFiniteWatch(Callback):
     """
 
     def __init__(self, model=None, *, check_grads: bool = True, every: int = 1):
-        if int(every) < 1:
-            raise ValueError(f"NonFiniteWatch: every must be >= 1, got {every}")
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise ValueError(f"NonFiniteWatch: every must be an integer >= 1, got {every!r}")
         self.model, self.check_grads, self.every = model, check_grads, int(every)
         self.epoch = self.step = None
         self._passes = 0
@@ -64,6 +67,9 @@ class NonFiniteWatch(Callback):
         self.model = model if model is not None else self.model
         if self.model is None:
             raise ValueError("NonFiniteWatch.attach: no model to watch; pass one")
+        if not isinstance(self.model, Module):
+            raise TypeError(f"NonFiniteWatch expected a tensornet Module to watch, got "
+                            f"{type(self.model).__name__}")
         self._passes = 0
         for name, module in self.model.named_modules():
             self._handles.append(module.register_forward_hook(self._forward_hook(name)))
