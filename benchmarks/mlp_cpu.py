@@ -28,7 +28,7 @@ import numpy as np
 
 from benchmarks.common import (BATCH, MLP_SGD, MLP_SIZES, SEED, Clock, build_model,
                                build_optimizer, epoch_order, format_load, load_average, median,
-                               pin_threads, settle, synthetic_mnist)
+                               pin_threads, settle, training_arrays)
 
 
 # ---------------------------------------------------------------------- the hand-written loop
@@ -145,8 +145,7 @@ def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
     import tensornet as tn
     import tensornet.data  # noqa: F401  (tn.data)
 
-    x, y = synthetic_mnist(samples, SEED)
-    x = np.ascontiguousarray(x.reshape(samples, -1))
+    x, y, _ = training_arrays("mlp", True, samples)  # what the PyTorch side trains on
     initial = [np.array(p.data) for p in build_model("mlp").parameters()]
     order = epoch_order(samples, 0)  # the order DataLoader(seed=SEED) uses in epoch 0
     torch = None
