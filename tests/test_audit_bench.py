@@ -74,3 +74,32 @@ def test_cnn_cpu_synthetic_trains_both_sides_on_the_same_samples(monkeypatch, sa
     assert x_tn.shape == x_pt.shape == (samples, 1, 28, 28)
     np.testing.assert_array_equal(y_tn, y_pt)
     np.testing.assert_array_equal(x_tn, x_pt)
+
+
+# ---------------------------------------------------------------------- the scaling report
+def test_scaling_report_does_not_count_points_without_pytorch_as_wins():
+    """Without PyTorch (time has no 'pytorch', the memory worker 'skipped') every point
+    had no notes and the summary said 'tensornet <= PyTorch in time and memory at 2 of 2
+    points', a comparison that was never made."""
+    from benchmarks.scaling import markdown, summarize
+
+    def point(label, pytorch_time):
+        seconds = {"tensornet": 1.0, "gemm_only": 0.8}
+        if pytorch_time:
+            seconds["pytorch"] = pytorch_time
+        memory = {"tensornet": {"peak_mib": 3.0},
+                  "pytorch": {"peak_mib": 5.0} if pytorch_time
+                  else {"skipped": "PyTorch is not installed"}}
+        return {"sweep": "width", "label": label, "x": 256, "memory": memory,
+                "time": {"seconds_per_epoch": seconds, "tensornet_gemm_share": 0.5}}
+
+    info = {"versions": {}, "cpu": "cpu", "logical_cores": 2, "blas": [], "date": "today",
+            "load_before": None, "load_after": None}
+    rows = [summarize(point("MLP W=256", None)), summarize(point("MLP W=512", None))]
+    text = markdown(rows, info, "python -m benchmarks.scaling")
+    assert "tensornet <= PyTorch" not in text
+    assert "not compared with PyTorch at 2 of 2 points" in text
+    mixed = [summarize(point("MLP W=256", 2.0)), summarize(point("MLP W=512", None))]
+    text = markdown(mixed, info, "python -m benchmarks.scaling")
+    assert "tensornet <= PyTorch in time and memory at 1 of 1 points compared" in text
+    assert "- MLP W=512: not compared with PyTorch" in text
