@@ -103,3 +103,35 @@ def test_scaling_report_does_not_count_points_without_pytorch_as_wins():
     text = markdown(mixed, info, "python -m benchmarks.scaling")
     assert "tensornet <= PyTorch in time and memory at 1 of 1 points compared" in text
     assert "- MLP W=512: not compared with PyTorch" in text
+
+
+# ---------------------------------------------------------------------- mlp_cpu's targets
+def _mlp_cpu_output(monkeypatch, capsys, threads):
+    from benchmarks import mlp_cpu
+    ratios = {label: {"medians": 0.8, "paired": 0.8} for label in (
+        "tensornet / GEMM only", "tensornet / PyTorch", "README loop / tn.fit",
+        "tensornet / hand-written NumPy")}
+    result = {"samples": 256, "reps": 1, "wall_s": {"tensornet": 1.0}, "cpu_s": {"tensornet": 1.0},
+              "ratios": ratios, "all_wall_s": {"tensornet": [1.0]}, "final_loss": {},
+              "load_average": [None, None], "float64_gap": 0.0, "torch": "x"}
+    monkeypatch.setattr(mlp_cpu, "run", lambda *a, **k: result)
+    monkeypatch.setattr(mlp_cpu, "pin_threads", lambda n: [])
+    monkeypatch.setattr(mlp_cpu.os, "cpu_count", lambda: 4)
+    assert mlp_cpu.main(["--threads", str(threads)]) == 0
+    return {line.split()[0] + " " + line.split()[1] + " " + line.split()[2]: line
+            for line in capsys.readouterr().out.splitlines() if " / " in line}
+
+
+def test_mlp_cpu_prints_the_targets_of_its_thread_count(monkeypatch, capsys):
+    """Issue 17: tensornet <= 1.3x its GEMMs and <= 0.6x PyTorch at the default threads
+    (every core), <= 0.9x PyTorch with one thread. --threads 1 printed '(target <= 0.6)'
+    and '(target <= 1.3)', where the README holds the same figure to 0.9."""
+    one = _mlp_cpu_output(monkeypatch, capsys, 1)
+    assert one["tensornet / PyTorch"].endswith("(target <= 0.9)")
+    assert "target" not in one["tensornet / GEMM"]
+    assert one["README loop /"].endswith("(target <= 1.05)")
+    every = _mlp_cpu_output(monkeypatch, capsys, 4)
+    assert every["tensornet / PyTorch"].endswith("(target <= 0.6)")
+    assert every["tensornet / GEMM"].endswith("(target <= 1.3)")
+    other = _mlp_cpu_output(monkeypatch, capsys, 2)
+    assert "target" not in other["tensornet / PyTorch"]
