@@ -135,3 +135,33 @@ def test_mlp_cpu_prints_the_targets_of_its_thread_count(monkeypatch, capsys):
     assert every["tensornet / GEMM"].endswith("(target <= 1.3)")
     other = _mlp_cpu_output(monkeypatch, capsys, 2)
     assert "target" not in other["tensornet / PyTorch"]
+
+
+def test_scaling_gemm_share_is_of_the_run_it_was_measured_in(monkeypatch):
+    """The GEMM share divided the GEMM seconds of one instrumented run by the median of
+    the other runs: when that run was the slower (a shared machine), the share exceeded
+    100% (the committed sweep has MLP W=512 at 132%). Fake clock: each step takes 1 s
+    outside its GEMMs, 2 s inside, 5 s inside in the instrumented run."""
+    from benchmarks import scaling_worker
+    now = [0.0]
+    monkeypatch.setattr(scaling_worker.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(scaling_worker, "settle", lambda: None)
+
+    slow = [False]
+
+    def fake_matmul(*args, **kwargs):
+        now[0] += 5.0 if slow[0] else 2.0
+
+    def fake_run(cfg, x, y, order):
+        start = now[0]
+        slow[0] = np.matmul is not fake_matmul  # wrapped by the per-matmul clock
+        now[0] += 1.0
+        np.matmul()
+        return now[0] - start
+
+    monkeypatch.setattr(np, "matmul", fake_matmul)
+    monkeypatch.setattr(scaling_worker, "_tensornet_run", fake_run)
+    result = scaling_worker.measure_time({"model": "cnn", "batch": 4, "reps": 1,
+                                          "seconds": 1.0, "torch": False})
+    assert 0 < result["tensornet_gemm_share"] <= 1
+    assert result["tensornet_gemm_share"] == pytest.approx(5 / 6)
