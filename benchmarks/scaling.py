@@ -132,7 +132,9 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
              f"{'; '.join(info['blas']) or 'BLAS unknown'}, {info['date']}; load average "
              f"{format_load(info['load_before'])} before, {format_load(info['load_after'])} "
              f"after. Seconds per 60,000-sample epoch (extrapolated from the batches run), "
-             f"peak resident memory of training (MiB above the libraries' baseline).", "",
+             f"peak resident memory of training (MiB above the resident size once libraries, "
+             f"data, model and optimizer are in: gradients, optimizer state, activations, "
+             f"workspace).", "",
              "| point | tensornet s | PyTorch s | tn / PyTorch | GEMM-only s | tn / GEMM | "
              "tensornet MiB | PyTorch MiB | memory tn / PyTorch | notes |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]

@@ -165,3 +165,15 @@ def test_scaling_gemm_share_is_of_the_run_it_was_measured_in(monkeypatch):
                                           "seconds": 1.0, "torch": False})
     assert 0 < result["tensornet_gemm_share"] <= 1
     assert result["tensornet_gemm_share"] == pytest.approx(5 / 6)
+
+
+def test_scaling_report_says_what_its_memory_figures_are_above():
+    """peak_mib is above the resident size after data, model and optimizer are built
+    (scaling_worker.measure_memory); the header said 'above the libraries' baseline',
+    which would include the weights."""
+    from benchmarks.scaling import markdown
+    info = {"versions": {}, "cpu": "cpu", "logical_cores": 2, "blas": [], "date": "today",
+            "load_before": None, "load_after": None}
+    text = " ".join(markdown([], info, "python -m benchmarks.scaling").split())
+    assert "above the libraries' baseline" not in text
+    assert "above the resident size once libraries, data, model and optimizer are in" in text
