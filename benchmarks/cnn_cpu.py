@@ -27,8 +27,8 @@ import sys
 import time
 
 from benchmarks.common import (BATCH, Clock, build_model, build_optimizer, epoch_order,
-                               format_load, load_average, load_data, median, pin_threads,
-                               settle)
+                               format_load, load_average, median, pin_threads, settle,
+                               training_arrays)
 
 
 def tensornet_epoch(model, opt, loss_fn, x, y, order, batch: int = BATCH):
@@ -121,8 +121,7 @@ def run(samples: int, reps: int, synthetic: bool, with_torch: bool = True,
     import tensornet as tn
     from benchmarks.torch_side import TorchSide
 
-    data = load_data("cnn", synthetic=synthetic, train_samples=samples)
-    x, y = data.x_train, data.y_train
+    x, y, data_name = training_arrays("cnn", synthetic, samples)  # as the PyTorch side
     order = epoch_order(len(x), 0)
     torch = TorchSide({"model": "cnn", "threads": threads, "synthetic": synthetic,
                        "samples": samples}) if with_torch else None
@@ -161,7 +160,7 @@ def run(samples: int, reps: int, synthetic: bool, with_torch: bool = True,
     if torch is not None:
         split["pytorch"] = torch.split()
         torch.close()
-    return {"data": data.name, "samples": len(x), "reps": reps,
+    return {"data": data_name, "samples": len(x), "reps": reps,
             "seconds": {k: median([t[0] for t in v]) for k, v in times.items() if v},
             "cpu_seconds": {k: median([t[1] for t in v]) for k, v in times.items() if v},
             "all_seconds": {k: [t[0] for t in v] for k, v in times.items() if v},

@@ -222,6 +222,20 @@ def load_data(model: str, synthetic: bool = False, train_samples: int | None = N
     return Data(name, x_train, y_train, x_test, y_test)
 
 
+def training_arrays(model: str, synthetic: bool, samples: int):
+    """``(x, y, name)``: the training samples of a CPU benchmark whose PyTorch side runs in
+    ``benchmarks/torch_side.py``; both processes call this, so they train on the same
+    samples. Synthetic: ``synthetic_mnist(samples)``; else the first ``samples``
+    Fashion-MNIST training images. ``x`` is ``(N, 784)`` for the MLP."""
+    if synthetic:
+        x, y = synthetic_mnist(samples, SEED)
+        if model == "mlp":
+            x = np.ascontiguousarray(x.reshape(samples, -1))
+        return x, y, "synthetic (MNIST-shaped)"
+    data = load_data(model, train_samples=samples)
+    return data.x_train, data.y_train, data.name
+
+
 def epoch_order(n: int, epoch: int, seed: int = SEED) -> np.ndarray:
     """The shuffled sample order of ``epoch``: the one ``tn.data.DataLoader(shuffle=True,
     seed=seed)`` uses, so hand-written and PyTorch loops see the same batches."""

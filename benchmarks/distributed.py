@@ -17,8 +17,8 @@ barriers; the launch's figure is the median epoch. Configurations:
 
 Printed (and written to ``benchmarks/results/<host>-<date>/distributed.md`` and ``.json``):
 median samples/s per configuration, speed-up over 1 rank and efficiency (speed-up / R).
-The MLP trains on 60,000 samples, the CNN on 12,000 (Fashion-MNIST when found, else
-synthetic data of the same shape).
+The MLP trains on 60,000 samples, the CNN on 12,000 (Fashion-MNIST, downloaded when it is
+not found; ``--synthetic``: synthetic data of the same shape).
 """
 from __future__ import annotations
 

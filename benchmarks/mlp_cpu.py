@@ -13,8 +13,9 @@ sides: ``tensornet`` (the README's hand-written loop through the public API), ``
 NumPy), ``PyTorch`` (the twin model, when torch is importable) and ``GEMM only`` (just
 the 11 matrix products of every step, with the step's shapes, into preallocated arrays:
 the floor of any implementation that calls the same BLAS). Printed: the median seconds
-per epoch of each side, the ratios the issue-17 targets name (tensornet / GEMM only
-<= 1.3, tensornet / PyTorch <= 0.6, README loop / fit <= 1.05), the load average, and a
+per epoch of each side, the ratios the issue-17 targets name (at the default thread count
+tensornet / GEMM only <= 1.3 and tensornet / PyTorch <= 0.6; with one thread tensornet /
+PyTorch <= 0.9; README loop / fit <= 1.05), the load average, and a
 same-math check: a short float64 run of tensornet and the hand-written loop ends with
 the same weights to rounding error.
 """
@@ -28,7 +29,7 @@ import numpy as np
 
 from benchmarks.common import (BATCH, MLP_SGD, MLP_SIZES, SEED, Clock, build_model,
                                build_optimizer, epoch_order, format_load, load_average, median,
-                               pin_threads, settle, synthetic_mnist)
+                               pin_threads, settle, training_arrays)
 
 
 # ---------------------------------------------------------------------- the hand-written loop
@@ -145,8 +146,7 @@ def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
     import tensornet as tn
     import tensornet.data  # noqa: F401  (tn.data)
 
-    x, y = synthetic_mnist(samples, SEED)
-    x = np.ascontiguousarray(x.reshape(samples, -1))
+    x, y, _ = training_arrays("mlp", True, samples)  # what the PyTorch side trains on
     initial = [np.array(p.data) for p in build_model("mlp").parameters()]
     order = epoch_order(samples, 0)  # the order DataLoader(seed=SEED) uses in epoch 0
     torch = None
@@ -246,7 +246,16 @@ def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
     }
 
 
-TARGETS = {"tensornet / GEMM only": 1.3, "tensornet / PyTorch": 0.6, "README loop / tn.fit": 1.05}
+def targets(threads: int) -> dict:
+    """Issue 17's bounds on the printed ratios at ``threads``: at the default thread count
+    (every core) tensornet <= 1.3x its GEMMs and <= 0.6x PyTorch, with one thread <= 0.9x
+    PyTorch; the README loop within 1.05x of fit at any count."""
+    bounds = {"README loop / tn.fit": 1.05}
+    if threads == 1:
+        bounds["tensornet / PyTorch"] = 0.9
+    elif threads == os.cpu_count():
+        bounds.update({"tensornet / GEMM only": 1.3, "tensornet / PyTorch": 0.6})
+    return bounds
 
 
 def main(argv=None) -> int:
@@ -267,8 +276,9 @@ def main(argv=None) -> int:
           f"{before} before, {after} after")
     for name in r["wall_s"]:
         print(f"  {name:20s} {r['wall_s'][name]:.3f} s/epoch (CPU {r['cpu_s'][name]:.3f} s)")
+    bounds = targets(args.threads)
     for label, ratio in r["ratios"].items():
-        target = f" (target <= {TARGETS[label]})" if label in TARGETS else ""
+        target = f" (target <= {bounds[label]})" if label in bounds else ""
         print(f"  {label:32s} {ratio['medians']:.3f} (paired {ratio['paired']:.3f}){target}")
     print("  last batch's loss: " + ", ".join(f"{k} {v:.4f}" for k, v in r["final_loss"].items()))
     print(f"  same math: after 20 batches in float64 the weights of tensornet and the "

@@ -112,6 +112,12 @@ def summarize(point: dict) -> dict:
     errors = [r.get("error") for r in [point["time"], *point["memory"].values()]
               if r.get("error")]
     row["notes"] = "; ".join(reasons + errors)
+    # Both times and both memories measured: only then does the point count for or against.
+    row["compared"] = row["time_ratio"] is not None and row["memory_ratio"] is not None
+    if not row["compared"]:
+        skipped = [r.get("skipped") for r in [point["time"], *point["memory"].values()]
+                   if r.get("skipped")]
+        row["not_compared"] = "; ".join(dict.fromkeys(skipped + errors)) or "a figure missing"
     return row
 
 
@@ -126,7 +132,9 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
              f"{'; '.join(info['blas']) or 'BLAS unknown'}, {info['date']}; load average "
              f"{format_load(info['load_before'])} before, {format_load(info['load_after'])} "
              f"after. Seconds per 60,000-sample epoch (extrapolated from the batches run), "
-             f"peak resident memory of training (MiB above the libraries' baseline).", "",
+             f"peak resident memory of training (MiB above the resident size once libraries, "
+             f"data, model and optimizer are in: gradients, optimizer state, activations, "
+             f"workspace).", "",
              "| point | tensornet s | PyTorch s | tn / PyTorch | GEMM-only s | tn / GEMM | "
              "tensornet MiB | PyTorch MiB | memory tn / PyTorch | notes |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -136,10 +144,20 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
                      f"{_f(r['gemm_only_s'], '.2f')} | {_f(r['tensornet_over_gemm'], '.2f')} | "
                      f"{_f(r['tensornet_mib'], '.0f')} | {_f(r['pytorch_mib'], '.0f')} | "
                      f"{_f(r['memory_ratio'], '.2f')} | {r['notes']} |")
-    losing = [r for r in rows if r["notes"]]
-    lines += ["", f"tensornet <= PyTorch in time and memory at {len(rows) - len(losing)} of "
-              f"{len(rows)} points" + (":" if not losing else "; not at:")]
-    lines += [f"- {r['label']}: {r['notes']}" for r in losing]
+    compared = [r for r in rows if r.get("compared", True)]
+    losing = [r for r in compared if r["notes"]]
+    lines += [""]
+    if compared:
+        lines += [f"tensornet <= PyTorch in time and memory at {len(compared) - len(losing)} "
+                  f"of {len(compared)} points" + (" compared" if len(compared) < len(rows)
+                                                  else "")
+                  + (":" if not losing else "; not at:")]
+        lines += [f"- {r['label']}: {r['notes']}" for r in losing]
+    uncompared = [r for r in rows if not r.get("compared", True)]
+    if uncompared:
+        lines += [f"not compared with PyTorch at {len(uncompared)} of {len(rows)} points:"]
+        lines += [f"- {r['label']}: not compared with PyTorch ({r['not_compared']})"
+                  for r in uncompared]
     return "\n".join(lines) + "\n"
 
 

@@ -10,8 +10,9 @@ prints the JSON result after ``RESULT `` on its last line. Configuration: ``mode
 - ``time``: tensornet, PyTorch (in a process of its own, ``benchmarks/torch_side.py``)
   and (MLP) the GEMM-only floor take turns, ``reps`` runs each of the same batches (a
   number chosen so that one tensornet run lasts about ``seconds``) after a warm-up; per
-  side the median seconds per sample, scaled to a 60,000-sample epoch. Also the share of tensornet's step spent in its GEMMs (one extra,
-  separately timed run with a clock around every matrix product).
+  side the median seconds per sample, scaled to a 60,000-sample epoch. Also the share of
+  tensornet's step spent in its GEMMs (one extra run with a clock around every matrix
+  product: its GEMM seconds over its own training seconds).
 - ``memory`` (with ``framework``): imports and a warm-up of the same layers on a tiny
   model (compiled kernels, library code); then the data, the model and its optimizer
   (``build_mib``: the resident memory they add, initialisation transients included);
@@ -105,9 +106,11 @@ def _gemm_run(cfg, x, y, order):
     return clock.stop()[0]
 
 
-def _gemm_seconds(cfg, x, y, order) -> float:
-    """Seconds spent inside tensornet's matrix products during one run (every
-    ``numpy.matmul`` call: the backend's matmul and its convolution blocks use it)."""
+def _gemm_share(cfg, x, y, order) -> float:
+    """The share of one run's training time spent inside tensornet's matrix products
+    (every ``numpy.matmul`` call: the backend's matmul and its convolution blocks use it),
+    both measured in that run: against the other runs' time a slow run's share could
+    exceed 1."""
     matmul, spent = np.matmul, [0.0]
 
     def timed(*args, **kwargs):
@@ -118,10 +121,10 @@ def _gemm_seconds(cfg, x, y, order) -> float:
 
     np.matmul = timed
     try:
-        _tensornet_run(cfg, x, y, order)
+        seconds = _tensornet_run(cfg, x, y, order)
     finally:
         np.matmul = matmul
-    return spent[0]
+    return spent[0] / seconds
 
 
 def _trim() -> None:
@@ -160,8 +163,7 @@ def measure_time(cfg: dict) -> dict:
     result = {"batches": batches, "samples": len(order),
               "seconds_per_epoch": {k: median(v) * scale for k, v in times.items()},
               "all_seconds": times}
-    gemm = _gemm_seconds(cfg, x, y, order)
-    result["tensornet_gemm_share"] = gemm / median(times["tensornet"])
+    result["tensornet_gemm_share"] = _gemm_share(cfg, x, y, order)
     if "pytorch" in sides:
         sides["pytorch"].side.close()
     return result

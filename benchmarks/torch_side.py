@@ -24,9 +24,8 @@ import sys
 
 import numpy as np
 
-from benchmarks.common import (BATCH, MLP_SIZES, Clock, build_model, epoch_order, load_data,
-                               pin_threads, synthetic_mnist, thread_env, torch_epoch,
-                               torch_twin)
+from benchmarks.common import (BATCH, MLP_SIZES, Clock, build_model, epoch_order, pin_threads,
+                               thread_env, torch_epoch, torch_twin, training_arrays)
 
 
 class TorchSide:
@@ -78,13 +77,7 @@ def _serve(cfg: dict) -> None:
     pin_threads(cfg["threads"])
     model_name, batch = cfg["model"], cfg.get("batch", BATCH)
     shape = {"sizes": tuple(cfg.get("sizes") or MLP_SIZES), "channels": cfg.get("channels", 8)}
-    if cfg["synthetic"]:
-        x, y = synthetic_mnist(cfg["samples"])
-    else:
-        data = load_data("cnn", train_samples=cfg["samples"])
-        x, y = data.x_train, data.y_train
-    if model_name == "mlp":
-        x = np.ascontiguousarray(x.reshape(len(x), -1))
+    x, y, _ = training_arrays(model_name, cfg["synthetic"], cfg["samples"])
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     order = epoch_order(len(x), 0)
     clock = Clock()
