@@ -100,6 +100,26 @@ def test_fused_optimizer_kernels_match_their_array_api_rule(cuda, rng, name, dty
 
 
 @gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(RULES))
+def test_fused_optimizer_kernels_carry_nan_and_inf_as_their_rule(cuda, name, dtype):
+    """Non-finite gradients reach the parameter and the state as in the array-API rule:
+    CUDA's max/min drop a NaN operand (fmax), xp.maximum keeps it (issue: Adamax's
+    exp_inf stayed finite on the GPU after a NaN gradient, NaN on every other backend)."""
+    rule = RULES[name]
+    param = np.array([1.0, -2.0, 0.5, 3.0, 0.0, -0.5], dtype)
+    grads = [np.array([np.nan, np.inf, -np.inf, 1.0, 0.0, 2.0], dtype),
+             np.array([1.0, 0.5, -0.5, np.nan, np.inf, -1.0], dtype)]
+    fused = _three_updates(lambda p, g, s, v: cuda.fused_update(rule, p, g, s, v),
+                           cuda, rule, param, grads)
+    generic = _three_updates(lambda p, g, s, v: rule.apply(cuda.xp, p, g, *s, **v),
+                             cuda, rule, param, grads)
+    for what, got, want in zip(("param",) + rule.states, fused, generic):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
+        np.testing.assert_allclose(got, want, err_msg=what, **TOL[dtype])
+
+
+@gpu
 @pytest.mark.parametrize("name", list(RULES))
 def test_device_scalar_kernels_match_scalar_kernels(cuda, rng, name):
     rule = RULES[name]
