@@ -100,6 +100,26 @@ def test_fused_optimizer_kernels_match_their_array_api_rule(cuda, rng, name, dty
 
 
 @gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(RULES))
+def test_fused_optimizer_kernels_carry_nan_and_inf_as_their_rule(cuda, name, dtype):
+    """Non-finite gradients reach the parameter and the state as in the array-API rule:
+    CUDA's max/min drop a NaN operand (fmax), xp.maximum keeps it (issue: Adamax's
+    exp_inf stayed finite on the GPU after a NaN gradient, NaN on every other backend)."""
+    rule = RULES[name]
+    param = np.array([1.0, -2.0, 0.5, 3.0, 0.0, -0.5], dtype)
+    grads = [np.array([np.nan, np.inf, -np.inf, 1.0, 0.0, 2.0], dtype),
+             np.array([1.0, 0.5, -0.5, np.nan, np.inf, -1.0], dtype)]
+    fused = _three_updates(lambda p, g, s, v: cuda.fused_update(rule, p, g, s, v),
+                           cuda, rule, param, grads)
+    generic = _three_updates(lambda p, g, s, v: rule.apply(cuda.xp, p, g, *s, **v),
+                             cuda, rule, param, grads)
+    for what, got, want in zip(("param",) + rule.states, fused, generic):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
+        np.testing.assert_allclose(got, want, err_msg=what, **TOL[dtype])
+
+
+@gpu
 @pytest.mark.parametrize("name", list(RULES))
 def test_device_scalar_kernels_match_scalar_kernels(cuda, rng, name):
     rule = RULES[name]
@@ -131,6 +151,40 @@ def test_capture_safe_matmul_matches_cublas(cuda, rng, dtype, shape_a, shape_b, 
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else dict(rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(tn.asnumpy(got), tn.asnumpy(want), **tol)
     assert got.flags.c_contiguous and got.dtype == a.dtype
+
+
+@gpu
+@pytest.mark.parametrize("shape_a, shape_b", [
+    ((7, 9), (2, 3, 9, 5)), ((2, 3, 4, 9), (9, 6)), ((2, 1, 4, 9), (3, 9, 5)),
+    ((1, 5, 9), (4, 9, 3)), ((3, 0, 4), (4, 2)), ((2, 5, 0), (0, 3))])
+def test_capture_safe_matmul_broadcasts_batch_dimensions(cuda, rng, shape_a, shape_b):
+    """As matmul: leading dimensions broadcast (AdaptiveAvgPool2d's (OH, H) @ (N, C, H, W)
+    inside a graph step), and a transposed batched operand works as well."""
+    a = cuda.asarray(rng.standard_normal(shape_a).astype(np.float32))
+    b = cuda.asarray(rng.standard_normal(shape_b[:-2] + shape_b[:-3:-1]).astype(np.float32))
+    b = cuda.xp.swapaxes(b, -1, -2)
+    got = capture_safe_matmul(cuda, a, b)
+    want = np.matmul(tn.asnumpy(a).astype(np.float64), tn.asnumpy(b).astype(np.float64))
+    assert got.shape == want.shape and got.flags.c_contiguous
+    np.testing.assert_allclose(tn.asnumpy(got), want, rtol=1e-5, atol=1e-5)
+
+
+@gpu
+@pytest.mark.parametrize("k, limit, gemms", [(20, 3, 3), (3000, 10, 4)])  # split-K: 5 splits
+def test_capture_safe_matmul_launches_long_batches_in_parts(cuda, rng, monkeypatch, k, limit,
+                                                            gemms):
+    """A batch beyond CUDA's gridDim.z limit runs in several launches (the limit made
+    small here: 65535 blocks would take the emulation minutes)."""
+    from tensornet.backends import cuda_graph
+    monkeypatch.setattr(cuda_graph, "GRID_YZ_LIMIT", limit)
+    a = cuda.asarray(rng.standard_normal((2, 4, 5, k)).astype(np.float64))
+    b = cuda.asarray(rng.standard_normal((k, 2)).astype(np.float64))
+    b = cuda.xp.broadcast_to(b, (4, k, 2))
+    launches = cuda.launches
+    got = capture_safe_matmul(cuda, a, b)
+    assert cuda.launches - launches == gemms + (k > 1024)  # + the split-K sum
+    want = np.matmul(tn.asnumpy(a), tn.asnumpy(b))
+    np.testing.assert_allclose(tn.asnumpy(got), want, rtol=1e-10, atol=1e-10)
 
 
 WINDOWS = [  # x shape, kernel, stride, padding, dilation

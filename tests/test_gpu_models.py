@@ -5,6 +5,7 @@ host data (float32, rtol 1e-4); GPU RNG, memory and TF32 switches; CUDA-graph st
 against eager steps; and a short training run whose accuracy must match the CPU run.
 """
 import os
+import types
 
 import numpy as np
 import pytest
@@ -52,6 +53,20 @@ def test_layers_agree_numpy_vs_cupy(rng, name):
     for key, want in ref_state.items():
         np.testing.assert_allclose(state[key], want, rtol=1e-4, atol=1e-5, err_msg=key)
     assert y.dtype == np.float32
+
+
+@gpu
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layers_agree_numpy_vs_cupy_with_the_graph_gemm(rng, monkeypatch, cuda, name):
+    """Every layer with its matmuls on the GEMM that CUDA-graph steps use (the rehearsal's
+    kernels, no capture needed): AdaptiveAvgPool2d and Upsample multiply (OH, H) by
+    (N, C, H, W), which graph steps refused (a 2-D/3-D-only GEMM)."""
+    x = rng.standard_normal(LAYERS[name][1]).astype(np.float32)
+    ref_y, ref_dx, _ = _layer_run(name, "cpu", x)
+    monkeypatch.setattr(cuda, "_capture", types.SimpleNamespace(phase="rehearse"))
+    y, dx, _ = _layer_run(name, "cuda", x)
+    np.testing.assert_allclose(y, ref_y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-5)
 
 
 @gpu

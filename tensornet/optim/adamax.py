@@ -18,7 +18,9 @@ RULE = FusedUpdate(
     "adamax", ("exp_avg", "exp_inf"), ("step_size", "beta1", "one_minus_beta1", "beta2", "eps"),
     _adamax,
     "const T m = beta1 * exp_avg + one_minus_beta1 * grad;\n"
-    "const T u = max(beta2 * exp_inf, abs(grad) + eps);\n"
+    # not CUDA's max (fmax), which drops a NaN operand: a NaN stays, as in xp.maximum
+    "const T u_decayed = beta2 * exp_inf, u_grad = abs(grad) + eps;\n"
+    "const T u = (u_decayed < u_grad || isnan(u_grad)) ? u_grad : u_decayed;\n"
     "exp_avg = m;\n"
     "exp_inf = u;\n"
     "param -= step_size * m / u;")
