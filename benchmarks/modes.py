@@ -88,8 +88,9 @@ class TensornetTrainer:
             return None
         info = self.backend.memory_info()
         # CuPy's pool only grows (until freed), so what it holds is the high-water mark.
-        return {"kind": "CuPy pool", "peak_mib": (info.get("pool", 0) + info.get("graph_pools", 0))
-                / 2 ** 20, "peak_used_mib": info.get("peak_used", 0) / 2 ** 20}
+        graph_pool = self.step.pool_bytes() if hasattr(self.step, "pool_bytes") else 0
+        return {"kind": "CuPy pool", "peak_mib": (info.get("pool", 0) + graph_pool) / 2 ** 20,
+                "peak_used_mib": info.get("peak_used", 0) / 2 ** 20}
 
 
 class TorchTrainer:

@@ -221,3 +221,17 @@ def test_without_threadpoolctl_the_benchmarks_name_the_extra(monkeypatch, call):
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)   # import raises ImportError
     with pytest.raises(SystemExit, match=r"pip install 'tensornet\[fast\]'"):
         getattr(common, call)(1)
+
+
+def test_gpu_benchmark_reports_what_the_pool_holds(cuda_emulation):
+    """tensornet's GPU memory figure is what CuPy's pool holds after the run (its peak,
+    intra-step peaks included: comparable with PyTorch's max_memory_reserved); it read a
+    'graph_pools' entry memory_info() does not have (a KeyError on any GPU run)."""
+    from benchmarks import gpu as bench
+    case = dict(bench.CASES["mlp"], sizes=(784, 16, 10), batch=32)
+    x = np.random.default_rng(0).standard_normal((64, 1, 28, 28)).astype(np.float32)
+    y = np.arange(64, dtype=np.int64) % 10
+    first, later, held = bench._tensornet_run(case, x, y, 1, False, False)
+    assert len(later) == 1 and first > 0
+    # at least the data on the device and the model's parameters, gradients and momentum
+    assert held >= x.nbytes + 3 * 4 * (784 * 16 + 16 + 16 * 10 + 10)
