@@ -218,7 +218,7 @@ def _one_epoch(run, step, callbacks, table) -> bool:
     bar = _progress(run, len(run.train_loader) if hasattr(run.train_loader, "__len__") else None)
     try:
         for i, batch in enumerate(run.train_loader, 1):
-            xb, yb = checks.batch_pair(batch, f"fit: train_loader, epoch {run.epoch}", i)
+            xb, yb = checks.batch_pair(batch, "fit: train_loader", i, run.epoch)
             try:
                 loss, correct = step(xb, yb)
             except NonFiniteError as exc:

@@ -133,10 +133,13 @@ def check_loader(loader, backend, name: str, passes: int) -> None:
                           f"on {device!r}; build the DataLoader with device={backend.device!r}")
 
 
-def batch_pair(batch, where: str, index: int):
-    """``batch`` as ``(x, y)``, or a TypeError naming what the loader yielded."""
+def batch_pair(batch, where: str, index: int, epoch: int | None = None):
+    """``batch`` as ``(x, y)``, or a TypeError naming what the loader yielded (``where``,
+    and ``epoch`` when given: the message is only built for the error)."""
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch
+    if epoch is not None:
+        where = f"{where}, epoch {epoch}"
     hint = ""
     if isinstance(batch, dict):
         hint = ": yield (batch['x'], batch['y']) instead"
