@@ -274,9 +274,9 @@ def _set_timeout(comm: Communicator, timeout: float | None) -> None:
 def _announce_exit(comm: Communicator, pid: int) -> None:
     """At this rank's exit (atexit, before mpi4py's MPI_Finalize): a one-byte notice to
     every other rank, read by their watchdogs. (Not from a forked child of the rank.)"""
-    if os.getpid() != pid:
-        return
     mpi = comm._mpi
+    if os.getpid() != pid or mpi.Is_finalized():  # a forked child, or the user finalized
+        return
     payload = np.zeros(1, dtype=np.uint8)
     requests = [comm._notices.Isend(payload, dest=rank, tag=_EXIT_TAG)
                 for rank in range(comm.size) if rank != comm.rank]
