@@ -47,7 +47,10 @@ class SyncBatchNorm(_BatchNorm):
         self._global_count = None
         if comm is None:
             return super()._batch_normalize(x, axes, count)
+        # The count that must exceed one is the global one: a rank may hold a single sample
+        # (PyTorch alike), and every rank sees the same total, so all raise or none.
         total = int(comm.sum([count])[0])
+        self._require_values(x, total, f" over all {comm.size} ranks")
         self._global_count = total
         return (*F.normalize(x, axes, self.eps, allreduce=comm.allreduce_, count=total),
                 total)
