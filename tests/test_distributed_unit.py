@@ -288,6 +288,21 @@ def test_syncbatchnorm_takes_one_sample_per_rank_when_the_global_count_is_larger
         nn.SyncBatchNorm(3, dtype="float64")(x)  # alone, one value is one value
 
 
+def test_syncbatchnorm_eval_without_running_stats_stays_on_this_rank(rng):
+    """Eval with track_running_stats=False normalises with this rank's batch and does not
+    communicate (PyTorch alike): ranks evaluating different numbers of batches
+    (shard_tail="uneven") would otherwise wait for each other for ever."""
+    x = rng.standard_normal((5, 3, 4))
+    comm = TwinComm()
+    sync = nn.SyncBatchNorm(3, track_running_stats=False, comm=comm, dtype="float64").eval()
+    plain = nn.BatchNorm1d(3, track_running_stats=False, dtype="float64").eval()
+    sums = []
+    comm.sum = lambda values: sums.append(values) or np.array(values, np.float64) * 2
+    np.testing.assert_array_equal(sync(x), plain(x))
+    np.testing.assert_array_equal(sync.backward(x), plain.backward(x))
+    assert comm.reductions == 0 and not sums
+
+
 def test_convert_sync_batchnorm_keeps_parameters_and_keys():
     tn.manual_seed(0)
     model = tn.models.cnn(image_size=8)

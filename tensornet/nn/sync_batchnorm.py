@@ -4,7 +4,8 @@ In training, the per-channel mean and variance are those of the global batch (al
 inputs together), and so are the two sums the input gradient needs: with DataParallel a
 model trains exactly as one process would with the global batch. Without a communicator
 of more than one rank (no ``tensornet.distributed.init()``, or size 1) it is BatchNorm.
-Eval mode uses the running estimates, as BatchNorm does (no communication).
+Eval mode uses the running estimates, as BatchNorm does, or with
+``track_running_stats=False`` this rank's batch statistics (as PyTorch): no communication.
 """
 from __future__ import annotations
 
@@ -43,7 +44,10 @@ class SyncBatchNorm(_BatchNorm):
         return comm if comm is not None and comm.size > 1 else None
 
     def _batch_normalize(self, x, axes, count: int):
-        comm = self._communicator()
+        # Eval with track_running_stats=False normalises with this rank's own batch, as
+        # PyTorch's SyncBatchNorm: no collective, so ranks may evaluate different numbers
+        # of batches (shard_tail="uneven").
+        comm = self._communicator() if self.training else None
         self._global_count = None
         if comm is None:
             return super()._batch_normalize(x, axes, count)
