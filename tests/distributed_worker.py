@@ -22,7 +22,7 @@ from tensornet import nn
 STEPS, PER_RANK, RANKS = 20, 32, 2
 SAMPLES = STEPS * PER_RANK * RANKS
 CASES = [("mlp", "sgd", "loop"), ("mlp", "adam", "fit"), ("cnn", "sgd", "fit"),
-         ("cnn", "adam", "loop"), ("mlp", "adam", "accumulate")]
+         ("cnn", "adam", "loop"), ("mlp", "adam", "accumulate"), ("cnn", "sgd", "accumulate")]
 
 
 def data(n: int = SAMPLES, seed: int = 0):
@@ -102,7 +102,7 @@ def case_equivalence(comm, out, device="cpu"):
                                     seed=5, shard=comm.shard, device=device)
         assert len(loader) == STEPS, len(loader)
         train(model, optimizer(opt_name, model.parameters()), loader, how)
-        np.savez(os.path.join(out, f"{kind}-{opt_name}-rank{comm.rank}.npz"),
+        np.savez(os.path.join(out, f"{kind}-{opt_name}-{how}-rank{comm.rank}.npz"),
                  **final_state(model))
 
 

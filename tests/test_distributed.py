@@ -63,7 +63,7 @@ def test_two_ranks_of_32_equal_one_process_of_64(tmp_path):
     assert done.returncode == 0, done.stderr
     for kind, opt, how in worker.CASES:
         ref = worker.reference(kind, opt, how)
-        ranks = [np.load(tmp_path / f"{kind}-{opt}-rank{r}.npz") for r in (0, 1)]
+        ranks = [np.load(tmp_path / f"{kind}-{opt}-{how}-rank{r}.npz") for r in (0, 1)]
         assert sorted(ranks[0].files) == sorted(ref)
         for key, expected in ref.items():
             np.testing.assert_array_equal(ranks[0][key], ranks[1][key])  # in lockstep
@@ -85,7 +85,7 @@ def _gpu_count() -> int:
 def _compare_with_reference(folder, rtol):
     for kind, opt, how in worker.CASES:
         ref = worker.reference(kind, opt, how)
-        ranks = [np.load(folder / f"{kind}-{opt}-rank{r}.npz") for r in (0, 1)]
+        ranks = [np.load(folder / f"{kind}-{opt}-{how}-rank{r}.npz") for r in (0, 1)]
         for key, expected in ref.items():
             np.testing.assert_array_equal(ranks[0][key], ranks[1][key])
             np.testing.assert_allclose(ranks[0][key], expected, rtol=rtol, atol=1e-12,
