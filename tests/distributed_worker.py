@@ -5,7 +5,7 @@ Cases: ``equivalence`` (20 SGD-momentum / Adam steps of an MLP and of a CNN with
 SyncBatchNorm, saved per rank), ``stops`` (a NaN on one rank and early stopping),
 ``threads``, ``raise`` / ``die`` / ``hang`` (one rank fails or stops answering mid-training),
 ``mismatch`` (different models on the ranks), ``params`` (parameters frozen or added
-after wrapping).
+after wrapping), ``syncbn`` (SyncBatchNorm with a different batch size on each rank).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tensornet import nn
 STEPS, PER_RANK, RANKS = 20, 32, 2
 SAMPLES = STEPS * PER_RANK * RANKS
 CASES = [("mlp", "sgd", "loop"), ("mlp", "adam", "fit"), ("cnn", "sgd", "fit"),
-         ("cnn", "adam", "loop"), ("mlp", "adam", "accumulate")]
+         ("cnn", "adam", "loop"), ("mlp", "adam", "accumulate"), ("cnn", "sgd", "accumulate")]
 
 
 def data(n: int = SAMPLES, seed: int = 0):
@@ -102,7 +102,7 @@ def case_equivalence(comm, out, device="cpu"):
                                     seed=5, shard=comm.shard, device=device)
         assert len(loader) == STEPS, len(loader)
         train(model, optimizer(opt_name, model.parameters()), loader, how)
-        np.savez(os.path.join(out, f"{kind}-{opt_name}-rank{comm.rank}.npz"),
+        np.savez(os.path.join(out, f"{kind}-{opt_name}-{how}-rank{comm.rank}.npz"),
                  **final_state(model))
 
 
@@ -231,6 +231,47 @@ def case_params(comm, out, how):
     np.savez(os.path.join(out, f"params-rank{comm.rank}.npz"), **final_state(model))
 
 
+SYNCBN_TAILS = [(), (5,), (4, 3)]  # (N, C), (N, C, L), (N, C, H, W)
+
+
+def syncbn_batches(tail, size: int, steps: int = 3, seed: int = 0):
+    """Per step the global batch (x, grad), and the per-rank counts: rank 0 holds one
+    sample, rank r 1 + 3r, so the global statistics must weigh the ranks by their counts."""
+    rng = np.random.default_rng(seed)
+    counts = [1 + 3 * r for r in range(size)]
+    return counts, [(3 * rng.standard_normal((sum(counts), 3) + tail) + 1.5,
+                     rng.standard_normal((sum(counts), 3) + tail)) for _ in range(steps)]
+
+
+def case_syncbn(comm, out):
+    """Each rank trains SyncBatchNorm on its part of syncbn_batches' global batches, then
+    evaluates a different number of batches per rank, one module tracking running
+    statistics and one not (neither may communicate in eval)."""
+    result = {}
+    for tail in SYNCBN_TAILS:
+        counts, batches = syncbn_batches(tail, comm.size)
+        start = sum(counts[:comm.rank])
+        mine = slice(start, start + counts[comm.rank])
+        for momentum in (0.1, None):
+            name = f"{len(tail)}-{momentum}"
+            norm = nn.SyncBatchNorm(3, momentum=momentum, dtype="float64")
+            norm.weight.data[...] = [0.5, 1.0, 2.0]
+            norm.bias.data[...] = [0.1, -0.2, 0.3]
+            for step, (x, g) in enumerate(batches):
+                norm.zero_grad()
+                result[f"{name}-y{step}"] = norm(x[mine])
+                result[f"{name}-dx{step}"] = norm.backward(g[mine])
+                result[f"{name}-dweight{step}"] = np.array(norm.weight.grad)
+                result[f"{name}-dbias{step}"] = np.array(norm.bias.grad)
+            for key in ("running_mean", "running_var", "num_batches_tracked"):
+                result[f"{name}-{key}"] = np.array(getattr(norm, key))
+            local = nn.SyncBatchNorm(3, track_running_stats=False, dtype="float64")
+            for module in (norm.eval(), local.eval()):
+                for _ in range(1 + comm.rank):
+                    module(batches[0][0][:2])
+    np.savez(os.path.join(out, f"syncbn-rank{comm.rank}.npz"), **result)
+
+
 def main(argv) -> None:
     case, out = argv[1], argv[2]
     # "hang": rank 1 stops answering; the collective watchdog must end both ranks.
@@ -254,6 +295,8 @@ def main(argv) -> None:
         case_mismatch(comm, out)
     elif case == "params":
         case_params(comm, out, argv[3])
+    elif case == "syncbn":
+        case_syncbn(comm, out)
     else:
         raise SystemExit(f"unknown case {case!r}")
 

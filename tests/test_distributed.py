@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import distributed_worker as worker
+from tensornet import nn
 from tensornet.cli import main
 
 HERE = Path(__file__).resolve().parent
@@ -62,7 +63,7 @@ def test_two_ranks_of_32_equal_one_process_of_64(tmp_path):
     assert done.returncode == 0, done.stderr
     for kind, opt, how in worker.CASES:
         ref = worker.reference(kind, opt, how)
-        ranks = [np.load(tmp_path / f"{kind}-{opt}-rank{r}.npz") for r in (0, 1)]
+        ranks = [np.load(tmp_path / f"{kind}-{opt}-{how}-rank{r}.npz") for r in (0, 1)]
         assert sorted(ranks[0].files) == sorted(ref)
         for key, expected in ref.items():
             np.testing.assert_array_equal(ranks[0][key], ranks[1][key])  # in lockstep
@@ -84,7 +85,7 @@ def _gpu_count() -> int:
 def _compare_with_reference(folder, rtol):
     for kind, opt, how in worker.CASES:
         ref = worker.reference(kind, opt, how)
-        ranks = [np.load(folder / f"{kind}-{opt}-rank{r}.npz") for r in (0, 1)]
+        ranks = [np.load(folder / f"{kind}-{opt}-{how}-rank{r}.npz") for r in (0, 1)]
         for key, expected in ref.items():
             np.testing.assert_array_equal(ranks[0][key], ranks[1][key])
             np.testing.assert_allclose(ranks[0][key], expected, rtol=rtol, atol=1e-12,
@@ -234,6 +235,43 @@ def test_parameters_that_differ_after_wrapping_stop_every_rank_naming_them(tmp_p
 @pytest.mark.slow
 @pytest.mark.skipif(not (DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
                     reason="Fashion-MNIST (Debian package dataset-fashion-mnist) not installed")
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_syncbatchnorm_with_a_different_batch_on_each_rank_equals_one_process(tmp_path,
+                                                                            ranks):
+    """Rank 0 holds one sample, the others more: forward, input gradient, the summed
+    weight and bias gradients and the running statistics (unbiased over the global count,
+    momentum 0.1 and None) are those of BatchNorm on the global batch; then eval runs a
+    different number of batches per rank without hanging."""
+    done, _ = run_case("syncbn", tmp_path, ranks=ranks)
+    assert done.returncode == 0, done.stderr
+    got = [np.load(tmp_path / f"syncbn-rank{r}.npz") for r in range(ranks)]
+    for tail in worker.SYNCBN_TAILS:
+        counts, batches = worker.syncbn_batches(tail, ranks)
+        parts = np.cumsum([0] + counts)
+        for momentum in (0.1, None):
+            name = f"{len(tail)}-{momentum}"
+            norm = (nn.BatchNorm2d if len(tail) == 2 else nn.BatchNorm1d)(
+                3, momentum=momentum, dtype="float64")
+            norm.weight.data[...] = [0.5, 1.0, 2.0]
+            norm.bias.data[...] = [0.1, -0.2, 0.3]
+            for step, (x, g) in enumerate(batches):
+                norm.zero_grad()
+                y, dx = norm(x), norm.backward(g)
+                for r in range(ranks):
+                    mine = slice(parts[r], parts[r + 1])
+                    for key, expected in (("y", y[mine]), ("dx", dx[mine])):
+                        np.testing.assert_allclose(got[r][f"{name}-{key}{step}"], expected,
+                                                   rtol=1e-10, atol=1e-13,
+                                                   err_msg=f"{name} rank {r}: {key}{step}")
+                for key, param in (("dweight", norm.weight), ("dbias", norm.bias)):
+                    total = sum(got[r][f"{name}-{key}{step}"] for r in range(ranks))
+                    np.testing.assert_allclose(total, param.grad, rtol=1e-10, atol=1e-13)
+            for key in ("running_mean", "running_var", "num_batches_tracked"):
+                for r in range(ranks):
+                    np.testing.assert_allclose(got[r][f"{name}-{key}"], getattr(norm, key),
+                                               rtol=1e-10, err_msg=f"{name} rank {r}: {key}")
+
+
 def test_cli_distributed_matches_one_process_on_fashion_mnist(tmp_path, capsys):
     single = tmp_path / "single"
     assert main(["train", "--epochs", "1", "--out", str(single), "--data-dir", str(DEBIAN),

@@ -270,6 +270,39 @@ def test_syncbatchnorm_statistics_span_the_ranks(rng):
     np.testing.assert_array_equal(sync.weight.grad, plain.weight.grad)  # local sums
 
 
+@pytest.mark.parametrize("shape", [(1, 3), (1, 3, 1)])
+def test_syncbatchnorm_takes_one_sample_per_rank_when_the_global_count_is_larger(rng, shape):
+    """A rank with a batch of one value per channel trains, as PyTorch's SyncBatchNorm: the
+    statistics need two values over all ranks, not on each (the check was local, so this
+    rank raised while the others waited in the all-reduce). The twin holds the same sample:
+    the global batch is it twice."""
+    x, g = rng.standard_normal(shape), rng.standard_normal(shape)
+    sync = nn.SyncBatchNorm(3, comm=TwinComm(), dtype="float64")
+    plain = nn.BatchNorm1d(3, dtype="float64")
+    np.testing.assert_allclose(sync(x), plain(np.concatenate([x, x]))[:1], atol=1e-12)
+    np.testing.assert_allclose(sync.backward(g), plain.backward(np.concatenate([g, g]))[:1],
+                               atol=1e-12)
+    np.testing.assert_allclose(sync.running_mean, plain.running_mean, rtol=1e-13)
+    np.testing.assert_allclose(sync.running_var, plain.running_var, rtol=1e-13)
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        nn.SyncBatchNorm(3, dtype="float64")(x)  # alone, one value is one value
+
+
+def test_syncbatchnorm_eval_without_running_stats_stays_on_this_rank(rng):
+    """Eval with track_running_stats=False normalises with this rank's batch and does not
+    communicate (PyTorch alike): ranks evaluating different numbers of batches
+    (shard_tail="uneven") would otherwise wait for each other for ever."""
+    x = rng.standard_normal((5, 3, 4))
+    comm = TwinComm()
+    sync = nn.SyncBatchNorm(3, track_running_stats=False, comm=comm, dtype="float64").eval()
+    plain = nn.BatchNorm1d(3, track_running_stats=False, dtype="float64").eval()
+    sums = []
+    comm.sum = lambda values: sums.append(values) or np.array(values, np.float64) * 2
+    np.testing.assert_array_equal(sync(x), plain(x))
+    np.testing.assert_array_equal(sync.backward(x), plain.backward(x))
+    assert comm.reductions == 0 and not sums
+
+
 def test_convert_sync_batchnorm_keeps_parameters_and_keys():
     tn.manual_seed(0)
     model = tn.models.cnn(image_size=8)

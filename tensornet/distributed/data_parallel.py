@@ -136,7 +136,9 @@ class DataParallel(Module):
             loss_fn(model(xb), yb); model.backward(loss_fn.backward() / k)  # averaged here
             opt.step()
 
-        Every rank must run the same number of backwards outside the block. Do not call
+        Every rank must run the same number of backwards outside the block (and, with
+        ``nn.SyncBatchNorm``, which communicates in every forward and backward, inside it
+        too). Do not call
         ``opt.step()`` on gradients accumulated inside alone: they differ between ranks.
         """
         previous = self._sync

@@ -89,10 +89,6 @@ class _BatchNorm(Module):
         batch_stats = self.training or not self.track_running_stats
         if batch_stats:
             count = x.shape[0] * math.prod(x.shape[2:])
-            if count < 2:
-                raise ValueError(f"{self._describe()} needs more than one value per channel "
-                                 f"to compute batch statistics, got input of shape "
-                                 f"{tuple(x.shape)}; use a larger batch or call .eval()")
             xhat, mean, var, invstd, count = self._batch_normalize(x, axes, count)
             if self.training and self.track_running_stats:
                 self._update_running_stats(xp.reshape(mean, (-1,)), xp.reshape(var, (-1,)),
@@ -111,7 +107,15 @@ class _BatchNorm(Module):
     def _batch_normalize(self, x, axes, count: int):
         """``normalize`` with batch statistics, and the element count per channel they
         cover (SyncBatchNorm overrides both to span every rank)."""
+        self._require_values(x, count)
         return (*F.normalize(x, axes, self.eps), count)
+
+    def _require_values(self, x, count: int, over: str = "") -> None:
+        """Batch statistics need ``count`` (values per channel) of at least 2."""
+        if count < 2:
+            raise ValueError(f"{self._describe()} needs more than one value per channel{over} "
+                             f"to compute batch statistics, got input of shape "
+                             f"{tuple(x.shape)}; use a larger batch or call .eval()")
 
     def _batch_normalize_backward(self, grad_output, xhat, scale, axes, sums_out):
         return F.normalize_backward(grad_output, xhat, scale, axes, sums_out=sums_out)

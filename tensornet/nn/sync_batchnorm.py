@@ -4,7 +4,8 @@ In training, the per-channel mean and variance are those of the global batch (al
 inputs together), and so are the two sums the input gradient needs: with DataParallel a
 model trains exactly as one process would with the global batch. Without a communicator
 of more than one rank (no ``tensornet.distributed.init()``, or size 1) it is BatchNorm.
-Eval mode uses the running estimates, as BatchNorm does (no communication).
+Eval mode uses the running estimates, as BatchNorm does, or with
+``track_running_stats=False`` this rank's batch statistics (as PyTorch): no communication.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ class SyncBatchNorm(_BatchNorm):
     (default: the one ``tensornet.distributed.init()`` returned, looked up at each call).
     Each training forward costs three small all-reduces (the counts, the sums, the squared
     deviations) and each backward one; weight and bias gradients stay this rank's own,
-    for DataParallel to average. Caches what BatchNorm caches.
+    for DataParallel to average. Inside ``DataParallel.no_sync()`` it still communicates
+    (as PyTorch's): each micro-batch is normalised over all ranks' micro-batches, so every
+    rank must run as many. Caches what BatchNorm caches.
     """
 
     _layout = "(N, {0}, ...)"
@@ -43,11 +46,17 @@ class SyncBatchNorm(_BatchNorm):
         return comm if comm is not None and comm.size > 1 else None
 
     def _batch_normalize(self, x, axes, count: int):
-        comm = self._communicator()
+        # Eval with track_running_stats=False normalises with this rank's own batch, as
+        # PyTorch's SyncBatchNorm: no collective, so ranks may evaluate different numbers
+        # of batches (shard_tail="uneven").
+        comm = self._communicator() if self.training else None
         self._global_count = None
         if comm is None:
             return super()._batch_normalize(x, axes, count)
+        # The count that must exceed one is the global one: a rank may hold a single sample
+        # (PyTorch alike), and every rank sees the same total, so all raise or none.
         total = int(comm.sum([count])[0])
+        self._require_values(x, total, f" over all {comm.size} ranks")
         self._global_count = total
         return (*F.normalize(x, axes, self.eps, allreduce=comm.allreduce_, count=total),
                 total)
