@@ -62,7 +62,18 @@ class Subset(Dataset):
 
     def __init__(self, dataset, indices):
         self.dataset = dataset
-        self.indices = np.asarray(indices, dtype=np.int64)
+        given = np.asarray(indices)
+        n = len(dataset)
+        # int64 casting would truncate 1.7 to 1 and read a boolean mask as indices 0 and 1
+        if given.ndim != 1 or (given.size and (given.dtype == np.bool_
+                                               or not np.issubdtype(given.dtype, np.integer))):
+            hint = " (for a mask use np.flatnonzero(mask))" if given.dtype == np.bool_ else ""
+            raise TypeError(f"Subset: indices must be a 1-D sequence of integers{hint}, got "
+                            f"{given.dtype} of shape {given.shape}")
+        if given.size and (given.min() < -n or given.max() >= n):
+            raise IndexError(f"Subset: indices must be in [-{n}, {n}) for a dataset of {n} "
+                             f"samples, got {given.min()}..{given.max()}")
+        self.indices = given.astype(np.int64)
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
