@@ -26,3 +26,58 @@ def test_float16_affine_keeps_wide_images_in_place(device, rng, shape, mode):
     # bilinear mixes in about |sin(float32(pi))| * 1500 ~ 1e-4 of the neighbour
     np.testing.assert_allclose(shifted.astype(np.float32), x[:, :, ::-1, ::-1],
                                rtol=0, atol=0 if mode == "nearest" else 2e-3)
+
+
+def _dataset(n=10):
+    return tn.data.ArrayDataset(np.arange(n, dtype=np.float32)[:, None], np.arange(n))
+
+
+@pytest.mark.parametrize("indices, error", [
+    ([1.7, 2.0], TypeError),                        # was truncated to sample 1
+    (np.array([True, False] * 5), TypeError),       # a mask was read as indices 0 and 1
+    ([[1, 2], [3, 4]], TypeError),                  # gave 2-D batches
+    ([12], IndexError),                             # failed only when a batch was drawn
+    ([-11], IndexError),
+])
+def test_subset_refuses_indices_that_are_not_sample_numbers(indices, error):
+    with pytest.raises(error, match="Subset: indices"):
+        tn.data.Subset(_dataset(), indices)
+
+
+def test_subset_keeps_duplicates_negatives_and_empty():
+    sub = tn.data.Subset(_dataset(), [0, 0, 3, -1])
+    for resident in (None, False):
+        got = [tn.asnumpy(y).tolist() for _, y in tn.data.DataLoader(sub, 3, resident=resident)]
+        assert got == [[0, 0, 3], [9]]
+    assert len(tn.data.Subset(_dataset(), [])) == 0
+
+
+def test_loader_refuses_a_transform_that_changes_the_batch_size(device):
+    loader = tn.data.DataLoader(_dataset(), 4, device=device, transform=lambda x: x[:2, ...])
+    with pytest.raises(ValueError, match="batch of 4 inputs into \\(2, 1\\)"):
+        next(iter(loader))
+    ok = tn.data.DataLoader(_dataset(), 4, device=device,
+                            transform=lambda x: get_backend(x).xp.astype(x, get_backend(
+                                x).xp.float64))
+    assert [tn.asnumpy(x).dtype for x, _ in ok] == [np.float64] * 3
+
+
+class _ListDataset:
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, indices):
+        return [[float(i), 2.0 * i] for i in indices], [int(i) for i in indices]
+
+
+class _ScalarDataset(_ListDataset):
+    def __getitem__(self, indices):
+        return 1.0, 2
+
+
+def test_loader_takes_lists_and_names_a_dataset_that_returns_scalars(device):
+    batches = list(tn.data.DataLoader(_ListDataset(), 2, device=device))
+    assert [tuple(x.shape) for x, _ in batches] == [(2, 2), (2, 2), (1, 2)]
+    assert tn.asnumpy(batches[2][1]).tolist() == [4]
+    with pytest.raises(ValueError, match="_ScalarDataset\\[indices\\] returned x of float"):
+        next(iter(tn.data.DataLoader(_ScalarDataset(), 2, device=device)))

@@ -212,12 +212,35 @@ class DataLoader:
                 xb, yb = self._slice(resident, order, start, stop)
             else:
                 idx = np.arange(start, stop, dtype=np.int64) if order is None else order[start:stop]
-                x_host, y_host = self.dataset[idx]
+                x_host, y_host = self._gathered(idx)
                 xb = to_device(x_host, self.backend)
                 yb = xb if y_host is x_host else to_device(y_host, self.backend)
             if self.transform is not None:
                 xb = self.transform(xb)
+                if len(getattr(xb, "shape", ())) == 0 or xb.shape[0] != yb.shape[0]:
+                    got = tuple(xb.shape) if hasattr(xb, "shape") else type(xb).__name__
+                    raise ValueError(f"DataLoader: transform {self.transform!r} turned a batch "
+                                     f"of {yb.shape[0]} inputs into {got}; a transform must "
+                                     f"keep one input per target")
             yield xb, yb
+
+    def _gathered(self, idx):
+        """``dataset[idx]`` as arrays of ``len(idx)`` samples (lists become host arrays)."""
+        x, y = self.dataset[idx]
+        pair = []
+        for name, part in (("x", x), ("y", y)):
+            if part is x and name == "y":
+                pair.append(pair[0])
+                continue
+            if isinstance(part, (list, tuple)):
+                part = np.asarray(part)
+            if len(getattr(part, "shape", ())) == 0 or part.shape[0] != idx.shape[0]:
+                got = tuple(part.shape) if hasattr(part, "shape") else type(part).__name__
+                raise ValueError(f"DataLoader: {type(self.dataset).__name__}[indices] returned "
+                                 f"{name} of {got} for {idx.shape[0]} indices; a dataset "
+                                 f"returns (x, y) arrays with one row per index")
+            pair.append(part)
+        return pair[0], pair[1]
 
     def _slice(self, resident, order, start, stop):
         x, y = resident
