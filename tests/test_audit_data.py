@@ -81,3 +81,66 @@ def test_loader_takes_lists_and_names_a_dataset_that_returns_scalars(device):
     assert tn.asnumpy(batches[2][1]).tolist() == [4]
     with pytest.raises(ValueError, match="_ScalarDataset\\[indices\\] returned x of float"):
         next(iter(tn.data.DataLoader(_ScalarDataset(), 2, device=device)))
+
+
+def _ids_and_inputs(batches):
+    return [(tn.asnumpy(y).tolist(), tn.asnumpy(x).tobytes()) for x, y in batches]
+
+
+def _augmenting_loader(device, seed, shuffle, resident, shard=None):
+    x = np.random.default_rng(0).standard_normal((23, 1, 4, 4)).astype(np.float32)
+    return tn.data.DataLoader(tn.data.ArrayDataset(x, np.arange(23)), 5, shuffle=shuffle,
+                              seed=seed, device=device, resident=resident, shard=shard,
+                              transform=tn.data.RandomCrop(4, padding=1))
+
+
+@pytest.mark.parametrize("seed, shuffle, shard", [(None, True, None), (3, True, None),
+                                                  (None, False, None), (3, True, (1, 2))],
+                         ids=["unseeded", "seeded", "in-order", "sharded"])
+@pytest.mark.parametrize("resident", [None, False])
+def test_mid_epoch_state_resumes_the_rest_of_that_epoch(tmp_path, device, seed, shuffle,
+                                                        shard, resident):
+    def run(stop_after=None):
+        tn.manual_seed(1)
+        loader = _augmenting_loader(device, seed, shuffle, resident, shard)
+        done = []
+        for _ in range(3):
+            for batch in loader:
+                done.append(batch)
+                if len(done) == stop_after:
+                    return done, loader
+        return done, loader
+
+    whole, _ = run()
+    first, loader = run(stop_after=7)  # in epoch 2 (5 or, sharded, 3 batches each)
+    steps = len(first)
+    per_epoch = len(loader)
+    assert loader.state_dict()["batch"] == steps % per_epoch
+    tn.save_checkpoint(tmp_path / "c.safetensors", tn.nn.Linear(1, 1), loader=loader)
+    tn.manual_seed(99)  # the checkpoint's RNG state must take over
+    fresh = _augmenting_loader(device, seed, shuffle, resident, shard)
+    tn.load_checkpoint(tmp_path / "c.safetensors", tn.nn.Linear(1, 1), loader=fresh)
+    rest = list(fresh)  # the rest of the interrupted epoch
+    assert len(rest) == per_epoch - steps % per_epoch
+    while fresh.epoch < 3:
+        rest += list(fresh)
+    assert _ids_and_inputs(first + rest) == _ids_and_inputs(whole)
+    assert len(rest) == 3 * per_epoch - steps and fresh.epoch == 3
+
+
+def test_a_loop_broken_off_does_not_make_the_next_one_resume():
+    loader = tn.data.DataLoader(_dataset(), 4)
+    next(iter(loader))
+    assert [tn.asnumpy(y).tolist() for _, y in loader][0] == [0, 1, 2, 3]
+    assert loader.epoch == 2
+
+
+def test_mid_epoch_state_is_checked():
+    loader = tn.data.DataLoader(_dataset(), 4, shuffle=True)
+    for bad in ({"epoch": 1, "batch": 3}, {"epoch": 0, "batch": 1}, {"epoch": 1, "batch": 1},
+                {"epoch": 1, "batch": 1, "order": np.zeros(10, np.int64)}):
+        with pytest.raises(ValueError, match="DataLoader.load_state_dict"):
+            loader.load_state_dict(bad)
+    it = iter(loader)
+    next(it), next(it), next(it)  # the last batch yielded: the epoch is complete
+    assert "batch" not in loader.state_dict()
