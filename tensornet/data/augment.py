@@ -148,7 +148,9 @@ class RandomAffine:
         backend = _image_batch(type(self).__name__, x)
         xp = backend.xp
         n, _, h, w = x.shape
-        dt = dtype_name(x.dtype)
+        # coordinates in float32 at least: float16 holds whole numbers only up to 2048, and
+        # its rounding would move pixels of a wide image even at angle 0
+        dt = "float64" if dtype_name(x.dtype) == "float64" else "float32"
         angle = backend.uniform((n,), *self.degrees, dtype=dt) * (math.pi / 180.0)
         shift_x = shift_y = 0.0
         if self.translate is not None:
@@ -156,8 +158,8 @@ class RandomAffine:
             shift_x = xp.round(backend.uniform((n,), -reach_x, reach_x, dtype=dt))[:, None, None]
             shift_y = xp.round(backend.uniform((n,), -reach_y, reach_y, dtype=dt))[:, None, None]
         # output pixel (i, j) relative to the centre, minus the shift, rotated back
-        y = xp.reshape(xp.arange(h, dtype=x.dtype), (1, h, 1)) - (h - 1) / 2.0 - shift_y
-        x_ = xp.reshape(xp.arange(w, dtype=x.dtype), (1, 1, w)) - (w - 1) / 2.0 - shift_x
+        y = xp.reshape(xp.arange(h, dtype=angle.dtype), (1, h, 1)) - (h - 1) / 2.0 - shift_y
+        x_ = xp.reshape(xp.arange(w, dtype=angle.dtype), (1, 1, w)) - (w - 1) / 2.0 - shift_x
         cos, sin = xp.cos(angle)[:, None, None], xp.sin(angle)[:, None, None]
         source_x = cos * x_ - sin * y + (w - 1) / 2.0
         source_y = sin * x_ + cos * y + (h - 1) / 2.0
@@ -179,7 +181,7 @@ class RandomAffine:
                                  (top + 1, left + 1, dy * dx)):
             part = weight * _gather(backend, x, row, col, self.fill)
             out = part if out is None else out + part
-        return out
+        return xp.astype(out, x.dtype)  # the weights are float32 for a float16 batch
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(degrees={self.degrees}, translate={self.translate}, "

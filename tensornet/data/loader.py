@@ -62,7 +62,18 @@ class Subset(Dataset):
 
     def __init__(self, dataset, indices):
         self.dataset = dataset
-        self.indices = np.asarray(indices, dtype=np.int64)
+        given = np.asarray(indices)
+        n = len(dataset)
+        # int64 casting would truncate 1.7 to 1 and read a boolean mask as indices 0 and 1
+        if given.ndim != 1 or (given.size and (given.dtype == np.bool_
+                                               or not np.issubdtype(given.dtype, np.integer))):
+            hint = " (for a mask use np.flatnonzero(mask))" if given.dtype == np.bool_ else ""
+            raise TypeError(f"Subset: indices must be a 1-D sequence of integers{hint}, got "
+                            f"{given.dtype} of shape {given.shape}")
+        if given.size and (given.min() < -n or given.max() >= n):
+            raise IndexError(f"Subset: indices must be in [-{n}, {n}) for a dataset of {n} "
+                             f"samples, got {given.min()}..{given.max()}")
+        self.indices = given.astype(np.int64)
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -131,7 +142,11 @@ class DataLoader:
             for evaluation only, ``"uneven"`` (each sample once; some ranks have one more).
 
     ``len(loader)`` is the number of batches per epoch. ``loader.epoch`` counts started
-    epochs; ``state_dict()`` / ``load_state_dict()`` carry it in checkpoints.
+    epochs; ``state_dict()`` / ``load_state_dict()`` carry it in checkpoints. Taken in the
+    middle of an epoch, the state also holds how many of its batches were yielded (and,
+    for an unseeded shuffle, the epoch's order, which cannot be drawn again): the next
+    iteration after ``load_state_dict`` yields exactly that epoch's remaining batches,
+    then the epochs after it as an uninterrupted run would.
     """
 
     def __init__(self, dataset, batch_size: int = 32, shuffle: bool = False,
@@ -168,6 +183,10 @@ class DataLoader:
         self.resident = resident
         self.epoch = 0
         self._on_device = None  # (x, y) resident on the device, y None when it is x
+        # the latest epoch while it is being iterated: [epoch, batches yielded, its order
+        # when it cannot be drawn again, else None]
+        self._position = None
+        self._resume = None  # the same, from load_state_dict: where the next __iter__ starts
 
     def _samples(self) -> int:
         """Samples this loader draws per epoch before batching (this rank's share)."""
@@ -191,22 +210,58 @@ class DataLoader:
         return [min(bs, n - start) for start in range(0, len(self) * bs, bs)]
 
     def __iter__(self):
-        epoch = self.epoch
-        self.epoch += 1
         resident = self._resident_arrays()
-        order = self._order(epoch, on_device=resident is not None)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        on_device = resident is not None
+        resumed, self._resume = self._resume, None
+        if resumed is not None:  # a mid-epoch state: the rest of that epoch
+            epoch, first, saved = resumed
+            order = self._order(epoch, on_device) if saved is None else (
+                self.backend.asarray(saved) if on_device else saved)
+        else:
+            epoch, first = self.epoch, 0
+            self.epoch += 1
+            order = self._order(epoch, on_device)
+        redrawable = not self.shuffle or self.seed is not None or self.shard is not None
+        position = self._position = [epoch, first, None if redrawable else order]
+        for start in range(first * self.batch_size, len(self) * self.batch_size,
+                           self.batch_size):
             stop = min(start + self.batch_size, self._samples())
             if resident is not None:
                 xb, yb = self._slice(resident, order, start, stop)
             else:
                 idx = np.arange(start, stop, dtype=np.int64) if order is None else order[start:stop]
-                x_host, y_host = self.dataset[idx]
+                x_host, y_host = self._gathered(idx)
                 xb = to_device(x_host, self.backend)
                 yb = xb if y_host is x_host else to_device(y_host, self.backend)
             if self.transform is not None:
                 xb = self.transform(xb)
+                if len(getattr(xb, "shape", ())) == 0 or xb.shape[0] != yb.shape[0]:
+                    got = tuple(xb.shape) if hasattr(xb, "shape") else type(xb).__name__
+                    raise ValueError(f"DataLoader: transform {self.transform!r} turned a batch "
+                                     f"of {yb.shape[0]} inputs into {got}; a transform must "
+                                     f"keep one input per target")
+            position[1] += 1
             yield xb, yb
+        if self._position is position:
+            self._position = None
+
+    def _gathered(self, idx):
+        """``dataset[idx]`` as arrays of ``len(idx)`` samples (lists become host arrays)."""
+        x, y = self.dataset[idx]
+        pair = []
+        for name, part in (("x", x), ("y", y)):
+            if part is x and name == "y":
+                pair.append(pair[0])
+                continue
+            if isinstance(part, (list, tuple)):
+                part = np.asarray(part)
+            if len(getattr(part, "shape", ())) == 0 or part.shape[0] != idx.shape[0]:
+                got = tuple(part.shape) if hasattr(part, "shape") else type(part).__name__
+                raise ValueError(f"DataLoader: {type(self.dataset).__name__}[indices] returned "
+                                 f"{name} of {got} for {idx.shape[0]} indices; a dataset "
+                                 f"returns (x, y) arrays with one row per index")
+            pair.append(part)
+        return pair[0], pair[1]
 
     def _slice(self, resident, order, start, stop):
         x, y = resident
@@ -276,10 +331,39 @@ class DataLoader:
         state = {"epoch": self.epoch, "seed": self.seed}
         if self.shard is not None:
             state["shard"] = list(self.shard)
+        position = self._resume or self._position
+        if position is not None and position[0] == self.epoch - 1 \
+                and 0 < position[1] < len(self):
+            state["batch"] = position[1]  # batches of epoch `epoch - 1` already yielded
+            if position[2] is not None:
+                state["order"] = np.array(asnumpy(position[2]), dtype=np.int64, copy=True)
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
+        epoch = int(state["epoch"])
+        position = None
+        if state.get("batch") is not None:
+            batch = state["batch"]
+            if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) \
+                    or epoch < 1 or not 0 < batch < len(self):
+                raise ValueError(f"DataLoader.load_state_dict: 'batch' must be an integer in "
+                                 f"[1, {len(self) - 1}] (this loader has {len(self)} batches "
+                                 f"per epoch) with "
+                                 f"'epoch' >= 1; got batch={batch!r}, epoch={epoch!r}")
+            order = state.get("order")
+            if self.shuffle and self.seed is None and self.shard is None:
+                order = None if order is None else np.asarray(asnumpy(order))
+                n = len(self.dataset)
+                if order is None or order.shape != (n,) or order.dtype.kind not in "iu" \
+                        or not np.array_equal(np.sort(order), np.arange(n)):
+                    raise ValueError(f"DataLoader.load_state_dict: a mid-epoch state of an "
+                                     f"unseeded shuffle needs 'order', a permutation of the "
+                                     f"{n} samples")
+                order = order.astype(np.int64)
+            else:
+                order = None
+            position = [epoch - 1, int(batch), order]
+        self.epoch, self._resume, self._position = epoch, position, None
 
     def __repr__(self) -> str:
         return (f"DataLoader({len(self.dataset)} samples, batch_size={self.batch_size}, "

@@ -14,8 +14,9 @@ _BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 def save_checkpoint(path, model, optimizer=None, *, scheduler=None, loader=None, epoch=None,
                     config=None, history=None) -> None:
     """Save everything needed to resume training bit-for-bit: model and optimizer state,
-    the LR schedule, the training loader's epoch counter, every RNG's state, the epoch,
-    plus an optional JSON-friendly ``config`` (how to rebuild the model) and ``history``."""
+    the LR schedule, the training loader's epoch counter (and, saved mid-epoch, its place in
+    that epoch), every RNG's state, the epoch, plus an optional JSON-friendly ``config``
+    (how to rebuild the model) and ``history``."""
     from tensornet.random import get_rng_state
 
     state = {"model": model.state_dict(), "rng": get_rng_state()}
