@@ -415,3 +415,16 @@ def test_fit_warns_once_when_the_train_loader_is_not_sharded():
         fresh = object.__new__(DistributedFit)
         fresh.comm, fresh.is_main = TwoRanks(), True
         fresh.check_loader(tn.data.DataLoader(data, 2, shard=(0, 2)), "train_loader")
+
+
+def test_syncbatchnorm_over_several_ranks_is_refused_by_cuda_graphs():
+    """A CUDA graph cannot capture its host all-reduce: graph steps must refuse it (they
+    did not, outside DataParallel); over one process it is BatchNorm."""
+    class TwoRanks:
+        rank, size = 0, 2
+
+    norm = nn.SyncBatchNorm(3)
+    assert norm.graph_unsafe_reason is None  # no communicator: one process
+    norm.comm = TwoRanks()
+    assert "all-reduced over the ranks through MPI" in norm.graph_unsafe_reason
+    assert norm.eval().graph_unsafe_reason is None  # eval uses the running statistics

@@ -37,6 +37,15 @@ class SyncBatchNorm(_BatchNorm):
                          device=device, dtype=dtype)
         self.comm = comm  # (_global_count: elements per channel over all ranks, for backward)
 
+    @property
+    def graph_unsafe_reason(self) -> str | None:
+        """Training over several ranks all-reduces the statistics through MPI on the host,
+        which a CUDA graph cannot capture; otherwise as BatchNorm."""
+        if self.training and self._communicator() is not None:
+            return ("its batch statistics are all-reduced over the ranks through MPI on the "
+                    "host every step")
+        return super().graph_unsafe_reason
+
     def _communicator(self):
         comm = self.comm
         if comm is None:
