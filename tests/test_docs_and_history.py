@@ -105,3 +105,31 @@ def test_history_save_json_is_atomic(tmp_path):
         history.save_json(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
+
+
+def test_manual_seed_says_which_backends_draw_alike():
+    """The docstring said the NumPy, strict and torch backends draw alike: only the shuffles
+    do; the NumPy backend draws float32 masks of its own, the generic backends float64."""
+    devices = ["cpu", "strict"] + (["torch"] if _has_torch() else [])
+    masks, orders = {}, {}
+    for device in devices:
+        tn.manual_seed(5)
+        backend = tn.get_backend(device)
+        masks[device] = tn.asnumpy(backend.bernoulli((8, 8), 0.5))
+        tn.manual_seed(5)  # a float32 draw consumes less of the stream than a float64 one
+        orders[device] = tn.asnumpy(backend.permutation(50))
+    assert all(np.array_equal(orders[d], orders["cpu"]) for d in devices)
+    assert not np.array_equal(masks["cpu"], masks["strict"])
+    if "torch" in masks:
+        assert np.array_equal(masks["strict"], masks["torch"])
+    doc = " ".join(tn.manual_seed.__doc__.split())
+    assert "NumPy, strict and torch backends draw alike" not in doc
+    assert "the NumPy backend draws float32" in doc
+
+
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
