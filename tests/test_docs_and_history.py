@@ -133,3 +133,27 @@ def _has_torch():
     except ImportError:
         return False
     return True
+
+
+def test_readme_lookup_order_root_replaces_tensornet_data(tmp_path, monkeypatch):
+    """README said the files are looked up in root=, *then* $TENSORNET_DATA: the code takes
+    root= instead of $TENSORNET_DATA (as datasets.py says), so a root= without the files
+    goes on to the cache and the Debian folder, never to $TENSORNET_DATA."""
+    import functools
+    from pathlib import Path
+
+    from fake_datasets import isolate, write_fake_idx_folder
+    from tensornet.data import datasets
+
+    isolated = isolate(tmp_path, monkeypatch)
+    env, root, system = isolated / "env", isolated / "root", isolated / "system"
+    write_fake_idx_folder(env)
+    write_fake_idx_folder(system / "fashion-mnist")
+    root.mkdir()
+    monkeypatch.setenv("TENSORNET_DATA", str(env))
+    find = functools.partial(datasets.find, datasets.FASHION_MNIST, download=False)
+    assert find() == env
+    assert find(root=root) == system / "fashion-mnist"  # not env
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert "`root=` / `--data-dir` or, without one, `$TENSORNET_DATA`" in readme
+    assert "`root=` / `--data-dir`, then `$TENSORNET_DATA`" not in readme
