@@ -1,4 +1,4 @@
-"""The ``tensornet`` command (also ``python -m tensornet``): train, eval, info.
+"""The ``tensornet`` command (also ``python -m tensornet``): train, eval, info, export.
 
     tensornet train                       # MLP 784-256-120-64-10 on Fashion-MNIST, CPU
     tensornet train --model cnn --device cuda --epochs 10 --out runs/cnn

@@ -24,7 +24,10 @@ _seed: int | None = None  # the last manual_seed, applied to backends created la
 def manual_seed(seed: int) -> None:
     """Seed the host generator (weight init) and every backend's generator (dropout,
     shuffling), the backends created later included. Every backend gets the same seed
-    (``seed + 1``), so the NumPy, strict and torch backends draw alike."""
+    (``seed + 1``). Initial weights are drawn on the host, so they are the same on every
+    backend, and so are shuffles (permutations); the strict and torch backends also draw
+    alike (NumPy's Generator in float64, converted), but the NumPy backend draws float32
+    directly, so its dropout masks and random transforms differ from theirs."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"manual_seed: seed must be a non-negative integer, got {seed!r}")
     global _host, _seed

@@ -105,3 +105,55 @@ def test_history_save_json_is_atomic(tmp_path):
         history.save_json(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
+
+
+def test_manual_seed_says_which_backends_draw_alike():
+    """The docstring said the NumPy, strict and torch backends draw alike: only the shuffles
+    do; the NumPy backend draws float32 masks of its own, the generic backends float64."""
+    devices = ["cpu", "strict"] + (["torch"] if _has_torch() else [])
+    masks, orders = {}, {}
+    for device in devices:
+        tn.manual_seed(5)
+        backend = tn.get_backend(device)
+        masks[device] = tn.asnumpy(backend.bernoulli((8, 8), 0.5))
+        tn.manual_seed(5)  # a float32 draw consumes less of the stream than a float64 one
+        orders[device] = tn.asnumpy(backend.permutation(50))
+    assert all(np.array_equal(orders[d], orders["cpu"]) for d in devices)
+    assert not np.array_equal(masks["cpu"], masks["strict"])
+    if "torch" in masks:
+        assert np.array_equal(masks["strict"], masks["torch"])
+    doc = " ".join(tn.manual_seed.__doc__.split())
+    assert "NumPy, strict and torch backends draw alike" not in doc
+    assert "the NumPy backend draws float32" in doc
+
+
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_readme_lookup_order_root_replaces_tensornet_data(tmp_path, monkeypatch):
+    """README said the files are looked up in root=, *then* $TENSORNET_DATA: the code takes
+    root= instead of $TENSORNET_DATA (as datasets.py says), so a root= without the files
+    goes on to the cache and the Debian folder, never to $TENSORNET_DATA."""
+    import functools
+    from pathlib import Path
+
+    from fake_datasets import isolate, write_fake_idx_folder
+    from tensornet.data import datasets
+
+    isolated = isolate(tmp_path, monkeypatch)
+    env, root, system = isolated / "env", isolated / "root", isolated / "system"
+    write_fake_idx_folder(env)
+    write_fake_idx_folder(system / "fashion-mnist")
+    root.mkdir()
+    monkeypatch.setenv("TENSORNET_DATA", str(env))
+    find = functools.partial(datasets.find, datasets.FASHION_MNIST, download=False)
+    assert find() == env
+    assert find(root=root) == system / "fashion-mnist"  # not env
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert "`root=` / `--data-dir` or, without one, `$TENSORNET_DATA`" in readme
+    assert "`root=` / `--data-dir`, then `$TENSORNET_DATA`" not in readme

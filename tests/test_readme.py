@@ -53,3 +53,16 @@ def test_ci_runs_the_readme_test_command():
         ["awk", r"/<!-- test-command -->/ {getline; while ($0 ~ /^```/ || $0 ~ /^[[:space:]]*$/) "
                 r"getline; print; exit}", str(README)], capture_output=True, text=True, check=True)
     assert "pytest" in out.stdout and "pip install" in out.stdout
+
+
+def test_mpiexec_lines_in_readme_parse():
+    """The `tensornet ...` part of every `mpiexec ... tensornet ...` line parses too."""
+    from tensornet.cli import build_parser
+    parser = build_parser()
+    lines = [line.split("#")[0].strip() for block in _blocks("") for line in block.splitlines()]
+    commands = [line.split(" tensornet ", 1)[1] for line in lines
+                if line.startswith("mpiexec ") and " tensornet " in line]
+    assert len(commands) >= 3
+    for command in commands:
+        args = parser.parse_args(command.split())
+        assert args.command == "train" and args.distributed
