@@ -25,7 +25,8 @@ def summary(model: Module, input_shape, *, batch_size: int = 2, dtype=None,
     ``input_shape`` is one sample's shape, without the batch axis (e.g. ``(1, 28, 28)``).
     It runs one forward pass in eval mode on a zero batch of ``batch_size`` samples of
     ``dtype`` (the model's by default; ``"int64"`` for an Embedding model) on the model's
-    device, then restores the mode and drops the forward caches.
+    device, under ``no_grad``, then restores each module's mode; a pending forward's caches
+    are kept, so its backward still works.
     """
     if not isinstance(model, Module):
         raise TypeError(f"summary expected a tensornet Module, got {type(model).__name__}")
@@ -90,20 +91,19 @@ def summary(model: Module, input_shape, *, batch_size: int = 2, dtype=None,
 
 
 def run_with_hooks(model: Module, x, hook):
-    """``model(x)`` in eval mode with ``hook(module, inputs, output)`` as a forward hook on
-    every module; then the hooks are removed, the mode restored and the forward caches
-    dropped (nothing is left for a backward). Returns the output."""
+    """``model(x)`` in eval mode under ``no_grad`` with ``hook(module, inputs, output)`` as a
+    forward hook on every module; then the hooks are removed and every module's own mode
+    put back. A pending forward's caches are kept (``no_grad`` leaves them as they were), so
+    a backward after it still works. Returns the output."""
+    from tensornet.evaluation import _inference
+
     handles = [m.register_forward_hook(hook) for m in model.modules()]
-    was_training = model.training
-    model.eval()
     try:
-        return model(x)
+        with _inference(model):
+            return model(x)
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
-        for module in model.modules():
-            module.clear_cache()
 
 
 def _containers_first(rows):

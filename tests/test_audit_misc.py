@@ -232,3 +232,28 @@ def test_predict_names_a_model_that_is_no_module_and_a_0d_input():
         tn.predict(3, x)                      # was "'int' object has no attribute 'parameters'"
     with pytest.raises(ValueError, match=r"predict: data must have a batch axis"):
         tn.predict(nn.Linear(2, 2), np.float32(1.0))   # was IndexError "tuple index out of range"
+
+
+def test_summary_between_a_forward_and_its_backward_changes_nothing():
+    """summary ran its zero batch with the caches on and then cleared them: a backward
+    after it failed. It now runs under no_grad, and every module keeps its own mode."""
+    import tensornet as tn
+    from tensornet import nn
+
+    def step(with_summary):
+        tn.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+        model[1].eval()  # a frozen BatchNorm inside a training model
+        x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+        out = model(x)
+        if with_summary:
+            tn.summary(model, (4,), print_fn=None)
+        model.backward(np.ones_like(out))
+        return [np.asarray(p.grad) for p in model.parameters()], \
+            [m.training for m in model.modules()]
+
+    grads, modes = step(True)
+    ref_grads, ref_modes = step(False)
+    assert modes == ref_modes == [True, True, False, True, True]
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_array_equal(g, r)
