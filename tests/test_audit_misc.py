@@ -257,3 +257,13 @@ def test_summary_between_a_forward_and_its_backward_changes_nothing():
     assert modes == ref_modes == [True, True, False, True, True]
     for g, r in zip(grads, ref_grads):
         np.testing.assert_array_equal(g, r)
+
+
+def test_kfold_refuses_a_seed_it_would_ignore():
+    """shuffle=False with a seed: the seed changed nothing, silently (scikit-learn's KFold
+    raises)."""
+    import tensornet as tn
+    data = tn.data.ArrayDataset(np.zeros((10, 2), np.float32), np.zeros(10, np.int64))
+    with pytest.raises(ValueError, match=r"seed=0 has no effect with shuffle=False"):
+        tn.data.kfold(data, k=2, seed=0, shuffle=False)
+    assert len(list(tn.data.kfold(data, k=2, shuffle=False))) == 2

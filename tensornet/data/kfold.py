@@ -34,6 +34,10 @@ def kfold(dataset, k: int = 5, seed: int | None = None, shuffle: bool = True):
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                              or seed < 0):
         raise ValueError(f"kfold: seed must be a non-negative integer or None, got {seed!r}")
+    if seed is not None and not shuffle:
+        raise ValueError(f"kfold: seed={seed!r} has no effect with shuffle=False (the folds "
+                         f"are the samples in order); drop the seed or shuffle, as "
+                         f"scikit-learn's KFold asks")
     # checked here, at the call; the folds are drawn lazily, one per iteration
     return _folds(dataset, n, int(k), seed, shuffle)
 
