@@ -4,6 +4,8 @@ and the command line on Fashion-MNIST. Each test launches the programs in
 distributed_worker.py with a timeout, and skips when mpi4py or mpiexec is missing."""
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import re
@@ -47,10 +49,38 @@ def mpirun(args, ranks=2, timeout=120, env=None, cwd=HERE):
     environment = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     environment.update(env or {})
     environment["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE)])
+    before = set(glob.glob(SHM_SEGMENTS))
     start = time.perf_counter()
-    done = subprocess.run([_mpiexec(), "-n", str(ranks), *args], capture_output=True,
-                          text=True, timeout=timeout, env=environment, cwd=cwd)
+    try:
+        done = subprocess.run([_mpiexec(), "-n", str(ranks), *args], capture_output=True,
+                              text=True, timeout=timeout, env=environment, cwd=cwd)
+    finally:
+        _remove_leftover_segments(before)
     return done, time.perf_counter() - start
+
+
+# MPICH's shared-memory segments: a run that aborts leaves its own behind, and its name
+# comes from the launcher's job name, which holds mpiexec's pid. Once pids wrap (32768 on
+# many machines; a test session starts thousands of processes) a later job of the same
+# name opens the stale segment and can hang in its start-up. Each test run removes what
+# it left and no live process still maps.
+SHM_SEGMENTS = "/dev/shm/mpich_shm_*"
+
+
+def _remove_leftover_segments(before: set) -> None:
+    left = set(glob.glob(SHM_SEGMENTS)) - before
+    if not left:
+        return
+    for maps in glob.glob("/proc/[0-9]*/maps"):
+        try:
+            with open(maps) as f:
+                text = f.read()
+        except OSError:
+            continue
+        left = {path for path in left if path not in text}
+    for path in left:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def run_case(case, out, extra=(), **kwargs):

@@ -294,6 +294,7 @@ def _start_watchdog(comm: Communicator, abort_from_thread: bool) -> threading.Th
         sys.stderr.write(f"tensornet.distributed: rank {comm.rank} of {comm.size} {message}; "
                          f"ending every rank{hint}\n")
         sys.stderr.flush()
+        time.sleep(0.2)  # let mpiexec forward the line before the abort kills it (comm.abort)
         if abort_from_thread:
             comm._comm.Abort(1)
         os._exit(1)
