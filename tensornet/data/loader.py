@@ -235,8 +235,8 @@ class DataLoader:
                 yb = xb if y_host is x_host else to_device(y_host, self.backend)
             if self.transform is not None:
                 xb = self.transform(xb)
-                if len(getattr(xb, "shape", ())) == 0 or xb.shape[0] != yb.shape[0]:
-                    got = tuple(xb.shape) if hasattr(xb, "shape") else type(xb).__name__
+                got = _rows_mismatch(xb, yb.shape[0])
+                if got is not None:
                     raise ValueError(f"DataLoader: transform {self.transform!r} turned a batch "
                                      f"of {yb.shape[0]} inputs into {got}; a transform must "
                                      f"keep one input per target")
@@ -255,8 +255,8 @@ class DataLoader:
                 continue
             if isinstance(part, (list, tuple)):
                 part = np.asarray(part)
-            if len(getattr(part, "shape", ())) == 0 or part.shape[0] != idx.shape[0]:
-                got = tuple(part.shape) if hasattr(part, "shape") else type(part).__name__
+            got = _rows_mismatch(part, idx.shape[0])
+            if got is not None:
                 raise ValueError(f"DataLoader: {type(self.dataset).__name__}[indices] returned "
                                  f"{name} of {got} for {idx.shape[0]} indices; a dataset "
                                  f"returns (x, y) arrays with one row per index")
@@ -376,3 +376,11 @@ def _take(array, indices):
         return array[np.asarray(indices)]
     backend = get_backend(array)
     return backend.xp.take(array, backend.asarray(np.asarray(indices, dtype=np.int64)), axis=0)
+
+
+def _rows_mismatch(part, rows: int):
+    """None when ``part`` is an array of ``rows`` rows, else what it is instead (a shape or
+    a type name), for the error."""
+    if len(getattr(part, "shape", ())) and part.shape[0] == rows:
+        return None
+    return tuple(part.shape) if hasattr(part, "shape") else type(part).__name__

@@ -27,6 +27,15 @@ def _check_broadcast(owner: str, name: str, host, shape) -> None:
                          f"predictions' shape {shape}")
 
 
+def _weighted(loss: Loss, grad, weight, grad_output):
+    """A binary cross-entropy's per-element gradient times its ``weight`` (or None) and the
+    upstream scale of ``loss``'s reduction."""
+    if weight is not None:
+        grad = grad * weight
+    grad *= loss._upstream(grad_output)
+    return grad
+
+
 class BCEWithLogitsLoss(Loss):
     """Binary cross-entropy on logits; targets in [0, 1] of the logits' shape, as
     ``torch.nn.BCEWithLogitsLoss``.
@@ -79,10 +88,7 @@ class BCEWithLogitsLoss(Loss):
             grad = sigmoid - target
         else:
             grad = (1.0 + (pos_weight - 1.0) * target) * sigmoid - pos_weight * target
-        if weight is not None:
-            grad = grad * weight
-        grad *= self._upstream(grad_output)
-        return grad
+        return _weighted(self, grad, weight, grad_output)
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
@@ -137,10 +143,7 @@ class BCELoss(Loss):
         probs, target, weight = self._require_cache(self._cache)
         xp = self.backend.xp
         grad = (probs - target) / xp.maximum(probs * (1.0 - probs), _BCE_GRAD_EPS)
-        if weight is not None:
-            grad = grad * weight
-        grad *= self._upstream(grad_output)
-        return grad
+        return _weighted(self, grad, weight, grad_output)
 
     def extra_repr(self) -> str:
         text = super().extra_repr()

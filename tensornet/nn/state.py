@@ -23,7 +23,7 @@ class StateDict:
         its own state back."""
         state = OrderedDict()
         for name, (module, attr, is_param) in self._state_slots().items():
-            state[name] = module._parameters[attr].data if is_param else module._buffers[attr]
+            state[name] = _slot_value(module, attr, is_param)
         return state
 
     def load_state_dict(self, state, strict: bool = True) -> IncompatibleKeys:
@@ -47,7 +47,7 @@ class StateDict:
         for key, (module, attr, is_param) in own.items():
             if key not in state:
                 continue
-            current = module._parameters[attr].data if is_param else module._buffers[attr]
+            current = _slot_value(module, attr, is_param)
             value = np.asarray(_to_host(state[key]))
             if tuple(value.shape) != tuple(current.shape):
                 problems.append(f"{key}: checkpoint shape {tuple(value.shape)}, "
@@ -60,7 +60,7 @@ class StateDict:
                              f"model ({'; '.join(problems)}); the model was left unchanged")
         for key, array in converted.items():
             module, attr, is_param = own[key]
-            current = module._parameters[attr].data if is_param else module._buffers[attr]
+            current = _slot_value(module, attr, is_param)
             if module.backend.owns(current):
                 # In place, as PyTorch: optimizer flat buffers and captured CUDA graphs keep
                 # pointing at the live values.
@@ -81,6 +81,11 @@ class StateDict:
                 if buf is not None and attr not in module._non_persistent_buffers:
                     slots[f"{prefix}.{attr}" if prefix else attr] = (module, attr, False)
         return slots
+
+
+def _slot_value(module, attr: str, is_param: bool):
+    """The array behind one ``_state_slots`` entry."""
+    return module._parameters[attr].data if is_param else module._buffers[attr]
 
 
 def _to_host(value):
