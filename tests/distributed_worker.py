@@ -4,7 +4,9 @@ OUT``), and the model/data builders they share with the single-process reference
 Cases: ``equivalence`` (20 SGD-momentum / Adam steps of an MLP and of a CNN with
 SyncBatchNorm, saved per rank), ``stops`` (a NaN on one rank and early stopping),
 ``threads``, ``raise`` / ``die`` / ``hang`` (one rank fails or stops answering mid-training),
-``mismatch`` (different models on the ranks), ``params`` (parameters frozen or added
+``desync`` (a hand-written loop takes one more step on rank 1, then ``fit``: the ranks
+wait in different collectives), ``slow`` (rank 1 pauses 5 s between two steps: nothing
+must end), ``mismatch`` (different models on the ranks), ``params`` (parameters frozen or added
 after wrapping), ``syncbn`` (SyncBatchNorm with a different batch size on each rank).
 """
 from __future__ import annotations
@@ -195,6 +197,39 @@ def case_fail(comm, out, how):
            callbacks=[_FailOnRank1(how)])
 
 
+def case_desync(comm, out):
+    x, y = data(256)
+    model = tn.distributed.DataParallel(build("mlp", False, 0), comm)
+    opt = tn.optim.SGD(model.parameters(), lr=0.05)
+    loss_fn = nn.CrossEntropyLoss()
+    for step in range(2 + comm.rank):  # rank 1 takes one step more
+        xb, yb = x[8 * step:8 * step + 8], y[8 * step:8 * step + 8]
+        loss_fn(model(xb), yb)
+        model.backward(loss_fn.backward())
+        opt.step()
+        opt.zero_grad()
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), 8, shard=comm.shard)
+    tn.fit(model, loss_fn, opt, loader, epochs=1, verbose=0)
+
+
+class _PauseOnRank1(tn.callbacks.Callback):
+    def on_batch_end(self, run, step, loss):
+        if run.model.comm.rank == 1 and step == 2:
+            import time
+            time.sleep(5.0)  # busy, not in a collective: rank 0 waits in the all-reduce
+
+
+def case_slow(comm, out):
+    x, y = data(128)
+    model = tn.distributed.DataParallel(build("mlp", False, 0), comm)
+    opt = tn.optim.SGD(model.parameters(), lr=0.05)
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), 8, shard=comm.shard)
+    history = tn.fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=1, verbose=0,
+                     callbacks=[_PauseOnRank1()])
+    with open(os.path.join(out, f"slow-rank{comm.rank}.json"), "w") as f:
+        json.dump({"epochs": len(history)}, f)
+
+
 def case_mismatch(comm, out):
     tn.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5 + comm.rank), nn.ReLU())
@@ -291,6 +326,10 @@ def main(argv) -> None:
         case_threads(comm, out)
     elif case in ("raise", "die", "exit", "hang", "hang-later"):
         case_fail(comm, out, case.split("-")[0])
+    elif case == "desync":
+        case_desync(comm, out)
+    elif case == "slow":
+        case_slow(comm, out)
     elif case == "mismatch":
         case_mismatch(comm, out)
     elif case == "params":

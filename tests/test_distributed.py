@@ -225,6 +225,27 @@ def test_a_hung_rank_ends_every_rank_after_the_collective_timeout(tmp_path, case
             "another rank is hung or far behind; ending every rank") in done.stderr
 
 
+def test_ranks_in_different_collectives_end_within_seconds_naming_both(tmp_path):
+    """Rank 1's hand-written loop takes one step more, then both call fit: rank 0 waits in
+    fit's all-gather, rank 1 in the gradient all-reduce; MPI would wait for ever (here
+    until the 30-minute timeout). Both calls are named, with the lines that made them."""
+    done, seconds = run_case("desync", tmp_path, timeout=90)
+    assert done.returncode != 0 and seconds < 30, (done.returncode, seconds, done.stderr)
+    assert "the ranks called different collectives, so neither can finish" in done.stderr
+    line = next(t for t in done.stderr.splitlines() if "called different collectives" in t)
+    assert "an all-gather (collective call " in line and "in check_loader at " in line
+    assert "an all-reduce (collective call " in line and "in reduce_gradients at " in line
+    assert "distributed_worker.py:" in line  # the user's line that led to each call
+
+
+def test_a_rank_busy_between_collectives_is_not_taken_for_a_deadlock(tmp_path):
+    """Rank 1 pauses 5 s between two steps (a slow evaluation, a checkpoint) while rank 0
+    waits in the all-reduce and asks where it is: training carries on to the end."""
+    done, _ = run_case("slow", tmp_path, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "slow-rank0.json").read_text()) == {"epochs": 1}
+
+
 def test_different_models_on_the_ranks_are_refused_at_wrap_time(tmp_path):
     done, seconds = run_case("mismatch", tmp_path, timeout=60)
     assert done.returncode != 0 and seconds < 30

@@ -17,7 +17,13 @@ with more than one rank it also
 - tells the other ranks when this one leaves the program (``sys.exit``, the end of its
   script): a rank waiting in a collective that the leaver can no longer join says so and
   ends every rank within seconds, instead of at the timeout (a rank that leaves normally
-  waits in ``MPI_Finalize`` for the others, so its own exit would end nothing).
+  waits in ``MPI_Finalize`` for the others, so its own exit would end nothing);
+- notices ranks that wait in different collectives (one in fit's all-gather, the other in
+  a gradient all-reduce, after a loop that took more steps on one rank): neither can ever
+  finish, so after a few seconds every rank is ended with both calls named, instead of
+  at the timeout.
+
+The watchdog that does the last three lives in ``watchdog.py``.
 """
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ import numpy as np
 
 from tensornet.backends import get_backend
 
+from . import watchdog
+
 INSTALL_HINT = ("pip install 'tensornet[mpi]' (mpi4py and the MPICH library, which brings "
                 "mpiexec)")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -39,11 +47,6 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 _world = None        # the Communicator init() returned
 _thread_limit = None  # threadpoolctl's limiter: the limit lasts as long as this object
 DEFAULT_TIMEOUT = 1800.0  # seconds a rank may wait in one collective (PyTorch's default)
-# A collective whose ranks all took part ends within milliseconds; one still waited in this
-# long after another rank left the program can never end. (A rank may leave a collective
-# before the others return from it, so a notice alone does not mean a hang.)
-EXIT_GRACE = 3.0
-_EXIT_TAG = 7
 
 
 class Communicator:
@@ -59,7 +62,10 @@ class Communicator:
         self.size = int(mpi_comm.Get_size()) if mpi_comm is not None else 1
         self.local_rank, self.local_size = int(local_rank), int(local_size)
         self._reducers: dict = {}  # backend -> its in-place all-reduce
-        self._waiting = None  # (what, since when) while in a collective: the watchdog reads it
+        # (what, since when, its number, the calling thread) while in a collective: the
+        # watchdog reads it; collectives are numbered in call order, alike on every rank
+        self._waiting = None
+        self._made = 0  # collectives called so far
         self._timeout = None  # seconds the watchdog allows one collective (None: no limit)
         self._watchdog = None
         self._notices = None  # a duplicate of the world communicator for exit notices
@@ -135,7 +141,8 @@ class Communicator:
 
     def _collective(self, what: str, call, *args, **kwargs):
         """``call(*args, **kwargs)``, watched by the watchdog as ``what``."""
-        self._waiting = (what, time.monotonic())
+        self._made += 1
+        self._waiting = (what, time.monotonic(), self._made, threading.get_ident())
         try:
             return call(*args, **kwargs)
         finally:
@@ -195,8 +202,8 @@ def init(threads: int | None = None, timeout: float | None = _DEFAULT) -> Commun
         set_blas_threads(comm, threads)
         if MPI.Query_thread() == MPI.THREAD_MULTIPLE:  # the watchdog thread reads notices
             comm._notices = world.Dup()
-            atexit.register(_announce_exit, comm, os.getpid())
-            comm._watchdog = _start_watchdog(comm, True)
+            atexit.register(watchdog.announce_exit, comm, os.getpid())
+            comm._watchdog = watchdog.start(comm, True)
         _set_timeout(comm, timeout)
     _world = comm
     return comm
@@ -267,62 +274,5 @@ def _set_timeout(comm: Communicator, timeout: float | None) -> None:
     thread starts with the first limit and reads the current one on every round."""
     comm._timeout = None if timeout is None else float(timeout)
     if comm._timeout is not None and comm._watchdog is None:  # no notices: MPI not threaded
-        comm._watchdog = _start_watchdog(
+        comm._watchdog = watchdog.start(
             comm, comm._mpi.Query_thread() == comm._mpi.THREAD_MULTIPLE)
-
-
-def _announce_exit(comm: Communicator, pid: int) -> None:
-    """At this rank's exit (atexit, before mpi4py's MPI_Finalize): a one-byte notice to
-    every other rank, read by their watchdogs. (Not from a forked child of the rank.)"""
-    mpi = comm._mpi
-    if os.getpid() != pid or mpi.Is_finalized():  # a forked child, or the user finalized
-        return
-    payload = np.zeros(1, dtype=np.uint8)
-    requests = [comm._notices.Isend(payload, dest=rank, tag=_EXIT_TAG)
-                for rank in range(comm.size) if rank != comm.rank]
-    mpi.Request.Waitall(requests)
-
-
-def _start_watchdog(comm: Communicator, abort_from_thread: bool) -> threading.Thread:
-    """A daemon thread that ends every rank when this one has waited in a collective for
-    more than ``comm.timeout`` seconds, or for ``EXIT_GRACE`` seconds after another rank
-    left the program: ``MPI_Abort`` where MPI allows calls from two threads, else this
-    process exits (``mpiexec`` then ends the others, as for a rank that dies). It looks
-    every tenth of the limit (between 0.05 and 5 s), or every 0.2 s while in a collective
-    where notices of exit can arrive."""
-    def end(message: str, hint: str = ""):
-        sys.stderr.write(f"tensornet.distributed: rank {comm.rank} of {comm.size} {message}; "
-                         f"ending every rank{hint}\n")
-        sys.stderr.flush()
-        time.sleep(0.2)  # let mpiexec forward the line before the abort kills it (comm.abort)
-        if abort_from_thread:
-            comm._comm.Abort(1)
-        os._exit(1)
-
-    def watch():
-        left = None  # (rank that left the program, when this rank learnt it)
-        while True:
-            timeout, waiting = comm._timeout, comm._waiting
-            period = 5.0 if timeout is None else min(5.0, max(0.05, timeout / 10.0))
-            if comm._notices is not None and waiting is not None:
-                period = min(period, 0.2)
-            time.sleep(period)
-            timeout, waiting, now = comm._timeout, comm._waiting, time.monotonic()
-            if waiting is None:
-                continue
-            if left is None and comm._notices is not None:
-                status = comm._mpi.Status()
-                if comm._notices.Iprobe(source=comm._mpi.ANY_SOURCE, tag=_EXIT_TAG,
-                                        status=status):
-                    left = (status.Get_source(), now)
-            if left is not None and now - max(left[1], waiting[1]) > EXIT_GRACE:
-                end(f"waited in {waiting[0]} after rank {left[0]} left the program "
-                    f"(sys.exit, or the end of its script) without joining it")
-            if timeout is not None and now - waiting[1] > timeout:
-                end(f"waited more than {timeout:g} s in {waiting[0]}: another rank is hung "
-                    f"or far behind", " (init(timeout=...) sets the limit)")
-
-    thread = threading.Thread(target=watch, name="tensornet-collective-watchdog",
-                              daemon=True)
-    thread.start()
-    return thread
