@@ -6,7 +6,7 @@ SyncBatchNorm, saved per rank), ``stops`` (a NaN on one rank and early stopping)
 ``threads``, ``raise`` / ``die`` / ``hang`` (one rank fails or stops answering mid-training),
 ``desync`` (a hand-written loop takes one more step on rank 1, then ``fit``: the ranks
 wait in different collectives), ``slow`` (rank 1 pauses 5 s between two steps: nothing
-must end), ``mismatch`` (different models on the ranks), ``params`` (parameters frozen or added
+must end), ``optimizers`` (another learning rate or optimizer on rank 1), ``mismatch`` (different models on the ranks), ``params`` (parameters frozen or added
 after wrapping), ``syncbn`` (SyncBatchNorm with a different batch size on each rank).
 """
 from __future__ import annotations
@@ -230,6 +230,19 @@ def case_slow(comm, out):
         json.dump({"epochs": len(history)}, f)
 
 
+def case_optimizers(comm, out, how):
+    """``lr``: rank 1's SGD has another learning rate; ``kind``: rank 1 steps Adam."""
+    x, y = data(128)
+    model = tn.distributed.DataParallel(build("mlp", False, 0), comm)
+    if how == "kind" and comm.rank == 1:
+        opt = tn.optim.Adam(model.parameters(), lr=0.05)
+    else:
+        opt = tn.optim.SGD(model.parameters(), lr=np.float64(0.05) if comm.rank == 0
+                           else (0.1 if how == "lr" else 0.05))
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), 8, shard=comm.shard)
+    tn.fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=1, verbose=0)
+
+
 def case_mismatch(comm, out):
     tn.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5 + comm.rank), nn.ReLU())
@@ -330,6 +343,8 @@ def main(argv) -> None:
         case_desync(comm, out)
     elif case == "slow":
         case_slow(comm, out)
+    elif case == "optimizers":
+        case_optimizers(comm, out, argv[3])
     elif case == "mismatch":
         case_mismatch(comm, out)
     elif case == "params":

@@ -246,6 +246,23 @@ def test_a_rank_busy_between_collectives_is_not_taken_for_a_deadlock(tmp_path):
     assert json.loads((tmp_path / "slow-rank0.json").read_text()) == {"epochs": 1}
 
 
+@pytest.mark.parametrize("how, expected", [
+    ("lr", "rank 0 has lr=0.05 in group 0, rank 1 lr=0.1"),
+    ("kind", "rank 0 has SGD with 1 parameter group(s), rank 1 Adam with 1 parameter "
+             "group(s)"),
+    ("same", None)])
+def test_fit_refuses_ranks_whose_optimizers_differ(tmp_path, how, expected):
+    """The gradients are averaged, the updates are not: another learning rate on one rank
+    would let the weights drift apart without a word. (A NumPy float64 lr on rank 0 and
+    the Python float of its value on rank 1 are the same setting.)"""
+    done, _ = run_case("optimizers", tmp_path, [how], timeout=90)
+    if expected is None:
+        assert done.returncode == 0, done.stderr
+        return
+    assert done.returncode != 0
+    assert f"fit: the ranks' optimizers differ: {expected}; every rank must step" in done.stderr
+
+
 def test_different_models_on_the_ranks_are_refused_at_wrap_time(tmp_path):
     done, seconds = run_case("mismatch", tmp_path, timeout=60)
     assert done.returncode != 0 and seconds < 30

@@ -10,6 +10,7 @@ several ranks (issue 18). ``for_model(model)`` is None otherwise, and fit runs a
 """
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
@@ -65,9 +66,12 @@ class DistributedFit:
                 raise
         return distributed_step
 
-    def check_loader(self, loader, name: str) -> None:
-        """Every rank must take the same number of steps per epoch. A DataLoader without
-        ``shard`` gives every rank the same batches: rank 0 warns (once per fit)."""
+    def check_loader(self, loader, name: str, optimizer=None) -> None:
+        """Every rank must take the same number of steps per epoch, and step the same
+        optimizer with the same settings (else the weights drift apart, silently: the
+        gradients are averaged, the updates are not); one all-gather per epoch checks both.
+        A DataLoader without ``shard`` gives every rank the same batches: rank 0 warns
+        (once per fit)."""
         from tensornet.data import DataLoader
         if isinstance(loader, DataLoader) and loader.shard is None and self.is_main \
                 and not getattr(self, "_warned_unsharded", False):
@@ -82,11 +86,19 @@ class DistributedFit:
                              f"its ranks hold different numbers of samples, so their "
                              f"gradients would not average as one batch; train with "
                              f"shard_tail='pad' (default) or 'drop'")
-        counts = self.comm.allgather(len(loader) if hasattr(loader, "__len__") else None)
+        gathered = self.comm.allgather((len(loader) if hasattr(loader, "__len__") else None,
+                                        _settings(optimizer)))
+        counts = [count for count, _ in gathered]
         if len(set(counts)) > 1:
             raise ValueError(f"fit: {name} yields {counts} batches per epoch on ranks "
                              f"0..{self.comm.size - 1}; every rank must take the same number "
                              f"of steps: build it with DataLoader(..., shard=comm.shard)")
+        for rank, (_, settings) in enumerate(gathered):
+            if settings != gathered[0][1]:
+                ours, theirs = _difference(gathered[0][1], settings)
+                raise ValueError(f"fit: the ranks' optimizers differ: rank 0 has {ours}, rank "
+                                 f"{rank} {theirs}; every rank must step the same optimizer "
+                                 f"with the same settings, or their weights drift apart")
 
     def stop_agreed(self, run, in_epoch: bool = False) -> bool:
         """True on every rank when some rank's callbacks asked to stop (one tiny
@@ -117,3 +129,38 @@ class DistributedFit:
             k = len(step_losses)
             step_losses = total[4:4 + k] / total[4 + k:]
         return loss, acc, int(n), step_losses
+
+
+def _settings(optimizer) -> tuple | None:
+    """What every rank's optimizer must agree on: its class and, per parameter group, the
+    number of parameters and every hyper-parameter (as text, so that floats compare
+    exactly and a NumPy float equals the Python float of its value)."""
+    groups = getattr(optimizer, "param_groups", None)
+    if groups is None:
+        return None
+    return (type(optimizer).__name__, tuple(
+        (("parameters", str(len(group["params"]))),) + tuple(sorted(
+            (key, _text(value)) for key, value in group.items() if key != "params"))
+        for group in groups))
+
+
+def _text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_text(v) for v in value) + ")"
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        return repr(float(value))
+    return repr(value)
+
+
+def _difference(first, other) -> tuple[str, str]:
+    """The first setting in which two ``_settings`` differ, as text for each side."""
+    def outline(settings):
+        return "no optimizer" if settings is None else \
+            f"{settings[0]} with {len(settings[1])} parameter group(s)"
+
+    if first is None or other is None or outline(first) != outline(other):
+        return outline(first), outline(other)
+    index, a, b = next((i, dict(a), dict(b)) for i, (a, b) in enumerate(zip(first[1], other[1]))
+                       if a != b)
+    key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+    return f"{key}={a.get(key, '(none)')} in group {index}", f"{key}={b.get(key, '(none)')}"
