@@ -167,6 +167,7 @@ class TerminateOnNaN(Callback):
 
 class ModelCheckpoint(Callback):
     """Save a resumable checkpoint (``tn.save_checkpoint``) at the end of each epoch.
+    Under ``tensornet.distributed`` rank 0 writes it, with every rank's random streams.
 
     ``path`` may name ``{epoch}`` and, as in Keras, any figure in the epoch's ``logs``
     (e.g. ``"ckpt/e{epoch:03d}-{val_loss:.4f}.safetensors"``); a literal brace is ``{{``.
@@ -214,9 +215,13 @@ class ModelCheckpoint(Callback):
             self.tracker.best, self.tracker.best_epoch = value, run.epoch
         else:
             path = self._format(run, logs)
-        save_checkpoint(path, run.model, run.optimizer, scheduler=run.scheduler,
-                        loader=run.train_loader, epoch=run.epoch, config=self.config,
-                        history=run.history.to_dict())
+        dist = getattr(run, "dist", None)  # distributed: every rank runs this, rank 0 writes
+        rng_per_rank = dist.rng_states() if dist is not None and dist.on_every_rank(self) \
+            else None
+        if dist is None or dist.is_main:
+            save_checkpoint(path, run.model, run.optimizer, scheduler=run.scheduler,
+                            loader=run.train_loader, epoch=run.epoch, config=self.config,
+                            history=run.history.to_dict(), rng_per_rank=rng_per_rank)
         self.saved.append(path)
 
 

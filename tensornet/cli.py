@@ -354,6 +354,7 @@ def cmd_train(args) -> int:
     test_loader = tn.data.DataLoader(tn.data.ArrayDataset(xt, None if autoencoder else yt),
                                      1000, device=device, transform=normalize, **eval_shard)
     test = tn.evaluate(model, loss_fn, test_loader)
+    rng_per_rank = tn.distributed.rng_states(comm) if comm is not None else None
     if not main_rank:
         return 0
     config = {"model": spec, "dataset": args.dataset, "device": device, "seed": args.seed,
@@ -370,7 +371,8 @@ def cmd_train(args) -> int:
         curves_png = None
     history.save_json(out / "history.json")
     tn.save_checkpoint(out / "model.safetensors", model, optimizer, loader=train_loader,
-                       epoch=len(history), config=config, history=history.to_dict())
+                       epoch=len(history), config=config, history=history.to_dict(),
+                       rng_per_rank=rng_per_rank)
     if curves_png is not None:
         atomic_write(out / "curves.png", curves_png.getvalue(), "the learning curves")
         curves = ", curves.png"

@@ -6,7 +6,8 @@ SyncBatchNorm, saved per rank), ``stops`` (a NaN on one rank and early stopping)
 ``threads``, ``raise`` / ``die`` / ``hang`` (one rank fails or stops answering mid-training),
 ``desync`` (a hand-written loop takes one more step on rank 1, then ``fit``: the ranks
 wait in different collectives), ``slow`` (rank 1 pauses 5 s between two steps: nothing
-must end), ``optimizers`` (another learning rate or optimizer on rank 1), ``mismatch`` (different models on the ranks), ``params`` (parameters frozen or added
+must end), ``optimizers`` (another learning rate or optimizer on rank 1), ``resume`` (a run resumed from ModelCheckpoint's file equals an uninterrupted one),
+``mismatch`` (different models on the ranks), ``params`` (parameters frozen or added
 after wrapping), ``syncbn`` (SyncBatchNorm with a different batch size on each rank).
 """
 from __future__ import annotations
@@ -243,6 +244,36 @@ def case_optimizers(comm, out, how):
     tn.fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=1, verbose=0)
 
 
+def case_resume(comm, out):
+    """Three epochs of a Dropout MLP with ModelCheckpoint, against one epoch, then a fresh
+    model resumed from epoch 1's checkpoint for the other two: each rank must get its own
+    random streams back (its own Dropout masks), so the two runs end bit-identical."""
+    x, y = data(256)
+
+    def run(epochs, checkpoint=None):
+        tn.manual_seed(100 + comm.rank)  # each rank its own masks
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.5),
+                              nn.Linear(32, 4)).to(dtype="float64")
+        model = tn.distributed.DataParallel(model, comm)
+        opt = tn.optim.Adam(model.parameters(), lr=1e-2)
+        loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), 8, shuffle=True, seed=3,
+                                    shard=comm.shard)
+        done = 0
+        if checkpoint is not None:
+            done = tn.load_checkpoint(checkpoint, model, opt, loader=loader)["epoch"]
+        path = os.path.join(out, "ckpt-e{epoch}.safetensors")
+        tn.fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=epochs, initial_epoch=done,
+               verbose=0, callbacks=[tn.callbacks.ModelCheckpoint(path, monitor="loss")])
+        return final_state(model)
+
+    whole = run(3)
+    comm.barrier()  # rank 0 has written the checkpoints
+    resumed = run(3, os.path.join(out, "ckpt-e1.safetensors"))
+    same = all(np.array_equal(whole[k], resumed[k]) for k in whole)
+    with open(os.path.join(out, f"resume-rank{comm.rank}.json"), "w") as f:
+        json.dump({"same": bool(same)}, f)
+
+
 def case_mismatch(comm, out):
     tn.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5 + comm.rank), nn.ReLU())
@@ -345,6 +376,8 @@ def main(argv) -> None:
         case_slow(comm, out)
     elif case == "optimizers":
         case_optimizers(comm, out, argv[3])
+    elif case == "resume":
+        case_resume(comm, out)
     elif case == "mismatch":
         case_mismatch(comm, out)
     elif case == "params":

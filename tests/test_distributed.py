@@ -1,22 +1,20 @@
 """Data-parallel training under ``mpiexec -n 2`` (issue 18): the same parameters as one
 process with the global batch, agreed stops, thread counts, failures that end every rank,
 and the command line on Fashion-MNIST. Each test launches the programs in
-distributed_worker.py with a timeout, and skips when mpi4py or mpiexec is missing."""
+distributed_worker.py with a timeout (mpi_launch.py), and skips when mpi4py or mpiexec is
+missing; failures that must end every rank are in test_distributed_failures.py."""
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mpi_launch import mpirun, needs_mpi, run_case
 
 import distributed_worker as worker
 from tensornet import nn
@@ -26,66 +24,7 @@ HERE = Path(__file__).resolve().parent
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
 
-def _mpiexec():
-    beside = Path(sys.executable).parent / "mpiexec"
-    return str(beside) if beside.is_file() else shutil.which("mpiexec")
-
-
-def _skip_reason():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return "mpi4py is not installed (pip install 'tensornet[mpi]')"
-    if _mpiexec() is None:
-        return "mpiexec is not on PATH (pip install mpich)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
-
-
-def mpirun(args, ranks=2, timeout=120, env=None, cwd=HERE):
-    """Run ``args`` on ``ranks`` ranks; returns (CompletedProcess, seconds)."""
-    environment = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
-    environment.update(env or {})
-    environment["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE)])
-    before = set(glob.glob(SHM_SEGMENTS))
-    start = time.perf_counter()
-    try:
-        done = subprocess.run([_mpiexec(), "-n", str(ranks), *args], capture_output=True,
-                              text=True, timeout=timeout, env=environment, cwd=cwd)
-    finally:
-        _remove_leftover_segments(before)
-    return done, time.perf_counter() - start
-
-
-# MPICH's shared-memory segments: a run that aborts leaves its own behind, and its name
-# comes from the launcher's job name, which holds mpiexec's pid. Once pids wrap (32768 on
-# many machines; a test session starts thousands of processes) a later job of the same
-# name opens the stale segment and can hang in its start-up. Each test run removes what
-# it left and no live process still maps.
-SHM_SEGMENTS = "/dev/shm/mpich_shm_*"
-
-
-def _remove_leftover_segments(before: set) -> None:
-    left = set(glob.glob(SHM_SEGMENTS)) - before
-    if not left:
-        return
-    for maps in glob.glob("/proc/[0-9]*/maps"):
-        try:
-            with open(maps) as f:
-                text = f.read()
-        except OSError:
-            continue
-        left = {path for path in left if path not in text}
-    for path in left:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
-def run_case(case, out, extra=(), **kwargs):
-    return mpirun([sys.executable, str(HERE / "distributed_worker.py"), case, str(out),
-                   *extra], **kwargs)
+pytestmark = needs_mpi
 
 
 def test_two_ranks_of_32_equal_one_process_of_64(tmp_path):
@@ -196,71 +135,6 @@ def test_each_rank_gets_its_share_of_the_cores_unless_the_user_chose(tmp_path):
                                                  "OMP_NUM_THREADS": chosen})
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "threads-rank0.json").read_text())["blas"] == [int(chosen)]
-
-
-@pytest.mark.parametrize("how", ["raise", "die", "exit"])
-def test_a_failing_rank_ends_every_rank_promptly(tmp_path, how):
-    """Rank 1 raises, dies (os._exit) or calls sys.exit mid-training while rank 0 waits
-    in the gradient all-reduce (the collective timeout is the default 30 minutes)."""
-    done, seconds = run_case(how, tmp_path, timeout=60)
-    assert done.returncode != 0 and seconds < 30, (done.returncode, seconds)
-    if how == "raise":
-        assert ("rank 1 of 2 stopped on an uncaught RuntimeError (simulated failure on "
-                "rank 1); aborting every rank") in done.stderr
-    if how == "exit":
-        assert ("rank 0 of 2 waited in an all-reduce after rank 1 left the program "
-                "(sys.exit, or the end of its script) without joining it; ending every "
-                "rank") in done.stderr
-
-
-@pytest.mark.parametrize("case", ["hang", "hang-later"])
-def test_a_hung_rank_ends_every_rank_after_the_collective_timeout(tmp_path, case):
-    """Rank 1 sleeps in a callback (neither dies nor raises) while rank 0 waits in the
-    gradient all-reduce; with init(timeout=2) (the first call, or a second one after a
-    default init()) rank 0's watchdog names the wait and ends both ranks long before
-    rank 1 would wake up (120 s)."""
-    done, seconds = run_case(case, tmp_path, timeout=90)
-    assert done.returncode != 0 and seconds < 40, (done.returncode, seconds, done.stderr)
-    assert ("tensornet.distributed: rank 0 of 2 waited more than 2 s in an all-reduce: "
-            "another rank is hung or far behind; ending every rank") in done.stderr
-
-
-def test_ranks_in_different_collectives_end_within_seconds_naming_both(tmp_path):
-    """Rank 1's hand-written loop takes one step more, then both call fit: rank 0 waits in
-    fit's all-gather, rank 1 in the gradient all-reduce; MPI would wait for ever (here
-    until the 30-minute timeout). Both calls are named, with the lines that made them."""
-    done, seconds = run_case("desync", tmp_path, timeout=90)
-    assert done.returncode != 0 and seconds < 30, (done.returncode, seconds, done.stderr)
-    assert "the ranks called different collectives, so neither can finish" in done.stderr
-    line = next(t for t in done.stderr.splitlines() if "called different collectives" in t)
-    assert "an all-gather (collective call " in line and "in check_loader at " in line
-    assert "an all-reduce (collective call " in line and "in reduce_gradients at " in line
-    assert "distributed_worker.py:" in line  # the user's line that led to each call
-
-
-def test_a_rank_busy_between_collectives_is_not_taken_for_a_deadlock(tmp_path):
-    """Rank 1 pauses 5 s between two steps (a slow evaluation, a checkpoint) while rank 0
-    waits in the all-reduce and asks where it is: training carries on to the end."""
-    done, _ = run_case("slow", tmp_path, timeout=90)
-    assert done.returncode == 0, done.stderr
-    assert json.loads((tmp_path / "slow-rank0.json").read_text()) == {"epochs": 1}
-
-
-@pytest.mark.parametrize("how, expected", [
-    ("lr", "rank 0 has lr=0.05 in group 0, rank 1 lr=0.1"),
-    ("kind", "rank 0 has SGD with 1 parameter group(s), rank 1 Adam with 1 parameter "
-             "group(s)"),
-    ("same", None)])
-def test_fit_refuses_ranks_whose_optimizers_differ(tmp_path, how, expected):
-    """The gradients are averaged, the updates are not: another learning rate on one rank
-    would let the weights drift apart without a word. (A NumPy float64 lr on rank 0 and
-    the Python float of its value on rank 1 are the same setting.)"""
-    done, _ = run_case("optimizers", tmp_path, [how], timeout=90)
-    if expected is None:
-        assert done.returncode == 0, done.stderr
-        return
-    assert done.returncode != 0
-    assert f"fit: the ranks' optimizers differ: {expected}; every rank must step" in done.stderr
 
 
 def test_different_models_on_the_ranks_are_refused_at_wrap_time(tmp_path):

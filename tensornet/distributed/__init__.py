@@ -16,6 +16,16 @@ from .comm import (INSTALL_HINT, Communicator, abort_if_distributed, blas_thread
 from .data_parallel import DataParallel, PeerFailureError
 
 
+def rng_states(comm: Communicator) -> list:
+    """Every rank's ``tn.get_rng_state()``, in rank order (collective: call it on every
+    rank). For a checkpoint written by rank 0 alone: ``save_checkpoint(...,
+    rng_per_rank=rng_states(comm))`` lets ``load_checkpoint`` give each rank back its own
+    random streams (Dropout masks, augmentations) instead of rank 0's. ``fit``'s
+    ``ModelCheckpoint`` does this itself."""
+    from tensornet.random import get_rng_state
+    return comm.allgather(get_rng_state())
+
+
 def device_for(comm: Communicator, device: str) -> str:
     """One GPU per rank on each host: ``"cuda"`` becomes ``"cuda:<local_rank>"``; any
     other device (``"cpu"``, an explicit ``"cuda:N"``) is returned as given."""
@@ -26,4 +36,5 @@ def device_for(comm: Communicator, device: str) -> str:
 
 
 __all__ = ["init", "world", "Communicator", "DataParallel", "PeerFailureError", "device_for",
+           "rng_states",
            "abort_if_distributed", "blas_threads_for", "set_blas_threads", "INSTALL_HINT"]

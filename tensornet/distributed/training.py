@@ -3,8 +3,10 @@ several ranks (issue 18). ``for_model(model)`` is None otherwise, and fit runs a
 
 - Figures: each rank's loss sum, correct count and sample count (and the per-step losses)
   are summed over the ranks once per epoch, so every rank holds the true global figures.
-- Output: only rank 0 prints (the table, the progress bar, callback messages) and runs
-  the callbacks that write files (``ModelCheckpoint``, or any with ``writes_files = True``).
+- Output: only rank 0 prints (the table, the progress bar, callback messages) and writes
+  files: callbacks with ``writes_files = True`` (and ModelCheckpoint subclasses with their
+  own ``on_epoch_end``) run there alone; a ``ModelCheckpoint`` runs on every rank, to
+  store every rank's RNG state in rank 0's file.
 - Decisions: a stop asked for on any rank (a callback, a non-finite loss) stops every rank
   at the same step, so no rank is left waiting in a collective.
 """
@@ -46,13 +48,26 @@ class DistributedFit:
         return verbose if self.is_main else 0
 
     def callbacks(self, callbacks: list) -> list:
-        """The callbacks this rank runs: those that write files run on rank 0 only. Notes
-        whether any may stop mid-epoch (else the per-step stop agreement is skipped)."""
+        """The callbacks this rank runs: those that write files run on rank 0 only, but a
+        ``ModelCheckpoint`` (not a subclass with its own ``on_epoch_end``) runs on every
+        rank: it gathers their RNG states, rank 0 writes. Notes whether any may stop
+        mid-epoch (else the per-step stop agreement is skipped)."""
         self.stops_in_epoch = any(type(cb).on_batch_end is not Callback.on_batch_end
                                   or type(cb).on_epoch_begin is not Callback.on_epoch_begin
                                   for cb in callbacks)
-        return [cb for cb in callbacks if self.is_main or not (
+        self.everywhere = {id(cb) for cb in callbacks if isinstance(cb, ModelCheckpoint)
+                           and type(cb).on_epoch_end is ModelCheckpoint.on_epoch_end}
+        return [cb for cb in callbacks if self.is_main or id(cb) in self.everywhere or not (
             isinstance(cb, ModelCheckpoint) or getattr(cb, "writes_files", False))]
+
+    def on_every_rank(self, callback) -> bool:
+        """Whether every rank runs ``callback`` (so it may make collective calls)."""
+        return id(callback) in getattr(self, "everywhere", ())
+
+    def rng_states(self) -> list:
+        """Every rank's RNG state, in rank order (one all-gather)."""
+        from . import rng_states
+        return rng_states(self.comm)
 
     def wrap_step(self, step):
         """``step`` that, when this rank's loss is not finite, still joins the gradient

@@ -1,0 +1,88 @@
+"""Failures under ``mpiexec -n 2`` (issue 18) that must end every rank promptly and say
+why, never leave them waiting: a rank that raises, dies, exits or hangs, ranks in different
+collectives, optimizers that differ; and checkpoints that resume each rank's own random
+streams. Programs in distributed_worker.py; skipped without mpi4py or mpiexec."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from mpi_launch import needs_mpi, run_case
+
+pytestmark = needs_mpi
+
+
+@pytest.mark.parametrize("how", ["raise", "die", "exit"])
+def test_a_failing_rank_ends_every_rank_promptly(tmp_path, how):
+    """Rank 1 raises, dies (os._exit) or calls sys.exit mid-training while rank 0 waits
+    in the gradient all-reduce (the collective timeout is the default 30 minutes)."""
+    done, seconds = run_case(how, tmp_path, timeout=60)
+    assert done.returncode != 0 and seconds < 30, (done.returncode, seconds)
+    if how == "raise":
+        assert ("rank 1 of 2 stopped on an uncaught RuntimeError (simulated failure on "
+                "rank 1); aborting every rank") in done.stderr
+    if how == "exit":
+        assert ("rank 0 of 2 waited in an all-reduce after rank 1 left the program "
+                "(sys.exit, or the end of its script) without joining it; ending every "
+                "rank") in done.stderr
+
+
+@pytest.mark.parametrize("case", ["hang", "hang-later"])
+def test_a_hung_rank_ends_every_rank_after_the_collective_timeout(tmp_path, case):
+    """Rank 1 sleeps in a callback (neither dies nor raises) while rank 0 waits in the
+    gradient all-reduce; with init(timeout=2) (the first call, or a second one after a
+    default init()) rank 0's watchdog names the wait and ends both ranks long before
+    rank 1 would wake up (120 s)."""
+    done, seconds = run_case(case, tmp_path, timeout=90)
+    assert done.returncode != 0 and seconds < 40, (done.returncode, seconds, done.stderr)
+    assert ("tensornet.distributed: rank 0 of 2 waited more than 2 s in an all-reduce: "
+            "another rank is hung or far behind; ending every rank") in done.stderr
+
+
+def test_ranks_in_different_collectives_end_within_seconds_naming_both(tmp_path):
+    """Rank 1's hand-written loop takes one step more, then both call fit: rank 0 waits in
+    fit's all-gather, rank 1 in the gradient all-reduce; MPI would wait for ever (here
+    until the 30-minute timeout). Both calls are named, with the lines that made them."""
+    done, seconds = run_case("desync", tmp_path, timeout=90)
+    assert done.returncode != 0 and seconds < 30, (done.returncode, seconds, done.stderr)
+    assert "the ranks called different collectives, so neither can finish" in done.stderr
+    line = next(t for t in done.stderr.splitlines() if "called different collectives" in t)
+    assert "an all-gather (collective call " in line and "in check_loader at " in line
+    assert "an all-reduce (collective call " in line and "in reduce_gradients at " in line
+    assert "distributed_worker.py:" in line  # the user's line that led to each call
+
+
+def test_a_rank_busy_between_collectives_is_not_taken_for_a_deadlock(tmp_path):
+    """Rank 1 pauses 5 s between two steps (a slow evaluation, a checkpoint) while rank 0
+    waits in the all-reduce and asks where it is: training carries on to the end."""
+    done, _ = run_case("slow", tmp_path, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "slow-rank0.json").read_text()) == {"epochs": 1}
+
+
+@pytest.mark.parametrize("how, expected", [
+    ("lr", "rank 0 has lr=0.05 in group 0, rank 1 lr=0.1"),
+    ("kind", "rank 0 has SGD with 1 parameter group(s), rank 1 Adam with 1 parameter "
+             "group(s)"),
+    ("same", None)])
+def test_fit_refuses_ranks_whose_optimizers_differ(tmp_path, how, expected):
+    """The gradients are averaged, the updates are not: another learning rate on one rank
+    would let the weights drift apart without a word. (A NumPy float64 lr on rank 0 and
+    the Python float of its value on rank 1 are the same setting.)"""
+    done, _ = run_case("optimizers", tmp_path, [how], timeout=90)
+    if expected is None:
+        assert done.returncode == 0, done.stderr
+        return
+    assert done.returncode != 0
+    assert f"fit: the ranks' optimizers differ: {expected}; every rank must step" in done.stderr
+
+
+def test_a_resumed_run_gives_each_rank_its_own_random_streams_back(tmp_path):
+    """ModelCheckpoint (rank 0 writes) stores every rank's RNG state and load_checkpoint
+    gives each rank its own: with Dropout, the resumed run is bit-identical to the
+    uninterrupted one on both ranks (it had given rank 1 rank 0's streams)."""
+    done, _ = run_case("resume", tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for rank in range(2):
+        assert json.loads((tmp_path / f"resume-rank{rank}.json").read_text()) == {"same": True}
+    assert "holds one process's random streams" not in done.stderr
