@@ -130,13 +130,18 @@ def main(argv=None) -> int:
     # distributed (issue 18): an error on one rank ends every rank (abort_if_distributed)
     # instead of leaving the others waiting in a collective
     try:
-        return _run_quietly(args)
+        code = _run_quietly(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
+        return code
     except UsageError as exc:
         print(f"tensornet {args.command}: error: {exc}", file=sys.stderr)
         return tn.distributed.abort_if_distributed(2)
     except KeyboardInterrupt:
         print("tensornet: interrupted", file=sys.stderr)
         return tn.distributed.abort_if_distributed(130)
+    except BrokenPipeError:  # `tensornet info | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return tn.distributed.abort_if_distributed(141)
     except (tn.data.DatasetError, tn.CheckpointError, tn.nn.NonFiniteError, MemoryError,
             OSError, ValueError, RuntimeError) as exc:
         if os.environ.get("TENSORNET_DEBUG"):

@@ -298,3 +298,15 @@ def test_a_nonfinite_error_also_retires_earlier_outputs(tmp_path, capsys, monkey
                     "history.json -> history.previous.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.previous.json",
                                                           "model.previous.safetensors"]
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly():
+    """`tensornet info | head -1`: the pipe closes under the CLI; it ends with 141 (as a
+    shell reports SIGPIPE) and prints no 'error: [Errno 32] Broken pipe'."""
+    import subprocess
+    import sys
+    done = subprocess.run(f"'{sys.executable}' -m tensornet info | head -c 1 >/dev/null; "
+                          f"echo ${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash",
+                          capture_output=True, text=True, timeout=60)
+    assert "Broken pipe" not in done.stderr, done.stderr
+    assert done.stdout.strip() in ("0", "141"), done.stdout
