@@ -7,7 +7,8 @@ leave the collective it waits in:
   seconds ago: each rank sends the others a one-byte notice at exit (``announce_exit``);
 - another rank waits in a *different* collective (another kind, or another one in the
   order of calls): after ``DESYNC_AFTER`` seconds in one, the watchdog asks the others
-  where they are; both calls are named (kind, number in call order, the code that made
+  where they are, again every ``DESYNC_AFTER`` seconds, and ends at the second answer
+  that places a rank in the same other collective; both calls are named (kind, number in call order, the code that made
   it). This is a deadlock MPI itself never reports: an all-gather on one rank and an
   all-reduce on the other wait for each other for ever.
 
@@ -66,6 +67,7 @@ class _Watch:
         self.comm, self.abort_from_thread = comm, abort_from_thread
         self.left = None   # (rank that left the program, when this rank learnt it)
         self.asked = None  # (number of the collective this rank asked about, when)
+        self.elsewhere = set()  # (rank, this rank's collective, that rank's, its kind) seen
         self.sending = []  # answers and questions in flight (mpi4py requests)
 
     def run(self) -> None:
@@ -140,7 +142,12 @@ class _Watch:
                 continue  # about a collective this rank has since left
             if answer["what"] is None or answer["waited"] < DESYNC_PEER_WAIT:
                 continue  # busy between collectives, or just arrived: keep waiting
-            if answer["number"] != number or answer["what"] != waiting[0]:
+            if answer["number"] == number and answer["what"] == waiting[0]:
+                continue  # the same collective: another rank is slower (the timeout's case)
+            elsewhere = (source, number, answer["number"], answer["what"])
+            if elsewhere not in self.elsewhere:  # a rank held up for a moment looks the
+                self.elsewhere.add(elsewhere)    # same once: end at the second answer
+            else:
                 self.end(f"waits in {_describe(waiting[0], number, _caller(waiting[3]))}, "
                          f"while rank {source} waits in "
                          f"{_describe(answer['what'], answer['number'], answer['where'])}: "
