@@ -10,8 +10,9 @@ to the next epoch and writes that value into each parameter group's ``"lr"``::
 
 Each matches ``torch.optim.lr_scheduler``'s sequence of the same name step for step (up
 to rounding: PyTorch multiplies the previous lr where these evaluate the closed form).
-OneCycleLR (stepped per batch) lives in ``lr_one_cycle.py`` and ReduceLROnPlateau (driven
-by a monitored value) in ``lr_plateau.py``; both are re-exported here.
+OneCycleLR (stepped per batch) lives in ``lr_one_cycle.py``, SequentialLR in
+``lr_composite.py`` and ReduceLROnPlateau (driven by a monitored value) in
+``lr_plateau.py``; all are re-exported here.
 """
 from __future__ import annotations
 
@@ -328,40 +329,8 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         return self.eta_min + (base_lr - self.eta_min) * (1.0 + math.cos(math.pi * t_cur / t_i)) / 2
 
 
-class SequentialLR(LRScheduler):
-    """Schedules one after another (e.g. LinearLR warm-up, then CosineAnnealingLR):
-    ``schedulers[i]`` runs from ``milestones[i-1]`` (its own epoch 0 there) until
-    ``milestones[i]``. All must drive ``optimizer``; ``state_dict`` holds the epoch, the base
-    lrs and the milestones (rebuild the inner schedules before loading)."""
-
-    hyper = ("milestones",)
-
-    def __init__(self, optimizer, schedulers, milestones, last_epoch: int = -1):
-        schedulers = list(schedulers)
-        for i, scheduler in enumerate(schedulers):
-            if not isinstance(scheduler, LRScheduler) or scheduler.optimizer is not optimizer:
-                raise ValueError(f"SequentialLR: schedulers[{i}] must be an epoch schedule "
-                                 f"(StepLR, LinearLR, ...) of the same optimizer, got "
-                                 f"{type(scheduler).__name__}")
-        if not schedulers or len(list(milestones)) != len(schedulers) - 1:
-            raise ValueError(f"SequentialLR: needs one milestone fewer than schedulers, got "
-                             f"{len(schedulers)} schedulers and milestones {list(milestones)}")
-        self.schedulers = schedulers
-        self.milestones = milestones
-        super().__init__(optimizer, last_epoch)
-
-    def _check(self, values):
-        values["milestones"] = _milestones("SequentialLR", values["milestones"], True)
-
-    def _apply(self) -> None:
-        index = bisect_right(self.milestones, self.last_epoch)
-        scheduler = self.schedulers[index]
-        scheduler.last_epoch = self.last_epoch - (self.milestones[index - 1] if index else 0)
-        scheduler._apply()
-        self._last_lr = scheduler.get_last_lr()
-
-
-# Per-batch and metric-driven schedules, here too so that ``lr_scheduler.OneCycleLR``
-# works as in PyTorch (they import LRScheduler from this module, hence the late import).
+# The schedules of the other files, here too so that ``lr_scheduler.OneCycleLR`` works as
+# in PyTorch (they import LRScheduler from this module, hence the late imports).
+from .lr_composite import SequentialLR  # noqa: E402, F401
 from .lr_one_cycle import OneCycleLR  # noqa: E402, F401
 from .lr_plateau import ReduceLROnPlateau  # noqa: E402, F401
