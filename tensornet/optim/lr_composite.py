@@ -12,7 +12,8 @@ class SequentialLR(LRScheduler):
     ``schedulers[i]`` runs from ``milestones[i-1]`` (its own epoch 0 there) until
     ``milestones[i]``. All must drive ``optimizer``; ``state_dict`` holds the epoch, the base
     lrs, the milestones and every schedule's state (rebuild the inner schedules with their
-    functions, if any, before loading)."""
+    functions, if any, before loading). A schedule here may itself be a SequentialLR; it is
+    stepped per batch when one of its schedules is."""
 
     hyper = ("milestones",)
 
@@ -29,6 +30,11 @@ class SequentialLR(LRScheduler):
         self.schedulers = schedulers
         self.milestones = milestones
         super().__init__(optimizer, last_epoch)
+
+    @property
+    def per_batch(self) -> bool:
+        """Whether one of the schedules is stepped after every batch (CyclicLR, OneCycleLR)."""
+        return any(getattr(scheduler, "per_batch", False) for scheduler in self.schedulers)
 
     def _check(self, values):
         values["milestones"] = _milestones("SequentialLR", values["milestones"], True)

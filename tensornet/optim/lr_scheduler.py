@@ -10,7 +10,8 @@ to the next epoch and writes that value into each parameter group's ``"lr"``::
 
 Each matches ``torch.optim.lr_scheduler``'s sequence of the same name step for step (up
 to rounding: PyTorch multiplies the previous lr where these evaluate the closed form).
-OneCycleLR (stepped per batch) lives in ``lr_one_cycle.py``, SequentialLR in
+ConstantLR and PolynomialLR live in ``lr_factor.py``, CyclicLR and OneCycleLR (stepped
+per batch) in ``lr_cyclic.py`` and ``lr_one_cycle.py``, SequentialLR in
 ``lr_composite.py`` and ReduceLROnPlateau (driven by a monitored value) in
 ``lr_plateau.py``; all are re-exported here.
 """
@@ -52,6 +53,9 @@ class LRScheduler:
     """
 
     hyper: tuple = ()
+    # A schedule whose arguments give its base lrs (CyclicLR's base_lr) sets this list
+    # before ``__init__``; the others scale the groups' ``initial_lr``.
+    _own_base_lrs: list | None = None
 
     def __init__(self, optimizer, last_epoch: int = -1):
         name = type(self).__name__
@@ -64,9 +68,10 @@ class LRScheduler:
         values = {key: getattr(self, key) for key in self.hyper}
         self._check(values)
         self.__dict__.update(values)
+        own = self._own_base_lrs
         if last_epoch == -1:
-            for group in optimizer.param_groups:
-                group.setdefault("initial_lr", group["lr"])
+            for i, group in enumerate(optimizer.param_groups):
+                group.setdefault("initial_lr", group["lr"] if own is None else own[i])
         else:
             for i, group in enumerate(optimizer.param_groups):
                 if "initial_lr" not in group:
@@ -74,7 +79,8 @@ class LRScheduler:
                                      f"'initial_lr' in param group {i}; load the optimizer's "
                                      f"state first, or pass last_epoch=-1")
         self.optimizer = optimizer
-        self.base_lrs = [float(group["initial_lr"]) for group in optimizer.param_groups]
+        self.base_lrs = ([float(group["initial_lr"]) for group in optimizer.param_groups]
+                         if own is None else list(own))
         self.last_epoch = int(last_epoch)
         self.step()
 
@@ -332,5 +338,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 # The schedules of the other files, here too so that ``lr_scheduler.OneCycleLR`` works as
 # in PyTorch (they import LRScheduler from this module, hence the late imports).
 from .lr_composite import SequentialLR  # noqa: E402, F401
+from .lr_cyclic import CyclicLR  # noqa: E402, F401
+from .lr_factor import ConstantLR, PolynomialLR  # noqa: E402, F401
 from .lr_one_cycle import OneCycleLR  # noqa: E402, F401
 from .lr_plateau import ReduceLROnPlateau  # noqa: E402, F401
