@@ -1,5 +1,5 @@
-"""ConstantLR, PolynomialLR and CyclicLR: bad arguments (against PyTorch's errors) and
-tn.fit's stepping."""
+"""ConstantLR, PolynomialLR, CyclicLR and ChainedScheduler: bad arguments (against
+PyTorch's errors) and tn.fit's stepping."""
 import numpy as np
 import pytest
 
@@ -19,6 +19,14 @@ def _adagrad(m, o):
         return tn.optim.Adagrad([Parameter(np.zeros(2))])
     torch = torch_or_skip()
     return torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(2))])
+
+
+def _other(m, o):
+    """A second optimizer (torch's when ``m`` is torch's module)."""
+    if m is tn.optim:
+        return optimizers()
+    torch = torch_or_skip()
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, momentum=0.9)
 
 
 # (build(module, optimizer), what our message says, whether torch raises ValueError too)
@@ -55,6 +63,13 @@ BAD = {
                                   "base_lr\\[i\\] must be >= 0", False),
     "CyclicLR-gamma": (lambda m, o: m.CyclicLR(o, 0.01, 0.1, mode="exp_range", gamma=0.0),
                        "gamma must be > 0", False),
+    "Chained-empty": (lambda m, o: m.ChainedScheduler([]), "at least one", True),
+    "Chained-plateau": (lambda m, o: m.ChainedScheduler(
+        [m.StepLR(o, 2), m.ReduceLROnPlateau(o)]), "ReduceLROnPlateau", True),
+    "Chained-two-optimizers": (lambda m, o: m.ChainedScheduler(
+        [m.StepLR(o, 2), m.StepLR(_other(m, o), 2)]), "another optimizer", True),
+    "Chained-given-other-optimizer": (lambda m, o: m.ChainedScheduler(
+        [m.StepLR(o, 2)], optimizer=_other(m, o)), "another optimizer", True),
 }
 
 
@@ -64,9 +79,9 @@ def test_bad_arguments_are_clear_errors_like_pytorch_s(name):
     opt = optimizers()
     with pytest.raises(ValueError, match=needle):
         build(tn.optim, opt)
-    # refused before anything was changed
-    assert [g["lr"] for g in opt.param_groups] == list(BASE_LRS)
-    assert all("initial_lr" not in g for g in opt.param_groups)
+    if "Chained" not in name:  # refused before anything was changed
+        assert [g["lr"] for g in opt.param_groups] == list(BASE_LRS)
+        assert all("initial_lr" not in g for g in opt.param_groups)
     if torch_raises:
         torch = torch_or_skip()
         _, theirs = optimizers(torch=torch)
@@ -77,6 +92,9 @@ def test_bad_arguments_are_clear_errors_like_pytorch_s(name):
 @pytest.mark.parametrize("build, error, needle", [
     (lambda o: tn.optim.ConstantLR([o]), TypeError, "expected a tensornet Optimizer"),
     (lambda o: tn.optim.CyclicLR([o], 0.01, 0.1), TypeError, "expected a tensornet Optimizer"),
+    (lambda o: tn.optim.ChainedScheduler(tn.optim.StepLR(o, 2)), TypeError, "a list"),
+    (lambda o: tn.optim.ChainedScheduler([tn.optim.StepLR(o, 2), o]), TypeError,
+     "schedulers\\[1\\] must be an epoch schedule"),
 ])
 def test_wrong_objects_are_type_errors(build, error, needle):
     with pytest.raises(error, match=needle):
@@ -100,3 +118,10 @@ def test_fit_steps_cyclic_lr_and_a_sequential_holding_it_after_every_batch():
     schedule, _ = _fit(lambda o: tn.optim.SequentialLR(
         o, [tn.optim.LinearLR(o, 0.5, 1.0, 4), tn.optim.CyclicLR(o, 0.01, 0.05, 3)], [4]))
     assert schedule.per_batch and schedule.last_epoch == 12
+
+
+def test_fit_steps_a_chain_once_per_epoch():
+    schedule, history = _fit(lambda o: tn.optim.ChainedScheduler(
+        [tn.optim.ConstantLR(o, 0.5, 2), tn.optim.ExponentialLR(o, 0.5)]))
+    assert schedule.last_epoch == 3 and not getattr(schedule, "per_batch", False)
+    assert history["lr"] == pytest.approx([0.05, 0.025, 0.025])

@@ -1,4 +1,4 @@
-"""ConstantLR, PolynomialLR and CyclicLR (and SequentialLR holding them):
+"""ConstantLR, PolynomialLR, CyclicLR and ChainedScheduler (and SequentialLR holding them):
 step for step against torch.optim.lr_scheduler with two parameter groups, against their
 formulas written out, and resumed mid-run from a checkpoint."""
 import math
@@ -40,10 +40,26 @@ SCHEDULES = {
     "CyclicLR-scale_fn-iterations": lambda m, o: m.CyclicLR(
         o, 0.01, 0.1, 4, scale_fn=_slow_decay, scale_mode="iterations"),
     "CyclicLR-no-momentum": lambda m, o: m.CyclicLR(o, 0.01, 0.1, 4, cycle_momentum=False),
+    "Chained-Constant-Exponential": lambda m, o: m.ChainedScheduler(
+        [m.ConstantLR(o, factor=0.5, total_iters=10), m.ExponentialLR(o, 0.9)]),
+    "Chained-Step-Linear": lambda m, o: m.ChainedScheduler(
+        [m.StepLR(o, 4, 0.7), m.LinearLR(o, 0.2, 1.0, 12)]),
+    "Chained-MultiStep-Exponential": lambda m, o: m.ChainedScheduler(
+        [m.MultiStepLR(o, [5, 9, 20], 0.5), m.ExponentialLR(o, 0.95)], optimizer=o),
+    "Chained-Linear-Cosine": lambda m, o: m.ChainedScheduler(
+        [m.LinearLR(o, 0.1, 1.0, 5), m.CosineAnnealingLR(o, T_max=50)]),
+    "Chained-Polynomial-Step-Constant": lambda m, o: m.ChainedScheduler(
+        [m.PolynomialLR(o, 40, 1.5), m.StepLR(o, 7, 0.6), m.ConstantLR(o, 0.25, 3)]),
+    "Chained-nested": lambda m, o: m.ChainedScheduler(
+        [m.ChainedScheduler([m.ConstantLR(o, 0.5, 10), m.ExponentialLR(o, 0.9)]),
+         m.PolynomialLR(o, 40, 1.5)]),
     "Sequential-Constant-Polynomial": lambda m, o: m.SequentialLR(
         o, [m.ConstantLR(o, 0.3, 4), m.PolynomialLR(o, 20)], [5]),
     "Sequential-Linear-Cyclic": lambda m, o: m.SequentialLR(
         o, [m.LinearLR(o, 0.1, 1.0, 6), m.CyclicLR(o, 0.01, 0.1, 4)], [6]),
+    "Sequential-Chained-Exponential": lambda m, o: m.SequentialLR(
+        o, [m.ChainedScheduler([m.LinearLR(o, 0.2, 1.0, 6), m.StepLR(o, 3, 0.8)]),
+            m.ExponentialLR(o, 0.9)], [12]),
 }
 
 
@@ -88,8 +104,14 @@ FORMULAS = {
         {0.1: 0.1, 0.02: 0.05}[b] - {0.1: 0.01, 0.02: 0.002}[b]) * _triangle(e, 4, 4),
     "CyclicLR-triangular2": lambda b, e: 0.01 + 0.09 * _triangle(e, 3, 6) / 2 ** (e // 9),
     "CyclicLR-sawtooth": lambda b, e: 0.01 + 0.09 * (e % 5) / 5,
+    "Chained-Constant-Exponential": lambda b, e: b * (0.5 if e < 10 else 1.0) * 0.9 ** e,
+    "Chained-Step-Linear": lambda b, e: b * 0.7 ** (e // 4) * (0.2 + 0.8 * min(e, 12) / 12),
+    # past T_max the cosine climbs again, still times the warm-up (see ChainedScheduler)
+    "Chained-Linear-Cosine-past-T_max": lambda b, e: (
+        b * (0.1 + 0.9 * min(e, 5) / 5) * (1 + math.cos(math.pi * e / 20)) / 2),
 }
-FORMULA_BUILDS = SCHEDULES
+FORMULA_BUILDS = {**SCHEDULES, "Chained-Linear-Cosine-past-T_max": lambda m, o: m.ChainedScheduler(
+    [m.LinearLR(o, 0.1, 1.0, 5), m.CosineAnnealingLR(o, T_max=20)])}
 
 
 @pytest.mark.parametrize("name", list(FORMULAS))

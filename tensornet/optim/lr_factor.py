@@ -11,6 +11,7 @@ class ConstantLR(LRScheduler):
     (a constant warm-up)."""
 
     hyper = ("factor", "total_iters")
+    chainable = True
 
     def __init__(self, optimizer, factor: float = 1.0 / 3, total_iters: int = 5,
                  last_epoch: int = -1):
@@ -30,6 +31,7 @@ class PolynomialLR(LRScheduler):
     decay to 0 at epoch ``total_iters`` (linear for ``power=1``), then 0."""
 
     hyper = ("total_iters", "power")
+    chainable = True
 
     def __init__(self, optimizer, total_iters: int = 5, power: float = 1.0,
                  last_epoch: int = -1):

@@ -10,9 +10,11 @@ to the next epoch and writes that value into each parameter group's ``"lr"``::
 
 Each matches ``torch.optim.lr_scheduler``'s sequence of the same name step for step (up
 to rounding: PyTorch multiplies the previous lr where these evaluate the closed form).
-ConstantLR and PolynomialLR live in ``lr_factor.py``, CyclicLR and OneCycleLR (stepped
-per batch) in ``lr_cyclic.py`` and ``lr_one_cycle.py``, SequentialLR in
-``lr_composite.py`` and ReduceLROnPlateau (driven by a monitored value) in
+Because each writes its closed form, two schedules on one optimizer do not compose by
+themselves (the last one stepped wins): ``ChainedScheduler`` composes them. ConstantLR and
+PolynomialLR live in ``lr_factor.py``, CyclicLR and OneCycleLR (stepped per batch) in
+``lr_cyclic.py`` and ``lr_one_cycle.py``, SequentialLR and ChainedScheduler (schedules of
+schedules) in ``lr_composite.py`` and ReduceLROnPlateau (driven by a monitored value) in
 ``lr_plateau.py``; all are re-exported here.
 """
 from __future__ import annotations
@@ -53,6 +55,10 @@ class LRScheduler:
     """
 
     hyper: tuple = ()
+    # True where every lr is its base lr times a factor of the epoch alone
+    # (``_group_lr(i, base, e) == base * _group_lr(i, 1.0, e)``): ChainedScheduler composes
+    # such schedules by multiplying their factors, as PyTorch's chainable forms do.
+    chainable = False
     # A schedule whose arguments give its base lrs (CyclicLR's base_lr) sets this list
     # before ``__init__``; the others scale the groups' ``initial_lr``.
     _own_base_lrs: list | None = None
@@ -154,6 +160,7 @@ class StepLR(LRScheduler):
     """``lr = base_lr * gamma ** (epoch // step_size)``: decay by ``gamma`` every
     ``step_size`` epochs."""
 
+    chainable = True
     hyper = ("step_size", "gamma")
 
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1):
@@ -171,6 +178,7 @@ class StepLR(LRScheduler):
 class ExponentialLR(LRScheduler):
     """``lr = base_lr * gamma ** epoch``."""
 
+    chainable = True
     hyper = ("gamma",)
 
     def __init__(self, optimizer, gamma: float, last_epoch: int = -1):
@@ -188,6 +196,7 @@ class InverseTimeLR(LRScheduler):
     """Time-based decay (Keras ``InverseTimeDecay``):
     ``lr = base_lr / (1 + decay_rate * epoch / decay_steps)``."""
 
+    chainable = True
     hyper = ("decay_rate", "decay_steps")
 
     def __init__(self, optimizer, decay_rate: float, decay_steps: float = 1,
@@ -217,6 +226,11 @@ class CosineAnnealingLR(LRScheduler):
         self.T_max, self.eta_min = T_max, eta_min
         super().__init__(optimizer, last_epoch)
 
+    @property
+    def chainable(self) -> bool:
+        """A factor of the base lr only without a floor (``eta_min == 0``)."""
+        return self.eta_min == 0.0
+
     def _check(self, values):
         values["T_max"] = _positive_int("CosineAnnealingLR", "T_max", values["T_max"])
         values["eta_min"] = non_negative("CosineAnnealingLR", "eta_min", values["eta_min"])
@@ -242,6 +256,7 @@ class MultiStepLR(LRScheduler):
     """``lr = base_lr * gamma ** (number of milestones <= epoch)``: decay by ``gamma`` at
     each milestone epoch (a repeated milestone decays twice, as PyTorch)."""
 
+    chainable = True
     hyper = ("milestones", "gamma")
 
     def __init__(self, optimizer, milestones, gamma: float = 0.1, last_epoch: int = -1):
@@ -281,6 +296,7 @@ class LinearLR(LRScheduler):
     """Linear warm-up (or decay) of the factor: ``lr = base_lr * (start_factor +
     (end_factor - start_factor) * min(epoch, total_iters) / total_iters)``, then constant."""
 
+    chainable = True
     hyper = ("start_factor", "end_factor", "total_iters")
 
     def __init__(self, optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
@@ -337,7 +353,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 
 # The schedules of the other files, here too so that ``lr_scheduler.OneCycleLR`` works as
 # in PyTorch (they import LRScheduler from this module, hence the late imports).
-from .lr_composite import SequentialLR  # noqa: E402, F401
+from .lr_composite import ChainedScheduler, SequentialLR  # noqa: E402, F401
 from .lr_cyclic import CyclicLR  # noqa: E402, F401
 from .lr_factor import ConstantLR, PolynomialLR  # noqa: E402, F401
 from .lr_one_cycle import OneCycleLR  # noqa: E402, F401
