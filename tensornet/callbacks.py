@@ -241,9 +241,10 @@ def _template_fields(path: str) -> set:
 
 class LearningRateScheduler(Callback):
     """Step an LR schedule (``tn.optim.StepLR`` ...) once at the end of every epoch; a
-    per-batch one (``per_batch = True``: OneCycleLR) after every step instead; one that
-    needs the monitored value (``needs_metric = True``: ReduceLROnPlateau) gets this
-    epoch's ``monitor`` (``val_loss`` by default; ``train_loss`` without validation)."""
+    per-batch one (``per_batch`` true: CyclicLR, OneCycleLR, a SequentialLR holding one)
+    after every step instead; one that needs the monitored value (``needs_metric = True``:
+    ReduceLROnPlateau) gets this epoch's ``monitor`` (``val_loss`` by default;
+    ``train_loss`` without validation)."""
 
     def __init__(self, scheduler, monitor: str = "val_loss"):
         if not hasattr(scheduler, "step"):

@@ -147,24 +147,32 @@ def test_one_cycle_limits_and_momentum():
         schedule.step()
 
 
-@pytest.mark.parametrize("name", list(SCHEDULES))
-def test_state_dict_round_trip_through_a_checkpoint(name, tmp_path):
-    build, steps = SCHEDULES[name]
+def check_resumed_mid_run(build, steps, path):
+    """Run ``build(tn.optim, optimizer)`` ``steps // 2`` steps, checkpoint schedule and
+    optimizer, resume both into fresh ones made with other lrs, and check the rest of the
+    run (lrs, momenta) is the uninterrupted one's."""
     opt_a = optimizers()
     sched_a = build(tn.optim, opt_a)
     for _ in range(steps // 2):
         sched_a.step()
-    tn.save({"scheduler": sched_a.state_dict(), "optim": opt_a.state_dict()},
-            tmp_path / "s.safetensors")
-    state = tn.load(tmp_path / "s.safetensors")
-    opt_b = optimizers()
-    opt_b.load_state_dict(state["optim"])
+    tn.save({"scheduler": sched_a.state_dict(), "optim": opt_a.state_dict()}, path)
+    state = tn.load(path)
+    opt_b = optimizers(lrs=(0.7, 0.3))
     sched_b = build(tn.optim, opt_b)
+    opt_b.load_state_dict(state["optim"])
     sched_b.load_state_dict(state["scheduler"])
     for _ in range(steps - steps // 2):
         assert sched_b.get_last_lr() == sched_a.get_last_lr()
+        assert [(g["lr"], g.get("momentum"), g.get("betas")) for g in opt_b.param_groups] == \
+            [(g["lr"], g.get("momentum"), g.get("betas")) for g in opt_a.param_groups]
         sched_a.step()
         sched_b.step()
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_state_dict_round_trip_through_a_checkpoint(name, tmp_path):
+    build, steps = SCHEDULES[name]
+    check_resumed_mid_run(build, steps, tmp_path / "s.safetensors")
 
 
 def test_plateau_state_round_trip(tmp_path):
@@ -178,6 +186,28 @@ def test_plateau_state_round_trip(tmp_path):
     with pytest.raises(ValueError, match="left unchanged"):
         b.load_state_dict({**a.state_dict(), "patience": -1})
     assert b.patience == 1
+
+
+def test_a_sequential_state_holds_its_schedules_and_loads_all_or_nothing():
+    def build(opt):
+        return tn.optim.SequentialLR(opt, [tn.optim.StepLR(opt, 2, 0.5),
+                                           tn.optim.ExponentialLR(opt, 0.9)], [3])
+    opt_a = optimizers()
+    sched_a = build(opt_a)
+    for _ in range(5):
+        sched_a.step()
+    state = sched_a.state_dict()
+    assert [s["base_lrs"] for s in state["schedulers"]] == [list(BASE_LRS)] * 2
+    opt_b = optimizers(lrs=(0.7, 0.3))  # other base lrs: the state's must win
+    sched_b = build(opt_b)
+    with pytest.raises(ValueError, match="milestones"):
+        sched_b.load_state_dict({**state, "milestones": [0]})
+    assert sched_b.state_dict()["schedulers"][1]["base_lrs"] == [0.7, 0.3]
+    assert [g["lr"] for g in opt_b.param_groups] == [0.7, 0.3]
+    sched_b.load_state_dict(state)
+    assert sched_b.get_last_lr() == sched_a.get_last_lr() == pytest.approx([0.081, 0.0162])
+    old = {k: v for k, v in state.items() if k != "schedulers"}  # saved before this change
+    build(optimizers()).load_state_dict(old)
 
 
 def _tiny_problem(seed=0):

@@ -8,9 +8,10 @@ from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
 from .clip import ClipGradNorm, clip_grad_norm_, clip_grad_value_
-from .lr_scheduler import (CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR,
-                           InverseTimeLR, LambdaLR, LinearLR, LRScheduler, MultiStepLR,
-                           OneCycleLR, ReduceLROnPlateau, SequentialLR, StepLR)
+from .lr_scheduler import (ChainedScheduler, ConstantLR, CosineAnnealingLR,
+                           CosineAnnealingWarmRestarts, CyclicLR, ExponentialLR, InverseTimeLR,
+                           LambdaLR, LinearLR, LRScheduler, MultiStepLR, OneCycleLR,
+                           PolynomialLR, ReduceLROnPlateau, SequentialLR, StepLR)
 from .optimizer import Optimizer, coupled_decay, decoupled_decay
 from .rmsprop import RMSprop
 from .sgd import SGD
@@ -18,7 +19,8 @@ from .sgd import SGD
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "RMSprop", "Adagrad", "lr_scheduler",
            "LRScheduler", "StepLR", "ExponentialLR", "InverseTimeLR", "CosineAnnealingLR",
            "MultiStepLR", "LambdaLR", "LinearLR", "CosineAnnealingWarmRestarts", "OneCycleLR",
-           "SequentialLR", "ReduceLROnPlateau",
+           "SequentialLR", "ReduceLROnPlateau", "ConstantLR", "PolynomialLR", "CyclicLR",
+           "ChainedScheduler",
            "clip_grad_norm_", "clip_grad_value_", "ClipGradNorm", "fused_updates"]
 
 

@@ -16,6 +16,23 @@ def _per_group(owner: str, name: str, value, groups: int) -> list[float]:
     return [real(owner, f"{name}[i]", v) for v in values]
 
 
+def check_momentum(owner: str, optimizer) -> None:
+    """A schedule that cycles the momentum needs an optimizer that has one."""
+    if not {"momentum", "betas"} & set(optimizer.defaults):
+        raise ValueError(f"{owner}: cycle_momentum=True needs an optimizer with momentum "
+                         f"or betas (SGD, Adam, ...); {type(optimizer).__name__} has "
+                         f"neither: pass cycle_momentum=False")
+
+
+def write_momentum(optimizer, momenta) -> None:
+    """Set each group's momentum (SGD, RMSprop) or ``betas[0]`` (Adam's family)."""
+    for group, momentum in zip(optimizer.param_groups, momenta):
+        if "betas" in group:
+            group["betas"] = (momentum, *tuple(group["betas"])[1:])
+        else:
+            group["momentum"] = momentum
+
+
 class OneCycleLR(LRScheduler):
     """Smith & Topin, "Super-convergence" (2018), as ``torch.optim.lr_scheduler.OneCycleLR``.
 
@@ -56,10 +73,8 @@ class OneCycleLR(LRScheduler):
         self.max_momentum = _per_group(name, "max_momentum", max_momentum, groups)
         self.div_factor, self.final_div_factor = div_factor, final_div_factor
         self.three_phase = three_phase
-        if cycle_momentum and not ({"momentum", "betas"} & set(optimizer.defaults)):
-            raise ValueError(f"{name}: cycle_momentum=True needs an optimizer with momentum "
-                             f"or betas (SGD, Adam, ...); {type(optimizer).__name__} has "
-                             f"neither: pass cycle_momentum=False")
+        if cycle_momentum:
+            check_momentum(name, optimizer)
         if last_epoch == -1:
             for group, top in zip(optimizer.param_groups, self.max_lrs):
                 group["initial_lr"] = top / float(div_factor)
@@ -121,9 +136,5 @@ class OneCycleLR(LRScheduler):
         super()._apply()
         if not self.cycle_momentum:
             return
-        for i, (group, base) in enumerate(zip(self.optimizer.param_groups, self.base_lrs)):
-            momentum = self._position(i, base, self.last_epoch)[1]
-            if "betas" in group:
-                group["betas"] = (momentum, *tuple(group["betas"])[1:])
-            else:
-                group["momentum"] = momentum
+        write_momentum(self.optimizer, [self._position(i, base, self.last_epoch)[1]
+                                        for i, base in enumerate(self.base_lrs)])

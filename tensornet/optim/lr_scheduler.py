@@ -10,8 +10,12 @@ to the next epoch and writes that value into each parameter group's ``"lr"``::
 
 Each matches ``torch.optim.lr_scheduler``'s sequence of the same name step for step (up
 to rounding: PyTorch multiplies the previous lr where these evaluate the closed form).
-OneCycleLR (stepped per batch) lives in ``lr_one_cycle.py`` and ReduceLROnPlateau (driven
-by a monitored value) in ``lr_plateau.py``; both are re-exported here.
+Because each writes its closed form, two schedules on one optimizer do not compose by
+themselves (the last one stepped wins): ``ChainedScheduler`` composes them. ConstantLR and
+PolynomialLR live in ``lr_factor.py``, CyclicLR and OneCycleLR (stepped per batch) in
+``lr_cyclic.py`` and ``lr_one_cycle.py``, SequentialLR and ChainedScheduler (schedules of
+schedules) in ``lr_composite.py`` and ReduceLROnPlateau (driven by a monitored value) in
+``lr_plateau.py``; all are re-exported here.
 """
 from __future__ import annotations
 
@@ -51,6 +55,13 @@ class LRScheduler:
     """
 
     hyper: tuple = ()
+    # True where every lr is its base lr times a factor of the epoch alone
+    # (``_group_lr(i, base, e) == base * _group_lr(i, 1.0, e)``): ChainedScheduler composes
+    # such schedules by multiplying their factors, as PyTorch's chainable forms do.
+    chainable = False
+    # A schedule whose arguments give its base lrs (CyclicLR's base_lr) sets this list
+    # before ``__init__``; the others scale the groups' ``initial_lr``.
+    _own_base_lrs: list | None = None
 
     def __init__(self, optimizer, last_epoch: int = -1):
         name = type(self).__name__
@@ -63,9 +74,10 @@ class LRScheduler:
         values = {key: getattr(self, key) for key in self.hyper}
         self._check(values)
         self.__dict__.update(values)
+        own = self._own_base_lrs
         if last_epoch == -1:
-            for group in optimizer.param_groups:
-                group.setdefault("initial_lr", group["lr"])
+            for i, group in enumerate(optimizer.param_groups):
+                group.setdefault("initial_lr", group["lr"] if own is None else own[i])
         else:
             for i, group in enumerate(optimizer.param_groups):
                 if "initial_lr" not in group:
@@ -73,7 +85,8 @@ class LRScheduler:
                                      f"'initial_lr' in param group {i}; load the optimizer's "
                                      f"state first, or pass last_epoch=-1")
         self.optimizer = optimizer
-        self.base_lrs = [float(group["initial_lr"]) for group in optimizer.param_groups]
+        self.base_lrs = ([float(group["initial_lr"]) for group in optimizer.param_groups]
+                         if own is None else list(own))
         self.last_epoch = int(last_epoch)
         self.step()
 
@@ -147,6 +160,7 @@ class StepLR(LRScheduler):
     """``lr = base_lr * gamma ** (epoch // step_size)``: decay by ``gamma`` every
     ``step_size`` epochs."""
 
+    chainable = True
     hyper = ("step_size", "gamma")
 
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1):
@@ -164,6 +178,7 @@ class StepLR(LRScheduler):
 class ExponentialLR(LRScheduler):
     """``lr = base_lr * gamma ** epoch``."""
 
+    chainable = True
     hyper = ("gamma",)
 
     def __init__(self, optimizer, gamma: float, last_epoch: int = -1):
@@ -181,6 +196,7 @@ class InverseTimeLR(LRScheduler):
     """Time-based decay (Keras ``InverseTimeDecay``):
     ``lr = base_lr / (1 + decay_rate * epoch / decay_steps)``."""
 
+    chainable = True
     hyper = ("decay_rate", "decay_steps")
 
     def __init__(self, optimizer, decay_rate: float, decay_steps: float = 1,
@@ -210,6 +226,11 @@ class CosineAnnealingLR(LRScheduler):
         self.T_max, self.eta_min = T_max, eta_min
         super().__init__(optimizer, last_epoch)
 
+    @property
+    def chainable(self) -> bool:
+        """A factor of the base lr only without a floor (``eta_min == 0``)."""
+        return self.eta_min == 0.0
+
     def _check(self, values):
         values["T_max"] = _positive_int("CosineAnnealingLR", "T_max", values["T_max"])
         values["eta_min"] = non_negative("CosineAnnealingLR", "eta_min", values["eta_min"])
@@ -235,6 +256,7 @@ class MultiStepLR(LRScheduler):
     """``lr = base_lr * gamma ** (number of milestones <= epoch)``: decay by ``gamma`` at
     each milestone epoch (a repeated milestone decays twice, as PyTorch)."""
 
+    chainable = True
     hyper = ("milestones", "gamma")
 
     def __init__(self, optimizer, milestones, gamma: float = 0.1, last_epoch: int = -1):
@@ -274,6 +296,7 @@ class LinearLR(LRScheduler):
     """Linear warm-up (or decay) of the factor: ``lr = base_lr * (start_factor +
     (end_factor - start_factor) * min(epoch, total_iters) / total_iters)``, then constant."""
 
+    chainable = True
     hyper = ("start_factor", "end_factor", "total_iters")
 
     def __init__(self, optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
@@ -328,40 +351,10 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         return self.eta_min + (base_lr - self.eta_min) * (1.0 + math.cos(math.pi * t_cur / t_i)) / 2
 
 
-class SequentialLR(LRScheduler):
-    """Schedules one after another (e.g. LinearLR warm-up, then CosineAnnealingLR):
-    ``schedulers[i]`` runs from ``milestones[i-1]`` (its own epoch 0 there) until
-    ``milestones[i]``. All must drive ``optimizer``; ``state_dict`` holds the epoch, the base
-    lrs and the milestones (rebuild the inner schedules before loading)."""
-
-    hyper = ("milestones",)
-
-    def __init__(self, optimizer, schedulers, milestones, last_epoch: int = -1):
-        schedulers = list(schedulers)
-        for i, scheduler in enumerate(schedulers):
-            if not isinstance(scheduler, LRScheduler) or scheduler.optimizer is not optimizer:
-                raise ValueError(f"SequentialLR: schedulers[{i}] must be an epoch schedule "
-                                 f"(StepLR, LinearLR, ...) of the same optimizer, got "
-                                 f"{type(scheduler).__name__}")
-        if not schedulers or len(list(milestones)) != len(schedulers) - 1:
-            raise ValueError(f"SequentialLR: needs one milestone fewer than schedulers, got "
-                             f"{len(schedulers)} schedulers and milestones {list(milestones)}")
-        self.schedulers = schedulers
-        self.milestones = milestones
-        super().__init__(optimizer, last_epoch)
-
-    def _check(self, values):
-        values["milestones"] = _milestones("SequentialLR", values["milestones"], True)
-
-    def _apply(self) -> None:
-        index = bisect_right(self.milestones, self.last_epoch)
-        scheduler = self.schedulers[index]
-        scheduler.last_epoch = self.last_epoch - (self.milestones[index - 1] if index else 0)
-        scheduler._apply()
-        self._last_lr = scheduler.get_last_lr()
-
-
-# Per-batch and metric-driven schedules, here too so that ``lr_scheduler.OneCycleLR``
-# works as in PyTorch (they import LRScheduler from this module, hence the late import).
+# The schedules of the other files, here too so that ``lr_scheduler.OneCycleLR`` works as
+# in PyTorch (they import LRScheduler from this module, hence the late imports).
+from .lr_composite import ChainedScheduler, SequentialLR  # noqa: E402, F401
+from .lr_cyclic import CyclicLR  # noqa: E402, F401
+from .lr_factor import ConstantLR, PolynomialLR  # noqa: E402, F401
 from .lr_one_cycle import OneCycleLR  # noqa: E402, F401
 from .lr_plateau import ReduceLROnPlateau  # noqa: E402, F401
