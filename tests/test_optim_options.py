@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 import tensornet as tn
-from tensornet.backends import get_backend
 from tensornet.nn import Parameter
 
-from optim_reference import host
+from optim_reference import host, make_params, run
 from torch_reference import torch_or_skip
 
 SHAPES = [(4, 3), (3,), (5,)]  # group 0 holds the first two, group 1 the last
@@ -60,8 +59,7 @@ def _groups(params, kwargs):
 
 def _ours(device, name, values, **overrides):
     cls, kwargs = CASES[name]
-    backend = get_backend(device)
-    params = [Parameter(backend.asarray(v.copy())) for v in values]
+    params = make_params(device, values)
     kwargs = dict(kwargs, **overrides)
     return params, getattr(tn.optim, cls)(_groups(params, kwargs), **kwargs)
 
@@ -70,14 +68,6 @@ def _theirs(torch, name, values):
     cls, kwargs = CASES[name]
     params = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
     return params, getattr(torch.optim, cls)(_groups(params, kwargs), **kwargs)
-
-
-def _step_ours(opt, params, grads, steps):
-    backend = get_backend(params[0].data)
-    for t in steps:
-        for p, seq in zip(params, grads):
-            p.grad = backend.asarray(seq[t].copy())
-        opt.step()
 
 
 def _step_theirs(torch, opt, params, grads, steps):
@@ -115,7 +105,7 @@ def test_option_matches_torch_over_many_steps(any_device, name, dtype):
     values, grads = _problem(dtype, seed=sorted(CASES).index(name))
     ours, opt = _ours(any_device, name, values)
     theirs, reference = _theirs(torch, name, values)
-    _step_ours(opt, ours, grads, range(STEPS))
+    run(opt, ours, grads, range(STEPS))
     _step_theirs(torch, reference, theirs, grads, range(STEPS))
     _assert_close(ours, theirs, dtype)
     for p, q in zip(ours, theirs):  # the state too, under torch's names
@@ -143,13 +133,33 @@ def test_an_option_switched_between_steps_takes_effect_as_in_torch(device):
         theirs, reference = _theirs(torch, name, values)
         for group in reference.param_groups:
             group.update(off)
-        _step_ours(opt, ours, grads, range(HALF))
+        run(opt, ours, grads, range(HALF))
         _step_theirs(torch, reference, theirs, grads, range(HALF))
         for group in opt.param_groups + reference.param_groups:
             group.update(switch)
-        _step_ours(opt, ours, grads, range(HALF, STEPS))
+        run(opt, ours, grads, range(HALF, STEPS))
         _step_theirs(torch, reference, theirs, grads, range(HALF, STEPS))
         _assert_close(ours, theirs, np.float64)
+
+
+def test_amsgrad_switched_on_mid_run_starts_its_maximum_there(device):
+    """Where torch fails (KeyError: max_exp_avg_sq), tensornet starts v_max at 0 at the
+    switch, so the first step with amsgrad uses v itself."""
+    values, grads = _problem(np.float64, seed=8)
+    ours, opt = _ours(device, "adam-amsgrad", values, amsgrad=False)
+    plain, opt_plain = _ours(device, "adam-amsgrad", values, amsgrad=False)
+    run(opt, ours, grads, range(HALF))
+    run(opt_plain, plain, grads, range(HALF + 1))
+    for group in opt.param_groups:
+        group["amsgrad"] = True
+    run(opt, ours, grads, [HALF])
+    for p, q in zip(ours, plain):
+        np.testing.assert_array_equal(host(p.data), host(q.data))
+        np.testing.assert_array_equal(host(opt.state[p]["max_exp_avg_sq"]),
+                                      host(opt.state[p]["exp_avg_sq"]))
+    run(opt, ours, grads, range(HALF + 1, STEPS))
+    run(opt_plain, plain, grads, range(HALF + 1, STEPS))
+    assert any(not np.array_equal(host(p.data), host(q.data)) for p, q in zip(ours, plain))
 
 
 # ---------------------------------------------------------------------- state dicts
@@ -157,10 +167,10 @@ def test_an_option_switched_between_steps_takes_effect_as_in_torch(device):
 def test_state_dict_round_trip_mid_run_equals_an_uninterrupted_run(any_device, name):
     values, grads = _problem(np.float32, seed=20)
     straight, opt_straight = _ours(any_device, name, values)
-    _step_ours(opt_straight, straight, grads, range(STEPS))
+    run(opt_straight, straight, grads, range(STEPS))
 
     first, opt_first = _ours(any_device, name, values)
-    _step_ours(opt_first, first, grads, range(HALF))
+    run(opt_first, first, grads, range(HALF))
     saved = opt_first.state_dict()
     checkpoint = {"state": {str(k): {n: _on_host(v) for n, v in entry.items()}
                             for k, entry in saved["state"].items()},
@@ -172,7 +182,7 @@ def test_state_dict_round_trip_mid_run_equals_an_uninterrupted_run(any_device, n
     for group, want in zip(opt_resumed.param_groups, opt_first.param_groups):
         assert {k: v for k, v in group.items() if k != "params"} == \
             {k: v for k, v in want.items() if k != "params"}
-    _step_ours(opt_resumed, resumed, grads, range(HALF, STEPS))
+    run(opt_resumed, resumed, grads, range(HALF, STEPS))
     for a, b in zip(straight, resumed):
         np.testing.assert_array_equal(host(b.data), host(a.data))
         assert sorted(opt_resumed.state[b]) == sorted(opt_straight.state[a])
@@ -191,7 +201,7 @@ def test_a_torch_state_dict_with_the_option_loads_and_continues_as_torch(device,
     opt.load_state_dict(copy.deepcopy(reference.state_dict()))
     for key in options:
         assert all(group[key] is CASES[name][1][key] for group in opt.param_groups)
-    _step_ours(opt, ours, grads, range(HALF, STEPS))
+    run(opt, ours, grads, range(HALF, STEPS))
     _step_theirs(torch, reference, theirs, grads, range(HALF, STEPS))
     _assert_close(ours, theirs, np.float64)
 
@@ -201,7 +211,7 @@ def test_torch_loads_a_tensornet_state_dict_with_the_option_and_continues(device
     torch = torch_or_skip()
     values, grads = _problem(np.float64, seed=40)
     ours, opt = _ours(device, name, values)
-    _step_ours(opt, ours, grads, range(HALF))
+    run(opt, ours, grads, range(HALF))
     cls, kwargs = CASES[name]
     theirs = [torch.nn.Parameter(torch.from_numpy(host(p.data))) for p in ours]
     plain = {k: v for k, v in kwargs.items() if k not in OPTIONS}  # options off here
@@ -209,7 +219,7 @@ def test_torch_loads_a_tensornet_state_dict_with_the_option_and_continues(device
     reference.load_state_dict(_torch_state(torch, opt.state_dict()))
     for key in set(OPTIONS) & set(kwargs):
         assert all(group[key] is kwargs[key] for group in reference.param_groups)
-    _step_ours(opt, ours, grads, range(HALF, STEPS))
+    run(opt, ours, grads, range(HALF, STEPS))
     _step_theirs(torch, reference, theirs, grads, range(HALF, STEPS))
     _assert_close(ours, theirs, np.float64)
 
@@ -220,7 +230,7 @@ def test_a_checkpoint_from_before_the_options_loads_with_them_off():
                                                                           "maximize"))]:
         params = [Parameter(v.copy()) for v in values]
         opt = getattr(tn.optim, cls)(params, lr=0.01)
-        _step_ours(opt, params, grads, range(3))
+        run(opt, params, grads, range(3))
         saved = copy.deepcopy(opt.state_dict())
         for group in saved["param_groups"]:
             for key in options:
@@ -228,8 +238,8 @@ def test_a_checkpoint_from_before_the_options_loads_with_them_off():
         fresh = getattr(tn.optim, cls)([Parameter(host(p.data)) for p in params], lr=0.01)
         fresh.load_state_dict(saved)
         assert all(fresh.param_groups[0][key] is False for key in options)
-        _step_ours(fresh, fresh.param_groups[0]["params"], grads, range(3, 5))
-        _step_ours(opt, params, grads, range(3, 5))
+        run(fresh, fresh.param_groups[0]["params"], grads, range(3, 5))
+        run(opt, params, grads, range(3, 5))
         for a, b in zip(params, fresh.param_groups[0]["params"]):
             np.testing.assert_array_equal(host(a.data), host(b.data))
 
@@ -241,7 +251,7 @@ def test_a_state_without_the_options_entry_is_refused(cls, option, entry):
     values, grads = _problem(np.float32, seed=60)
     params = [Parameter(v.copy()) for v in values]
     opt = getattr(tn.optim, cls)(params, lr=0.01, **{option: True})
-    _step_ours(opt, params, grads, range(2))
+    run(opt, params, grads, range(2))
     saved = copy.deepcopy(opt.state_dict())
     del saved["state"][1][entry]
     fresh = getattr(tn.optim, cls)([Parameter(host(p.data)) for p in params], lr=0.01)
