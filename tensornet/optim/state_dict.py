@@ -106,9 +106,10 @@ class StateDictMixin:
             problems.append(f"group {gi} sets {', '.join(unsupported)}, which tensornet's "
                             f"{self._name} does not do")
             return None
-        group = {k: _TORCH_OPTIONS[k] for k in self.defaults if k in _TORCH_OPTIONS}
-        group.update((k, tuple(v) if isinstance(own.get(k), tuple) else v)
-                     for k, v in saved.items() if k != "params")
+        group = {k: (tuple(v) if isinstance(own.get(k), tuple) else v)
+                 for k, v in saved.items() if k != "params"}
+        for k in self.defaults:
+            group.setdefault(k, _TORCH_OPTIONS.get(k))  # only options can be missing here
         group["params"] = own["params"]
         try:
             self._check_group(group)
