@@ -132,8 +132,11 @@ def test_cross_entropy_backward(benchmark_pinned, device):
 OPTIMIZERS = {
     "sgd-momentum": lambda p: tn.optim.SGD(p, lr=0.01, momentum=0.9),
     "adam": lambda p: tn.optim.Adam(p, lr=1e-3),
+    "adam-amsgrad": lambda p: tn.optim.Adam(p, lr=1e-3, amsgrad=True),
+    "adam-maximize": lambda p: tn.optim.Adam(p, lr=1e-3, maximize=True),
     "adamw": lambda p: tn.optim.AdamW(p, lr=1e-3),
     "rmsprop": lambda p: tn.optim.RMSprop(p, lr=1e-3),
+    "rmsprop-centered": lambda p: tn.optim.RMSprop(p, lr=1e-3, centered=True),
     "adagrad": lambda p: tn.optim.Adagrad(p, lr=1e-2),
 }
 

@@ -21,6 +21,16 @@ EXTRA = {  # branches and optimizers beyond CONFIGS
     "sgd-momentum": (tn.optim.SGD, None, dict(lr=0.05, momentum=0.9)),
     "sgd-nesterov": (tn.optim.SGD, None, dict(lr=0.05, momentum=0.9, nesterov=True)),
     "adamax-wd": (tn.optim.Adamax, None, dict(lr=0.01, weight_decay=0.1)),
+    # PyTorch's options (tests/test_optim_options.py checks them against torch.optim)
+    "sgd-nesterov-wd-maximize": (tn.optim.SGD, None, dict(lr=0.05, momentum=0.9, nesterov=True,
+                                                          weight_decay=0.1, maximize=True)),
+    "adam-amsgrad": (tn.optim.Adam, None, dict(lr=0.01, amsgrad=True)),
+    "adamw-amsgrad-maximize": (tn.optim.AdamW, None, dict(lr=0.01, amsgrad=True,
+                                                          maximize=True)),
+    "rmsprop-centered-wd": (tn.optim.RMSprop, None, dict(lr=0.01, centered=True,
+                                                         weight_decay=0.1)),
+    "rmsprop-centered-momentum-maximize": (tn.optim.RMSprop, None, dict(
+        lr=0.01, momentum=0.5, centered=True, maximize=True)),
 }
 ALL = {**CONFIGS, **EXTRA}
 
@@ -37,7 +47,10 @@ def _rule_and_scalars(name, fresh):
 def _arrays(rule, dtype, size=1001, seed=0):
     rng = np.random.default_rng(seed)
     arrays = [rng.uniform(-2, 2, size).astype(dtype), rng.uniform(-2, 2, size).astype(dtype)]
-    return arrays + [rng.uniform(0, 2, size).astype(dtype) for _ in rule.states]
+    states = {name: rng.uniform(0, 2, size) for name in rule.states}
+    if "grad_avg" in states:  # a running mean under its running square: s - a^2 >= 0
+        states["grad_avg"] = rng.uniform(-0.9, 0.9, size) * np.sqrt(states["square_avg"])
+    return arrays + [states[name].astype(dtype) for name in rule.states]
 
 
 @pytest.fixture(params=PATHS)

@@ -12,7 +12,8 @@ from .lr_scheduler import (ChainedScheduler, ConstantLR, CosineAnnealingLR,
                            CosineAnnealingWarmRestarts, CyclicLR, ExponentialLR, InverseTimeLR,
                            LambdaLR, LinearLR, LRScheduler, MultiStepLR, OneCycleLR,
                            PolynomialLR, ReduceLROnPlateau, SequentialLR, StepLR)
-from .optimizer import Optimizer, coupled_decay, decoupled_decay
+from .compose import coupled_decay, decoupled_decay, maximized, variants
+from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
 
@@ -25,16 +26,15 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "RMSprop", "Adagrad", 
 
 
 def fused_updates() -> list:
-    """Every FusedUpdate the optimizers here may run, weight-decay variants included (what
-    a device must be able to compile; the kernel compile checks iterate over it)."""
+    """Every FusedUpdate the optimizers here may run, with weight decay and ``maximize``
+    composed in (what a device must be able to compile; the kernel compile checks iterate
+    over it)."""
     found, classes = [], list(Optimizer.__subclasses__())
     while classes:
         cls = classes.pop(0)
         classes.extend(cls.__subclasses__())
         for rule in cls.rules:
-            decayed = (decoupled_decay(rule) if cls.weight_decay_style == "decoupled"
-                       else coupled_decay(rule))
-            for variant in (rule, decayed):
+            for variant in variants(rule, cls.weight_decay_style):
                 if variant not in found:
                     found.append(variant)
     return found

@@ -23,6 +23,7 @@ class Adagrad(Optimizer):
 
     As PyTorch's ``torch.optim.Adagrad``, with step count ``t`` (per parameter, from 1)::
 
+        g   = -g  if maximize
         g   = g + weight_decay * p
         clr = lr / (1 + (t - 1) * lr_decay)
         s   = s + g^2                      (s starts at initial_accumulator_value)
@@ -36,10 +37,10 @@ class Adagrad(Optimizer):
     rules = (RULE,)
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10):
+                 initial_accumulator_value=0.0, eps=1e-10, *, maximize=False):
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
-                                      eps=eps))
+                                      eps=eps, maximize=maximize))
 
     def _check_group(self, group):
         super()._check_group(group)

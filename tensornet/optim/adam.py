@@ -1,35 +1,56 @@
-"""Adam and AdamW: the whole rule, in both forms."""
+"""Adam and AdamW, with and without AMSGrad: the whole rule, in both forms."""
 from __future__ import annotations
 
 import math
 
 from tensornet.backends import FusedUpdate
 
-from .optimizer import ARRAY, COUNT, Optimizer, betas, non_negative
+from .optimizer import ARRAY, COUNT, Optimizer, betas, flag, non_negative
 
 
-def _adam(xp, param, grad, exp_avg, exp_avg_sq, *, step_size, beta1, one_minus_beta1, beta2,
-          one_minus_beta2, sqrt_bc2, eps):
+def _moments(grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2):
     exp_avg *= beta1
     exp_avg += one_minus_beta1 * grad
     exp_avg_sq *= beta2
     exp_avg_sq += one_minus_beta2 * (grad * grad)
-    denom = xp.sqrt(exp_avg_sq)
+
+
+def _descend(xp, param, exp_avg, second_moment, step_size, sqrt_bc2, eps):
+    denom = xp.sqrt(second_moment)
     denom /= sqrt_bc2
     denom += eps
     param -= step_size * exp_avg / denom
 
 
+def _adam(xp, param, grad, exp_avg, exp_avg_sq, *, step_size, beta1, one_minus_beta1, beta2,
+          one_minus_beta2, sqrt_bc2, eps):
+    _moments(grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2)
+    _descend(xp, param, exp_avg, exp_avg_sq, step_size, sqrt_bc2, eps)
+
+
+def _amsgrad(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step_size, beta1,
+             one_minus_beta1, beta2, one_minus_beta2, sqrt_bc2, eps):
+    _moments(grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2)
+    max_exp_avg_sq[...] = xp.maximum(max_exp_avg_sq, exp_avg_sq)
+    _descend(xp, param, exp_avg, max_exp_avg_sq, step_size, sqrt_bc2, eps)
+
+
+_SCALARS = ("step_size", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "sqrt_bc2",
+            "eps")
+_MOMENTS = ("const T m = beta1 * exp_avg + one_minus_beta1 * grad;\n"
+            "const T v = beta2 * exp_avg_sq + one_minus_beta2 * (grad * grad);\n"
+            "exp_avg = m;\n"
+            "exp_avg_sq = v;\n")
 # PyTorch's Adam: eps is added after dividing sqrt(v) by sqrt(1 - beta2^t).
-RULE = FusedUpdate(
-    "adam", ("exp_avg", "exp_avg_sq"),
-    ("step_size", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "sqrt_bc2", "eps"),
-    _adam,
-    "const T m = beta1 * exp_avg + one_minus_beta1 * grad;\n"
-    "const T v = beta2 * exp_avg_sq + one_minus_beta2 * (grad * grad);\n"
-    "exp_avg = m;\n"
-    "exp_avg_sq = v;\n"
-    "param -= step_size * m / (sqrt(v) / sqrt_bc2 + eps);")
+RULE = FusedUpdate("adam", ("exp_avg", "exp_avg_sq"), _SCALARS, _adam,
+                   _MOMENTS + "param -= step_size * m / (sqrt(v) / sqrt_bc2 + eps);")
+AMSGRAD = FusedUpdate(
+    "adam_amsgrad", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), _SCALARS, _amsgrad,
+    _MOMENTS +
+    # not CUDA's max (fmax), which drops a NaN operand: a NaN stays, as in xp.maximum
+    "const T v_max = (max_exp_avg_sq < v || isnan(v)) ? v : max_exp_avg_sq;\n"
+    "max_exp_avg_sq = v_max;\n"
+    "param -= step_size * m / (sqrt(v_max) / sqrt_bc2 + eps);")
 
 
 class Adam(Optimizer):
@@ -37,21 +58,29 @@ class Adam(Optimizer):
 
     With gradient ``g`` and step count ``t`` (per parameter, from 1)::
 
+        g = -g  if maximize                      (ascent on the objective)
         g = g + weight_decay * p                 (L2 penalty folded into the gradient)
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g^2
+        v_max = max(v_max, v)                    (amsgrad only: v_max stands for v below)
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
     as PyTorch's ``torch.optim.Adam`` (eps added after the bias correction of ``v``).
-    State per parameter: ``step`` (int), ``exp_avg`` (m), ``exp_avg_sq`` (v).
+    ``amsgrad``: Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond" (ICLR 2018),
+    in PyTorch's form (the running maximum of the raw ``v``, bias-corrected at use).
+    State per parameter: ``step`` (int), ``exp_avg`` (m), ``exp_avg_sq`` (v) and, with
+    ``amsgrad``, ``max_exp_avg_sq`` (v_max).
     """
 
-    state_kinds = {"step": COUNT, "exp_avg": ARRAY, "exp_avg_sq": ARRAY}
+    state_kinds = {"step": COUNT, "exp_avg": ARRAY, "exp_avg_sq": ARRAY,
+                   "max_exp_avg_sq": ARRAY}
     required_state = ("step", "exp_avg", "exp_avg_sq")
-    rules = (RULE,)
+    rules = (RULE, AMSGRAD)
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, *, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize))
 
     def _check_group(self, group):
         super()._check_group(group)
@@ -59,9 +88,13 @@ class Adam(Optimizer):
         group["betas"] = betas(name, group["betas"])
         group["eps"] = non_negative(name, "eps", group["eps"])
         group["weight_decay"] = non_negative(name, "weight_decay", group["weight_decay"])
+        group["amsgrad"] = flag(name, "amsgrad", group["amsgrad"])
+
+    def _required_state(self, group):
+        return self.required_state + (("max_exp_avg_sq",) if group["amsgrad"] else ())
 
     def _rule(self, group):
-        return RULE
+        return AMSGRAD if group["amsgrad"] else RULE
 
     def _scalars(self, group, state, fresh):
         beta1, beta2 = group["betas"]
@@ -79,12 +112,15 @@ class AdamW(Adam):
     gradient (and so the moment estimates)::
 
         p = p * (1 - lr * weight_decay)
-        then the Adam step above with the raw gradient g.
+        then the Adam step above with the raw gradient g (negated if maximize).
 
-    as PyTorch's ``torch.optim.AdamW``; ``weight_decay`` defaults to 1e-2.
+    as PyTorch's ``torch.optim.AdamW``; ``weight_decay`` defaults to 1e-2; ``amsgrad`` and
+    ``maximize`` as in Adam.
     """
 
     weight_decay_style = "decoupled"
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, maximize=maximize)

@@ -32,6 +32,7 @@ class Adamax(Optimizer):
 
     As PyTorch's ``torch.optim.Adamax``, with step count ``t`` (per parameter, from 1)::
 
+        g = -g  if maximize
         g = g + weight_decay * p
         m = beta1 * m + (1 - beta1) * g
         u = max(beta2 * u, |g| + eps)
@@ -44,8 +45,10 @@ class Adamax(Optimizer):
     required_state = ("step", "exp_avg", "exp_inf")
     rules = (RULE,)
 
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
+                 maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize))
 
     def _check_group(self, group):
         super()._check_group(group)

@@ -1,57 +1,29 @@
-"""Optimizer: parameter groups, lazy per-parameter state, weight decay, and the step.
+"""Optimizer: parameter groups, lazy per-parameter state, group options, and the step.
 
 A subclass is one file holding all of its math (see ``adam.py``): its hyper-parameter
 checks, the state it keeps, the per-step scalars, and its update rule as a
-``FusedUpdate`` (the rule in array-API form, and beside it the same rule as a kernel body).
-This class supplies the rest once: weight decay (coupled L2 or decoupled), flat per-group
-buffers so that a step is one fused update per group (``flat.py``), all-or-nothing checks,
-and state dicts (``state_dict.py``).
+``FusedUpdate`` (the rule in array-API form, and beside it the same rule as a kernel body;
+options that change the rule itself, such as Adam's ``amsgrad``, pick another rule there).
+This class supplies the rest once: the options every optimizer shares, composed into the
+rule (weight decay, coupled L2 or decoupled, and ``maximize``: ``compose.py``), flat
+per-group buffers so that a step is one fused update per group (``flat.py``),
+all-or-nothing checks, and state dicts (``state_dict.py``).
 """
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping
 
 from tensornet.backends import DeviceError, FusedUpdate, device_of, dtype_name, get_backend
 from tensornet.nn.parameter import Parameter
 
+from .checks import betas, flag, in_range, non_negative, real
+from .compose import coupled_decay, decoupled_decay, group_rule
 from .flat import build_packs
 from .state_dict import ARRAY, COUNT, StateDictMixin
 
-__all__ = ["Optimizer", "ARRAY", "COUNT", "real", "non_negative", "in_range", "betas"]
+__all__ = ["Optimizer", "ARRAY", "COUNT", "real", "non_negative", "in_range", "betas", "flag",
+           "coupled_decay", "decoupled_decay"]
 _MISSING = object()
-
-
-# ---------------------------------------------------------------------- hyper-parameter checks
-def real(owner: str, name: str, value) -> float:
-    """``value`` as a Python float (never a NumPy float64 scalar), or a clear ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{owner}: {name} must be a finite real number, got {value!r}")
-    return float(value)
-
-
-def non_negative(owner: str, name: str, value) -> float:
-    value = real(owner, name, value)
-    if value < 0.0:
-        raise ValueError(f"{owner}: {name} must be >= 0, got {value!r}")
-    return value
-
-
-def in_range(owner: str, name: str, value, low: float, high: float, high_open: bool) -> float:
-    """``low <= value <= high`` (``< high`` when ``high_open``)."""
-    value = real(owner, name, value)
-    if value < low or value > high or (high_open and value == high):
-        bracket = ")" if high_open else "]"
-        raise ValueError(f"{owner}: {name} must be in [{low}, {high}{bracket}, got {value!r}")
-    return value
-
-
-def betas(owner: str, value) -> tuple:
-    """A pair ``(beta1, beta2)`` of moment decays, each in [0, 1) (Adam's family)."""
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {value!r}")
-    return tuple(in_range(owner, f"betas[{i}]", b, 0.0, 1.0, True) for i, b in enumerate(value))
 
 
 class Optimizer(StateDictMixin):
@@ -76,12 +48,15 @@ class Optimizer(StateDictMixin):
     Parameter, or take ``p.data`` afterwards).
 
     Subclasses define ``state_kinds`` (name -> ARRAY or COUNT; every COUNT starts at 0 at a
-    parameter's first step), ``required_state`` (what a loaded state must hold), and:
+    parameter's first step), ``required_state`` (what a loaded state must hold; override
+    ``_required_state(group)`` when a group's options need more), and:
     ``_rule(group) -> FusedUpdate``; ``_scalars(group, state, fresh) -> dict`` (the rule's
     scalars for one step, ``state``'s COUNT entries already advanced, ``fresh`` True at a
     parameter's first step); optionally ``_state_fills(group)`` (initial values of state
     arrays other than 0). ``weight_decay_style`` is ``"coupled"`` (L2: ``g + wd * p``
     enters the rule) or ``"decoupled"`` (``p *= 1 - lr * wd`` before the rule, AdamW).
+    A group's ``maximize`` (when the subclass puts it in ``defaults``) feeds the rule
+    ``-grad``, before weight decay, as PyTorch does.
     ``rules`` lists every FusedUpdate the class may use (for kernel compile checks).
     """
 
@@ -109,6 +84,8 @@ class Optimizer(StateDictMixin):
     def _check_group(self, group: dict) -> None:
         """Validate ``group``'s hyper-parameters and normalise them (Python floats) in place."""
         group["lr"] = non_negative(self._name, "lr", group["lr"])
+        if "maximize" in group:
+            group["maximize"] = flag(self._name, "maximize", group["maximize"])
 
     def _rule(self, group: dict) -> FusedUpdate:
         raise NotImplementedError
@@ -288,16 +265,11 @@ class Optimizer(StateDictMixin):
                                   {**self._scalars(group, first, False), **decay})
         return True
 
-    # ------------------------------------------------------------------ weight decay
+    # ------------------------------------------------------------------ group options
     def _decayed_rule(self, group: dict):
-        """The group's rule with its weight decay composed in, and the decay's scalars."""
-        rule = self._rule(group)
-        weight_decay = group.get("weight_decay", 0.0)
-        if not weight_decay:
-            return rule, {}
-        if self.weight_decay_style == "decoupled":
-            return decoupled_decay(rule), {"decay_scale": 1.0 - group["lr"] * weight_decay}
-        return coupled_decay(rule), {"weight_decay": weight_decay}
+        """The group's rule with its weight decay and ``maximize`` composed in
+        (``compose.py``), and the decay's scalars."""
+        return group_rule(self._rule(group), self.weight_decay_style, group)
 
     # ------------------------------------------------------------------ checks
     def _check_group_if_changed(self, gi: int, group: dict) -> None:
@@ -362,37 +334,3 @@ class Optimizer(StateDictMixin):
             hyper = ", ".join(f"{k}={v}" for k, v in group.items() if k != "params")
             lines.append(f"  group {i}: {len(group['params'])} params, {hyper}")
         return "\n".join(lines) + "\n)"
-
-
-# ---------------------------------------------------------------------- weight decay, once
-_COUPLED: dict = {}
-_DECOUPLED: dict = {}
-
-
-def coupled_decay(rule: FusedUpdate) -> FusedUpdate:
-    """``rule`` fed ``grad + weight_decay * param`` (L2 folded into the gradient, as
-    PyTorch's SGD, Adam, RMSprop and Adagrad); ``grad`` itself is never written."""
-    composed = _COUPLED.get(rule)
-    if composed is None:
-        def apply(xp, param, grad, *states, weight_decay, **scalars):
-            rule.apply(xp, param, grad + weight_decay * param, *states, **scalars)
-        body = None if rule.body is None else (
-            "const T tn_decayed = grad + weight_decay * param;\n"
-            "{\nconst T grad = tn_decayed;\n" + rule.body + "\n}")
-        composed = _COUPLED[rule] = FusedUpdate(rule.name + "_l2", rule.states,
-                                                rule.scalars + ("weight_decay",), apply, body)
-    return composed
-
-
-def decoupled_decay(rule: FusedUpdate) -> FusedUpdate:
-    """``param *= decay_scale`` (``1 - lr * weight_decay``), then ``rule`` with the raw
-    gradient (Loshchilov & Hutter's decoupled weight decay, as PyTorch's AdamW)."""
-    composed = _DECOUPLED.get(rule)
-    if composed is None:
-        def apply(xp, param, grad, *states, decay_scale, **scalars):
-            param *= decay_scale
-            rule.apply(xp, param, grad, *states, **scalars)
-        body = None if rule.body is None else "param *= decay_scale;\n" + rule.body
-        composed = _DECOUPLED[rule] = FusedUpdate(rule.name + "_decoupled", rule.states,
-                                                  rule.scalars + ("decay_scale",), apply, body)
-    return composed

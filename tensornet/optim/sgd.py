@@ -38,6 +38,7 @@ class SGD(Optimizer):
 
     With gradient ``g``, weight decay ``wd`` and momentum ``mu``, each step::
 
+        g   = -g  if maximize                    (ascent on the objective)
         g   = g + wd * p
         buf = g                                  (first step)
         buf = mu * buf + (1 - dampening) * g     (later steps)
@@ -54,9 +55,10 @@ class SGD(Optimizer):
     rules = (PLAIN, MOMENTUM)
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False,
-                 weight_decay=0.0):
+                 weight_decay=0.0, *, maximize=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      nesterov=nesterov, weight_decay=weight_decay))
+                                      nesterov=nesterov, weight_decay=weight_decay,
+                                      maximize=maximize))
 
     def _check_group(self, group):
         super()._check_group(group)

@@ -9,14 +9,21 @@ from tensornet.backends import asnumpy, dtype_name, get_backend
 from tensornet.nn.parameter import Parameter
 
 ARRAY, COUNT = "array", "count"  # kinds of per-parameter state entries
-# PyTorch options that change the update, with the value tensornet's rules amount to: a state
-# dict (PyTorch's) with another value is refused rather than stepped without the option.
+# PyTorch's on/off options that change the update, off. An optimizer without one of them
+# (not in its defaults: Adamax has no amsgrad) refuses a state dict that turns it on rather
+# than step without it; one that has it takes a saved group without it (a checkpoint from
+# before tensornet had the option, as PyTorch's __setstate__ does) as off.
 _TORCH_OPTIONS = {"maximize": False, "amsgrad": False, "centered": False}
 
 
 class StateDictMixin:
     """``state_dict`` / ``load_state_dict`` of ``Optimizer`` (which defines ``state_kinds``,
     ``required_state``, ``defaults``, ``param_groups``, ``state`` and ``_check_group``)."""
+
+    def _required_state(self, group: dict) -> tuple:
+        """What a loaded state of a parameter of ``group`` must hold: ``required_state``,
+        and what the group's options add (Adam's amsgrad: ``max_exp_avg_sq``)."""
+        return self.required_state
 
     # ------------------------------------------------------------------ state dicts
     def state_dict(self) -> dict:
@@ -87,7 +94,7 @@ class StateDictMixin:
             problems.append(f"group {gi} has {len(ids)} parameters in the state but "
                             f"{len(own['params'])} in this optimizer")
             return None
-        missing = [k for k in self.defaults if k not in saved]
+        missing = [k for k in self.defaults if k not in saved and k not in _TORCH_OPTIONS]
         if missing:
             problems.append(f"group {gi} lacks hyper-parameters {', '.join(missing)}")
             return None
@@ -101,6 +108,8 @@ class StateDictMixin:
             return None
         group = {k: (tuple(v) if isinstance(own.get(k), tuple) else v)
                  for k, v in saved.items() if k != "params"}
+        for k in self.defaults:
+            group.setdefault(k, _TORCH_OPTIONS.get(k))  # only options can be missing here
         group["params"] = own["params"]
         try:
             self._check_group(group)
@@ -123,11 +132,12 @@ class StateDictMixin:
         if not isinstance(entry, Mapping):
             problems.append(f"{where} is not a dict")
             return {}
+        required = self._required_state(group)
         unknown = [n for n in entry if n not in self.state_kinds]
-        missing = [n for n in self.required_state if n not in entry] if entry else []
+        missing = [n for n in required if n not in entry] if entry else []
         if unknown or missing:
             problems.append(f"{where} has entries {sorted(entry)}; {self._name} keeps "
-                            f"{sorted(self.state_kinds)} (required: {list(self.required_state)})")
+                            f"{sorted(self.state_kinds)} (required: {list(required)})")
             return {}
         loaded = {}
         for name, value in entry.items():
