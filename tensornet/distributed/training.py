@@ -164,7 +164,9 @@ def _text(value) -> str:
         return "(" + ", ".join(_text(v) for v in value) + ")"
     if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         return repr(float(value))
-    return repr(value)
+    if value is None or isinstance(value, (bool, np.bool_, str)):
+        return repr(value)
+    return f"<{type(value).__name__}>"  # an object of the user's: its repr may hold an address
 
 
 def _difference(first, other) -> tuple[str, str]:
