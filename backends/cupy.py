@@ -350,7 +350,7 @@ def scatter_add(backend, target, index, values):
 def matmul(backend, a, b, out=None):
     # cuBLAS is refused inside CUDA-graph capture, so graph steps use the tiled kernel.
     if backend._capture is not None and backend._capture.phase in ("rehearse", "capture"):
-        from .cuda_graph import capture_safe_matmul
+        from .cuda_matmul import capture_safe_matmul
         result = capture_safe_matmul(backend, a, b)
         if out is None:
             return result

@@ -6,8 +6,8 @@ import pytest
 
 import tensornet as tn
 from tensornet.backends import get_backend
-from tensornet.backends.cuda_graph import capture_safe_matmul
 from tensornet.backends.cuda_kernels import update_spec
+from tensornet.backends.cuda_matmul import capture_safe_matmul
 from tensornet.nn import functional as F
 
 gpu = pytest.mark.gpu
@@ -175,8 +175,8 @@ def test_capture_safe_matmul_launches_long_batches_in_parts(cuda, rng, monkeypat
                                                             gemms):
     """A batch beyond CUDA's gridDim.z limit runs in several launches (the limit made
     small here: 65535 blocks would take the emulation minutes)."""
-    from tensornet.backends import cuda_graph
-    monkeypatch.setattr(cuda_graph, "GRID_YZ_LIMIT", limit)
+    from tensornet.backends import cuda_matmul
+    monkeypatch.setattr(cuda_matmul, "GRID_YZ_LIMIT", limit)
     a = cuda.asarray(rng.standard_normal((2, 4, 5, k)).astype(np.float64))
     b = cuda.asarray(rng.standard_normal((k, 2)).astype(np.float64))
     b = cuda.xp.broadcast_to(b, (4, k, 2))

@@ -10,7 +10,7 @@ import tensornet as tn
 from cuda_emulation.support import install_emulation
 from tensornet.backends import cuda_kernels as ck
 from tensornet.backends import get_backend
-from tensornet.backends.cuda_graph import capture_safe_matmul
+from tensornet.backends.cuda_matmul import capture_safe_matmul
 from tensornet.nn import functional as F
 
 pytestmark = pytest.mark.cuda_emulated

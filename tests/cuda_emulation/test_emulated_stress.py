@@ -10,7 +10,7 @@ import pytest
 import tensornet as tn
 from tensornet.nn import functional as F
 from tensornet.backends import get_backend
-from tensornet.backends.cuda_graph import capture_safe_matmul
+from tensornet.backends.cuda_matmul import capture_safe_matmul
 from tensornet.backends.geometry import window_output_size
 
 pytestmark = pytest.mark.cuda_emulated
