@@ -110,6 +110,9 @@ def _conv_transpose(g, m, x, shapes):
 def _linear(g, m, x, shapes):
     weight = m.weight.data if not isinstance(m, nn.DropConnect) else \
         (1.0 - m.p) * asnumpy(m.weight.data)
+    if len(shapes.of(m)[0]) != 2:  # (*, in): Gemm takes matrices only
+        y = g.node("MatMul", [x, g.constant(asnumpy(weight).T, "weight")])
+        return y if m.bias is None else g.node("Add", [y, g.constant(m.bias.data, "bias")])
     inputs = [x, g.constant(weight, "weight")]
     if m.bias is not None:
         inputs.append(g.constant(m.bias.data, "bias"))

@@ -176,10 +176,17 @@ def test_same_seed_gives_same_weights_on_every_backend():
 # ---------------------------------------------------------------------- bad input
 def test_linear_shape_error_names_layer_and_expectation():
     with pytest.raises(ValueError, match=r"Linear\(784 -> 256\) got input of shape \(32, 783\); "
-                                         r"expected \(N, 784\)"):
+                                         r"expected \(\*, 784\)"):
         nn.Linear(784, 256)(np.zeros((32, 783), np.float32))
-    with pytest.raises(ValueError, match="expected"):
-        nn.Linear(4, 2)(np.zeros((2, 2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"got input of shape \(2, 2, 5\); expected \(\*, 4\)"):
+        nn.Linear(4, 2)(np.zeros((2, 2, 5), np.float32))
+    with pytest.raises(ValueError, match=r"got input of shape \(\); expected \(\*, 4\)"):
+        nn.Linear(4, 2)(np.zeros((), np.float32))
+    layer = nn.Linear(4, 2)
+    layer(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"backward got grad_output of shape \(6, 2\); "
+                                         r"expected \(2, 3, 2\)"):
+        layer.backward(np.zeros((6, 2), np.float32))
 
 
 def test_dtype_and_device_errors():

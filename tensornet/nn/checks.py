@@ -33,7 +33,7 @@ class InputChecks:
         shape = tuple(x.shape)
         if ndim is not None and len(shape) not in (ndim if isinstance(ndim, tuple) else (ndim,)):
             raise ValueError(f"{self._describe()} got input of shape {shape}; expected {expected}")
-        if features is not None and shape[-1] != features:
+        if features is not None and (not shape or shape[-1] != features):
             raise ValueError(f"{self._describe()} got input of shape {shape}; expected {expected}")
         if shape and shape[0] == 0:
             raise ValueError(f"{self._describe()} got an empty batch (shape {shape})")

@@ -19,8 +19,9 @@ def _positive_int(owner: str, name: str, value) -> int:
 class Linear(Module):
     """``y = x @ weight.T + bias``; weight ``(out_features, in_features)`` as in PyTorch.
 
-    Shapes: x ``(N, in_features)`` -> y ``(N, out_features)``. Forward caches ``x`` and
-    the weight it used.
+    Shapes: x ``(*, in_features)`` -> y ``(*, out_features)``, as PyTorch: ``(N, in)``,
+    an unbatched ``(in,)``, or ``(N, T, in)`` (a sequence: every position through the same
+    weights, as one ``(N * T, in)`` GEMM). Forward caches ``x`` and the weight it used.
     Default init as PyTorch: weight and bias U(-1/sqrt(in), 1/sqrt(in)).
 
     ``backward(grad, input_grad=False)`` (see Module; for a first layer that reads data)
@@ -48,17 +49,19 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
-        self._check_input(x, ndim=2, features=self.in_features,
-                          expected=f"(N, {self.in_features})")
+        self._check_input(x, features=self.in_features, expected=f"(*, {self.in_features})")
         w = self._forward_weight()
         self._x, self._w = x, w
-        y = F.matmul(x, w.T)
+        y = F.matmul(x if x.ndim == 2 else _rows(self.backend.xp, x), w.T)
         if self.bias is not None:
             y += self.bias.data
-        return y
+        return y if x.ndim == 2 else self.backend.xp.reshape(y, x.shape[:-1] + y.shape[-1:])
 
     def backward(self, grad_output, input_grad: bool = True):
         x = self._require_cache(self._x)
+        xp = self.backend.xp
+        if x.ndim != 2:  # (the grad's shape is checked by Module against the output's)
+            grad_output, x = _rows(xp, grad_output), _rows(xp, x)
         if self.weight.requires_grad:
             self.weight.accumulate_grad(self._weight_grad(grad_output, x))
         if self.bias is not None and self.bias.requires_grad:
@@ -66,7 +69,8 @@ class Linear(Module):
                                                    out=self.bias.grad_buffer()))
         if not input_grad:
             return None
-        return F.matmul(grad_output, self._w)
+        grad = F.matmul(grad_output, self._w)
+        return grad if self._x.ndim == 2 else xp.reshape(grad, self._x.shape)
 
     def _forward_weight(self):
         """The weight forward multiplies by: ``weight`` itself (DropConnect masks it)."""
@@ -82,6 +86,11 @@ class Linear(Module):
 
     def _describe(self) -> str:
         return f"{type(self).__name__}({self.in_features} -> {self.out_features})"
+
+
+def _rows(xp, x):
+    """``x`` as a 2-D ``(rows, features)`` array (a view where it can be one)."""
+    return x if x.ndim == 2 else xp.reshape(x, (-1, x.shape[-1]))
 
 
 class Identity(Module):
