@@ -1,4 +1,4 @@
-"""Upsample: nearest-neighbour resizing of (N, C, H, W) images."""
+"""Upsample: nearest-neighbour and bilinear resizing of (N, C, H, W) images."""
 from __future__ import annotations
 
 import numbers
@@ -9,24 +9,37 @@ from .pooling import _SeparableResample2d
 
 
 class Upsample(_SeparableResample2d):
-    """Nearest-neighbour resize, as ``torch.nn.Upsample(size, scale_factor, mode='nearest')``.
+    """Resize, as ``torch.nn.Upsample(size, scale_factor, mode, align_corners)`` with
+    ``mode='nearest'`` (default) or ``'bilinear'``.
 
     Give either ``size`` (an int or an (OH, OW) pair) or ``scale_factor`` (a positive
-    number or a pair; the output is ``floor(H * scale)`` rows). Output pixel i reads input
-    ``min(floor(i * r), H - 1)`` with ``r = 1/scale_factor`` (or ``H/OH`` when ``size`` is
-    given), computed in float32 as PyTorch does, so fractional factors pick the same pixels
-    (and, as PyTorch, an output exactly twice the input reads ``i // 2`` whatever the factor).
-    The resize is ``A_h @ x @ A_w.T`` with one-hot rows in A; backward sums each output
-    gradient into its source pixel (``A_h.T @ dy @ A_w``). Only ``mode='nearest'``.
+    number or a pair; the output is ``floor(H * scale)`` rows). Nearest: output pixel i
+    reads input ``min(floor(i * r), H - 1)`` with ``r = 1/scale_factor`` (or ``H/OH`` when
+    ``size`` is given), computed in float32 as PyTorch does, so fractional factors pick the
+    same pixels (and, as PyTorch, an output exactly twice the input reads ``i // 2``
+    whatever the factor). Bilinear: output pixel i sits at input coordinate
+    ``(i + 0.5) * r - 0.5`` (clamped at 0) or, with ``align_corners=True``,
+    ``i * (H - 1) / (OH - 1)``, and mixes the two pixels around it by distance, as
+    PyTorch. Either way the resize is separable, ``A_h @ x @ A_w.T`` (one-hot or two-tap
+    rows in A); backward sends each output gradient back with the same weights
+    (``A_h.T @ dy @ A_w``).
     """
 
-    def __init__(self, size=None, scale_factor=None, mode: str = "nearest"):
+    def __init__(self, size=None, scale_factor=None, mode: str = "nearest",
+                 align_corners: bool | None = None):
         super().__init__()
-        if mode != "nearest":
-            raise ValueError(f"Upsample: only mode='nearest' is implemented, got {mode!r}")
+        if mode not in ("nearest", "bilinear"):
+            raise ValueError(f"Upsample: mode must be 'nearest' or 'bilinear' (others are not "
+                             f"implemented), got {mode!r}")
+        if align_corners is not None and mode == "nearest":
+            raise ValueError("Upsample: align_corners only applies to mode='bilinear' (as "
+                             "PyTorch)")
+        if align_corners is not None and not isinstance(align_corners, bool):
+            raise ValueError(f"Upsample: align_corners must be True, False or None, got "
+                             f"{align_corners!r}")
         if (size is None) == (scale_factor is None):
             raise ValueError("Upsample: give exactly one of size and scale_factor")
-        self.mode = mode
+        self.mode, self.align_corners = mode, bool(align_corners)
         self.size = None if size is None else _two("size", size, integer=True)
         self.scale_factor = None if scale_factor is None else _two("scale_factor", scale_factor,
                                                                    integer=False)
@@ -34,13 +47,15 @@ class Upsample(_SeparableResample2d):
     def _axis_matrix(self, axis, in_size):
         if self.size is not None:
             out = self.size[axis]
-            ratio = np.float32(in_size) / np.float32(out)
         else:
             out = int(np.floor(in_size * self.scale_factor[axis]))
-            ratio = np.float32(1.0 / self.scale_factor[axis])
         if out < 1:
             raise ValueError(f"{self._describe()}: an input of size {in_size} along "
                              f"{'HW'[axis]} gives an empty output")
+        if self.mode == "bilinear":
+            return self._bilinear(axis, in_size, out)
+        ratio = np.float32(in_size) / np.float32(out) if self.size is not None else \
+            np.float32(1.0 / self.scale_factor[axis])
         if out == in_size:
             return None
         if out == 2 * in_size:  # PyTorch's shortcut, whatever the factor: i // 2
@@ -50,10 +65,31 @@ class Upsample(_SeparableResample2d):
                                 .astype(np.int64), in_size - 1)
         return (source[:, None] == np.arange(in_size)[None, :]).astype(np.float64)
 
+    def _bilinear(self, axis, in_size, out):
+        """(out, in) two-tap matrix: PyTorch's source coordinate of each output pixel (its
+        area_pixel_compute_source_index), split between the pixels on either side."""
+        if out == in_size:  # PyTorch keeps such an axis as it is, whatever scale_factor says
+            return None
+        i = np.arange(out, dtype=np.float64)
+        if self.align_corners:
+            source = i * ((in_size - 1) / (out - 1)) if out > 1 else np.zeros(out)
+        else:
+            ratio = in_size / out if self.size is not None else 1.0 / self.scale_factor[axis]
+            source = np.maximum((i + 0.5) * ratio - 0.5, 0.0)
+        low = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
+        high = np.minimum(low + 1, in_size - 1)
+        weight_high = source - low
+        matrix = np.zeros((out, in_size))
+        rows = np.arange(out)
+        np.add.at(matrix, (rows, low), 1.0 - weight_high)
+        np.add.at(matrix, (rows, high), weight_high)
+        return matrix
+
     def extra_repr(self) -> str:
-        if self.size is not None:
-            return f"size={self.size}, mode={self.mode!r}"
-        return f"scale_factor={self.scale_factor}, mode={self.mode!r}"
+        what = f"size={self.size}" if self.size is not None else \
+            f"scale_factor={self.scale_factor}"
+        corners = ", align_corners=True" if self.align_corners else ""
+        return f"{what}, mode={self.mode!r}{corners}"
 
 
 def _two(name: str, value, integer: bool) -> tuple:
