@@ -153,6 +153,19 @@ def _separable(g, m, x, shapes):
     return x
 
 
+def _avg_pool(g, m, x, shapes):
+    """The layer's padding (ceil_mode's extra rows included); a window count other than
+    ONNX's (ceil_mode, divisor_override) as the layer computes it: the mean of the real
+    pixels times its (OH, OW) factor."""
+    size = tuple(shapes.of(m)[0][2:])
+    pads = m.pads_for(size)
+    factor = m.divisor_factor(size, pads) if pads != m._pads or m.divisor_override else None
+    include = m.count_include_pad if pads == m._pads and m.divisor_override is None else False
+    y = g.node("AveragePool", [x], count_include_pad=int(include),
+               **_window_attributes(m.kernel_size, m.stride, pads))
+    return y if factor is None else g.node("Mul", [y, g.constant(factor, "divisors")])
+
+
 def _global_pool(g, m, x, shapes):
     y = g.node("GlobalAveragePool", [x])
     return y if m.keepdims else g.node("Flatten", [y], axis=1)
@@ -216,9 +229,8 @@ _CONVERTERS = {
     nn.Linear: _linear, nn.DropConnect: _linear,
     nn.Conv1d: _conv, nn.Conv2d: _conv, nn.ConvTranspose2d: _conv_transpose,
     nn.MaxPool2d: lambda g, m, x, s: g.node("MaxPool", [x], **_window_attributes(
-        m.kernel_size, m.stride, m._pads, m.dilation)),
-    nn.AvgPool2d: lambda g, m, x, s: g.node("AveragePool", [x], count_include_pad=int(
-        m.count_include_pad), **_window_attributes(m.kernel_size, m.stride, m._pads)),
+        m.kernel_size, m.stride, m.pads_for(s.of(m)[0][2:]), m.dilation)),
+    nn.AvgPool2d: _avg_pool,
     nn.GlobalAvgPool2d: _global_pool, nn.AdaptiveAvgPool2d: _separable, nn.Upsample: _separable,
     nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.LayerNorm: _layer_norm,
     nn.Embedding: lambda g, m, x, s: g.node("Gather", [g.constant(m.weight.data, "weight"), x],

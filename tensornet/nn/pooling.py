@@ -25,9 +25,12 @@ class _Pool2d(Module):
 
     _cache_attrs = ("_x_shape",)
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
         name = type(self).__name__
+        if not isinstance(ceil_mode, (bool, np.bool_)):
+            raise ValueError(f"{name}: ceil_mode must be True or False, got {ceil_mode!r}")
+        self.ceil_mode = bool(ceil_mode)
         self.kernel_size = _pair(name, "kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else _pair(name, "stride", stride, 1)
         self.padding = _pair(name, "padding", padding, 0)
@@ -38,9 +41,33 @@ class _Pool2d(Module):
         self._pads = tuple((p, p) for p in self.padding)
 
     def _accept(self, x):
+        """Check ``x``; returns the padding its windows take: ``padding`` on every side, and
+        with ``ceil_mode`` as much more at the bottom and right as the last, partial window
+        needs."""
         _accept_image(self, x)
-        return check_window_fits(self, x, self.kernel_size, self.stride, self._pads,
-                                 self.dilation)
+        pads = self.pads_for(tuple(x.shape[2:]))
+        check_window_fits(self, x, self.kernel_size, self.stride, pads, self.dilation)
+        return pads
+
+    def pads_for(self, size: tuple) -> tuple:
+        """((top, bottom), (left, right)) padding for an (H, W) input. ``ceil_mode``: as
+        PyTorch, ``ceil((H + 2p - span) / s) + 1`` windows, less one that would start past
+        the input and its leading padding; the rows the last one reads past the padding
+        are extra padding (-inf for a max, left out of a mean's count)."""
+        if not self.ceil_mode:
+            return self._pads
+        pads = []
+        for n, k, s, p, d in zip(size, self.kernel_size, self.stride, self.padding,
+                                 self.dilation):
+            span = d * (k - 1) + 1
+            out = (n + 2 * p - span + s - 1) // s + 1  # PyTorch's, floored below 0 too
+            if out >= 1 and (out - 1) * s >= n + p:
+                out -= 1
+            if out < 1:  # no window at all: check_window_fits says so
+                pads.append((p, p))
+                continue
+            pads.append((p, p + max(0, (out - 1) * s + span - (n + 2 * p))))
+        return tuple(pads)
 
     def extra_repr(self) -> str:
         text = f"kernel_size={_format_pair(self.kernel_size)}"
@@ -50,7 +77,7 @@ class _Pool2d(Module):
             text += f", padding={_format_pair(self.padding)}"
         if self.dilation != (1, 1):
             text += f", dilation={_format_pair(self.dilation)}"
-        return text
+        return text + (", ceil_mode=True" if self.ceil_mode else "")
 
 
 class MaxPool2d(_Pool2d):
@@ -62,49 +89,104 @@ class MaxPool2d(_Pool2d):
     through ``scatter_add`` where windows overlap.
     """
 
-    _cache_attrs = ("_x_shape", "_argmax")
+    _cache_attrs = ("_x_shape", "_argmax", "_used_pads")
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
+        if return_indices:
+            raise ValueError("MaxPool2d: return_indices=True is not implemented (nor "
+                             "MaxUnpool2d, which takes them)")
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
 
     def forward(self, x):
-        self._accept(x)
+        pads = self._accept(x)
         self._argmax = None
-        y, self._argmax = F.max_pool2d(x, self.kernel_size, self.stride, self._pads,
-                                                  self.dilation)
-        self._x_shape = tuple(x.shape)
+        y, self._argmax = F.max_pool2d(x, self.kernel_size, self.stride, pads, self.dilation)
+        self._x_shape, self._used_pads = tuple(x.shape), pads
         return y
 
     def backward(self, grad_output):
         argmax = self._require_cache(self._argmax)
         return F.max_pool2d_backward(grad_output, argmax, self._x_shape,
-                                                self.kernel_size, self.stride, self._pads,
+                                                self.kernel_size, self.stride, self._used_pads,
                                                 self.dilation)
 
 
 class AvgPool2d(_Pool2d):
-    """Mean over ``kernel_size`` windows; ``stride`` defaults to the kernel size.
+    """Mean over ``kernel_size`` windows; ``stride`` defaults to the kernel size; the
+    arguments in ``torch.nn.AvgPool2d``'s order.
 
     x (N, C, H, W) -> (N, C, OH, OW). Zero padding; with ``count_include_pad=False`` the
-    padded positions are left out of each window's divisor (as PyTorch). Forward caches
-    only the input shape.
+    padded positions are left out of each window's divisor (as PyTorch). ``ceil_mode``: a
+    last, partial window where the floor would drop it, its rows past the padding counted
+    by neither divisor (as PyTorch). ``divisor_override``: every window's sum divided by
+    this number instead. Forward caches the input shape (and, for the last two, a per-window
+    factor on the mean of the window's real pixels, kept per input size).
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad: bool = True):
-        super().__init__(kernel_size, stride, padding)
+    _cache_attrs = ("_x_shape", "_used")
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad: bool = True, divisor_override=None):
+        super().__init__(kernel_size, stride, padding, ceil_mode=ceil_mode)
+        if divisor_override is not None and (isinstance(divisor_override, bool) or not
+                                             isinstance(divisor_override, (int, np.integer))
+                                             or divisor_override < 1):
+            raise ValueError(f"AvgPool2d: divisor_override must be a positive integer or "
+                             f"None, got {divisor_override!r}")
         self.count_include_pad = bool(count_include_pad)
+        self.divisor_override = None if divisor_override is None else int(divisor_override)
+        self._factors = {}
 
     def forward(self, x):
-        self._accept(x)
+        pads = self._accept(x)
         self._x_shape = tuple(x.shape)
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self._pads,
-                                       self.count_include_pad)
+        if pads == self._pads and self.divisor_override is None:
+            self._used = (pads, self.count_include_pad, None)
+        else:  # the mean of the real pixels, rescaled to the divisor asked for
+            self._used = (pads, False, self._factor(tuple(x.shape[2:]), pads, x.dtype))
+        pads, include, factor = self._used
+        y = F.avg_pool2d(x, self.kernel_size, self.stride, pads, include)
+        return y if factor is None else y * factor
 
     def backward(self, grad_output):
         x_shape = self._require_cache(self._x_shape)
+        pads, include, factor = self._used
+        if factor is not None:
+            grad_output = grad_output * factor
         return F.avg_pool2d_backward(grad_output, x_shape, self.kernel_size,
-                                                self.stride, self._pads, self.count_include_pad)
+                                                self.stride, pads, include)
+
+    def divisor_factor(self, size: tuple, pads: tuple):
+        """Host (OH, OW) float64: the divisor asked for over the count of real pixels in
+        each window (None: 1 everywhere), for an (H, W) input padded by ``pads``."""
+        real, whole = [], []
+        for n, k, s, (p, end_pad) in zip(size, self.kernel_size, self.stride, pads):
+            start = np.arange((n + p + end_pad - k) // s + 1) * s - p
+            end = np.minimum(start + k, n + p)  # PyTorch's window, clipped to the padding
+            real.append(np.minimum(end, n) - np.maximum(start, 0))
+            whole.append(end - start)
+        if self.divisor_override is not None:
+            return np.outer(*real) / self.divisor_override
+        return np.outer(*real) / np.outer(*whole) if self.count_include_pad else None
+
+    def _factor(self, size, pads, dtype):
+        key = (size, dtype_name(dtype), self.backend.device)
+        if key not in self._factors:
+            factor = self.divisor_factor(size, pads)
+            self._factors[key] = None if factor is None else \
+                self.backend.asarray(factor.astype(dtype_name(dtype)))
+        return self._factors[key]
+
+    def clear_cache(self) -> None:
+        super().clear_cache()
+        self._factors = {}  # on the old device after .to()
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
-        return text if self.count_include_pad else text + ", count_include_pad=False"
+        text += "" if self.count_include_pad else ", count_include_pad=False"
+        return text + (f", divisor_override={self.divisor_override}"
+                       if self.divisor_override is not None else "")
 
 
 class GlobalAvgPool2d(Module):
