@@ -144,6 +144,16 @@ def test_unchecked_ignored_rows_gradcheck(name, reduction, any_device, rng):
     assert tn.gradcheck(ours(reduction), (b.asarray(_pred(name, rng)), b.asarray(LABELS)))
 
 
+@pytest.mark.parametrize("loss", [nn.CrossEntropyLoss, nn.NLLLoss])
+def test_ignore_index_beyond_int64_is_refused(loss):
+    """The kernels compare labels with ignore_index as an int64: a larger one is refused
+    when the loss is built, not deep in a call (numba's typing, np.int64)."""
+    with pytest.raises(ValueError, match=rf"{loss.__name__}: ignore_index must fit in int64 "
+                                         rf"\(as PyTorch's\), got {2**63}"):
+        loss(ignore_index=2**63)
+    assert loss(ignore_index=-2**63).ignore_index == -2**63
+
+
 # ---------------------------------------------------------------------- the kernels
 def _check_kernels(backend, dtype, label_dtype, ignore_index, eps, rng):
     """The backend's softmax_cross_entropy(_backward) with ``ignore_index`` against the

@@ -35,6 +35,9 @@ class _ClassLoss(Loss):
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
             raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
         self.ignore_index = int(ignore_index)
+        if not -2**63 <= self.ignore_index < 2**63:  # the kernels compare it as an int64
+            raise ValueError(f"{name}: ignore_index must fit in int64 (as PyTorch's), got "
+                             f"{ignore_index}")
 
     def forward(self, pred, target):
         layout = None
