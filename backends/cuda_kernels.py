@@ -54,6 +54,12 @@ def update_spec(update, device_scalars: bool) -> ElementwiseSpec:
 # so any number of classes works. Writes log-probabilities (for backward) and per-row losses.
 # A label outside [0, C) yields NaN (loss and gradient) rather than reading out of bounds:
 # on the GPU the label-range check is off by default because it would sync every step.
+# With `ignoring` set, a row whose label is `ignore_index` gets loss 0 and gradient 0 (as
+# PyTorch's), and the forward adds the number of the other rows into `kept` (zeroed by the
+# caller: the mean's divisor, kept on the device). Warps stride over the rows of a grid of
+# at most CROSS_ENTROPY_MAX_BLOCKS blocks and sum their counts in shared memory first, so a
+# batch of any size makes at most one global atomic per block. The counts are whole numbers:
+# their float sum is exact, so the same in any order, up to 2^24 rows in float32.
 NUMERIC_HELPERS = r"""
 template <typename T> __device__ __forceinline__ T tn_quiet_nan();
 template <> __device__ __forceinline__ float tn_quiet_nan<float>() { return __int_as_float(0x7fc00000); }
@@ -71,47 +77,78 @@ CROSS_ENTROPY_SOURCE = NUMERIC_HELPERS + r"""
 template <typename T, typename L>
 __global__ void tn_cross_entropy_forward(const T* __restrict__ logits, const L* __restrict__ labels,
                                          int n_rows, int n_classes, T keep, T eps_over_c,
-                                         T* __restrict__ log_probs, T* __restrict__ losses) {
+                                         long long ignore_index, int ignoring,
+                                         T* __restrict__ log_probs, T* __restrict__ losses,
+                                         T* __restrict__ kept) {
+    __shared__ T block_kept;
+    if (threadIdx.x == 0) block_kept = T(0);
+    __syncthreads();
     const int lane = threadIdx.x & 31;
-    const long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= n_rows) return;  // the whole warp leaves together
-    const T* x = logits + row * n_classes;
-    T* lp = log_probs + row * n_classes;
+    const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
+    T warp_kept = T(0);
+    // the loop's bounds are the warp's own: its lanes run every row (and shuffle) together
+    for (long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+         row < n_rows; row += warps) {
+        const T* x = logits + row * n_classes;
+        T* lp = log_probs + row * n_classes;
 
-    T m = tn_neg_inf<T>();
-    for (int j = lane; j < n_classes; j += 32) m = max(m, x[j]);
-    for (int off = 16; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
-    if (!isfinite(m)) m = T(0);  // as the generic logsumexp: rows of +-inf stay inf/NaN
+        T m = tn_neg_inf<T>();
+        for (int j = lane; j < n_classes; j += 32) m = max(m, x[j]);
+        for (int off = 16; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
+        if (!isfinite(m)) m = T(0);  // as the generic logsumexp: rows of +-inf stay inf/NaN
 
-    T s = T(0);
-    for (int j = lane; j < n_classes; j += 32) s += exp(x[j] - m);
-    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-    // (x - m) - log(s), never x - (log(s) + m): at |m| >> log(s) the sum would round
-    // log(s) away (logits of -1e30 would give log-probabilities of 0).
-    const T log_s = log(s);
+        T s = T(0);
+        for (int j = lane; j < n_classes; j += 32) s += exp(x[j] - m);
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        // (x - m) - log(s), never x - (log(s) + m): at |m| >> log(s) the sum would round
+        // log(s) away (logits of -1e30 would give log-probabilities of 0).
+        const T log_s = log(s);
 
-    const long long label = (long long)labels[row];
-    T dot = T(0);
-    for (int j = lane; j < n_classes; j += 32) {
-        const T v = (x[j] - m) - log_s;
-        lp[j] = v;
-        dot += ((j == label ? keep : T(0)) + eps_over_c) * v;
+        const long long label = (long long)labels[row];
+        T dot = T(0);
+        for (int j = lane; j < n_classes; j += 32) {
+            const T v = (x[j] - m) - log_s;
+            lp[j] = v;
+            dot += ((j == label ? keep : T(0)) + eps_over_c) * v;
+        }
+        for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+        const bool ignored = ignoring && label == ignore_index;
+        if (lane == 0) {
+            losses[row] = ignored ? T(0)
+                        : (label >= 0 && label < n_classes) ? -dot : tn_quiet_nan<T>();
+        }
+        if (!ignored) warp_kept += T(1);
     }
-    for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-    if (lane == 0) losses[row] = (label >= 0 && label < n_classes) ? -dot : tn_quiet_nan<T>();
+    if (lane == 0 && warp_kept != T(0)) atomicAdd(&block_kept, warp_kept);
+    __syncthreads();
+    if (threadIdx.x == 0 && block_kept != T(0)) atomicAdd(kept, block_kept);
 }
 """
 CROSS_ENTROPY_WARPS_PER_BLOCK = 8
+CROSS_ENTROPY_MAX_BLOCKS = 1024  # 8192 warps: about all an H100/H200 keeps resident
 
-CROSS_ENTROPY_BACKWARD = ElementwiseSpec(
-    "T log_probs, raw L labels, T scale, T keep, T eps_over_c, int32 n_classes", "T grad",
-    "const ptrdiff_t row = i / n_classes;\n"
-    "const long long j = i - row * n_classes;\n"
-    "const long long label = (long long)labels[row];\n"
-    "const T target = (j == label ? keep : T(0)) + eps_over_c;\n"
-    "grad = (label >= 0 && label < n_classes) ? (exp(log_probs) - target) * scale\n"
-    "                                         : tn_quiet_nan<T>();",
-    "tn_cross_entropy_backward", NUMERIC_HELPERS)
+
+def cross_entropy_backward_spec(device_divisor: bool) -> ElementwiseSpec:
+    """The backward ``scale * (softmax - target)``, 0 on ignored rows, NaN on rows of other
+    labels outside [0, C); with ``device_divisor``, also divided by ``raw T divisor`` (one
+    element: the forward's kept-row count, read on the device; a row that is not ignored
+    means it is at least 1)."""
+    factor = "(scale / divisor[0])" if device_divisor else "scale"
+    return ElementwiseSpec(
+        "T log_probs, raw L labels, T scale, " + ("raw T divisor, " if device_divisor else "")
+        + "T keep, T eps_over_c, int32 n_classes, int64 ignore_index, int32 ignoring", "T grad",
+        "const ptrdiff_t row = i / n_classes;\n"
+        "const long long j = i - row * n_classes;\n"
+        "const long long label = (long long)labels[row];\n"
+        "const T target = (j == label ? keep : T(0)) + eps_over_c;\n"
+        "grad = (ignoring && label == ignore_index) ? T(0)\n"
+        "     : (label >= 0 && label < n_classes) ? (exp(log_probs) - target) * " + factor + "\n"
+        "     : tn_quiet_nan<T>();",
+        "tn_cross_entropy_backward" + ("_divided" if device_divisor else ""), NUMERIC_HELPERS)
+
+
+CROSS_ENTROPY_BACKWARD = cross_entropy_backward_spec(device_divisor=False)
+CROSS_ENTROPY_BACKWARD_DIVIDED = cross_entropy_backward_spec(device_divisor=True)
 
 
 # ---------------------------------------------------------------------- dropout in graphs
@@ -287,9 +324,9 @@ def elementwise_specs() -> list:
     kernels come from each optimizer's FusedUpdate (``tensornet.optim.fused_updates()``)
     through ``update_spec``."""
     from .cuda_window_kernels import WINDOW_SPECS
-    return [RELU, RELU_BACKWARD, CROSS_ENTROPY_BACKWARD, BERNOULLI_COUNTER, RNG_ADVANCE,
-            BERNOULLI_DRAW, UNIFORM_DRAW, NORMAL_DRAW, KEYS_DRAW, GEMM_SPLIT_K_SUM,
-            *WINDOW_SPECS]
+    return [RELU, RELU_BACKWARD, CROSS_ENTROPY_BACKWARD, CROSS_ENTROPY_BACKWARD_DIVIDED,
+            BERNOULLI_COUNTER, RNG_ADVANCE, BERNOULLI_DRAW, UNIFORM_DRAW, NORMAL_DRAW, KEYS_DRAW,
+            GEMM_SPLIT_K_SUM, *WINDOW_SPECS]
 
 
 def name_expression(module: str, *type_args: str) -> str:

@@ -27,6 +27,7 @@ from array_api_compat import is_cupy_array
 from . import register_backend
 from .base import Backend, DeviceError, SyncPolicy, dtype_name
 from .cuda_kernels import (BERNOULLI_DRAW, C_TYPES, CROSS_ENTROPY_BACKWARD,
+                           CROSS_ENTROPY_BACKWARD_DIVIDED, CROSS_ENTROPY_MAX_BLOCKS,
                            CROSS_ENTROPY_WARPS_PER_BLOCK, FUSED_DTYPES, KEYS_DRAW, NORMAL_DRAW,
                            RELU, RELU_BACKWARD, UNIFORM_DRAW, KernelCache, update_spec)
 from .cuda_window_kernels import COL2IM, IM2COL, MAX_POOL, MAX_POOL_BACKWARD
@@ -378,7 +379,7 @@ def relu_backward(backend, grad, y):
 
 @CupyBackend.override
 @fused_dtypes_only
-def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0):
+def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0, ignore_index=None):
     xp = backend.xp
     n, c = logits.shape
     label_type = C_TYPES.get(dtype_name(labels.dtype))
@@ -388,25 +389,34 @@ def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0):
     labels = xp.ascontiguousarray(labels)
     log_probs = xp.empty_like(logits)
     losses = xp.empty(n, dtype=logits.dtype)
-    if n == 0:
-        return losses, log_probs
-    t = logits.dtype.type
-    warps = CROSS_ENTROPY_WARPS_PER_BLOCK
-    kernel = backend._kernels.raw("cross_entropy", C_TYPES[dtype_name(logits.dtype)], label_type)
-    kernel((-(-n // warps),), (32 * warps,),
-           (logits, labels, np.int32(n), np.int32(c), t(1.0 - label_smoothing),
-            t(label_smoothing / c), log_probs, losses))
-    return losses, log_probs
+    kept = xp.zeros((), dtype=logits.dtype)  # a memset, which CUDA graphs capture
+    if n:
+        t = logits.dtype.type
+        warps = CROSS_ENTROPY_WARPS_PER_BLOCK
+        kernel = backend._kernels.raw("cross_entropy", C_TYPES[dtype_name(logits.dtype)],
+                                      label_type)
+        ignoring = ignore_index is not None
+        kernel((min(-(-n // warps), CROSS_ENTROPY_MAX_BLOCKS),), (32 * warps,),
+               (logits, labels, np.int32(n), np.int32(c), t(1.0 - label_smoothing),
+                t(label_smoothing / c), np.int64(ignore_index if ignoring else 0),
+                np.int32(ignoring), log_probs, losses, kept))
+    return (losses, log_probs) if ignore_index is None else (losses, log_probs, kept)
 
 
 @CupyBackend.override
 @fused_dtypes_only
-def softmax_cross_entropy_backward(backend, log_probs, labels, scale, label_smoothing=0.0):
+def softmax_cross_entropy_backward(backend, log_probs, labels, scale, label_smoothing=0.0,
+                                   ignore_index=None, divisor=None):
     c = log_probs.shape[1]
     t = log_probs.dtype.type
-    return backend._kernels.elementwise(CROSS_ENTROPY_BACKWARD)(
-        log_probs, labels, t(scale), t(1.0 - label_smoothing), t(label_smoothing / c),
-        np.int32(c))
+    ignoring = ignore_index is not None
+    tail = (t(1.0 - label_smoothing), t(label_smoothing / c), np.int32(c),
+            np.int64(ignore_index if ignoring else 0), np.int32(ignoring))
+    if divisor is None:
+        return backend._kernels.elementwise(CROSS_ENTROPY_BACKWARD)(
+            log_probs, labels, t(scale), *tail)
+    return backend._kernels.elementwise(CROSS_ENTROPY_BACKWARD_DIVIDED)(
+        log_probs, labels, t(scale), backend.xp.reshape(divisor, (1,)), *tail)
 
 
 # Window kernels: one launch each instead of one per kernel offset; same layouts and

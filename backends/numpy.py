@@ -223,9 +223,10 @@ def relu_backward(backend, grad, y):
 # uniform part of label smoothing is a scalar. Same math, ~20 array calls fewer per step.
 # The loss checks the labels on CPU before it calls these, unless its checks are off: then
 # a label outside [0, C) gives its row a NaN loss and a NaN gradient row (as the generic
-# and CUDA versions), never an index that wraps around or fails. A row holding NaN or
-# +inf, or only -inf, gets NaN log-probabilities (the generic version gives NaN or -inf
-# there) and a non-finite loss either way, which the loss reports.
+# and CUDA versions), never an index that wraps around or fails; rows whose label is the
+# ``ignore_index`` asked for get 0 in both. A row holding NaN or +inf, or only -inf, gets
+# NaN log-probabilities (the generic version gives NaN or -inf there) and a non-finite
+# loss either way, which the loss reports.
 def _labels_outside(labels, classes: int):
     """(labels clipped into range, boolean rows outside [0, C) or None when none is)."""
     outside = (labels < 0) | (labels >= classes)
@@ -234,15 +235,25 @@ def _labels_outside(labels, classes: int):
     return np.clip(labels, 0, classes - 1), outside
 
 
+def _ignored_rows(labels, ignore_index):
+    """Boolean rows whose label is ``ignore_index``, or None (none asked for, or none is)."""
+    if ignore_index is None:
+        return None
+    ignored = labels == ignore_index
+    return ignored if ignored.any() else None
+
+
 @NumpyBackend.override
-def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0):
+def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0, ignore_index=None):
     kernels = jit.kernels("basic")
     if kernels is not None and logits.dtype in _JIT_DTYPES:
-        return kernels.softmax_cross_entropy(logits, labels.astype(np.int64, copy=False),
-                                             label_smoothing)
+        out = kernels.softmax_cross_entropy(logits, labels.astype(np.int64, copy=False),
+                                            label_smoothing, ignore_index)
+        return out if ignore_index is None else out[:2] + (logits.dtype.type(out[2]),)
     log_probs = np.subtract(logits, logits.max(axis=1, keepdims=True))
     shifted_lse = np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
     log_probs -= shifted_lse
+    ignored = _ignored_rows(labels, ignore_index)
     labels, outside = _labels_outside(labels, logits.shape[1])
     picked = log_probs[np.arange(len(labels)), labels]
     if not label_smoothing:
@@ -255,16 +266,25 @@ def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0):
         losses -= picked
     if outside is not None:
         losses[outside] = np.nan
-    return losses, log_probs
+    if ignore_index is None:
+        return losses, log_probs
+    if ignored is None:
+        return losses, log_probs, logits.dtype.type(len(labels))
+    losses[ignored] = 0.0
+    return losses, log_probs, logits.dtype.type(len(labels) - np.count_nonzero(ignored))
 
 
 @NumpyBackend.override
-def softmax_cross_entropy_backward(backend, log_probs, labels, scale, label_smoothing=0.0):
+def softmax_cross_entropy_backward(backend, log_probs, labels, scale, label_smoothing=0.0,
+                                   ignore_index=None, divisor=None):
+    if divisor is not None:  # a host value here: the kept-row count (0: every row ignored)
+        scale = scale / divisor if divisor else 0.0
     kernels = jit.kernels("basic")
     if kernels is not None and log_probs.dtype in _JIT_DTYPES:
         return kernels.softmax_cross_entropy_backward(
-            log_probs, labels.astype(np.int64, copy=False), scale, label_smoothing)
+            log_probs, labels.astype(np.int64, copy=False), scale, label_smoothing, ignore_index)
     grad = np.exp(log_probs)
+    ignored = _ignored_rows(labels, ignore_index)
     labels, outside = _labels_outside(labels, log_probs.shape[1])
     hit = (np.arange(len(labels)), labels)
     if label_smoothing:
@@ -275,8 +295,9 @@ def softmax_cross_entropy_backward(backend, log_probs, labels, scale, label_smoo
     grad *= scale
     if outside is not None:
         grad[outside] = np.nan
+    if ignored is not None:
+        grad[ignored] = 0.0
     return grad
-
 
 
 # ---------------------------------------------------------------------- BatchNorm

@@ -102,10 +102,11 @@ def test_bce_with_logits_pos_weight_float32_and_errors(rng):
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_unchecked_labels_out_of_range_give_nan_rows_not_stray_memory(device, compiled,
                                                                        smoothing, rng):
-    """Checks off (as on a GPU): labels outside [0, C), the default ignore_index -100
-    among them, give their rows a NaN loss and NaN gradients on every backend (the CUDA
-    kernel's rule); the compiled kernel had read (and written) outside the row, returning
-    a loss of ~1e-263 for -100. The other rows keep their values."""
+    """Checks off (as on a GPU): labels outside [0, C) give their rows a NaN loss and NaN
+    gradients on every backend (the CUDA kernel's rule); the compiled kernel had read (and
+    written) outside the row, returning a loss of ~1e-263 for -100. The default
+    ignore_index -100 is no such label: its row is 0 (loss and gradient), as in PyTorch.
+    The other rows keep their values."""
     from tensornet.backends import jit
     z = rng.standard_normal((5, 4))
     labels = np.array([-100, 1, 4, 3, -1])
@@ -118,7 +119,8 @@ def test_unchecked_labels_out_of_range_give_nan_rows_not_stray_memory(device, co
         rows = [1, 3]
         expected = np.asarray(good(z[rows], labels[rows]))
         expected_grad = np.asarray(good.backward(np.ones(2)))
-    assert np.isnan(losses[[0, 2, 4]]).all() and np.isnan(grad[[0, 2, 4]]).all()
+    assert np.isnan(losses[[2, 4]]).all() and np.isnan(grad[[2, 4]]).all()
+    assert losses[0] == 0.0 and not grad[0].any()
     np.testing.assert_allclose(losses[rows], expected, rtol=1e-12)
     np.testing.assert_allclose(grad[rows], expected_grad, rtol=1e-12)
 

@@ -4,7 +4,8 @@ backward), each one pass.
 ReLU works on 1-D views listing both arrays in one memory order (``layout.flat_in_order_of``),
 so any layout streams. Softmax cross-entropy: one row per task. The loss checks that labels
 are in range before it calls these, unless its checks are off: then a row whose label is
-outside [0, C) gets a NaN loss and a NaN gradient row (as the CUDA kernel), never a read or
+outside [0, C) (and not the ``ignore_index`` asked for, whose rows get loss 0 and a 0
+gradient row) gets a NaN loss and a NaN gradient row (as the CUDA kernel), never a read or
 write outside the row. A row holding NaN or +inf, or only -inf, gets NaN log-probabilities,
 as the NumPy override.
 """
@@ -54,8 +55,10 @@ def relu_backward(grad_flat, y_flat, out_flat):
 
 
 # ---------------------------------------------------------------------- softmax cross-entropy
+# ``ignoring``/``ignore``: with ignoring set, a row whose label is ``ignore`` gets loss 0
+# and a 0 gradient row (its log-probabilities are still written: the backward reads them).
 @njit(inline="always", **_OPTIONS)
-def _cross_entropy_row(logits, labels, smoothing, losses, log_probs, row):
+def _cross_entropy_row(logits, labels, smoothing, ignoring, ignore, losses, log_probs, row):
     x = logits[row]
     lp = log_probs[row]
     classes = x.shape[0]
@@ -73,6 +76,9 @@ def _cross_entropy_row(logits, labels, smoothing, losses, log_probs, row):
         lp[k] = lp[k] - shift
         summed += lp[k]
     label = labels[row]
+    if ignoring and label == ignore:
+        losses[row] = 0.0
+        return
     if label < 0 or label >= classes:
         losses[row] = np.nan
         return
@@ -84,17 +90,32 @@ def _cross_entropy_row(logits, labels, smoothing, losses, log_probs, row):
 
 
 @njit(**_OPTIONS)
-def _cross_entropy_tasks(logits, labels, smoothing, losses, log_probs, lo, hi):
+def _cross_entropy_tasks(logits, labels, smoothing, ignoring, ignore, losses, log_probs, lo,
+                         hi):
     for row in range(lo, hi):
-        _cross_entropy_row(logits, labels, smoothing, losses, log_probs, row)
+        _cross_entropy_row(logits, labels, smoothing, ignoring, ignore, losses, log_probs, row)
+
+
+@njit(**_OPTIONS)
+def _count_other(labels, value):
+    """How many labels differ from ``value`` (the mean's divisor)."""
+    count = 0
+    for i in range(labels.shape[0]):
+        count += labels[i] != value
+    return count
 
 
 @njit(inline="always", **_OPTIONS)
-def _cross_entropy_backward_row(log_probs, labels, scale, smoothing, grad, row):
+def _cross_entropy_backward_row(log_probs, labels, scale, smoothing, ignoring, ignore, grad,
+                                row):
     lp = log_probs[row]
     g = grad[row]
     classes = lp.shape[0]
     label = labels[row]
+    if ignoring and label == ignore:
+        for k in range(classes):
+            g[k] = 0.0
+        return
     if label < 0 or label >= classes:
         for k in range(classes):
             g[k] = np.nan
@@ -112,21 +133,31 @@ def _cross_entropy_backward_row(log_probs, labels, scale, smoothing, grad, row):
 
 
 @njit(**_OPTIONS)
-def _cross_entropy_backward_tasks(log_probs, labels, scale, smoothing, grad, lo, hi):
+def _cross_entropy_backward_tasks(log_probs, labels, scale, smoothing, ignoring, ignore, grad,
+                                  lo, hi):
     for row in range(lo, hi):
-        _cross_entropy_backward_row(log_probs, labels, scale, smoothing, grad, row)
+        _cross_entropy_backward_row(log_probs, labels, scale, smoothing, ignoring, ignore, grad,
+                                    row)
 
 
-def softmax_cross_entropy(logits, labels, label_smoothing):
+def softmax_cross_entropy(logits, labels, label_smoothing, ignore_index=None):
+    """``(losses, log_probs)``, and with ``ignore_index`` given the number of rows whose
+    label is not it (a Python int)."""
     losses = np.empty(logits.shape[0], dtype=logits.dtype)
     log_probs = np.empty(logits.shape, dtype=logits.dtype)
+    ignoring = ignore_index is not None
+    ignore = ignore_index if ignoring else 0  # a Python int: numba's quickest argument
     run_tasks(_cross_entropy_tasks, logits.shape[0], logits.size, logits, labels,
-              float(label_smoothing), losses, log_probs)
-    return losses, log_probs
+              float(label_smoothing), ignoring, ignore, losses, log_probs)
+    if not ignoring:
+        return losses, log_probs
+    return losses, log_probs, _count_other(labels, ignore)
 
 
-def softmax_cross_entropy_backward(log_probs, labels, scale, label_smoothing):
+def softmax_cross_entropy_backward(log_probs, labels, scale, label_smoothing, ignore_index=None):
     grad = np.empty(log_probs.shape, dtype=log_probs.dtype)
+    ignoring = ignore_index is not None
     run_tasks(_cross_entropy_backward_tasks, log_probs.shape[0], log_probs.size, log_probs,
-              labels, float(scale), float(label_smoothing), grad)
+              labels, float(scale), float(label_smoothing), ignoring,
+              ignore_index if ignoring else 0, grad)
     return grad

@@ -35,7 +35,9 @@ class _ClassLoss(Loss):
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
             raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
         self.ignore_index = int(ignore_index)
-        self._ignore_given = self.ignore_index != -100
+        if not -2**63 <= self.ignore_index < 2**63:  # the kernels compare it as an int64
+            raise ValueError(f"{name}: ignore_index must fit in int64 (as PyTorch's), got "
+                             f"{ignore_index}")
 
     def forward(self, pred, target):
         layout = None
@@ -110,13 +112,13 @@ class _ClassLoss(Loss):
         return self._device_constant("weight", self.weight, dtype)
 
     def _accept_labels(self, labels, shape) -> bool:
-        """Check integer labels (N,). True when some may equal ``ignore_index``: when that
-        is a class index, when a checked label is out of range but equal to it, or, for
-        unchecked labels (GPU, ``check`` off), when ``ignore_index`` was given."""
+        """Check integer labels (N,). True when some may equal ``ignore_index``: always for
+        unchecked labels (GPU, ``check`` off: they are never read on the host, so any may
+        be -100 padding), else when it is a class index or a label out of range equals it."""
         self._accept_target(labels, shape, "labels", check_range=False)
-        in_classes = 0 <= self.ignore_index < shape[1]
         if not self._checks_on():
-            return in_classes or self._ignore_given
+            return True
+        in_classes = 0 <= self.ignore_index < shape[1]
         if F.labels_in_range(labels, shape[1]):
             return in_classes
         kept = self.backend.xp.where(self._ignored(labels), 0, labels)
@@ -133,9 +135,7 @@ class _ClassLoss(Loss):
 
     def _ignored(self, labels):
         """Boolean (N,): which labels equal ``ignore_index``."""
-        if self.ignore_index < 0 and dtype_name(labels.dtype).startswith("uint"):
-            return self.backend.xp.zeros(labels.shape, dtype=self.backend.xp.bool)
-        return labels == self.ignore_index
+        return F.labels_equal(labels, self.ignore_index)
 
     def _target_matrix(self, labels, num_classes: int, dtype, label_smoothing: float = 0.0,
                        ignoring: bool = True):
@@ -143,7 +143,8 @@ class _ClassLoss(Loss):
 
         ``T[n, c] = keep_n * ((1 - eps) * w[y_n] * [c == y_n] + eps / C * w[c])`` with keep_n
         0 for ignored samples, w the class weights (1 without) and eps the label smoothing;
-        the mean divides by ``sum(keep_n * w[y_n])`` (None: by N), as PyTorch."""
+        the mean divides by ``sum(keep_n * w[y_n])`` (None: by N), as PyTorch. Unchecked
+        labels outside [0, C) other than ``ignore_index`` get NaN rows."""
         xp = self.backend.xp
         onehot = F.one_hot(labels, num_classes, dtype)
         weights = self._class_weights(num_classes, dtype)
@@ -151,9 +152,10 @@ class _ClassLoss(Loss):
             return onehot, None
         sample_weight = (xp.sum(onehot * weights, axis=1) if weights is not None
                          else xp.ones(labels.shape, dtype=dtype))
-        keep = None
+        keep = ignored = None
         if ignoring:
-            keep = xp.astype(~self._ignored(labels), dtype)
+            ignored = self._ignored(labels)
+            keep = xp.astype(~ignored, dtype)
             sample_weight = sample_weight * keep
         target = onehot * ((1.0 - label_smoothing) * sample_weight)[:, None]
         if label_smoothing:
@@ -161,6 +163,12 @@ class _ClassLoss(Loss):
                 weights[None, :] if weights is not None
                 else xp.ones((1, num_classes), dtype=dtype))
             target = target + (spread if keep is None else keep[:, None] * spread)
+        if not self._checks_on():
+            # unchecked labels outside [0, C), but for ignore_index: NaN rows (loss and
+            # gradient), as the fused kernels give, never a row that silently adds nothing
+            stray = (labels < 0) | (labels >= num_classes)
+            stray = stray if ignored is None else stray & ~ignored
+            target = xp.where(stray[:, None], xp.nan, target)
         return target, xp.sum(sample_weight)
 
     def extra_repr(self) -> str:
@@ -184,11 +192,13 @@ class CrossEntropyLoss(_ClassLoss):
     nothing. ``label_smoothing`` eps mixes the target with the uniform one:
     ``(1 - eps) * target + eps / C``. Log-sum-exp keeps it stable for any logits.
 
-    Plain labels without weights go through the backend's ``softmax_cross_entropy`` (one
-    fused kernel on the GPU); weights, ignored labels and probability targets through the
-    (N, C) target matrix. Caches the log-probabilities and the labels or that matrix.
-    On devices that do not check labels (GPU, ``check`` off), labels equal to the default
-    ``ignore_index=-100`` are only honoured when ``ignore_index`` or ``check=True`` is given.
+    Plain labels without weights, ignored ones among them, go through the backend's
+    ``softmax_cross_entropy`` (one fused kernel on the GPU, which also counts the rows
+    that are not ignored: the mean's divisor stays on the device); weights and probability
+    targets through the (N, C) target matrix. Caches the log-probabilities and the labels
+    or that matrix. Labels equal to ``ignore_index`` (the default -100 too) are skipped on
+    every device, checked or not; with checks off (GPU, ``check=False``) any other label
+    outside [0, C) gives its sample a NaN loss and NaN gradients instead of an error.
     """
 
     def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean",
@@ -207,15 +217,22 @@ class CrossEntropyLoss(_ClassLoss):
         ignoring = self._accept_labels(target, shape)
         if not self._probed and shape[1] > 1 and self._probe_once():
             _warn_if_probabilities(self, logits)
-        if self.weight is None and not ignoring:
-            losses, log_probs = F.softmax_cross_entropy(logits, target, self.label_smoothing)
-            loss = self._reduce(losses, shape[0])
-            self._cache = ("labels", log_probs, target)
-            return loss
+        if self.weight is None:
+            return self._fused_loss(logits, target, ignoring)
         log_probs = F.log_softmax(logits, axis=1)
         matrix, divisor = self._target_matrix(target, shape[1], logits.dtype,
                                               self.label_smoothing, ignoring)
         return self._matrix_loss(log_probs, matrix, divisor)
+
+    def _fused_loss(self, logits, labels, ignoring: bool):
+        """Plain labels: one pass of the backend's ``softmax_cross_entropy``. With
+        ``ignoring``, rows labelled ``ignore_index`` add 0 and ``"mean"`` divides by the
+        count of the others, which the kernel returns on the device (no host read)."""
+        ignore_index = self.ignore_index if ignoring else None
+        out = F.softmax_cross_entropy(logits, labels, self.label_smoothing, ignore_index)
+        loss = self._reduce(out[0], out[2] if ignoring else logits.shape[0])
+        self._cache = ("labels", out[1], (labels, ignore_index))
+        return loss
 
     def _forward_probabilities(self, logits, target, shape):
         target = self._accept_target(target, shape, "values", logits.dtype)
@@ -233,17 +250,31 @@ class CrossEntropyLoss(_ClassLoss):
 
     def _backward_rows(self, grad_output=None):
         kind, log_probs, target = self._require_cache(self._cache)
-        upstream = per_sample(self._upstream(grad_output))
         if kind == "labels":
-            scalar = not hasattr(upstream, "shape") or upstream.ndim == 0
-            grad = F.softmax_cross_entropy_backward(
-                log_probs, target, upstream if scalar else 1.0, self.label_smoothing)
-            return grad if scalar else grad * upstream
+            return self._fused_backward(log_probs, *target, grad_output)
+        upstream = per_sample(self._upstream(grad_output))
         # d/dz of -sum(T * log_softmax(z)) = softmax(z) * rowsum(T) - T
         xp = self.backend.xp
         grad = xp.exp(log_probs) * xp.sum(target, axis=1, keepdims=True) - target
         grad *= upstream
         return grad
+
+    def _fused_backward(self, log_probs, labels, ignore_index, grad_output):
+        """The backend's ``softmax_cross_entropy_backward``, scaled as the reduction says; a
+        device divisor (the kept-row count) goes to the kernel, which divides by it, rather
+        than through ``_upstream`` (a reciprocal and a zero test: launches of their own)."""
+        eps = self.label_smoothing
+        if self.reduction == "none":
+            upstream = per_sample(self._upstream(grad_output))
+            grad = F.softmax_cross_entropy_backward(log_probs, labels, 1.0, eps, ignore_index)
+            return grad * upstream
+        divisor = self._divisor
+        scale = 1.0 if grad_output is None else float(grad_output)
+        if hasattr(divisor, "shape"):  # the kept-row count: the kernel divides by it
+            return F.softmax_cross_entropy_backward(log_probs, labels, scale, eps, ignore_index,
+                                                    divisor)
+        return F.softmax_cross_entropy_backward(log_probs, labels, 1.0 / divisor * scale, eps,
+                                                ignore_index)
 
     def extra_repr(self) -> str:
         smooth = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
@@ -257,8 +288,9 @@ class NLLLoss(_ClassLoss):
     ``-weight[y_n] * log_probs[n, y_n]``, picked, so ``-inf`` at the other classes (a
     probability of 0) leaves the loss finite, as in PyTorch; ``"mean"`` divides by the
     summed weights of the non-ignored samples. ``weight`` and ``ignore_index`` as in
-    CrossEntropyLoss (and the same GPU caveat for the default ignore_index). Caches the
-    (N, C) target matrix."""
+    CrossEntropyLoss (labels equal to it, -100 by default, are skipped on every device;
+    with checks off other labels outside [0, C) give NaN rows). Caches the (N, C) target
+    matrix."""
 
     def _forward_rows(self, log_probs, labels):
         self._accept_pred(log_probs, ndim=2, expected="log-probabilities of shape (N, C)")

@@ -186,6 +186,8 @@ def test_every_registered_kernel_is_launched_by_the_emulated_tests(cuda, cuda_em
     for labels in (np.arange(4) % 3, (np.arange(4) % 3).astype(np.int32)):
         losses, log_probs = F.softmax_cross_entropy(f32(4, 3), cuda.asarray(labels))
         F.softmax_cross_entropy_backward(log_probs, cuda.asarray(labels), 0.25)
+        _, log_probs, kept = F.softmax_cross_entropy(f32(4, 3), cuda.asarray(labels), 0.0, 1)
+        F.softmax_cross_entropy_backward(log_probs, cuda.asarray(labels), 1.0, 0.0, 1, kept)
     cols = F.im2col(x, (3, 3), (1, 1), ((1, 1), (1, 1)))
     F.col2im(cols, x.shape, (3, 3), (1, 1), ((1, 1), (1, 1)))
     pooled, argmax = F.max_pool2d(x, (2, 2), (2, 2))

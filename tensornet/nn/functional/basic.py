@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tensornet.backends import dtype_name
+
 from .dispatch import kernel
 
 
@@ -125,28 +127,58 @@ def relu_backward(backend, grad, y):
 
 
 @kernel
-def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0):
+def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0, ignore_index=None):
     """Per-sample softmax cross-entropy. logits (N, C), integer labels (N,) ->
     ``(losses (N,), log_probs (N, C))``; the target is ``(1 - eps) * onehot + eps / C``
-    for ``label_smoothing`` eps. ``log_probs`` is what the backward needs. A label outside
-    [0, C) (unchecked: the loss checks them unless its checks are off) gives its row a NaN
-    loss, on every backend."""
+    for ``label_smoothing`` eps. ``log_probs`` is what the backward needs.
+
+    With ``ignore_index`` given, rows whose label equals it get loss 0 (and a 0 gradient
+    row from the backward), as PyTorch's, and the result is ``(losses, log_probs, kept)``:
+    ``kept`` is the number of the other rows, a 0-d array of the logits' dtype on their
+    device (what ``"mean"`` divides by; counted in the same pass where the device can, and
+    never read back to the host). Any other label outside [0, C) (unchecked: the loss
+    checks them unless its checks are off) gives its row a NaN loss, on every backend."""
     xp = backend.xp
     log_probs = log_softmax(logits, axis=1)
     target = _smoothed_one_hot(labels, logits.shape[1], logits.dtype, label_smoothing)
     losses = -xp.sum(target * log_probs, axis=1)
-    return xp.where(_inside(xp, labels, logits.shape[1]), losses, xp.nan), log_probs
+    losses = xp.where(_inside(xp, labels, logits.shape[1]), losses, xp.nan)
+    if ignore_index is None:
+        return losses, log_probs
+    ignored = labels_equal(labels, ignore_index)
+    kept = xp.sum(xp.astype(~ignored, logits.dtype))
+    return xp.where(ignored, 0.0, losses), log_probs, kept
 
 
 @kernel
-def softmax_cross_entropy_backward(backend, log_probs, labels, scale, label_smoothing=0.0):
-    """d(scale * sum of losses)/d logits = ``scale * (softmax - target)``, (N, C); NaN rows
-    for labels outside [0, C)."""
+def softmax_cross_entropy_backward(backend, log_probs, labels, scale, label_smoothing=0.0,
+                                   ignore_index=None, divisor=None):
+    """d(scale / divisor * sum of losses)/d logits = ``scale / divisor * (softmax -
+    target)``, (N, C): 0 on rows whose label is ``ignore_index`` (when given), NaN on rows
+    of any other label outside [0, C). ``divisor`` (a 0-d array: the forward's ``kept``, or
+    None for 1) is divided by here, on the device, so the caller never reads it; when it
+    is 0 every row is ignored and the gradient is 0."""
     xp = backend.xp
     grad = xp.exp(log_probs)
     grad -= _smoothed_one_hot(labels, log_probs.shape[1], log_probs.dtype, label_smoothing)
     grad *= scale
-    return xp.where(_inside(xp, labels, log_probs.shape[1])[:, None], grad, xp.nan)
+    if divisor is not None:
+        grad /= xp.where(divisor == 0.0, 1.0, divisor)  # 0: no row is kept, any value does
+    grad = xp.where(_inside(xp, labels, log_probs.shape[1])[:, None], grad, xp.nan)
+    if ignore_index is None:
+        return grad
+    return xp.where(labels_equal(labels, ignore_index)[:, None], 0.0, grad)
+
+
+@kernel
+def labels_equal(backend, labels, value: int):
+    """Boolean (N,): which integer labels equal ``value`` (none when the labels' dtype
+    cannot hold it, -100 for uint8 labels say, which array-api-strict refuses to compare)."""
+    xp = backend.xp
+    limits = np.iinfo(dtype_name(labels.dtype))
+    if not limits.min <= value <= limits.max:
+        return xp.zeros(labels.shape, dtype=xp.bool)
+    return labels == value
 
 
 def _inside(xp, labels, num_classes):
