@@ -233,7 +233,7 @@ def test_cupy_overrides_keep_the_generic_signatures():
 def test_window_kernel_arguments_follow_the_declared_order():
     from tensornet.backends.geometry import window_output_size
     from tensornet.backends.cuda_window_kernels import WINDOW_PARAMS
-    from tensornet.backends.cupy import _window_geometry
+    from tensornet.backends.cupy_ops import _window_geometry
     shape, kernel, stride, padding, dilation = (2, 3, 7, 6), (3, 2), (2, 1), ((1, 0), (2, 1)), (1, 2)
     values, out = _window_geometry(shape, kernel, stride, padding, dilation)
     names = [decl.split()[1] for decl in WINDOW_PARAMS.split(",")]

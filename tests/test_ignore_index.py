@@ -219,7 +219,7 @@ def test_cuda_kernels_ignore_rows_and_count_the_rest(dtype, label_dtype, ignore_
 def test_cuda_forward_counts_rows_beyond_one_grid(blocks, monkeypatch, rng):
     """More rows than the capped grid has warps: each warp strides over several rows, and
     the blocks' counts add up (the cap lowered so that a few hundred rows need it)."""
-    from tensornet.backends import cupy as cupy_backend
+    from tensornet.backends import cupy_ops as cupy_backend
     monkeypatch.setattr(cupy_backend, "CROSS_ENTROPY_MAX_BLOCKS", blocks)
     cuda = get_backend("cuda")
     labels = rng.integers(0, 5, 301)

@@ -29,6 +29,7 @@ def install_emulation(monkeypatch, **config):
     from tensornet import backends
     cupy = fakecupy.install(monkeypatch, **config)
     monkeypatch.setattr(backends, "_CACHE", {})
+    monkeypatch.setattr(backends, "_BY_TYPE", {})  # else it keeps this test's backends after it
     return cupy
 
 
