@@ -8,9 +8,10 @@ from .lr_one_cycle import _per_group, check_momentum, write_momentum
 from .lr_scheduler import LRScheduler, _positive, _positive_int
 from .optimizer import Optimizer, non_negative, real
 
-# mode -> (scale of the amplitude at x, what x is), as in Smith's paper and PyTorch
+# mode -> (scale of the amplitude at x, what x is), as in Smith's paper and PyTorch;
+# triangular2's 0.5 ** (x - 1) is PyTorch's 1 / 2.0 ** (x - 1), which overflows at cycle 1025
 _MODES = {"triangular": (lambda x, gamma: 1.0, "cycle"),
-          "triangular2": (lambda x, gamma: 1 / (2.0 ** (x - 1)), "cycle"),
+          "triangular2": (lambda x, gamma: 0.5 ** (x - 1), "cycle"),
           "exp_range": (lambda x, gamma: gamma ** x, "iterations")}
 
 
