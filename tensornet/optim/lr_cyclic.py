@@ -27,8 +27,8 @@ class CyclicLR(LRScheduler):
     or ``gamma ** step`` (``"exp_range"``). A ``scale_fn(x)`` replaces the mode; ``x`` is
     the cycle number from 1 (``scale_mode="cycle"``) or the step (``"iterations"``). With
     ``cycle_momentum`` the momentum (SGD's ``momentum``, Adam's ``betas[0]``) moves the
-    other way, ``max_momentum - (max_momentum - base_momentum) * height * scale``.
-    ``base_lr``, ``max_lr`` and the momenta take one value or one per parameter group; the
+    other way, ``max_momentum - (max_momentum - base_momentum) * height * scale``; momenta
+    the optimizer refuses (below 0, Adam's ``betas[0]`` of 1) are refused here. ``base_lr``, ``max_lr`` and the momenta take one value or one per parameter group; the
     base lrs are ``base_lr``, not the groups' lrs. ``scale_fn`` is not saved by
     ``state_dict`` (rebuild the schedule with it before loading).
     """
@@ -60,12 +60,15 @@ class CyclicLR(LRScheduler):
         self.cycle_momentum = cycle_momentum
         self.base_momentums = _per_group(name, "base_momentum", base_momentum, groups)
         self.max_momentums = _per_group(name, "max_momentum", max_momentum, groups)
-        if cycle_momentum:
-            check_momentum(name, optimizer)
         super().__init__(optimizer, last_epoch)
 
     def _check(self, values):
         name = "CyclicLR"
+        groups = len(self.optimizer.param_groups)
+        for key in ("max_lrs", "base_momentums", "max_momentums"):  # a loaded state's too
+            if not isinstance(values[key], (list, tuple)) or len(values[key]) != groups:
+                raise ValueError(f"{name}: {key[:-1]} needs one value per parameter group "
+                                 f"({groups}), got {values[key]!r}")
         values["max_lrs"] = [non_negative(name, "max_lr[i]", v) for v in values["max_lrs"]]
         values["step_size_up"] = _positive_int(name, "step_size_up", values["step_size_up"])
         down = values["step_size_down"]
@@ -85,6 +88,9 @@ class CyclicLR(LRScheduler):
         values["cycle_momentum"] = bool(values["cycle_momentum"])
         for key in ("base_momentums", "max_momentums"):
             values[key] = [real(name, f"{key}[i]", v) for v in values[key]]
+        if values["cycle_momentum"]:
+            check_momentum(name, self.optimizer, [("base_momentum", values["base_momentums"]),
+                                                  ("max_momentum", values["max_momentums"])])
 
     @property
     def total_size(self) -> float:

@@ -71,6 +71,7 @@ class LRScheduler:
         if isinstance(last_epoch, bool) or not isinstance(last_epoch, numbers.Integral) \
                 or last_epoch < -1:
             raise ValueError(f"{name}: last_epoch must be an integer >= -1, got {last_epoch!r}")
+        self.optimizer = optimizer  # _check may ask it (CyclicLR: its groups' momenta)
         values = {key: getattr(self, key) for key in self.hyper}
         self._check(values)
         self.__dict__.update(values)
@@ -84,7 +85,6 @@ class LRScheduler:
                     raise ValueError(f"{name}: resuming at last_epoch={last_epoch} needs "
                                      f"'initial_lr' in param group {i}; load the optimizer's "
                                      f"state first, or pass last_epoch=-1")
-        self.optimizer = optimizer
         self.base_lrs = ([float(group["initial_lr"]) for group in optimizer.param_groups]
                          if own is None else list(own))
         self.last_epoch = int(last_epoch)
