@@ -28,7 +28,8 @@ class CyclicLR(LRScheduler):
     the cycle number from 1 (``scale_mode="cycle"``) or the step (``"iterations"``). With
     ``cycle_momentum`` the momentum (SGD's ``momentum``, Adam's ``betas[0]``) moves the
     other way, ``max_momentum - (max_momentum - base_momentum) * height * scale``; momenta
-    the optimizer refuses (below 0, Adam's ``betas[0]`` of 1) are refused here. ``base_lr``, ``max_lr`` and the momenta take one value or one per parameter group; the
+    the optimizer refuses (below 0, Adam's ``betas[0]`` of 1) are refused here.
+    ``base_lr``, ``max_lr`` and the momenta take one value or one per parameter group; the
     base lrs are ``base_lr``, not the groups' lrs. ``scale_fn`` is not saved by
     ``state_dict`` (rebuild the schedule with it before loading).
     """
