@@ -82,3 +82,18 @@ def test_a_cyclic_state_with_a_value_per_group_missing_is_refused(key):
                                          f".*left unchanged"):
         schedule.load_state_dict(state)
     assert (schedule.state_dict(), opt.param_groups) == before
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch: step order
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_chain_refuses_one_schedule_twice(nested):
+    """The chain moved it two epochs per step and applied its factor twice: 0.9 ** 12 after
+    three steps of ExponentialLR(0.9) twice, where torch's chain gives 0.9 ** 6."""
+    opt = optimizers()
+    decay = tn.optim.ExponentialLR(opt, 0.9)
+    warmup = tn.optim.ConstantLR(opt, 0.5, 3)
+    chained = [tn.optim.ChainedScheduler([warmup, decay]), decay] if nested else [decay, decay]
+    before = [dict(g) for g in opt.param_groups]
+    with pytest.raises(ValueError, match="ChainedScheduler: .*ExponentialLR.* more than once"):
+        tn.optim.ChainedScheduler(chained)
+    assert opt.param_groups == before and decay.last_epoch == 0

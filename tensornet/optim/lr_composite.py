@@ -125,6 +125,12 @@ class ChainedScheduler(LRScheduler):
                 raise ValueError(f"{name}: schedulers[{i}] ({type(scheduler).__name__}) "
                                  f"drives another optimizer; all must drive the same one")
         _refuse_unchainable(name, schedulers)
+        seen = set()
+        for scheduler in _leaves(schedulers):
+            if id(scheduler) in seen:  # it would move two epochs a step, its factor squared
+                raise ValueError(f"{name}: {scheduler!r} is chained more than once; chain "
+                                 f"each schedule once")
+            seen.add(id(scheduler))
         self.optimizer = optimizer
         self.schedulers = schedulers
         self.base_lrs = list(schedulers[0].base_lrs)
@@ -186,6 +192,15 @@ def _refuse_unchainable(owner: str, schedulers) -> None:
                 f"StepLR, MultiStepLR, ExponentialLR, InverseTimeLR, ConstantLR, LinearLR, "
                 f"PolynomialLR or CosineAnnealingLR(eta_min=0), or run schedules one after "
                 f"another with SequentialLR")
+
+
+def _leaves(schedulers):
+    """The schedules of ``schedulers``, those of the chains among them included."""
+    for scheduler in schedulers:
+        if isinstance(scheduler, ChainedScheduler):
+            yield from _leaves(scheduler.schedulers)
+        else:
+            yield scheduler
 
 
 def _note_own_lrs(schedulers) -> None:
