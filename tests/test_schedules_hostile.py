@@ -97,3 +97,54 @@ def test_a_chain_refuses_one_schedule_twice(nested):
     with pytest.raises(ValueError, match="ChainedScheduler: .*ExponentialLR.* more than once"):
         tn.optim.ChainedScheduler(chained)
     assert opt.param_groups == before and decay.last_epoch == 0
+
+
+# ---------------------------------------------------------------------- in tn.fit
+def _fit_parts():
+    tn.manual_seed(0)
+    model = tn.nn.Sequential(tn.nn.Linear(4, 3))
+    opt = tn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(0)
+    data = tn.data.ArrayDataset(rng.standard_normal((32, 4)).astype(np.float32),
+                                rng.integers(0, 3, 32))
+    return model, opt, tn.data.DataLoader(data, 8), tn.data.DataLoader(data, 32)
+
+
+@pytest.mark.parametrize("first, second", [
+    (lambda o: tn.optim.CyclicLR(o, 0.01, 0.1, 3), lambda o: tn.optim.ReduceLROnPlateau(o)),
+    (lambda o: tn.optim.StepLR(o, 2), lambda o: tn.optim.ReduceLROnPlateau(o, patience=0)),
+    (lambda o: tn.optim.ConstantLR(o, 0.5, 2), lambda o: tn.optim.ExponentialLR(o, 0.9)),
+], ids=["CyclicLR-ReduceLROnPlateau", "StepLR-ReduceLROnPlateau", "ConstantLR-ExponentialLR"])
+def test_fit_refuses_two_schedules_of_its_optimizer(first, second):
+    """Each writes its own lr: the plateau's cut was undone at the other's next step (the
+    next batch for CyclicLR), two epoch schedules gave the last one's lr, and checkpoints
+    kept only the first one's state, so a resumed run differed from an uninterrupted one."""
+    model, opt, train, val = _fit_parts()
+    a, b = first(opt), second(opt)
+    before = [np.array(p.data) for p in model.parameters()]
+    with pytest.raises(ValueError, match=f"fit: {type(a).__name__} and {type(b).__name__} both "
+                                         f"set the lr of the optimizer.*ChainedScheduler"):
+        tn.fit(model, tn.nn.CrossEntropyLoss(), opt, train, val, epochs=2, scheduler=a,
+               callbacks=[tn.callbacks.LearningRateScheduler(b)], verbose=0)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
+
+
+def test_fit_refuses_a_schedule_also_stepped_inside_a_chain_it_is_given():
+    model, opt, train, _ = _fit_parts()
+    warmup = tn.optim.ConstantLR(opt, 0.5, 2)
+    chain = tn.optim.ChainedScheduler([warmup, tn.optim.ExponentialLR(opt, 0.9)])
+    with pytest.raises(ValueError, match="ChainedScheduler and ConstantLR both set the lr"):
+        tn.fit(model, tn.nn.CrossEntropyLoss(), opt, train, scheduler=chain, verbose=0,
+               callbacks=[tn.callbacks.LearningRateScheduler(warmup)])
+
+
+def test_fit_takes_schedules_of_other_optimizers_in_callbacks():
+    """A callback may drive an optimizer of its own (one fit does not step)."""
+    model, opt, train, _ = _fit_parts()
+    other = optimizers()
+    schedule = tn.optim.StepLR(other, 1, 0.5)
+    tn.fit(model, tn.nn.CrossEntropyLoss(), opt, train, epochs=2, verbose=0,
+           scheduler=tn.optim.ExponentialLR(opt, 0.9),
+           callbacks=[tn.callbacks.LearningRateScheduler(schedule)])
+    assert schedule.last_epoch == 2 and opt.param_groups[0]["lr"] == pytest.approx(0.081)
