@@ -99,6 +99,81 @@ def test_a_chain_refuses_one_schedule_twice(nested):
     assert opt.param_groups == before and decay.last_epoch == 0
 
 
+
+# ---------------------------------------------------------------------- groups added later
+JOINING = {  # schedules whose only per-group argument is the base lr
+    "StepLR": lambda o: tn.optim.StepLR(o, 2, 0.5),
+    "ConstantLR": lambda o: tn.optim.ConstantLR(o, 0.25, 3),
+    "PolynomialLR": lambda o: tn.optim.PolynomialLR(o, 6, 2.0),
+    "LambdaLR": lambda o: tn.optim.LambdaLR(o, lambda e: 0.9 ** e),
+    "ChainedScheduler": lambda o: tn.optim.ChainedScheduler(
+        [tn.optim.ConstantLR(o, 0.5, 2), tn.optim.ExponentialLR(o, 0.9)]),
+    "SequentialLR": lambda o: tn.optim.SequentialLR(
+        o, [tn.optim.LinearLR(o, 0.2, 1.0, 2), tn.optim.PolynomialLR(o, 5)], [2]),
+}
+REFUSING = {  # schedules with other per-group arguments
+    "CyclicLR": lambda o: tn.optim.CyclicLR(o, 0.01, 0.1, 2),
+    "OneCycleLR": lambda o: tn.optim.OneCycleLR(o, 0.1, total_steps=20),
+    "LambdaLR-per-group": lambda o: tn.optim.LambdaLR(o, [lambda e: 0.9 ** e] * 2),
+    "SequentialLR-CyclicLR": lambda o: tn.optim.SequentialLR(
+        o, [tn.optim.ConstantLR(o, 0.5, 2), tn.optim.CyclicLR(o, 0.01, 0.1, 2)], [2]),
+}
+
+
+def _lrs(opt):
+    return [g["lr"] for g in opt.param_groups]
+
+
+@pytest.mark.parametrize("name", list(JOINING) + list(REFUSING))
+def test_a_group_added_without_a_base_lr_is_refused_at_the_next_step(name):
+    """The schedules set the lrs of the groups they were built with: a group added later
+    (add_param_group, unfreezing layers) kept its lr for the rest of the run, silently
+    (torch rescales it, or raises for CyclicLR)."""
+    opt = optimizers()
+    schedule = {**JOINING, **REFUSING}[name](opt)
+    schedule.step()
+    opt.add_param_group({"params": [Parameter(np.zeros(2, np.float32))], "lr": 0.5})
+    before = (schedule.last_epoch, _lrs(opt))
+    needle = "group 2 was added .*'initial_lr'" if name in JOINING else "build the schedule"
+    with pytest.raises(ValueError, match=f"the optimizer has 3 parameter groups, the schedule "
+                                         f"2.*{needle}"):
+        schedule.step()
+    assert (schedule.last_epoch, _lrs(opt)) == before
+
+
+@pytest.mark.parametrize("name", list(JOINING))
+def test_a_group_added_with_its_initial_lr_joins_the_schedule(name, tmp_path):
+    """From the next step its lr is its initial_lr times the schedule's factor, as if it had
+    been there from the start; the state holds its base lr."""
+    opt, twin = optimizers(), optimizers(lrs=(0.1, 0.02, 0.5))
+    schedule, reference = JOINING[name](opt), JOINING[name](twin)
+    for _ in range(2):
+        schedule.step()
+        reference.step()
+    opt.add_param_group({"params": [Parameter(np.zeros(2, np.float32))], "lr": 0.5,
+                         "initial_lr": 0.5})
+    for _ in range(6):
+        schedule.step()
+        reference.step()
+        assert _lrs(opt) == _lrs(twin) == schedule.get_last_lr()
+    resumed_opt = optimizers(lrs=(0.1, 0.02, 0.5))
+    resumed = JOINING[name](resumed_opt)
+    tn.save({"s": schedule.state_dict()}, tmp_path / "s.safetensors")
+    resumed.load_state_dict(tn.load(tmp_path / "s.safetensors")["s"])
+    schedule.step()
+    resumed.step()
+    assert _lrs(resumed_opt) == _lrs(opt)
+
+
+def test_a_group_removed_is_refused():
+    opt = optimizers()
+    schedule = tn.optim.ExponentialLR(opt, 0.5)
+    opt.param_groups.pop()
+    with pytest.raises(ValueError, match="ExponentialLR: the optimizer has 1 parameter groups, "
+                                         "the schedule 2"):
+        schedule.step()
+
+
 # ---------------------------------------------------------------------- in tn.fit
 def _fit_parts():
     tn.manual_seed(0)
@@ -148,3 +223,15 @@ def test_fit_takes_schedules_of_other_optimizers_in_callbacks():
            scheduler=tn.optim.ExponentialLR(opt, 0.9),
            callbacks=[tn.callbacks.LearningRateScheduler(schedule)])
     assert schedule.last_epoch == 2 and opt.param_groups[0]["lr"] == pytest.approx(0.081)
+
+
+def test_fit_refuses_a_group_that_cannot_join_its_schedule_before_training():
+    model, opt, train, _ = _fit_parts()
+    schedule = tn.optim.StepLR(opt, 1, 0.5)
+    extra = Parameter(np.zeros(2, np.float32))
+    opt.add_param_group({"params": [extra], "lr": 0.5})
+    before = [np.array(p.data) for p in model.parameters()]
+    with pytest.raises(ValueError, match="StepLR: .*group 1 was added"):
+        tn.fit(model, tn.nn.CrossEntropyLoss(), opt, train, scheduler=schedule, verbose=0)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)

@@ -10,7 +10,27 @@ from .lr_scheduler import LRScheduler, _milestones
 from .optimizer import Optimizer
 
 
-class SequentialLR(LRScheduler):
+class _Composite:
+    """What SequentialLR and ChainedScheduler do alike: a group added to the optimizer
+    joins every schedule they hold, or none."""
+
+    @property
+    def _joins_added_groups(self) -> bool:
+        return all(scheduler._joins_added_groups for scheduler in self.schedulers)
+
+    def _added_base_lrs(self):
+        base_lrs = super()._added_base_lrs()
+        for scheduler in self.schedulers:
+            scheduler._added_base_lrs()  # raises where one cannot take the group
+        return base_lrs
+
+    def _join_added_groups(self, base_lrs):
+        for scheduler in {id(s): s for s in self.schedulers}.values():
+            scheduler._join_added_groups(scheduler._added_base_lrs())
+        super()._join_added_groups(base_lrs)
+
+
+class SequentialLR(_Composite, LRScheduler):
     """Schedules one after another (e.g. LinearLR warm-up, then CosineAnnealingLR):
     ``schedulers[i]`` runs from ``milestones[i-1]`` (its own epoch 0 there) until
     ``milestones[i]``. All must drive ``optimizer``; ``state_dict`` holds the epoch, the base
@@ -72,7 +92,7 @@ class SequentialLR(LRScheduler):
             raise
 
 
-class ChainedScheduler(LRScheduler):
+class ChainedScheduler(_Composite, LRScheduler):
     """Steps every schedule of ``schedulers`` each ``step()``; the lr is the product of
     their factors: ``lr = base_lr * factor_1(epoch_1) * factor_2(epoch_2) * ...`` (e.g.
     ConstantLR warm-up times ExponentialLR decay), as ``torch.optim.lr_scheduler``'s

@@ -37,6 +37,7 @@ class CyclicLR(LRScheduler):
     hyper = ("max_lrs", "step_size_up", "step_size_down", "mode", "gamma", "scale_mode",
              "cycle_momentum", "base_momentums", "max_momentums")
     per_batch = True
+    _joins_added_groups = False  # max_lr and the momenta are per group
 
     def __init__(self, optimizer, base_lr, max_lr, step_size_up: int = 2000,
                  step_size_down: int | None = None, mode: str = "triangular",

@@ -64,6 +64,7 @@ class OneCycleLR(LRScheduler):
     hyper = ("total_steps", "max_lrs", "pct_start", "anneal_strategy", "cycle_momentum",
              "base_momentum", "max_momentum", "div_factor", "final_div_factor", "three_phase")
     per_batch = True
+    _joins_added_groups = False  # max_lr and the momenta are per group
 
     def __init__(self, optimizer, max_lr, total_steps: int | None = None,
                  epochs: int | None = None, steps_per_epoch: int | None = None,

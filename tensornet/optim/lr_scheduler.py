@@ -50,6 +50,9 @@ class LRScheduler:
             Another value resumes one, which needs ``"initial_lr"`` in the groups.
 
     Construction applies epoch ``last_epoch + 1`` (epoch 0 for a new schedule: ``base_lr``).
+    A parameter group added later (``add_param_group``) joins at the next ``step()`` when it
+    holds its base lr as ``"initial_lr"``; without one that step raises ``ValueError``, as
+    it does for schedules with other per-group arguments (CyclicLR's ``max_lr``).
     Subclasses list their hyper-parameters in ``hyper`` and implement ``lr_at`` and
     ``_check`` (validate and normalise the hyper-parameters, in place on a dict).
     """
@@ -62,6 +65,8 @@ class LRScheduler:
     # A schedule whose arguments give its base lrs (CyclicLR's base_lr) sets this list
     # before ``__init__``; the others scale the groups' ``initial_lr``.
     _own_base_lrs: list | None = None
+    # Whether a group added to the optimizer later can join with its "initial_lr" alone
+    _joins_added_groups = True
 
     def __init__(self, optimizer, last_epoch: int = -1):
         name = type(self).__name__
@@ -98,8 +103,31 @@ class LRScheduler:
 
     def step(self) -> None:
         """Move to the next epoch and set every group's ``lr`` (call once per epoch)."""
+        self._join_added_groups(self._added_base_lrs())
         self.last_epoch += 1
         self._apply()
+
+    def _added_base_lrs(self) -> list[float]:
+        """The base lrs (``"initial_lr"``) of the groups added to the optimizer since this
+        schedule was built; ValueError, with nothing changed, where they cannot join."""
+        name, groups, known = type(self).__name__, self.optimizer.param_groups, len(self.base_lrs)
+        if len(groups) == known:
+            return []
+        where = f"{name}: the optimizer has {len(groups)} parameter groups, the schedule {known}"
+        if len(groups) < known or not self._joins_added_groups:
+            raise ValueError(f"{where}; build the schedule again over these groups (with "
+                             f"last_epoch= to go on where it was)")
+        for i, group in enumerate(groups[known:], start=known):
+            if "initial_lr" not in group:
+                raise ValueError(f"{where}: group {i} was added after the schedule was built; "
+                                 f"give it the base lr the schedule scales, add_param_group("
+                                 f"{{'params': ..., 'initial_lr': base_lr}}) (its lr is then "
+                                 f"base_lr times the schedule's factor from the next step)")
+        return [non_negative(name, f"initial_lr of group {i}", group["initial_lr"])
+                for i, group in enumerate(groups[known:], start=known)]
+
+    def _join_added_groups(self, base_lrs: list) -> None:
+        self.base_lrs = self.base_lrs + base_lrs
 
     def _apply(self) -> None:
         self._last_lr = [self._group_lr(i, base, self.last_epoch)
@@ -283,7 +311,12 @@ class LambdaLR(LRScheduler):
             raise ValueError(f"LambdaLR: lr_lambda must be a function or a list of "
                              f"{groups} functions (one per parameter group), got {lr_lambda!r}")
         self.lr_lambdas = lambdas
+        self._joins_added_groups = not isinstance(lr_lambda, (list, tuple))  # one function
         super().__init__(optimizer, last_epoch)
+
+    def _join_added_groups(self, base_lrs):
+        self.lr_lambdas = self.lr_lambdas + self.lr_lambdas[:1] * len(base_lrs)
+        super()._join_added_groups(base_lrs)
 
     def _check(self, values):
         pass
