@@ -235,3 +235,25 @@ def test_fit_refuses_a_group_that_cannot_join_its_schedule_before_training():
         tn.fit(model, tn.nn.CrossEntropyLoss(), opt, train, scheduler=schedule, verbose=0)
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p.data, b)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch: step order
+def test_a_sequential_inside_a_sequential_runs_on_the_outer_epochs():
+    """The inner one switches at its milestone 3, the outer one at 6 (torch's inner one
+    switches at 2: a documented difference)."""
+    def build(m, o):
+        inner = m.SequentialLR(o, [m.ConstantLR(o, 0.5, 100), m.ExponentialLR(o, 0.5)], [3])
+        return m.SequentialLR(o, [inner, m.ConstantLR(o, 0.25, 100)], [6])
+    opt = optimizers(lrs=(1.0,))
+    schedule, seen = build(tn.optim, opt), []
+    for _ in range(8):
+        seen.append(opt.param_groups[0]["lr"])
+        schedule.step()
+    assert seen == [0.5, 0.5, 0.5, 1.0, 0.5, 0.25, 0.25, 0.25]
+    torch = torch_or_skip()
+    _, theirs = optimizers(lrs=(1.0,), torch=torch)
+    reference, seen = build(torch.optim.lr_scheduler, theirs), []
+    for _ in range(4):
+        seen.append(theirs.param_groups[0]["lr"])
+        reference.step()
+    assert seen == [0.5, 0.5, 1.0, 0.5]

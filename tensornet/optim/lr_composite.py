@@ -36,7 +36,9 @@ class SequentialLR(_Composite, LRScheduler):
     ``milestones[i]``. All must drive ``optimizer``; ``state_dict`` holds the epoch, the base
     lrs, the milestones and every schedule's state (rebuild the inner schedules with their
     functions, if any, before loading). A schedule here may itself be a SequentialLR or a
-    ChainedScheduler; it is stepped per batch when one of its schedules is."""
+    ChainedScheduler; it is stepped per batch when one of its schedules is. A SequentialLR
+    inside another runs on the outer one's epochs (PyTorch's runs one epoch ahead: building
+    the outer one undoes the first step of the inner one's schedules, not its own)."""
 
     hyper = ("milestones",)
 

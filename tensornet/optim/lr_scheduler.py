@@ -9,7 +9,8 @@ to the next epoch and writes that value into each parameter group's ``"lr"``::
         scheduler.step()
 
 Each matches ``torch.optim.lr_scheduler``'s sequence of the same name step for step (up
-to rounding: PyTorch multiplies the previous lr where these evaluate the closed form).
+to rounding: PyTorch multiplies the previous lr where these evaluate the closed form;
+nested SequentialLRs and chained cosines differ where PyTorch's do not compose: see them).
 Because each writes its closed form, two schedules on one optimizer do not compose by
 themselves (the last one stepped wins): ``ChainedScheduler`` composes them. ConstantLR and
 PolynomialLR live in ``lr_factor.py``, CyclicLR and OneCycleLR (stepped per batch) in
