@@ -257,3 +257,38 @@ def test_a_sequential_inside_a_sequential_runs_on_the_outer_epochs():
         seen.append(theirs.param_groups[0]["lr"])
         reference.step()
     assert seen == [0.5, 0.5, 1.0, 0.5]
+
+
+@pytest.mark.parametrize("schedule_of, optimizer_of", [
+    (lambda o: tn.optim.CyclicLR(o, 0.001, 0.02, 3, 5, mode="triangular2"),
+     lambda p: tn.optim.Adam(p, lr=0.01, amsgrad=True, weight_decay=0.01)),
+    (lambda o: tn.optim.SequentialLR(o, [tn.optim.LinearLR(o, 0.2, 1.0, 2),
+                                         tn.optim.CyclicLR(o, 0.001, 0.02, 5)], [2]),
+     lambda p: tn.optim.RMSprop(p, lr=0.005, centered=True, momentum=0.5)),
+    (lambda o: tn.optim.ChainedScheduler([tn.optim.ConstantLR(o, 0.3, 2),
+                                          tn.optim.PolynomialLR(o, 10, 1.5)]),
+     lambda p: tn.optim.AdamW(p, lr=0.01, amsgrad=True)),
+], ids=["CyclicLR-Adam-amsgrad", "SequentialLR-RMSprop-centered", "Chained-AdamW-amsgrad"])
+def test_fit_resumed_from_a_model_checkpoint_is_bit_identical(schedule_of, optimizer_of,
+                                                               tmp_path):
+    def parts(seed):
+        tn.manual_seed(seed)
+        model = tn.models.mlp((2, 16, 3), dropout=0.2)
+        opt = optimizer_of(model.parameters())
+        x, y = tn.data.toy_spirals(n=200, seed=0)
+        train = tn.data.DataLoader(tn.data.ArrayDataset(x[:160], y[:160]), 32, shuffle=True)
+        val = tn.data.DataLoader(tn.data.ArrayDataset(x[160:], y[160:]), 64)
+        return model, opt, schedule_of(opt), train, val
+
+    loss = tn.nn.CrossEntropyLoss()
+    model, opt, schedule, train, val = parts(0)
+    tn.fit(model, loss, opt, train, val, epochs=5, scheduler=schedule, verbose=0,
+           callbacks=[tn.callbacks.ModelCheckpoint(str(tmp_path / "e{epoch}.safetensors"))])
+    straight = [np.array(p.data) for p in model.parameters()]
+    model, opt, schedule, train, val = parts(7)  # everything that matters from the file
+    state = tn.load_checkpoint(tmp_path / "e2.safetensors", model, opt, scheduler=schedule,
+                               loader=train)
+    tn.fit(model, loss, opt, train, val, epochs=5, scheduler=schedule, verbose=0,
+           initial_epoch=state["epoch"])
+    for p, want in zip(model.parameters(), straight):
+        np.testing.assert_array_equal(p.data, want)
