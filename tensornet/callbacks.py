@@ -254,6 +254,9 @@ class LearningRateScheduler(Callback):
         self.monitor = monitor
 
     def on_train_begin(self, run) -> None:
+        added = getattr(self.scheduler, "_added_base_lrs", None)
+        if added is not None:
+            added()  # a group added that cannot join: refused now, not after an epoch
         if getattr(self.scheduler, "needs_metric", False) and self.monitor.startswith("val_") \
                 and run.val_loader is None:
             raise ValueError(f"{type(self.scheduler).__name__} steps on {self.monitor!r}, "

@@ -93,10 +93,12 @@ def check_callbacks(callbacks) -> list:
 
 def check_schedulers_once(callbacks) -> None:
     """Refuse one schedule stepped by two callbacks (``scheduler=`` and a
-    LearningRateScheduler of the same object): it would decay twice per epoch."""
+    LearningRateScheduler of the same object): it would decay twice per epoch. Refuse two
+    schedules of one optimizer: each writes its own lr (closed forms; ReduceLROnPlateau
+    cuts what it finds), so one undoes the other, and a checkpoint keeps one's state."""
     from tensornet.callbacks import LearningRateScheduler
 
-    seen = set()
+    seen, by_optimizer = set(), {}
     for cb in callbacks:
         if isinstance(cb, LearningRateScheduler):
             if id(cb.scheduler) in seen:
@@ -105,6 +107,17 @@ def check_schedulers_once(callbacks) -> None:
                                  f"two callbacks) and would be stepped twice per epoch; pass "
                                  f"it once")
             seen.add(id(cb.scheduler))
+            optimizer = getattr(cb.scheduler, "optimizer", None)
+            other = by_optimizer.setdefault(id(optimizer), cb.scheduler)
+            if optimizer is not None and other is not cb.scheduler:
+                raise ValueError(
+                    f"fit: {type(other).__name__} and {type(cb.scheduler).__name__} both set "
+                    f"the lr of the optimizer {type(optimizer).__name__}; each writes its own "
+                    f"lr, so one would undo the other's changes at its next step (and a "
+                    f"checkpoint would keep only {type(other).__name__}'s state). Pass one "
+                    f"schedule: tn.optim.ChainedScheduler multiplies schedules' factors, "
+                    f"tn.optim.SequentialLR runs them one after another (ReduceLROnPlateau "
+                    f"goes in neither)")
 
 
 def check_options(verbose, grad_hook) -> None:

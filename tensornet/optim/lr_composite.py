@@ -10,13 +10,35 @@ from .lr_scheduler import LRScheduler, _milestones
 from .optimizer import Optimizer
 
 
-class SequentialLR(LRScheduler):
+class _Composite:
+    """What SequentialLR and ChainedScheduler do alike: a group added to the optimizer
+    joins every schedule they hold, or none."""
+
+    @property
+    def _joins_added_groups(self) -> bool:
+        return all(scheduler._joins_added_groups for scheduler in self.schedulers)
+
+    def _added_base_lrs(self):
+        base_lrs = super()._added_base_lrs()
+        for scheduler in self.schedulers:
+            scheduler._added_base_lrs()  # raises where one cannot take the group
+        return base_lrs
+
+    def _join_added_groups(self, base_lrs):
+        for scheduler in {id(s): s for s in self.schedulers}.values():
+            scheduler._join_added_groups(scheduler._added_base_lrs())
+        super()._join_added_groups(base_lrs)
+
+
+class SequentialLR(_Composite, LRScheduler):
     """Schedules one after another (e.g. LinearLR warm-up, then CosineAnnealingLR):
     ``schedulers[i]`` runs from ``milestones[i-1]`` (its own epoch 0 there) until
     ``milestones[i]``. All must drive ``optimizer``; ``state_dict`` holds the epoch, the base
     lrs, the milestones and every schedule's state (rebuild the inner schedules with their
     functions, if any, before loading). A schedule here may itself be a SequentialLR or a
-    ChainedScheduler; it is stepped per batch when one of its schedules is."""
+    ChainedScheduler; it is stepped per batch when one of its schedules is. A SequentialLR
+    inside another runs on the outer one's epochs (PyTorch's runs one epoch ahead: building
+    the outer one undoes the first step of the inner one's schedules, not its own)."""
 
     hyper = ("milestones",)
 
@@ -72,7 +94,7 @@ class SequentialLR(LRScheduler):
             raise
 
 
-class ChainedScheduler(LRScheduler):
+class ChainedScheduler(_Composite, LRScheduler):
     """Steps every schedule of ``schedulers`` each ``step()``; the lr is the product of
     their factors: ``lr = base_lr * factor_1(epoch_1) * factor_2(epoch_2) * ...`` (e.g.
     ConstantLR warm-up times ExponentialLR decay), as ``torch.optim.lr_scheduler``'s
@@ -125,6 +147,12 @@ class ChainedScheduler(LRScheduler):
                 raise ValueError(f"{name}: schedulers[{i}] ({type(scheduler).__name__}) "
                                  f"drives another optimizer; all must drive the same one")
         _refuse_unchainable(name, schedulers)
+        seen = set()
+        for scheduler in _leaves(schedulers):
+            if id(scheduler) in seen:  # it would move two epochs a step, its factor squared
+                raise ValueError(f"{name}: {scheduler!r} is chained more than once; chain "
+                                 f"each schedule once")
+            seen.add(id(scheduler))
         self.optimizer = optimizer
         self.schedulers = schedulers
         self.base_lrs = list(schedulers[0].base_lrs)
@@ -186,6 +214,15 @@ def _refuse_unchainable(owner: str, schedulers) -> None:
                 f"StepLR, MultiStepLR, ExponentialLR, InverseTimeLR, ConstantLR, LinearLR, "
                 f"PolynomialLR or CosineAnnealingLR(eta_min=0), or run schedules one after "
                 f"another with SequentialLR")
+
+
+def _leaves(schedulers):
+    """The schedules of ``schedulers``, those of the chains among them included."""
+    for scheduler in schedulers:
+        if isinstance(scheduler, ChainedScheduler):
+            yield from _leaves(scheduler.schedulers)
+        else:
+            yield scheduler
 
 
 def _note_own_lrs(schedulers) -> None:

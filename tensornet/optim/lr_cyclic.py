@@ -8,9 +8,10 @@ from .lr_one_cycle import _per_group, check_momentum, write_momentum
 from .lr_scheduler import LRScheduler, _positive, _positive_int
 from .optimizer import Optimizer, non_negative, real
 
-# mode -> (scale of the amplitude at x, what x is), as in Smith's paper and PyTorch
+# mode -> (scale of the amplitude at x, what x is), as in Smith's paper and PyTorch;
+# triangular2's 0.5 ** (x - 1) is PyTorch's 1 / 2.0 ** (x - 1), which overflows at cycle 1025
 _MODES = {"triangular": (lambda x, gamma: 1.0, "cycle"),
-          "triangular2": (lambda x, gamma: 1 / (2.0 ** (x - 1)), "cycle"),
+          "triangular2": (lambda x, gamma: 0.5 ** (x - 1), "cycle"),
           "exp_range": (lambda x, gamma: gamma ** x, "iterations")}
 
 
@@ -26,7 +27,8 @@ class CyclicLR(LRScheduler):
     or ``gamma ** step`` (``"exp_range"``). A ``scale_fn(x)`` replaces the mode; ``x`` is
     the cycle number from 1 (``scale_mode="cycle"``) or the step (``"iterations"``). With
     ``cycle_momentum`` the momentum (SGD's ``momentum``, Adam's ``betas[0]``) moves the
-    other way, ``max_momentum - (max_momentum - base_momentum) * height * scale``.
+    other way, ``max_momentum - (max_momentum - base_momentum) * height * scale``; momenta
+    the optimizer refuses (below 0, Adam's ``betas[0]`` of 1) are refused here.
     ``base_lr``, ``max_lr`` and the momenta take one value or one per parameter group; the
     base lrs are ``base_lr``, not the groups' lrs. ``scale_fn`` is not saved by
     ``state_dict`` (rebuild the schedule with it before loading).
@@ -35,6 +37,7 @@ class CyclicLR(LRScheduler):
     hyper = ("max_lrs", "step_size_up", "step_size_down", "mode", "gamma", "scale_mode",
              "cycle_momentum", "base_momentums", "max_momentums")
     per_batch = True
+    _joins_added_groups = False  # max_lr and the momenta are per group
 
     def __init__(self, optimizer, base_lr, max_lr, step_size_up: int = 2000,
                  step_size_down: int | None = None, mode: str = "triangular",
@@ -59,12 +62,15 @@ class CyclicLR(LRScheduler):
         self.cycle_momentum = cycle_momentum
         self.base_momentums = _per_group(name, "base_momentum", base_momentum, groups)
         self.max_momentums = _per_group(name, "max_momentum", max_momentum, groups)
-        if cycle_momentum:
-            check_momentum(name, optimizer)
         super().__init__(optimizer, last_epoch)
 
     def _check(self, values):
         name = "CyclicLR"
+        groups = len(self.optimizer.param_groups)
+        for key in ("max_lrs", "base_momentums", "max_momentums"):  # a loaded state's too
+            if not isinstance(values[key], (list, tuple)) or len(values[key]) != groups:
+                raise ValueError(f"{name}: {key[:-1]} needs one value per parameter group "
+                                 f"({groups}), got {values[key]!r}")
         values["max_lrs"] = [non_negative(name, "max_lr[i]", v) for v in values["max_lrs"]]
         values["step_size_up"] = _positive_int(name, "step_size_up", values["step_size_up"])
         down = values["step_size_down"]
@@ -84,6 +90,9 @@ class CyclicLR(LRScheduler):
         values["cycle_momentum"] = bool(values["cycle_momentum"])
         for key in ("base_momentums", "max_momentums"):
             values[key] = [real(name, f"{key}[i]", v) for v in values[key]]
+        if values["cycle_momentum"]:
+            check_momentum(name, self.optimizer, [("base_momentum", values["base_momentums"]),
+                                                  ("max_momentum", values["max_momentums"])])
 
     @property
     def total_size(self) -> float:

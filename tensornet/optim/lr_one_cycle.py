@@ -16,21 +16,36 @@ def _per_group(owner: str, name: str, value, groups: int) -> list[float]:
     return [real(owner, f"{name}[i]", v) for v in values]
 
 
-def check_momentum(owner: str, optimizer) -> None:
-    """A schedule that cycles the momentum needs an optimizer that has one."""
+def check_momentum(owner: str, optimizer, bounds) -> None:
+    """A schedule that cycles the momentum needs an optimizer that has one, and that takes
+    the momenta it will write: ``bounds`` are ``(name, one value per group)`` pairs, the
+    ends of the cycle (refused here, not at the step where the cycle reaches them)."""
     if not {"momentum", "betas"} & set(optimizer.defaults):
         raise ValueError(f"{owner}: cycle_momentum=True needs an optimizer with momentum "
                          f"or betas (SGD, Adam, ...); {type(optimizer).__name__} has "
                          f"neither: pass cycle_momentum=False")
+    for name, momenta in bounds:
+        for i, (group, momentum) in enumerate(zip(optimizer.param_groups, momenta)):
+            trial = dict(group)
+            _set_momentum(trial, momentum)
+            try:
+                optimizer._check_group(trial)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{owner}: {name} {momentum} does not suit parameter group "
+                                 f"{i} of {type(optimizer).__name__} ({exc})") from None
+
+
+def _set_momentum(group: dict, momentum: float) -> None:
+    if "betas" in group:
+        group["betas"] = (momentum, *tuple(group["betas"])[1:])
+    else:
+        group["momentum"] = momentum
 
 
 def write_momentum(optimizer, momenta) -> None:
     """Set each group's momentum (SGD, RMSprop) or ``betas[0]`` (Adam's family)."""
     for group, momentum in zip(optimizer.param_groups, momenta):
-        if "betas" in group:
-            group["betas"] = (momentum, *tuple(group["betas"])[1:])
-        else:
-            group["momentum"] = momentum
+        _set_momentum(group, momentum)
 
 
 class OneCycleLR(LRScheduler):
@@ -49,6 +64,7 @@ class OneCycleLR(LRScheduler):
     hyper = ("total_steps", "max_lrs", "pct_start", "anneal_strategy", "cycle_momentum",
              "base_momentum", "max_momentum", "div_factor", "final_div_factor", "three_phase")
     per_batch = True
+    _joins_added_groups = False  # max_lr and the momenta are per group
 
     def __init__(self, optimizer, max_lr, total_steps: int | None = None,
                  epochs: int | None = None, steps_per_epoch: int | None = None,
@@ -74,7 +90,8 @@ class OneCycleLR(LRScheduler):
         self.div_factor, self.final_div_factor = div_factor, final_div_factor
         self.three_phase = three_phase
         if cycle_momentum:
-            check_momentum(name, optimizer)
+            check_momentum(name, optimizer, [("base_momentum", self.base_momentum),
+                                             ("max_momentum", self.max_momentum)])
         if last_epoch == -1:
             for group, top in zip(optimizer.param_groups, self.max_lrs):
                 group["initial_lr"] = top / float(div_factor)

@@ -9,7 +9,8 @@ to the next epoch and writes that value into each parameter group's ``"lr"``::
         scheduler.step()
 
 Each matches ``torch.optim.lr_scheduler``'s sequence of the same name step for step (up
-to rounding: PyTorch multiplies the previous lr where these evaluate the closed form).
+to rounding: PyTorch multiplies the previous lr where these evaluate the closed form;
+nested SequentialLRs and chained cosines differ where PyTorch's do not compose: see them).
 Because each writes its closed form, two schedules on one optimizer do not compose by
 themselves (the last one stepped wins): ``ChainedScheduler`` composes them. ConstantLR and
 PolynomialLR live in ``lr_factor.py``, CyclicLR and OneCycleLR (stepped per batch) in
@@ -50,6 +51,9 @@ class LRScheduler:
             Another value resumes one, which needs ``"initial_lr"`` in the groups.
 
     Construction applies epoch ``last_epoch + 1`` (epoch 0 for a new schedule: ``base_lr``).
+    A parameter group added later (``add_param_group``) joins at the next ``step()`` when it
+    holds its base lr as ``"initial_lr"``; without one that step raises ``ValueError``, as
+    it does for schedules with other per-group arguments (CyclicLR's ``max_lr``).
     Subclasses list their hyper-parameters in ``hyper`` and implement ``lr_at`` and
     ``_check`` (validate and normalise the hyper-parameters, in place on a dict).
     """
@@ -62,6 +66,8 @@ class LRScheduler:
     # A schedule whose arguments give its base lrs (CyclicLR's base_lr) sets this list
     # before ``__init__``; the others scale the groups' ``initial_lr``.
     _own_base_lrs: list | None = None
+    # Whether a group added to the optimizer later can join with its "initial_lr" alone
+    _joins_added_groups = True
 
     def __init__(self, optimizer, last_epoch: int = -1):
         name = type(self).__name__
@@ -71,6 +77,7 @@ class LRScheduler:
         if isinstance(last_epoch, bool) or not isinstance(last_epoch, numbers.Integral) \
                 or last_epoch < -1:
             raise ValueError(f"{name}: last_epoch must be an integer >= -1, got {last_epoch!r}")
+        self.optimizer = optimizer  # _check may ask it (CyclicLR: its groups' momenta)
         values = {key: getattr(self, key) for key in self.hyper}
         self._check(values)
         self.__dict__.update(values)
@@ -84,7 +91,6 @@ class LRScheduler:
                     raise ValueError(f"{name}: resuming at last_epoch={last_epoch} needs "
                                      f"'initial_lr' in param group {i}; load the optimizer's "
                                      f"state first, or pass last_epoch=-1")
-        self.optimizer = optimizer
         self.base_lrs = ([float(group["initial_lr"]) for group in optimizer.param_groups]
                          if own is None else list(own))
         self.last_epoch = int(last_epoch)
@@ -98,8 +104,31 @@ class LRScheduler:
 
     def step(self) -> None:
         """Move to the next epoch and set every group's ``lr`` (call once per epoch)."""
+        self._join_added_groups(self._added_base_lrs())
         self.last_epoch += 1
         self._apply()
+
+    def _added_base_lrs(self) -> list[float]:
+        """The base lrs (``"initial_lr"``) of the groups added to the optimizer since this
+        schedule was built; ValueError, with nothing changed, where they cannot join."""
+        name, groups, known = type(self).__name__, self.optimizer.param_groups, len(self.base_lrs)
+        if len(groups) == known:
+            return []
+        where = f"{name}: the optimizer has {len(groups)} parameter groups, the schedule {known}"
+        if len(groups) < known or not self._joins_added_groups:
+            raise ValueError(f"{where}; build the schedule again over these groups (with "
+                             f"last_epoch= to go on where it was)")
+        for i, group in enumerate(groups[known:], start=known):
+            if "initial_lr" not in group:
+                raise ValueError(f"{where}: group {i} was added after the schedule was built; "
+                                 f"give it the base lr the schedule scales, add_param_group("
+                                 f"{{'params': ..., 'initial_lr': base_lr}}) (its lr is then "
+                                 f"base_lr times the schedule's factor from the next step)")
+        return [non_negative(name, f"initial_lr of group {i}", group["initial_lr"])
+                for i, group in enumerate(groups[known:], start=known)]
+
+    def _join_added_groups(self, base_lrs: list) -> None:
+        self.base_lrs = self.base_lrs + base_lrs
 
     def _apply(self) -> None:
         self._last_lr = [self._group_lr(i, base, self.last_epoch)
@@ -283,7 +312,12 @@ class LambdaLR(LRScheduler):
             raise ValueError(f"LambdaLR: lr_lambda must be a function or a list of "
                              f"{groups} functions (one per parameter group), got {lr_lambda!r}")
         self.lr_lambdas = lambdas
+        self._joins_added_groups = not isinstance(lr_lambda, (list, tuple))  # one function
         super().__init__(optimizer, last_epoch)
+
+    def _join_added_groups(self, base_lrs):
+        self.lr_lambdas = self.lr_lambdas + self.lr_lambdas[:1] * len(base_lrs)
+        super()._join_added_groups(base_lrs)
 
     def _check(self, values):
         pass
