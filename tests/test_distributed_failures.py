@@ -86,3 +86,25 @@ def test_a_resumed_run_gives_each_rank_its_own_random_streams_back(tmp_path):
     for rank in range(2):
         assert json.loads((tmp_path / f"resume-rank{rank}.json").read_text()) == {"same": True}
     assert "holds one process's random streams" not in done.stderr
+
+
+@pytest.mark.parametrize("case, ranks", [("broadcast-tree", 4), ("slow-unpickle", 2),
+                                         ("caught", 3)])
+def test_correct_programs_the_watchdog_must_leave_running(tmp_path, case, ranks):
+    """Programs of distributed_edge_worker.py that it once ended as deadlocks: a broadcast
+    that MPI lets ranks 0 and 1 leave while rank 3 waits for rank 2 (in the next collective,
+    or at the end of their program); a rank unpickling what it gathered for seconds while
+    the other ends its program; a collective that raised on one rank before any message
+    left, caught and called again (its number counted on that rank alone)."""
+    done, _ = run_case(case, tmp_path, worker="distributed_edge_worker.py", ranks=ranks,
+                       timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ending every rank" not in done.stderr, done.stderr
+    results = [json.loads((tmp_path / f"{case}-rank{r}.json").read_text())
+               for r in range(ranks)]
+    assert all(r == results[0] for r in results), results
+    if case == "broadcast-tree":
+        assert results[0] == {"values": [0.0, 1.0, 2.0, 3.0], "total": 4.0,
+                              "message": "from rank 0"}
+    if case == "caught":
+        assert results[0] == {"gathered": [0, 1, 2], "sums": [3.0, 3.0, 3.0]}
