@@ -1,10 +1,12 @@
-"""Correct programs under ``mpiexec`` that the collective watchdog once ended (``python
+"""Correct programs under ``mpiexec`` that once ended with an error (``python
 distributed_edge_worker.py CASE OUT``); each rank writes ``CASE-rank<r>.json`` at the end.
 
 Cases: ``broadcast-tree`` (4 ranks: MPI lets a broadcast's root leave before a rank lower
 in the tree has its data), ``slow-unpickle`` (a rank unpickles what it gathered for
 seconds while the other ends its program), ``caught`` (3 ranks: one rank's collective
-raises before MPI sees it, the program catches that and calls again).
+raises before MPI sees it, the program catches that and calls again): the collective
+watchdog took them for deadlocks. ``checkpoints`` (ModelCheckpoint subclasses with hooks
+of their own, and a save_best_only whose monitored figure is this rank's own).
 """
 from __future__ import annotations
 
@@ -82,14 +84,57 @@ def case_caught(comm) -> dict:
     return {"gathered": gathered, "sums": [float(first[0]), float(second[0]), float(third[0])]}
 
 
+class _RankScore(tn.callbacks.Callback):
+    """Logs a figure of this rank's own: it falls every epoch on rank 0, rises on rank 1."""
+
+    def on_epoch_end(self, run, logs):
+        logs["score"] = float(run.epoch if run.model.comm.rank else -run.epoch)
+
+
+class _KeepsBest(tn.ModelCheckpoint):
+    """Saves as ModelCheckpoint does and, at the end, notes its last file (a file it writes
+    itself, in a hook ModelCheckpoint does not have)."""
+
+    def on_train_end(self, run):
+        with open(os.path.join(os.path.dirname(self.path),
+                               f"best-noted-by-rank{run.model.comm.rank}.txt"), "x") as f:
+            f.write(self.saved[-1])
+
+
+class _Announces(tn.ModelCheckpoint):
+    """A ModelCheckpoint with an on_epoch_end of its own that calls ModelCheckpoint's."""
+
+    def on_epoch_end(self, run, logs):
+        super().on_epoch_end(run, logs)
+        self.announced = getattr(self, "announced", 0) + 1
+
+
+def case_checkpoints(comm, out) -> dict:
+    """Three epochs with ModelCheckpoint(save_best_only) on the figure _RankScore logs (rank
+    0's rules, as the file is rank 0's), _KeepsBest and _Announces."""
+    from distributed_worker import build, data
+
+    x, y = data(128)
+    model = tn.distributed.DataParallel(build("mlp", False, 0), comm)
+    tn.manual_seed(comm.rank)  # each rank its own streams
+    opt = tn.optim.SGD(model.parameters(), lr=0.05)
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), 8, shard=comm.shard)
+    best = tn.ModelCheckpoint(os.path.join(out, "best-{epoch}.safetensors"), monitor="score",
+                              mode="min", save_best_only=True)
+    tn.fit(model, tn.nn.CrossEntropyLoss(), opt, loader, epochs=3, verbose=0, callbacks=[
+        _RankScore(), best, _KeepsBest(os.path.join(out, "kept.safetensors"), "train_loss"),
+        _Announces(os.path.join(out, "announced.safetensors"), "train_loss")])
+    return {"best_saved": [os.path.basename(p) for p in best.saved]}
+
+
 CASES = {"broadcast-tree": case_broadcast_tree, "slow-unpickle": case_slow_unpickle,
-         "caught": case_caught}
+         "caught": case_caught, "checkpoints": case_checkpoints}
 
 
 def main(argv) -> None:
     case, out = argv[1], argv[2]
     comm = tn.distributed.init()
-    result = CASES[case](comm)
+    result = CASES[case](comm, out) if case == "checkpoints" else CASES[case](comm)
     with open(os.path.join(out, f"{case}-rank{comm.rank}.json"), "w") as f:
         json.dump(result, f)
 

@@ -1,12 +1,15 @@
 """Failures under ``mpiexec -n 2`` (issue 18) that must end every rank promptly and say
 why, never leave them waiting: a rank that raises, dies, exits or hangs, ranks in different
-collectives, optimizers that differ; and checkpoints that resume each rank's own random
-streams. Programs in distributed_worker.py; skipped without mpi4py or mpiexec."""
+collectives, optimizers that differ; checkpoints that resume each rank's own random
+streams; and correct programs that must run to their end. Programs in
+distributed_worker.py and distributed_edge_worker.py; skipped without mpi4py or mpiexec."""
 from __future__ import annotations
 
 import json
 
 import pytest
+
+import tensornet as tn
 from mpi_launch import needs_mpi, run_case
 
 pytestmark = needs_mpi
@@ -108,3 +111,23 @@ def test_correct_programs_the_watchdog_must_leave_running(tmp_path, case, ranks)
                               "message": "from rank 0"}
     if case == "caught":
         assert results[0] == {"gathered": [0, 1, 2], "sums": [3.0, 3.0, 3.0]}
+
+
+def test_every_modelcheckpoint_runs_on_rank_0_and_stores_every_ranks_streams(tmp_path):
+    """A ModelCheckpoint subclass's own hooks (a file it writes at the end) run on rank 0
+    alone, as every file-writing callback, and its file (as one whose on_epoch_end calls
+    ModelCheckpoint's) still holds every rank's random streams; save_best_only on a figure
+    that differs between the ranks follows rank 0's, whose file it is (the ranks had
+    decided apart, one waiting in an all-gather the other never made)."""
+    done, _ = run_case("checkpoints", tmp_path, worker="distributed_edge_worker.py",
+                       timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.glob("best-noted-by-rank*")) == [
+        "best-noted-by-rank0.txt"]
+    assert json.loads((tmp_path / "checkpoints-rank0.json").read_text()) == {
+        "best_saved": [f"best-{e}.safetensors" for e in (1, 2, 3)]}
+    for name in ("best-3", "kept", "announced"):
+        state = tn.io.load(tmp_path / f"{name}.safetensors")
+        streams = state["rng_per_rank"]
+        assert len(streams) == 2 and streams[0] != streams[1], name
+        assert streams[0] == state["rng"], name
