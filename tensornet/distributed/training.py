@@ -146,7 +146,7 @@ class DistributedFit:
 def _settings(optimizer) -> tuple | None:
     """What every rank's optimizer must agree on: its class and, per parameter group, the
     number of parameters and every hyper-parameter (as text, so that floats compare
-    exactly and a NumPy float equals the Python float of its value)."""
+    exactly and a NumPy scalar equals the Python number, bool or str of its value)."""
     groups = getattr(optimizer, "param_groups", None)
     if groups is None:
         return None
@@ -161,8 +161,12 @@ def _text(value) -> str:
         return "(" + ", ".join(_text(v) for v in value) + ")"
     if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         return repr(float(value))
-    if value is None or isinstance(value, (bool, np.bool_, str)):
-        return repr(value)
+    if isinstance(value, (bool, np.bool_)):
+        return repr(bool(value))  # NumPy 2 writes np.True_
+    if isinstance(value, str):
+        return repr(str(value))  # np.str_('x') too
+    if value is None:
+        return "None"
     return f"<{type(value).__name__}>"  # an object of the user's: its repr may hold an address
 
 
