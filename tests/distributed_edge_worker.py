@@ -5,7 +5,9 @@ Cases: ``broadcast-tree`` (4 ranks: MPI lets a broadcast's root leave before a r
 in the tree has its data), ``slow-unpickle`` (a rank unpickles what it gathered for
 seconds while the other ends its program), ``caught`` (3 ranks: one rank's collective
 raises before MPI sees it, the program catches that and calls again): the collective
-watchdog took them for deadlocks. ``checkpoints`` (ModelCheckpoint subclasses with hooks
+watchdog took them for deadlocks. ``finalized`` (the program calls ``MPI.Finalize()``
+itself, then works on without MPI: the watchdog thread must make no MPI call after).
+``checkpoints`` (ModelCheckpoint subclasses with hooks
 of their own, and a save_best_only whose monitored figure is this rank's own).
 """
 from __future__ import annotations
@@ -84,6 +86,17 @@ def case_caught(comm) -> dict:
     return {"gathered": gathered, "sums": [float(first[0]), float(second[0]), float(third[0])]}
 
 
+def case_finalized(comm) -> dict:
+    """``MPI.Finalize()`` by hand (as many mpi4py examples end), then seconds of work
+    without MPI (writing results) before the script ends."""
+    from mpi4py import MPI
+
+    total = comm.sum([1.0])
+    MPI.Finalize()
+    time.sleep(2.5)  # longer than the watchdog's look between collectives (1 s)
+    return {"total": float(total[0])}
+
+
 class _RankScore(tn.callbacks.Callback):
     """Logs a figure of this rank's own: it falls every epoch on rank 0, rises on rank 1."""
 
@@ -128,7 +141,7 @@ def case_checkpoints(comm, out) -> dict:
 
 
 CASES = {"broadcast-tree": case_broadcast_tree, "slow-unpickle": case_slow_unpickle,
-         "caught": case_caught, "checkpoints": case_checkpoints}
+         "caught": case_caught, "finalized": case_finalized, "checkpoints": case_checkpoints}
 
 
 def main(argv) -> None:

@@ -92,13 +92,15 @@ def test_a_resumed_run_gives_each_rank_its_own_random_streams_back(tmp_path):
 
 
 @pytest.mark.parametrize("case, ranks", [("broadcast-tree", 4), ("slow-unpickle", 2),
-                                         ("caught", 3)])
+                                         ("caught", 3), ("finalized", 2)])
 def test_correct_programs_the_watchdog_must_leave_running(tmp_path, case, ranks):
     """Programs of distributed_edge_worker.py that it once ended as deadlocks: a broadcast
     that MPI lets ranks 0 and 1 leave while rank 3 waits for rank 2 (in the next collective,
     or at the end of their program); a rank unpickling what it gathered for seconds while
     the other ends its program; a collective that raised on one rank before any message
-    left, caught and called again (its number counted on that rank alone)."""
+    left, caught and called again (its number counted on that rank alone); a program that
+    calls MPI.Finalize() itself and works on (the watchdog went on probing for messages:
+    'Attempting to use an MPI routine ... after finalizing MPICH', status 1)."""
     done, _ = run_case(case, tmp_path, worker="distributed_edge_worker.py", ranks=ranks,
                        timeout=120)
     assert done.returncode == 0, done.stderr

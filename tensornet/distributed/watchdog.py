@@ -81,6 +81,10 @@ class _Watch:
             if comm._notices is not None:
                 period = min(period, 0.2 if waiting is not None else 1.0)
             time.sleep(period)
+            # The program called MPI.Finalize() itself: no MPI call is allowed from now on
+            # (without notices this thread makes none: MPI is not threaded)
+            if comm._notices is not None and comm._mpi.Is_finalized():
+                return
             timeout, waiting, now = comm._timeout, comm._waiting, time.monotonic()
             if comm._notices is not None:
                 self.sending = [r for r in self.sending if not r.Test()]
