@@ -215,13 +215,11 @@ class ModelCheckpoint(Callback):
             self.tracker.best, self.tracker.best_epoch = value, run.epoch
         else:
             path = self._format(run, logs)
-        dist = getattr(run, "dist", None)  # distributed: every rank runs this, rank 0 writes
-        rng_per_rank = dist.rng_states() if dist is not None and dist.on_every_rank(self) \
-            else None
-        if dist is None or dist.is_main:
-            save_checkpoint(path, run.model, run.optimizer, scheduler=run.scheduler,
-                            loader=run.train_loader, epoch=run.epoch, config=self.config,
-                            history=run.history.to_dict(), rng_per_rank=rng_per_rank)
+        # distributed: rank 0 alone runs this; fit gathered every rank's random streams
+        save_checkpoint(path, run.model, run.optimizer, scheduler=run.scheduler,
+                        loader=run.train_loader, epoch=run.epoch, config=self.config,
+                        history=run.history.to_dict(),
+                        rng_per_rank=getattr(run, "rng_per_rank", None))
         self.saved.append(path)
 
 

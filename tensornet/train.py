@@ -42,6 +42,7 @@ class TrainingRun:
         self.ignore_index = None  # the loss's ignore_index: such labels are left out of acc
         self.stop_training = False
         self.dist = None  # data-parallel hooks (issue 18), set by fit
+        self.rng_per_rank = None  # with dist: every rank's RNG state at this epoch's end
 
     def stop(self, reason: str) -> None:
         """End training after the current step (or epoch) and say why."""
@@ -265,6 +266,8 @@ def _one_epoch(run, step, callbacks, table) -> bool:
             "samples_per_s": samples / train_seconds if train_seconds > 0 else None}
     run.history.append(run.epoch, logs)
     table.row(run.epoch, logs)
+    if dist is not None:  # distributed (issue 18): every rank's streams, for ModelCheckpoint
+        dist.gather_rng_states(run)
     for cb in callbacks:
         cb.on_epoch_end(run, logs)
     return not (run.stop_training if dist is None else dist.stop_agreed(run))

@@ -73,6 +73,5 @@ def _remove_leftover_segments(before: set) -> None:
             os.unlink(path)
 
 
-def run_case(case, out, extra=(), **kwargs):
-    return mpirun([sys.executable, str(HERE / "distributed_worker.py"), case, str(out),
-                   *extra], **kwargs)
+def run_case(case, out, extra=(), worker="distributed_worker.py", **kwargs):
+    return mpirun([sys.executable, str(HERE / worker), case, str(out), *extra], **kwargs)

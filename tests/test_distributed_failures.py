@@ -1,12 +1,15 @@
 """Failures under ``mpiexec -n 2`` (issue 18) that must end every rank promptly and say
 why, never leave them waiting: a rank that raises, dies, exits or hangs, ranks in different
-collectives, optimizers that differ; and checkpoints that resume each rank's own random
-streams. Programs in distributed_worker.py; skipped without mpi4py or mpiexec."""
+collectives, optimizers that differ; checkpoints that resume each rank's own random
+streams; and correct programs that must run to their end. Programs in
+distributed_worker.py and distributed_edge_worker.py; skipped without mpi4py or mpiexec."""
 from __future__ import annotations
 
 import json
 
 import pytest
+
+import tensornet as tn
 from mpi_launch import needs_mpi, run_case
 
 pytestmark = needs_mpi
@@ -86,3 +89,47 @@ def test_a_resumed_run_gives_each_rank_its_own_random_streams_back(tmp_path):
     for rank in range(2):
         assert json.loads((tmp_path / f"resume-rank{rank}.json").read_text()) == {"same": True}
     assert "holds one process's random streams" not in done.stderr
+
+
+@pytest.mark.parametrize("case, ranks", [("broadcast-tree", 4), ("slow-unpickle", 2),
+                                         ("caught", 3), ("finalized", 2)])
+def test_correct_programs_the_watchdog_must_leave_running(tmp_path, case, ranks):
+    """Programs of distributed_edge_worker.py that it once ended as deadlocks: a broadcast
+    that MPI lets ranks 0 and 1 leave while rank 3 waits for rank 2 (in the next collective,
+    or at the end of their program); a rank unpickling what it gathered for seconds while
+    the other ends its program; a collective that raised on one rank before any message
+    left, caught and called again (its number counted on that rank alone); a program that
+    calls MPI.Finalize() itself and works on (the watchdog went on probing for messages:
+    'Attempting to use an MPI routine ... after finalizing MPICH', status 1)."""
+    done, _ = run_case(case, tmp_path, worker="distributed_edge_worker.py", ranks=ranks,
+                       timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ending every rank" not in done.stderr, done.stderr
+    results = [json.loads((tmp_path / f"{case}-rank{r}.json").read_text())
+               for r in range(ranks)]
+    assert all(r == results[0] for r in results), results
+    if case == "broadcast-tree":
+        assert results[0] == {"values": [0.0, 1.0, 2.0, 3.0], "total": 4.0,
+                              "message": "from rank 0"}
+    if case == "caught":
+        assert results[0] == {"gathered": [0, 1, 2], "sums": [3.0, 3.0, 3.0]}
+
+
+def test_every_modelcheckpoint_runs_on_rank_0_and_stores_every_ranks_streams(tmp_path):
+    """A ModelCheckpoint subclass's own hooks (a file it writes at the end) run on rank 0
+    alone, as every file-writing callback, and its file (as one whose on_epoch_end calls
+    ModelCheckpoint's) still holds every rank's random streams; save_best_only on a figure
+    that differs between the ranks follows rank 0's, whose file it is (the ranks had
+    decided apart, one waiting in an all-gather the other never made)."""
+    done, _ = run_case("checkpoints", tmp_path, worker="distributed_edge_worker.py",
+                       timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.glob("best-noted-by-rank*")) == [
+        "best-noted-by-rank0.txt"]
+    assert json.loads((tmp_path / "checkpoints-rank0.json").read_text()) == {
+        "best_saved": [f"best-{e}.safetensors" for e in (1, 2, 3)]}
+    for name in ("best-3", "kept", "announced"):
+        state = tn.io.load(tmp_path / f"{name}.safetensors")
+        streams = state["rng_per_rank"]
+        assert len(streams) == 2 and streams[0] != streams[1], name
+        assert streams[0] == state["rng"], name

@@ -66,6 +66,7 @@ class Communicator:
         # watchdog reads it; collectives are numbered in call order, alike on every rank
         self._waiting = None
         self._made = 0  # collectives called so far
+        self._numbered = True  # False once a collective raised (see _collective)
         self._timeout = None  # seconds the watchdog allows one collective (None: no limit)
         self._watchdog = None
         self._notices = None  # a duplicate of the world communicator for exit notices
@@ -122,31 +123,57 @@ class Communicator:
             return array
         backend = get_backend(array)
         host = np.ascontiguousarray(backend.to_numpy(array))
-        self._collective("a broadcast", self._comm.Bcast, host, root=root)
+        self._collective("a broadcast", self._broadcast, self._comm.Bcast, host, root=root)
         array[...] = backend.asarray(host)
         return array
 
     # ------------------------------------------------------------------ Python objects
+    # Pickled and unpickled outside the collective (with mpi4py's pickler): an object that
+    # cannot be pickled raises before any rank's call is counted, and a long (un)pickling
+    # is work between collectives, not a wait in one (see _collective).
     def bcast(self, obj, root: int = 0):
-        return obj if self.size == 1 else self._collective("a broadcast", self._comm.bcast,
-                                                           obj, root=root)
+        if self.size == 1:
+            return obj
+        data = self._mpi.pickle.dumps(obj) if self.rank == root else None
+        data = self._collective("a broadcast", self._broadcast, self._comm.bcast, data,
+                                root=root)
+        return self._mpi.pickle.loads(data)  # on the root too: a copy, as mpi4py's bcast
 
     def allgather(self, obj) -> list:
-        return [obj] if self.size == 1 else self._collective("an all-gather",
-                                                             self._comm.allgather, obj)
+        if self.size == 1:
+            return [obj]
+        data = self._mpi.pickle.dumps(obj)
+        return [self._mpi.pickle.loads(d)
+                for d in self._collective("an all-gather", self._comm.allgather, data)]
 
     def barrier(self) -> None:
         if self.size > 1:
             self._collective("a barrier", self._comm.Barrier)
 
     def _collective(self, what: str, call, *args, **kwargs):
-        """``call(*args, **kwargs)``, watched by the watchdog as ``what``."""
+        """``call(*args, **kwargs)``, watched by the watchdog as ``what``. A call that raises
+        may or may not have taken part on this rank, so from then on the ranks' numbers of
+        calls may differ by one in a program that goes on: the watchdog stops comparing
+        them (``_numbered``)."""
         self._made += 1
         self._waiting = (what, time.monotonic(), self._made, threading.get_ident())
         try:
             return call(*args, **kwargs)
+        except BaseException:
+            self._numbered = False
+            raise
         finally:
             self._waiting = None
+
+    def _broadcast(self, call, *args, **kwargs):
+        """An MPI broadcast ``call``, then a barrier. MPI lets the root, and a rank whose
+        part of the broadcast tree is done, leave before the others have even entered it;
+        the watchdog takes a rank waiting in collective N while another waits in N + 1, or
+        has left the program, for a deadlock, which is only true where no rank can leave
+        a collective before every rank has entered it."""
+        result = call(*args, **kwargs)
+        self._comm.Barrier()
+        return result
 
     def abort(self, code: int = 1) -> None:
         """End every rank now (``MPI_Abort``); with one process, exit with ``code``."""

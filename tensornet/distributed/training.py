@@ -4,9 +4,10 @@ several ranks (issue 18). ``for_model(model)`` is None otherwise, and fit runs a
 - Figures: each rank's loss sum, correct count and sample count (and the per-step losses)
   are summed over the ranks once per epoch, so every rank holds the true global figures.
 - Output: only rank 0 prints (the table, the progress bar, callback messages) and writes
-  files: callbacks with ``writes_files = True`` (and ModelCheckpoint subclasses with their
-  own ``on_epoch_end``) run there alone; a ``ModelCheckpoint`` runs on every rank, to
-  store every rank's RNG state in rank 0's file.
+  files: ``ModelCheckpoint`` (subclasses too) and callbacks with ``writes_files = True``
+  run there alone. When there is a ModelCheckpoint, fit gathers every rank's RNG state
+  before the epoch's end callbacks (``run.rng_per_rank``), for rank 0's file: a collective
+  inside a callback would need every rank to run it and decide alike whether to save.
 - Decisions: a stop asked for on any rank (a callback, a non-finite loss) stops every rank
   at the same step, so no rank is left waiting in a collective.
 """
@@ -43,31 +44,27 @@ class DistributedFit:
         self.model, self.comm = model, model.comm
         self.is_main = self.comm.rank == 0
         self.stops_in_epoch = True  # whether a callback may stop between two steps
+        self.checkpoints = False  # whether rank 0 runs a ModelCheckpoint
 
     def verbose(self, verbose: int) -> int:
         return verbose if self.is_main else 0
 
     def callbacks(self, callbacks: list) -> list:
-        """The callbacks this rank runs: those that write files run on rank 0 only, but a
-        ``ModelCheckpoint`` (not a subclass with its own ``on_epoch_end``) runs on every
-        rank: it gathers their RNG states, rank 0 writes. Notes whether any may stop
-        mid-epoch (else the per-step stop agreement is skipped)."""
+        """The callbacks this rank runs: those that write files (ModelCheckpoint among
+        them) run on rank 0 only. Notes whether any may stop mid-epoch (else the per-step
+        stop agreement is skipped) and whether rank 0 may save a checkpoint."""
         self.stops_in_epoch = any(type(cb).on_batch_end is not Callback.on_batch_end
                                   or type(cb).on_epoch_begin is not Callback.on_epoch_begin
                                   for cb in callbacks)
-        self.everywhere = {id(cb) for cb in callbacks if isinstance(cb, ModelCheckpoint)
-                           and type(cb).on_epoch_end is ModelCheckpoint.on_epoch_end}
-        return [cb for cb in callbacks if self.is_main or id(cb) in self.everywhere or not (
+        self.checkpoints = any(isinstance(cb, ModelCheckpoint) for cb in callbacks)
+        return [cb for cb in callbacks if self.is_main or not (
             isinstance(cb, ModelCheckpoint) or getattr(cb, "writes_files", False))]
 
-    def on_every_rank(self, callback) -> bool:
-        """Whether every rank runs ``callback`` (so it may make collective calls)."""
-        return id(callback) in getattr(self, "everywhere", ())
-
-    def rng_states(self) -> list:
-        """Every rank's RNG state, in rank order (one all-gather)."""
+    def gather_rng_states(self, run) -> None:
+        """``run.rng_per_rank``: every rank's RNG state, in rank order, where rank 0 has a
+        ModelCheckpoint (one all-gather, on every rank, before the epoch's end callbacks)."""
         from . import rng_states
-        return rng_states(self.comm)
+        run.rng_per_rank = rng_states(self.comm) if self.checkpoints else None
 
     def wrap_step(self, step):
         """``step`` that, when this rank's loss is not finite, still joins the gradient
@@ -149,7 +146,7 @@ class DistributedFit:
 def _settings(optimizer) -> tuple | None:
     """What every rank's optimizer must agree on: its class and, per parameter group, the
     number of parameters and every hyper-parameter (as text, so that floats compare
-    exactly and a NumPy float equals the Python float of its value)."""
+    exactly and a NumPy scalar equals the Python number, bool or str of its value)."""
     groups = getattr(optimizer, "param_groups", None)
     if groups is None:
         return None
@@ -164,8 +161,12 @@ def _text(value) -> str:
         return "(" + ", ".join(_text(v) for v in value) + ")"
     if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         return repr(float(value))
-    if value is None or isinstance(value, (bool, np.bool_, str)):
-        return repr(value)
+    if isinstance(value, (bool, np.bool_)):
+        return repr(bool(value))  # NumPy 2 writes np.True_
+    if isinstance(value, str):
+        return repr(str(value))  # np.str_('x') too
+    if value is None:
+        return "None"
     return f"<{type(value).__name__}>"  # an object of the user's: its repr may hold an address
 
 

@@ -7,9 +7,10 @@ leave the collective it waits in:
   seconds ago: each rank sends the others a one-byte notice at exit (``announce_exit``);
 - another rank waits in a *different* collective (another kind, or another one in the
   order of calls): after ``DESYNC_AFTER`` seconds in one, the watchdog asks the others
-  where they are, again every ``DESYNC_AFTER`` seconds, and ends at the second answer
-  that places a rank in the same other collective; both calls are named (kind, number in call order, the code that made
-  it). This is a deadlock MPI itself never reports: an all-gather on one rank and an
+  where they are, again every ``DESYNC_AFTER`` seconds, and ends at an answer that finds
+  a rank still in the same other collective at least ``DESYNC_PEER_WAIT`` seconds after an
+  earlier answer did; both calls are named (kind, number in call order, the code that
+  made it). This is a deadlock MPI itself never reports: an all-gather on one rank and an
   all-reduce on the other wait for each other for ever.
 
 Notices, questions and answers travel on a duplicate of the world communicator, so they
@@ -67,7 +68,9 @@ class _Watch:
         self.comm, self.abort_from_thread = comm, abort_from_thread
         self.left = None   # (rank that left the program, when this rank learnt it)
         self.asked = None  # (number of the collective this rank asked about, when)
-        self.elsewhere = set()  # (rank, this rank's collective, that rank's, its kind) seen
+        # (rank, this rank's collective, that rank's, its kind) -> how long that rank had
+        # waited there at the first answer that placed it there
+        self.elsewhere = {}
         self.sending = []  # answers and questions in flight (mpi4py requests)
 
     def run(self) -> None:
@@ -78,6 +81,10 @@ class _Watch:
             if comm._notices is not None:
                 period = min(period, 0.2 if waiting is not None else 1.0)
             time.sleep(period)
+            # The program called MPI.Finalize() itself: no MPI call is allowed from now on
+            # (without notices this thread makes none: MPI is not threaded)
+            if comm._notices is not None and comm._mpi.Is_finalized():
+                return
             timeout, waiting, now = comm._timeout, comm._waiting, time.monotonic()
             if comm._notices is not None:
                 self.sending = [r for r in self.sending if not r.Test()]
@@ -119,7 +126,8 @@ class _Watch:
         while comm._notices.Iprobe(source=comm._mpi.ANY_SOURCE, tag=_ASK_TAG, status=status):
             source = status.Get_source()
             asked = comm._notices.recv(source=source, tag=_ASK_TAG)
-            state = {"what": None} if waiting is None else {
+            # (numbers no longer comparable: as good as between collectives, never a deadlock)
+            state = {"what": None} if waiting is None or not comm._numbered else {
                 "what": waiting[0], "number": waiting[2], "waited": now - waiting[1],
                 "where": _caller(waiting[3])}
             self.sending.append(comm._notices.isend({"asked": asked, **state}, dest=source,
@@ -127,7 +135,7 @@ class _Watch:
 
     def look_for_other_collectives(self, waiting, now: float) -> None:
         comm, number = self.comm, waiting[2]
-        if now - waiting[1] > DESYNC_AFTER and (
+        if comm._numbered and now - waiting[1] > DESYNC_AFTER and (
                 self.asked is None or self.asked[0] != number
                 or now - self.asked[1] > DESYNC_AFTER):
             self.asked = (number, now)
@@ -144,10 +152,12 @@ class _Watch:
                 continue  # busy between collectives, or just arrived: keep waiting
             if answer["number"] == number and answer["what"] == waiting[0]:
                 continue  # the same collective: another rank is slower (the timeout's case)
+            # A rank held up for a moment looks the same once: end at a later answer that
+            # finds it still there, at least DESYNC_PEER_WAIT on (by its own clock: a rank
+            # that was stopped answers the questions it missed all at once, alike).
             elsewhere = (source, number, answer["number"], answer["what"])
-            if elsewhere not in self.elsewhere:  # a rank held up for a moment looks the
-                self.elsewhere.add(elsewhere)    # same once: end at the second answer
-            else:
+            first = self.elsewhere.setdefault(elsewhere, answer["waited"])
+            if answer["waited"] - first >= DESYNC_PEER_WAIT:
                 self.end(f"waits in {_describe(waiting[0], number, _caller(waiting[3]))}, "
                          f"while rank {source} waits in "
                          f"{_describe(answer['what'], answer['number'], answer['where'])}: "
