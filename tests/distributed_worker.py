@@ -232,9 +232,15 @@ def case_slow(comm, out):
 
 
 def case_optimizers(comm, out, how):
-    """``lr``: rank 1's SGD has another learning rate; ``kind``: rank 1 steps Adam."""
+    """``lr``: rank 1's SGD has another learning rate; ``kind``: rank 1 steps Adam;
+    ``weights``: rank 0 alone changes its weights after wrapping (as a checkpoint loaded
+    there alone would); ``synced``: the same, then ``broadcast_from_rank0()``."""
     x, y = data(128)
     model = tn.distributed.DataParallel(build("mlp", False, 0), comm)
+    if how in ("weights", "synced") and comm.rank == 0:
+        model.module[1].reset_parameters()
+    if how == "synced":
+        model.broadcast_from_rank0()
     if how == "kind" and comm.rank == 1:
         opt = tn.optim.Adam(model.parameters(), lr=0.05)
     else:

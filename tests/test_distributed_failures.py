@@ -67,16 +67,22 @@ def test_a_rank_busy_between_collectives_is_not_taken_for_a_deadlock(tmp_path):
     ("lr", "rank 0 has lr=0.05 in group 0, rank 1 lr=0.1"),
     ("kind", "rank 0 has SGD with 1 parameter group(s), rank 1 Adam with 1 parameter "
              "group(s)"),
-    ("same", None)])
-def test_fit_refuses_ranks_whose_optimizers_differ(tmp_path, how, expected):
-    """The gradients are averaged, the updates are not: another learning rate on one rank
-    would let the weights drift apart without a word. (A NumPy float64 lr on rank 0 and
-    the Python float of its value on rank 1 are the same setting.)"""
+    ("weights", "the ranks start from different weights: rank 1's '1.weight' is not rank 0's"),
+    ("synced", None), ("same", None)])
+def test_fit_refuses_ranks_whose_optimizers_or_weights_differ(tmp_path, how, expected):
+    """The gradients are averaged, the updates are not: another learning rate on one rank,
+    or other starting weights (a checkpoint loaded on rank 0 alone after wrapping), would
+    let the weights drift apart without a word. (A NumPy float64 lr on rank 0 and the
+    Python float of its value on rank 1 are the same setting; weights given to every rank
+    with broadcast_from_rank0() are the same weights.)"""
     done, _ = run_case("optimizers", tmp_path, [how], timeout=90)
     if expected is None:
         assert done.returncode == 0, done.stderr
         return
     assert done.returncode != 0
+    if how == "weights":
+        assert f"fit: {expected}" in done.stderr, done.stderr
+        return
     assert f"fit: the ranks' optimizers differ: {expected}; every rank must step" in done.stderr
 
 

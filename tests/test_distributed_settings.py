@@ -34,3 +34,17 @@ def test_other_values_differ_and_are_named(ours, theirs, expected):
     first, other = _settings(_sgd(**ours)), _settings(_sgd(**theirs))
     assert first != other
     assert _difference(first, other) == expected
+
+
+def test_weights_that_differ_by_round_off_only_are_the_same_weights():
+    from tensornet.distributed.training import _check_same_weights, _weight_sums
+
+    tn.manual_seed(0)
+    model = tn.nn.Sequential(tn.nn.Linear(64, 32), tn.nn.ReLU(), tn.nn.Linear(32, 4))
+    sums = _weight_sums(model)
+    assert [name for name, _, _ in sums] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    nudged = [(name, total * (1 + 1e-9), squares * (1 - 1e-9)) for name, total, squares in sums]
+    _check_same_weights([sums, nudged, sums])  # float32 round-off between ranks: fine
+    model[2].reset_parameters()  # another rank's own initialisation
+    with pytest.raises(ValueError, match=r"rank 2's '2.weight' is not rank 0's"):
+        _check_same_weights([sums, sums, _weight_sums(model)])

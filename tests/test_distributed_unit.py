@@ -403,8 +403,10 @@ def test_fit_warns_once_when_the_train_loader_is_not_sharded():
         def allgather(self, obj):
             return [obj, obj]
 
+    import types
+    wrapped = types.SimpleNamespace(module=nn.Linear(2, 2))  # what fit compares the weights of
     fit = object.__new__(DistributedFit)
-    fit.comm, fit.is_main = TwoRanks(), True
+    fit.comm, fit.is_main, fit.model = TwoRanks(), True, wrapped
     data = tn.data.ArrayDataset(np.zeros((8, 2), np.float32), np.zeros(8, np.int64))
     with pytest.warns(UserWarning, match=r"train_loader is not sharded, so each of the 2 "
                                          r"ranks trains on the same batches"):
@@ -413,7 +415,7 @@ def test_fit_warns_once_when_the_train_loader_is_not_sharded():
         warnings.simplefilter("error")
         fit.check_loader(tn.data.DataLoader(data, 2), "train_loader")  # once per fit
         fresh = object.__new__(DistributedFit)
-        fresh.comm, fresh.is_main = TwoRanks(), True
+        fresh.comm, fresh.is_main, fresh.model = TwoRanks(), True, wrapped
         fresh.check_loader(tn.data.DataLoader(data, 2, shard=(0, 2)), "train_loader")
 
 

@@ -81,7 +81,9 @@ class DistributedFit:
     def check_loader(self, loader, name: str, optimizer=None) -> None:
         """Every rank must take the same number of steps per epoch, and step the same
         optimizer with the same settings (else the weights drift apart, silently: the
-        gradients are averaged, the updates are not); one all-gather per epoch checks both.
+        gradients are averaged, the updates are not), from the same weights (checked at
+        fit's first epoch: a checkpoint loaded on rank 0 alone after wrapping); one
+        all-gather per epoch checks all three.
         A DataLoader without ``shard`` gives every rank the same batches: rank 0 warns
         (once per fit)."""
         from tensornet.data import DataLoader
@@ -98,8 +100,14 @@ class DistributedFit:
                              f"its ranks hold different numbers of samples, so their "
                              f"gradients would not average as one batch; train with "
                              f"shard_tail='pad' (default) or 'drop'")
+        first = not getattr(self, "_weights_checked", False)
+        self._weights_checked = True
         gathered = self.comm.allgather((len(loader) if hasattr(loader, "__len__") else None,
-                                        _settings(optimizer)))
+                                        _settings(optimizer),
+                                        _weight_sums(self.model.module) if first else None))
+        if first:
+            _check_same_weights([sums for _, _, sums in gathered])
+        gathered = [(count, settings) for count, settings, _ in gathered]
         counts = [count for count, _ in gathered]
         if len(set(counts)) > 1:
             raise ValueError(f"fit: {name} yields {counts} batches per epoch on ranks "
@@ -141,6 +149,37 @@ class DistributedFit:
             k = len(step_losses)
             step_losses = total[4:4 + k] / total[4 + k:]
         return loss, acc, int(n), step_losses
+
+
+def _weight_sums(model) -> list:
+    """Per trainable parameter: its name, and the float64 sum and sum of squares of its
+    values (one host read), to compare the ranks' weights without sending them."""
+    xp = model.backend.xp
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        return []
+    sums = []
+    for _, param in named:
+        values = xp.astype(param.data, xp.float64)
+        sums += [xp.sum(values), xp.sum(values * values)]
+    host = model.backend.to_numpy(xp.stack(sums)).tolist()
+    return [(name, host[2 * i], host[2 * i + 1]) for i, (name, _) in enumerate(named)]
+
+
+def _check_same_weights(per_rank: list) -> None:
+    """Raise where some rank's weights are not rank 0's: a sum of squares off by more than
+    1e-5 of itself, or a sum by more than 1e-4 of the weights' norm (round-off in float32
+    stays far below both; a checkpoint loaded on one rank, or other initial weights, do
+    not)."""
+    for rank, sums in enumerate(per_rank[1:], 1):
+        for (name, total, squares), (_, total0, squares0) in zip(sums, per_rank[0]):
+            if abs(squares - squares0) > 1e-5 * abs(squares0) + 1e-12 \
+                    or abs(total - total0) > 1e-4 * abs(squares0) ** 0.5 + 1e-12:
+                raise ValueError(
+                    f"fit: the ranks start from different weights: rank {rank}'s {name!r} is "
+                    f"not rank 0's (sum of squares {squares:.6g} against {squares0:.6g}); "
+                    f"load a checkpoint on every rank, or call model.broadcast_from_rank0() "
+                    f"after loading on rank 0")
 
 
 def _settings(optimizer) -> tuple | None:
