@@ -12,7 +12,7 @@ from .lr_scheduler import (ChainedScheduler, ConstantLR, CosineAnnealingLR,
                            CosineAnnealingWarmRestarts, CyclicLR, ExponentialLR, InverseTimeLR,
                            LambdaLR, LinearLR, LRScheduler, MultiStepLR, OneCycleLR,
                            PolynomialLR, ReduceLROnPlateau, SequentialLR, StepLR)
-from .compose import coupled_decay, decoupled_decay, maximized, variants
+from .compose import coupled_decay, decoupled_decay, maximized, variants  # noqa: F401
 from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
