@@ -127,8 +127,8 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     Each epoch: one pass over ``train_loader`` (``train_step``: zero_grad, forward, loss,
     backward, gradient hooks, update), then ``evaluate`` on ``val_loader``;
     ``scheduler.step()`` once per epoch (after every step for CyclicLR and OneCycleLR;
-    ReduceLROnPlateau is given ``val_loss``). The penalties of ``tn.regularizers`` attached to the model join
-    the gradients (a hook before any other) and the reported training loss (the validation
+    ReduceLROnPlateau is given ``val_loss``). The penalties of ``tn.regularizers`` attached
+    to the model join the gradients (a hook before any other) and the reported training loss (the validation
     loss leaves them out). With ``verbose`` >= 1 it prints one table row per epoch and, on a
     terminal, a progress bar. ``epochs`` is the total, as in Keras: epochs are numbered from
     1 and ``initial_epoch`` counts those already done (a resumed checkpoint's), so

@@ -6,7 +6,8 @@ SyncBatchNorm, saved per rank), ``stops`` (a NaN on one rank and early stopping)
 ``threads``, ``raise`` / ``die`` / ``hang`` (one rank fails or stops answering mid-training),
 ``desync`` (a hand-written loop takes one more step on rank 1, then ``fit``: the ranks
 wait in different collectives), ``slow`` (rank 1 pauses 5 s between two steps: nothing
-must end), ``optimizers`` (another learning rate or optimizer on rank 1), ``resume`` (a run resumed from ModelCheckpoint's file equals an uninterrupted one),
+must end), ``optimizers`` (another learning rate, optimizer or starting weights on rank
+1), ``resume`` (a run resumed from ModelCheckpoint's file equals an uninterrupted one),
 ``mismatch`` (different models on the ranks), ``params`` (parameters frozen or added
 after wrapping), ``syncbn`` (SyncBatchNorm with a different batch size on each rank).
 """

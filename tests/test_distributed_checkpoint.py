@@ -30,7 +30,8 @@ def _states(n):
 
 @pytest.mark.parametrize("rank, size, expected, warned", [
     (1, 2, 1, None), (0, 2, 0, None), (0, 3, 0, "holds the random streams of 2 ranks"),
-    (2, 3, 0, None), (None, None, 0, None)])  # None: a single process takes the saved 'rng' (rank 0's)
+    (2, 3, 0, None),
+    (None, None, 0, None)])  # None: a single process takes the saved 'rng' (rank 0's)
 def test_load_checkpoint_gives_each_rank_its_own_random_streams(tmp_path, monkeypatch, rank,
                                                                 size, expected, warned):
     states, draws = _states(2)
