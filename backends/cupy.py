@@ -7,11 +7,12 @@ Importing this module never imports CuPy: ``CupyBackend()`` does, so the core ru
 machines without a GPU.
 
 Overrides (``@CupyBackend.override``, in ``cupy_ops.py``, each one kernel where the generic
-math takes several launches): ReLU and its backward; softmax-cross-entropy forward (one
-warp per row) and backward; im2col, col2im (a gather: deterministic, no atomics),
-max-pool forward and backward (a gather too); ``matmul`` (a cuBLAS-free GEMM inside CUDA-graph captures);
-``scatter_add``. Optimizer rules arrive through ``fused_update`` and run as one kernel per
-flat parameter buffer. Everything else is the generic array-API code running on ``cupy``.
+math takes several launches): ReLU and its backward; softmax-cross-entropy forward (one warp
+per row) and backward; im2col, col2im (a gather: deterministic, no atomics), max-pool
+forward and backward (a gather too); ``matmul`` (a cuBLAS-free GEMM inside CUDA-graph
+captures); ``scatter_add``. Optimizer rules arrive through ``fused_update`` and run as one
+kernel per flat parameter buffer. Everything else is the generic array-API code running on
+``cupy``.
 
 Precision: float32 matmuls are true FP32 by default. TF32 tensor cores (faster, ~10-bit
 mantissa products) are opt-in: ``get_backend("cuda").set_tf32(True)`` or the environment

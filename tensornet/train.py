@@ -128,16 +128,16 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     backward, gradient hooks, update), then ``evaluate`` on ``val_loader``;
     ``scheduler.step()`` once per epoch (after every step for CyclicLR and OneCycleLR;
     ReduceLROnPlateau is given ``val_loss``). The penalties of ``tn.regularizers`` attached
-    to the model join the gradients (a hook before any other) and the reported training
-    loss (the validation loss leaves them out). With ``verbose`` >= 1 it prints one table
-    row per epoch and, on a terminal, a progress bar. ``epochs`` is the total, as in
-    Keras: epochs are numbered from 1 and ``initial_epoch`` counts those already done (a
-    resumed checkpoint's), so ``epochs=10, initial_epoch=4`` trains epochs 5 to 10. ``cuda_graph=True`` (models on a
-    CUDA device) replays each training step as one CUDA graph. ``clip_grad_norm``: scale
-    the gradients so that their joint 2-norm is at most this, every step, on the device
-    (``tn.optim.ClipGradNorm``; no host sync). ``grad_hook(model)``: your own hook between
-    backward and the update (it runs after the penalties and before clipping; see
-    ``train_step``).
+    to the model join the gradients (a hook before any other) and the reported training loss
+    (the validation loss leaves them out). With ``verbose`` >= 1 it prints one table row per
+    epoch and, on a terminal, a progress bar. ``epochs`` is the total, as in Keras: epochs
+    are numbered from 1 and ``initial_epoch`` counts those already done (a resumed
+    checkpoint's), so ``epochs=10, initial_epoch=4`` trains epochs 5 to 10.
+    ``cuda_graph=True`` (models on a CUDA device) replays each training step as one CUDA
+    graph. ``clip_grad_norm``: scale the gradients so that their joint 2-norm is at most
+    this, every step, on the device (``tn.optim.ClipGradNorm``; no host sync).
+    ``grad_hook(model)``: your own hook between backward and the update (it runs after the
+    penalties and before clipping; see ``train_step``).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
