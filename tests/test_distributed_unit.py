@@ -42,6 +42,9 @@ class TwinComm(tn.distributed.Communicator):
     def bcast_(self, array, root=0):
         return array
 
+    def bcast_many_(self, arrays, root=0):
+        pass
+
 
 # ---------------------------------------------------------------------- sharding
 @pytest.mark.parametrize("n, size, tail", [(10, 3, "pad"), (10, 3, "drop"), (12, 4, "pad")])

@@ -127,6 +127,21 @@ class Communicator:
         array[...] = backend.asarray(host)
         return array
 
+    def bcast_many_(self, arrays, root: int = 0) -> None:
+        """``bcast_`` of several arrays (any backends and dtypes) in one message: their
+        bytes packed on the host, one broadcast, unpacked in place (a model's buffers)."""
+        arrays = list(arrays)
+        if self.size == 1 or not arrays:
+            return
+        hosts = [np.ascontiguousarray(get_backend(a).to_numpy(a)) for a in arrays]
+        packed = np.concatenate([h.reshape(-1).view(np.uint8) for h in hosts])
+        self._collective("a broadcast", self._broadcast, self._comm.Bcast, packed, root=root)
+        start = 0
+        for array, host in zip(arrays, hosts):
+            values = packed[start:start + host.nbytes].view(host.dtype).reshape(host.shape)
+            array[...] = get_backend(array).asarray(values)
+            start += host.nbytes
+
     # ------------------------------------------------------------------ Python objects
     # Pickled and unpickled outside the collective (with mpi4py's pickler): an object that
     # cannot be pickled raises before any rank's call is counted, and a long (un)pickling

@@ -227,9 +227,8 @@ class DataParallel(Module):
     def train(self, mode: bool = True):
         leaving_training = self.training and not mode
         super().train(mode)
-        if leaving_training:
-            for _, buf in self.module.named_buffers():
-                self.comm.bcast_(buf)
+        if leaving_training:  # rank 0's running statistics everywhere, in one message
+            self.comm.bcast_many_(buf for _, buf in self.module.named_buffers())
         return self
 
     def state_dict(self):
