@@ -1,6 +1,6 @@
 """``load_checkpoint`` under several ranks: each rank gets its own random streams back from
 ``rng_per_rank`` (a stand-in world communicator; the two-process run is in
-test_distributed_failures.py)."""
+test_distributed_failures.py); and ``bcast_many_``, which eval() sends the buffers with."""
 from __future__ import annotations
 
 import warnings
@@ -67,3 +67,31 @@ def test_damaged_or_wrong_rng_per_rank_is_refused(tmp_path):
     tn.save_checkpoint(tmp_path / "b.safetensors", nn.Linear(2, 2), rng_per_rank=states)
     with pytest.raises(tn.CheckpointError, match="'rng_per_rank/1' entry is damaged"):
         tn.load_checkpoint(tmp_path / "b.safetensors", nn.Linear(2, 2))
+
+
+def test_bcast_many_gives_every_array_the_roots_values_in_its_own_dtype_and_shape():
+    """eval()'s one-message broadcast of a model's buffers: float32, int64 and a 0-d array
+    packed as bytes, sent once, unpacked in place."""
+    import numpy as np
+
+    roots = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array(7, dtype=np.int64),
+             np.linspace(0, 1, 4)]
+    ours = [np.zeros((2, 3), np.float32), np.array(0, dtype=np.int64), np.zeros(4)]
+
+    class FakeWorld:  # MPI's Bcast as the root's bytes arriving
+        calls = 0
+
+        def Bcast(self, buffer, root=0):
+            FakeWorld.calls += 1
+            buffer[...] = np.concatenate([a.reshape(-1).view(np.uint8) for a in roots])
+
+        def Barrier(self):
+            pass
+
+    comm = tn.distributed.Communicator()
+    comm.size, comm._comm = 2, FakeWorld()
+    comm.bcast_many_(ours)
+    assert FakeWorld.calls == 1
+    for got, want in zip(ours, roots):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
