@@ -119,12 +119,7 @@ class Communicator:
 
     def bcast_(self, array, root: int = 0):
         """Overwrite ``array`` (any backend) with ``root``'s values; returns it."""
-        if self.size == 1:
-            return array
-        backend = get_backend(array)
-        host = np.ascontiguousarray(backend.to_numpy(array))
-        self._collective("a broadcast", self._broadcast, self._comm.Bcast, host, root=root)
-        array[...] = backend.asarray(host)
+        self.bcast_many_([array], root)
         return array
 
     def bcast_many_(self, arrays, root: int = 0) -> None:
@@ -134,7 +129,8 @@ class Communicator:
         if self.size == 1 or not arrays:
             return
         hosts = [np.ascontiguousarray(get_backend(a).to_numpy(a)) for a in arrays]
-        packed = np.concatenate([h.reshape(-1).view(np.uint8) for h in hosts])
+        flat = [h.reshape(-1).view(np.uint8) for h in hosts]
+        packed = flat[0] if len(flat) == 1 else np.concatenate(flat)  # one: no copy
         self._collective("a broadcast", self._broadcast, self._comm.Bcast, packed, root=root)
         start = 0
         for array, host in zip(arrays, hosts):
