@@ -358,6 +358,18 @@ def case_syncbn(comm, out):
     np.savez(os.path.join(out, f"syncbn-rank{comm.rank}.npz"), **result)
 
 
+def _failing(how):
+    return lambda comm, out: case_fail(comm, out, how)
+
+
+# case name -> program(comm, out, *the extra arguments after OUT)
+PROGRAMS = {"equivalence": case_equivalence, "stops": case_stops, "threads": case_threads,
+         "raise": _failing("raise"), "die": _failing("die"), "exit": _failing("exit"),
+         "hang": _failing("hang"), "hang-later": _failing("hang"), "desync": case_desync,
+         "slow": case_slow, "optimizers": case_optimizers, "resume": case_resume,
+         "mismatch": case_mismatch, "params": case_params, "syncbn": case_syncbn}
+
+
 def main(argv) -> None:
     case, out = argv[1], argv[2]
     # "hang": rank 1 stops answering; the collective watchdog must end both ranks.
@@ -369,30 +381,9 @@ def main(argv) -> None:
     if case == "hang-later":
         assert comm.timeout == 1800.0, comm.timeout
         assert tn.distributed.init(timeout=2.0) is comm and comm.timeout == 2.0
-    if case == "equivalence":
-        case_equivalence(comm, out, *argv[3:])
-    elif case == "stops":
-        case_stops(comm, out)
-    elif case == "threads":
-        case_threads(comm, out)
-    elif case in ("raise", "die", "exit", "hang", "hang-later"):
-        case_fail(comm, out, case.split("-")[0])
-    elif case == "desync":
-        case_desync(comm, out)
-    elif case == "slow":
-        case_slow(comm, out)
-    elif case == "optimizers":
-        case_optimizers(comm, out, argv[3])
-    elif case == "resume":
-        case_resume(comm, out)
-    elif case == "mismatch":
-        case_mismatch(comm, out)
-    elif case == "params":
-        case_params(comm, out, argv[3])
-    elif case == "syncbn":
-        case_syncbn(comm, out)
-    else:
+    if case not in PROGRAMS:
         raise SystemExit(f"unknown case {case!r}")
+    PROGRAMS[case](comm, out, *argv[3:])
 
 
 if __name__ == "__main__":
