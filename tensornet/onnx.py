@@ -157,10 +157,7 @@ def _avg_pool(g, m, x, shapes):
     """The layer's padding (ceil_mode's extra rows included); a window count other than
     ONNX's (ceil_mode, divisor_override) as the layer computes it: the mean of the real
     pixels times its (OH, OW) factor."""
-    size = tuple(shapes.of(m)[0][2:])
-    pads = m.pads_for(size)
-    factor = m.divisor_factor(size, pads) if pads != m._pads or m.divisor_override else None
-    include = m.count_include_pad if pads == m._pads and m.divisor_override is None else False
+    pads, include, factor = m.window_plan(tuple(shapes.of(m)[0][2:]))
     y = g.node("AveragePool", [x], count_include_pad=int(include),
                **_window_attributes(m.kernel_size, m.stride, pads))
     return y if factor is None else g.node("Mul", [y, g.constant(factor, "divisors")])

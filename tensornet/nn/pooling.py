@@ -136,16 +136,17 @@ class AvgPool2d(_Pool2d):
                              f"None, got {divisor_override!r}")
         self.count_include_pad = bool(count_include_pad)
         self.divisor_override = None if divisor_override is None else int(divisor_override)
-        self._factors = {}
+        self._plans = {}  # (input size, dtype, device) -> window_plan with a device factor
 
     def forward(self, x):
-        pads = self._accept(x)
+        self._accept(x)
         self._x_shape = tuple(x.shape)
-        if pads == self._pads and self.divisor_override is None:
-            self._used = (pads, self.count_include_pad, None)
-        else:  # the mean of the real pixels, rescaled to the divisor asked for
-            self._used = (pads, False, self._factor(tuple(x.shape[2:]), pads, x.dtype))
-        pads, include, factor = self._used
+        key = (tuple(x.shape[2:]), dtype_name(x.dtype), self.backend.device)
+        if key not in self._plans:
+            pads, include, factor = self.window_plan(key[0])
+            self._plans[key] = (pads, include, None if factor is None else
+                                self.backend.asarray(factor.astype(key[1])))
+        pads, include, factor = self._used = self._plans[key]
         y = F.avg_pool2d(x, self.kernel_size, self.stride, pads, include)
         return y if factor is None else y * factor
 
@@ -157,9 +158,14 @@ class AvgPool2d(_Pool2d):
         return F.avg_pool2d_backward(grad_output, x_shape, self.kernel_size,
                                                 self.stride, pads, include)
 
-    def divisor_factor(self, size: tuple, pads: tuple):
-        """Host (OH, OW) float64: the divisor asked for over the count of real pixels in
-        each window (None: 1 everywhere), for an (H, W) input padded by ``pads``."""
+    def window_plan(self, size: tuple):
+        """For an (H, W) input: ``(pads, count_include_pad, factor)``, what the pool runs
+        (the ONNX export too): the padding (ceil_mode's extra rows included) and, where the
+        divisor is not the kernel's own (ceil_mode's extra rows, divisor_override), the mean
+        of the real pixels times a host (OH, OW) float64 factor (None: 1 everywhere)."""
+        pads = self.pads_for(size)
+        if pads == self._pads and self.divisor_override is None:
+            return pads, self.count_include_pad, None
         real, whole = [], []
         for n, k, s, (p, end_pad) in zip(size, self.kernel_size, self.stride, pads):
             start = np.arange((n + p + end_pad - k) // s + 1) * s - p
@@ -167,20 +173,13 @@ class AvgPool2d(_Pool2d):
             real.append(np.minimum(end, n) - np.maximum(start, 0))
             whole.append(end - start)
         if self.divisor_override is not None:
-            return np.outer(*real) / self.divisor_override
-        return np.outer(*real) / np.outer(*whole) if self.count_include_pad else None
-
-    def _factor(self, size, pads, dtype):
-        key = (size, dtype_name(dtype), self.backend.device)
-        if key not in self._factors:
-            factor = self.divisor_factor(size, pads)
-            self._factors[key] = None if factor is None else \
-                self.backend.asarray(factor.astype(dtype_name(dtype)))
-        return self._factors[key]
+            return pads, False, np.outer(*real) / self.divisor_override
+        return pads, False, np.outer(*real) / np.outer(*whole) if self.count_include_pad \
+            else None
 
     def clear_cache(self) -> None:
         super().clear_cache()
-        self._factors = {}  # on the old device after .to()
+        self._plans = {}  # on the old device after .to()
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
