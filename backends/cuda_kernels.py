@@ -33,6 +33,9 @@ class ElementwiseSpec(NamedTuple):
 RELU = ElementwiseSpec("T x", "T y", "y = x < T(0) ? T(0) : x", "tn_relu")
 RELU_BACKWARD = ElementwiseSpec("T grad, T y", "T dx", "dx = y > T(0) ? grad : T(0)",
                                 "tn_relu_backward")
+# A Linear's bias and the ReLU after it (nn/fusion.py): bias (C,) broadcast over y (N, C).
+BIAS_RELU = ElementwiseSpec("T y, T bias", "T out", "T v = y + bias; out = v < T(0) ? T(0) : v",
+                            "tn_bias_relu")
 
 # ---------------------------------------------------------------------- optimizer updates
 def update_spec(update, device_scalars: bool) -> ElementwiseSpec:
@@ -324,7 +327,7 @@ def elementwise_specs() -> list:
     kernels come from each optimizer's FusedUpdate (``tensornet.optim.fused_updates()``)
     through ``update_spec``."""
     from .cuda_window_kernels import WINDOW_SPECS
-    return [RELU, RELU_BACKWARD, CROSS_ENTROPY_BACKWARD, CROSS_ENTROPY_BACKWARD_DIVIDED,
+    return [RELU, RELU_BACKWARD, BIAS_RELU, CROSS_ENTROPY_BACKWARD, CROSS_ENTROPY_BACKWARD_DIVIDED,
             BERNOULLI_COUNTER, RNG_ADVANCE, BERNOULLI_DRAW, UNIFORM_DRAW, NORMAL_DRAW, KEYS_DRAW,
             GEMM_SPLIT_K_SUM, *WINDOW_SPECS]
 

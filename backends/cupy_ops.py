@@ -11,9 +11,9 @@ import functools
 import numpy as np
 
 from .base import dtype_name
-from .cuda_kernels import (C_TYPES, CROSS_ENTROPY_BACKWARD, CROSS_ENTROPY_BACKWARD_DIVIDED,
-                           CROSS_ENTROPY_MAX_BLOCKS, CROSS_ENTROPY_WARPS_PER_BLOCK,
-                           FUSED_DTYPES, RELU, RELU_BACKWARD)
+from .cuda_kernels import (BIAS_RELU, C_TYPES, CROSS_ENTROPY_BACKWARD,
+                           CROSS_ENTROPY_BACKWARD_DIVIDED, CROSS_ENTROPY_MAX_BLOCKS,
+                           CROSS_ENTROPY_WARPS_PER_BLOCK, FUSED_DTYPES, RELU, RELU_BACKWARD)
 from .cuda_window_kernels import COL2IM, IM2COL, MAX_POOL, MAX_POOL_BACKWARD
 from .cupy import CupyBackend
 from .geometry import window_output_size
@@ -66,6 +66,14 @@ def relu(backend, x):
 @fused_dtypes_only
 def relu_backward(backend, grad, y):
     return backend._kernels.elementwise(RELU_BACKWARD)(grad, y)
+
+
+@CupyBackend.override
+@fused_dtypes_only
+def bias_relu(backend, y, bias):
+    if bias.dtype != y.dtype:
+        return NotImplemented
+    return backend._kernels.elementwise(BIAS_RELU)(y, bias)
 
 
 @CupyBackend.override

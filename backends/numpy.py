@@ -218,6 +218,34 @@ def relu_backward(backend, grad, y):
     return out
 
 
+def _jit_rows(*arrays) -> bool:
+    """Whether the numba row kernels take these: C-contiguous arrays of one float dtype."""
+    dtype = arrays[0].dtype
+    return dtype in _JIT_DTYPES and all(a.dtype == dtype and a.flags.c_contiguous
+                                        for a in arrays)
+
+
+@NumpyBackend.override
+def bias_relu(backend, y, bias):
+    kernels = jit.kernels("basic")
+    if kernels is None or y.ndim != 2 or not _jit_rows(y, bias):
+        return NotImplemented
+    return kernels.bias_relu(y, bias)
+
+
+@NumpyBackend.override
+def relu_backward_sum(backend, grad, y, out=None):
+    kernels = jit.kernels("basic")
+    if kernels is None or y.ndim != 2 or not y.shape[0] or grad.shape != y.shape \
+            or not _jit_rows(y, grad):
+        return NotImplemented
+    if out is None:
+        out = np.empty(y.shape[1], dtype=y.dtype)
+    elif not _jit_rows(y, out) or out.shape != y.shape[1:]:
+        return NotImplemented
+    return kernels.relu_backward_sum(grad, y, out)
+
+
 # Softmax cross-entropy: the generic versions build an (N, C) one-hot target and multiply
 # it in; here the true class is picked (forward) or hit (backward) by index, and the
 # uniform part of label smoothing is a scalar. Same math, ~20 array calls fewer per step.

@@ -133,6 +133,39 @@ def test_relu_forward_and_backward_match_generic(path, dtype, layout):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (13, 1), (37, 29)])
+def test_bias_relu_and_its_backward_match_generic_bitwise(path, dtype, shape):
+    """A Linear's bias with the ReLU after it (fusion.py): the same bits as the separate
+    steps, signed zeros and NaN included; the bias gradient's sums in NumPy's order."""
+    rng = np.random.default_rng(11)
+    y = (rng.standard_normal(shape) * 3).astype(dtype)
+    bias = rng.standard_normal(shape[1]).astype(dtype)
+    y.flat[:2] = (np.nan, -0.0)
+    want = F.bias_relu.generic(CPU, y.copy(), bias)
+    got = F.bias_relu(y.copy(), bias)
+    assert got.dtype == dtype and got.shape == shape
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+    grad = (rng.standard_normal(shape) * 100).astype(dtype)
+    grad.flat[-1:] = -0.0  # a column whose rows all mask or hold -0: the sum keeps its sign
+    for out in (None, np.full(shape[1], 7, dtype)):
+        masked, sums = F.relu_backward_sum(grad, got, out=None if out is None else out.copy())
+        want_masked, want_sums = F.relu_backward_sum.generic(CPU, grad, want)
+        assert masked.dtype == sums.dtype == dtype and sums.shape == (shape[1],)
+        np.testing.assert_array_equal(masked, want_masked)
+        np.testing.assert_array_equal(sums, want_sums)
+        assert np.array_equal(np.signbit(sums), np.signbit(want_sums))
+
+
+def test_relu_backward_sum_writes_into_out():
+    y = np.abs(np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32))
+    out = np.empty(4, np.float32)
+    _, sums = F.relu_backward_sum(np.ones_like(y), y, out=out)
+    assert sums is out
+    np.testing.assert_array_equal(out, np.full(4, 5, np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("smoothing", [0.0, 0.15])
 @pytest.mark.parametrize("label_dtype", [np.int64, np.uint8, np.int32])
 def test_softmax_cross_entropy_matches_generic(path, dtype, smoothing, label_dtype):
@@ -188,7 +221,10 @@ def test_results_do_not_depend_on_the_thread_count(monkeypatch):
         dx = F.col2im(cols, x.shape, (3, 3), (1, 1), ((1, 1), (1, 1)))
         y, argmax = F.max_pool2d(x, (2, 2), (2, 2))
         relu = F.relu(x)
-        return [xhat, *stats, *back, cols, dx, y, argmax, relu, F.relu_backward(grad, relu)]
+        rows, bias = x.reshape(48, -1), grad[0, 0, 0]
+        fused = F.bias_relu(rows.copy(), bias)
+        return [xhat, *stats, *back, cols, dx, y, argmax, relu, F.relu_backward(grad, relu),
+                fused, *F.relu_backward_sum(grad.reshape(48, -1), fused)]
 
     with jit.switched(True), thread_count(1):
         one = everything()

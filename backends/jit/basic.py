@@ -1,5 +1,5 @@
-"""numba kernels of ReLU (forward and backward) and softmax cross-entropy (forward and
-backward), each one pass.
+"""numba kernels of ReLU (forward and backward), a Linear's bias with the ReLU after it
+(forward and backward) and softmax cross-entropy (forward and backward), each one pass.
 
 ReLU works on 1-D views listing both arrays in one memory order (``layout.flat_in_order_of``),
 so any layout streams. Softmax cross-entropy: one row per task. The loss checks that labels
@@ -52,6 +52,47 @@ def relu(x_flat, out_flat):
 
 def relu_backward(grad_flat, y_flat, out_flat):
     run_tasks(_relu_backward_tasks, y_flat.size, y_flat.size, grad_flat, y_flat, out_flat)
+
+
+# ---------------------------------------------------------------------- Linear + ReLU
+# What a Linear followed by a ReLU does around its GEMMs (``tensornet/nn/fusion.py``): the
+# bias add and the ReLU in one pass over the GEMM's output, in place; backward, ReLU's mask
+# and the bias gradient (the column sums of the masked gradient) in one pass. The sums run
+# down each column in row order, as NumPy's ``sum(axis=0)``, so the results are bitwise
+# those of the separate steps; a split over the threads cuts the columns, never a sum.
+@njit(**_OPTIONS)
+def _bias_relu_tasks(y, bias, lo, hi):
+    columns = y.shape[1]
+    for i in range(_U(lo), _U(hi)):
+        for j in range(_U(0), _U(columns)):
+            v = y[i, j] + bias[j]
+            y[i, j] = v if not v < 0 else 0   # max(v, 0), NaN kept, as np.maximum
+
+
+@njit(**_OPTIONS)
+def _relu_backward_sum_tasks(grad, y, out, sums, lo, hi):
+    for j in range(_U(lo), _U(hi)):
+        out[0, j] = grad[0, j] if y[0, j] > 0 else 0
+        sums[j] = 0   # NumPy's sum starts from 0 too: a column of -0 sums to +0
+        sums[j] += out[0, j]
+    for i in range(_U(1), _U(y.shape[0])):
+        for j in range(_U(lo), _U(hi)):
+            out[i, j] = grad[i, j] if y[i, j] > 0 else 0
+            sums[j] += out[i, j]
+
+
+def bias_relu(y, bias):
+    """``y = max(y + bias, 0)`` in place: y (N, C) C-contiguous, bias (C,)."""
+    run_tasks(_bias_relu_tasks, y.shape[0], y.size, y, bias)
+    return y
+
+
+def relu_backward_sum(grad, y, sums):
+    """``(where(y > 0, grad, 0), its column sums written into sums (C,))``; grad and y
+    (N >= 1, C) C-contiguous."""
+    out = np.empty(y.shape, dtype=y.dtype)
+    run_tasks(_relu_backward_sum_tasks, y.shape[1], y.size, grad, y, out, sums)
+    return out, sums
 
 
 # ---------------------------------------------------------------------- softmax cross-entropy

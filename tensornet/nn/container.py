@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from . import fusion
 from .module import Module
 
 
@@ -15,7 +16,9 @@ class Sequential(Module):
     encoder half of an autoencoder) and ``del seq[i]`` / ``del seq[a:b]``.
 
     It caches nothing itself: each module checks and consumes its own cache, so an error in
-    backward names the module (a wrong ``grad_output`` shape: the last one).
+    backward names the module (a wrong ``grad_output`` shape: the last one). A ``Linear``
+    followed by a ``ReLU`` (neither with hooks) runs as one step, with one pass fewer over
+    the activation each way and bitwise the same results (``tensornet/nn/fusion.py``).
     """
 
     _owns_cache = False
@@ -94,8 +97,16 @@ class Sequential(Module):
         self._rebuild(items)
 
     def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
+        modules = list(self._modules.values())
+        last, i = len(modules) - 1, 0
+        while i <= last:
+            module = modules[i]
+            if i < last and fusion.fusable(module, modules[i + 1]):  # Linear + ReLU
+                x = fusion.forward(module, modules[i + 1], x)
+                i += 2
+            else:
+                x = module(x)
+                i += 1
         return x
 
     def backward(self, grad_output, input_grad: bool = True):
@@ -107,18 +118,26 @@ class Sequential(Module):
         returned.
         """
         modules = list(self._modules.values())
-        if input_grad:
-            for module in reversed(modules):
-                grad_output = module.backward(grad_output)
-            return grad_output
-        start = next((i for i, m in enumerate(modules)
-                      if any(p.requires_grad for p in m.parameters())), None)
-        if start is None:
-            return None
-        for module in reversed(modules[start + 1:]):
-            grad_output = module.backward(grad_output)
-        modules[start].backward(grad_output, input_grad=False)
-        return None
+        start = 0
+        if not input_grad:
+            start = next((i for i, m in enumerate(modules)
+                          if any(p.requires_grad for p in m.parameters())), None)
+            if start is None:
+                return None
+        i = len(modules) - 1
+        while i >= start:
+            module = modules[i]
+            wanted = input_grad or i > start  # d loss / d input of modules[i]
+            if i > start and fusion.fusable(modules[i - 1], module):  # Linear + ReLU
+                grad = fusion.backward(modules[i - 1], module, grad_output,
+                                       input_grad or i - 1 > start)
+                if grad is not NotImplemented:
+                    grad_output, i = grad, i - 2
+                    continue
+            grad_output = module.backward(grad_output) if wanted else \
+                module.backward(grad_output, input_grad=False)
+            i -= 1
+        return grad_output if input_grad else None
 
 
 class Residual(Module):

@@ -62,15 +62,21 @@ class Linear(Module):
         xp = self.backend.xp
         if x.ndim != 2:  # (the grad's shape is checked by Module against the output's)
             grad_output, x = _rows(xp, grad_output), _rows(xp, x)
+        grad = self._backward_rows(grad_output, x, input_grad)
+        return grad if grad is None or self._x.ndim == 2 else xp.reshape(grad, self._x.shape)
+
+    def _backward_rows(self, grad_output, x, input_grad: bool, bias_grad=None):
+        """Backward on rows: ``grad_output`` (N, out), ``x`` (N, in). ``bias_grad``: the
+        bias's gradient when the caller summed it already (``fusion.py``)."""
         if self.weight.requires_grad:
             self.weight.accumulate_grad(self._weight_grad(grad_output, x))
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(F.reduce_sum(grad_output, axis=0,
-                                                   out=self.bias.grad_buffer()))
+            if bias_grad is None:
+                bias_grad = F.reduce_sum(grad_output, axis=0, out=self.bias.grad_buffer())
+            self.bias.accumulate_grad(bias_grad)
         if not input_grad:
             return None
-        grad = F.matmul(grad_output, self._w)
-        return grad if self._x.ndim == 2 else xp.reshape(grad, self._x.shape)
+        return F.matmul(grad_output, self._w)
 
     def _forward_weight(self):
         """The weight forward multiplies by: ``weight`` itself (DropConnect masks it)."""

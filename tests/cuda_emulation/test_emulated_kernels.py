@@ -183,6 +183,7 @@ def test_every_registered_kernel_is_launched_by_the_emulated_tests(cuda, cuda_em
     x = f32(2, 3, 6, 6)
     y = F.relu(x)
     F.relu_backward(f32(*y.shape), y)
+    F.bias_relu(f32(4, 3), f32(3))
     for labels in (np.arange(4) % 3, (np.arange(4) % 3).astype(np.int32)):
         losses, log_probs = F.softmax_cross_entropy(f32(4, 3), cuda.asarray(labels))
         F.softmax_cross_entropy_backward(log_probs, cuda.asarray(labels), 0.25)

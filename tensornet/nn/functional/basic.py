@@ -127,6 +127,24 @@ def relu_backward(backend, grad, y):
 
 
 @kernel
+def bias_relu(backend, y, bias):
+    """``relu(y + bias)``: a Linear's bias and the ReLU after it, for the Linear's GEMM
+    output ``y`` (N, C) and ``bias`` (C,). ``y`` is the caller's temporary: it may be
+    overwritten (the NumPy backend's kernel does both in place, in one pass)."""
+    y += bias
+    return relu(y)
+
+
+@kernel
+def relu_backward_sum(backend, grad, y, out=None):
+    """``(relu_backward(grad, y), its sum over axis 0)``: ReLU's backward through its
+    output ``y`` (N, C) and the gradient of the bias of the Linear before it. ``out``: an
+    array (C,) for the sum (a bias's gradient slot), or None."""
+    masked = relu_backward(grad, y)
+    return masked, reduce_sum(masked, axis=0, out=out)
+
+
+@kernel
 def softmax_cross_entropy(backend, logits, labels, label_smoothing=0.0, ignore_index=None):
     """Per-sample softmax cross-entropy. logits (N, C), integer labels (N,) ->
     ``(losses (N,), log_probs (N, C))``; the target is ``(1 - eps) * onehot + eps / C``
