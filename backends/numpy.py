@@ -221,8 +221,12 @@ def relu_backward(backend, grad, y):
 def _jit_rows(*arrays) -> bool:
     """Whether the numba row kernels take these: C-contiguous arrays of one float dtype."""
     dtype = arrays[0].dtype
-    return dtype in _JIT_DTYPES and all(a.dtype == dtype and a.flags.c_contiguous
-                                        for a in arrays)
+    if dtype not in _JIT_DTYPES:
+        return False
+    for a in arrays:
+        if a.dtype != dtype or not a.flags.c_contiguous:
+            return False
+    return True
 
 
 @NumpyBackend.override
