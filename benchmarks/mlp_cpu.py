@@ -12,7 +12,8 @@ sides: ``tensornet`` (the README's hand-written loop through the public API), ``
 (the same epoch through ``fit``), ``hand-written NumPy`` (the whole step written out in
 NumPy), ``PyTorch`` (the twin model, when torch is importable) and ``GEMM only`` (just
 the 11 matrix products of every step, with the step's shapes, into preallocated arrays:
-the floor of any implementation that calls the same BLAS). Printed: the median seconds
+the floor of any implementation that calls the same BLAS); with ``--unfused`` also
+``tensornet unfused`` (the README loop with Sequential's Linear + ReLU fusion off). Printed: the median seconds
 per epoch of each side, the ratios the issue-17 targets name (at the default thread count
 tensornet / GEMM only <= 1.3 and tensornet / PyTorch <= 0.6; with one thread tensornet /
 PyTorch <= 0.9; README loop / fit <= 1.05), the load average, and a
@@ -141,7 +142,7 @@ def gemm_only_epoch(weights, x, batches, batch: int = BATCH):
 
 
 def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
-        with_torch: bool = True, threads: int = 1) -> dict:
+        with_torch: bool = True, threads: int = 1, unfused: bool = False) -> dict:
     """Time ``reps`` epochs of each side, rotating which side goes first each repetition."""
     import tensornet as tn
     import tensornet.data  # noqa: F401  (tn.data)
@@ -170,6 +171,10 @@ def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
         clock.start()
         loss = tensornet_epoch(model, opt, tn.nn.CrossEntropyLoss(), batches)
         return clock.stop(), float(loss)
+
+    def unfused_side(rows=None):
+        with tn.nn.fusion.disabled():
+            return tensornet_side(rows)
 
     class LastStepLoss(tn.callbacks.Callback):
         """Keeps fit's last step loss (what the other sides report), read once at the
@@ -206,6 +211,8 @@ def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
         return clock.stop(), None
 
     sides = {"tensornet": tensornet_side, "tn.fit": fit_side, "hand-written NumPy": hand_side}
+    if unfused:
+        sides["tensornet unfused"] = unfused_side
     if torch is not None:
         sides["PyTorch"] = torch_side
     sides["GEMM only"] = gemm_side
@@ -233,7 +240,9 @@ def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
                             ("tensornet / PyTorch", "tensornet", "PyTorch"),
                             ("README loop / tn.fit", "tensornet", "tn.fit"),
                             ("tensornet / hand-written NumPy", "tensornet",
-                             "hand-written NumPy")):
+                             "hand-written NumPy"),
+                            ("tensornet / tensornet unfused", "tensornet",
+                             "tensornet unfused")):
         if num in wall and den in wall:
             ratios[label] = {"medians": median(wall[num]) / median(wall[den]),
                              "paired": median([a / b for a, b in zip(wall[num], wall[den])])}
@@ -266,9 +275,13 @@ def main(argv=None) -> int:
                         help="BLAS / tensornet / PyTorch threads (default: all logical cores)")
     parser.add_argument("--samples", type=int, default=60000)
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--unfused", action="store_true",
+                        help="add the README loop with Sequential's Linear+ReLU fusion off "
+                             "(tensornet.nn.fusion.disabled()): what the fusion saves")
     args = parser.parse_args(argv)
     pin_threads(args.threads)
-    r = run(args.reps, args.samples, with_torch=not args.no_torch, threads=args.threads)
+    r = run(args.reps, args.samples, with_torch=not args.no_torch, threads=args.threads,
+            unfused=args.unfused)
     before, after = (format_load(a) for a in r["load_average"])
     print(f"MLP {'-'.join(map(str, MLP_SIZES))}, batch {BATCH}, SGD momentum 0.9, float32, "
           f"{r['samples']} synthetic samples, {args.threads} thread(s), median of {r['reps']} "

@@ -235,3 +235,12 @@ def test_gpu_benchmark_reports_what_the_pool_holds(cuda_emulation):
     assert len(later) == 1 and first > 0
     # at least the data on the device and the model's parameters, gradients and momentum
     assert held >= x.nbytes + 3 * 4 * (784 * 16 + 16 + 16 * 10 + 10)
+
+
+def test_mlp_benchmark_times_the_unfused_loop_on_the_same_batches():
+    """``--unfused``: the README loop with Sequential's fusion off, as a side of its own
+    (same final loss: the fusion changes no bit)."""
+    from benchmarks.mlp_cpu import run
+    r = run(reps=1, samples=640, warmup_batches=1, with_torch=False, unfused=True)
+    assert r["final_loss"]["tensornet"] == r["final_loss"]["tensornet unfused"]
+    assert r["ratios"]["tensornet / tensornet unfused"]["medians"] > 0

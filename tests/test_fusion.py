@@ -200,3 +200,14 @@ def test_fused_mlp_passes_a_float64_gradient_check(device, rng):
     model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)).to(device,
                                                                           dtype="float64")
     assert tn.gradcheck(model, get_backend(device).asarray(rng.standard_normal((5, 4))))
+
+
+def test_disabled_runs_the_modules_one_by_one(monkeypatch):
+    calls = []
+    monkeypatch.setattr(fusion, "forward", lambda *args: calls.append(args))
+    model = _mlp()
+    x = np.ones((2, 20), np.float32)
+    with fusion.disabled():
+        y = model(x)
+    assert calls == [] and y.shape == (2, 3)
+    model.backward(np.ones_like(y))

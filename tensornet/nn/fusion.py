@@ -13,9 +13,12 @@ Only exact ``Linear`` (with a bias) and ``ReLU`` instances without hooks on a 2-
 are fused: a subclass (DropConnect) may change the math, a hook must see the module's own
 call, and anything else runs the modules one by one as before. Backward falls back to the
 modules' own backward (and their checks and error messages) whenever the caches or
-``grad_output`` are not exactly what the fused forward left.
+``grad_output`` are not exactly what the fused forward left. ``fusion.disabled()``
+turns it off for a block.
 """
 from __future__ import annotations
+
+import contextlib
 
 from . import functional as F
 from .activation import ReLU
@@ -23,9 +26,24 @@ from .grad_mode import CONSUMED, _MODE
 from .linear import Linear
 
 
+_SWITCH = {"on": True}
+
+
+@contextlib.contextmanager
+def disabled():
+    """Inside this block ``Sequential`` calls every module one by one (the results are the
+    same bits; for measuring what the fusion saves, or stepping through each module)."""
+    before = _SWITCH["on"]
+    _SWITCH["on"] = False
+    try:
+        yield
+    finally:
+        _SWITCH["on"] = before
+
+
 def fusable(linear, relu) -> bool:
     """Whether ``Sequential`` may run ``linear`` then ``relu`` as one step."""
-    return (type(linear) is Linear and type(relu) is ReLU and linear.bias is not None
+    return (type(linear) is Linear and _SWITCH["on"] and type(relu) is ReLU and linear.bias is not None
             and relu.backend is linear.backend
             and not (linear._forward_hooks or relu._forward_hooks
                      or linear._backward_hooks or relu._backward_hooks))
