@@ -244,3 +244,11 @@ def test_mlp_benchmark_times_the_unfused_loop_on_the_same_batches():
     r = run(reps=1, samples=640, warmup_batches=1, with_torch=False, unfused=True)
     assert r["final_loss"]["tensornet"] == r["final_loss"]["tensornet unfused"]
     assert r["ratios"]["tensornet / tensornet unfused"]["medians"] > 0
+
+
+def test_fusion_benchmark_times_both_paths():
+    from benchmarks.fusion import run
+    r = run(threads=1, pairs=2, block=2, samples=640)
+    assert r["fused_us"] > 0 and r["unfused_us"] > 0
+    low, high = r["saved_quartiles_us"]
+    assert low <= r["saved_us"] <= high

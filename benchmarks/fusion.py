@@ -1,0 +1,90 @@
+"""What Sequential's Linear + ReLU fusion saves on the MLP's training step, measured in
+interleaved blocks (on this shared VM whole epochs vary by +-10%, more than the effect).
+
+    python -m benchmarks.fusion [--threads N] [--pairs 80] [--block 20]
+
+One model, optimizer and DataLoader (the MLP benchmark's: 784-256-120-64-10, batch 128,
+SGD momentum, shuffled synthetic MNIST-shaped samples, float32) train on; every pair of
+blocks runs ``--block`` steps with the fusion on and as many with it off
+(``tensornet.nn.fusion.disabled()``), alternating which goes first. Both paths compute the
+same bits, so the training itself is one run. Printed: the median microseconds per step
+of each, and the median and quartiles of the per-pair difference. The clock is the main
+thread's CPU time with one thread (steal time excluded) and wall time with more (the BLAS
+threads' work is not on the main thread's clock).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.common import (BATCH, SEED, build_model, build_optimizer, format_load,
+                               load_average, pin_threads, training_arrays)
+
+
+def run(threads: int, pairs: int = 80, block: int = 20, samples: int = 60000) -> dict:
+    import tensornet as tn
+    from tensornet.nn import fusion
+
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    x, y, _ = training_arrays("mlp", True, samples)
+    model = build_model("mlp")
+    opt = build_optimizer("mlp", model.parameters())
+    loss_fn = tn.nn.CrossEntropyLoss()
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), BATCH, shuffle=True, seed=SEED)
+
+    def endless():
+        while True:
+            yield from loader
+    batches = endless()
+
+    def steps(fused: bool) -> float:
+        start = clock()
+        with (contextlib.nullcontext() if fused else fusion.disabled()):
+            for _ in range(block):
+                xb, yb = next(batches)
+                opt.zero_grad()
+                loss_fn(model(xb), yb)
+                model.backward(loss_fn.backward(), input_grad=False)
+                opt.step()
+        return (clock() - start) / block * 1e6
+
+    steps(True), steps(False)  # warm-up: compiled kernels, BLAS buffers
+    on, off = [], []
+    for k in range(pairs):
+        order = (True, False) if k % 2 else (False, True)
+        for fused in order:
+            (on if fused else off).append(steps(fused))
+    saved = [b - a for a, b in zip(on, off)]
+    return {"fused_us": float(np.median(on)), "unfused_us": float(np.median(off)),
+            "saved_us": float(np.median(saved)),
+            "saved_quartiles_us": [float(np.percentile(saved, q)) for q in (25, 75)]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fusion", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--pairs", type=int, default=80)
+    parser.add_argument("--block", type=int, default=20, help="steps per block")
+    args = parser.parse_args(argv)
+    pin_threads(args.threads)
+    before = format_load(load_average())
+    r = run(args.threads, args.pairs, args.block)
+    print(f"MLP training step, batch {BATCH}, {args.threads} thread(s), {args.pairs} pairs of "
+          f"{args.block}-step blocks ({'CPU' if args.threads == 1 else 'wall'} clock); load "
+          f"average {before} before, {format_load(load_average())} after")
+    print(f"  fused   {r['fused_us']:7.0f} us/step (median)")
+    print(f"  unfused {r['unfused_us']:7.0f} us/step (median)")
+    low, high = r["saved_quartiles_us"]
+    print(f"  saved   {r['saved_us']:7.0f} us/step (median of the pairs; quartiles {low:.0f} to "
+          f"{high:.0f}): fused / unfused {r['fused_us'] / r['unfused_us']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
