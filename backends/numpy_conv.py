@@ -100,8 +100,12 @@ def conv2d_backward(backend, grad, cache, weight, stride, padding, dilation, gro
         g = np.ascontiguousarray(g)
     w = weight.reshape(c_out, rows)
     blocks = _blocks(n, rows * plane)
-    # One weight-gradient part per block, summed in block order afterwards.
-    parts = np.empty((len(blocks), c_out, rows), dtype=grad.dtype) if weight_grad else None
+    # One weight-gradient part per block, summed in block order afterwards. Each part is
+    # the (rows, c_out) product cols @ g.T, transposed when summed: OpenBLAS runs that
+    # orientation of the skinny GEMM faster than g @ cols.T (the benchmark CNN's second
+    # conv, a block of 37 images: 0.21 instead of 0.39 ms with two threads, 0.31 instead
+    # of 0.51 ms with one).
+    parts = np.empty((len(blocks), rows, c_out), dtype=grad.dtype) if weight_grad else None
     dx = np.empty((c_in, n, h, w_in), dtype=grad.dtype) if input_grad else None
     flat = kernels.flat_major(x) if weight_grad else None
 
@@ -112,7 +116,7 @@ def conv2d_backward(backend, grad, cache, weight, stride, padding, dilation, gro
         if weight_grad:
             cols = kernels.im2col(x, kernel_size, stride, padding, dilation, out_size,
                                   samples, flat, out=_buffer("cols", size, grad.dtype))
-            np.matmul(g_block, cols.reshape(rows, -1).T, out=parts[k])
+            np.matmul(cols.reshape(rows, -1), g_block.T, out=parts[k])
         if input_grad:
             dcols = _buffer("dcols", size, grad.dtype).reshape(rows, -1)
             np.matmul(w.T, g_block, out=dcols)
@@ -124,9 +128,9 @@ def conv2d_backward(backend, grad, cache, weight, stride, padding, dilation, gro
     if weight_grad:
         dweight = (np.empty((c_out, rows), dtype=grad.dtype) if weight_grad_out is None
                    else weight_grad_out.reshape(c_out, rows))
-        np.copyto(dweight, parts[0])
+        np.copyto(dweight, parts[0].T)
         for part in parts[1:]:
-            dweight += part
+            dweight += part.T
         dweight = weight_grad_out if weight_grad_out is not None else \
             dweight.reshape(weight.shape)
     return (None if dx is None else dx.transpose(1, 0, 2, 3)), dweight
