@@ -240,8 +240,10 @@ def bias_relu(backend, y, bias):
 @NumpyBackend.override
 def relu_backward_sum(backend, grad, y, out=None):
     kernels = jit.kernels("basic")
-    if kernels is None or y.ndim != 2 or not y.shape[0] or grad.shape != y.shape \
-            or not _jit_rows(y, grad):
+    # One column: NumPy's sum over axis 0 then runs along memory, pairwise, not in the
+    # kernel's row order (other bits); the generic version is that sum.
+    if kernels is None or y.ndim != 2 or not y.shape[0] or y.shape[1] < 2 \
+            or grad.shape != y.shape or not _jit_rows(y, grad):
         return NotImplemented
     if out is None:
         out = np.empty(y.shape[1], dtype=y.dtype)

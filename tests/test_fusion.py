@@ -2,6 +2,8 @@
 modules called one by one, on every backend, and everything a user can do with the
 modules (hooks, calling their backward by hand, retain_graph, no_grad, errors) behaves as
 without it."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -211,3 +213,28 @@ def test_disabled_runs_the_modules_one_by_one(monkeypatch):
         y = model(x)
     assert calls == [] and y.shape == (2, 3)
     model.backward(np.ones_like(y))
+
+
+def _bits(a):
+    a = tn.asnumpy(a)
+    return a.dtype.str, a.shape, np.ascontiguousarray(a).tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_one_unit_linear_relu_sums_its_bias_gradient_as_the_modules_do(dtype):
+    # (N, 1): NumPy's sum over axis 0 then runs along memory, pairwise; one 1.0 and many
+    # half-ulps sum to 1.0 in row order but not pairwise, so the orders are told apart.
+    half_ulp = np.finfo(dtype).eps / 2
+    g = np.full((64, 1), half_ulp, dtype)
+    g[0] = 1.0
+    x = np.ones((64, 2), dtype)
+    grads = []
+    for fused in (True, False):
+        pair = nn.Sequential(nn.Linear(2, 1), nn.ReLU()).to(dtype=dtype)
+        pair[0].weight.data[...] = 0.0
+        pair[0].bias.data[...] = 1.0  # every row passes the ReLU
+        with (contextlib.nullcontext() if fused else fusion.disabled()):
+            pair(x)
+            pair.backward(g)
+        grads.append(_bits(pair[0].bias.grad))
+    assert grads[0] == grads[1]
