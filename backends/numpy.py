@@ -232,7 +232,8 @@ def _jit_rows(*arrays) -> bool:
 @NumpyBackend.override
 def bias_relu(backend, y, bias):
     kernels = jit.kernels("basic")
-    if kernels is None or y.ndim != 2 or not _jit_rows(y, bias):
+    # (a bias of another shape, user-assigned, broadcasts or raises as Linear's ``y += b``)
+    if kernels is None or y.ndim != 2 or bias.shape != y.shape[1:] or not _jit_rows(y, bias):
         return NotImplemented
     return kernels.bias_relu(y, bias)
 

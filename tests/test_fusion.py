@@ -238,3 +238,24 @@ def test_a_one_unit_linear_relu_sums_its_bias_gradient_as_the_modules_do(dtype):
             pair.backward(g)
         grads.append(_bits(pair[0].bias.grad))
     assert grads[0] == grads[1]
+
+
+@pytest.mark.parametrize("bias_shape", [(1,), (1, 4), (5,), (3,)])
+def test_a_user_assigned_bias_of_another_shape_acts_as_in_the_linears_own_forward(any_device,
+                                                                                  bias_shape):
+    # Linear's forward adds its bias with NumPy broadcasting ((1,) and (1, 4) broadcast,
+    # (5,) and (3,) raise); the fused step must do the same, never read past the bias.
+    backend = get_backend(any_device)
+    x = backend.asarray(np.random.default_rng(6).standard_normal((5, 3)).astype(np.float32))
+    results = []
+    for fused in (True, False):
+        tn.manual_seed(0)
+        pair = nn.Sequential(nn.Linear(3, 4), nn.ReLU()).to(any_device)
+        pair[0].bias.data = backend.asarray(np.linspace(-1, 1, np.prod(bias_shape),
+                                                        dtype=np.float32).reshape(bias_shape))
+        with (contextlib.nullcontext() if fused else fusion.disabled()):
+            try:
+                results.append(_bits(pair(x)))
+            except (ValueError, RuntimeError) as exc:
+                results.append(f"{type(exc).__name__}: {exc}")
+    assert results[0] == results[1]
