@@ -247,7 +247,7 @@ def relu_backward_sum(backend, grad, y, out=None):
             or grad.shape != y.shape or not _jit_rows(y, grad):
         return NotImplemented
     if out is None:
-        out = np.empty(y.shape[1], dtype=y.dtype)
+        out = np.empty_like(y, shape=y.shape[1:])  # (a subclass, as np.sum's)
     elif not _jit_rows(y, out) or out.shape != y.shape[1:]:
         return NotImplemented
     return kernels.relu_backward_sum(grad, y, out)

@@ -259,3 +259,23 @@ def test_a_user_assigned_bias_of_another_shape_acts_as_in_the_linears_own_forwar
             except (ValueError, RuntimeError) as exc:
                 results.append(f"{type(exc).__name__}: {exc}")
     assert results[0] == results[1]
+
+
+class _Tagged(np.ndarray):
+    """A NumPy subclass: the modules keep it through forward and backward."""
+
+
+def test_a_numpy_subclass_comes_back_as_from_the_modules_one_by_one():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 6)).astype(np.float32).view(_Tagged)
+    g = rng.standard_normal((5, 4)).astype(np.float32).view(_Tagged)
+    results = []
+    for fused in (True, False):
+        tn.manual_seed(0)
+        pair = nn.Sequential(nn.Linear(6, 4), nn.ReLU())
+        with (contextlib.nullcontext() if fused else fusion.disabled()):
+            y = pair(x)
+            gx = pair.backward(g)
+        results.append([(type(a), _bits(a)) for a in (y, gx, pair[0].weight.grad,
+                                                       pair[0].bias.grad)])
+    assert results[0] == results[1]
