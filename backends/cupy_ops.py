@@ -71,7 +71,7 @@ def relu_backward(backend, grad, y):
 @CupyBackend.override
 @fused_dtypes_only
 def bias_relu(backend, y, bias):
-    if bias.dtype != y.dtype:
+    if bias.dtype != y.dtype or bias.shape != y.shape[1:]:  # (as the NumPy override)
         return NotImplemented
     return backend._kernels.elementwise(BIAS_RELU)(y, bias)
 

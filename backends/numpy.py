@@ -232,7 +232,8 @@ def _jit_rows(*arrays) -> bool:
 @NumpyBackend.override
 def bias_relu(backend, y, bias):
     kernels = jit.kernels("basic")
-    if kernels is None or y.ndim != 2 or not _jit_rows(y, bias):
+    # (a bias of another shape, user-assigned, broadcasts or raises as Linear's ``y += b``)
+    if kernels is None or y.ndim != 2 or bias.shape != y.shape[1:] or not _jit_rows(y, bias):
         return NotImplemented
     return kernels.bias_relu(y, bias)
 
@@ -240,11 +241,13 @@ def bias_relu(backend, y, bias):
 @NumpyBackend.override
 def relu_backward_sum(backend, grad, y, out=None):
     kernels = jit.kernels("basic")
-    if kernels is None or y.ndim != 2 or not y.shape[0] or grad.shape != y.shape \
-            or not _jit_rows(y, grad):
+    # One column: NumPy's sum over axis 0 then runs along memory, pairwise, not in the
+    # kernel's row order (other bits); the generic version is that sum.
+    if kernels is None or y.ndim != 2 or not y.shape[0] or y.shape[1] < 2 \
+            or grad.shape != y.shape or not _jit_rows(y, grad):
         return NotImplemented
     if out is None:
-        out = np.empty(y.shape[1], dtype=y.dtype)
+        out = np.empty_like(y, shape=y.shape[1:])  # (a subclass, as np.sum's)
     elif not _jit_rows(y, out) or out.shape != y.shape[1:]:
         return NotImplemented
     return kernels.relu_backward_sum(grad, y, out)

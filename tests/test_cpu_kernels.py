@@ -221,7 +221,7 @@ def test_results_do_not_depend_on_the_thread_count(monkeypatch):
         dx = F.col2im(cols, x.shape, (3, 3), (1, 1), ((1, 1), (1, 1)))
         y, argmax = F.max_pool2d(x, (2, 2), (2, 2))
         relu = F.relu(x)
-        rows, bias = x.reshape(48, -1), grad[0, 0, 0]
+        rows, bias = x.reshape(48, -1), grad[0, 0].reshape(-1)  # (48, 144), (144,)
         fused = F.bias_relu(rows.copy(), bias)
         return [xhat, *stats, *back, cols, dx, y, argmax, relu, F.relu_backward(grad, relu),
                 fused, *F.relu_backward_sum(grad.reshape(48, -1), fused)]

@@ -2,6 +2,8 @@
 modules called one by one, on every backend, and everything a user can do with the
 modules (hooks, calling their backward by hand, retain_graph, no_grad, errors) behaves as
 without it."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -211,3 +213,69 @@ def test_disabled_runs_the_modules_one_by_one(monkeypatch):
         y = model(x)
     assert calls == [] and y.shape == (2, 3)
     model.backward(np.ones_like(y))
+
+
+def _bits(a):
+    a = tn.asnumpy(a)
+    return a.dtype.str, a.shape, np.ascontiguousarray(a).tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_one_unit_linear_relu_sums_its_bias_gradient_as_the_modules_do(dtype):
+    # (N, 1): NumPy's sum over axis 0 then runs along memory, pairwise; one 1.0 and many
+    # half-ulps sum to 1.0 in row order but not pairwise, so the orders are told apart.
+    half_ulp = np.finfo(dtype).eps / 2
+    g = np.full((64, 1), half_ulp, dtype)
+    g[0] = 1.0
+    x = np.ones((64, 2), dtype)
+    grads = []
+    for fused in (True, False):
+        pair = nn.Sequential(nn.Linear(2, 1), nn.ReLU()).to(dtype=dtype)
+        pair[0].weight.data[...] = 0.0
+        pair[0].bias.data[...] = 1.0  # every row passes the ReLU
+        with (contextlib.nullcontext() if fused else fusion.disabled()):
+            pair(x)
+            pair.backward(g)
+        grads.append(_bits(pair[0].bias.grad))
+    assert grads[0] == grads[1]
+
+
+@pytest.mark.parametrize("bias_shape", [(1,), (1, 4), (5,), (3,)])
+def test_a_user_assigned_bias_of_another_shape_acts_as_in_the_linears_own_forward(any_device,
+                                                                                  bias_shape):
+    # Linear's forward adds its bias with NumPy broadcasting ((1,) and (1, 4) broadcast,
+    # (5,) and (3,) raise); the fused step must do the same, never read past the bias.
+    backend = get_backend(any_device)
+    x = backend.asarray(np.random.default_rng(6).standard_normal((5, 3)).astype(np.float32))
+    results = []
+    for fused in (True, False):
+        tn.manual_seed(0)
+        pair = nn.Sequential(nn.Linear(3, 4), nn.ReLU()).to(any_device)
+        pair[0].bias.data = backend.asarray(np.linspace(-1, 1, np.prod(bias_shape),
+                                                        dtype=np.float32).reshape(bias_shape))
+        with (contextlib.nullcontext() if fused else fusion.disabled()):
+            try:
+                results.append(_bits(pair(x)))
+            except (ValueError, RuntimeError) as exc:
+                results.append(f"{type(exc).__name__}: {exc}")
+    assert results[0] == results[1]
+
+
+class _Tagged(np.ndarray):
+    """A NumPy subclass: the modules keep it through forward and backward."""
+
+
+def test_a_numpy_subclass_comes_back_as_from_the_modules_one_by_one():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 6)).astype(np.float32).view(_Tagged)
+    g = rng.standard_normal((5, 4)).astype(np.float32).view(_Tagged)
+    results = []
+    for fused in (True, False):
+        tn.manual_seed(0)
+        pair = nn.Sequential(nn.Linear(6, 4), nn.ReLU())
+        with (contextlib.nullcontext() if fused else fusion.disabled()):
+            y = pair(x)
+            gx = pair.backward(g)
+        results.append([(type(a), _bits(a)) for a in (y, gx, pair[0].weight.grad,
+                                                       pair[0].bias.grad)])
+    assert results[0] == results[1]

@@ -90,7 +90,7 @@ def bias_relu(y, bias):
 def relu_backward_sum(grad, y, sums):
     """``(where(y > 0, grad, 0), its column sums written into sums (C,))``; grad and y
     (N >= 1, C) C-contiguous."""
-    out = np.empty(y.shape, dtype=y.dtype)
+    out = np.empty_like(y)  # (a NumPy subclass stays one, as relu_backward's output)
     run_tasks(_relu_backward_sum_tasks, y.shape[1], y.size, grad, y, out, sums)
     return out, sums
 
