@@ -19,6 +19,7 @@ turns it off for a block.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from . import functional as F
 from .activation import ReLU
@@ -26,24 +27,29 @@ from .grad_mode import CONSUMED, _MODE
 from .linear import Linear
 
 
-_SWITCH = {"on": True}
+class _Switch(threading.local):
+    on = True
+
+
+_SWITCH = _Switch()  # per thread, as no_grad
 
 
 @contextlib.contextmanager
 def disabled():
     """Inside this block ``Sequential`` calls every module one by one (the results are the
-    same bits; for measuring what the fusion saves, or stepping through each module)."""
-    before = _SWITCH["on"]
-    _SWITCH["on"] = False
+    same bits; for measuring what the fusion saves, or stepping through each module). It
+    applies to the calling thread, as ``no_grad``."""
+    before = _SWITCH.on
+    _SWITCH.on = False
     try:
         yield
     finally:
-        _SWITCH["on"] = before
+        _SWITCH.on = before
 
 
 def fusable(linear, relu) -> bool:
     """Whether ``Sequential`` may run ``linear`` then ``relu`` as one step."""
-    return (type(linear) is Linear and _SWITCH["on"] and type(relu) is ReLU and linear.bias is not None
+    return (type(linear) is Linear and _SWITCH.on and type(relu) is ReLU and linear.bias is not None
             and relu.backend is linear.backend
             and not (linear._forward_hooks or relu._forward_hooks
                      or linear._backward_hooks or relu._backward_hooks))
@@ -78,10 +84,20 @@ def backward(linear, relu, grad_output, input_grad: bool):
             or grad_output.dtype is not spec[1] or not relu.backend.owns(grad_output):
         return NotImplemented
     masked, bias_grad = F.relu_backward_sum(grad_output, y, out=bias.grad_buffer())
-    grad_input = linear._backward_rows(masked, x, input_grad, bias_grad=bias_grad)
+    try:
+        grad_input = linear._backward_rows(masked, x, input_grad, bias_grad=bias_grad)
+    except BaseException:
+        if not _MODE.retain:  # as one by one: the ReLU's backward had finished, consuming
+            _consume(relu, "_cache")
+        raise
     if not _MODE.retain:
-        state = linear.__dict__
-        state["_x"], state["_w"], state["_grad_spec"] = None, None, CONSUMED
-        state = relu.__dict__
-        state["_cache"], state["_grad_spec"] = None, CONSUMED
+        _consume(linear, "_x", "_w")
+        _consume(relu, "_cache")
     return grad_input
+
+
+def _consume(module, *cache_attrs) -> None:
+    state = module.__dict__
+    for name in cache_attrs:
+        state[name] = None
+    state["_grad_spec"] = CONSUMED
