@@ -252,3 +252,10 @@ def test_fusion_benchmark_times_both_paths():
     assert r["fused_us"] > 0 and r["unfused_us"] > 0
     low, high = r["saved_quartiles_us"]
     assert low <= r["saved_us"] <= high
+
+
+def test_candidates_benchmark_times_each_candidate():
+    from benchmarks.candidates import conv_rows, numexpr_rows
+    rows = conv_rows(threads=1, reps=1)
+    assert len(rows) == 6 and all(t[0] > 0 for _, _, t in rows)
+    assert all(len(row) == 3 for row in numexpr_rows(threads=1, reps=1))
