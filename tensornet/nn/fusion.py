@@ -49,8 +49,8 @@ def disabled():
 
 def fusable(linear, relu) -> bool:
     """Whether ``Sequential`` may run ``linear`` then ``relu`` as one step."""
-    return (type(linear) is Linear and _SWITCH.on and type(relu) is ReLU and linear.bias is not None
-            and relu.backend is linear.backend
+    return (type(linear) is Linear and type(relu) is ReLU and _SWITCH.on
+            and linear.bias is not None and relu.backend is linear.backend
             and not (linear._forward_hooks or relu._forward_hooks
                      or linear._backward_hooks or relu._backward_hooks))
 
