@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import sys
 import time
@@ -24,6 +25,7 @@ import numpy as np
 
 from benchmarks.common import (BATCH, SEED, build_model, build_optimizer, format_load,
                                load_average, pin_threads, training_arrays)
+from benchmarks.mlp_cpu import tensornet_epoch
 
 
 def run(threads: int, pairs: int = 80, block: int = 20, samples: int = 60000) -> dict:
@@ -45,12 +47,7 @@ def run(threads: int, pairs: int = 80, block: int = 20, samples: int = 60000) ->
     def steps(fused: bool) -> float:
         start = clock()
         with (contextlib.nullcontext() if fused else fusion.disabled()):
-            for _ in range(block):
-                xb, yb = next(batches)
-                opt.zero_grad()
-                loss_fn(model(xb), yb)
-                model.backward(loss_fn.backward(), input_grad=False)
-                opt.step()
+            tensornet_epoch(model, opt, loss_fn, itertools.islice(batches, block))
         return (clock() - start) / block * 1e6
 
     steps(True), steps(False)  # warm-up: compiled kernels, BLAS buffers
