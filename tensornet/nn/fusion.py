@@ -59,7 +59,7 @@ def forward(linear, relu, x):
     """``relu(linear(x))``, both modules caching what their own forwards would."""
     if getattr(x, "ndim", None) != 2:
         return relu(linear(x))
-    linear._check(x)
+    linear._check_features(x)
     w = linear._forward_weight()
     y = F.bias_relu(F.matmul(x, w.T), linear.bias.data)
     if _MODE.enabled:  # (under no_grad neither module's cache changes)

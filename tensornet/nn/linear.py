@@ -49,7 +49,7 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
-        self._check(x)
+        self._check_features(x)
         w = self._forward_weight()
         self._x, self._w = x, w
         y = F.matmul(x if x.ndim == 2 else _rows(self.backend.xp, x), w.T)
@@ -78,7 +78,7 @@ class Linear(Module):
             return None
         return F.matmul(grad_output, self._w)
 
-    def _check(self, x) -> None:
+    def _check_features(self, x) -> None:
         """The input check of forward (also run by the Linear + ReLU fusion, fusion.py)."""
         self._check_input(x, features=self.in_features, expected=f"(*, {self.in_features})")
 
