@@ -25,8 +25,9 @@ from .windows import (avg_pool2d, avg_pool2d_backward, col2im, im2col, max_pool2
                       max_pool2d_backward, max_pool2d_indices, pad2d)
 
 __all__ = ["kernel", "matmul", "reduce_sum", "scatter_add", "scatter_assign", "one_hot",
-           "labels_in_range", "labels_equal", "all_finite", "logsumexp", "log_softmax", "softmax", "relu",
-           "relu_backward", "bias_relu", "relu_backward_sum", "softmax_cross_entropy",
-           "softmax_cross_entropy_backward", "pad2d",
+           "labels_in_range", "labels_equal", "all_finite", "logsumexp", "log_softmax",
+           "softmax", "relu", "relu_backward", "bias_relu", "relu_backward_sum",
+           "softmax_cross_entropy", "softmax_cross_entropy_backward", "pad2d",
            "im2col", "col2im", "max_pool2d", "max_pool2d_backward", "max_pool2d_indices",
-           "avg_pool2d", "avg_pool2d_backward", "normalize", "normalize_backward", "conv2d", "conv2d_backward"]
+           "avg_pool2d", "avg_pool2d_backward", "normalize", "normalize_backward", "conv2d",
+           "conv2d_backward"]

@@ -1,6 +1,6 @@
 """Generic kernels of the dense layers, activations and losses: matmul, sums into a
-buffer, scatter-add and scatter-assign, one-hot, log-sum-exp, softmax and log-softmax, ReLU and softmax
-cross-entropy.
+buffer, scatter-add and scatter-assign, one-hot, log-sum-exp, softmax and log-softmax, ReLU
+and softmax cross-entropy.
 
 Each is the reference version: array-API-standard calls on ``backend.xp`` only; devices
 override them by name (NumPy: ``backends/numpy.py``; CuPy: ``backends/cupy.py``).
