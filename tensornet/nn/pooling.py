@@ -1,4 +1,5 @@
-"""Pooling: MaxPool2d, AvgPool2d, GlobalAvgPool2d and AdaptiveAvgPool2d over (N, C, H, W).
+"""Pooling: MaxPool2d, AvgPool2d, GlobalAvgPool2d and AdaptiveAvgPool2d over (N, C, H, W)
+(MaxUnpool2d, which takes MaxPool2d's indices, is in ``unpooling.py``).
 
 The window math lives in the backend (``max_pool2d``, ``avg_pool2d`` and their backwards),
 so devices can override it; these layers check arguments and inputs and keep the caches.
