@@ -2,7 +2,7 @@
 the generic array-API code takes several: ReLU and its backward; softmax-cross-entropy
 forward (one warp per row) and backward; im2col, col2im and max-pool forward and backward
 (gathers: deterministic, no atomics); ``matmul`` (the cuBLAS-free GEMM inside CUDA-graph
-captures); ``scatter_add``. Registered on import by ``cupy.py``.
+captures); ``scatter_add`` and ``scatter_assign``. Registered on import by ``cupy.py``.
 """
 from __future__ import annotations
 
@@ -35,6 +35,14 @@ def fused_dtypes_only(kernel):
 def scatter_add(backend, target, index, values):
     import cupyx  # atomics: float32 sums may differ in the last bits from run to run
     cupyx.scatter_add(target.reshape(-1), index.reshape(-1), values.reshape(-1))
+    return target
+
+
+@CupyBackend.override
+def scatter_assign(backend, target, index, values):
+    if not target.flags.c_contiguous:
+        return NotImplemented
+    target.reshape(-1)[index.reshape(-1)] = values.reshape(-1)  # a view: written in place
     return target
 
 

@@ -160,6 +160,12 @@ def scatter_add(backend, target, index, values):
     return target
 
 
+@NumpyBackend.override
+def scatter_assign(backend, target, index, values):
+    np.put(target, index.reshape(-1), values.reshape(-1))  # target.flat[index] = values
+    return target
+
+
 _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 

@@ -113,6 +113,13 @@ def scatter_add(backend, target, index, values):
 
 
 @TorchBackend.override
+def scatter_assign(backend, target, index, values):
+    flat = target.view(-1)  # target is contiguous (the callers' own zeros)
+    flat[index.reshape(-1).to(backend.torch.int64)] = values.reshape(-1)
+    return target
+
+
+@TorchBackend.override
 def reduce_sum(backend, x, axis=None, keepdims=False, out=None):
     if axis is None:
         axis = tuple(range(x.ndim))

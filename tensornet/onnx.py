@@ -8,6 +8,7 @@ Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d, AdaptiveAvgPool2
 Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, Embedding, Flatten,
 Identity, Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU,
 LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU.
+MaxUnpool2d and MaxPool2d(return_indices=True) are refused by name (two inputs, two outputs).
 The graph computes what the model computes in eval mode, with the batch axis dynamic, in the
 model's dtype (float32 or float64; onnxruntime's CPU provider has no float64 Conv,
 ConvTranspose, AveragePool, GlobalAveragePool, Elu, Softplus or Erf, so it refuses float64
@@ -264,6 +265,22 @@ def _emit(g, module, x, shapes):
     return convert(g, module, x, shapes)
 
 
+def _refuse_index_layers(model) -> None:
+    """The layers that pass max-pool indices cannot be written: the exporter writes a chain
+    of one-input, one-output layers, and ONNX's MaxPool indices count over the whole
+    (N, C, H, W) tensor, not per (n, c) plane as PyTorch's and tensornet's."""
+    for module in model.modules():
+        if isinstance(module, nn.MaxUnpool2d):
+            raise ValueError(f"ONNX export: {module._describe()} cannot be exported: it takes "
+                             f"a second input (a pool's indices), and the exporter writes "
+                             f"chains of one-input layers")
+        if isinstance(module, nn.MaxPool2d) and module.return_indices:
+            raise ValueError(f"ONNX export: {module._describe()} with return_indices=True "
+                             f"cannot be exported: it returns (y, indices), and the exporter "
+                             f"writes chains of one-output layers; export a model whose "
+                             f"MaxPool2d has return_indices=False")
+
+
 def _normalize(g, transform, value, rank: int, dtype: str) -> str:
     """``(x - mean) / std`` of a ``tn.data.Normalize``, per channel (axis 1) or scalar."""
     mean, std = np.asarray(transform.mean), np.asarray(transform.std)
@@ -308,7 +325,8 @@ def export(model, example_input, path=None, *, input_transform=None, opset: int 
     shape after the batch axis, which stays dynamic (``"N"``). ``input_transform``: a
     ``tn.data.Normalize`` folded in front of the model, so the file takes the raw inputs
     the DataLoader reads (any other transform raises ``TypeError``). The graph is checked with ``onnx.checker`` before it is written.
-    Unsupported layers raise ``ValueError`` naming them.
+    Unsupported layers raise ``ValueError`` naming them (MaxUnpool2d and a MaxPool2d with
+    ``return_indices=True`` among them: ``_refuse_index_layers``).
     """
     onnx = _onnx()
     if opset < MIN_OPSET:
@@ -324,6 +342,7 @@ def export(model, example_input, path=None, *, input_transform=None, opset: int 
                         f"one transform folded into the graph), got "
                         f"{type(input_transform).__name__}; apply other transforms to the "
                         f"inputs before they reach the file")
+    _refuse_index_layers(model)
     backend = next((get_backend(p.data) for p in model.parameters()), model.backend)
     x = example_input if backend.owns(example_input) else backend.asarray(
         np.asarray(example_input))

@@ -70,8 +70,9 @@ def test_ceil_mode_pools_export_to_onnx(tmp_path):
 
 
 def test_pool_arguments_are_checked():
-    with pytest.raises(ValueError, match="return_indices=True is not implemented"):
-        nn.MaxPool2d(2, return_indices=True)
+    with pytest.raises(ValueError, match="MaxPool2d: return_indices must be True or False"):
+        nn.MaxPool2d(2, return_indices="yes")
+    assert "return_indices=True" in repr(nn.MaxPool2d(2, return_indices=True))
     with pytest.raises(ValueError, match="AvgPool2d: divisor_override must be a positive"):
         nn.AvgPool2d(2, divisor_override=0)
     with pytest.raises(ValueError, match="MaxPool2d: ceil_mode must be True or False"):

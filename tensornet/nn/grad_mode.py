@@ -4,9 +4,10 @@ A layer lists the attributes its forward fills for backward in ``_cache_attrs``.
 subclass's ``forward`` and ``backward`` are wrapped once (``Module.__init_subclass__``):
 
 - forward records the shape, dtype and array type of its output (what ``backward`` will
-  be given); inside ``with no_grad():`` it keeps nothing: the module's cache attributes
-  are put back as they were, so a pending backward (a training forward not yet
-  back-propagated) still finds its own cache;
+  be given; of its first element when it returns a tuple, as ``MaxPool2d(...,
+  return_indices=True)``'s ``(y, indices)``); inside ``with no_grad():`` it keeps
+  nothing: the module's cache attributes are put back as they were, so a pending
+  backward (a training forward not yet back-propagated) still finds its own cache;
 - backward first checks ``grad_output`` (an array on the module's device, of its forward
   output's shape and dtype), then runs, then consumes the cache: the attributes are
   dropped and a second backward without a new forward raises, as PyTorch does.
@@ -69,16 +70,19 @@ class no_grad:
 
 
 def tracked_forward(forward):
-    """Wrap a subclass's ``forward``: record the output's shape and dtype for backward's
-    check, or, under ``no_grad``, leave the module's cache attributes as they were.
+    """Wrap a subclass's ``forward``: record the output's (a tuple's first element's) shape
+    and dtype for backward's check, or, under ``no_grad``, leave the module's cache
+    attributes as they were.
 
     The wrappers write ``self.__dict__`` directly: ``Module.__setattr__`` (which registers
     parameters and submodules) costs a microsecond per call on this path."""
     def wrapped(self, *args, **kwargs):
         if _MODE.enabled:
             output = forward(self, *args, **kwargs)
-            self.__dict__["_grad_spec"] = (getattr(output, "shape", None),
-                                           getattr(output, "dtype", None), output.__class__)
+            # A tuple (MaxPool2d's (y, indices)): backward takes the gradient of the first.
+            first = output[0] if output.__class__ is tuple and output else output
+            self.__dict__["_grad_spec"] = (getattr(first, "shape", None),
+                                           getattr(first, "dtype", None), first.__class__)
             return output
         state = self.__dict__
         saved = [(name, state[name]) for name in self._cache_attrs]

@@ -1,4 +1,5 @@
-"""Pooling: MaxPool2d, AvgPool2d, GlobalAvgPool2d and AdaptiveAvgPool2d over (N, C, H, W).
+"""Pooling: MaxPool2d, AvgPool2d, GlobalAvgPool2d and AdaptiveAvgPool2d over (N, C, H, W)
+(MaxUnpool2d, which takes MaxPool2d's indices, is in ``unpooling.py``).
 
 The window math lives in the backend (``max_pool2d``, ``avg_pool2d`` and their backwards),
 so devices can override it; these layers check arguments and inputs and keep the caches.
@@ -84,32 +85,43 @@ class MaxPool2d(_Pool2d):
     """Max over ``kernel_size`` windows; ``stride`` defaults to the kernel size.
 
     x (N, C, H, W) -> (N, C, OH, OW). Padding counts as -inf (at most half the kernel, as
-    PyTorch). Forward caches the arg-max offset of each window (int32, output-sized);
-    backward routes the gradient there (ties: the first maximum, as PyTorch), accumulating
-    through ``scatter_add`` where windows overlap.
+    PyTorch). Forward caches the arg-max offset of each window (an integer array,
+    output-sized); backward routes the gradient there (ties: the first maximum, as PyTorch),
+    accumulating through ``scatter_add`` where windows overlap.
+
+    ``return_indices=True``: forward returns ``(y, indices)`` as PyTorch, ``indices`` int64
+    (N, C, OH, OW), each the flat index ``h * W + w`` of its maximum in the (n, c) input plane
+    (what ``MaxUnpool2d`` takes); backward still takes the gradient of ``y`` alone.
     """
 
     _cache_attrs = ("_x_shape", "_argmax", "_used_pads")
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
                  ceil_mode=False):
-        if return_indices:
-            raise ValueError("MaxPool2d: return_indices=True is not implemented (nor "
-                             "MaxUnpool2d, which takes them)")
+        if not isinstance(return_indices, (bool, np.bool_)):
+            raise ValueError(f"MaxPool2d: return_indices must be True or False, got "
+                             f"{return_indices!r}")
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
+        self.return_indices = bool(return_indices)
 
     def forward(self, x):
         pads = self._accept(x)
         self._argmax = None
         y, self._argmax = F.max_pool2d(x, self.kernel_size, self.stride, pads, self.dilation)
         self._x_shape, self._used_pads = tuple(x.shape), pads
-        return y
+        if not self.return_indices:
+            return y
+        return y, F.max_pool2d_indices(self._argmax, self._x_shape, self.kernel_size,
+                                       self.stride, pads, self.dilation)
 
     def backward(self, grad_output):
         argmax = self._require_cache(self._argmax)
         return F.max_pool2d_backward(grad_output, argmax, self._x_shape,
                                                 self.kernel_size, self.stride, self._used_pads,
                                                 self.dilation)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", return_indices=True" if self.return_indices else "")
 
 
 class AvgPool2d(_Pool2d):

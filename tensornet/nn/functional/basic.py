@@ -1,6 +1,6 @@
 """Generic kernels of the dense layers, activations and losses: matmul, sums into a
-buffer, scatter-add, one-hot, log-sum-exp, softmax and log-softmax, ReLU and softmax
-cross-entropy.
+buffer, scatter-add and scatter-assign, one-hot, log-sum-exp, softmax and log-softmax, ReLU
+and softmax cross-entropy.
 
 Each is the reference version: array-API-standard calls on ``backend.xp`` only; devices
 override them by name (NumPy: ``backends/numpy.py``; CuPy: ``backends/cupy.py``).
@@ -46,6 +46,18 @@ def scatter_add(backend, target, index, values):
     """
     host = backend.to_numpy(target).reshape(-1).copy()
     np.add.at(host, backend.to_numpy(index).reshape(-1), backend.to_numpy(values).reshape(-1))
+    target[...] = backend.xp.reshape(backend.asarray(host), target.shape)
+    return target
+
+
+@kernel
+def scatter_assign(backend, target, index, values):
+    """``target.flat[index[i]] = values[i]``: ``target`` updated in place and returned;
+    ``index`` (integer) and ``values`` are flattened. Where an index repeats, which value
+    lands is unspecified (callers repeat an index only with equal values: MaxUnpool2d).
+    The standard has no scatter, so the generic version goes through the host."""
+    host = backend.to_numpy(target).reshape(-1).copy()
+    host[backend.to_numpy(index).reshape(-1)] = backend.to_numpy(values).reshape(-1)
     target[...] = backend.xp.reshape(backend.asarray(host), target.shape)
     return target
 

@@ -113,6 +113,23 @@ def max_pool2d(backend, x, kernel_size, stride, padding=((0, 0), (0, 0)), dilati
     return best, argmax
 
 
+@kernel
+def max_pool2d_indices(backend, argmax, x_shape, kernel_size, stride,
+                       padding=((0, 0), (0, 0)), dilation=(1, 1)):
+    """``max_pool2d``'s ``argmax`` (N, C, OH, OW), kernel offsets ``i*kw + j`` of any
+    integer dtype, as PyTorch's ``return_indices``: int64 flat indices ``h * W + w`` into
+    each (n, c) plane of the unpadded input (the winner is never a padded position)."""
+    xp = backend.xp
+    width = x_shape[3]
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
+    (top, _), (left, _) = padding
+    oh, ow = argmax.shape[2], argmax.shape[3]
+    arg = xp.astype(argmax, xp.int64)
+    row = xp.reshape(_arange(backend, oh), (1, 1, oh, 1)) * sh + (arg // kw) * dh - top
+    column = xp.reshape(_arange(backend, ow), (1, 1, 1, ow)) * sw + (arg % kw) * dw - left
+    return row * width + column
+
+
 def _first_inside(x_shape, kernel_size, stride, padding, dilation, out_size) -> dict:
     """{(i, j): (OH, OW) host bool mask} of the windows whose first kernel offset inside
     the unpadded image is (i, j) > (0, 0); empty without padding."""
