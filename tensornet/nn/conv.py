@@ -29,6 +29,17 @@ def _format_pair(pair) -> str:
     return str(pair[0]) if pair[0] == pair[1] else str(tuple(pair))
 
 
+def window_repr(kernel_size, stride, padding) -> str:
+    """``kernel_size=k[, stride=s][, padding=p]`` as PyTorch prints a pool's window (the
+    stride when it is not the kernel size, the padding when not 0)."""
+    text = f"kernel_size={_format_pair(kernel_size)}"
+    if stride != kernel_size:
+        text += f", stride={_format_pair(stride)}"
+    if padding != (0, 0):
+        text += f", padding={_format_pair(padding)}"
+    return text
+
+
 def check_window_fits(module: Module, x, kernel_size, stride, padding, dilation=(1, 1)):
     """(OH, OW) of ``module``'s windows over ``x``, or a clear error if the kernel does not fit."""
     out = window_output_size(tuple(x.shape), kernel_size, stride, padding, dilation)

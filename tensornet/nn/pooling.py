@@ -11,7 +11,7 @@ import numpy as np
 from tensornet.backends import dtype_name
 
 from . import functional as F
-from .conv import _format_pair, _pair, check_window_fits
+from .conv import _format_pair, _pair, check_window_fits, window_repr
 from .module import Module
 
 
@@ -71,11 +71,7 @@ class _Pool2d(Module):
         return tuple(pads)
 
     def extra_repr(self) -> str:
-        text = f"kernel_size={_format_pair(self.kernel_size)}"
-        if self.stride != self.kernel_size:
-            text += f", stride={_format_pair(self.stride)}"
-        if self.padding != (0, 0):
-            text += f", padding={_format_pair(self.padding)}"
+        text = window_repr(self.kernel_size, self.stride, self.padding)
         if self.dilation != (1, 1):
             text += f", dilation={_format_pair(self.dilation)}"
         return text + (", ceil_mode=True" if self.ceil_mode else "")

@@ -7,7 +7,7 @@ import numpy as np
 from tensornet.backends import DeviceError, device_of, dtype_name
 
 from . import functional as F
-from .conv import _format_pair, _pair
+from .conv import _pair, window_repr
 from .module import Module
 
 
@@ -101,9 +101,4 @@ class MaxUnpool2d(Module):
                              f"of shape {tuple(x.shape)}; expected the same shape")
 
     def extra_repr(self) -> str:
-        text = f"kernel_size={_format_pair(self.kernel_size)}"
-        if self.stride != self.kernel_size:
-            text += f", stride={_format_pair(self.stride)}"
-        if self.padding != (0, 0):
-            text += f", padding={_format_pair(self.padding)}"
-        return text
+        return window_repr(self.kernel_size, self.stride, self.padding)
