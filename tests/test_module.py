@@ -1,4 +1,6 @@
 """Module mechanics: registration, state dicts, devices, hooks, containers, printing."""
+from collections import OrderedDict
+
 import numpy as np
 import pytest
 
@@ -147,6 +149,22 @@ def test_sequential_slicing_removal_and_insertion(rng):
     assert list(auto) == enc
     with pytest.raises(TypeError, match="expected a Module"):
         auto.add("relu")
+
+
+def test_sequential_item_assignment_replaces_a_module_keeping_its_name():
+    named = nn.Sequential(OrderedDict(fc=nn.Linear(4, 3), act=nn.ReLU()))
+    tanh = nn.Tanh()
+    named[-1] = tanh
+    assert named.act is tanh and list(named) == [named.fc, tanh]
+    named[0] = nn.Linear(4, 5).to(dtype="float64")
+    assert list(named.state_dict()) == ["fc.weight", "fc.bias"] and named.dtype == "float64"
+    assert named(np.ones((2, 4))).shape == (2, 5)
+    with pytest.raises(IndexError, match="index 2 is out of range for 2 modules"):
+        named[2] = nn.ReLU()
+    with pytest.raises(TypeError, match=r"Sequential\[0\] = \.\.\.: expected a Module, got str"):
+        named[0] = "relu"
+    with pytest.raises(TypeError, match="indices must be integers"):
+        named["fc"] = nn.ReLU()
 
 
 def test_residual_adds_skip_and_checks_shape(rng):

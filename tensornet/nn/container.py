@@ -12,7 +12,7 @@ class Sequential(Module):
 
     ``Sequential(Linear(784, 256), ReLU(), ...)`` or ``Sequential(OrderedDict(name=module))``.
     Supports ``add``/``append``, ``insert``, ``pop``, ``remove``, ``len``, iteration,
-    ``seq[i]`` (a module), ``seq[a:b]`` (a new Sequential sharing the same modules, e.g. the
+    ``seq[i]`` (a module), ``seq[i] = module`` (replaced, keeping its name), ``seq[a:b]`` (a new Sequential sharing the same modules, e.g. the
     encoder half of an autoencoder) and ``del seq[i]`` / ``del seq[a:b]``.
 
     It caches nothing itself: each module checks and consumes its own cache, so an error in
@@ -90,6 +90,22 @@ class Sequential(Module):
         if isinstance(index, slice):
             return Sequential(OrderedDict(items[index]))
         return items[index][1]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        """``seq[i] = module``: replace the i-th module, keeping its name (as PyTorch)."""
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential[{index!r}] = ...: expected a Module, got "
+                            f"{type(module).__name__}")
+        names = list(self._modules)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"Sequential indices must be integers, got {type(index).__name__}")
+        if not -len(names) <= index < len(names):
+            raise IndexError(f"Sequential index {index} is out of range for {len(names)} "
+                             f"modules")
+        setattr(self, names[index], module)
+        if index in (0, -len(names)):  # the first module gives the Sequential's device
+            object.__setattr__(self, "backend", module.backend)
+            object.__setattr__(self, "dtype", module.dtype)
 
     def __delitem__(self, index) -> None:
         items = list(self._modules.values())
