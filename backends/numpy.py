@@ -6,8 +6,6 @@ back to the generic version.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from array_api_compat import is_numpy_array
@@ -341,56 +339,4 @@ def softmax_cross_entropy_backward(backend, log_probs, labels, scale, label_smoo
     return grad
 
 
-# ---------------------------------------------------------------------- BatchNorm
-# With numba, BatchNorm's statistics and backward over every axis but the channel axis
-# (an input of at least 3 dimensions) are one task per channel, read in place in any
-# layout whose spatial positions are contiguous; otherwise (LayerNorm, BatchNorm1d on
-# (N, C)) the generic NumPy code.
-def _norm_kernels(x, axes):
-    if x.ndim < 3 or x.dtype not in _JIT_DTYPES or tuple(axes) != (0,) + tuple(range(2, x.ndim)):
-        return None
-    return jit.kernels("norm")
-
-
-@NumpyBackend.override
-def normalize(backend, x, axes, eps, allreduce=None, count=None):
-    kernels = _norm_kernels(x, axes)
-    if kernels is None or allreduce is not None or count is not None:  # SyncBatchNorm: generic
-        return NotImplemented
-    xhat = empty_in_order_of(x, x.shape, x.dtype)
-    x3, xhat3 = kernels.channel_view(x), kernels.channel_view(xhat)
-    if x3 is None or xhat3 is None:
-        return NotImplemented
-    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-    return (xhat,) + tuple(s.reshape(shape) for s in kernels.normalize(x3, xhat3, eps))
-
-
-@NumpyBackend.override
-def normalize_backward(backend, grad, xhat, scale, axes, sums_out=(None, None),
-                       allreduce=None, count=None):
-    kernels = _norm_kernels(xhat, axes)
-    channels = xhat.shape[1]
-    if (kernels is None or grad.dtype != xhat.dtype or math.prod(np.shape(scale)) != channels
-            or allreduce is not None or count is not None):  # SyncBatchNorm: generic code
-        return NotImplemented
-    dx = empty_in_order_of(xhat, xhat.shape, xhat.dtype)
-    xhat3, dx3 = kernels.channel_view(xhat), kernels.channel_view(dx)
-    if xhat3 is None:
-        return NotImplemented
-    scale = np.ascontiguousarray(np.reshape(scale, -1), dtype=xhat.dtype)
-    grad3 = kernels.channel_view(grad)
-    sums = None if grad3 is None else kernels.normalize_backward(grad3, xhat3, scale, dx3)
-    if sums is None:  # grad laid out unlike xhat: one copy into xhat's layout
-        like = empty_in_order_of(xhat, xhat.shape, xhat.dtype)
-        np.copyto(like, grad)
-        sums = kernels.normalize_backward(kernels.channel_view(like), xhat3, scale, dx3)
-    shape = (1, channels) + (1,) * (xhat.ndim - 2)
-    sums = [s.reshape(shape) for s in sums]
-    for k, out in enumerate(sums_out):  # the flat gradient buffers' views, when given
-        if out is not None:
-            np.copyto(out, sums[k])
-            sums[k] = out
-    return (dx,) + tuple(sums)
-
-
-from . import numpy_conv, numpy_windows  # noqa: E402,F401  (register their overrides)
+from . import numpy_conv, numpy_norm, numpy_windows  # noqa: E402,F401  (their overrides)

@@ -46,26 +46,43 @@ def tensornet_epoch(model, opt, loss_fn, x, y, order, batch: int = BATCH):
 
 def layer_split(model, opt, loss_fn, x, y, order, batches: int = 40):
     """tensornet's per-layer forward/backward milliseconds per batch (median over
-    ``batches``), walking the Sequential by hand; loss and optimizer step listed too."""
-    names = [f"{i}: {type(m).__name__}" for i, m in enumerate(model)]
+    ``batches``), walking the Sequential by hand as ``Sequential`` does: a pair it runs as
+    one step (BatchNorm + ReLU, Linear + ReLU: ``tensornet/nn/fusion.py``) is timed as one,
+    on the first module's row (the ReLU's row then reads 0); loss and optimizer step listed
+    too."""
+    from tensornet.nn import fusion
+
+    layers = list(model)
+    names = [f"{i}: {type(m).__name__}" for i, m in enumerate(layers)]
+    fused = [i + 1 < len(layers) and fusion.fusable(layers[i], layers[i + 1])
+             for i in range(len(layers))]
+    steps = []  # (first index, modules in the step)
+    i = 0
+    while i < len(layers):
+        steps.append((i, 2 if fused[i] else 1))
+        i += steps[-1][1]
     rows = {name: ([], []) for name in names + ["loss", "Adam step"]}
     model.train()
     for b in range(batches):
         idx = order[(b * BATCH) % len(order):][:BATCH]
         opt.zero_grad()
         out = x[idx]
-        for name, layer in zip(names, model):
+        for first, count in steps:
             t = time.perf_counter()
-            out = layer(out)
-            rows[name][0].append(time.perf_counter() - t)
+            out = (fusion.forward(*layers[first:first + 2], out) if count == 2
+                   else layers[first](out))
+            rows[names[first]][0].append(time.perf_counter() - t)
         t = time.perf_counter()
         loss_fn(out, y[idx])
         grad = loss_fn.backward()
         rows["loss"][0].append(time.perf_counter() - t)
-        for i, (name, layer) in reversed(list(enumerate(zip(names, model)))):
+        for first, count in reversed(steps):
             t = time.perf_counter()
-            grad = layer.backward(grad, input_grad=i > 0)
-            rows[name][1].append(time.perf_counter() - t)
+            if count == 2:
+                grad = fusion.backward(*layers[first:first + 2], grad, first > 0)
+            else:
+                grad = layers[first].backward(grad, input_grad=first > 0)
+            rows[names[first]][1].append(time.perf_counter() - t)
         t = time.perf_counter()
         opt.step()
         rows["Adam step"][1].append(time.perf_counter() - t)
@@ -205,7 +222,8 @@ def main(argv=None) -> int:
     sides = list(split)
     totals = {side: sum(f + b for f, b in split[side].values()) for side in sides}
     print("  per batch, median ms (" + ", ".join(f"{side} sum {totals[side]:.2f}"
-                                               for side in sides) + "):")
+                                               for side in sides) + "; a tensornet row of 0 "
+          "is a ReLU run with the module above it as one step):")
     print(f"    {'layer':<18}" + "".join(f"{side + ' fwd':>15}{side + ' bwd':>15}"
                                          for side in sides) + f"{'tn share':>10}")
     for name in split["tensornet"]:

@@ -1,10 +1,13 @@
-"""What Sequential's Linear + ReLU fusion saves on the MLP's training step, measured in
-interleaved blocks (on this shared VM whole epochs vary by +-10%, more than the effect).
+"""What Sequential's fusions (Linear + ReLU, BatchNorm + ReLU) save on a training step,
+measured in interleaved blocks (on this shared VM whole epochs vary by +-10%, more than
+the effect).
 
-    python -m benchmarks.fusion [--threads N] [--pairs 80] [--block 20]
+    python -m benchmarks.fusion [--model mlp|cnn] [--threads N] [--pairs 80] [--block 20]
 
-One model, optimizer and DataLoader (the MLP benchmark's: 784-256-120-64-10, batch 128,
-SGD momentum, shuffled synthetic MNIST-shaped samples, float32) train on; every pair of
+One model, optimizer and DataLoader train on: the MLP benchmark's (784-256-120-64-10, SGD
+momentum; its Linear + ReLU pairs are fused) or the CNN benchmark's (two conv-BN-ReLU-pool
+blocks, Adam; its BatchNorm + ReLU pairs and the Linear + ReLU are fused), batch 128,
+shuffled synthetic MNIST-shaped samples, float32. Every pair of
 blocks runs ``--block`` steps with the fusion on and as many with it off
 (``tensornet.nn.fusion.disabled()``), alternating which goes first. Both paths compute the
 same bits, so the training itself is one run. Printed: the median microseconds per step
@@ -28,14 +31,15 @@ from benchmarks.common import (BATCH, SEED, build_model, build_optimizer, format
 from benchmarks.mlp_cpu import tensornet_epoch
 
 
-def run(threads: int, pairs: int = 80, block: int = 20, samples: int = 60000) -> dict:
+def run(threads: int, pairs: int = 80, block: int = 20, samples: int = 60000,
+        model_name: str = "mlp") -> dict:
     import tensornet as tn
     from tensornet.nn import fusion
 
     clock = time.thread_time if threads == 1 else time.perf_counter
-    x, y, _ = training_arrays("mlp", True, samples)
-    model = build_model("mlp")
-    opt = build_optimizer("mlp", model.parameters())
+    x, y, _ = training_arrays(model_name, True, samples)
+    model = build_model(model_name)
+    opt = build_optimizer(model_name, model.parameters())
     loss_fn = tn.nn.CrossEntropyLoss()
     loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), BATCH, shuffle=True, seed=SEED)
 
@@ -65,14 +69,16 @@ def run(threads: int, pairs: int = 80, block: int = 20, samples: int = 60000) ->
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fusion", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--pairs", type=int, default=80)
     parser.add_argument("--block", type=int, default=20, help="steps per block")
     args = parser.parse_args(argv)
     pin_threads(args.threads)
     before = format_load(load_average())
-    r = run(args.threads, args.pairs, args.block)
-    print(f"MLP training step, batch {BATCH}, {args.threads} thread(s), {args.pairs} pairs of "
+    samples = 60000 if args.model == "mlp" else 12800
+    r = run(args.threads, args.pairs, args.block, samples=samples, model_name=args.model)
+    print(f"{args.model.upper()} training step, batch {BATCH}, {args.threads} thread(s), {args.pairs} pairs of "
           f"{args.block}-step blocks ({'CPU' if args.threads == 1 else 'wall'} clock); load "
           f"average {before} before, {format_load(load_average())} after")
     print(f"  fused   {r['fused_us']:7.0f} us/step (median)")

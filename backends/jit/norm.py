@@ -1,5 +1,8 @@
 """numba kernels of BatchNorm's statistics and backward (``functional.normalize`` and
-``normalize_backward`` over every axis but the channel axis 1).
+``normalize_backward`` over every axis but the channel axis 1), and of a BatchNorm followed
+by a ReLU (``normalize_affine_relu``, ``normalize_relu_backward``: the affine transform
+and the ReLU in the normalizing sweep; ReLU's mask applied row by row as the backward reads
+the gradient).
 
 Inputs are seen as (N, C, L) (L: the spatial positions), passed memory-major (see
 ``windows.memory_major``) so that each (sample, channel) row of L values is contiguous: a
@@ -57,10 +60,10 @@ def _row(x, channel_major, n, c):
 
 
 @njit(inline="always", **_OPTIONS)
-def _normalize_task(x, xhat, channel_major, stats, eps, ci):
+def _statistics(x, channel_major, stats, eps, ci):
+    """Channel ci's mean, biased variance and 1/sqrt(var + eps) into stats[:, ci]."""
     n = x.shape[1] if channel_major else x.shape[0]
-    length = x.shape[2]
-    count = n * length
+    count = n * x.shape[2]
     total = 0.0
     for a in range(n):
         total += _row_sum(_row(x, channel_major, a, ci))
@@ -72,10 +75,16 @@ def _normalize_task(x, xhat, channel_major, stats, eps, ci):
     stats[1, ci] = squares / count
     stats[2, ci] = eps               # eps in x's precision, as the generic var + eps
     stats[2, ci] = 1.0 / np.sqrt(stats[1, ci] + stats[2, ci])
-    invstd = stats[2, ci]
+
+
+@njit(inline="always", **_OPTIONS)
+def _normalize_task(x, xhat, channel_major, stats, eps, ci):
+    _statistics(x, channel_major, stats, eps, ci)
+    mean, invstd = stats[0, ci], stats[2, ci]
+    n = x.shape[1] if channel_major else x.shape[0]
     for a in range(n):
         source, target = _row(x, channel_major, a, ci), _row(xhat, channel_major, a, ci)
-        for k in range(length):
+        for k in range(x.shape[2]):
             target[k] = (source[k] - mean) * invstd
 
 
@@ -85,15 +94,54 @@ def _normalize_tasks(x, xhat, channel_major, stats, eps, lo, hi):
         _normalize_task(x, xhat, channel_major, stats, eps, ci)
 
 
+@njit(**_OPTIONS)
+def _normalize_relu_tasks(x, xhat, y, weight, bias, channel_major, stats, eps, lo, hi):
+    """As _normalize_tasks, and y = max(xhat * weight + bias, 0) in the same sweep (the
+    generic steps' operations, in their order and precision)."""
+    for ci in range(lo, hi):
+        _statistics(x, channel_major, stats, eps, ci)
+        mean, invstd, w, b = stats[0, ci], stats[2, ci], weight[ci], bias[ci]
+        n = x.shape[1] if channel_major else x.shape[0]
+        for a in range(n):
+            source, target = _row(x, channel_major, a, ci), _row(xhat, channel_major, a, ci)
+            out = _row(y, channel_major, a, ci)
+            for k in range(x.shape[2]):
+                v = (source[k] - mean) * invstd
+                target[k] = v
+                v = v * w
+                v = v + b
+                out[k] = v if not v < 0 else 0   # max(v, 0), NaN kept, as np.maximum
+
+
 @njit(inline="always", **_OPTIONS)
-def _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, ci):
+def _masked_row(grad, y, out):
+    """out = where(y > 0, grad, 0): ReLU's backward through its output y, one row."""
+    for k in range(grad.shape[0]):
+        out[k] = grad[k] if y[k] > 0 else 0
+    return out
+
+
+@njit(inline="always", **_OPTIONS)
+def _backward_row(g, xh, out, mean_grad, mean_grad_xhat, s):
+    for k in range(g.shape[0]):
+        out[k] = (g[k] - mean_grad - xh[k] * mean_grad_xhat) * s
+
+
+@njit(inline="always", **_OPTIONS)
+def _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, mask, masked, ci):
+    """Channel ci of normalize's backward. With ``mask`` (ReLU's output, laid out as grad;
+    an empty array: none) each gradient row is first masked as ReLU's backward does, into
+    the row buffer ``masked``, and then summed by the same code as an unmasked row."""
     n = grad.shape[1] if channel_major else grad.shape[0]
-    length = grad.shape[2]
-    count = n * length
+    count = n * grad.shape[2]
     sum_grad, sum_grad_xhat = 0.0, 0.0
     for a in range(n):
-        total, dot = _row_sum_and_dot(_row(grad, channel_major, a, ci),
-                                      _row(xhat, channel_major, a, ci))
+        g, xh = _row(grad, channel_major, a, ci), _row(xhat, channel_major, a, ci)
+        if mask.shape[2]:
+            total, dot = _row_sum_and_dot(
+                _masked_row(g, _row(mask, channel_major, a, ci), masked), xh)
+        else:
+            total, dot = _row_sum_and_dot(g, xh)
         sum_grad += total
         sum_grad_xhat += dot
     sums[0, ci] = sum_grad            # stored (and read back) in grad's precision
@@ -104,14 +152,19 @@ def _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, ci):
     for a in range(n):
         g, xh = _row(grad, channel_major, a, ci), _row(xhat, channel_major, a, ci)
         out = _row(dx, channel_major, a, ci)
-        for k in range(length):
-            out[k] = (g[k] - mean_grad - xh[k] * mean_grad_xhat) * s
+        if mask.shape[2]:
+            _backward_row(_masked_row(g, _row(mask, channel_major, a, ci), masked), xh, out,
+                          mean_grad, mean_grad_xhat, s)
+        else:
+            _backward_row(g, xh, out, mean_grad, mean_grad_xhat, s)
 
 
 @njit(**_OPTIONS)
-def _normalize_backward_tasks(grad, xhat, dx, channel_major, scale, sums, lo, hi):
+def _normalize_backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, lo, hi):
+    masked = np.empty(grad.shape[2] if mask.shape[2] else 0, dtype=grad.dtype)
     for ci in range(lo, hi):
-        _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, ci)
+        _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, mask, masked,
+                                 ci)
 
 
 def channel_view(x):
@@ -133,24 +186,34 @@ def _alike(first, *others):
     return (major,) + tuple(a for a, _ in rest), channel_major
 
 
-def normalize(x3, xhat3, eps):
+def normalize(x3, xhat3, eps, relu=None):
     """Fill ``xhat3`` (N, C, L, laid out as x3) from ``x3``; returns (mean, var, invstd),
-    each (C,) in x's dtype."""
-    (x, xhat), channel_major = _alike(x3, xhat3)
+    each (C,) in x's dtype. ``relu=(y3, weight, bias)``: also fill ``y3`` (laid out as x3)
+    with ``max(xhat * weight + bias, 0)`` (weight, bias (C,) contiguous, of x's dtype)."""
     stats = np.empty((3, x3.shape[1]), dtype=x3.dtype)
-    run_tasks(_normalize_tasks, x3.shape[1], x3.size, x, xhat, channel_major, stats,
-              float(eps))
+    if relu is None:
+        (x, xhat), channel_major = _alike(x3, xhat3)
+        run_tasks(_normalize_tasks, x3.shape[1], x3.size, x, xhat, channel_major, stats,
+                  float(eps))
+    else:
+        y3, weight, bias = relu
+        (x, xhat, y), channel_major = _alike(x3, xhat3, y3)
+        run_tasks(_normalize_relu_tasks, x3.shape[1], x3.size, x, xhat, y, weight, bias,
+                  channel_major, stats, float(eps))
     return stats[0], stats[1], stats[2]
 
 
-def normalize_backward(grad3, xhat3, scale, dx3):
+def normalize_backward(grad3, xhat3, scale, dx3, mask3=None):
     """Fill ``dx3`` (N, C, L, laid out as xhat3); returns (sum(grad), sum(grad * xhat)),
-    each (C,), or None when grad's layout differs from xhat's."""
-    arrays = _alike(xhat3, grad3, dx3)
+    each (C,), or None when grad's (or mask3's) layout differs from xhat's. ``mask3``:
+    ReLU's output (N, C, L), whose backward is applied to grad first."""
+    others = (grad3, dx3) if mask3 is None else (grad3, dx3, mask3)
+    arrays = _alike(xhat3, *others)
     if arrays is None:
         return None
-    (xhat, grad, dx), channel_major = arrays
+    (xhat, grad, dx, *mask), channel_major = arrays
+    mask = mask[0] if mask else np.empty((0, 0, 0), dtype=grad.dtype)
     sums = np.empty((4, grad3.shape[1]), dtype=grad3.dtype)
     run_tasks(_normalize_backward_tasks, grad3.shape[1], grad3.size, grad, xhat, dx,
-              channel_major, scale, sums)
+              channel_major, scale, sums, mask)
     return sums[0], sums[1]

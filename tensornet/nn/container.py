@@ -12,13 +12,15 @@ class Sequential(Module):
 
     ``Sequential(Linear(784, 256), ReLU(), ...)`` or ``Sequential(OrderedDict(name=module))``.
     Supports ``add``/``append``, ``insert``, ``pop``, ``remove``, ``len``, iteration,
-    ``seq[i]`` (a module), ``seq[i] = module`` (replaced, keeping its name), ``seq[a:b]`` (a new Sequential sharing the same modules, e.g. the
-    encoder half of an autoencoder) and ``del seq[i]`` / ``del seq[a:b]``.
+    ``seq[i]`` (a module), ``seq[i] = module`` (replaced, keeping its name), ``seq[a:b]``
+    (a new Sequential sharing the same modules, e.g. the encoder half of an autoencoder)
+    and ``del seq[i]`` / ``del seq[a:b]``.
 
     It caches nothing itself: each module checks and consumes its own cache, so an error in
-    backward names the module (a wrong ``grad_output`` shape: the last one). A ``Linear``
-    followed by a ``ReLU`` (neither with hooks) runs as one step, with one pass fewer over
-    the activation each way and bitwise the same results (``tensornet/nn/fusion.py``).
+    backward names the module (a wrong ``grad_output`` shape: the last one). A ``Linear`` or
+    a ``BatchNorm1d``/``BatchNorm2d`` followed by a ``ReLU`` (neither with hooks) runs as
+    one step, with fewer passes over the activation each way and bitwise the same results
+    (``tensornet/nn/fusion.py``).
     """
 
     _owns_cache = False
@@ -117,7 +119,7 @@ class Sequential(Module):
         last, i = len(modules) - 1, 0
         while i <= last:
             module = modules[i]
-            if i < last and fusion.fusable(module, modules[i + 1]):  # Linear + ReLU
+            if i < last and fusion.fusable(module, modules[i + 1]):  # (Linear or BatchNorm) + ReLU
                 x = fusion.forward(module, modules[i + 1], x)
                 i += 2
             else:
@@ -144,7 +146,7 @@ class Sequential(Module):
         while i >= start:
             module = modules[i]
             wanted = input_grad or i > start  # d loss / d input of modules[i]
-            if i > start and fusion.fusable(modules[i - 1], module):  # Linear + ReLU
+            if i > start and fusion.fusable(modules[i - 1], module):  # (the same pairs)
                 grad = fusion.backward(modules[i - 1], module, grad_output,
                                        input_grad or i - 1 > start)
                 if grad is not NotImplemented:

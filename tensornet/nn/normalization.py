@@ -79,17 +79,28 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         """x (N, C, ...) -> y of the same shape; caches xhat and 1/sqrt(var+eps)."""
+        return self._forward(x)
+
+    def _forward(self, x, relu: bool = False):
+        """forward; with ``relu``, ``relu(forward(x))`` (a Sequential's BatchNorm + ReLU,
+        ``fusion.py``): with batch statistics and ``affine`` one kernel, which on the NumPy
+        backend normalizes, scales, shifts and rectifies in one sweep."""
         self._check_input(x, ndim=self._ndims, expected=self._layout.format(self.num_features))
         if x.shape[1] != self.num_features:
             raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; expected "
                              f"{self._layout.format(self.num_features)}")
         xp = self.backend.xp
         axes = (0,) + tuple(range(2, x.ndim))
-        self._cache = None
+        self._cache = y = None
         batch_stats = self.training or not self.track_running_stats
         if batch_stats:
             count = x.shape[0] * math.prod(x.shape[2:])
-            xhat, mean, var, invstd, count = self._batch_normalize(x, axes, count)
+            if relu and self.affine:
+                self._require_values(x, count)
+                xhat, y, mean, var, invstd = F.normalize_affine_relu(
+                    x, axes, self.eps, self.weight.data, self.bias.data)
+            else:
+                xhat, mean, var, invstd, count = self._batch_normalize(x, axes, count)
             if self.training and self.track_running_stats:
                 self._update_running_stats(xp.reshape(mean, (-1,)), xp.reshape(var, (-1,)),
                                            count)
@@ -98,11 +109,13 @@ class _BatchNorm(Module):
             xhat = x - self._per_channel(self.running_mean, x.ndim)
             xhat *= invstd
         self._cache = (xhat, invstd, batch_stats, axes)
-        if not self.affine:
-            return xhat
-        y = xhat * self._per_channel(self.weight.data, x.ndim)
-        y += self._per_channel(self.bias.data, x.ndim)
-        return y
+        if y is not None:
+            return y
+        y = xhat
+        if self.affine:
+            y = xhat * self._per_channel(self.weight.data, x.ndim)
+            y += self._per_channel(self.bias.data, x.ndim)
+        return F.relu(y) if relu else y
 
     def _batch_normalize(self, x, axes, count: int):
         """``normalize`` with batch statistics, and the element count per channel they
@@ -133,6 +146,11 @@ class _BatchNorm(Module):
 
     def backward(self, grad_output):
         """grad_output like x -> dx; adds weight/bias grads (sums over all but axis 1)."""
+        return self._backward(grad_output)
+
+    def _backward(self, grad_output, relu_output=None):
+        """backward; with ``relu_output`` (``fusion.py``), the backward of a ReLU whose
+        output that was and of this BatchNorm before it: ``grad_output`` is the ReLU's."""
         xhat, invstd, batch_stats, axes = self._require_cache(self._cache)
         xp = self.backend.xp
         scale = invstd
@@ -143,7 +161,12 @@ class _BatchNorm(Module):
         buffers = (self.bias.grad_buffer(), self.weight.grad_buffer()) if self.affine \
             else (None, None)
         outs = [None if b is None else self._per_channel(b, xhat.ndim) for b in buffers]
-        if batch_stats:
+        if relu_output is not None and not batch_stats:
+            grad_output, relu_output = F.relu_backward(grad_output, relu_output), None
+        if batch_stats and relu_output is not None:
+            dx, sum_grad, sum_grad_xhat = F.normalize_relu_backward(
+                grad_output, relu_output, xhat, scale, axes, sums_out=outs)
+        elif batch_stats:
             dx, sum_grad, sum_grad_xhat = self._batch_normalize_backward(grad_output, xhat,
                                                                          scale, axes, outs)
         else:

@@ -20,7 +20,8 @@ from .basic import (all_finite, bias_relu, labels_equal, labels_in_range, log_so
                     softmax_cross_entropy, softmax_cross_entropy_backward)
 from .conv import conv2d, conv2d_backward
 from .dispatch import kernel
-from .normalization import normalize, normalize_backward
+from .normalization import (normalize, normalize_affine_relu, normalize_backward,
+                            normalize_relu_backward)
 from .windows import (avg_pool2d, avg_pool2d_backward, col2im, im2col, max_pool2d,
                       max_pool2d_backward, max_pool2d_indices, pad2d)
 
@@ -29,5 +30,5 @@ __all__ = ["kernel", "matmul", "reduce_sum", "scatter_add", "scatter_assign", "o
            "softmax", "relu", "relu_backward", "bias_relu", "relu_backward_sum",
            "softmax_cross_entropy", "softmax_cross_entropy_backward", "pad2d",
            "im2col", "col2im", "max_pool2d", "max_pool2d_backward", "max_pool2d_indices",
-           "avg_pool2d", "avg_pool2d_backward", "normalize", "normalize_backward", "conv2d",
-           "conv2d_backward"]
+           "avg_pool2d", "avg_pool2d_backward", "normalize", "normalize_backward",
+           "normalize_affine_relu", "normalize_relu_backward", "conv2d", "conv2d_backward"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .basic import reduce_sum
+from .basic import reduce_sum, relu, relu_backward
 from .dispatch import kernel
 
 
@@ -63,3 +63,24 @@ def normalize_backward(backend, grad, xhat, scale, axes, sums_out=(None, None),
     dx -= xhat * (total_grad_xhat / count)
     dx *= scale
     return dx, sum_grad, sum_grad_xhat
+
+
+@kernel
+def normalize_affine_relu(backend, x, axes, eps, weight, bias):
+    """A BatchNorm with batch statistics followed by a ReLU (``tensornet/nn/fusion.py``):
+    ``normalize(x, axes, eps)``, then ``y = relu(xhat * weight + bias)`` with ``weight``
+    and ``bias`` (C,) per channel (axis 1). Returns ``(xhat, y, mean, var, invstd)``. The
+    NumPy backend does the affine transform and the ReLU in the normalizing sweep."""
+    xhat, mean, var, invstd = normalize(x, axes, eps)
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    y = xhat * backend.xp.reshape(weight, shape)
+    y += backend.xp.reshape(bias, shape)
+    return xhat, relu(y), mean, var, invstd
+
+
+@kernel
+def normalize_relu_backward(backend, grad, y, xhat, scale, axes, sums_out=(None, None)):
+    """``normalize_backward(relu_backward(grad, y), xhat, scale, axes, sums_out)``: the
+    backward of a ReLU with output ``y`` and of the BatchNorm before it, in one pass over
+    the gradient on the NumPy backend."""
+    return normalize_backward(relu_backward(grad, y), xhat, scale, axes, sums_out=sums_out)
