@@ -78,9 +78,10 @@ def main(argv=None) -> int:
     before = format_load(load_average())
     samples = 60000 if args.model == "mlp" else 12800
     r = run(args.threads, args.pairs, args.block, samples=samples, model_name=args.model)
-    print(f"{args.model.upper()} training step, batch {BATCH}, {args.threads} thread(s), {args.pairs} pairs of "
-          f"{args.block}-step blocks ({'CPU' if args.threads == 1 else 'wall'} clock); load "
-          f"average {before} before, {format_load(load_average())} after")
+    print(f"{args.model.upper()} training step, batch {BATCH}, {args.threads} thread(s), "
+          f"{args.pairs} pairs of {args.block}-step blocks "
+          f"({'CPU' if args.threads == 1 else 'wall'} clock); load average {before} before, "
+          f"{format_load(load_average())} after")
     print(f"  fused   {r['fused_us']:7.0f} us/step (median)")
     print(f"  unfused {r['unfused_us']:7.0f} us/step (median)")
     low, high = r["saved_quartiles_us"]
