@@ -59,13 +59,13 @@ def normalize_affine_relu(backend, x, axes, eps, weight, bias):
     x3, xhat3, y3 = (kernels.channel_view(a) for a in (x, xhat, y))
     if weight is None or bias is None or x3 is None or xhat3 is None or y3 is None:
         return NotImplemented
-    stats = kernels.normalize(x3, xhat3, eps, relu=(y3, weight, bias))
-    return (xhat, y) + tuple(s.reshape(_stat_shape(x)) for s in stats)
+    *stats, affine = kernels.normalize(x3, xhat3, eps, relu=(y3, weight, bias))
+    return (xhat, y) + tuple(s.reshape(_stat_shape(x)) for s in stats) + (affine,)
 
 
-def _backward(grad, xhat, scale, axes, sums_out, relu_output):
-    """normalize_backward (with ``relu_output``: of ReLU's backward first), or
-    NotImplemented for the generic code."""
+def _backward(grad, xhat, scale, axes, sums_out, relu_output, affine=None):
+    """normalize_backward (with ``relu_output``: of ReLU's backward first; with ``affine``,
+    its mask recomputed from xhat), or NotImplemented for the generic code."""
     kernels = _norm_kernels(xhat, axes)
     channels = xhat.shape[1]
     if kernels is None or grad.dtype != xhat.dtype or math.prod(np.shape(scale)) != channels:
@@ -75,6 +75,9 @@ def _backward(grad, xhat, scale, axes, sums_out, relu_output):
         if relu_output.dtype != xhat.dtype or relu_output.shape != xhat.shape:
             return NotImplemented
         mask3 = kernels.channel_view(relu_output)
+        if affine is not None and (affine.shape != (2, channels) or affine.dtype != xhat.dtype
+                                   or type(affine) is not np.ndarray):
+            affine = None
     dx = empty_in_order_of(xhat, xhat.shape, xhat.dtype)
     xhat3, dx3 = kernels.channel_view(xhat), kernels.channel_view(dx)
     if xhat3 is None or (relu_output is not None and mask3 is None):
@@ -82,11 +85,12 @@ def _backward(grad, xhat, scale, axes, sums_out, relu_output):
     scale = np.ascontiguousarray(np.reshape(scale, -1), dtype=xhat.dtype)
     grad3 = kernels.channel_view(grad)
     sums = None if grad3 is None else kernels.normalize_backward(grad3, xhat3, scale, dx3,
-                                                                 mask3)
+                                                                 mask3, affine)
     if sums is None:  # grad laid out unlike xhat: one copy into xhat's layout
         like = empty_in_order_of(xhat, xhat.shape, xhat.dtype)
         np.copyto(like, grad)
-        sums = kernels.normalize_backward(kernels.channel_view(like), xhat3, scale, dx3, mask3)
+        sums = kernels.normalize_backward(kernels.channel_view(like), xhat3, scale, dx3, mask3,
+                                          affine)
         if sums is None:  # ReLU's output laid out unlike xhat
             return NotImplemented
     sums = [s.reshape(_stat_shape(xhat)) for s in sums]
@@ -106,5 +110,6 @@ def normalize_backward(backend, grad, xhat, scale, axes, sums_out=(None, None),
 
 
 @NumpyBackend.override
-def normalize_relu_backward(backend, grad, y, xhat, scale, axes, sums_out=(None, None)):
-    return _backward(grad, xhat, scale, axes, sums_out, y)
+def normalize_relu_backward(backend, grad, y, xhat, scale, axes, sums_out=(None, None),
+                            affine=None):
+    return _backward(grad, xhat, scale, axes, sums_out, y, affine)

@@ -100,19 +100,40 @@ def test_the_numpy_backend_runs_each_direction_as_one_numba_kernel(monkeypatch):
     if kernels is None:
         pytest.skip("numba is not installed")
     seen = []
-    for name, key in (("normalize", "relu"), ("normalize_backward", "mask3")):
-        real = getattr(kernels, name)
-
-        def recording(*args, _real=real, _name=name, _key=key, **kwargs):
-            seen.append((_name, kwargs.get(_key, args[4] if len(args) > 4 else None)
-                         is not None))
-            return _real(*args, **kwargs)
-        monkeypatch.setattr(kernels, name, recording)
+    real_forward, real_backward = kernels.normalize, kernels.normalize_backward
+    monkeypatch.setattr(kernels, "normalize", lambda *args, relu=None: seen.append(
+        ("normalize", relu is not None)) or real_forward(*args, relu=relu))
+    monkeypatch.setattr(kernels, "normalize_backward", lambda *args: seen.append(
+        ("normalize_backward", args[4] is not None, args[5] is not None))
+        or real_backward(*args))
     monkeypatch.setattr(F, "relu_backward", None)  # (the generic steps would call it)
     seq = nn.Sequential(nn.BatchNorm2d(3), nn.ReLU())
     x = np.random.default_rng(0).standard_normal((4, 3, 5, 5)).astype(np.float32)
     seq.backward(np.ones_like(seq(x)))
-    assert seen == [("normalize", True), ("normalize_backward", True)]
+    # forward: xhat and the ReLU in one sweep; backward: ReLU's mask from xhat (y not read)
+    assert seen == [("normalize", True), ("normalize_backward", True, True)]
+
+
+@pytest.mark.parametrize("change", ["weights in place", "relu called again", "bn called again"])
+def test_changes_between_forward_and_backward_act_as_one_by_one(change):
+    rng = np.random.default_rng(8)
+    x, x2, g = (rng.standard_normal((4, 3, 5, 5)).astype(np.float32) for _ in range(3))
+    results = []
+    for fused in (True, False):
+        tn.manual_seed(0)
+        model = nn.Sequential(nn.BatchNorm2d(3), nn.ReLU())
+        model[0].bias.data[:] = [0.3, -0.2, 0.1]
+        with (contextlib.nullcontext() if fused else fusion.disabled()):
+            model(x)
+            if change == "weights in place":  # ReLU's mask stays the one forward made
+                model[0].weight.data *= -1.5
+                model[0].bias.data += 0.5
+            elif change == "relu called again":  # ReLU's backward uses its newest output
+                model[1](x2)
+            else:
+                model[0](x2)
+            results.append([model.backward(g), model[0].weight.grad, model[0].bias.grad])
+    _assert_bitwise(*results)
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channel-major", "strided"])
@@ -134,22 +155,25 @@ def test_kernels_are_bitwise_the_generic_steps_in_any_layout(layout, dtype):
     bias = rng.standard_normal(3).astype(dtype)
     weight[1] = 0.0  # a channel of relu(0 * xhat + bias)
     axes = (0, 2, 3)
-    got = F.normalize_affine_relu(x, axes, 1e-5, weight, bias)
-    want = F.normalize_affine_relu.generic(get_backend("cpu"), x, axes, 1e-5, weight, bias)
+    *got, affine = F.normalize_affine_relu(x, axes, 1e-5, weight, bias)
+    *want, none = F.normalize_affine_relu.generic(get_backend("cpu"), x, axes, 1e-5, weight,
+                                                  bias)
     _assert_bitwise(got, want)
+    assert none is None and (affine is None or affine.tobytes() == np.stack([weight, bias]).tobytes())
     xhat, y, _, _, invstd = want
     scale = invstd * weight.reshape(1, 3, 1, 1)
-    got = F.normalize_relu_backward(grad, y, xhat, scale, axes)
     want = F.normalize_relu_backward.generic(get_backend("cpu"), grad, y, xhat, scale, axes)
-    _assert_bitwise(got, want)
+    for made in (None, np.stack([weight, bias])):  # the mask read from y, or from xhat
+        _assert_bitwise(F.normalize_relu_backward(grad, y, xhat, scale, axes, affine=made), want)
 
 
 def test_a_relu_output_laid_out_unlike_xhat_takes_the_generic_steps():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
     grad = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
-    xhat, y, _, _, invstd = F.normalize_affine_relu(x, (0, 2, 3), 1e-5, np.ones(3, np.float32),
-                                                    np.zeros(3, np.float32))
+    xhat, y, _, _, invstd, _ = F.normalize_affine_relu(x, (0, 2, 3), 1e-5,
+                                                       np.ones(3, np.float32),
+                                                       np.zeros(3, np.float32))
     y_other = np.asfortranarray(y)
     got = F.normalize_relu_backward(grad, y_other, xhat, invstd, (0, 2, 3))
     want = F.normalize_backward(F.relu_backward(grad, y), xhat, invstd, (0, 2, 3))

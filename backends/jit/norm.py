@@ -100,7 +100,8 @@ def _normalize_relu_tasks(x, xhat, y, weight, bias, channel_major, stats, eps, l
     generic steps' operations, in their order and precision)."""
     for ci in range(lo, hi):
         _statistics(x, channel_major, stats, eps, ci)
-        mean, invstd, w, b = stats[0, ci], stats[2, ci], weight[ci], bias[ci]
+        stats[3, ci], stats[4, ci] = weight[ci], bias[ci]   # (what backward's FROM_XHAT needs)
+        mean, invstd, w, b = stats[0, ci], stats[2, ci], stats[3, ci], stats[4, ci]
         n = x.shape[1] if channel_major else x.shape[0]
         for a in range(n):
             source, target = _row(x, channel_major, a, ci), _row(xhat, channel_major, a, ci)
@@ -113,11 +114,29 @@ def _normalize_relu_tasks(x, xhat, y, weight, bias, channel_major, stats, eps, l
                 out[k] = v if not v < 0 else 0   # max(v, 0), NaN kept, as np.maximum
 
 
+# ReLU's mask in the fused backward: NO_MASK (a plain BatchNorm), FROM_OUTPUT (where(y > 0,
+# grad, 0) through ReLU's output y) or FROM_XHAT (the same mask recomputed from xhat and the
+# weight and bias that made y = max(xhat * weight + bias, 0): the same operations as the
+# forward sweep give the same v, and v > 0 exactly where y > 0, NaN and -0 included, so
+# y is not read at all).
+NO_MASK, FROM_OUTPUT, FROM_XHAT = 0, 1, 2
+
+
 @njit(inline="always", **_OPTIONS)
-def _masked_row(grad, y, out):
-    """out = where(y > 0, grad, 0): ReLU's backward through its output y, one row."""
+def _mask_from_output(grad, y, out):
+    """out = where(y > 0, grad, 0): one row of ReLU's backward (FROM_OUTPUT)."""
     for k in range(grad.shape[0]):
         out[k] = grad[k] if y[k] > 0 else 0
+    return out
+
+
+@njit(inline="always", **_OPTIONS)
+def _mask_from_xhat(grad, xh, w, b, out):
+    """The same row from xhat (FROM_XHAT): v as the forward sweep computed it."""
+    for k in range(grad.shape[0]):
+        v = xh[k] * w
+        v = v + b
+        out[k] = grad[k] if v > 0 else 0
     return out
 
 
@@ -128,20 +147,24 @@ def _backward_row(g, xh, out, mean_grad, mean_grad_xhat, s):
 
 
 @njit(inline="always", **_OPTIONS)
-def _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, mask, masked, ci):
-    """Channel ci of normalize's backward. With ``mask`` (ReLU's output, laid out as grad;
-    an empty array: none) each gradient row is first masked as ReLU's backward does, into
-    the row buffer ``masked``, and then summed by the same code as an unmasked row."""
+def _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, mask, affine, mode,
+                             masked, ci):
+    """Channel ci of normalize's backward. With a mask ``mode``, each gradient row is first
+    masked as ReLU's backward does, into the row buffer ``masked``, then summed by the same
+    code as an unmasked row (so the sums are those of the separate steps)."""
     n = grad.shape[1] if channel_major else grad.shape[0]
     count = n * grad.shape[2]
+    w, b = affine[0, ci], affine[1, ci]   # (zeros unless FROM_XHAT)
     sum_grad, sum_grad_xhat = 0.0, 0.0
     for a in range(n):
         g, xh = _row(grad, channel_major, a, ci), _row(xhat, channel_major, a, ci)
-        if mask.shape[2]:
-            total, dot = _row_sum_and_dot(
-                _masked_row(g, _row(mask, channel_major, a, ci), masked), xh)
-        else:
+        if mode == NO_MASK:
             total, dot = _row_sum_and_dot(g, xh)
+        elif mode == FROM_OUTPUT:
+            total, dot = _row_sum_and_dot(
+                _mask_from_output(g, _row(mask, channel_major, a, ci), masked), xh)
+        else:
+            total, dot = _row_sum_and_dot(_mask_from_xhat(g, xh, w, b, masked), xh)
         sum_grad += total
         sum_grad_xhat += dot
     sums[0, ci] = sum_grad            # stored (and read back) in grad's precision
@@ -152,19 +175,46 @@ def _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, mask, m
     for a in range(n):
         g, xh = _row(grad, channel_major, a, ci), _row(xhat, channel_major, a, ci)
         out = _row(dx, channel_major, a, ci)
-        if mask.shape[2]:
-            _backward_row(_masked_row(g, _row(mask, channel_major, a, ci), masked), xh, out,
-                          mean_grad, mean_grad_xhat, s)
-        else:
+        if mode == NO_MASK:
             _backward_row(g, xh, out, mean_grad, mean_grad_xhat, s)
+        elif mode == FROM_OUTPUT:
+            _backward_row(_mask_from_output(g, _row(mask, channel_major, a, ci), masked), xh,
+                          out, mean_grad, mean_grad_xhat, s)
+        else:
+            _backward_row(_mask_from_xhat(g, xh, w, b, masked), xh, out, mean_grad,
+                          mean_grad_xhat, s)
+
+
+@njit(inline="always", **_OPTIONS)
+def _backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine, mode, lo, hi):
+    masked = np.empty(grad.shape[2] if mode != NO_MASK else 0, dtype=grad.dtype)
+    for ci in range(lo, hi):
+        _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, mask, affine,
+                                 mode, masked, ci)
+
+
+# One driver per mode: the mode is a constant inside each, so each compiles to the loops of
+# its own case alone (a mode read at run time measured 1.3-1.6x slower).
+@njit(**_OPTIONS)
+def _plain_backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine, lo, hi):
+    _backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine, NO_MASK, lo, hi)
 
 
 @njit(**_OPTIONS)
-def _normalize_backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, lo, hi):
-    masked = np.empty(grad.shape[2] if mask.shape[2] else 0, dtype=grad.dtype)
-    for ci in range(lo, hi):
-        _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, mask, masked,
-                                 ci)
+def _output_masked_backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine,
+                                  lo, hi):
+    _backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine, FROM_OUTPUT, lo,
+                    hi)
+
+
+@njit(**_OPTIONS)
+def _xhat_masked_backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine, lo,
+                                hi):
+    _backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine, FROM_XHAT, lo, hi)
+
+
+_BACKWARD_TASKS = {NO_MASK: _plain_backward_tasks, FROM_OUTPUT: _output_masked_backward_tasks,
+                   FROM_XHAT: _xhat_masked_backward_tasks}
 
 
 def channel_view(x):
@@ -189,31 +239,40 @@ def _alike(first, *others):
 def normalize(x3, xhat3, eps, relu=None):
     """Fill ``xhat3`` (N, C, L, laid out as x3) from ``x3``; returns (mean, var, invstd),
     each (C,) in x's dtype. ``relu=(y3, weight, bias)``: also fill ``y3`` (laid out as x3)
-    with ``max(xhat * weight + bias, 0)`` (weight, bias (C,) contiguous, of x's dtype)."""
-    stats = np.empty((3, x3.shape[1]), dtype=x3.dtype)
+    with ``max(xhat * weight + bias, 0)`` (weight, bias (C,) of x's dtype) and return a
+    fourth item, the (2, C) weight and bias it used (for ``normalize_backward``'s
+    ``affine``)."""
     if relu is None:
+        stats = np.empty((3, x3.shape[1]), dtype=x3.dtype)
         (x, xhat), channel_major = _alike(x3, xhat3)
         run_tasks(_normalize_tasks, x3.shape[1], x3.size, x, xhat, channel_major, stats,
                   float(eps))
-    else:
-        y3, weight, bias = relu
-        (x, xhat, y), channel_major = _alike(x3, xhat3, y3)
-        run_tasks(_normalize_relu_tasks, x3.shape[1], x3.size, x, xhat, y, weight, bias,
-                  channel_major, stats, float(eps))
-    return stats[0], stats[1], stats[2]
+        return stats[0], stats[1], stats[2]
+    stats = np.empty((5, x3.shape[1]), dtype=x3.dtype)
+    y3, weight, bias = relu
+    (x, xhat, y), channel_major = _alike(x3, xhat3, y3)
+    run_tasks(_normalize_relu_tasks, x3.shape[1], x3.size, x, xhat, y, weight, bias,
+              channel_major, stats, float(eps))
+    return stats[0], stats[1], stats[2], stats[3:]
 
 
-def normalize_backward(grad3, xhat3, scale, dx3, mask3=None):
+def normalize_backward(grad3, xhat3, scale, dx3, mask3=None, affine=None):
     """Fill ``dx3`` (N, C, L, laid out as xhat3); returns (sum(grad), sum(grad * xhat)),
     each (C,), or None when grad's (or mask3's) layout differs from xhat's. ``mask3``:
-    ReLU's output (N, C, L), whose backward is applied to grad first."""
-    others = (grad3, dx3) if mask3 is None else (grad3, dx3, mask3)
+    ReLU's output (N, C, L), whose backward is applied to grad first; ``affine``: instead,
+    the (2, C) weight and bias that made that output from xhat3 (``normalize``'s fourth
+    item), from which the mask is recomputed without reading the output."""
+    mode = NO_MASK if mask3 is None and affine is None else \
+        FROM_XHAT if affine is not None else FROM_OUTPUT
+    others = (grad3, dx3) if mode != FROM_OUTPUT else (grad3, dx3, mask3)
     arrays = _alike(xhat3, *others)
     if arrays is None:
         return None
     (xhat, grad, dx, *mask), channel_major = arrays
     mask = mask[0] if mask else np.empty((0, 0, 0), dtype=grad.dtype)
+    if affine is None:
+        affine = np.zeros((2, grad3.shape[1]), dtype=grad.dtype)
     sums = np.empty((4, grad3.shape[1]), dtype=grad3.dtype)
-    run_tasks(_normalize_backward_tasks, grad3.shape[1], grad3.size, grad, xhat, dx,
-              channel_major, scale, sums, mask)
+    run_tasks(_BACKWARD_TASKS[mode], grad3.shape[1], grad3.size, grad, xhat, dx,
+              channel_major, scale, sums, mask, affine)
     return sums[0], sums[1]

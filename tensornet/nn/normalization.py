@@ -26,7 +26,9 @@ class _BatchNorm(Module):
     ``y = xhat * weight + bias`` per channel when ``affine``.
 
     The running estimates and ``num_batches_tracked`` are buffers: ``state_dict()`` saves
-    them and ``to()`` moves them. Forward caches ``xhat`` (input-sized) and ``1/sqrt(var+eps)``.
+    them and ``to()`` moves them. Forward caches ``xhat`` (input-sized) and ``1/sqrt(var+eps)``
+    (run with the ReLU after it, ``fusion.py``, also the ReLU's output and the (2, C) weight
+    and bias that made it).
     """
 
     _layout = ""  # "(N, C)"-style text for errors, set by subclasses
@@ -91,13 +93,13 @@ class _BatchNorm(Module):
                              f"{self._layout.format(self.num_features)}")
         xp = self.backend.xp
         axes = (0,) + tuple(range(2, x.ndim))
-        self._cache = y = None
+        self._cache = y = affine = None
         batch_stats = self.training or not self.track_running_stats
         if batch_stats:
             count = x.shape[0] * math.prod(x.shape[2:])
             if relu and self.affine:
                 self._require_values(x, count)
-                xhat, y, mean, var, invstd = F.normalize_affine_relu(
+                xhat, y, mean, var, invstd, affine = F.normalize_affine_relu(
                     x, axes, self.eps, self.weight.data, self.bias.data)
             else:
                 xhat, mean, var, invstd, count = self._batch_normalize(x, axes, count)
@@ -110,6 +112,8 @@ class _BatchNorm(Module):
             xhat *= invstd
         self._cache = (xhat, invstd, batch_stats, axes)
         if y is not None:
+            if affine is not None:  # what made y from xhat: its mask in _backward
+                self._cache += ((y, affine),)
             return y
         y = xhat
         if self.affine:
@@ -151,7 +155,7 @@ class _BatchNorm(Module):
     def _backward(self, grad_output, relu_output=None):
         """backward; with ``relu_output`` (``fusion.py``), the backward of a ReLU whose
         output that was and of this BatchNorm before it: ``grad_output`` is the ReLU's."""
-        xhat, invstd, batch_stats, axes = self._require_cache(self._cache)
+        xhat, invstd, batch_stats, axes, *made = self._require_cache(self._cache)
         xp = self.backend.xp
         scale = invstd
         if self.affine:
@@ -164,8 +168,11 @@ class _BatchNorm(Module):
         if relu_output is not None and not batch_stats:
             grad_output, relu_output = F.relu_backward(grad_output, relu_output), None
         if batch_stats and relu_output is not None:
+            # (the ReLU's output is the one the fused forward made from xhat: its mask can be
+            # recomputed from xhat and the weight and bias of then)
+            affine = made[0][1] if made and made[0][0] is relu_output else None
             dx, sum_grad, sum_grad_xhat = F.normalize_relu_backward(
-                grad_output, relu_output, xhat, scale, axes, sums_out=outs)
+                grad_output, relu_output, xhat, scale, axes, sums_out=outs, affine=affine)
         elif batch_stats:
             dx, sum_grad, sum_grad_xhat = self._batch_normalize_backward(grad_output, xhat,
                                                                          scale, axes, outs)

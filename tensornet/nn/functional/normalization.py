@@ -69,18 +69,23 @@ def normalize_backward(backend, grad, xhat, scale, axes, sums_out=(None, None),
 def normalize_affine_relu(backend, x, axes, eps, weight, bias):
     """A BatchNorm with batch statistics followed by a ReLU (``tensornet/nn/fusion.py``):
     ``normalize(x, axes, eps)``, then ``y = relu(xhat * weight + bias)`` with ``weight``
-    and ``bias`` (C,) per channel (axis 1). Returns ``(xhat, y, mean, var, invstd)``. The
-    NumPy backend does the affine transform and the ReLU in the normalizing sweep."""
+    and ``bias`` (C,) per channel (axis 1). Returns ``(xhat, y, mean, var, invstd,
+    affine)``: ``affine`` is None, or (a backend's kernel) a (2, C) copy of the weight and
+    bias that made ``y``, for ``normalize_relu_backward``. The NumPy backend does the affine
+    transform and the ReLU in the normalizing sweep."""
     xhat, mean, var, invstd = normalize(x, axes, eps)
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     y = xhat * backend.xp.reshape(weight, shape)
     y += backend.xp.reshape(bias, shape)
-    return xhat, relu(y), mean, var, invstd
+    return xhat, relu(y), mean, var, invstd, None
 
 
 @kernel
-def normalize_relu_backward(backend, grad, y, xhat, scale, axes, sums_out=(None, None)):
+def normalize_relu_backward(backend, grad, y, xhat, scale, axes, sums_out=(None, None),
+                            affine=None):
     """``normalize_backward(relu_backward(grad, y), xhat, scale, axes, sums_out)``: the
     backward of a ReLU with output ``y`` and of the BatchNorm before it, in one pass over
-    the gradient on the NumPy backend."""
+    the gradient on the NumPy backend. ``affine``: what ``normalize_affine_relu`` returned
+    with this ``y`` and ``xhat`` (then the NumPy backend recomputes ReLU's mask from
+    ``xhat`` instead of reading ``y``: the same mask), or None."""
     return normalize_backward(relu_backward(grad, y), xhat, scale, axes, sums_out=sums_out)
