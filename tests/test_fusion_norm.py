@@ -159,7 +159,8 @@ def test_kernels_are_bitwise_the_generic_steps_in_any_layout(layout, dtype):
     *want, none = F.normalize_affine_relu.generic(get_backend("cpu"), x, axes, 1e-5, weight,
                                                   bias)
     _assert_bitwise(got, want)
-    assert none is None and (affine is None or affine.tobytes() == np.stack([weight, bias]).tobytes())
+    assert none is None
+    assert affine is None or affine.tobytes() == np.stack([weight, bias]).tobytes()
     xhat, y, _, _, invstd = want
     scale = invstd * weight.reshape(1, 3, 1, 1)
     want = F.normalize_relu_backward.generic(get_backend("cpu"), grad, y, xhat, scale, axes)
