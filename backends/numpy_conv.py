@@ -7,7 +7,9 @@ Here each block of images is unfolded into a buffer that stays in the core's cac
 (``_BLOCK`` elements), multiplied straight into its slice of the output, and dropped:
 backward unfolds the block again from the input it keeps instead. The weight gradient sums
 the blocks' products in block order (a fixed split of the batch: results do not depend on
-the thread count). Groups, and NumPy without numba, use the generic version.
+the thread count); for few rows (C_in*kh*kw) and channels a compiled kernel
+(``backends/jit/conv.py``) computes them instead of BLAS. Groups, and NumPy without
+numba, use the generic version.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import threading
 
 import numpy as np
 
+from . import jit
 from .geometry import window_output_size
 from .numpy import NumpyBackend
 from .numpy_windows import _compiled
@@ -100,23 +103,37 @@ def conv2d_backward(backend, grad, cache, weight, stride, padding, dilation, gro
         g = np.ascontiguousarray(g)
     w = weight.reshape(c_out, rows)
     blocks = _blocks(n, rows * plane)
-    # One weight-gradient part per block, summed in block order afterwards. Each part is
-    # the (rows, c_out) product cols @ g.T, transposed when summed: OpenBLAS runs that
-    # orientation of the skinny GEMM faster than g @ cols.T (the benchmark CNN's second
-    # conv, a block of 37 images: 0.21 instead of 0.39 ms with two threads, 0.31 instead
-    # of 0.51 ms with one).
-    parts = np.empty((len(blocks), rows, c_out), dtype=grad.dtype) if weight_grad else None
+    # The weight gradient: with few rows (``backends/jit/conv.py``) a compiled kernel adds
+    # each block's product into it; otherwise one part per block, summed in block order
+    # afterwards. Each part is the (rows, c_out) product cols @ g.T, transposed when
+    # summed: OpenBLAS runs that orientation of the skinny GEMM faster than g @ cols.T
+    # (the benchmark CNN's second conv, a block of 37 images: 0.21 instead of 0.39 ms
+    # with two threads, 0.31 instead of 0.51 ms with one).
+    products = _few_rows_kernel(rows, c_out) if weight_grad else None
+    dweight = parts = None
+    if weight_grad:
+        dweight = (np.empty((c_out, rows), dtype=grad.dtype) if weight_grad_out is None
+                   else weight_grad_out.reshape(c_out, rows))
+        if products is not None:
+            dweight[...] = 0
+        else:
+            parts = np.empty((len(blocks), rows, c_out), dtype=grad.dtype)
     dx = np.empty((c_in, n, h, w_in), dtype=grad.dtype) if input_grad else None
     flat = kernels.flat_major(x) if weight_grad else None
+    g_flat = g.reshape(c_out, -1)
 
     def block(k, samples):
         start, stop = samples
-        g_block = g[:, start:stop].reshape(c_out, -1)
+        g_block = g_flat[:, start * plane:stop * plane]
         size = rows * plane * (stop - start)
         if weight_grad:
             cols = kernels.im2col(x, kernel_size, stride, padding, dilation, out_size,
                                   samples, flat, out=_buffer("cols", size, grad.dtype))
-            np.matmul(cols.reshape(rows, -1), g_block.T, out=parts[k])
+            if products is not None:
+                products.add_weight_grad(cols.reshape(rows, -1), g_flat, start * plane,
+                                         dweight)
+            else:
+                np.matmul(cols.reshape(rows, -1), g_block.T, out=parts[k])
         if input_grad:
             dcols = _buffer("dcols", size, grad.dtype).reshape(rows, -1)
             np.matmul(w.T, g_block, out=dcols)
@@ -124,13 +141,38 @@ def conv2d_backward(backend, grad, cache, weight, stride, padding, dilation, gro
                            padding, dilation, out_size, into=dx, first=start)
     for k, samples in enumerate(blocks):
         block(k, samples)
-    dweight = None
-    if weight_grad:
-        dweight = (np.empty((c_out, rows), dtype=grad.dtype) if weight_grad_out is None
-                   else weight_grad_out.reshape(c_out, rows))
+    if parts is not None:
         np.copyto(dweight, parts[0].T)
         for part in parts[1:]:
             dweight += part.T
+    if weight_grad:
         dweight = weight_grad_out if weight_grad_out is not None else \
             dweight.reshape(weight.shape)
     return (None if dx is None else dx.transpose(1, 0, 2, 3)), dweight
+
+
+# The weight-gradient kernel of ``backends/jit/conv.py`` (on one thread) against OpenBLAS,
+# per block of 512K column values, float32, medians of 60 interleaved runs on the 2-core
+# VM (two processes; with two threads BLAS sometimes stalls for milliseconds waiting for a
+# core another process holds), ms:
+#   rows x C_out    kernel   BLAS 1 thread   BLAS 2 threads
+#      9 x 8        0.12     0.49-0.55       0.49-0.52   (the benchmark CNN's first conv)
+#     27 x 16       0.18     0.37-0.45       0.36-7.6
+#     27 x 64       0.99     1.55-1.63       0.99-2.0
+#     36 x 64       0.97     1.35-1.50       2.0-260
+#     72 x 16       0.17     0.26-0.31       0.20-0.27   (its second conv)
+#     72 x 64       0.75     0.95-0.99       0.93-7.5
+#      9 x 128      3.3      5.8-5.9         12-14
+# It is used up to 36 rows and 64 channels, where it was 1.35-4.2x faster than BLAS on
+# one thread and as fast or faster (0.93-4x) on two. Beyond, the gain shrinks on one
+# thread and goes on two in quiet runs (72 x 16, 72 x 64: 0.98-1.02x; 9 x 128: 1.07x in
+# an earlier sweep). The rule looks at the shape alone, so the result never depends on
+# the thread count.
+_FEW_ROWS, _FEW_CHANNELS = 36, 64
+
+
+def _few_rows_kernel(rows: int, c_out: int):
+    """``backends/jit/conv.py`` where its weight-gradient kernel beats BLAS, else None."""
+    if rows > _FEW_ROWS or c_out > _FEW_CHANNELS:
+        return None
+    return jit.kernels("conv")

@@ -8,14 +8,15 @@ in one pass (numba, compiled without the GIL), split over tensornet's thread poo
 ``backends/numpy.py`` call these when numba is importable and fall back to their pure-NumPy
 code otherwise (or when ``TENSORNET_JIT=0`` is set, or inside ``disabled()``). Kernels are
 compiled on first use and cached on disk (numba's ``cache=True``), so only the first run
-on a machine pays the compile time.
+on a machine pays the compile time. One kernel replaces a BLAS call instead: Conv2d's
+weight gradient for few column rows (``conv.py``), a skinny product BLAS runs slowly.
 
 Every kernel here computes what the generic version in ``tensornet/nn/functional`` computes
 (tests: ``tests/test_cpu_kernels.py``); each parallel loop runs over independent outputs,
 and every reduction runs in a fixed order, so results do not depend on the thread count.
 
 This file imports nothing heavy: the kernel files (``windows.py``, ``norm.py``,
-``basic.py``) import numba, and are imported by ``kernels(name)`` on first use.
+``basic.py``, ``conv.py``) import numba, and are imported by ``kernels(name)`` on first use.
 """
 from __future__ import annotations
 
