@@ -138,7 +138,7 @@ def conv2d_backward(backend, grad, cache, weight, stride, padding, dilation, gro
             dcols = _buffer("dcols", size, grad.dtype).reshape(rows, -1)
             np.matmul(w.T, g_block, out=dcols)
             kernels.col2im(dcols, (stop - start, c_in, h, w_in), kernel_size, stride,
-                           padding, dilation, out_size, into=dx, first=start)
+                           padding, dilation, out_size, into=dx, first=start, overwrite=True)
     for k, samples in enumerate(blocks):
         block(k, samples)
     if parts is not None:

@@ -147,8 +147,14 @@ def im2col(x, kernel_size, stride, padding, dilation, out_size, samples=None, fl
 
 # ---------------------------------------------------------------------- col2im
 # One task is one (channel, sample) plane of dx, summing the kernel offsets in order.
+# When the convolution keeps the image size at stride 1 (``same``, as in im2col) and the
+# columns may be overwritten (the caller's scratch buffer), each kernel offset is one
+# shifted add over the flattened plane instead of a short add per row (a row of 14 pixels
+# is mostly loop overhead): the column values that would wrap around a row edge (their
+# input position is padding) are set to 0 first, so they add +0.0, which leaves every sum
+# bitwise as the row-by-row adds leave it (a sum that starts from +0 is never -0).
 @njit(inline="always", **_OPTIONS)
-def _col2im_task(cols, dx, task, shape, geometry, placement):
+def _col2im_task(cols, dx, task, shape, geometry, placement, same):
     kh, kw, sh, sw, top, left, dh, dw = geometry
     n, h, w, oh, ow = shape
     ci, ni = task // n, task % n
@@ -162,6 +168,20 @@ def _col2im_task(cols, dx, task, shape, geometry, placement):
             q_lo, q_hi = _range_inside(w, ow, sw, offset)
             count = _U(q_hi - q_lo)
             source = (((ci * kh + i) * kw + j) * n + ni) * oh * ow
+            if same:
+                for r in range(_U(h)):   # (q_lo, q_hi: the columns inside the image)
+                    row = _U(source) + r * _U(w)
+                    for q in range(_U(q_lo)):
+                        cols[row + q] = 0
+                    for q in range(_U(q_hi), _U(w)):
+                        cols[row + q] = 0
+                shift = (i * dh - top) * w + offset
+                first, last = max(0, -shift), min(h * w, h * w - shift)
+                target = plane + _U(first + shift)
+                start = _U(source + first)
+                for q in range(_U(last - first)):
+                    dx[target + q] += cols[start + q]
+                continue
             for r in range(r_lo, r_hi):
                 start = _U(source + r * ow + q_lo)
                 first = plane + _U((r * sh + i * dh - top) * w + offset + q_lo * sw)
@@ -174,23 +194,28 @@ def _col2im_task(cols, dx, task, shape, geometry, placement):
 
 
 @njit(**_OPTIONS)
-def _col2im_tasks(cols, dx, shape, geometry, placement, lo, hi):
+def _col2im_tasks(cols, dx, shape, geometry, placement, same, lo, hi):
     for task in range(lo, hi):
-        _col2im_task(cols, dx, task, shape, geometry, placement)
+        _col2im_task(cols, dx, task, shape, geometry, placement, same)
 
 
 def col2im(cols, x_shape, kernel_size, stride, padding, dilation, out_size, into=None,
-           first=0):
+           first=0, overwrite=False):
     """dx (N, C, H, W), a transposed view of a C-contiguous (C, N, H, W) buffer, from
     cols holding (C, kh, kw, N, OH, OW) in C order (any shape with that many elements).
     With ``into`` (a C-contiguous (C, N_all, H, W) buffer) the N samples are written
-    there from sample ``first`` on, and nothing is returned."""
+    there from sample ``first`` on, and nothing is returned. ``overwrite``: cols is the
+    caller's scratch (C-contiguous), which may be changed (the faster plane-shift adds)."""
     n, c, h, w = x_shape
+    kh, kw = kernel_size
+    same = (overwrite and cols.flags.c_contiguous and tuple(stride) == (1, 1)
+            and tuple(out_size) == (h, w) and (kh - 1) * dilation[0] < h
+            and (kw - 1) * dilation[1] < w)
     cols = np.ascontiguousarray(cols).reshape(-1)
     dx = np.empty((c, n, h, w), dtype=cols.dtype) if into is None else into
     run_tasks(_col2im_tasks, c * n, cols.size, cols, dx.reshape(-1),
               (n, h, w) + tuple(out_size), _geometry(kernel_size, stride, padding, dilation),
-              (dx.shape[1], first))
+              (dx.shape[1], first), same)
     return None if into is not None else dx.transpose(1, 0, 2, 3)
 
 
