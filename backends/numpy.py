@@ -217,9 +217,9 @@ def relu_backward(backend, grad, y):
         if streams is not None:
             kernels.relu_backward(*streams[1])
             return streams[0]
-    out = np.greater(y, 0).astype(grad.dtype, copy=False)
-    out *= grad
-    return out
+    # where(y > 0, grad, 0), as the generic version, the kernels and PyTorch: a NaN or a
+    # negative gradient where the ReLU was off gives +0 (a product with the mask: NaN, -0)
+    return np.where(np.greater(y, 0), grad, grad.dtype.type(0))
 
 
 def _jit_rows(*arrays) -> bool:

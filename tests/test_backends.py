@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import tensornet as tn
-from tensornet.backends import DeviceError, get_backend
+from tensornet.backends import DeviceError, get_backend, jit
 from tensornet.backends.cupy import gpu_available
 from tensornet.nn import functional as F
 
@@ -124,3 +124,22 @@ def test_available_backends_reports_every_device():
     found = tn.available_backends()
     assert found["cpu"] == "ok" and found["strict"] == "ok" and "cuda" in found
     assert "torch" in found
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "fortran", "strided"])
+def test_relu_backward_gives_zero_where_the_relu_was_off_on_every_path(any_device, layout):
+    """where(y > 0, grad, 0) as PyTorch's threshold_backward, numba or not, in any layout:
+    a NaN, inf or negative gradient where y <= 0 gives +0."""
+    backend = get_backend(any_device)
+    y = np.array([[0.0, -0.0, 2.0, np.nan], [0.0, 1.0, 0.0, 3.0]], np.float32)
+    grad = np.array([[np.nan, -1.0, 5.0, 7.0], [np.inf, -2.0, -np.inf, np.nan]], np.float32)
+    if layout == "fortran":
+        grad = np.asfortranarray(grad)
+    elif layout == "strided":  # (the NumPy backend's kernels stream contiguous arrays only)
+        grad = np.repeat(grad, 2, axis=1)[:, ::2]
+    want = np.array([[0.0, 0.0, 5.0, 0.0], [0.0, -2.0, 0.0, np.nan]], np.float32)
+    for numba in (True, False):
+        with jit.switched(numba):
+            g = grad if any_device == "cpu" else backend.asarray(grad)
+            got = tn.asnumpy(F.relu_backward(g, backend.asarray(y)))
+            assert got.tobytes() == want.tobytes(), (numba, got)
