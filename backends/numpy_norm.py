@@ -86,7 +86,7 @@ def _backward(grad, xhat, scale, axes, sums_out, relu_output, affine=None):
     grad3 = kernels.channel_view(grad)
     sums = None if grad3 is None else kernels.normalize_backward(grad3, xhat3, scale, dx3,
                                                                  mask3, affine)
-    if sums is None:  # grad laid out unlike xhat: one copy into xhat's layout
+    if sums is None:  # grad contiguous in neither order: one copy into xhat's layout
         like = empty_in_order_of(xhat, xhat.shape, xhat.dtype)
         np.copyto(like, grad)
         sums = kernels.normalize_backward(kernels.channel_view(like), xhat3, scale, dx3, mask3,

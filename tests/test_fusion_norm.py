@@ -168,6 +168,30 @@ def test_kernels_are_bitwise_the_generic_steps_in_any_layout(layout, dtype):
         _assert_bitwise(F.normalize_relu_backward(grad, y, xhat, scale, axes, affine=made), want)
 
 
+@pytest.mark.parametrize("grad_layout", ["nchw", "channel-major", "fortran"])
+def test_a_gradient_in_another_layout_than_xhat_gives_the_same_bits(grad_layout):
+    # (a MaxPool2d hands back an NCHW gradient for a channel-major activation)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 6, 5, 7)).astype(np.float32).transpose(1, 0, 2, 3)
+    grad = rng.standard_normal((6, 3, 5, 7)).astype(np.float32)
+    if grad_layout == "channel-major":
+        grad = np.ascontiguousarray(grad.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    elif grad_layout == "fortran":
+        grad = np.asfortranarray(grad)
+    weight, bias = rng.standard_normal(3).astype(np.float32), np.zeros(3, np.float32)
+    axes = (0, 2, 3)
+    xhat, y, _, _, invstd, affine = F.normalize_affine_relu(x, axes, 1e-5, weight, bias)
+    scale = invstd * weight.reshape(1, 3, 1, 1)
+    like_xhat = np.empty_like(xhat)  # (laid out as xhat: the copy the kernel would need)
+    np.copyto(like_xhat, grad)
+    _assert_bitwise(F.normalize_backward(grad, xhat, scale, axes),
+                    F.normalize_backward(like_xhat, xhat, scale, axes))
+    want = F.normalize_backward(F.relu_backward(grad, y), xhat, scale, axes)
+    for made in (None, affine):
+        _assert_bitwise(F.normalize_relu_backward(grad, y, xhat, scale, axes, affine=made),
+                        want)
+
+
 def test_a_relu_output_laid_out_unlike_xhat_takes_the_generic_steps():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)

@@ -147,17 +147,18 @@ def _backward_row(g, xh, out, mean_grad, mean_grad_xhat, s):
 
 
 @njit(inline="always", **_OPTIONS)
-def _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, mask, affine, mode,
-                             masked, ci):
+def _normalize_backward_task(grad, grad_major, xhat, dx, channel_major, scale, sums, mask,
+                             affine, mode, masked, ci):
     """Channel ci of normalize's backward. With a mask ``mode``, each gradient row is first
     masked as ReLU's backward does, into the row buffer ``masked``, then summed by the same
-    code as an unmasked row (so the sums are those of the separate steps)."""
-    n = grad.shape[1] if channel_major else grad.shape[0]
-    count = n * grad.shape[2]
+    code as an unmasked row (so the sums are those of the separate steps). ``grad_major``:
+    grad's own layout flag (the others share ``channel_major``)."""
+    n = xhat.shape[1] if channel_major else xhat.shape[0]
+    count = n * xhat.shape[2]
     w, b = affine[0, ci], affine[1, ci]   # (zeros unless FROM_XHAT)
     sum_grad, sum_grad_xhat = 0.0, 0.0
     for a in range(n):
-        g, xh = _row(grad, channel_major, a, ci), _row(xhat, channel_major, a, ci)
+        g, xh = _row(grad, grad_major, a, ci), _row(xhat, channel_major, a, ci)
         if mode == NO_MASK:
             total, dot = _row_sum_and_dot(g, xh)
         elif mode == FROM_OUTPUT:
@@ -173,7 +174,7 @@ def _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, mask, a
     sums[3, ci] = sums[1, ci] / count
     mean_grad, mean_grad_xhat, s = sums[2, ci], sums[3, ci], scale[ci]
     for a in range(n):
-        g, xh = _row(grad, channel_major, a, ci), _row(xhat, channel_major, a, ci)
+        g, xh = _row(grad, grad_major, a, ci), _row(xhat, channel_major, a, ci)
         out = _row(dx, channel_major, a, ci)
         if mode == NO_MASK:
             _backward_row(g, xh, out, mean_grad, mean_grad_xhat, s)
@@ -186,31 +187,35 @@ def _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, mask, a
 
 
 @njit(inline="always", **_OPTIONS)
-def _backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine, mode, lo, hi):
+def _backward_tasks(grad, grad_major, xhat, dx, channel_major, scale, sums, mask, affine, mode,
+                    lo, hi):
     masked = np.empty(grad.shape[2] if mode != NO_MASK else 0, dtype=grad.dtype)
     for ci in range(lo, hi):
-        _normalize_backward_task(grad, xhat, dx, channel_major, scale, sums, mask, affine,
-                                 mode, masked, ci)
+        _normalize_backward_task(grad, grad_major, xhat, dx, channel_major, scale, sums, mask,
+                                 affine, mode, masked, ci)
 
 
 # One driver per mode: the mode is a constant inside each, so each compiles to the loops of
 # its own case alone (a mode read at run time measured 1.3-1.6x slower).
 @njit(**_OPTIONS)
-def _plain_backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine, lo, hi):
-    _backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine, NO_MASK, lo, hi)
+def _plain_backward_tasks(grad, grad_major, xhat, dx, channel_major, scale, sums, mask, affine,
+                          lo, hi):
+    _backward_tasks(grad, grad_major, xhat, dx, channel_major, scale, sums, mask, affine,
+                    NO_MASK, lo, hi)
 
 
 @njit(**_OPTIONS)
-def _output_masked_backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine,
-                                  lo, hi):
-    _backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine, FROM_OUTPUT, lo,
-                    hi)
+def _output_masked_backward_tasks(grad, grad_major, xhat, dx, channel_major, scale, sums, mask,
+                                  affine, lo, hi):
+    _backward_tasks(grad, grad_major, xhat, dx, channel_major, scale, sums, mask, affine,
+                    FROM_OUTPUT, lo, hi)
 
 
 @njit(**_OPTIONS)
-def _xhat_masked_backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine, lo,
-                                hi):
-    _backward_tasks(grad, xhat, dx, channel_major, scale, sums, mask, affine, FROM_XHAT, lo, hi)
+def _xhat_masked_backward_tasks(grad, grad_major, xhat, dx, channel_major, scale, sums, mask,
+                                affine, lo, hi):
+    _backward_tasks(grad, grad_major, xhat, dx, channel_major, scale, sums, mask, affine,
+                    FROM_XHAT, lo, hi)
 
 
 _BACKWARD_TASKS = {NO_MASK: _plain_backward_tasks, FROM_OUTPUT: _output_masked_backward_tasks,
@@ -258,21 +263,23 @@ def normalize(x3, xhat3, eps, relu=None):
 
 def normalize_backward(grad3, xhat3, scale, dx3, mask3=None, affine=None):
     """Fill ``dx3`` (N, C, L, laid out as xhat3); returns (sum(grad), sum(grad * xhat)),
-    each (C,), or None when grad's (or mask3's) layout differs from xhat's. ``mask3``:
-    ReLU's output (N, C, L), whose backward is applied to grad first; ``affine``: instead,
-    the (2, C) weight and bias that made that output from xhat3 (``normalize``'s fourth
-    item), from which the mask is recomputed without reading the output."""
+    each (C,), or None when mask3's layout differs from xhat's or grad is contiguous in
+    neither (N, C, L) nor (C, N, L) order (grad may be in the other of the two: the
+    gradient a MaxPool2d hands back is NCHW). ``mask3``: ReLU's output (N, C, L), whose
+    backward is applied to grad first; ``affine``: instead, the (2, C) weight and bias that
+    made that output from xhat3 (``normalize``'s fourth item), from which the mask is
+    recomputed without reading the output."""
     mode = NO_MASK if mask3 is None and affine is None else \
         FROM_XHAT if affine is not None else FROM_OUTPUT
-    others = (grad3, dx3) if mode != FROM_OUTPUT else (grad3, dx3, mask3)
-    arrays = _alike(xhat3, *others)
-    if arrays is None:
+    arrays = _alike(xhat3, dx3) if mode != FROM_OUTPUT else _alike(xhat3, dx3, mask3)
+    grad, grad_major = memory_major(grad3)
+    if arrays is None or not grad.flags.c_contiguous:
         return None
-    (xhat, grad, dx, *mask), channel_major = arrays
+    (xhat, dx, *mask), channel_major = arrays
     mask = mask[0] if mask else np.empty((0, 0, 0), dtype=grad.dtype)
     if affine is None:
         affine = np.zeros((2, grad3.shape[1]), dtype=grad.dtype)
     sums = np.empty((4, grad3.shape[1]), dtype=grad3.dtype)
-    run_tasks(_BACKWARD_TASKS[mode], grad3.shape[1], grad3.size, grad, xhat, dx,
+    run_tasks(_BACKWARD_TASKS[mode], grad3.shape[1], grad3.size, grad, grad_major, xhat, dx,
               channel_major, scale, sums, mask, affine)
     return sums[0], sums[1]
