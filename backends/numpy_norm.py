@@ -32,8 +32,8 @@ def _stat_shape(x) -> tuple:
 def _per_channel(values, x):
     """values as a contiguous (C,) array of x's dtype, or None when it is not one already
     (another shape or dtype broadcasts or promotes as the generic steps do)."""
-    if values.shape != (x.shape[1],) or values.dtype != x.dtype or type(values) is not np.ndarray:
-        return None
+    if type(values) is not np.ndarray or values.shape != (x.shape[1],) or values.dtype != x.dtype:
+        return None  # (a list, say, which the generic steps take too)
     return np.ascontiguousarray(values)
 
 

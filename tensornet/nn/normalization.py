@@ -97,7 +97,7 @@ class _BatchNorm(Module):
         batch_stats = self.training or not self.track_running_stats
         if batch_stats:
             count = x.shape[0] * math.prod(x.shape[2:])
-            if relu and self.affine:
+            if relu and self.affine and self._plain_affine(x):
                 self._require_values(x, count)
                 xhat, y, mean, var, invstd, affine = F.normalize_affine_relu(
                     x, axes, self.eps, self.weight.data, self.bias.data)
@@ -120,6 +120,14 @@ class _BatchNorm(Module):
             y = xhat * self._per_channel(self.weight.data, x.ndim)
             y += self._per_channel(self.bias.data, x.ndim)
         return F.relu(y) if relu else y
+
+    def _plain_affine(self, x) -> bool:
+        """Whether weight and bias are (C,) arrays of x's type and dtype, as the fused
+        BatchNorm + ReLU kernel takes them. Anything else a user assigned takes the
+        separate steps, which broadcast, promote or fail in the affine step after the
+        running statistics moved, as the modules one by one."""
+        return all(v.__class__ is x.__class__ and tuple(v.shape) == (self.num_features,)
+                   and v.dtype == x.dtype for v in (self.weight.data, self.bias.data))
 
     def _batch_normalize(self, x, axes, count: int):
         """``normalize`` with batch statistics, and the element count per channel they
