@@ -192,3 +192,12 @@ def test_custom_module_registers_children_and_parameters(rng):
     assert sorted(block.state_dict()) == ["calls", "fc.bias", "fc.weight", "scale"]
     block.to("strict")
     assert get_backend(block.calls).name == "strict"
+
+
+def test_clear_cache_forgets_every_submodules_cache():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Sequential(nn.Linear(3, 2)))
+    y = model(np.ones((2, 4), np.float32))
+    model.clear_cache()
+    assert model[0]._x is None and model[1]._cache is None and model[2][0]._x is None
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        model.backward(np.ones_like(y))

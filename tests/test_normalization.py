@@ -173,3 +173,11 @@ def test_errors_name_layer_and_expected_shape():
         LayerNorm(6)(np.zeros((2, 6)))
     with pytest.raises(ValueError, match="momentum"):
         BatchNorm1d(3, momentum=1.5)
+
+
+def test_a_user_assigned_weight_of_another_size_gets_an_error_naming_the_layer():
+    bn = BatchNorm2d(3)
+    bn.weight.data = np.ones(2, np.float32)
+    with pytest.raises(ValueError, match=r"BatchNorm2d\(3\): weight, bias, running_mean and "
+                                         r"running_var must have 3 values.*shape \(2,\)"):
+        bn(np.ones((2, 3, 4, 4), np.float32))

@@ -330,7 +330,7 @@ class Module(InputChecks, StateDict):
                     object.__setattr__(module, key, moved)
             object.__setattr__(module, "backend", target)
             object.__setattr__(module, "dtype", cast)
-            module.clear_cache()
+            module._forget_cache()
         return self
 
     def cpu(self):
@@ -350,7 +350,14 @@ class Module(InputChecks, StateDict):
         return self.to(dtype="float32")
 
     def clear_cache(self) -> None:
-        """Forget what forward cached for backward (the attributes in ``_cache_attrs``)."""
+        """Forget what forward cached for backward, in this module and every submodule (a
+        container's children hold the caches): frees the activations a pending backward
+        would use."""
+        for module in self.modules():
+            module._forget_cache()
+
+    def _forget_cache(self) -> None:
+        """This module's own part of ``clear_cache``: the attributes in ``_cache_attrs``."""
         for name in self._cache_attrs:
             object.__setattr__(self, name, None)
         object.__setattr__(self, "_grad_spec", None)

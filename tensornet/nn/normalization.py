@@ -77,7 +77,12 @@ class _BatchNorm(Module):
 
     def _per_channel(self, values, ndim: int):
         """(C,) -> (1, C, 1, ...) broadcasting against an ndim-dimensional input."""
-        return self.backend.xp.reshape(values, (1, self.num_features) + (1,) * (ndim - 2))
+        try:
+            return self.backend.xp.reshape(values, (1, self.num_features) + (1,) * (ndim - 2))
+        except (ValueError, TypeError, RuntimeError) as error:  # (a user-assigned array)
+            raise ValueError(f"{self._describe()}: weight, bias, running_mean and running_var "
+                             f"must have {self.num_features} values, one per channel; got one "
+                             f"of shape {tuple(np.shape(values))}") from error
 
     def forward(self, x):
         """x (N, C, ...) -> y of the same shape; caches xhat and 1/sqrt(var+eps)."""

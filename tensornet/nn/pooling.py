@@ -185,8 +185,8 @@ class AvgPool2d(_Pool2d):
         return pads, False, np.outer(*real) / np.outer(*whole) if self.count_include_pad \
             else None
 
-    def clear_cache(self) -> None:
-        super().clear_cache()
+    def _forget_cache(self) -> None:
+        super()._forget_cache()
         self._plans = {}  # on the old device after .to()
 
     def extra_repr(self) -> str:
@@ -258,8 +258,8 @@ class _SeparableResample2d(Module):
         dx = grad_output if a_h is None else matmul(xp.matrix_transpose(a_h), grad_output)
         return dx if a_w is None else matmul(dx, a_w)
 
-    def clear_cache(self) -> None:
-        super().clear_cache()
+    def _forget_cache(self) -> None:
+        super()._forget_cache()
         self._matrices = {}  # on the old device after .to()
 
 
