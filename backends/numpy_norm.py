@@ -84,10 +84,14 @@ def _backward(grad, xhat, scale, axes, sums_out, relu_output, affine=None):
         return NotImplemented
     scale = np.ascontiguousarray(np.reshape(scale, -1), dtype=xhat.dtype)
     grad3 = kernels.channel_view(grad)
+    if grad3 is not None and grad3.shape[2] > 1 and grad3.strides[2] != grad3.itemsize:
+        grad3 = None  # (rows of grad are summed, and must be contiguous as a masked row is)
     sums = None if grad3 is None else kernels.normalize_backward(grad3, xhat3, scale, dx3,
                                                                  mask3, affine)
-    if sums is None:  # grad contiguous in neither order: one copy into xhat's layout
-        like = empty_in_order_of(xhat, xhat.shape, xhat.dtype)
+    if sums is None:  # grad contiguous in neither order: one copy, with contiguous rows
+        like = (empty_in_order_of(xhat, xhat.shape, xhat.dtype)
+                if xhat3.shape[2] <= 1 or xhat3.strides[2] == xhat3.itemsize
+                else np.empty(xhat.shape, dtype=xhat.dtype))  # (channels-last xhat: NCHW)
         np.copyto(like, grad)
         sums = kernels.normalize_backward(kernels.channel_view(like), xhat3, scale, dx3, mask3,
                                           affine)

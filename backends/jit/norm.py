@@ -263,9 +263,9 @@ def normalize(x3, xhat3, eps, relu=None):
 
 def normalize_backward(grad3, xhat3, scale, dx3, mask3=None, affine=None):
     """Fill ``dx3`` (N, C, L, laid out as xhat3); returns (sum(grad), sum(grad * xhat)),
-    each (C,), or None when mask3's layout differs from xhat's or grad is contiguous in
-    neither (N, C, L) nor (C, N, L) order (grad may be in the other of the two: the
-    gradient a MaxPool2d hands back is NCHW). ``mask3``: ReLU's output (N, C, L), whose
+    each (C,), or None when mask3's layout differs from xhat's, or grad's does and grad
+    is not contiguous in its own (N, C, L) or (C, N, L) order (the gradient a MaxPool2d
+    hands back is NCHW for channel-major activations: read in place). ``mask3``: ReLU's output (N, C, L), whose
     backward is applied to grad first; ``affine``: instead, the (2, C) weight and bias that
     made that output from xhat3 (``normalize``'s fourth item), from which the mask is
     recomputed without reading the output."""
@@ -273,7 +273,7 @@ def normalize_backward(grad3, xhat3, scale, dx3, mask3=None, affine=None):
         FROM_XHAT if affine is not None else FROM_OUTPUT
     arrays = _alike(xhat3, dx3) if mode != FROM_OUTPUT else _alike(xhat3, dx3, mask3)
     grad, grad_major = memory_major(grad3)
-    if arrays is None or not grad.flags.c_contiguous:
+    if arrays is None or (grad_major != arrays[1] and not grad.flags.c_contiguous):
         return None
     (xhat, dx, *mask), channel_major = arrays
     mask = mask[0] if mask else np.empty((0, 0, 0), dtype=grad.dtype)
