@@ -166,8 +166,9 @@ class _BatchNorm(Module):
         return self._backward(grad_output)
 
     def _backward(self, grad_output, relu_output=None):
-        """backward; with ``relu_output`` (``fusion.py``), the backward of a ReLU whose
-        output that was and of this BatchNorm before it: ``grad_output`` is the ReLU's."""
+        """backward; with ``relu_output`` (``fusion.py``): the backward of the ReLU after
+        this BatchNorm, whose output that is, then this BatchNorm's; ``grad_output`` is the
+        gradient of the ReLU's output."""
         xhat, invstd, batch_stats, axes, *made = self._require_cache(self._cache)
         xp = self.backend.xp
         scale = invstd
@@ -181,8 +182,8 @@ class _BatchNorm(Module):
         if relu_output is not None and not batch_stats:
             grad_output, relu_output = F.relu_backward(grad_output, relu_output), None
         if batch_stats and relu_output is not None:
-            # (the ReLU's output is the one the fused forward made from xhat: its mask can be
-            # recomputed from xhat and the weight and bias of then)
+            # (when the ReLU's output is the one the fused forward made from xhat, its mask can
+            # be recomputed from xhat and the weight and bias that forward used)
             affine = made[0][1] if made and made[0][0] is relu_output else None
             dx, sum_grad, sum_grad_xhat = F.normalize_relu_backward(
                 grad_output, relu_output, xhat, scale, axes, sums_out=outs, affine=affine)
