@@ -265,10 +265,10 @@ def normalize_backward(grad3, xhat3, scale, dx3, mask3=None, affine=None):
     """Fill ``dx3`` (N, C, L, laid out as xhat3); returns (sum(grad), sum(grad * xhat)),
     each (C,), or None when mask3's layout differs from xhat's, or grad's does and grad
     is not contiguous in its own (N, C, L) or (C, N, L) order (the gradient a MaxPool2d
-    hands back is NCHW for channel-major activations: read in place). ``mask3``: ReLU's output (N, C, L), whose
-    backward is applied to grad first; ``affine``: instead, the (2, C) weight and bias that
-    made that output from xhat3 (``normalize``'s fourth item), from which the mask is
-    recomputed without reading the output."""
+    hands back is NCHW for channel-major activations: read in place). ``mask3``: ReLU's
+    output (N, C, L), whose backward is applied to grad first; ``affine``: instead, the
+    (2, C) weight and bias that made that output from xhat3 (``normalize``'s fourth item),
+    from which the mask is recomputed without reading the output."""
     mode = NO_MASK if mask3 is None and affine is None else \
         FROM_XHAT if affine is not None else FROM_OUTPUT
     arrays = _alike(xhat3, dx3) if mode != FROM_OUTPUT else _alike(xhat3, dx3, mask3)

@@ -10,8 +10,10 @@
 
 The results are bitwise those of the two modules called one after the other (same
 operations in the same order: ``tests/test_fusion.py``, ``tests/test_fusion_norm.py``), and
-both modules are left holding exactly what their own forward would have cached, so
-``linear.backward`` / ``batchnorm.backward`` / ``relu.backward`` called by hand still work.
+both modules are left holding what their own forward would have cached (a BatchNorm's cache
+also holds the ReLU output and the (2, C) weight and bias that made it, which its own
+backward ignores), so ``linear.backward`` / ``batchnorm.backward`` / ``relu.backward``
+called by hand still work.
 
 Only exact ``Linear`` (with a bias), ``BatchNorm1d``/``BatchNorm2d`` and ``ReLU`` instances
 without hooks are fused (a Linear on a 2-D input): a subclass (DropConnect, SyncBatchNorm)
