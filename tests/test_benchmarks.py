@@ -159,6 +159,29 @@ def test_distributed_benchmark_plans_and_reports_the_configurations():
                    "speedup": 1.5, "efficiency": 0.75, "all_samples_per_s": [1400.0, 1500.0],
                    "loads": [0.2, 1.0]}])
     assert "| mlp | 2 | 128 | 256 | 1,500 | 1.50x | 75% | 1,400 (0.2), 1,500 (1.0) |" in text
+    text = table([{"framework": "torch", "model": "cnn", "ranks": 1, "batch": 128,
+                   "samples_per_s": 900.0, "speedup": 1.0, "efficiency": 1.0,
+                   "all_samples_per_s": [900.0], "loads": [0.5]}])
+    assert "| cnn, PyTorch | 1 | 128 | 128 | 900 | 1.00x | 100% | 900 (0.5) |" in text
+
+
+@pytest.mark.parametrize("framework", ["tensornet", "torch"])
+def test_distributed_benchmark_launches_two_ranks(framework):
+    """One launch of each side under ``mpiexec -n 2`` (synthetic data, one epoch): it
+    reports the global sample count of the sharded epoch and a finite loss."""
+    pytest.importorskip("mpi4py")
+    if framework == "torch":
+        pytest.importorskip("torch")
+        pytest.importorskip("torch.distributed")
+    from benchmarks.distributed import _mpiexec, launch
+    try:
+        _mpiexec()
+    except SystemExit as exc:
+        pytest.skip(str(exc))
+    result = launch("mlp", 2, 64, synthetic=True, epochs=1, framework=framework)
+    assert result["samples"] == 60000
+    assert result["seconds"] > 0 and np.isfinite(result["train_loss"])
+    assert result["data"].startswith("synthetic")
 
 
 def test_scaling_sweeps_cover_the_issue_ranges():
