@@ -143,3 +143,22 @@ def test_relu_backward_gives_zero_where_the_relu_was_off_on_every_path(any_devic
             g = grad if any_device == "cpu" else backend.asarray(grad)
             got = tn.asnumpy(F.relu_backward(g, backend.asarray(y)))
             assert got.tobytes() == want.tobytes(), (numba, got)
+
+
+def test_blas_hint_names_openblas_avx2_kernels_on_an_avx512_cpu():
+    from tensornet.backends.numpy import blas_kernel_hint
+    haswell = [{"internal_api": "openblas", "architecture": "Haswell", "num_threads": 2}]
+    hint = blas_kernel_hint(haswell, {"avx2", "avx512f"})
+    assert "Haswell" in hint and "OPENBLAS_CORETYPE=SkylakeX" in hint
+    assert blas_kernel_hint(haswell, {"avx2"}) is None  # no AVX-512: Haswell is right
+    skylake = [{"internal_api": "openblas", "architecture": "SkylakeX", "num_threads": 2}]
+    assert blas_kernel_hint(skylake, {"avx512f"}) is None
+    mkl = [{"internal_api": "mkl", "architecture": None, "num_threads": 2}]
+    assert blas_kernel_hint(mkl, {"avx512f"}) is None
+    assert blas_kernel_hint([], {"avx512f"}) is None
+
+
+def test_cpu_backend_describes_its_blas_kernels():
+    info = get_backend("cpu").describe()
+    assert info["device"] == "cpu" and info["blas"]
+    assert set(info) <= {"device", "library", "blas", "threads", "hint"}
