@@ -132,9 +132,9 @@ def _blas_pools() -> list:
 def _blas_info(pools) -> str:
     if pools:
         return "; ".join(
-            f"{p['internal_api']} {p.get('version') or ''} ("
-            + (f"{p['architecture']} kernels, " if p.get("architecture") else "")
-            + f"{p['num_threads']} threads)".replace("  ", " ") for p in pools)
+            (f"{p['internal_api']} {p.get('version') or ''} ("
+             + (f"{p['architecture']} kernels, " if p.get("architecture") else "")
+             + f"{p['num_threads']} threads)").replace("  ", " ") for p in pools)
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         return f"{blas.get('name')} {blas.get('version', '')}".strip()
@@ -142,15 +142,15 @@ def _blas_info(pools) -> str:
         return "unknown"
 
 
-# OpenBLAS kernel sets that use AVX2 at most, and the one to ask for on AVX-512 CPUs.
-_AVX2_KERNELS = {"haswell", "zen", "sandybridge", "nehalem", "core2", "prescott"}
+# OpenBLAS's x86 kernel sets that do not use AVX-512 (AVX2 at most).
+_NO_AVX512_KERNELS = {"haswell", "zen", "sandybridge", "nehalem", "core2", "prescott"}
 
 
 def blas_kernel_hint(pools, cpu_flags) -> str | None:
-    """A line for ``tensornet info`` when OpenBLAS runs its AVX2 kernels on a CPU that
-    has AVX-512 (``cpu_flags``: the kernel's flag names, as in /proc/cpuinfo), else None.
-    OpenBLAS 0.3.31 does so on AMD Zen 5 (family 26): it does not know the CPU and
-    falls back to Haswell. Its SkylakeX (AVX-512) kernels, chosen with
+    """A line for ``tensornet info`` when OpenBLAS runs kernels without AVX-512 on a CPU
+    that has it (``cpu_flags``: the kernel's flag names, as in /proc/cpuinfo), else None.
+    OpenBLAS 0.3.31 picks its Haswell kernels on AMD Zen 5 (family 26). Its SkylakeX
+    (AVX-512) kernels, chosen with
     ``OPENBLAS_CORETYPE=SkylakeX`` before Python starts, measured 25-30% faster there on
     the benchmark MLP's and CNN's products (a 16x72 by 72x25088 product: 330-350 against
     437 us; 128x784 by 784x256: 196-202 against 275 us)."""
@@ -158,9 +158,9 @@ def blas_kernel_hint(pools, cpu_flags) -> str | None:
         return None
     for pool in pools:
         arch = str(pool.get("architecture") or "").lower()
-        if pool.get("internal_api") == "openblas" and arch in _AVX2_KERNELS:
-            return (f"OpenBLAS runs its {pool['architecture']} (AVX2) kernels on this CPU, "
-                    f"which has AVX-512; its SkylakeX kernels may be faster: start Python "
+        if pool.get("internal_api") == "openblas" and arch in _NO_AVX512_KERNELS:
+            return (f"OpenBLAS runs its {pool['architecture']} kernels, without AVX-512, on "
+                    f"this CPU, which has it; its SkylakeX kernels may be faster: start Python "
                     f"with OPENBLAS_CORETYPE=SkylakeX set (25-30% faster matrix products "
                     f"measured on AMD Zen 5)")
     return None
