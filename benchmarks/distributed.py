@@ -88,7 +88,7 @@ def torch_worker(model_name: str, batch: int, synthetic: bool, epochs: int = 3) 
     import torch.distributed as dist
     from mpi4py import MPI
 
-    from tensornet.data.shard import shard_indices
+    from tensornet.data.shard import shard_indices, shard_length
 
     world = MPI.COMM_WORLD
     rank, size = world.Get_rank(), world.Get_size()
@@ -121,7 +121,7 @@ def torch_worker(model_name: str, batch: int, synthetic: bool, epochs: int = 3) 
         world.Barrier()
         seconds.append(time.perf_counter() - start)
     if rank == 0:
-        samples = len(shard_indices(np.arange(len(x)), 0, size, "pad")) * size
+        samples = shard_length(len(x), size, "pad") * size
         print("RESULT " + json.dumps({
             "samples": samples, "seconds": median(seconds), "epoch_seconds": seconds,
             "train_loss": last, "loss_of": "the last batch", "data": data.name,
