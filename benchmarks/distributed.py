@@ -26,6 +26,11 @@ sample split), one intra-op thread per rank, 1 rank as a plain training loop and
 under ``DistributedDataParallel`` (gloo, over 127.0.0.1; its defaults, so buffers are
 broadcast every forward), in ``mpiexec`` launches taking turns with tensornet's. Its
 speed-ups are over PyTorch's own 1 rank.
+
+``--mpi-allreduce`` adds tensornet with ``TENSORNET_ALLREDUCE=mpi``: its gradients averaged
+by ``MPI_Allreduce`` instead of the shared-memory window that ranks on one host use
+(``tensornet/distributed/shared.py``), in launches of its own taking turns with the others
+(speed-ups over its own 1-rank launches).
 """
 from __future__ import annotations
 
@@ -74,7 +79,8 @@ def worker(model_name: str, batch: int, synthetic: bool, epochs: int = 3) -> Non
         print("RESULT " + json.dumps({
             "samples": loader.num_samples * comm.size, "seconds": median(seconds),
             "epoch_seconds": seconds, "train_loss": history["train_loss"][-1],
-            "data": data.name}), flush=True)
+            "data": data.name, "allreduce": "shared" if comm._shared else "mpi"}),
+            flush=True)
 
 
 def torch_worker(model_name: str, batch: int, synthetic: bool, epochs: int = 3) -> None:
@@ -141,13 +147,15 @@ def _mpiexec() -> str:
 
 def launch(model_name: str, ranks: int, batch: int, synthetic: bool, epochs: int = 3,
            framework: str = "tensornet") -> dict:
-    worker_flag = "--worker" if framework == "tensornet" else "--torch-worker"
+    worker_flag = "--torch-worker" if framework == "torch" else "--worker"
     command = [_mpiexec(), "-n", str(ranks), sys.executable, "-m", "benchmarks.distributed",
                worker_flag, model_name, "--batch", str(batch), "--epochs", str(epochs)] + (
                    ["--synthetic"] * synthetic)
     load = os.getloadavg()[0]  # how busy the machine was (shared machines: noise)
     env = thread_env(1)
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # PyTorch's gloo: the loopback interface
+    if framework == "tensornet-mpi":
+        env["TENSORNET_ALLREDUCE"] = "mpi"
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800,
                           env=env, cwd=os.path.dirname(HERE))
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -163,13 +171,16 @@ def configurations(models, ranks: int):
         yield model_name, ranks, BATCH // ranks
 
 
+_LABELS = {"torch": ", PyTorch", "tensornet-mpi": ", MPI_Allreduce"}
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| model | ranks | batch per rank | global batch | samples/s | speed-up | "
              "efficiency | each run (load before it) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         runs = ", ".join(f"{rate:,.0f} ({load:.1f})" for rate, load in
                          zip(row["all_samples_per_s"], row["loads"]))
-        model = row["model"] + (", PyTorch" if row.get("framework") == "torch" else "")
+        model = row["model"] + _LABELS.get(row.get("framework"), "")
         lines.append(f"| {model} | {row['ranks']} | {row['batch']} | "
                      f"{row['batch'] * row['ranks']} | {row['samples_per_s']:,.0f} | "
                      f"{row['speedup']:.2f}x | {row['efficiency']:.0%} | {runs} |")
@@ -187,6 +198,9 @@ def main(argv=None) -> int:
     parser.add_argument("--synthetic", action="store_true", help="synthetic data only")
     parser.add_argument("--torch", action="store_true", help="also PyTorch's "
                         "DistributedDataParallel (gloo) in the same configurations")
+    parser.add_argument("--mpi-allreduce", action="store_true", help="also tensornet with "
+                        "TENSORNET_ALLREDUCE=mpi (MPI_Allreduce instead of the shared-memory "
+                        "window)")
     parser.add_argument("--out", default=None, help="results folder (default "
                         "benchmarks/results/<host>-<date>)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -200,7 +214,7 @@ def main(argv=None) -> int:
         torch_worker(args.torch_worker, args.batch, args.synthetic, args.epochs)
         return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    frameworks = ["tensornet"] + ["torch"] * args.torch
+    frameworks = ["tensornet"] + ["tensornet-mpi"] * args.mpi_allreduce + ["torch"] * args.torch
     configs = [(framework, *config) for config in configurations(models, args.ranks)
                for framework in frameworks]
     runs = {config: [] for config in configs}
@@ -231,7 +245,8 @@ def main(argv=None) -> int:
     with open(os.path.join(out, "distributed.md"), "w") as f:
         f.write(f"python -m benchmarks.distributed --models {args.models} --ranks "
                 f"{args.ranks} --reps {args.reps} --epochs {args.epochs}"
-                f"{' --torch' * args.torch}; {os.cpu_count()} "
+                f"{' --mpi-allreduce' * args.mpi_allreduce}{' --torch' * args.torch}; "
+                f"{os.cpu_count()} "
                 f"cores, 1 BLAS thread per rank; each launch's figure is the median of its "
                 f"{args.epochs} timed epochs, the table's the median of {args.reps} "
                 f"launches\n\n{text}\n")

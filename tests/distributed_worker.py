@@ -1,15 +1,18 @@
 """Programs the distributed tests run under ``mpiexec`` (``python distributed_worker.py CASE
 OUT``), and the model/data builders they share with the single-process references.
 
-Cases: ``equivalence`` (20 SGD-momentum / Adam steps of an MLP and of a CNN with
-SyncBatchNorm, saved per rank), ``stops`` (a NaN on one rank and early stopping),
+Cases: ``equivalence`` (20 SGD-momentum / Adam steps of an MLP, of a wider MLP whose
+gradients go through the shared-memory all-reduce, and of a CNN with SyncBatchNorm,
+saved per rank), ``stops`` (a NaN on one rank and early stopping),
 ``threads``, ``raise`` / ``die`` / ``hang`` (one rank fails or stops answering mid-training),
 ``desync`` (a hand-written loop takes one more step on rank 1, then ``fit``: the ranks
 wait in different collectives), ``slow`` (rank 1 pauses 5 s between two steps: nothing
 must end), ``optimizers`` (another learning rate, optimizer or starting weights on rank
 1), ``resume`` (a run resumed from ModelCheckpoint's file equals an uninterrupted one),
 ``mismatch`` (different models on the ranks), ``params`` (parameters frozen or added
-after wrapping), ``syncbn`` (SyncBatchNorm with a different batch size on each rank).
+after wrapping), ``syncbn`` (SyncBatchNorm with a different batch size on each rank),
+``shared`` (the host all-reduce, through the shared-memory window or MPI),
+``shared-leave`` (a rank dies or leaves while the other waits in that window).
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ from tensornet import nn
 STEPS, PER_RANK, RANKS = 20, 32, 2
 SAMPLES = STEPS * PER_RANK * RANKS
 CASES = [("mlp", "sgd", "loop"), ("mlp", "adam", "fit"), ("cnn", "sgd", "fit"),
-         ("cnn", "adam", "loop"), ("mlp", "adam", "accumulate"), ("cnn", "sgd", "accumulate")]
+         ("cnn", "adam", "loop"), ("mlp", "adam", "accumulate"), ("cnn", "sgd", "accumulate"),
+         ("wide", "sgd", "loop"), ("wide", "adam", "fit")]
 
 
 def data(n: int = SAMPLES, seed: int = 0):
@@ -40,6 +44,8 @@ def build(kind: str, sync: bool, seed: int):
     tn.manual_seed(seed)
     if kind == "mlp":
         model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+    elif kind == "wide":  # 17.7K float64 gradients: past the shared window's threshold
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 4))
     else:
         # No bias before a BatchNorm: its true gradient is 0, so Adam would turn the
         # round-off in it into full-size, order-dependent updates.
@@ -358,6 +364,50 @@ def case_syncbn(comm, out):
     np.savez(os.path.join(out, f"syncbn-rank{comm.rank}.npz"), **result)
 
 
+def case_shared(comm, out):
+    """The host all-reduce against the rank-order sum of every rank's array: sizes on both
+    sides of the shared window's threshold, float32 and float64, C and Fortran order,
+    arrays of many chunks with a partial last one, and small reductions (MPI) in
+    between. Saves per rank which path ran, whether each sum was exact (bitwise; within
+    rounding below the threshold, where MPI's order of additions is its own) and a
+    digest of each result."""
+    import hashlib
+
+    from tensornet.distributed import shared
+    rng = np.random.default_rng(100 + comm.rank)
+    cases = [((shared.MIN_BYTES // 4 - 1,), "float32", "C"), ((shared.MIN_BYTES // 4,),
+             "float32", "C"), ((240_001,), "float32", "C"), ((300, 257), "float32", "F"),
+             ((100_003,), "float64", "C"), ((17,), "float64", "C"), ((1_000_000,), "float64",
+             "C"), ((4, 40_000), "float32", "C")]
+    result = {"path": type(comm._shared).__name__, "exact": [], "digests": []}
+    for shape, dtype, order in cases:
+        array = np.asarray(rng.standard_normal(shape), dtype=dtype, order=order)
+        everyone = comm.allgather(array)
+        expected = everyone[0].copy()
+        for other in everyone[1:]:
+            expected += other
+        assert comm.allreduce_host_(array) is array
+        exact = array.nbytes >= shared.MIN_BYTES or comm.size == 2
+        result["exact"].append(bool(np.array_equal(array, expected)) if exact
+                               else bool(np.allclose(array, expected, rtol=1e-6)))
+        result["digests"].append(hashlib.sha256(array.tobytes(order="A")).hexdigest())
+    with open(os.path.join(out, f"shared-rank{comm.rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+def case_shared_leave(comm, out, how):
+    """Rank 1 dies (``die``) or leaves normally (``exit``) while rank 0 waits in the
+    shared-memory all-reduce, after one that both ranks finished."""
+    array = np.ones(300_000)
+    comm.allreduce_host_(array)
+    assert comm._shared is not None and array[0] == comm.size
+    if comm.rank == 1:
+        if how == "die":
+            os._exit(17)
+        sys.exit(3)
+    comm.allreduce_host_(array)
+
+
 def _failing(how):
     return lambda comm, out: case_fail(comm, out, how)
 
@@ -367,7 +417,8 @@ PROGRAMS = {"equivalence": case_equivalence, "stops": case_stops, "threads": cas
          "raise": _failing("raise"), "die": _failing("die"), "exit": _failing("exit"),
          "hang": _failing("hang"), "hang-later": _failing("hang"), "desync": case_desync,
          "slow": case_slow, "optimizers": case_optimizers, "resume": case_resume,
-         "mismatch": case_mismatch, "params": case_params, "syncbn": case_syncbn}
+         "mismatch": case_mismatch, "params": case_params, "syncbn": case_syncbn,
+         "shared": case_shared, "shared-leave": case_shared_leave}
 
 
 def main(argv) -> None:

@@ -163,12 +163,34 @@ def test_distributed_benchmark_plans_and_reports_the_configurations():
                    "samples_per_s": 900.0, "speedup": 1.0, "efficiency": 1.0,
                    "all_samples_per_s": [900.0], "loads": [0.5]}])
     assert "| cnn, PyTorch | 1 | 128 | 128 | 900 | 1.00x | 100% | 900 (0.5) |" in text
+    text = table([{"framework": "tensornet-mpi", "model": "mlp", "ranks": 1, "batch": 128,
+                   "samples_per_s": 900.0, "speedup": 1.0, "efficiency": 1.0,
+                   "all_samples_per_s": [900.0], "loads": [0.5]}])
+    assert "| mlp, MPI_Allreduce | 1 | 128 |" in text
 
 
-@pytest.mark.parametrize("framework", ["tensornet", "torch"])
+def test_allreduce_benchmark_prints_both_ways_at_every_size(capfd):
+    """Two ranks, three calls per size: a table row per size, checked sums (the worker
+    exits with an error on a wrong one)."""
+    pytest.importorskip("mpi4py")
+    from benchmarks import allreduce
+    from benchmarks.distributed import _mpiexec
+    try:
+        _mpiexec()
+    except SystemExit as exc:
+        pytest.skip(str(exc))
+    assert allreduce.main(["--calls", "3"]) == 0
+    out = capfd.readouterr().out
+    assert "| float32 array | MPI_Allreduce (us) | shared window (us) | MPI / shared |" in out
+    for n in allreduce.SIZES:
+        assert f"| {4 * n // 1024:,} KiB |" in out
+
+
+@pytest.mark.parametrize("framework", ["tensornet", "tensornet-mpi", "torch"])
 def test_distributed_benchmark_launches_two_ranks(framework):
     """One launch of each side under ``mpiexec -n 2`` (synthetic data, one epoch): it
-    reports the global sample count of the sharded epoch and a finite loss."""
+    reports the global sample count of the sharded epoch, a finite loss and, for
+    tensornet, the all-reduce its gradients went through."""
     pytest.importorskip("mpi4py")
     if framework == "torch":
         pytest.importorskip("torch")
@@ -182,6 +204,8 @@ def test_distributed_benchmark_launches_two_ranks(framework):
     assert result["samples"] == 60000
     assert result["seconds"] > 0 and np.isfinite(result["train_loss"])
     assert result["data"].startswith("synthetic")
+    if framework != "torch":
+        assert result["allreduce"] == ("mpi" if framework == "tensornet-mpi" else "shared")
 
 
 def test_scaling_sweeps_cover_the_issue_ranges():

@@ -43,6 +43,27 @@ def test_two_ranks_of_32_equal_one_process_of_64(tmp_path):
         assert max(np.max(np.abs(ref[k] - start[k])) for k in ref if "weight" in k) > 0.01
 
 
+@pytest.mark.parametrize("ranks, env, path", [
+    (2, {}, "SharedReducer"), (3, {}, "SharedReducer"),
+    (2, {"TENSORNET_ALLREDUCE": "mpi"}, "NoneType")])
+def test_host_allreduce_is_the_rank_order_sum_on_every_rank(tmp_path, ranks, env, path):
+    """Through the shared-memory window (every rank on this host) or MPI_Allreduce."""
+    done, _ = run_case("shared", tmp_path, ranks=ranks, env=env)
+    assert done.returncode == 0, done.stderr
+    results = [json.loads((tmp_path / f"shared-rank{r}.json").read_text())
+               for r in range(ranks)]
+    for result in results:
+        assert result["path"] == path
+        assert all(result["exact"]), result["exact"]
+        assert result["digests"] == results[0]["digests"]  # the same bits on every rank
+
+
+def test_an_unknown_allreduce_setting_ends_every_rank_naming_it(tmp_path):
+    done, _ = run_case("shared", tmp_path, env={"TENSORNET_ALLREDUCE": "nccl"})
+    assert done.returncode != 0
+    assert "TENSORNET_ALLREDUCE must be 'shared'" in done.stderr
+
+
 def _gpu_count() -> int:
     try:
         import cupy

@@ -30,6 +30,19 @@ def test_a_failing_rank_ends_every_rank_promptly(tmp_path, how):
                 "rank") in done.stderr
 
 
+@pytest.mark.parametrize("how", ["die", "exit"])
+def test_a_rank_that_dies_or_leaves_during_the_shared_allreduce_ends_every_rank(tmp_path,
+                                                                                 how):
+    """Rank 0 waits in the shared-memory window's barrier (tensornet/distributed/shared.py)
+    for a rank that is gone: ended promptly, as in MPI's own all-reduce."""
+    done, seconds = run_case("shared-leave", tmp_path, [how], timeout=60)
+    assert done.returncode != 0 and seconds < 30, (done.returncode, seconds, done.stderr)
+    if how == "exit":
+        assert ("rank 0 of 2 waited in an all-reduce after rank 1 left the program "
+                "(sys.exit, or the end of its script) without joining it; ending every "
+                "rank") in done.stderr
+
+
 @pytest.mark.parametrize("case", ["hang", "hang-later"])
 def test_a_hung_rank_ends_every_rank_after_the_collective_timeout(tmp_path, case):
     """Rank 1 sleeps in a callback (neither dies nor raises) while rank 0 waits in the

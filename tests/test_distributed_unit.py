@@ -318,3 +318,53 @@ def test_fit_warns_once_when_the_train_loader_is_not_sharded():
         fresh = object.__new__(DistributedFit)
         fresh.comm, fresh.is_main, fresh.model = TwoRanks(), True, wrapped
         fresh.check_loader(tn.data.DataLoader(data, 2, shard=(0, 2)), "train_loader")
+
+
+# ---------------------------------------------------------------------- the shared window
+class _Ranks:
+    """What ``shared.wanted`` reads of a communicator."""
+
+    def __init__(self, size, local_size):
+        self.size, self.local_size = size, local_size
+
+
+@pytest.mark.parametrize("size, local_size, setting, expected", [
+    (2, 2, None, True), (4, 4, "shared", True), (2, 2, "MPI", False), (2, 2, " mpi ", False),
+    (1, 1, None, False), (4, 2, None, False), (4, 2, "shared", False)])
+def test_the_shared_window_is_used_when_every_rank_is_on_this_host(monkeypatch, size,
+                                                                   local_size, setting,
+                                                                   expected):
+    from tensornet.distributed import shared
+    if setting is None:
+        monkeypatch.delenv("TENSORNET_ALLREDUCE", raising=False)
+    else:
+        monkeypatch.setenv("TENSORNET_ALLREDUCE", setting)
+    assert shared.wanted(_Ranks(size, local_size)) is expected
+
+
+def test_an_unknown_allreduce_setting_is_refused_naming_the_choices(monkeypatch):
+    from tensornet.distributed import shared
+    monkeypatch.setenv("TENSORNET_ALLREDUCE", "nccl")
+    with pytest.raises(ValueError, match="TENSORNET_ALLREDUCE must be 'shared'.*or 'mpi', "
+                                         "got 'nccl'"):
+        shared.wanted(_Ranks(2, 2))
+
+
+class _World:
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 2
+
+
+def test_the_shared_window_takes_large_contiguous_float_arrays_only():
+    from tensornet.distributed import shared
+    reducer = shared.SharedReducer(_World(), None)
+    floats = shared.MIN_BYTES // 4
+    assert reducer.handles(np.zeros(floats, np.float32))
+    assert reducer.handles(np.zeros(floats // 2, np.float64))
+    assert reducer.handles(np.asfortranarray(np.zeros((64, floats // 64), np.float32)))
+    assert not reducer.handles(np.zeros(floats - 1, np.float32))  # MPI: small messages
+    assert not reducer.handles(np.zeros(floats, np.int32))  # MPI's integer sums
+    assert not reducer.handles(np.zeros(2 * floats, np.float32)[::2])  # MPI says why

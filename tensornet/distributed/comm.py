@@ -8,6 +8,9 @@ with more than one rank it also
 - limits each rank's BLAS threads to (cores on the host / ranks on the host), unless the
   user set a thread count (``threads=`` or OMP/OPENBLAS/MKL_NUM_THREADS): two ranks with
   default threads on two cores run ten times slower than one (oversubscription);
+- when every rank runs on this host, sums large host arrays in an MPI-3 shared-memory
+  window instead of with ``MPI_Allreduce`` (``shared.py``; ``TENSORNET_ALLREDUCE=mpi``
+  turns that off);
 - makes an uncaught exception on any rank abort every rank (``MPI_Abort``) after printing
   it, instead of leaving the others waiting in a collective for ever;
 - watches the collectives: a rank that has waited in one for longer than ``timeout``
@@ -37,7 +40,7 @@ import numpy as np
 
 from tensornet.backends import get_backend
 
-from . import watchdog
+from . import shared, watchdog
 
 INSTALL_HINT = ("pip install 'tensornet[mpi]' (mpi4py and the MPICH library, which brings "
                 "mpiexec)")
@@ -62,6 +65,7 @@ class Communicator:
         self.size = int(mpi_comm.Get_size()) if mpi_comm is not None else 1
         self.local_rank, self.local_size = int(local_rank), int(local_size)
         self._reducers: dict = {}  # backend -> its in-place all-reduce
+        self._shared = None  # shared.SharedReducer when every rank runs on this host
         # (what, since when, its number, the calling thread) while in a collective: the
         # watchdog reads it; collectives are numbered in call order, alike on every rank
         self._waiting = None
@@ -99,10 +103,16 @@ class Communicator:
         return reduce_(array)
 
     def allreduce_host_(self, array: np.ndarray) -> np.ndarray:
-        """Sum a contiguous NumPy array in place over all ranks (MPI); returns it."""
+        """Sum a contiguous NumPy array in place over all ranks; returns it. Large float
+        arrays of ranks that all run on this host go through a shared-memory window
+        (``shared.py``), everything else through ``MPI_Allreduce``."""
         if self.size > 1:
-            self._collective("an all-reduce", self._comm.Allreduce, self._mpi.IN_PLACE, array,
-                             op=self._mpi.SUM)
+            window = self._shared
+            if window is not None and window.handles(array):
+                self._collective("an all-reduce", window.allreduce_, array)
+            else:
+                self._collective("an all-reduce", self._comm.Allreduce, self._mpi.IN_PLACE,
+                                 array, op=self._mpi.SUM)
         return array
 
     def sum(self, values) -> np.ndarray:
@@ -238,6 +248,8 @@ def init(threads: int | None = None, timeout: float | None = _DEFAULT) -> Commun
     if comm.size > 1:
         _abort_on_uncaught_exceptions(comm)
         set_blas_threads(comm, threads)
+        if shared.wanted(comm):
+            comm._shared = shared.SharedReducer(world, MPI)
         if MPI.Query_thread() == MPI.THREAD_MULTIPLE:  # the watchdog thread reads notices
             comm._notices = world.Dup()
             atexit.register(watchdog.announce_exit, comm, os.getpid())
