@@ -1,0 +1,83 @@
+"""Upsample(mode='bicubic'), as torch.nn.Upsample: forward and backward against torch on
+identical inputs (sizes and factors up and down, an axis that keeps its size under a
+factor, 1-pixel inputs, align_corners both ways, float64 and float32, every backend), the
+matrix's rows against Keys' kernel by hand, a float64 gradient check, and the ONNX file."""
+import numpy as np
+import pytest
+
+import tensornet as tn
+from tensornet import nn
+
+CASES = [((3, 5), dict(size=(6, 9))), ((7, 7), dict(size=(2, 3))), ((4, 1), dict(scale_factor=2)),
+         ((5, 8), dict(scale_factor=1.7)), ((3, 5), dict(scale_factor=(0.6, 2.5))),
+         ((3, 5), dict(scale_factor=1.2)),  # H: 3 -> 3, resampled at 1/1.2 as torch does
+         ((1, 4), dict(size=(1, 1))), ((5, 8), dict(scale_factor=0.5)),
+         ((6, 6), dict(size=(6, 6))), ((2, 2), dict(size=(7, 5))), ((1, 1), dict(size=(3, 4)))]
+
+
+@pytest.mark.parametrize("hw, size", CASES)
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 2e-5)])
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+def test_bicubic_upsample_matches_torch(hw, size, align_corners, dtype, tol, device):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, *hw)).astype(dtype)
+    layer = nn.Upsample(mode="bicubic", align_corners=align_corners, **size).to(device)
+    backend = tn.get_backend(device)
+    y = layer(backend.asarray(x))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.Upsample(mode="bicubic", align_corners=align_corners, **size)(xt)
+    grad = rng.standard_normal(tuple(yt.shape)).astype(dtype)
+    yt.backward(torch.tensor(grad))
+    dx = layer.backward(backend.asarray(grad))
+    assert tuple(y.shape) == tuple(yt.shape)
+    assert tn.asnumpy(y).dtype == np.dtype(dtype) and tn.asnumpy(dx).dtype == np.dtype(dtype)
+    np.testing.assert_allclose(tn.asnumpy(y), yt.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(tn.asnumpy(dx), xt.grad.numpy(), rtol=tol, atol=tol)
+
+
+def _keys(d, a=-0.75):
+    """Keys' cubic convolution kernel at distance d."""
+    d = abs(d)
+    if d <= 1:
+        return (a + 2) * d ** 3 - (a + 3) * d ** 2 + 1
+    if d < 2:
+        return a * d ** 3 - 5 * a * d ** 2 + 8 * a * d - 4 * a
+    return 0.0
+
+
+def test_bicubic_rows_are_keys_kernel_with_clamped_edges():
+    """Written out from the definition: output pixel i of 4 -> 7 sits at s = (i + 0.5) *
+    4/7 - 0.5 (not clamped at 0) and takes weight K(s - j) from pixel j = floor(s) - 1 ..
+    floor(s) + 2, a pixel past the edge lending its weight to the edge pixel."""
+    matrix = nn.Upsample(size=(7, 7), mode="bicubic")._axis_matrix(0, 4)
+    expected = np.zeros((7, 4))
+    for i in range(7):
+        s = (i + 0.5) * 4 / 7 - 0.5
+        for j in range(int(np.floor(s)) - 1, int(np.floor(s)) + 3):
+            expected[i, min(max(j, 0), 3)] += _keys(s - j)
+    np.testing.assert_allclose(matrix, expected, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-15)  # weights sum to one
+    assert (matrix < 0).any()  # the cubic's negative lobes: it can overshoot, as torch's
+
+
+def test_bicubic_upsample_passes_the_gradient_check():
+    x = np.random.default_rng(1).standard_normal((1, 2, 3, 4))
+    assert tn.gradcheck(nn.Upsample(scale_factor=1.5, mode="bicubic").double(), [x])
+    assert tn.gradcheck(nn.Upsample(size=(5, 2), mode="bicubic", align_corners=True).double(),
+                        [x])
+
+
+def test_bicubic_upsample_exports_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    x = np.random.default_rng(2).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1),
+                          nn.Upsample(scale_factor=2, mode="bicubic", align_corners=True))
+    tn.onnx.export(model, x, tmp_path / "up.onnx")
+    session = ort.InferenceSession(str(tmp_path / "up.onnx"), providers=["CPUExecutionProvider"])
+    model.eval()
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], model(x), rtol=1e-5,
+                               atol=1e-6)
+    assert "mode='bicubic', align_corners=True" in repr(model[1])
