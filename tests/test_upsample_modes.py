@@ -1,7 +1,8 @@
-"""Upsample(mode='bicubic'), as torch.nn.Upsample: forward and backward against torch on
-identical inputs (sizes and factors up and down, an axis that keeps its size under a
-factor, 1-pixel inputs, align_corners both ways, float64 and float32, every backend), the
-matrix's rows against Keys' kernel by hand, a float64 gradient check, and the ONNX file."""
+"""Upsample(mode='bilinear' / 'bicubic'), as torch.nn.Upsample: forward and backward
+against torch on identical inputs (sizes and factors up and down, an axis that keeps its
+size under a factor, 1-pixel inputs, align_corners both ways, float64 and float32, every
+backend), bicubic's rows against Keys' kernel by hand, a float64 gradient check, and the
+ONNX file."""
 import numpy as np
 import pytest
 
@@ -10,24 +11,26 @@ from tensornet import nn
 
 CASES = [((3, 5), dict(size=(6, 9))), ((7, 7), dict(size=(2, 3))), ((4, 1), dict(scale_factor=2)),
          ((5, 8), dict(scale_factor=1.7)), ((3, 5), dict(scale_factor=(0.6, 2.5))),
-         ((3, 5), dict(scale_factor=1.2)),  # H: 3 -> 3, resampled at 1/1.2 as torch does
+         ((3, 5), dict(scale_factor=1.2)),  # H: 3 -> 3 under a factor of 1.2, as torch
          ((1, 4), dict(size=(1, 1))), ((5, 8), dict(scale_factor=0.5)),
          ((6, 6), dict(size=(6, 6))), ((2, 2), dict(size=(7, 5))), ((1, 1), dict(size=(3, 4)))]
+MODES = ["bilinear", "bicubic"]
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("hw, size", CASES)
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 2e-5)])
 @pytest.mark.parametrize("device", ["cpu", "strict"])
-def test_bicubic_upsample_matches_torch(hw, size, align_corners, dtype, tol, device):
+def test_upsample_matches_torch(mode, hw, size, align_corners, dtype, tol, device):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, *hw)).astype(dtype)
-    layer = nn.Upsample(mode="bicubic", align_corners=align_corners, **size).to(device)
+    layer = nn.Upsample(mode=mode, align_corners=align_corners, **size).to(device)
     backend = tn.get_backend(device)
     y = layer(backend.asarray(x))
     xt = torch.tensor(x, requires_grad=True)
-    yt = torch.nn.Upsample(mode="bicubic", align_corners=align_corners, **size)(xt)
+    yt = torch.nn.Upsample(mode=mode, align_corners=align_corners, **size)(xt)
     grad = rng.standard_normal(tuple(yt.shape)).astype(dtype)
     yt.backward(torch.tensor(grad))
     dx = layer.backward(backend.asarray(grad))
@@ -62,22 +65,23 @@ def test_bicubic_rows_are_keys_kernel_with_clamped_edges():
     assert (matrix < 0).any()  # the cubic's negative lobes: it can overshoot, as torch's
 
 
-def test_bicubic_upsample_passes_the_gradient_check():
+@pytest.mark.parametrize("mode", MODES)
+def test_upsample_passes_the_gradient_check(mode):
     x = np.random.default_rng(1).standard_normal((1, 2, 3, 4))
-    assert tn.gradcheck(nn.Upsample(scale_factor=1.5, mode="bicubic").double(), [x])
-    assert tn.gradcheck(nn.Upsample(size=(5, 2), mode="bicubic", align_corners=True).double(),
-                        [x])
+    assert tn.gradcheck(nn.Upsample(scale_factor=1.5, mode=mode).double(), [x])
+    assert tn.gradcheck(nn.Upsample(size=(5, 2), mode=mode, align_corners=True).double(), [x])
 
 
-def test_bicubic_upsample_exports_to_onnx(tmp_path):
+@pytest.mark.parametrize("mode, corners", [("bilinear", False), ("bicubic", True)])
+def test_upsample_exports_to_onnx(tmp_path, mode, corners):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     x = np.random.default_rng(2).standard_normal((2, 3, 4, 5)).astype(np.float32)
     model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1),
-                          nn.Upsample(scale_factor=2, mode="bicubic", align_corners=True))
+                          nn.Upsample(scale_factor=2, mode=mode, align_corners=corners))
     tn.onnx.export(model, x, tmp_path / "up.onnx")
     session = ort.InferenceSession(str(tmp_path / "up.onnx"), providers=["CPUExecutionProvider"])
     model.eval()
     np.testing.assert_allclose(session.run(None, {"input": x})[0], model(x), rtol=1e-5,
                                atol=1e-6)
-    assert "mode='bicubic', align_corners=True" in repr(model[1])
+    assert f"mode={mode!r}" + (", align_corners=True" if corners else "") in repr(model[1])
