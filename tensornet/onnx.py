@@ -144,13 +144,29 @@ def _layer_norm(g, m, x, shapes):
 
 
 def _separable(g, m, x, shapes):
-    """AdaptiveAvgPool2d and Upsample: the layer's own A_h @ x @ A_w.T as two MatMuls."""
-    _, _, h, w = shapes.of(m)[0]
-    a_h, a_w = m._axis_matrix(0, h), m._axis_matrix(1, w)
-    if a_h is not None:
-        x = g.node("MatMul", [g.constant(a_h, "rows"), x])
-    if a_w is not None:
-        x = g.node("MatMul", [x, g.constant(a_w.T, "columns")])
+    """AdaptiveAvgPool2d and Upsample: the layer's own per-axis matrices as MatMuls, the
+    last axis ``x @ A.T``, the one before ``A @ x`` (an image: ``A_h @ x @ A_w.T``), a
+    volume's depth axis swapped with the height axis around its ``A @ x``."""
+    spatial = tuple(shapes.of(m)[0][2:])
+    rank = 2 + len(spatial)
+    if len(spatial) == 2:
+        matrices = [m._axis_matrix(0, spatial[0]), m._axis_matrix(1, spatial[1])]
+    else:  # Upsample of (N, C, L) or (N, C, D, H, W)
+        matrices = [m._axis_matrix(a, n, len(spatial)) for a, n in enumerate(spatial)]
+    for position, matrix in enumerate(matrices, start=2):
+        if matrix is None:
+            continue
+        if position == rank - 1:
+            x = g.node("MatMul", [x, g.constant(matrix.T, "columns")])
+            continue
+        swap = None
+        if position < rank - 2:
+            swap = list(range(rank))
+            swap[position], swap[rank - 2] = rank - 2, position
+            x = g.node("Transpose", [x], perm=swap)
+        x = g.node("MatMul", [g.constant(matrix, "rows"), x])
+        if swap is not None:
+            x = g.node("Transpose", [x], perm=swap)
     return x
 
 

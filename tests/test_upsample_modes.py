@@ -23,18 +23,23 @@ MODES = ["bilinear", "bicubic"]
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 2e-5)])
 @pytest.mark.parametrize("device", ["cpu", "strict"])
 def test_upsample_matches_torch(mode, hw, size, align_corners, dtype, tol, device):
+    _against_torch(mode, (2, 3, *hw), size, align_corners, dtype, tol, device)
+
+
+def _against_torch(mode, shape, size, corners, dtype, tol, device, seed=0):
+    """Forward and backward of tn's and torch's Upsample on the same host inputs."""
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 3, *hw)).astype(dtype)
-    layer = nn.Upsample(mode=mode, align_corners=align_corners, **size).to(device)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    layer = nn.Upsample(mode=mode, align_corners=corners, **size).to(device)
     backend = tn.get_backend(device)
     y = layer(backend.asarray(x))
     xt = torch.tensor(x, requires_grad=True)
-    yt = torch.nn.Upsample(mode=mode, align_corners=align_corners, **size)(xt)
+    yt = torch.nn.Upsample(mode=mode, align_corners=corners, **size)(xt)
     grad = rng.standard_normal(tuple(yt.shape)).astype(dtype)
     yt.backward(torch.tensor(grad))
     dx = layer.backward(backend.asarray(grad))
-    assert tuple(y.shape) == tuple(yt.shape)
+    assert tuple(y.shape) == tuple(yt.shape) and tuple(dx.shape) == x.shape
     assert tn.asnumpy(y).dtype == np.dtype(dtype) and tn.asnumpy(dx).dtype == np.dtype(dtype)
     np.testing.assert_allclose(tn.asnumpy(y), yt.detach().numpy(), rtol=tol, atol=tol)
     np.testing.assert_allclose(tn.asnumpy(dx), xt.grad.numpy(), rtol=tol, atol=tol)
@@ -85,3 +90,70 @@ def test_upsample_exports_to_onnx(tmp_path, mode, corners):
     np.testing.assert_allclose(session.run(None, {"input": x})[0], model(x), rtol=1e-5,
                                atol=1e-6)
     assert f"mode={mode!r}" + (", align_corners=True" if corners else "") in repr(model[1])
+
+
+# ---------------------------------------------------------------------- 1-D and 3-D
+VOLUME_CASES = [
+    ("linear", (7,), dict(size=12)), ("linear", (5,), dict(scale_factor=0.6)),
+    ("linear", (4,), dict(scale_factor=1.2)), ("linear", (1,), dict(size=3)),
+    ("nearest", (5,), dict(scale_factor=2)), ("nearest", (7,), dict(size=3)),
+    ("trilinear", (3, 4, 5), dict(size=(5, 3, 8))), ("trilinear", (2, 3, 3),
+                                                      dict(scale_factor=(1.5, 2, 0.7))),
+    ("trilinear", (3, 3, 2), dict(scale_factor=2)), ("trilinear", (1, 2, 2), dict(size=2)),
+    ("nearest", (2, 3, 4), dict(scale_factor=(2, 1.5, 0.5))), ("nearest", (3, 2, 2),
+                                                              dict(size=(4, 4, 3)))]
+
+
+@pytest.mark.parametrize("mode, spatial, size, corners", [
+    (*case, corners) for case in VOLUME_CASES
+    for corners in ([None] if case[0] == "nearest" else [False, True])])
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 2e-5)])
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+def test_linear_trilinear_and_nearest_on_3d_and_5d_inputs_match_torch(mode, spatial, size,
+                                                                       corners, dtype, tol,
+                                                                       device):
+    _against_torch(mode, (2, 3, *spatial), size, corners, dtype, tol, device, seed=3)
+
+
+@pytest.mark.parametrize("mode, shape", [("linear", (1, 2, 5)), ("trilinear", (1, 2, 2, 3, 3)),
+                                         ("nearest", (1, 2, 2, 3, 3))])
+def test_volume_modes_pass_the_gradient_check(mode, shape):
+    x = np.random.default_rng(4).standard_normal(shape)
+    assert tn.gradcheck(nn.Upsample(scale_factor=1.5, mode=mode).double(), [x])
+
+
+@pytest.mark.parametrize("mode, shape, expected", [
+    ("linear", (2, 3, 4, 4), r"\(N, C, L\)"), ("bilinear", (2, 3, 4), r"\(N, C, H, W\)"),
+    ("bicubic", (2, 3, 2, 4, 4), r"\(N, C, H, W\)"), ("trilinear", (2, 3, 4, 4),
+                                                      r"\(N, C, D, H, W\)"),
+    ("nearest", (2, 3), r"\(N, C, L\) or \(N, C, H, W\) or \(N, C, D, H, W\)")])
+def test_a_mode_given_the_wrong_number_of_axes_says_which_it_takes(mode, shape, expected):
+    layer = nn.Upsample(scale_factor=2, mode=mode)
+    with pytest.raises(ValueError, match=f"Upsample.*{expected}"):
+        layer(np.zeros(shape, dtype=np.float32))
+
+
+def test_a_size_per_axis_must_match_the_input_axes():
+    with pytest.raises(ValueError, match=r"size \(4, 4\) has 2 values for an input with 3 "
+                                         r"spatial axes \(N, C, D, H, W\)"):
+        nn.Upsample(size=(4, 4), mode="trilinear")(np.zeros((1, 1, 2, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="scale_factor must be a positive number or one per "
+                                         "spatial axis"):
+        nn.Upsample(scale_factor=(1, 2, 3, 4))
+    assert repr(nn.Upsample(size=5)) == "Upsample(size=5, mode='nearest')"
+
+
+@pytest.mark.parametrize("mode, shape, size", [("linear", (2, 3, 5), dict(scale_factor=2.5)),
+                                               ("trilinear", (2, 3, 2, 3, 4),
+                                                dict(size=(3, 5, 2))),
+                                               ("nearest", (1, 2, 3, 2, 2),
+                                                dict(scale_factor=(2, 1, 1.5)))])
+def test_volume_upsample_exports_to_onnx(tmp_path, mode, shape, size):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    model = nn.Sequential(nn.Upsample(mode=mode, **size))
+    tn.onnx.export(model, x, tmp_path / "up.onnx")
+    session = ort.InferenceSession(str(tmp_path / "up.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], model(x), rtol=1e-5,
+                               atol=1e-6)

@@ -1,66 +1,141 @@
-"""Upsample: nearest-neighbour, bilinear and bicubic resizing of (N, C, H, W) images."""
+"""Upsample: nearest-neighbour, (bi/tri)linear and bicubic resizing of (N, C, L),
+(N, C, H, W) and (N, C, D, H, W) arrays."""
 from __future__ import annotations
 
 import numbers
 
+import math
+
 import numpy as np
 
+from tensornet.backends import dtype_name
+
+from . import functional as F
 from .pooling import _SeparableResample2d
+
+# the number of spatial axes each mode takes (as PyTorch: linear 3-D inputs, bilinear and
+# bicubic 4-D, trilinear 5-D, nearest any)
+_MODE_AXES = {"nearest": (1, 2, 3), "linear": (1,), "bilinear": (2,), "bicubic": (2,),
+              "trilinear": (3,)}
+_LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
 
 class Upsample(_SeparableResample2d):
-    """Resize, as ``torch.nn.Upsample(size, scale_factor, mode, align_corners)`` with
-    ``mode='nearest'`` (default), ``'bilinear'`` or ``'bicubic'``.
+    """Resize, as ``torch.nn.Upsample(size, scale_factor, mode, align_corners)``: x
+    ``(N, C, L)``, ``(N, C, H, W)`` or ``(N, C, D, H, W)`` with ``mode='nearest'`` (default,
+    any of them), ``'linear'`` (3-D), ``'bilinear'`` or ``'bicubic'`` (4-D), ``'trilinear'``
+    (5-D).
 
-    Give either ``size`` (an int or an (OH, OW) pair) or ``scale_factor`` (a positive
-    number or a pair; the output is ``floor(H * scale)`` rows). Nearest: output pixel i
+    Give either ``size`` (an int, or one per spatial axis) or ``scale_factor`` (a positive
+    number, or one per axis; the output is ``floor(H * scale)`` rows). Nearest: output pixel i
     reads input ``min(floor(i * r), H - 1)`` with ``r = 1/scale_factor`` (or ``H/OH`` when
     ``size`` is given), computed in float32 as PyTorch does, so fractional factors pick the
     same pixels (and, as PyTorch, an output exactly twice the input reads ``i // 2``
-    whatever the factor). Bilinear: output pixel i sits at input coordinate
-    ``(i + 0.5) * r - 0.5`` (clamped at 0) or, with ``align_corners=True``,
-    ``i * (H - 1) / (OH - 1)``, and mixes the two pixels around it by distance, as
-    PyTorch. Bicubic: the same coordinate without the clamp at 0, and the four pixels
-    around it (indices clamped to the image) mixed by Keys' cubic convolution with
+    whatever the factor). Linear, bilinear, trilinear: output pixel i sits at input
+    coordinate ``(i + 0.5) * r - 0.5`` (clamped at 0) or, with ``align_corners=True``,
+    ``i * (H - 1) / (OH - 1)``, and mixes the two pixels around it by distance along each
+    axis, as PyTorch. Bicubic: the same coordinate without the clamp at 0, and the four
+    pixels around it (indices clamped to the image) mixed by Keys' cubic convolution with
     ``a = -0.75``, as PyTorch (no antialiasing: downsizing samples, as PyTorch's default).
-    Every mode is separable, ``A_h @ x @ A_w.T`` (one-hot, two-tap or four-tap rows in A);
-    backward sends each output gradient back with the same weights (``A_h.T @ dy @ A_w``).
+    Every mode is separable: one small (out, in) matrix per spatial axis (one-hot, two-tap
+    or four-tap rows), applied along its axis (``A_h @ x @ A_w.T`` for an image); backward
+    sends each output gradient back with the same weights (``A_h.T @ dy @ A_w``).
     """
 
     def __init__(self, size=None, scale_factor=None, mode: str = "nearest",
                  align_corners: bool | None = None):
         super().__init__()
-        if mode not in ("nearest", "bilinear", "bicubic"):
-            raise ValueError(f"Upsample: mode must be 'nearest', 'bilinear' or 'bicubic' (for "
-                             f"(N, C, H, W) images; 'linear' and 'trilinear' are not "
+        if mode not in _MODE_AXES:
+            raise ValueError(f"Upsample: mode must be 'nearest', 'linear', 'bilinear', "
+                             f"'bicubic' or 'trilinear' ('area' and 'nearest-exact' are not "
                              f"implemented), got {mode!r}")
         if align_corners is not None and mode == "nearest":
-            raise ValueError("Upsample: align_corners only applies to mode='bilinear' and "
-                             "'bicubic' (as PyTorch)")
+            raise ValueError("Upsample: align_corners only applies to the modes 'linear', "
+                             "'bilinear', 'bicubic' and 'trilinear' (as PyTorch)")
         if align_corners is not None and not isinstance(align_corners, bool):
             raise ValueError(f"Upsample: align_corners must be True, False or None, got "
                              f"{align_corners!r}")
         if (size is None) == (scale_factor is None):
             raise ValueError("Upsample: give exactly one of size and scale_factor")
         self.mode, self.align_corners = mode, bool(align_corners)
-        self.size = None if size is None else _two("size", size, integer=True)
-        self.scale_factor = None if scale_factor is None else _two("scale_factor", scale_factor,
-                                                                   integer=False)
+        self.size = None if size is None else _positive("size", size, integer=True)
+        self.scale_factor = None if scale_factor is None else _positive(
+            "scale_factor", scale_factor, integer=False)
 
-    def _axis_matrix(self, axis, in_size):
+    # ------------------------------------------------------------------ forward, backward
+    def forward(self, x):
+        axes = self._spatial_axes(x)
+        key = (tuple(x.shape[2:]), dtype_name(x.dtype), self.backend.device)
+        if key not in self._matrices:
+            self._matrices[key] = tuple(
+                None if m is None else self.backend.asarray(m.astype(dtype_name(x.dtype)))
+                for m in (self._axis_matrix(a, x.shape[2 + a], axes) for a in range(axes)))
+        matrices = self._cache = self._matrices[key]
+        for axis, matrix in enumerate(matrices):
+            x = self._along(x, matrix, 2 + axis)
+        return x
+
+    def backward(self, grad_output):
+        matrices = self._require_cache(self._cache)
+        xp = self.backend.xp
+        for axis in reversed(range(len(matrices))):
+            matrix = matrices[axis]
+            if matrix is not None:
+                grad_output = self._along(grad_output, xp.matrix_transpose(matrix), 2 + axis)
+        return grad_output
+
+    def _along(self, x, matrix, axis: int):
+        """``matrix`` (out, in) applied along ``axis`` of ``x``: the last axis times its
+        transpose, any other as ``matrix @ x`` with the axes after it merged (a view)."""
+        if matrix is None:
+            return x
+        xp = self.backend.xp
+        if axis == x.ndim - 1:
+            return F.matmul(x, xp.matrix_transpose(matrix))
+        shape = tuple(x.shape)
+        after = shape[axis + 1:]
+        y = F.matmul(matrix, xp.reshape(x, shape[:axis + 1] + (math.prod(after),)))
+        return xp.reshape(y, shape[:axis] + (matrix.shape[0],) + after)
+
+    def _spatial_axes(self, x) -> int:
+        """The input check: a floating array with the mode's number of spatial axes."""
+        allowed = _MODE_AXES[self.mode]
+        if not self.backend.owns(x):
+            self._follow_device(x)
+        ndim = getattr(x, "ndim", None)
+        if ndim is None or ndim - 2 not in allowed:
+            expected = " or ".join(_LAYOUTS[a] for a in allowed)
+            self._check_input(x, ndim=2 + allowed[0], expected=expected, dtype="floating")
+        self._check_input(x, dtype="floating")
+        return ndim - 2
+
+    # ------------------------------------------------------------------ the matrices
+    def _per_axis(self, value, axes: int, name: str) -> tuple:
+        if not isinstance(value, tuple):
+            return (value,) * axes
+        if len(value) != axes:
+            raise ValueError(f"{self._describe()}: {name} {value} has {len(value)} values for "
+                             f"an input with {axes} spatial axes {_LAYOUTS[axes]}")
+        return value
+
+    def _axis_matrix(self, axis, in_size, axes: int = 2):
+        """Host (out, in) float64 matrix for spatial ``axis`` of ``axes``, or None for the
+        identity (ONNX export reads it too)."""
         if self.size is not None:
-            out = self.size[axis]
+            out = self._per_axis(self.size, axes, "size")[axis]
+            factor = None
         else:
-            out = int(np.floor(in_size * self.scale_factor[axis]))
+            factor = self._per_axis(self.scale_factor, axes, "scale_factor")[axis]
+            out = int(np.floor(in_size * factor))
         if out < 1:
-            raise ValueError(f"{self._describe()}: an input of size {in_size} along "
-                             f"{'HW'[axis]} gives an empty output")
-        if self.mode == "bilinear":
-            return self._bilinear(axis, in_size, out)
+            raise ValueError(f"{self._describe()}: an input of size {in_size} along spatial "
+                             f"axis {axis} of {_LAYOUTS[axes]} gives an empty output")
         if self.mode == "bicubic":
-            return self._bicubic(axis, in_size, out)
-        ratio = np.float32(in_size) / np.float32(out) if self.size is not None else \
-            np.float32(1.0 / self.scale_factor[axis])
+            return self._bicubic(factor, in_size, out)
+        if self.mode != "nearest":
+            return self._linear(factor, in_size, out)
+        ratio = np.float32(in_size) / np.float32(out) if factor is None else \
+            np.float32(1.0 / factor)
         if out == in_size:
             return None
         if out == 2 * in_size:  # PyTorch's shortcut, whatever the factor: i // 2
@@ -70,12 +145,12 @@ class Upsample(_SeparableResample2d):
                                 .astype(np.int64), in_size - 1)
         return (source[:, None] == np.arange(in_size)[None, :]).astype(np.float64)
 
-    def _bilinear(self, axis, in_size, out):
+    def _linear(self, factor, in_size, out):
         """(out, in) two-tap matrix: PyTorch's source coordinate of each output pixel (its
         area_pixel_compute_source_index), split between the pixels on either side."""
         if out == in_size:  # PyTorch keeps such an axis as it is, whatever scale_factor says
             return None
-        source = self._source(axis, in_size, out, clamp=True)
+        source = self._source(factor, in_size, out, clamp=True)
         low = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
         high = np.minimum(low + 1, in_size - 1)
         weight_high = source - low
@@ -85,25 +160,26 @@ class Upsample(_SeparableResample2d):
         np.add.at(matrix, (rows, high), weight_high)
         return matrix
 
-    def _source(self, axis, in_size, out, clamp: bool):
+    def _source(self, factor, in_size, out, clamp: bool):
         """PyTorch's input coordinate of each output pixel (area_pixel_compute_source_index):
-        ``i * (H-1)/(OH-1)`` with align_corners, else ``(i + 0.5) * r - 0.5``, clamped at 0
-        for bilinear but not for bicubic."""
+        ``i * (H-1)/(OH-1)`` with align_corners, else ``(i + 0.5) * r - 0.5`` with ``r`` the
+        inverse of the axis's scale factor (``H/OH`` when ``size`` was given), clamped at 0
+        for the linear modes but not for bicubic."""
         i = np.arange(out, dtype=np.float64)
         if self.align_corners:
             return i * ((in_size - 1) / (out - 1)) if out > 1 else np.zeros(out)
-        ratio = in_size / out if self.size is not None else 1.0 / self.scale_factor[axis]
+        ratio = in_size / out if factor is None else 1.0 / factor
         source = (i + 0.5) * ratio - 0.5
         return np.maximum(source, 0.0) if clamp else source
 
-    def _bicubic(self, axis, in_size, out):
+    def _bicubic(self, factor, in_size, out):
         """(out, in) four-tap matrix: Keys' cubic convolution (a = -0.75) over the pixels
         ``floor(s) - 1 .. floor(s) + 2`` around each source coordinate s, each index clamped
         to the image (PyTorch's upsample_bicubic2d: guard_index_and_lambda, then
         get_cubic_upsample_coefficients and upsample_get_value_bounded)."""
-        if out == in_size and not self.align_corners and self.size is not None:
+        if out == in_size and not self.align_corners and factor is None:
             return None  # the coordinates are the pixels themselves: the identity
-        source = self._source(axis, in_size, out, clamp=False)
+        source = self._source(factor, in_size, out, clamp=False)
         base = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
         t = np.clip(source - base, 0.0, 1.0)
         a = -0.75
@@ -127,12 +203,16 @@ class Upsample(_SeparableResample2d):
         return f"{what}, mode={self.mode!r}{corners}"
 
 
-def _two(name: str, value, integer: bool) -> tuple:
-    """A number or a pair -> a pair of positive numbers (ints when ``integer``)."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+def _positive(name: str, value, integer: bool):
+    """A positive number (int when ``integer``), or a tuple of one to three of them (one per
+    spatial axis; a list is taken as a tuple)."""
     kind = numbers.Integral if integer else numbers.Real
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, kind) or v <= 0
-                             for v in pair):
+    many = isinstance(value, (tuple, list))
+    values = tuple(value) if many else (value,)
+    if not 1 <= len(values) <= 3 or any(isinstance(v, bool) or not isinstance(v, kind)
+                                        or v <= 0 for v in values):
         what = "a positive int" if integer else "a positive number"
-        raise ValueError(f"Upsample: {name} must be {what} or a pair of them, got {value!r}")
-    return tuple(int(v) if integer else float(v) for v in pair)
+        raise ValueError(f"Upsample: {name} must be {what} or one per spatial axis (up to "
+                         f"three), got {value!r}")
+    values = tuple(int(v) if integer else float(v) for v in values)
+    return values if many else values[0]
