@@ -22,7 +22,7 @@ import numpy as np
 from benchmarks.common import thread_env
 from benchmarks.distributed import _mpiexec
 
-SIZES = (16384, 65536, 262144, 1048576, 4194304)  # float32 elements: 64 KiB .. 16 MiB
+SIZES = (16384, 32768, 65536, 262144, 1048576, 4194304)  # float32: 64 KiB .. 16 MiB
 
 
 def worker(calls: int) -> None:

@@ -12,7 +12,8 @@ must end), ``optimizers`` (another learning rate, optimizer or starting weights 
 ``mismatch`` (different models on the ranks), ``params`` (parameters frozen or added
 after wrapping), ``syncbn`` (SyncBatchNorm with a different batch size on each rank),
 ``shared`` (the host all-reduce, through the shared-memory window or MPI),
-``shared-leave`` (a rank dies or leaves while the other waits in that window).
+``shared-leave`` (a rank dies or leaves while the other waits in that window), ``sizes``
+(the ranks reduce arrays of different sizes).
 """
 from __future__ import annotations
 
@@ -408,6 +409,12 @@ def case_shared_leave(comm, out, how):
     comm.allreduce_host_(array)
 
 
+def case_sizes(comm, out):
+    """Rank 1 reduces 200,000 float64 values where rank 0 reduces 300,000 (a program
+    error; both through the shared window unless TENSORNET_ALLREDUCE=mpi)."""
+    comm.allreduce_host_(np.ones(200_000 if comm.rank == 1 else 300_000))
+
+
 def _failing(how):
     return lambda comm, out: case_fail(comm, out, how)
 
@@ -418,7 +425,8 @@ PROGRAMS = {"equivalence": case_equivalence, "stops": case_stops, "threads": cas
          "hang": _failing("hang"), "hang-later": _failing("hang"), "desync": case_desync,
          "slow": case_slow, "optimizers": case_optimizers, "resume": case_resume,
          "mismatch": case_mismatch, "params": case_params, "syncbn": case_syncbn,
-         "shared": case_shared, "shared-leave": case_shared_leave}
+         "shared": case_shared, "shared-leave": case_shared_leave,
+         "sizes": case_sizes}
 
 
 def main(argv) -> None:

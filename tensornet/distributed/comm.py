@@ -107,12 +107,15 @@ class Communicator:
         arrays of ranks that all run on this host go through a shared-memory window
         (``shared.py``), everything else through ``MPI_Allreduce``."""
         if self.size > 1:
+            # the size in the name: ranks reducing different sizes (a program error, which
+            # MPI may never report) are in different collectives for the watchdog
+            what = f"an all-reduce of {array.nbytes:,} bytes"
             window = self._shared
             if window is not None and window.handles(array):
-                self._collective("an all-reduce", window.allreduce_, array)
+                self._collective(what, window.allreduce_, array)
             else:
-                self._collective("an all-reduce", self._comm.Allreduce, self._mpi.IN_PLACE,
-                                 array, op=self._mpi.SUM)
+                self._collective(what, self._comm.Allreduce, self._mpi.IN_PLACE, array,
+                                 op=self._mpi.SUM)
         return array
 
     def sum(self, values) -> np.ndarray:

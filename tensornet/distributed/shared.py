@@ -5,26 +5,24 @@ MPICH's all-reduce copies each message through its own shared-memory cells; here
 rank writes its array once into a window all ranks map, and each rank sums one segment of
 all of them (a reduce-scatter), so the array crosses memory fewer times. Arrays go through
 in chunks of ``CHUNK_BYTES``, so the window ((ranks + 1) chunks: 1.5 MiB for two ranks)
-stays in the cores' caches whatever the array's size. Measured on the 2-core VM, float32,
-medians of 400 calls after a barrier (two runs; ``MPI_Allreduce`` against this):
-
-    bytes      2 ranks                         3 ranks (on 2 cores)
-    64 KiB     19-20 us against 15-17 us       52 against 49 us
-    1 MiB      152-162 against 81-87 us        623 against 213 us
-    4 MiB      478-577 against 325-345 us      3,977 against 1,375 us
-    16 MiB     2,102-2,566 against 1,882-2,248 us   11,612 against 5,920 us
-
-Chunks of 256 KiB or 1-4 MiB were slower at some of these sizes; one chunk per array was
-twice as slow as MPI at 16 MiB. In training, ``python -m benchmarks.distributed
---mpi-allreduce`` (the MLP's 240K gradients, five paired launches): two ranks of batch 64
-trained 5-15% more samples/s than with ``MPI_Allreduce`` in every pair; two of batch 128,
-where the all-reduce is a smaller part of the step, -13% to +7% (median +1.5%), within
-the VM's noise.
+stays in the cores' caches whatever the array's size. Measured on the 2-core VM with
+``python -m benchmarks.allreduce`` (float32, medians of 400 calls after a barrier, four
+runs; the ratio is ``MPI_Allreduce``'s time over this one's): two ranks, 0.94-1.07 at
+64 KiB, 1.3-1.8 from 256 KiB to 4 MiB (the benchmark MLP's 960 KiB of gradients: 85-136
+against 150-227 us), 1.0-1.3 at 16 MiB; three ranks on the two cores, 1.15 at 64 KiB and
+1.8-2.6 from 128 KiB to 16 MiB. Chunks of 256 KiB or 1-4 MiB were slower at some of
+these sizes; one pass per array was twice as slow as MPI at 16 MiB. In training,
+``python -m benchmarks.distributed --mpi-allreduce`` (the MLP, five paired launches): two
+ranks of batch 64 trained 5-15% more samples/s than with ``MPI_Allreduce`` in every pair;
+two of batch 128, where the all-reduce is a smaller part of the step, -13% to +7% (median
++1.5%), within the VM's noise.
 
 One chunk of ``n`` elements, ``size`` ranks, rank ``r`` owning the segment
 ``[n*r//size, n*(r+1)//size)``:
 
-1. every rank copies its chunk into its slot of the window; barrier;
+1. every rank copies its chunk into its slot of the window (with the first chunk, also its
+   array's size and dtype, which every rank then compares: a mismatch raises on every
+   rank); barrier;
 2. every rank sums its segment over the slots in rank order (the same additions, in the
    same order, as one rank adding the arrays of ranks 0, 1, 2...), into its own array and
    into the window's result area; barrier;
@@ -70,6 +68,7 @@ class SharedReducer:
         self.rank, self.size = mpi_comm.Get_rank(), mpi_comm.Get_size()
         self._window = None
         self._raw = None  # the window's bytes, as a NumPy uint8 array
+        self._headers = None  # (size, 2) int64 in the window: each rank's bytes and dtype
 
     def handles(self, array: np.ndarray) -> bool:
         """True for a contiguous float array of at least ``MIN_BYTES`` (others go to
@@ -78,23 +77,31 @@ class SharedReducer:
                 and (array.flags.c_contiguous or array.flags.f_contiguous))
 
     def allreduce_(self, array: np.ndarray) -> np.ndarray:
-        """Sum ``array`` in place over the ranks (collective); returns it."""
+        """Sum ``array`` in place over the ranks (collective); returns it. Raises
+        ValueError on every rank, before any array changes, when the ranks' arrays differ
+        in size or dtype (MPI_Allreduce reports that as a truncated message)."""
         flat = array.reshape(-1, order="A")  # a view, in memory order
         if self._window is None:
             self._allocate()
         step = CHUNK_BYTES // flat.itemsize
         for start in range(0, flat.shape[0], step):
-            self._reduce_chunk(flat[start:start + step])
+            self._reduce_chunk(flat[start:start + step], flat if start == 0 else None)
         return array
 
-    def _reduce_chunk(self, flat: np.ndarray) -> None:
+    def _reduce_chunk(self, flat: np.ndarray, whole=None) -> None:
+        """One chunk; with ``whole`` (the first chunk) the ranks also compare the whole
+        arrays' sizes and dtypes, each rank's written beside its slot."""
         nbytes = flat.nbytes
         n, size, rank = flat.shape[0], self.size, self.rank
         slots = [self._view(k, nbytes, flat.dtype) for k in range(size)]
         result = self._view(size, nbytes, flat.dtype)
         bounds = [n * k // size for k in range(size + 1)]
         np.copyto(slots[rank], flat)
+        if whole is not None:
+            self._headers[rank] = (whole.nbytes, whole.dtype.num)
         self._barrier()
+        if whole is not None and (self._headers != self._headers[rank]).any():
+            self._raise_mismatch()
         lo, hi = bounds[rank], bounds[rank + 1]
         mine = flat[lo:hi]
         np.add(slots[0][lo:hi], slots[1][lo:hi], out=mine)
@@ -105,6 +112,13 @@ class SharedReducer:
         for k in range(size):
             if k != rank:
                 np.copyto(flat[bounds[k]:bounds[k + 1]], result[bounds[k]:bounds[k + 1]])
+
+    def _raise_mismatch(self) -> None:
+        names = {np.dtype(t).num: np.dtype(t).name for t in "efdg"}
+        parts = [f"rank {k} {int(b):,} bytes of {names.get(int(t), t)}"
+                 for k, (b, t) in enumerate(self._headers)]
+        raise ValueError(f"all-reduce: the ranks' arrays differ ({', '.join(parts)}); every "
+                         f"rank must reduce an array of the same shape and dtype")
 
     def _view(self, index: int, nbytes: int, dtype) -> np.ndarray:
         start = index * CHUNK_BYTES
@@ -119,12 +133,15 @@ class SharedReducer:
         self._window.Sync()
 
     def _allocate(self) -> None:
-        """The window: a slot per rank and a result area, ``CHUNK_BYTES`` each, in one
-        block on rank 0's side that every rank maps (collective)."""
+        """The window: a slot per rank and a result area, ``CHUNK_BYTES`` each, and each
+        rank's array size and dtype, in one block on rank 0's side that every rank maps
+        (collective)."""
         mpi = self._mpi
-        total = CHUNK_BYTES * (self.size + 1)
+        chunks = CHUNK_BYTES * (self.size + 1)
+        total = chunks + 16 * self.size  # then (bytes, dtype number) per rank, int64
         window = mpi.Win.Allocate_shared(total if self.rank == 0 else 0, 1, comm=self._comm)
         memory, _ = window.Shared_query(0)
         window.Lock_all(mpi.MODE_NOCHECK)
         self._window = window
         self._raw = np.frombuffer(memory, dtype=np.uint8, count=total)
+        self._headers = self._raw[chunks:].view(np.int64).reshape(self.size, 2)
