@@ -111,6 +111,8 @@ class Upsample(_SeparableResample2d):
 
     # ------------------------------------------------------------------ the matrices
     def _per_axis(self, value, axes: int, name: str) -> tuple:
+        """``size`` or ``scale_factor`` as one value per spatial axis (a single value
+        repeated; a tuple must have one per axis)."""
         if not isinstance(value, tuple):
             return (value,) * axes
         if len(value) != axes:
