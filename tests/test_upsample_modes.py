@@ -157,3 +157,25 @@ def test_volume_upsample_exports_to_onnx(tmp_path, mode, shape, size):
     session = ort.InferenceSession(str(tmp_path / "up.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"input": x})[0], model(x), rtol=1e-5,
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("mode, shape, size", [
+    ("linear", (2, 3, 5), dict(scale_factor=2.5)), ("bicubic", (2, 3, 4, 5), dict(size=(7, 3))),
+    ("bilinear", (2, 3, 4, 5), dict(scale_factor=1.5)),
+    ("trilinear", (2, 3, 2, 3, 4), dict(size=(3, 5, 2))),
+    ("nearest", (1, 2, 3, 2, 2), dict(scale_factor=(2, 1, 1.5)))])
+def test_upsample_agrees_across_backends(mode, shape, size, any_device):
+    """numpy, strict, torch and CuPy (or its emulation) on the same host input, float32."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(shape).astype(np.float32)
+    results = []
+    for device in ("cpu", any_device):
+        backend = tn.get_backend(device)
+        layer = nn.Upsample(mode=mode, **size)
+        y = layer(backend.asarray(x))
+        dy = np.random.default_rng(7).standard_normal(tuple(y.shape)).astype(np.float32)
+        dx = layer.backward(backend.asarray(dy))
+        results.append((tn.asnumpy(y), tn.asnumpy(dx)))
+    for got, expected in zip(results[1], results[0]):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
