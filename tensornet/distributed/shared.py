@@ -114,6 +114,8 @@ class SharedReducer:
                 np.copyto(flat[bounds[k]:bounds[k + 1]], result[bounds[k]:bounds[k + 1]])
 
     def _raise_mismatch(self) -> None:
+        """Every rank raises here together. The error means the program is wrong: catching
+        it and reducing again at once could meet a slower rank still reading these sizes."""
         names = {np.dtype(t).num: np.dtype(t).name for t in "efdg"}
         parts = [f"rank {k} {int(b):,} bytes of {names.get(int(t), t)}"
                  for k, (b, t) in enumerate(self._headers)]
