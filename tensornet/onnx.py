@@ -149,10 +149,7 @@ def _separable(g, m, x, shapes):
     volume's depth axis swapped with the height axis around its ``A @ x``."""
     spatial = tuple(shapes.of(m)[0][2:])
     rank = 2 + len(spatial)
-    if len(spatial) == 2:
-        matrices = [m._axis_matrix(0, spatial[0]), m._axis_matrix(1, spatial[1])]
-    else:  # Upsample of (N, C, L) or (N, C, D, H, W)
-        matrices = [m._axis_matrix(a, n, len(spatial)) for a, n in enumerate(spatial)]
+    matrices = [m._axis_matrix(a, n, len(spatial)) for a, n in enumerate(spatial)]
     for position, matrix in enumerate(matrices, start=2):
         if matrix is None:
             continue

@@ -6,6 +6,8 @@ so devices can override it; these layers check arguments and inputs and keep the
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tensornet.backends import dtype_name
@@ -222,12 +224,13 @@ class GlobalAvgPool2d(Module):
 
 
 class _SeparableResample2d(Module):
-    """Layers whose output is ``A_h @ x @ A_w.T`` for small per-axis matrices A (an
-    adaptive mean, a nearest-neighbour upsampling): x (N, C, H, W) -> (N, C, OH, OW) with
-    ``A_h`` (OH, H) and ``A_w`` (OW, W); backward is ``A_h.T @ dy @ A_w``. The matrices are
-    built on the host by ``_axis_matrix`` (subclasses) and kept per input size, dtype and
-    device; an axis whose matrix would be the identity is skipped. Forward caches the
-    matrices it used."""
+    """Layers whose output is one small matrix per spatial axis applied along that axis
+    (an adaptive mean, an upsampling): for an image x (N, C, H, W) -> (N, C, OH, OW),
+    ``A_h @ x @ A_w.T`` with ``A_h`` (OH, H) and ``A_w`` (OW, W); backward is
+    ``A_h.T @ dy @ A_w``. The matrices are built on the host by ``_axis_matrix``
+    (subclasses) and kept per input size, dtype and device; an axis whose matrix would be
+    the identity is skipped. Forward caches the matrices it used. Subclasses that take
+    other than (N, C, H, W) say so in ``_spatial_axes``."""
 
     _cache_attrs = ("_cache",)
 
@@ -235,28 +238,49 @@ class _SeparableResample2d(Module):
         super().__init__()
         self._matrices = {}
 
-    def _axis_matrix(self, axis: int, in_size: int):
-        """Host (out, in) float64 matrix for spatial axis 0 (H) or 1 (W), or None for the
-        identity."""
+    def _axis_matrix(self, axis: int, in_size: int, axes: int = 2):
+        """Host (out, in) float64 matrix for spatial axis ``axis`` of ``axes`` (0, 1: H, W
+        of an image), or None for the identity."""
         raise NotImplementedError
 
-    def forward(self, x):
+    def _spatial_axes(self, x) -> int:
+        """The input check; returns the number of spatial axes (an image's 2)."""
         _accept_image(self, x)
+        return 2
+
+    def forward(self, x):
+        axes = self._spatial_axes(x)
         key = (tuple(x.shape[2:]), dtype_name(x.dtype), self.backend.device)
         if key not in self._matrices:
             self._matrices[key] = tuple(
                 None if m is None else self.backend.asarray(m.astype(dtype_name(x.dtype)))
-                for m in (self._axis_matrix(0, x.shape[2]), self._axis_matrix(1, x.shape[3])))
-        a_h, a_w = self._cache = self._matrices[key]
-        matmul, xp = F.matmul, self.backend.xp
-        y = x if a_h is None else matmul(a_h, x)
-        return y if a_w is None else matmul(y, xp.matrix_transpose(a_w))
+                for m in (self._axis_matrix(a, x.shape[2 + a], axes) for a in range(axes)))
+        matrices = self._cache = self._matrices[key]
+        for axis, matrix in enumerate(matrices):
+            x = self._along(x, matrix, 2 + axis)
+        return x
 
     def backward(self, grad_output):
-        a_h, a_w = self._require_cache(self._cache)
-        matmul, xp = F.matmul, self.backend.xp
-        dx = grad_output if a_h is None else matmul(xp.matrix_transpose(a_h), grad_output)
-        return dx if a_w is None else matmul(dx, a_w)
+        matrices = self._require_cache(self._cache)
+        xp = self.backend.xp
+        for axis in reversed(range(len(matrices))):
+            matrix = matrices[axis]
+            if matrix is not None:
+                grad_output = self._along(grad_output, xp.matrix_transpose(matrix), 2 + axis)
+        return grad_output
+
+    def _along(self, x, matrix, axis: int):
+        """``matrix`` (out, in) applied along ``axis`` of ``x``: the last axis times its
+        transpose, any other as ``matrix @ x`` with the axes after it merged (a view)."""
+        if matrix is None:
+            return x
+        xp = self.backend.xp
+        if axis == x.ndim - 1:
+            return F.matmul(x, xp.matrix_transpose(matrix))
+        shape = tuple(x.shape)
+        after = shape[axis + 1:]
+        y = F.matmul(matrix, xp.reshape(x, shape[:axis + 1] + (math.prod(after),)))
+        return xp.reshape(y, shape[:axis] + (matrix.shape[0],) + after)
 
     def _forget_cache(self) -> None:
         super()._forget_cache()
@@ -281,7 +305,7 @@ class AdaptiveAvgPool2d(_SeparableResample2d):
                              f"of positive ints (or None), got {output_size!r}")
         self.output_size = tuple(sizes)
 
-    def _axis_matrix(self, axis, in_size):
+    def _axis_matrix(self, axis, in_size, axes=2):
         out = self.output_size[axis]
         if out is None or out == in_size:
             return None

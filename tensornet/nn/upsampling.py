@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import numbers
 
-import math
-
 import numpy as np
 
-from tensornet.backends import dtype_name
-
-from . import functional as F
 from .pooling import _SeparableResample2d
 
 # the number of spatial axes each mode takes (as PyTorch: linear 3-D inputs, bilinear and
@@ -62,43 +57,9 @@ class Upsample(_SeparableResample2d):
         self.scale_factor = None if scale_factor is None else _positive(
             "scale_factor", scale_factor, integer=False)
 
-    # ------------------------------------------------------------------ forward, backward
-    def forward(self, x):
-        axes = self._spatial_axes(x)
-        key = (tuple(x.shape[2:]), dtype_name(x.dtype), self.backend.device)
-        if key not in self._matrices:
-            self._matrices[key] = tuple(
-                None if m is None else self.backend.asarray(m.astype(dtype_name(x.dtype)))
-                for m in (self._axis_matrix(a, x.shape[2 + a], axes) for a in range(axes)))
-        matrices = self._cache = self._matrices[key]
-        for axis, matrix in enumerate(matrices):
-            x = self._along(x, matrix, 2 + axis)
-        return x
-
-    def backward(self, grad_output):
-        matrices = self._require_cache(self._cache)
-        xp = self.backend.xp
-        for axis in reversed(range(len(matrices))):
-            matrix = matrices[axis]
-            if matrix is not None:
-                grad_output = self._along(grad_output, xp.matrix_transpose(matrix), 2 + axis)
-        return grad_output
-
-    def _along(self, x, matrix, axis: int):
-        """``matrix`` (out, in) applied along ``axis`` of ``x``: the last axis times its
-        transpose, any other as ``matrix @ x`` with the axes after it merged (a view)."""
-        if matrix is None:
-            return x
-        xp = self.backend.xp
-        if axis == x.ndim - 1:
-            return F.matmul(x, xp.matrix_transpose(matrix))
-        shape = tuple(x.shape)
-        after = shape[axis + 1:]
-        y = F.matmul(matrix, xp.reshape(x, shape[:axis + 1] + (math.prod(after),)))
-        return xp.reshape(y, shape[:axis] + (matrix.shape[0],) + after)
-
     def _spatial_axes(self, x) -> int:
-        """The input check: a floating array with the mode's number of spatial axes."""
+        """The input check: a floating array with the mode's number of spatial axes
+        (the base class applies one matrix per axis)."""
         allowed = _MODE_AXES[self.mode]
         if not self.backend.owns(x):
             self._follow_device(x)
