@@ -368,3 +368,6 @@ def test_the_shared_window_takes_large_contiguous_float_arrays_only():
     assert not reducer.handles(np.zeros(floats - 1, np.float32))  # MPI: small messages
     assert not reducer.handles(np.zeros(floats, np.int32))  # MPI's integer sums
     assert not reducer.handles(np.zeros(2 * floats, np.float32)[::2])  # MPI says why
+    frozen = np.zeros(floats, np.float32)
+    frozen.setflags(write=False)
+    assert not reducer.handles(frozen)  # MPI says why, before any rank waits

@@ -71,10 +71,12 @@ class SharedReducer:
         self._headers = None  # (size, 2) int64 in the window: each rank's bytes and dtype
 
     def handles(self, array: np.ndarray) -> bool:
-        """True for a contiguous float array of at least ``MIN_BYTES`` (others go to
-        ``MPI_Allreduce``, which also says what is wrong with a non-contiguous one)."""
+        """True for a writeable, contiguous float array of at least ``MIN_BYTES`` (others
+        go to ``MPI_Allreduce``, which also says what is wrong with a read-only or
+        non-contiguous one, on every rank that passes one, before any rank waits)."""
+        flags = array.flags
         return (array.dtype.char in _FLOATS and array.nbytes >= MIN_BYTES
-                and (array.flags.c_contiguous or array.flags.f_contiguous))
+                and flags.writeable and (flags.c_contiguous or flags.f_contiguous))
 
     def allreduce_(self, array: np.ndarray) -> np.ndarray:
         """Sum ``array`` in place over the ranks (collective); returns it. Raises
