@@ -82,7 +82,8 @@ class SharedReducer:
         """Sum ``array`` in place over the ranks (collective); returns it. Raises
         ValueError on every rank, before any array changes, when the ranks' arrays differ
         in size or dtype (MPI_Allreduce reports that as a truncated message)."""
-        flat = array.reshape(-1, order="A")  # a view, in memory order
+        flat = np.asarray(array).reshape(-1, order="A")  # a 1-D view, in memory order
+        # (np.asarray: a subclass such as np.matrix would stay 2-D)
         if self._window is None:
             self._allocate()
         step = CHUNK_BYTES // flat.itemsize
