@@ -368,10 +368,10 @@ def case_syncbn(comm, out):
 def case_shared(comm, out):
     """The host all-reduce against the rank-order sum of every rank's array: sizes on both
     sides of the shared window's threshold, float32 and float64, C and Fortran order,
-    arrays of many chunks with a partial last one, and small reductions (MPI) in
-    between. Saves per rank which path ran, whether each sum was exact (bitwise; within
-    rounding below the threshold, where MPI's order of additions is its own) and a
-    digest of each result."""
+    arrays of many chunks with a partial last one, an np.matrix, and small reductions
+    (MPI) in between. Saves per rank which path ran, whether each sum was exact
+    (bitwise; within rounding below the threshold, where MPI's order of additions is its
+    own) and a digest of each result."""
     import hashlib
 
     from tensornet.distributed import shared
@@ -392,6 +392,10 @@ def case_shared(comm, out):
         result["exact"].append(bool(np.array_equal(array, expected)) if exact
                                else bool(np.allclose(array, expected, rtol=1e-6)))
         result["digests"].append(hashlib.sha256(array.tobytes(order="A")).hexdigest())
+    # an ndarray subclass that stays 2-D under reshape(-1), larger than one chunk
+    matrix = np.matrix(np.full((300, 1000), comm.rank + 1.0, dtype=np.float32))
+    assert comm.allreduce_host_(matrix) is matrix
+    result["exact"].append(bool((np.asarray(matrix) == comm.size * (comm.size + 1) / 2).all()))
     with open(os.path.join(out, f"shared-rank{comm.rank}.json"), "w") as f:
         json.dump(result, f)
 
