@@ -61,14 +61,9 @@ class Upsample(_SeparableResample2d):
         """The input check: a floating array with the mode's number of spatial axes
         (the base class applies one matrix per axis)."""
         allowed = _MODE_AXES[self.mode]
-        if not self.backend.owns(x):
-            self._follow_device(x)
-        ndim = getattr(x, "ndim", None)
-        if ndim is None or ndim - 2 not in allowed:
-            expected = " or ".join(_LAYOUTS[a] for a in allowed)
-            self._check_input(x, ndim=2 + allowed[0], expected=expected, dtype="floating")
-        self._check_input(x, dtype="floating")
-        return ndim - 2
+        self._accept_floating(x, ndim=tuple(2 + a for a in allowed),
+                              expected=" or ".join(_LAYOUTS[a] for a in allowed))
+        return x.ndim - 2
 
     # ------------------------------------------------------------------ the matrices
     def _per_axis(self, value, axes: int, name: str) -> tuple:
