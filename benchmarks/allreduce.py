@@ -4,10 +4,10 @@
     python -m benchmarks.allreduce [--ranks 2] [--calls 400]
 
 Launches itself under ``mpiexec -n RANKS`` with one BLAS thread per rank. For each size,
-each rank fills its array, all ranks meet at a barrier, and the call is timed; both
-ways run at each size, one after the other. Printed: the median microseconds per call on rank 0, and
-the ratio. Each way's sums are checked against the exact answer (every element equals
-the number of ranks).
+each rank fills its array, all ranks meet at a barrier, and the call is timed; both ways
+run at each size, one after the other. Printed: the median microseconds per call on rank
+0, and the ratio. Each way's sums are checked against the exact answer (every element
+equals the number of ranks).
 """
 from __future__ import annotations
 
