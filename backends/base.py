@@ -190,13 +190,14 @@ class Backend:
 
     # ------------------------------------------------------------------ collectives
     def collective_allreduce(self, comm):
-        """A function ``reduce_(flat)`` that sums a contiguous array of this device in place
-        across the ranks of ``comm`` (a ``tensornet.distributed.Communicator``) and returns
-        it. Generic: through a host copy and ``comm.allreduce_host_``; NumPy reduces its
-        arrays directly, CuPy through NCCL."""
-        def reduce_(flat):
+        """A function ``reduce_(flat, scale=None)`` that sums a contiguous array of this
+        device in place across the ranks of ``comm`` (a
+        ``tensornet.distributed.Communicator``), multiplies the sum by ``scale`` when given,
+        and returns it. Generic: through a host copy and ``comm.allreduce_host_``; NumPy
+        reduces its arrays directly, CuPy through NCCL."""
+        def reduce_(flat, scale=None):
             host = np.array(self.to_numpy(flat), copy=True)
-            comm.allreduce_host_(host)
+            comm.allreduce_host_(host, scale)
             flat[...] = self.asarray(host)
             return flat
         return reduce_

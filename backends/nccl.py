@@ -41,8 +41,9 @@ def _fallback_notice(comm, reason: str) -> None:
 
 
 def nccl_allreduce(backend, comm):
-    """``reduce_(flat)`` summing a CuPy array in place over NCCL, or None (after the
-    one-time notice) when some rank cannot use NCCL. Collective: every rank calls it."""
+    """``reduce_(flat, scale=None)`` summing a CuPy array in place over NCCL (then
+    multiplying it by ``scale`` when given), or None (after the one-time notice) when
+    some rank cannot use NCCL. Collective: every rank calls it."""
     nccl = _nccl_module()
     if not comm.all(nccl is not None):
         _fallback_notice(comm, "NCCL is not available on every rank")
@@ -58,7 +59,7 @@ def nccl_allreduce(backend, comm):
         communicator = nccl.NcclCommunicator(comm.size, uid, comm.rank)
     stream = backend.xp.cuda.get_current_stream
 
-    def reduce_(flat):
+    def reduce_(flat, scale=None):
         kind = types.get(dtype_name(flat.dtype))
         if kind is None or not flat.flags.c_contiguous:
             raise TypeError(f"NCCL all-reduce needs a contiguous array of {', '.join(types)}; "
@@ -66,6 +67,8 @@ def nccl_allreduce(backend, comm):
         with backend._cuda_device:
             communicator.allReduce(flat.data.ptr, flat.data.ptr, flat.size, kind,
                                    nccl.NCCL_SUM, stream().ptr)
+        if scale is not None and scale != 1:
+            flat *= scale  # on the same stream, after the sum
         return flat
 
     return reduce_

@@ -14,9 +14,11 @@ class TwinComm(tn.distributed.Communicator):
         super().__init__()
         self.size, self.reductions, self.other_has_grads = 2, 0, other_has_grads
 
-    def allreduce_(self, array):
+    def allreduce_(self, array, scale=None):
         self.reductions += 1
         array *= 2
+        if scale is not None:
+            array *= scale
         return array
 
     def sum(self, values):

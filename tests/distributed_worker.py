@@ -369,7 +369,8 @@ def case_shared(comm, out):
     """The host all-reduce against the rank-order sum of every rank's array: sizes on both
     sides of the shared window's threshold, float32 and float64, C and Fortran order,
     arrays of many chunks with a partial last one, an np.matrix, and small reductions
-    (MPI) in between. Saves per rank which path ran, whether each sum was exact
+    (MPI) in between; each array also as a mean (``scale=1 / size``, which the window
+    applies per segment: the bits of the sum times the scale). Saves per rank which path ran, whether each sum was exact
     (bitwise; within rounding below the threshold, where MPI's order of additions is its
     own) and a digest of each result."""
     import hashlib
@@ -387,11 +388,14 @@ def case_shared(comm, out):
         expected = everyone[0].copy()
         for other in everyone[1:]:
             expected += other
+        mean = array.copy(order="A")
         assert comm.allreduce_host_(array) is array
+        assert comm.allreduce_host_(mean, scale=1 / comm.size) is mean
         exact = array.nbytes >= shared.MIN_BYTES or comm.size == 2
-        result["exact"].append(bool(np.array_equal(array, expected)) if exact
-                               else bool(np.allclose(array, expected, rtol=1e-6)))
-        result["digests"].append(hashlib.sha256(array.tobytes(order="A")).hexdigest())
+        for got, want in ((array, expected), (mean, expected * (1 / comm.size))):
+            result["exact"].append(bool(np.array_equal(got, want)) if exact
+                                   else bool(np.allclose(got, want, rtol=1e-6)))
+            result["digests"].append(hashlib.sha256(got.tobytes(order="A")).hexdigest())
     # an ndarray subclass that stays 2-D under reshape(-1), larger than one chunk
     matrix = np.matrix(np.full((300, 1000), comm.rank + 1.0, dtype=np.float32))
     assert comm.allreduce_host_(matrix) is matrix

@@ -33,8 +33,7 @@ class Bucket:
         flat = self._flat_view(grads)
         if flat is None:
             flat = self._gather(grads)
-        comm.allreduce_(flat)
-        flat *= 1.0 / comm.size
+        comm.allreduce_(flat, scale=1.0 / comm.size)
         if flat is self.buffer:
             self._scatter(grads)
 

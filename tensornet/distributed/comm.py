@@ -91,31 +91,38 @@ class Communicator:
                 f"local_rank={self.local_rank}, local_size={self.local_size})")
 
     # ------------------------------------------------------------------ arrays
-    def allreduce_(self, array):
-        """Sum ``array`` (contiguous, of any backend) in place over all ranks; returns it.
-        Host arrays go through MPI, CuPy arrays through NCCL where available."""
+    def allreduce_(self, array, scale: float | None = None):
+        """Sum ``array`` (contiguous, of any backend) in place over all ranks, then multiply
+        it by ``scale`` when given (``scale=1 / comm.size``: the mean); returns it. Host
+        arrays go through MPI, CuPy arrays through NCCL where available."""
         if self.size == 1:
+            if scale is not None and scale != 1:
+                array *= scale
             return array
         backend = get_backend(array)
         reduce_ = self._reducers.get(backend)
         if reduce_ is None:
             reduce_ = self._reducers[backend] = backend.collective_allreduce(self)
-        return reduce_(array)
+        return reduce_(array, scale)
 
-    def allreduce_host_(self, array: np.ndarray) -> np.ndarray:
-        """Sum a contiguous NumPy array in place over all ranks; returns it. Large float
-        arrays of ranks that all run on this host go through a shared-memory window
-        (``shared.py``), everything else through ``MPI_Allreduce``."""
+    def allreduce_host_(self, array: np.ndarray, scale: float | None = None) -> np.ndarray:
+        """Sum a contiguous NumPy array in place over all ranks, then multiply it by
+        ``scale`` when given; returns it. Large float arrays of ranks that all run on this
+        host go through a shared-memory window (``shared.py``, which scales each segment
+        as it sums it: the same bits, one pass over the array fewer), everything else
+        through ``MPI_Allreduce``."""
         if self.size > 1:
             # the size in the name: ranks reducing different sizes (a program error, which
             # MPI may never report) are in different collectives for the watchdog
             what = f"an all-reduce of {array.nbytes:,} bytes"
             window = self._shared
             if window is not None and window.handles(array):
-                self._collective(what, window.allreduce_, array)
-            else:
-                self._collective(what, self._comm.Allreduce, self._mpi.IN_PLACE, array,
-                                 op=self._mpi.SUM)
+                self._collective(what, window.allreduce_, array, scale)
+                return array
+            self._collective(what, self._comm.Allreduce, self._mpi.IN_PLACE, array,
+                             op=self._mpi.SUM)
+        if scale is not None and scale != 1:
+            array *= scale
         return array
 
     def sum(self, values) -> np.ndarray:

@@ -24,8 +24,9 @@ One chunk of ``n`` elements, ``size`` ranks, rank ``r`` owning the segment
    array's size and dtype, which every rank then compares: a mismatch raises on every
    rank); barrier;
 2. every rank sums its segment over the slots in rank order (the same additions, in the
-   same order, as one rank adding the arrays of ranks 0, 1, 2...), into its own array and
-   into the window's result area; barrier;
+   same order, as one rank adding the arrays of ranks 0, 1, 2...), multiplies it by the
+   call's ``scale`` if any (DataParallel's 1 / ranks), and writes it into its own array
+   and into the window's result area; barrier;
 3. every rank copies the other segments of the result into its array.
 
 Every rank ends with the same bits. The next chunk's step 1 writes only the slots, which
@@ -78,8 +79,10 @@ class SharedReducer:
         return (array.dtype.char in _FLOATS and array.nbytes >= MIN_BYTES
                 and flags.writeable and (flags.c_contiguous or flags.f_contiguous))
 
-    def allreduce_(self, array: np.ndarray) -> np.ndarray:
-        """Sum ``array`` in place over the ranks (collective); returns it. Raises
+    def allreduce_(self, array: np.ndarray, scale: float | None = None) -> np.ndarray:
+        """Sum ``array`` in place over the ranks (collective), times ``scale`` when given
+        (applied to each segment right after its sum: the bits of ``array *= scale``
+        after the sum, without that pass over the whole array); returns it. Raises
         ValueError on every rank, before any array changes, when the ranks' arrays differ
         in size or dtype (MPI_Allreduce reports that as a truncated message)."""
         flat = np.asarray(array).reshape(-1, order="A")  # a 1-D view, in memory order
@@ -88,10 +91,10 @@ class SharedReducer:
             self._allocate()
         step = CHUNK_BYTES // flat.itemsize
         for start in range(0, flat.shape[0], step):
-            self._reduce_chunk(flat[start:start + step], flat if start == 0 else None)
+            self._reduce_chunk(flat[start:start + step], flat if start == 0 else None, scale)
         return array
 
-    def _reduce_chunk(self, flat: np.ndarray, whole=None) -> None:
+    def _reduce_chunk(self, flat: np.ndarray, whole=None, scale=None) -> None:
         """One chunk; with ``whole`` (the first chunk) the ranks also compare the whole
         arrays' sizes and dtypes, each rank's written beside its slot."""
         nbytes = flat.nbytes
@@ -110,6 +113,8 @@ class SharedReducer:
         np.add(slots[0][lo:hi], slots[1][lo:hi], out=mine)
         for k in range(2, size):
             np.add(mine, slots[k][lo:hi], out=mine)
+        if scale is not None and scale != 1:
+            np.multiply(mine, scale, out=mine)
         np.copyto(result[lo:hi], mine)
         self._barrier()
         for k in range(size):
