@@ -133,6 +133,15 @@ def test_a_mode_given_the_wrong_number_of_axes_says_which_it_takes(mode, shape, 
         layer(np.zeros(shape, dtype=np.float32))
 
 
+@pytest.mark.parametrize("mode, shape", [("nearest", (2, 0, 4, 4)), ("bilinear", (2, 0, 4, 4)),
+                                         ("linear", (1, 0, 5)),
+                                         ("trilinear", (1, 0, 2, 2, 2))])
+def test_an_input_without_channels_is_refused_as_in_pytorch(mode, shape):
+    # PyTorch: "Non-empty 4D data tensor expected but got a tensor with sizes [2, 0, 4, 4]"
+    with pytest.raises(ValueError, match=r"Upsample\(.*has no channels \(C = 0\)"):
+        nn.Upsample(scale_factor=2, mode=mode)(np.zeros(shape, dtype=np.float32))
+
+
 def test_a_size_per_axis_must_match_the_input_axes():
     with pytest.raises(ValueError, match=r"size \(4, 4\) has 2 values for an input with 3 "
                                          r"spatial axes \(N, C, D, H, W\)"):

@@ -63,6 +63,9 @@ class Upsample(_SeparableResample2d):
         allowed = _MODE_AXES[self.mode]
         self._accept_floating(x, ndim=tuple(2 + a for a in allowed),
                               expected=" or ".join(_LAYOUTS[a] for a in allowed))
+        if x.shape[1] == 0:  # as PyTorch: nothing to resize is a mistake upstream
+            raise ValueError(f"{self._describe()}: the input {tuple(x.shape)} has no "
+                             f"channels (C = 0); expected at least one")
         return x.ndim - 2
 
     # ------------------------------------------------------------------ the matrices
