@@ -1,4 +1,4 @@
-"""Upsample(mode='bilinear' / 'bicubic'), as torch.nn.Upsample: forward and backward
+"""Upsample(mode='bilinear' / 'bicubic' / 'nearest-exact' ...), as torch.nn.Upsample: forward and backward
 against torch on identical inputs (sizes and factors up and down, an axis that keeps its
 size under a factor, 1-pixel inputs, align_corners both ways, float64 and float32, every
 backend), bicubic's rows against Keys' kernel by hand, a float64 gradient check, and the
@@ -115,7 +115,31 @@ def test_linear_trilinear_and_nearest_on_3d_and_5d_inputs_match_torch(mode, spat
     _against_torch(mode, (2, 3, *spatial), size, corners, dtype, tol, device, seed=3)
 
 
+@pytest.mark.parametrize("spatial, size", [hw_size for hw_size in CASES] + [
+    ((7,), dict(size=12)), ((5,), dict(scale_factor=0.6)), ((4,), dict(scale_factor=1.2)),
+    ((3,), dict(scale_factor=1.5)), ((10,), dict(size=3)), ((6,), dict(size=4)),
+    ((9,), dict(scale_factor=1 / 3)), ((2, 3, 4), dict(scale_factor=(2, 1.5, 0.5))),
+    ((3, 2, 5), dict(size=(4, 4, 3)))])
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 2e-5)])
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+def test_nearest_exact_matches_torch(spatial, size, dtype, tol, device):
+    """Pixel centres: output i reads floor((i + 0.5) * in / out), also where 'nearest'
+    reads another pixel (factors 1.2 and 1.5, sizes 10 -> 3 and 6 -> 4)."""
+    _against_torch("nearest-exact", (2, 3, *spatial), size, None, dtype, tol, device, seed=8)
+
+
+def test_nearest_exact_reads_the_nearest_centre_where_nearest_shifts():
+    x = np.arange(6, dtype=np.float64).reshape(1, 1, 6)
+    assert nn.Upsample(size=4, mode="nearest-exact")(x).ravel().tolist() == [0, 2, 3, 5]
+    assert nn.Upsample(size=4, mode="nearest")(x).ravel().tolist() == [0, 1, 3, 4]
+    with pytest.raises(ValueError, match="align_corners only applies"):
+        nn.Upsample(size=4, mode="nearest-exact", align_corners=False)
+    with pytest.raises(ValueError, match="mode must be 'nearest', 'nearest-exact'"):
+        nn.Upsample(size=4, mode=["nearest"])
+
+
 @pytest.mark.parametrize("mode, shape", [("linear", (1, 2, 5)), ("trilinear", (1, 2, 2, 3, 3)),
+                                         ("nearest-exact", (1, 2, 3, 4)),
                                          ("nearest", (1, 2, 2, 3, 3))])
 def test_volume_modes_pass_the_gradient_check(mode, shape):
     x = np.random.default_rng(4).standard_normal(shape)
@@ -156,7 +180,9 @@ def test_a_size_per_axis_must_match_the_input_axes():
                                                ("trilinear", (2, 3, 2, 3, 4),
                                                 dict(size=(3, 5, 2))),
                                                ("nearest", (1, 2, 3, 2, 2),
-                                                dict(scale_factor=(2, 1, 1.5)))])
+                                                dict(scale_factor=(2, 1, 1.5))),
+                                               ("nearest-exact", (1, 2, 5, 6),
+                                                dict(scale_factor=(1.5, 0.7)))])
 def test_volume_upsample_exports_to_onnx(tmp_path, mode, shape, size):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
@@ -172,7 +198,8 @@ def test_volume_upsample_exports_to_onnx(tmp_path, mode, shape, size):
     ("linear", (2, 3, 5), dict(scale_factor=2.5)), ("bicubic", (2, 3, 4, 5), dict(size=(7, 3))),
     ("bilinear", (2, 3, 4, 5), dict(scale_factor=1.5)),
     ("trilinear", (2, 3, 2, 3, 4), dict(size=(3, 5, 2))),
-    ("nearest", (1, 2, 3, 2, 2), dict(scale_factor=(2, 1, 1.5)))])
+    ("nearest", (1, 2, 3, 2, 2), dict(scale_factor=(2, 1, 1.5))),
+    ("nearest-exact", (2, 3, 5), dict(size=3))])
 def test_upsample_agrees_across_backends(mode, shape, size, any_device):
     """numpy, strict, torch and CuPy (or its emulation) on the same host input, float32."""
     rng = np.random.default_rng(6)

@@ -9,16 +9,16 @@ import numpy as np
 from .pooling import _SeparableResample2d
 
 # the number of spatial axes each mode takes (as PyTorch: linear 3-D inputs, bilinear and
-# bicubic 4-D, trilinear 5-D, nearest any)
-_MODE_AXES = {"nearest": (1, 2, 3), "linear": (1,), "bilinear": (2,), "bicubic": (2,),
+# bicubic 4-D, trilinear 5-D, the two nearest modes any)
+_MODE_AXES = {"nearest": (1, 2, 3), "nearest-exact": (1, 2, 3), "linear": (1,), "bilinear": (2,), "bicubic": (2,),
               "trilinear": (3,)}
 _LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
 
 class Upsample(_SeparableResample2d):
     """Resize, as ``torch.nn.Upsample(size, scale_factor, mode, align_corners)``: x
-    ``(N, C, L)``, ``(N, C, H, W)`` or ``(N, C, D, H, W)`` with ``mode='nearest'`` (default,
-    any of them), ``'linear'`` (3-D), ``'bilinear'`` or ``'bicubic'`` (4-D), ``'trilinear'``
+    ``(N, C, L)``, ``(N, C, H, W)`` or ``(N, C, D, H, W)`` with ``mode='nearest'`` (default)
+    or ``'nearest-exact'`` (any of them), ``'linear'`` (3-D), ``'bilinear'`` or ``'bicubic'`` (4-D), ``'trilinear'``
     (5-D).
 
     Give either ``size`` (an int, or one per spatial axis) or ``scale_factor`` (a positive
@@ -26,7 +26,9 @@ class Upsample(_SeparableResample2d):
     reads input ``min(floor(i * r), H - 1)`` with ``r = 1/scale_factor`` (or ``H/OH`` when
     ``size`` is given), computed in float32 as PyTorch does, so fractional factors pick the
     same pixels (and, as PyTorch, an output exactly twice the input reads ``i // 2``
-    whatever the factor). Linear, bilinear, trilinear: output pixel i sits at input
+    whatever the factor). Nearest-exact: input ``min(floor((i + 0.5) * r), H - 1)``, the
+    pixel whose centre is nearest (no shift towards the top-left), as PyTorch's and
+    scikit-image's / PIL's nearest. Linear, bilinear, trilinear: output pixel i sits at input
     coordinate ``(i + 0.5) * r - 0.5`` (clamped at 0) or, with ``align_corners=True``,
     ``i * (H - 1) / (OH - 1)``, and mixes the two pixels around it by distance along each
     axis, as PyTorch. Bicubic: the same coordinate without the clamp at 0, and the four
@@ -40,11 +42,11 @@ class Upsample(_SeparableResample2d):
     def __init__(self, size=None, scale_factor=None, mode: str = "nearest",
                  align_corners: bool | None = None):
         super().__init__()
-        if mode not in _MODE_AXES:
-            raise ValueError(f"Upsample: mode must be 'nearest', 'linear', 'bilinear', "
-                             f"'bicubic' or 'trilinear' ('area' and 'nearest-exact' are not "
-                             f"implemented), got {mode!r}")
-        if align_corners is not None and mode == "nearest":
+        if not isinstance(mode, str) or mode not in _MODE_AXES:
+            raise ValueError(f"Upsample: mode must be 'nearest', 'nearest-exact', 'linear', "
+                             f"'bilinear', 'bicubic' or 'trilinear' ('area' is not "
+                             f"implemented: use AdaptiveAvgPool2d), got {mode!r}")
+        if align_corners is not None and mode.startswith("nearest"):
             raise ValueError("Upsample: align_corners only applies to the modes 'linear', "
                              "'bilinear', 'bicubic' and 'trilinear' (as PyTorch)")
         if align_corners is not None and not isinstance(align_corners, bool):
@@ -93,10 +95,16 @@ class Upsample(_SeparableResample2d):
                              f"axis {axis} of {_LAYOUTS[axes]} gives an empty output")
         if self.mode == "bicubic":
             return self._bicubic(factor, in_size, out)
-        if self.mode != "nearest":
+        if not self.mode.startswith("nearest"):
             return self._linear(factor, in_size, out)
         ratio = np.float32(in_size) / np.float32(out) if factor is None else \
             np.float32(1.0 / factor)
+        if self.mode == "nearest-exact":  # PyTorch: floorf((i + 0.5) * scale), no shortcut
+            centres = ((np.arange(out) + 0.5) * np.float64(ratio)).astype(np.float32)
+            source = np.minimum(np.floor(centres).astype(np.int64), in_size - 1)
+            if out == in_size and (source == np.arange(out)).all():
+                return None
+            return (source[:, None] == np.arange(in_size)[None, :]).astype(np.float64)
         if out == in_size:
             return None
         if out == 2 * in_size:  # PyTorch's shortcut, whatever the factor: i // 2
