@@ -231,9 +231,10 @@ def test_bad_arguments():
         nn.Conv1d(0, 4, 3)
     with pytest.raises(ValueError, match="Conv1d: kernel_size must be an int"):
         nn.Conv1d(2, 4, (3, 3))
-    with pytest.raises(ValueError, match="mode must be 'nearest', 'nearest-exact', 'linear', "
-                                         "'bilinear', 'bicubic' or 'trilinear'.*got 'area'"):
-        nn.Upsample(scale_factor=2, mode="area")
+    with pytest.raises(ValueError, match="mode must be 'nearest', 'nearest-exact', 'area', "
+                                         "'linear', 'bilinear', 'bicubic' or 'trilinear'.*got "
+                                         "'box'"):
+        nn.Upsample(scale_factor=2, mode="box")
     with pytest.raises(ValueError, match="align_corners only applies to the modes 'linear'"):
         nn.Upsample(scale_factor=2, align_corners=True)
     with pytest.raises(ValueError, match="exactly one of size and scale_factor"):

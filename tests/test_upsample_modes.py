@@ -1,5 +1,6 @@
-"""Upsample(mode='bilinear' / 'bicubic' / 'nearest-exact' ...), as torch.nn.Upsample: forward and backward
-against torch on identical inputs (sizes and factors up and down, an axis that keeps its
+"""Upsample's modes as torch.nn.Upsample's (bilinear, bicubic, nearest-exact, area; linear,
+trilinear and nearest on 3-D and 5-D inputs): forward and backward against torch on
+identical inputs (sizes and factors up and down, an axis that keeps its
 size under a factor, 1-pixel inputs, align_corners both ways, float64 and float32, every
 backend), bicubic's rows against Keys' kernel by hand, a float64 gradient check, and the
 ONNX file."""
@@ -122,10 +123,12 @@ def test_linear_trilinear_and_nearest_on_3d_and_5d_inputs_match_torch(mode, spat
     ((3, 2, 5), dict(size=(4, 4, 3)))])
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 2e-5)])
 @pytest.mark.parametrize("device", ["cpu", "strict"])
-def test_nearest_exact_matches_torch(spatial, size, dtype, tol, device):
-    """Pixel centres: output i reads floor((i + 0.5) * in / out), also where 'nearest'
-    reads another pixel (factors 1.2 and 1.5, sizes 10 -> 3 and 6 -> 4)."""
-    _against_torch("nearest-exact", (2, 3, *spatial), size, None, dtype, tol, device, seed=8)
+@pytest.mark.parametrize("mode", ["nearest-exact", "area"])
+def test_nearest_exact_and_area_match_torch(mode, spatial, size, dtype, tol, device):
+    """nearest-exact: output i reads floor((i + 0.5) * in / out), also where 'nearest' reads
+    another pixel (factors 1.2 and 1.5, sizes 10 -> 3 and 6 -> 4); area: overlapping bins
+    (10 -> 3, 6 -> 4), upsizing (each output one input) and sizes kept."""
+    _against_torch(mode, (2, 3, *spatial), size, None, dtype, tol, device, seed=8)
 
 
 def test_nearest_exact_reads_the_nearest_centre_where_nearest_shifts():
@@ -134,12 +137,16 @@ def test_nearest_exact_reads_the_nearest_centre_where_nearest_shifts():
     assert nn.Upsample(size=4, mode="nearest")(x).ravel().tolist() == [0, 1, 3, 4]
     with pytest.raises(ValueError, match="align_corners only applies"):
         nn.Upsample(size=4, mode="nearest-exact", align_corners=False)
+    with pytest.raises(ValueError, match="align_corners only applies"):
+        nn.Upsample(size=4, mode="area", align_corners=True)
+    assert nn.Upsample(size=3, mode="area")(x).ravel().tolist() == [0.5, 2.5, 4.5]
     with pytest.raises(ValueError, match="mode must be 'nearest', 'nearest-exact'"):
         nn.Upsample(size=4, mode=["nearest"])
 
 
 @pytest.mark.parametrize("mode, shape", [("linear", (1, 2, 5)), ("trilinear", (1, 2, 2, 3, 3)),
                                          ("nearest-exact", (1, 2, 3, 4)),
+                                         ("area", (1, 2, 3, 5)), ("area", (1, 2, 5)),
                                          ("nearest", (1, 2, 2, 3, 3))])
 def test_volume_modes_pass_the_gradient_check(mode, shape):
     x = np.random.default_rng(4).standard_normal(shape)
@@ -182,7 +189,8 @@ def test_a_size_per_axis_must_match_the_input_axes():
                                                ("nearest", (1, 2, 3, 2, 2),
                                                 dict(scale_factor=(2, 1, 1.5))),
                                                ("nearest-exact", (1, 2, 5, 6),
-                                                dict(scale_factor=(1.5, 0.7)))])
+                                                dict(scale_factor=(1.5, 0.7))),
+                                               ("area", (1, 2, 7, 6), dict(size=(3, 4)))])
 def test_volume_upsample_exports_to_onnx(tmp_path, mode, shape, size):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
@@ -199,7 +207,8 @@ def test_volume_upsample_exports_to_onnx(tmp_path, mode, shape, size):
     ("bilinear", (2, 3, 4, 5), dict(scale_factor=1.5)),
     ("trilinear", (2, 3, 2, 3, 4), dict(size=(3, 5, 2))),
     ("nearest", (1, 2, 3, 2, 2), dict(scale_factor=(2, 1, 1.5))),
-    ("nearest-exact", (2, 3, 5), dict(size=3))])
+    ("nearest-exact", (2, 3, 5), dict(size=3)),
+    ("area", (2, 3, 4, 6, 5), dict(size=(3, 4, 2)))])
 def test_upsample_agrees_across_backends(mode, shape, size, any_device):
     """numpy, strict, torch and CuPy (or its emulation) on the same host input, float32."""
     rng = np.random.default_rng(6)

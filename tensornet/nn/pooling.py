@@ -17,6 +17,16 @@ from .conv import _format_pair, _pair, check_window_fits, window_repr
 from .module import Module
 
 
+def _adaptive_bins(in_size: int, out: int) -> np.ndarray:
+    """Host (out, in) float64 matrix of PyTorch's adaptive average pooling along one axis:
+    output i is the mean of inputs ``floor(i * in / out)`` to ``ceil((i + 1) * in / out)``
+    (exclusive). AdaptiveAvgPool2d and Upsample(mode='area') use it."""
+    bins = np.arange(out)[:, None]
+    start, end = (bins * in_size) // out, -((-(bins + 1) * in_size) // out)
+    position = np.arange(in_size)[None, :]
+    return ((position >= start) & (position < end)) / (end - start)
+
+
 def _accept_image(module: Module, x) -> None:
     """Follow ``x``'s device (a pool has no parameters to pin it); require a floating
     (N, C, H, W) array."""
@@ -309,10 +319,7 @@ class AdaptiveAvgPool2d(_SeparableResample2d):
         out = self.output_size[axis]
         if out is None or out == in_size:
             return None
-        bins = np.arange(out)[:, None]
-        start, end = (bins * in_size) // out, -((-(bins + 1) * in_size) // out)
-        position = np.arange(in_size)[None, :]
-        return ((position >= start) & (position < end)) / (end - start)
+        return _adaptive_bins(in_size, out)
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"

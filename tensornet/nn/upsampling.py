@@ -6,47 +6,54 @@ import numbers
 
 import numpy as np
 
-from .pooling import _SeparableResample2d
+from .pooling import _SeparableResample2d, _adaptive_bins
 
 # the number of spatial axes each mode takes (as PyTorch: linear 3-D inputs, bilinear and
-# bicubic 4-D, trilinear 5-D, the two nearest modes any)
-_MODE_AXES = {"nearest": (1, 2, 3), "nearest-exact": (1, 2, 3), "linear": (1,), "bilinear": (2,), "bicubic": (2,),
-              "trilinear": (3,)}
+# bicubic 4-D, trilinear 5-D, the two nearest modes and area any)
+_MODE_AXES = {"nearest": (1, 2, 3), "nearest-exact": (1, 2, 3), "area": (1, 2, 3),
+              "linear": (1,), "bilinear": (2,), "bicubic": (2,), "trilinear": (3,)}
 _LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
 
 class Upsample(_SeparableResample2d):
     """Resize, as ``torch.nn.Upsample(size, scale_factor, mode, align_corners)``: x
-    ``(N, C, L)``, ``(N, C, H, W)`` or ``(N, C, D, H, W)`` with ``mode='nearest'`` (default)
-    or ``'nearest-exact'`` (any of them), ``'linear'`` (3-D), ``'bilinear'`` or ``'bicubic'`` (4-D), ``'trilinear'``
-    (5-D).
+    ``(N, C, L)``, ``(N, C, H, W)`` or ``(N, C, D, H, W)`` with ``mode='nearest'`` (default),
+    ``'nearest-exact'`` or ``'area'`` (any of them), ``'linear'`` (3-D), ``'bilinear'`` or
+    ``'bicubic'`` (4-D), ``'trilinear'`` (5-D).
 
     Give either ``size`` (an int, or one per spatial axis) or ``scale_factor`` (a positive
-    number, or one per axis; the output is ``floor(H * scale)`` rows). Nearest: output pixel i
-    reads input ``min(floor(i * r), H - 1)`` with ``r = 1/scale_factor`` (or ``H/OH`` when
-    ``size`` is given), computed in float32 as PyTorch does, so fractional factors pick the
-    same pixels (and, as PyTorch, an output exactly twice the input reads ``i // 2``
-    whatever the factor). Nearest-exact: input ``min(floor((i + 0.5) * r), H - 1)``, the
-    pixel whose centre is nearest (no shift towards the top-left), as PyTorch's and
-    scikit-image's / PIL's nearest. Linear, bilinear, trilinear: output pixel i sits at input
-    coordinate ``(i + 0.5) * r - 0.5`` (clamped at 0) or, with ``align_corners=True``,
-    ``i * (H - 1) / (OH - 1)``, and mixes the two pixels around it by distance along each
-    axis, as PyTorch. Bicubic: the same coordinate without the clamp at 0, and the four
-    pixels around it (indices clamped to the image) mixed by Keys' cubic convolution with
-    ``a = -0.75``, as PyTorch (no antialiasing: downsizing samples, as PyTorch's default).
-    Every mode is separable: one small (out, in) matrix per spatial axis (one-hot, two-tap
-    or four-tap rows), applied along its axis (``A_h @ x @ A_w.T`` for an image); backward
-    sends each output gradient back with the same weights (``A_h.T @ dy @ A_w``).
+    number, or one per axis; the output is ``floor(H * scale)`` rows). Per mode, with
+    ``r = 1/scale_factor`` (or ``H/OH`` when ``size`` is given):
+
+    - nearest: output pixel i reads input ``min(floor(i * r), H - 1)``, computed in float32
+      as PyTorch does, so fractional factors pick the same pixels (and, as PyTorch, an
+      output exactly twice the input reads ``i // 2`` whatever the factor);
+    - nearest-exact: input ``min(floor((i + 0.5) * r), H - 1)``, the pixel whose centre is
+      nearest (no shift towards the top-left), as PyTorch's;
+    - area: PyTorch's adaptive average pooling to the output size (output i averages
+      inputs ``floor(i * H / OH)`` to ``ceil((i + 1) * H / OH)``, exclusive), the usual way
+      to shrink an image without aliasing;
+    - linear, bilinear, trilinear: output pixel i sits at input coordinate
+      ``(i + 0.5) * r - 0.5`` (clamped at 0) or, with ``align_corners=True``,
+      ``i * (H - 1) / (OH - 1)``, and mixes the two pixels around it by distance along each
+      axis, as PyTorch;
+    - bicubic: the same coordinate without the clamp at 0, and the four pixels around it
+      (indices clamped to the image) mixed by Keys' cubic convolution with ``a = -0.75``,
+      as PyTorch (no antialiasing: downsizing samples, as PyTorch's default).
+
+    Every mode is separable: one small (out, in) matrix per spatial axis (one-hot, bin
+    average, two-tap or four-tap rows), applied along its axis (``A_h @ x @ A_w.T`` for an
+    image); backward sends each output gradient back with the same weights
+    (``A_h.T @ dy @ A_w``).
     """
 
     def __init__(self, size=None, scale_factor=None, mode: str = "nearest",
                  align_corners: bool | None = None):
         super().__init__()
         if not isinstance(mode, str) or mode not in _MODE_AXES:
-            raise ValueError(f"Upsample: mode must be 'nearest', 'nearest-exact', 'linear', "
-                             f"'bilinear', 'bicubic' or 'trilinear' ('area' is not "
-                             f"implemented: use AdaptiveAvgPool2d), got {mode!r}")
-        if align_corners is not None and mode.startswith("nearest"):
+            raise ValueError(f"Upsample: mode must be 'nearest', 'nearest-exact', 'area', "
+                             f"'linear', 'bilinear', 'bicubic' or 'trilinear', got {mode!r}")
+        if align_corners is not None and mode in ("nearest", "nearest-exact", "area"):
             raise ValueError("Upsample: align_corners only applies to the modes 'linear', "
                              "'bilinear', 'bicubic' and 'trilinear' (as PyTorch)")
         if align_corners is not None and not isinstance(align_corners, bool):
@@ -95,6 +102,8 @@ class Upsample(_SeparableResample2d):
                              f"axis {axis} of {_LAYOUTS[axes]} gives an empty output")
         if self.mode == "bicubic":
             return self._bicubic(factor, in_size, out)
+        if self.mode == "area":  # PyTorch: adaptive_avg_pool{1,2,3}d to the output size
+            return None if out == in_size else _adaptive_bins(in_size, out)
         if not self.mode.startswith("nearest"):
             return self._linear(factor, in_size, out)
         ratio = np.float32(in_size) / np.float32(out) if factor is None else \
