@@ -208,7 +208,8 @@ def test_volume_upsample_exports_to_onnx(tmp_path, mode, shape, size):
     ("trilinear", (2, 3, 2, 3, 4), dict(size=(3, 5, 2))),
     ("nearest", (1, 2, 3, 2, 2), dict(scale_factor=(2, 1, 1.5))),
     ("nearest-exact", (2, 3, 5), dict(size=3)),
-    ("area", (2, 3, 4, 6, 5), dict(size=(3, 4, 2)))])
+    ("area", (2, 3, 4, 6, 5), dict(size=(3, 4, 2))),
+    ("bilinear", (2, 3, 9, 8), dict(size=(4, 3), antialias=True))])
 def test_upsample_agrees_across_backends(mode, shape, size, any_device):
     """numpy, strict, torch and CuPy (or its emulation) on the same host input, float32."""
     rng = np.random.default_rng(6)
@@ -224,3 +225,91 @@ def test_upsample_agrees_across_backends(mode, shape, size, any_device):
     for got, expected in zip(results[1], results[0]):
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- antialias, recompute
+def _against_interpolate(shape, options, dtype, tol, device, seed=9):
+    """tn's Upsample against torch.nn.functional.interpolate (which has ``antialias``,
+    torch.nn.Upsample has not), forward and backward."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    layer = nn.Upsample(**options).to(device)
+    backend = tn.get_backend(device)
+    y = layer(backend.asarray(x))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.interpolate(xt, **options)
+    grad = rng.standard_normal(tuple(yt.shape)).astype(dtype)
+    yt.backward(torch.tensor(grad))
+    dx = layer.backward(backend.asarray(grad))
+    assert tuple(y.shape) == tuple(yt.shape)
+    np.testing.assert_allclose(tn.asnumpy(y), yt.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(tn.asnumpy(dx), xt.grad.numpy(), rtol=tol, atol=tol)
+
+
+AA_CASES = [((17, 13), dict(size=(5, 4))), ((9, 9), dict(scale_factor=0.37)),
+            ((8, 6), dict(size=(8, 6))), ((5, 7), dict(size=(11, 3))),
+            ((20, 3), dict(scale_factor=(0.25, 3.0))), ((7, 7), dict(size=(1, 1))),
+            ((4, 4), dict(size=(2, 2)))]
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("hw, size", AA_CASES)
+@pytest.mark.parametrize("corners", [False, True])
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 2e-5)])
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+def test_antialias_matches_torch_interpolate(mode, hw, size, corners, dtype, tol, device):
+    """Shrinking by 3.4x, 4x and 7x, growing, sizes kept, 1-pixel outputs, both modes."""
+    _against_interpolate((2, 3, *hw), dict(mode=mode, align_corners=corners, antialias=True,
+                                           **size), dtype, tol, device)
+
+
+@pytest.mark.parametrize("mode, shape, factor", [
+    ("nearest", (2, 3, 5, 7), 1.7), ("nearest-exact", (2, 3, 9), 0.45),
+    ("bilinear", (2, 3, 5, 7), (1.3, 0.6)), ("bicubic", (2, 3, 6, 4), 2.3),
+    ("linear", (2, 3, 7), 1.45), ("trilinear", (1, 2, 3, 4, 5), 1.7), ("area", (2, 3, 9, 5), 0.4)])
+@pytest.mark.parametrize("recompute", [None, True])
+def test_recompute_scale_factor_matches_torch(mode, shape, factor, recompute):
+    """With recompute_scale_factor=True the coordinates come from in / out, not from the
+    factor given: other pixels and weights wherever floor(in * factor) / in != factor."""
+    _against_interpolate(shape, dict(mode=mode, scale_factor=factor,
+                                     recompute_scale_factor=recompute), "float64", 1e-12,
+                         "cpu")
+
+
+def test_antialias_weights_average_every_input_pixel_when_shrinking():
+    """Shrinking 12 -> 3 with the triangle filter widened 4x: each output pixel is a
+    weighted mean of the inputs under its 8-pixel-wide window (weights sum to one, every
+    input pixel has a weight), where plain bilinear reads only 2 of every 4."""
+    matrix = nn.Upsample(size=(3, 3), mode="bilinear", antialias=True)._axis_matrix(0, 12)
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-15)
+    assert (matrix.sum(axis=0) > 0).all() and (matrix >= 0).all()
+    plain = nn.Upsample(size=(3, 3), mode="bilinear")._axis_matrix(0, 12)
+    assert ((plain.sum(axis=0) > 0).sum()) == 6
+    x = np.random.default_rng(10).standard_normal((1, 1, 12, 12))
+    assert tn.gradcheck(nn.Upsample(size=(3, 5), mode="bicubic", antialias=True).double(), [x])
+
+
+def test_antialias_and_recompute_options_are_checked():
+    with pytest.raises(ValueError, match="antialias=True applies to the modes 'bilinear' and "
+                                         "'bicubic'.*not 'nearest'"):
+        nn.Upsample(scale_factor=0.5, antialias=True)
+    with pytest.raises(ValueError, match="recompute_scale_factor=True needs scale_factor"):
+        nn.Upsample(size=3, mode="linear", recompute_scale_factor=True)
+    with pytest.raises(ValueError, match="antialias must be True or False, got 'yes'"):
+        nn.Upsample(size=3, mode="bilinear", antialias="yes")
+    assert repr(nn.Upsample(scale_factor=0.5, mode="bicubic", antialias=True,
+                            recompute_scale_factor=True)) == (
+        "Upsample(scale_factor=0.5, mode='bicubic', recompute_scale_factor=True, "
+        "antialias=True)")
+
+
+def test_antialias_exports_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    x = np.random.default_rng(11).standard_normal((2, 3, 16, 12)).astype(np.float32)
+    model = nn.Sequential(nn.Upsample(size=(5, 4), mode="bicubic", antialias=True))
+    tn.onnx.export(model, x, tmp_path / "aa.onnx")
+    session = ort.InferenceSession(str(tmp_path / "aa.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], model(x), rtol=1e-5,
+                               atol=1e-6)

@@ -41,6 +41,12 @@ class Upsample(_SeparableResample2d):
       (indices clamped to the image) mixed by Keys' cubic convolution with ``a = -0.75``,
       as PyTorch (no antialiasing: downsizing samples, as PyTorch's default).
 
+    ``recompute_scale_factor=True`` (with ``scale_factor``) takes the coordinates from
+    ``in / out`` instead of the factor, as PyTorch. ``antialias=True`` (bilinear and
+    bicubic; ``torch.nn.functional.interpolate``'s option, which ``torch.nn.Upsample``
+    lacks) widens the filter by the shrink factor when shrinking, so every input pixel
+    counts, as PIL's and torchvision's resizing (see ``_antialiased``).
+
     Every mode is separable: one small (out, in) matrix per spatial axis (one-hot, bin
     average, two-tap or four-tap rows), applied along its axis (``A_h @ x @ A_w.T`` for an
     image); backward sends each output gradient back with the same weights
@@ -48,7 +54,8 @@ class Upsample(_SeparableResample2d):
     """
 
     def __init__(self, size=None, scale_factor=None, mode: str = "nearest",
-                 align_corners: bool | None = None):
+                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
+                 antialias: bool = False):
         super().__init__()
         if not isinstance(mode, str) or mode not in _MODE_AXES:
             raise ValueError(f"Upsample: mode must be 'nearest', 'nearest-exact', 'area', "
@@ -61,6 +68,18 @@ class Upsample(_SeparableResample2d):
                              f"{align_corners!r}")
         if (size is None) == (scale_factor is None):
             raise ValueError("Upsample: give exactly one of size and scale_factor")
+        for name, value in (("recompute_scale_factor", recompute_scale_factor),
+                            ("antialias", antialias)):
+            if value is not None and not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"Upsample: {name} must be True or False, got {value!r}")
+        if recompute_scale_factor and size is not None:
+            raise ValueError("Upsample: recompute_scale_factor=True needs scale_factor, not "
+                             "size (as PyTorch: with a size there is no factor to recompute)")
+        if antialias and mode not in ("bilinear", "bicubic"):
+            raise ValueError(f"Upsample: antialias=True applies to the modes 'bilinear' and "
+                             f"'bicubic' (as PyTorch's interpolate), not {mode!r}")
+        self.recompute_scale_factor = bool(recompute_scale_factor)
+        self.antialias = bool(antialias)
         self.mode, self.align_corners = mode, bool(align_corners)
         self.size = None if size is None else _positive("size", size, integer=True)
         self.scale_factor = None if scale_factor is None else _positive(
@@ -97,9 +116,13 @@ class Upsample(_SeparableResample2d):
         else:
             factor = self._per_axis(self.scale_factor, axes, "scale_factor")[axis]
             out = int(np.floor(in_size * factor))
+            if self.recompute_scale_factor:  # as PyTorch: the coordinates from in / out
+                factor = None
         if out < 1:
             raise ValueError(f"{self._describe()}: an input of size {in_size} along spatial "
                              f"axis {axis} of {_LAYOUTS[axes]} gives an empty output")
+        if self.antialias:
+            return self._antialiased(factor, in_size, out)
         if self.mode == "bicubic":
             return self._bicubic(factor, in_size, out)
         if self.mode == "area":  # PyTorch: adaptive_avg_pool{1,2,3}d to the output size
@@ -174,11 +197,47 @@ class Upsample(_SeparableResample2d):
             np.add.at(matrix, (rows, np.clip(base + offset, 0, in_size - 1)), weight)
         return matrix
 
+    def _antialiased(self, factor, in_size, out):
+        """(out, in) matrix of PyTorch's interpolate(antialias=True) (its
+        _compute_weights_aa, as PIL's resampling): output i centred at ``c = s * (i + 0.5)``
+        with ``s`` the axis's scale (``in / out``, ``1 / scale_factor``, or with
+        align_corners ``(in - 1) / (out - 1)``), weights ``f((j + 0.5 - c) / max(s, 1))``
+        over the pixels j in ``[trunc(c - r + 0.5), trunc(c + r + 0.5))`` clipped to the
+        image, ``r = max(s, 1)`` times the filter's half-width, normalized to sum to one.
+        f: the triangle (bilinear, half-width 1) or Keys' cubic with a = -0.5 (bicubic,
+        half-width 2). Shrinking widens the filter by s, so every input pixel counts."""
+        if self.align_corners:
+            scale = (in_size - 1) / (out - 1) if out > 1 else 0.0
+        else:
+            scale = in_size / out if factor is None else 1.0 / factor
+        half = 1.0 if self.mode == "bilinear" else 2.0
+        stretch = max(scale, 1.0)
+        centre = scale * (np.arange(out) + 0.5)[:, None]
+        low = np.maximum(np.trunc(centre - half * stretch + 0.5), 0)
+        high = np.minimum(np.trunc(centre + half * stretch + 0.5), in_size)
+        j = np.arange(in_size)[None, :]
+        d = np.abs((j + 0.5 - centre) / stretch)
+        if self.mode == "bilinear":
+            weights = np.maximum(1.0 - d, 0.0)
+        else:
+            a = -0.5
+            weights = np.where(d < 1.0, ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0,
+                               np.where(d < 2.0, ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a,
+                                        0.0))
+        weights = np.where((j >= low) & (j < high), weights, 0.0)
+        total = weights.sum(axis=1, keepdims=True)
+        weights = np.divide(weights, total, out=np.zeros_like(weights), where=total != 0)
+        if out == in_size and np.array_equal(weights, np.eye(in_size)):
+            return None
+        return weights
+
     def extra_repr(self) -> str:
         what = f"size={self.size}" if self.size is not None else \
             f"scale_factor={self.scale_factor}"
         corners = ", align_corners=True" if self.align_corners else ""
-        return f"{what}, mode={self.mode!r}{corners}"
+        recompute = ", recompute_scale_factor=True" if self.recompute_scale_factor else ""
+        antialias = ", antialias=True" if self.antialias else ""
+        return f"{what}, mode={self.mode!r}{corners}{recompute}{antialias}"
 
 
 def _positive(name: str, value, integer: bool):
