@@ -313,3 +313,49 @@ def test_antialias_exports_to_onnx(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "aa.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"input": x})[0], model(x), rtol=1e-5,
                                atol=1e-6)
+
+
+# ---------------------------------------------------------------------- edge cases from review
+def _forward_matches_torch(shape, options):
+    """Forward only, against F.interpolate, float64; plus a gradient check of the layer's own
+    backward (where PyTorch's backward disagrees with its own forward, see below)."""
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(12).standard_normal(shape)
+    layer = nn.Upsample(**options)
+    expected = torch.nn.functional.interpolate(torch.tensor(x), **options).numpy()
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-12, atol=1e-12)
+    assert tn.gradcheck(layer.double(), [x])
+
+
+@pytest.mark.parametrize("shape, options", [
+    ((1, 2, 2, 2), dict(scale_factor=1.2, mode="bilinear", antialias=True)),
+    ((1, 2, 2, 4), dict(scale_factor=(1.4, 2.0), mode="bicubic", antialias=True)),
+    ((1, 2, 5, 9), dict(scale_factor=(1.1, 0.5), mode="bilinear", antialias=True))])
+def test_antialias_keeps_an_axis_of_unchanged_size_as_pytorch_forward(shape, options):
+    """PyTorch's antialiased forward copies an axis whose size a factor leaves unchanged
+    (its backward resamples it: the gradient here is that of the forward)."""
+    _forward_matches_torch(shape, options)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 5), (1, 2, 3, 4, 5)])
+@pytest.mark.parametrize("factor", [2.0000001, 1.0000001, 1.2])
+def test_nearest_on_3d_and_5d_inputs_takes_no_image_shortcut(shape, factor):
+    """PyTorch's image kernel copies an axis that keeps its size and reads i // 2 for an
+    axis of exactly twice the size, whatever the factor; its 1-D and 3-D kernels do not."""
+    _forward_matches_torch(shape, dict(scale_factor=factor, mode="nearest"))
+
+
+@pytest.mark.parametrize("mode, extra", [("nearest-exact", {}), ("area", {}),
+                                         ("bilinear", {}), ("bicubic", dict(antialias=True)),
+                                         ("linear", {})])
+def test_an_input_empty_along_a_spatial_axis_is_refused(mode, extra):
+    shape = (1, 1, 0) if mode == "linear" else (1, 1, 0, 5)
+    size = 3 if mode == "linear" else (3, 4)
+    with pytest.raises(ValueError, match=r"Upsample\(.*is empty along a spatial axis"):
+        nn.Upsample(size=size, mode=mode, **extra)(np.zeros(shape))
+
+
+@pytest.mark.parametrize("factor", [float("nan"), float("inf"), (2.0, float("nan"))])
+def test_a_scale_factor_that_is_not_finite_is_refused_when_built(factor):
+    with pytest.raises(ValueError, match="scale_factor must be a positive number"):
+        nn.Upsample(scale_factor=factor, mode="nearest-exact")

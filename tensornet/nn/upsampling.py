@@ -26,8 +26,9 @@ class Upsample(_SeparableResample2d):
     ``r = 1/scale_factor`` (or ``H/OH`` when ``size`` is given):
 
     - nearest: output pixel i reads input ``min(floor(i * r), H - 1)``, computed in float32
-      as PyTorch does, so fractional factors pick the same pixels (and, as PyTorch, an
-      output exactly twice the input reads ``i // 2`` whatever the factor);
+      as PyTorch does, so fractional factors pick the same pixels (and, as PyTorch's image
+      kernel, an image axis that keeps its size is copied and one exactly twice the input
+      reads ``i // 2``, whatever the factor; on 3-D and 5-D inputs, as PyTorch, neither);
     - nearest-exact: input ``min(floor((i + 0.5) * r), H - 1)``, the pixel whose centre is
       nearest (no shift towards the top-left), as PyTorch's;
     - area: PyTorch's adaptive average pooling to the output size (output i averages
@@ -91,9 +92,13 @@ class Upsample(_SeparableResample2d):
         allowed = _MODE_AXES[self.mode]
         self._accept_floating(x, ndim=tuple(2 + a for a in allowed),
                               expected=" or ".join(_LAYOUTS[a] for a in allowed))
-        if x.shape[1] == 0:  # as PyTorch: nothing to resize is a mistake upstream
+        if x.shape[1] == 0:  # (PyTorch refuses it too, except in mode 'area')
             raise ValueError(f"{self._describe()}: the input {tuple(x.shape)} has no "
                              f"channels (C = 0); expected at least one")
+        if 0 in tuple(x.shape[2:]):  # as PyTorch: no pixel to read an output from
+            raise ValueError(f"{self._describe()}: the input {tuple(x.shape)} is empty along "
+                             f"a spatial axis of {_LAYOUTS[x.ndim - 2]}; expected at least "
+                             f"one pixel per axis")
         return x.ndim - 2
 
     # ------------------------------------------------------------------ the matrices
@@ -121,8 +126,8 @@ class Upsample(_SeparableResample2d):
         if out < 1:
             raise ValueError(f"{self._describe()}: an input of size {in_size} along spatial "
                              f"axis {axis} of {_LAYOUTS[axes]} gives an empty output")
-        if self.antialias:
-            return self._antialiased(factor, in_size, out)
+        if self.antialias:  # PyTorch's forward keeps an axis of the same size as it is
+            return None if out == in_size else self._antialiased(factor, in_size, out)
         if self.mode == "bicubic":
             return self._bicubic(factor, in_size, out)
         if self.mode == "area":  # PyTorch: adaptive_avg_pool{1,2,3}d to the output size
@@ -134,17 +139,15 @@ class Upsample(_SeparableResample2d):
         if self.mode == "nearest-exact":  # PyTorch: floorf((i + 0.5) * scale), no shortcut
             centres = ((np.arange(out) + 0.5) * np.float64(ratio)).astype(np.float32)
             source = np.minimum(np.floor(centres).astype(np.int64), in_size - 1)
-            if out == in_size and (source == np.arange(out)).all():
-                return None
-            return (source[:, None] == np.arange(in_size)[None, :]).astype(np.float64)
-        if out == in_size:
-            return None
-        if out == 2 * in_size:  # PyTorch's shortcut, whatever the factor: i // 2
+            return _one_hot(source, in_size)
+        if axes == 2 and out == in_size:  # PyTorch's image shortcuts, whatever the factor
+            return None  # (its 1-D and 3-D kernels take neither)
+        if axes == 2 and out == 2 * in_size:
             source = np.arange(out) // 2
         else:
             source = np.minimum(np.floor(np.arange(out, dtype=np.float32) * ratio)
                                 .astype(np.int64), in_size - 1)
-        return (source[:, None] == np.arange(in_size)[None, :]).astype(np.float64)
+        return _one_hot(source, in_size)
 
     def _linear(self, factor, in_size, out):
         """(out, in) two-tap matrix: PyTorch's source coordinate of each output pixel (its
@@ -226,10 +229,7 @@ class Upsample(_SeparableResample2d):
                                         0.0))
         weights = np.where((j >= low) & (j < high), weights, 0.0)
         total = weights.sum(axis=1, keepdims=True)
-        weights = np.divide(weights, total, out=np.zeros_like(weights), where=total != 0)
-        if out == in_size and np.array_equal(weights, np.eye(in_size)):
-            return None
-        return weights
+        return np.divide(weights, total, out=np.zeros_like(weights), where=total != 0)
 
     def extra_repr(self) -> str:
         what = f"size={self.size}" if self.size is not None else \
@@ -240,6 +240,13 @@ class Upsample(_SeparableResample2d):
         return f"{what}, mode={self.mode!r}{corners}{recompute}{antialias}"
 
 
+def _one_hot(source, in_size: int):
+    """(out, in) matrix reading input ``source[i]`` into output i; None for the identity."""
+    if source.shape[0] == in_size and (source == np.arange(in_size)).all():
+        return None
+    return (source[:, None] == np.arange(in_size)[None, :]).astype(np.float64)
+
+
 def _positive(name: str, value, integer: bool):
     """A positive number (int when ``integer``), or a tuple of one to three of them (one per
     spatial axis; a list is taken as a tuple)."""
@@ -247,7 +254,7 @@ def _positive(name: str, value, integer: bool):
     many = isinstance(value, (tuple, list))
     values = tuple(value) if many else (value,)
     if not 1 <= len(values) <= 3 or any(isinstance(v, bool) or not isinstance(v, kind)
-                                        or v <= 0 for v in values):
+                                        or not v > 0 or not np.isfinite(v) for v in values):
         what = "a positive int" if integer else "a positive number"
         raise ValueError(f"Upsample: {name} must be {what} or one per spatial axis (up to "
                          f"three), got {value!r}")
