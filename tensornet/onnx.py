@@ -5,8 +5,8 @@ runs the file).
 
 Sequential models (nested ones too) of: Linear, DropConnect (its eval weight), Conv1d,
 Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d, AdaptiveAvgPool2d,
-Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, Embedding, Flatten,
-Identity, Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU,
+Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, GroupNorm, Embedding,
+Flatten, Identity, Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU,
 LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU.
 MaxUnpool2d and MaxPool2d(return_indices=True) are refused by name (two inputs, two outputs).
 The graph computes what the model computes in eval mode, with the batch axis dynamic, in the
@@ -134,6 +134,23 @@ def _batch_norm(g, m, x, shapes):
                    g.constant(m.running_var, "running_var")], epsilon=m.eps)
 
 
+def _group_norm(g, m, x, shapes):
+    """(N, C, *S) as (N, G, C/G * prod(S)), InstanceNormalization over its last axis (unit
+    scale, zero shift), back to (N, C, *S), then the per-channel weight and bias."""
+    in_shape = tuple(shapes.of(m)[0])
+    grouped = g.node("Reshape", [x, g.constant(np.array([0, m.num_groups, -1]), "groups",
+                                               "int64")])
+    y = g.node("InstanceNormalization", [grouped, g.constant(np.ones(m.num_groups), "ones"),
+                                         g.constant(np.zeros(m.num_groups), "zeros")],
+               epsilon=m.eps)
+    y = g.node("Reshape", [y, g.constant(np.array((0,) + in_shape[1:]), "shape", "int64")])
+    if not m.affine:
+        return y
+    channel = (-1,) + (1,) * (len(in_shape) - 2)
+    y = g.node("Mul", [y, g.constant(asnumpy(m.weight.data).reshape(channel), "weight")])
+    return g.node("Add", [y, g.constant(asnumpy(m.bias.data).reshape(channel), "bias")])
+
+
 def _layer_norm(g, m, x, shapes):
     shape = m.normalized_shape
     scale = m.weight.data if m.weight is not None else np.ones(shape)
@@ -244,6 +261,7 @@ _CONVERTERS = {
     nn.AvgPool2d: _avg_pool,
     nn.GlobalAvgPool2d: _global_pool, nn.AdaptiveAvgPool2d: _separable, nn.Upsample: _separable,
     nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.LayerNorm: _layer_norm,
+    nn.GroupNorm: _group_norm,
     nn.Embedding: lambda g, m, x, s: g.node("Gather", [g.constant(m.weight.data, "weight"), x],
                                             axis=0),
     nn.Flatten: _flatten,

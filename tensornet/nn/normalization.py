@@ -1,4 +1,4 @@
-"""Normalization layers: BatchNorm1d, BatchNorm2d and LayerNorm.
+"""Normalization layers: BatchNorm1d, BatchNorm2d, LayerNorm and GroupNorm.
 
 The statistics and the backward formula live in ``tensornet.nn.functional``
 (``normalize`` and ``normalize_backward``), shared by both families; these layers add the
@@ -289,3 +289,85 @@ class LayerNorm(Module):
 
     def _describe(self) -> str:
         return f"LayerNorm({self.normalized_shape})"
+
+
+class GroupNorm(Module):
+    """Group normalization (Wu & He 2018), as ``torch.nn.GroupNorm(num_groups,
+    num_channels, eps, affine)``.
+
+    x (N, C, *) with C = ``num_channels``: the channels are split into ``num_groups``
+    consecutive groups of C / G channels, and each (sample, group) is standardised over its
+    channels and every other axis, with its own mean and biased variance; then
+    ``y = xhat * weight + bias`` per channel (shape (C,)) when ``affine``. Same statistics in
+    train and eval, whatever the batch size (the reason to use it over BatchNorm for small
+    batches). ``GroupNorm(C, C)`` is InstanceNorm with affine weights, ``GroupNorm(1, C)``
+    LayerNorm over (C, *) with per-channel weights. Forward caches ``xhat`` (input-sized)
+    and ``1/sqrt(var+eps)`` per (sample, group).
+    """
+
+    _cache_attrs = ("_cache",)
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
+                 affine: bool = True, *, device=None, dtype=None):
+        super().__init__(device=device, dtype=dtype)
+        self.num_groups = _positive_int("GroupNorm", "num_groups", num_groups)
+        self.num_channels = _positive_int("GroupNorm", "num_channels", num_channels)
+        if self.num_channels % self.num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({self.num_channels}) must be divisible "
+                             f"by num_groups ({self.num_groups})")
+        eps = float(eps)
+        if not eps > 0 or not math.isfinite(eps):
+            raise ValueError(f"GroupNorm: eps must be a positive number, got {eps!r}")
+        self.eps, self.affine = eps, bool(affine)
+        self.weight = self.new_parameter(np.ones(self.num_channels)) if self.affine else None
+        self.bias = self.new_parameter(np.zeros(self.num_channels)) if self.affine else None
+
+    def forward(self, x):
+        expected = f"(N, {self.num_channels}, ...)"
+        self._check_input(x, expected=expected)
+        if x.ndim < 2 or x.shape[1] != self.num_channels or 0 in tuple(x.shape[2:]):
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; "
+                             f"expected {expected}, no axis of size 0")
+        if self.affine and (tuple(self.weight.shape) != (self.num_channels,)
+                            or tuple(self.bias.shape) != (self.num_channels,)):
+            raise ValueError(f"{self._describe()}: weight and bias must have "
+                             f"{self.num_channels} values, got shapes "
+                             f"{tuple(self.weight.shape)} and {tuple(self.bias.shape)}")
+        xp = self.backend.xp
+        shape = tuple(x.shape)
+        self._cache = None
+        grouped = xp.reshape(x, (shape[0], self.num_groups, -1))
+        xhat, _, _, invstd = F.normalize(grouped, (2,), self.eps)
+        xhat = xp.reshape(xhat, shape)
+        self._cache = (xhat, invstd)
+        if not self.affine:
+            return xhat
+        channel = (1, self.num_channels) + (1,) * (len(shape) - 2)
+        return xhat * xp.reshape(self.weight.data, channel) + xp.reshape(self.bias.data,
+                                                                          channel)
+
+    def backward(self, grad_output):
+        xhat, invstd = self._require_cache(self._cache)
+        xp = self.backend.xp
+        shape = tuple(xhat.shape)
+        others = (0,) + tuple(range(2, len(shape)))  # every axis but the channels
+        grad_xhat = grad_output
+        if self.affine:
+            channel = (1, self.num_channels) + (1,) * (len(shape) - 2)
+            grad_xhat = grad_output * xp.reshape(self.weight.data, channel)
+            if self.weight.requires_grad:
+                self.weight.accumulate_grad(F.reduce_sum(grad_output * xhat, axis=others,
+                                                         out=self.weight.grad_buffer()))
+            if self.bias.requires_grad:
+                self.bias.accumulate_grad(F.reduce_sum(grad_output, axis=others,
+                                                       out=self.bias.grad_buffer()))
+        grouped = (shape[0], self.num_groups, -1)
+        dx, _, _ = F.normalize_backward(xp.reshape(grad_xhat, grouped),
+                                        xp.reshape(xhat, grouped), invstd, (2,))
+        return xp.reshape(dx, shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+    def _describe(self) -> str:
+        return f"GroupNorm({self.num_groups}, {self.num_channels})"

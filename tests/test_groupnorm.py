@@ -1,0 +1,136 @@
+"""GroupNorm as torch.nn.GroupNorm: forward, input and parameter gradients against torch on
+identical inputs (1-D to 3-D spatial layouts, one group to one per channel, with and
+without affine), a float64 gradient check, the same output in eval, every backend, ONNX
+export, and errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensornet as tn
+from tensornet import nn
+
+CASES = [((4, 6, 5, 3), 3), ((2, 6), 2), ((3, 4, 7), 4), ((2, 8, 3, 3, 2), 1),
+         ((5, 6, 4, 4), 6), ((1, 4, 2, 2), 2)]
+
+
+def _twins(groups, channels, affine, dtype, device, rng):
+    torch = pytest.importorskip("torch")
+    layer = nn.GroupNorm(groups, channels, affine=affine, dtype=dtype).to(device)
+    ref = torch.nn.GroupNorm(groups, channels, affine=affine).to(getattr(torch, dtype))
+    if affine:
+        weight, bias = rng.uniform(0.5, 2.0, channels), rng.standard_normal(channels)
+        layer.weight.data = layer.backend.asarray(weight.astype(dtype))
+        layer.bias.data = layer.backend.asarray(bias.astype(dtype))
+        ref.weight.data, ref.bias.data = torch.tensor(weight), torch.tensor(bias)
+        ref.to(getattr(torch, dtype))
+    return layer, ref
+
+
+@pytest.mark.parametrize("shape, groups", CASES)
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 2e-5)])
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+def test_groupnorm_matches_torch(shape, groups, affine, dtype, tol, device, rng):
+    torch = pytest.importorskip("torch")
+    layer, ref = _twins(groups, shape[1], affine, dtype, device, rng)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    grad = rng.standard_normal(shape).astype(dtype)
+    y = layer(layer.backend.asarray(x))
+    dx = layer.backward(layer.backend.asarray(grad))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = ref(xt)
+    yt.backward(torch.tensor(grad))
+    assert tn.asnumpy(y).dtype == np.dtype(dtype)
+    np.testing.assert_allclose(tn.asnumpy(y), yt.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(tn.asnumpy(dx), xt.grad.numpy(), rtol=tol, atol=tol)
+    if affine:
+        np.testing.assert_allclose(tn.asnumpy(layer.weight.grad), ref.weight.grad.numpy(),
+                                   rtol=tol, atol=tol * 10)
+        np.testing.assert_allclose(tn.asnumpy(layer.bias.grad), ref.bias.grad.numpy(),
+                                   rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("shape, groups", [((3, 6, 4, 2), 3), ((2, 4, 5), 1), ((4, 3), 3)])
+def test_groupnorm_gradcheck_and_eval_uses_the_same_statistics(shape, groups, rng):
+    layer = nn.GroupNorm(groups, shape[1], dtype="float64")
+    layer.weight.data = rng.uniform(0.5, 2.0, shape[1])
+    layer.bias.data = rng.standard_normal(shape[1])
+    x = rng.standard_normal(shape) * 2 + 0.5
+    grouped = x.reshape(shape[0], groups, -1)
+    want = ((grouped - grouped.mean(axis=2, keepdims=True))
+            / np.sqrt(grouped.var(axis=2, keepdims=True) + 1e-5)).reshape(shape)
+    channel = (1, shape[1]) + (1,) * (len(shape) - 2)
+    want = want * layer.weight.data.reshape(channel) + layer.bias.data.reshape(channel)
+    np.testing.assert_allclose(layer(x), want, rtol=1e-12, atol=1e-12)
+    layer.eval()
+    np.testing.assert_allclose(layer(x), want, rtol=1e-12, atol=1e-12)
+    assert tn.gradcheck(layer, x)
+
+
+def test_groupnorm_takes_a_non_contiguous_input_and_keeps_pytorch_names(rng):
+    x = rng.standard_normal((4, 3, 5, 6)).astype(np.float32)
+    layer = nn.GroupNorm(2, 6)
+    view = x.transpose(0, 3, 1, 2)  # (4, 6, 3, 5), not contiguous
+    np.testing.assert_allclose(layer(view), layer(np.ascontiguousarray(view)), rtol=1e-6,
+                               atol=1e-6)
+    assert list(layer.state_dict()) == ["weight", "bias"]
+    assert repr(layer) == "GroupNorm(2, 6, eps=1e-05, affine=True)"
+    assert list(nn.GroupNorm(2, 6, affine=False).state_dict()) == []
+
+
+def test_groupnorm_agrees_across_backends(any_device, rng):
+    x = (rng.standard_normal((5, 6, 4, 3)) * 2 + 1).astype(np.float32)
+    grad = rng.standard_normal(x.shape).astype(np.float32)
+    ref, layer = nn.GroupNorm(3, 6), nn.GroupNorm(3, 6).to(any_device)
+    y_ref, y = ref(x), layer(layer.backend.asarray(x))
+    dx_ref, dx = ref.backward(grad), layer.backward(layer.backend.asarray(grad))
+    np.testing.assert_allclose(tn.asnumpy(y), y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tn.asnumpy(dx), dx_ref, rtol=1e-4, atol=1e-5)
+    for mine, theirs in ((layer.weight.grad, ref.weight.grad), (layer.bias.grad, ref.bias.grad)):
+        assert tn.asnumpy(mine).dtype == np.float32
+        np.testing.assert_allclose(tn.asnumpy(mine), theirs, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_groupnorm_exports_to_onnx(tmp_path, affine, rng):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(4, 8, affine=affine),
+                          nn.ReLU())
+    if affine:
+        model[1].weight.data = rng.uniform(0.5, 2.0, 8).astype(np.float32)
+        model[1].bias.data = rng.standard_normal(8).astype(np.float32)
+    x = rng.standard_normal((3, 3, 6, 5)).astype(np.float32)
+    tn.onnx.export(model, x, tmp_path / "gn.onnx")
+    session = ort.InferenceSession(str(tmp_path / "gn.onnx"), providers=["CPUExecutionProvider"])
+    model.eval()
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], model(x), rtol=1e-5,
+                               atol=1e-5)
+    x2 = rng.standard_normal((7, 3, 6, 5)).astype(np.float32)  # another batch size
+    np.testing.assert_allclose(session.run(None, {"input": x2})[0], model(x2), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_groupnorm_errors_name_the_layer():
+    with pytest.raises(ValueError, match=r"num_channels \(6\) must be divisible by "
+                                         r"num_groups \(4\)"):
+        nn.GroupNorm(4, 6)
+    with pytest.raises(ValueError, match="num_groups"):
+        nn.GroupNorm(0, 6)
+    with pytest.raises(ValueError, match="eps must be a positive number"):
+        nn.GroupNorm(2, 6, eps=-1.0)
+    with pytest.raises(ValueError, match=r"GroupNorm\(2, 6\) got input of shape \(3, 4, 5\); "
+                                         r"expected \(N, 6, \.\.\.\)"):
+        nn.GroupNorm(2, 6)(np.zeros((3, 4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"GroupNorm\(2, 6\) got input of shape \(3, 6, 0\)"):
+        nn.GroupNorm(2, 6)(np.zeros((3, 6, 0), np.float32))
+    with pytest.raises(ValueError, match=r"GroupNorm\(2, 6\) got input of shape \(6,\)"):
+        nn.GroupNorm(2, 6)(np.zeros(6, np.float32))
+    with pytest.raises(TypeError, match="float64 input"):
+        nn.GroupNorm(2, 6)(np.zeros((3, 6)))
+    layer = nn.GroupNorm(2, 6)
+    layer.weight.data = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match=r"GroupNorm\(2, 6\): weight and bias must have 6 "
+                                         r"values, got shapes \(3,\) and \(6,\)"):
+        layer(np.zeros((2, 6, 3), np.float32))
