@@ -5,8 +5,8 @@ runs the file).
 
 Sequential models (nested ones too) of: Linear, DropConnect (its eval weight), Conv1d,
 Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d, AdaptiveAvgPool2d,
-Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, GroupNorm, Embedding,
-Flatten, Identity, Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU,
+Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, GroupNorm,
+InstanceNorm1d/2d, Embedding, Flatten, Identity, Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU,
 LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU.
 MaxUnpool2d and MaxPool2d(return_indices=True) are refused by name (two inputs, two outputs).
 The graph computes what the model computes in eval mode, with the batch axis dynamic, in the
@@ -261,7 +261,7 @@ _CONVERTERS = {
     nn.AvgPool2d: _avg_pool,
     nn.GlobalAvgPool2d: _global_pool, nn.AdaptiveAvgPool2d: _separable, nn.Upsample: _separable,
     nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.LayerNorm: _layer_norm,
-    nn.GroupNorm: _group_norm,
+    nn.GroupNorm: _group_norm, nn.InstanceNorm1d: _group_norm, nn.InstanceNorm2d: _group_norm,
     nn.Embedding: lambda g, m, x, s: g.node("Gather", [g.constant(m.weight.data, "weight"), x],
                                             axis=0),
     nn.Flatten: _flatten,

@@ -1,4 +1,4 @@
-"""GroupNorm as torch.nn.GroupNorm: forward, input and parameter gradients against torch on
+"""GroupNorm and InstanceNorm1d/2d as torch's: forward, input and parameter gradients against torch on
 identical inputs (1-D to 3-D spatial layouts, one group to one per channel, with and
 without affine), a float64 gradient check, the same output in eval, every backend, ONNX
 export, and errors."""
@@ -92,24 +92,23 @@ def test_groupnorm_agrees_across_backends(any_device, rng):
         np.testing.assert_allclose(tn.asnumpy(mine), theirs, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("affine", [True, False])
-def test_groupnorm_exports_to_onnx(tmp_path, affine, rng):
+@pytest.mark.parametrize("make", [lambda: nn.GroupNorm(4, 8),
+                                  lambda: nn.GroupNorm(4, 8, affine=False),
+                                  lambda: nn.InstanceNorm2d(8, affine=True)])
+def test_groupnorm_and_instancenorm_export_to_onnx(tmp_path, make, rng):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(4, 8, affine=affine),
-                          nn.ReLU())
-    if affine:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), make(), nn.ReLU())
+    if model[1].affine:
         model[1].weight.data = rng.uniform(0.5, 2.0, 8).astype(np.float32)
         model[1].bias.data = rng.standard_normal(8).astype(np.float32)
     x = rng.standard_normal((3, 3, 6, 5)).astype(np.float32)
     tn.onnx.export(model, x, tmp_path / "gn.onnx")
     session = ort.InferenceSession(str(tmp_path / "gn.onnx"), providers=["CPUExecutionProvider"])
     model.eval()
-    np.testing.assert_allclose(session.run(None, {"input": x})[0], model(x), rtol=1e-5,
-                               atol=1e-5)
-    x2 = rng.standard_normal((7, 3, 6, 5)).astype(np.float32)  # another batch size
-    np.testing.assert_allclose(session.run(None, {"input": x2})[0], model(x2), rtol=1e-5,
-                               atol=1e-5)
+    for batch in (x, rng.standard_normal((7, 3, 6, 5)).astype(np.float32)):  # 2 batch sizes
+        np.testing.assert_allclose(session.run(None, {"input": batch})[0], model(batch),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_groupnorm_errors_name_the_layer():
@@ -134,3 +133,47 @@ def test_groupnorm_errors_name_the_layer():
     with pytest.raises(ValueError, match=r"GroupNorm\(2, 6\): weight and bias must have 6 "
                                          r"values, got shapes \(3,\) and \(6,\)"):
         layer(np.zeros((2, 6, 3), np.float32))
+
+
+# ---------------------------------------------------------------------- InstanceNorm
+@pytest.mark.parametrize("name, shape", [("InstanceNorm2d", (3, 4, 5, 6)),
+                                         ("InstanceNorm1d", (2, 3, 7))])
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 2e-5)])
+def test_instancenorm_matches_torch(name, shape, affine, dtype, tol, rng):
+    torch = pytest.importorskip("torch")
+    layer = getattr(nn, name)(shape[1], affine=affine, dtype=dtype)
+    ref = getattr(torch.nn, name)(shape[1], affine=affine).to(getattr(torch, dtype))
+    if affine:
+        weight, bias = rng.uniform(0.5, 2.0, shape[1]), rng.standard_normal(shape[1])
+        layer.weight.data, layer.bias.data = weight.astype(dtype), bias.astype(dtype)
+        ref.weight.data = torch.tensor(weight).to(getattr(torch, dtype))
+        ref.bias.data = torch.tensor(bias).to(getattr(torch, dtype))
+    x = (rng.standard_normal(shape) * 2 - 1).astype(dtype)
+    grad = rng.standard_normal(shape).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = ref(xt)
+    yt.backward(torch.tensor(grad))
+    np.testing.assert_allclose(layer(x), yt.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(layer.backward(grad), xt.grad.numpy(), rtol=tol, atol=tol)
+    assert list(layer.state_dict()) == list(ref.state_dict())
+    if affine:
+        np.testing.assert_allclose(layer.weight.grad, ref.weight.grad.numpy(), rtol=tol,
+                                   atol=tol * 10)
+    assert tn.gradcheck(getattr(nn, name)(shape[1], affine=affine, dtype="float64"),
+                        [rng.standard_normal(shape)])
+
+
+def test_instancenorm_errors_as_pytorch():
+    with pytest.raises(ValueError, match="InstanceNorm2d: track_running_stats=True .* not "
+                                         "implemented"):
+        nn.InstanceNorm2d(4, track_running_stats=True)
+    with pytest.raises(ValueError, match=r"InstanceNorm2d\(4\) got input of shape \(2, 4, 5\); "
+                                         r"expected \(N, 4, H, W\)"):
+        nn.InstanceNorm2d(4)(np.zeros((2, 4, 5), np.float32))
+    for layer in (nn.InstanceNorm1d(3), nn.InstanceNorm1d(3).eval()):  # PyTorch: both
+        with pytest.raises(ValueError, match=r"InstanceNorm1d\(3\): expected more than 1 "
+                                             r"spatial element"):
+            layer(np.zeros((2, 3, 1), np.float32))
+    with pytest.raises(ValueError, match="num_features"):
+        nn.InstanceNorm1d(0)

@@ -15,7 +15,8 @@ from .loss_labels import CrossEntropyLoss, NLLLoss
 from .loss_classification import BCELoss, BCEWithLogitsLoss, KLDivLoss, MultiMarginLoss
 from .loss_regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 from .module import Module, RemovableHandle
-from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from .normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
+                            LayerNorm)
 from .parameter import Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from .unpooling import MaxUnpool2d
@@ -33,5 +34,5 @@ __all__ = [
     "gradcheck", "GradcheckError",
     "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "MaxUnpool2d", "AvgPool2d",
     "GlobalAvgPool2d", "AdaptiveAvgPool2d", "Upsample", "BatchNorm1d", "BatchNorm2d",
-    "LayerNorm", "GroupNorm", "SyncBatchNorm",
+    "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "SyncBatchNorm",
 ]

@@ -1,4 +1,5 @@
-"""Normalization layers: BatchNorm1d, BatchNorm2d, LayerNorm and GroupNorm.
+"""Normalization layers: BatchNorm1d, BatchNorm2d, LayerNorm, GroupNorm and
+InstanceNorm1d/2d (GroupNorm with a group per channel).
 
 The statistics and the backward formula live in ``tensornet.nn.functional``
 (``normalize`` and ``normalize_backward``), shared by both families; these layers add the
@@ -371,3 +372,51 @@ class GroupNorm(Module):
 
     def _describe(self) -> str:
         return f"GroupNorm({self.num_groups}, {self.num_channels})"
+
+
+class _InstanceNorm(GroupNorm):
+    """Instance normalization (Ulyanov et al. 2016): GroupNorm with one group per channel,
+    with PyTorch's defaults and checks (``affine=False``; more than one spatial element). ``track_running_stats=True`` (running estimates for eval) is not
+    implemented."""
+
+    _ndims, _layout = 3, ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = False, track_running_stats: bool = False, *, device=None,
+                 dtype=None):
+        name = type(self).__name__
+        if track_running_stats:
+            raise ValueError(f"{name}: track_running_stats=True (running estimates used in "
+                             f"eval) is not implemented; with the default False, train and "
+                             f"eval both normalise each sample by its own statistics")
+        features = _positive_int(name, "num_features", num_features)
+        super().__init__(features, features, eps=eps, affine=affine, device=device,
+                         dtype=dtype)
+        self.momentum, self.track_running_stats = momentum, False
+
+    def forward(self, x):
+        self._check_input(x, ndim=self._ndims, expected=self._layout.format(self.num_channels))
+        if math.prod(tuple(x.shape[2:])) == 1:  # PyTorch's check, in eval too (no running
+            raise ValueError(f"{self._describe()}: expected more than 1 spatial element, "
+                             f"got input of shape {tuple(x.shape)}: each channel would "
+                             f"normalise to 0")  # estimates to use instead)
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+    def _describe(self) -> str:
+        return f"{type(self).__name__}({self.num_channels})"
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """``torch.nn.InstanceNorm1d``: x (N, C, L), each (sample, channel) standardised over L."""
+
+    _ndims, _layout = 3, "(N, {}, L)"
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """``torch.nn.InstanceNorm2d``: x (N, C, H, W), each (sample, channel) standardised over
+    its H x W plane (style transfer, image generation)."""
+
+    _ndims, _layout = 4, "(N, {}, H, W)"
