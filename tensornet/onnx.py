@@ -4,7 +4,7 @@ runs the file).
     tn.onnx.export(model, example_input, "model.onnx")
 
 Sequential models (nested ones too) of: Linear, DropConnect (its eval weight), Conv1d,
-Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d, AdaptiveAvgPool2d,
+Conv2d, ConvTranspose2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool2d, AdaptiveAvgPool1d/2d,
 Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, GroupNorm,
 InstanceNorm1d/2d, Embedding, Flatten, Identity, Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU,
 LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU.
@@ -134,6 +134,26 @@ def _batch_norm(g, m, x, shapes):
                    g.constant(m.running_var, "running_var")], epsilon=m.eps)
 
 
+class _HeightOne:
+    """``shapes`` as a 2-D pool's converter sees a 1-D pool: (N, C, L) as (N, C, 1, L)."""
+
+    def __init__(self, shapes):
+        self._shapes = shapes
+
+    def of(self, module) -> tuple:
+        return tuple(tuple(s[:2]) + (1,) + tuple(s[2:]) for s in self._shapes.of(module))
+
+
+def _as_1d(convert):
+    """A 1-D pool's converter: its 2-D pool's ``convert`` between an Unsqueeze and a
+    Squeeze of a height axis."""
+    def convert_1d(g, m, x, shapes):
+        axis = g.constant(np.array([2]), "height", "int64")
+        y = convert(g, m, g.node("Unsqueeze", [x, axis]), _HeightOne(shapes))
+        return g.node("Squeeze", [y, axis])
+    return convert_1d
+
+
 def _group_norm(g, m, x, shapes):
     """(N, C, *S) as (N, G, C/G * prod(S)), InstanceNormalization over its last axis (unit
     scale, zero shift), back to (N, C, *S), then the per-channel weight and bias."""
@@ -182,6 +202,11 @@ def _separable(g, m, x, shapes):
         if swap is not None:
             x = g.node("Transpose", [x], perm=swap)
     return x
+
+
+def _max_pool(g, m, x, shapes):
+    return g.node("MaxPool", [x], **_window_attributes(
+        m.kernel_size, m.stride, m.pads_for(shapes.of(m)[0][2:]), m.dilation))
 
 
 def _avg_pool(g, m, x, shapes):
@@ -256,9 +281,10 @@ _CONVERTERS = {
     nn.Sequential: _sequential, nn.Residual: _residual,
     nn.Linear: _linear, nn.DropConnect: _linear,
     nn.Conv1d: _conv, nn.Conv2d: _conv, nn.ConvTranspose2d: _conv_transpose,
-    nn.MaxPool2d: lambda g, m, x, s: g.node("MaxPool", [x], **_window_attributes(
-        m.kernel_size, m.stride, m.pads_for(s.of(m)[0][2:]), m.dilation)),
+    nn.MaxPool2d: _max_pool,
     nn.AvgPool2d: _avg_pool,
+    nn.MaxPool1d: _as_1d(_max_pool), nn.AvgPool1d: _as_1d(_avg_pool),
+    nn.AdaptiveAvgPool1d: _as_1d(_separable),
     nn.GlobalAvgPool2d: _global_pool, nn.AdaptiveAvgPool2d: _separable, nn.Upsample: _separable,
     nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.LayerNorm: _layer_norm,
     nn.GroupNorm: _group_norm, nn.InstanceNorm1d: _group_norm, nn.InstanceNorm2d: _group_norm,

@@ -18,7 +18,8 @@ from .module import Module, RemovableHandle
 from .normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
                             LayerNorm)
 from .parameter import Parameter
-from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, GlobalAvgPool2d,
+                      MaxPool1d, MaxPool2d)
 from .unpooling import MaxUnpool2d
 from .upsampling import Upsample
 from .sync_batchnorm import SyncBatchNorm
@@ -32,7 +33,8 @@ __all__ = [
     "Loss", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "NonFiniteError",
     "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss", "KLDivLoss", "MultiMarginLoss",
     "gradcheck", "GradcheckError",
-    "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "MaxUnpool2d", "AvgPool2d",
+    "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d", "MaxUnpool2d", "AvgPool1d",
+    "AvgPool2d", "AdaptiveAvgPool1d",
     "GlobalAvgPool2d", "AdaptiveAvgPool2d", "Upsample", "BatchNorm1d", "BatchNorm2d",
     "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "SyncBatchNorm",
 ]

@@ -214,13 +214,13 @@ class Conv2d(Convolution):
         return items
 
 
-def _single(name: str, value, minimum: int) -> int:
-    """An int or a 1-tuple -> int, at least ``minimum``."""
+def _single(name: str, value, minimum: int, owner: str = "Conv1d") -> int:
+    """An int or a 1-tuple -> int, at least ``minimum`` (errors name ``owner``)."""
     if isinstance(value, (tuple, list)) and len(value) == 1:
         value = value[0]
     if isinstance(value, (tuple, list)):
-        raise ValueError(f"Conv1d: {name} must be an int >= {minimum}, got {value!r}")
-    return _pair("Conv1d", name, value, minimum)[0]
+        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
+    return _pair(owner, name, value, minimum)[0]
 
 
 class Conv1d(Conv2d):

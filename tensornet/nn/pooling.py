@@ -1,5 +1,6 @@
-"""Pooling: MaxPool2d, AvgPool2d, GlobalAvgPool2d and AdaptiveAvgPool2d over (N, C, H, W)
-(MaxUnpool2d, which takes MaxPool2d's indices, is in ``unpooling.py``).
+"""Pooling: MaxPool2d, AvgPool2d, GlobalAvgPool2d and AdaptiveAvgPool2d over (N, C, H, W),
+and MaxPool1d, AvgPool1d and AdaptiveAvgPool1d over (N, C, L) (the 2-D pools on a
+height-1 view). MaxUnpool2d, which takes MaxPool2d's indices, is in ``unpooling.py``.
 
 The window math lives in the backend (``max_pool2d``, ``avg_pool2d`` and their backwards),
 so devices can override it; these layers check arguments and inputs and keep the caches.
@@ -13,7 +14,7 @@ import numpy as np
 from tensornet.backends import dtype_name
 
 from . import functional as F
-from .conv import _format_pair, _pair, check_window_fits, window_repr
+from .conv import _format_pair, _pair, _single, check_window_fits, window_repr
 from .module import Module
 
 
@@ -323,3 +324,100 @@ class AdaptiveAvgPool2d(_SeparableResample2d):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
+
+
+# ---------------------------------------------------------------------- 1-D pools
+def _window_1d(owner: str, kernel_size, stride, padding, dilation=1):
+    """The 1-D window arguments (ints or 1-tuples, as PyTorch's) as the 2-D pool's
+    height-1 pairs: ``(1, k), (1, s), (0, p), (1, d)``."""
+    k = _single("kernel_size", kernel_size, 1, owner)
+    s = k if stride is None else _single("stride", stride, 1, owner)
+    p = _single("padding", padding, 0, owner)
+    d = _single("dilation", dilation, 1, owner)
+    if 2 * p > k:
+        raise ValueError(f"{owner}: padding {p} must be at most half the kernel size {k}")
+    return (1, k), (1, s), (0, p), (1, d)
+
+
+class _As1d:
+    """Mixin of the 1-D pools: x (N, C, L) goes through the 2-D pool as (N, C, 1, L)."""
+
+    def forward(self, x):
+        self._accept_floating(x, ndim=3, expected="(N, C, L)")
+        n, c, length = x.shape
+        self._check_length(x)
+        xp = self.backend.xp
+        out = super().forward(xp.reshape(x, (n, c, 1, length)))
+        if isinstance(out, tuple):  # MaxPool1d(return_indices=True): (y, indices)
+            return tuple(xp.reshape(a, (n, c, a.shape[3])) for a in out)
+        return xp.reshape(out, (n, c, out.shape[3]))
+
+    def backward(self, grad_output):
+        xp = self.backend.xp
+        n, c, length = grad_output.shape
+        dx = super().backward(xp.reshape(grad_output, (n, c, 1, length)))
+        return xp.reshape(dx, (n, c, dx.shape[3]))
+
+    def _check_length(self, x) -> None:
+        k, p, d = self.kernel_size[1], self.padding[1], self.dilation[1]
+        if x.shape[2] + 2 * p < d * (k - 1) + 1:
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: L + "
+                             f"padding is smaller than the (dilated) kernel {d * (k - 1) + 1}")
+
+    def extra_repr(self) -> str:
+        text = f"kernel_size={self.kernel_size[1]}"
+        if self.stride[1] != self.kernel_size[1]:
+            text += f", stride={self.stride[1]}"
+        if self.padding[1]:
+            text += f", padding={self.padding[1]}"
+        if self.dilation[1] != 1:
+            text += f", dilation={self.dilation[1]}"
+        if self.ceil_mode:
+            text += ", ceil_mode=True"
+        if getattr(self, "return_indices", False):
+            text += ", return_indices=True"
+        if not getattr(self, "count_include_pad", True):
+            text += ", count_include_pad=False"
+        return text
+
+
+class MaxPool1d(_As1d, MaxPool2d):
+    """Max over ``kernel_size`` windows of x (N, C, L) -> (N, C, OL), as
+    ``torch.nn.MaxPool1d(kernel_size, stride, padding, dilation, return_indices,
+    ceil_mode)``: MaxPool2d on a height-1 view (the same padding, tie and ceil_mode
+    rules). ``return_indices=True``: ``(y, indices)``, each index the position of its
+    maximum along L, as PyTorch."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
+        k, s, p, d = _window_1d("MaxPool1d", kernel_size, stride, padding, dilation)
+        if not isinstance(return_indices, (bool, np.bool_)):
+            raise ValueError(f"MaxPool1d: return_indices must be True or False, got "
+                             f"{return_indices!r}")
+        super().__init__(k, s, p, d, return_indices, ceil_mode)
+
+
+class AvgPool1d(_As1d, AvgPool2d):
+    """Mean over ``kernel_size`` windows of x (N, C, L) -> (N, C, OL), as
+    ``torch.nn.AvgPool1d(kernel_size, stride, padding, ceil_mode, count_include_pad)``:
+    AvgPool2d on a height-1 view (the same padding and divisor rules)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad: bool = True):
+        k, s, p, _ = _window_1d("AvgPool1d", kernel_size, stride, padding)
+        super().__init__(k, s, p, ceil_mode, count_include_pad)
+
+
+class AdaptiveAvgPool1d(_As1d, AdaptiveAvgPool2d):
+    """Mean over ``output_size`` bins of x (N, C, L) -> (N, C, output_size), as
+    ``torch.nn.AdaptiveAvgPool1d`` (bins as AdaptiveAvgPool2d's along its width)."""
+
+    def __init__(self, output_size):
+        size = _single("output_size", output_size, 1, "AdaptiveAvgPool1d")
+        super().__init__((1, size))
+
+    def _check_length(self, x) -> None:
+        pass  # any length has its bins
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size[1]}"
