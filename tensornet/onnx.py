@@ -7,7 +7,8 @@ Sequential models (nested ones too) of: Linear, DropConnect (its eval weight), C
 Conv2d, ConvTranspose2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool2d, AdaptiveAvgPool1d/2d,
 Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, GroupNorm,
 InstanceNorm1d/2d, Embedding, Flatten, Identity, Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU,
-LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU.
+LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU,
+ReLU6, Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign, LogSigmoid.
 MaxUnpool2d and MaxPool2d(return_indices=True) are refused by name (two inputs, two outputs).
 The graph computes what the model computes in eval mode, with the batch axis dynamic, in the
 model's dtype (float32 or float64; onnxruntime's CPU provider has no float64 Conv,
@@ -250,6 +251,11 @@ def _gelu(g, m, x, shapes):
     return g.node("Mul", [g.node("Mul", [x, half]), g.node("Add", [core, one])])
 
 
+def _clip(g, m, x, shapes):
+    """Hardtanh and ReLU6."""
+    return g.node("Clip", [x, g.constant(m.min_val, "min"), g.constant(m.max_val, "max")])
+
+
 def _softplus(g, m, x, shapes):
     """``x`` where ``beta * x > threshold`` (the layer's linear part), else the softplus."""
     beta = g.constant(m.beta, "beta")
@@ -305,8 +311,14 @@ _CONVERTERS = {
     nn.LogSoftmax: lambda g, m, x, s: g.node("LogSoftmax", [x], axis=m.dim),
     nn.GELU: _gelu,
     nn.SiLU: lambda g, m, x, s: g.node("Mul", [x, g.node("Sigmoid", [x])]),
-    nn.Hardtanh: lambda g, m, x, s: g.node("Clip", [x, g.constant(m.min_val, "min"),
-                                                    g.constant(m.max_val, "max")]),
+    nn.Hardsigmoid: lambda g, m, x, s: g.node("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5),
+    nn.Hardswish: lambda g, m, x, s: g.node("HardSwish", [x]),
+    nn.Mish: lambda g, m, x, s: g.node("Mul", [x, g.node("Tanh", [g.node("Softplus", [x])])]),
+    nn.CELU: lambda g, m, x, s: g.node("Celu", [x], alpha=m.alpha),
+    nn.SELU: lambda g, m, x, s: g.node("Selu", [x], alpha=m.ALPHA, gamma=m.SCALE),
+    nn.Softsign: lambda g, m, x, s: g.node("Softsign", [x]),
+    nn.LogSigmoid: lambda g, m, x, s: g.node("Neg", [g.node("Softplus", [g.node("Neg", [x])])]),
+    nn.Hardtanh: _clip, nn.ReLU6: _clip,
     nn.PReLU: _prelu,
 }
 

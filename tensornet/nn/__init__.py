@@ -1,7 +1,8 @@
 """Layers, containers, losses, initialisers and the gradient checker."""
 from . import init
-from .activation import (ELU, GELU, Hardtanh, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, SiLU,
-                         Softmax, SoftPlus, Softplus, Tanh)
+from .activation import (CELU, ELU, GELU, SELU, Hardsigmoid, Hardswish, Hardtanh, LeakyReLU,
+                         LogSigmoid, LogSoftmax, Mish, PReLU, ReLU, ReLU6, Sigmoid, SiLU, Softmax,
+                         SoftPlus, Softplus, Softsign, Tanh)
 from .container import ModuleDict, ModuleList, Residual, Sequential
 from .conv import Conv1d, Conv2d
 from .conv_transpose import ConvTranspose2d
@@ -29,7 +30,8 @@ __all__ = [
     "ModuleDict",
     "Linear", "Identity", "Embedding", "Flatten", "Dropout", "Dropout2d", "DropConnect",
     "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "SoftPlus", "Softplus", "Softmax", "LogSoftmax",
-    "GELU", "SiLU", "Hardtanh", "PReLU",
+    "GELU", "SiLU", "Hardtanh", "PReLU", "ReLU6", "Hardsigmoid", "Hardswish", "Mish", "CELU",
+    "SELU", "Softsign", "LogSigmoid",
     "Loss", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "NonFiniteError",
     "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss", "KLDivLoss", "MultiMarginLoss",
     "gradcheck", "GradcheckError",

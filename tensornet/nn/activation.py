@@ -280,6 +280,136 @@ class Hardtanh(_Activation):
         return f"min_val={self.min_val}, max_val={self.max_val}"
 
 
+class ReLU6(Hardtanh):
+    """``min(max(x, 0), 6)`` (MobileNet's), as ``torch.nn.ReLU6``: Hardtanh(0, 6)."""
+
+    def __init__(self):
+        super().__init__(0.0, 6.0)
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+class Hardsigmoid(_Activation):
+    """``relu6(x + 3) / 6``, as ``torch.nn.Hardsigmoid``: the gradient 1/6 strictly inside
+    (-3, 3), 0 elsewhere (as PyTorch). Caches the input."""
+
+    def forward(self, x):
+        xp = self._accept(x)
+        self._cache = x
+        return xp.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+    def backward(self, grad_output):
+        x = self._require_cache(self._cache)
+        inside = (x > -3.0) & (x < 3.0)
+        return self.backend.xp.where(inside, grad_output / 6.0, 0.0)
+
+
+class Hardswish(_Activation):
+    """``x * relu6(x + 3) / 6`` (Howard et al. 2019), as ``torch.nn.Hardswish``: gradient 0
+    up to -3, ``x / 3 + 1/2`` strictly between -3 and 3, 1 from 3 (PyTorch's choices at
+    the two kinks). Caches the input."""
+
+    def forward(self, x):
+        xp = self._accept(x)
+        self._cache = x
+        return x * xp.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+    def backward(self, grad_output):
+        x = self._require_cache(self._cache)
+        xp = self.backend.xp
+        slope = xp.where(x <= -3.0, 0.0, xp.where(x < 3.0, x / 3.0 + 0.5, 1.0))
+        return grad_output * slope
+
+
+class Mish(_Activation):
+    """``x * tanh(softplus(x))`` (Misra 2019), as ``torch.nn.Mish``; caches the input and
+    ``tanh(softplus(x))``."""
+
+    def forward(self, x):
+        xp = self._accept(x)
+        t = xp.tanh(xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(x, 0.0))
+        self._cache = (x, t)
+        return x * t
+
+    def backward(self, grad_output):
+        x, t = self._require_cache(self._cache)
+        xp = self.backend.xp
+        return grad_output * (t + x * _sigmoid(xp, x) * (1.0 - t * t))
+
+
+class CELU(_Activation):
+    """``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))`` (Barron 2017), as
+    ``torch.nn.CELU(alpha)``; caches the input."""
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+        if self.alpha == 0 or not math.isfinite(self.alpha):
+            raise ValueError(f"CELU: alpha must be a nonzero finite number, got {alpha!r}")
+
+    def forward(self, x):
+        xp = self._accept(x)
+        self._cache = x
+        return xp.where(x > 0, x, self.alpha * xp.expm1(xp.minimum(x, 0.0) / self.alpha))
+
+    def backward(self, grad_output):
+        x = self._require_cache(self._cache)
+        xp = self.backend.xp
+        return xp.where(x > 0, grad_output,
+                        grad_output * xp.exp(xp.minimum(x, 0.0) / self.alpha))
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class SELU(_Activation):
+    """``scale * (max(0, x) + min(0, alpha * (exp(x) - 1)))`` with Klambauer et al.'s
+    (2017) self-normalizing constants, as ``torch.nn.SELU``; caches the input."""
+
+    ALPHA = 1.6732632423543772848170429916717
+    SCALE = 1.0507009873554804934193349852946
+
+    def forward(self, x):
+        xp = self._accept(x)
+        self._cache = x
+        return self.SCALE * xp.where(x > 0, x, self.ALPHA * xp.expm1(xp.minimum(x, 0.0)))
+
+    def backward(self, grad_output):
+        x = self._require_cache(self._cache)
+        xp = self.backend.xp
+        slope = xp.where(x > 0, self.SCALE, self.SCALE * self.ALPHA * xp.exp(xp.minimum(x, 0.0)))
+        return grad_output * slope
+
+
+class Softsign(_Activation):
+    """``x / (1 + |x|)``, as ``torch.nn.Softsign``; caches the input."""
+
+    def forward(self, x):
+        xp = self._accept(x)
+        self._cache = x
+        return x / (1.0 + xp.abs(x))
+
+    def backward(self, grad_output):
+        x = self._require_cache(self._cache)
+        d = 1.0 + self.backend.xp.abs(x)
+        return grad_output / (d * d)
+
+
+class LogSigmoid(_Activation):
+    """``log(sigmoid(x)) = min(x, 0) - log(1 + exp(-|x|))`` (no overflow, no cancellation),
+    as ``torch.nn.LogSigmoid``; caches the input."""
+
+    def forward(self, x):
+        xp = self._accept(x)
+        self._cache = x
+        return xp.minimum(x, 0.0) - xp.log1p(xp.exp(-xp.abs(x)))
+
+    def backward(self, grad_output):
+        x = self._require_cache(self._cache)
+        return grad_output * _sigmoid(self.backend.xp, -x)
+
+
 class PReLU(Module):
     """``x`` for x > 0, ``a * x`` otherwise, with a learnable slope ``a`` (He et al. 2015).
 

@@ -1,0 +1,104 @@
+"""ReLU6, Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign and LogSigmoid as torch's:
+forward and backward against torch on identical inputs (the kinks of the piecewise ones
+included, and tails to +-40), float64 and float32 (which each keeps), the CPU and strict
+backends; float64 gradchecks away from the kinks; every backend; ONNX export."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensornet as tn
+from tensornet import nn
+
+LAYERS = {  # name: (tensornet layer, torch layer), both built on demand
+    "ReLU6": (lambda: nn.ReLU6(), lambda t: t.nn.ReLU6()),
+    "Hardsigmoid": (lambda: nn.Hardsigmoid(), lambda t: t.nn.Hardsigmoid()),
+    "Hardswish": (lambda: nn.Hardswish(), lambda t: t.nn.Hardswish()),
+    "Mish": (lambda: nn.Mish(), lambda t: t.nn.Mish()),
+    "CELU": (lambda: nn.CELU(), lambda t: t.nn.CELU()),
+    "CELU-0.5": (lambda: nn.CELU(0.5), lambda t: t.nn.CELU(0.5)),
+    "SELU": (lambda: nn.SELU(), lambda t: t.nn.SELU()),
+    "Softsign": (lambda: nn.Softsign(), lambda t: t.nn.Softsign()),
+    "LogSigmoid": (lambda: nn.LogSigmoid(), lambda t: t.nn.LogSigmoid()),
+}
+KINKS = [-6.0, -3.0, 0.0, 3.0, 6.0]
+
+
+def _inputs(dtype):
+    return np.concatenate([np.linspace(-40, 40, 801), KINKS,
+                           np.random.default_rng(0).standard_normal(200) * 4]).astype(dtype)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("dtype, rtol, atol", [("float64", 1e-13, 1e-300),
+                                               ("float32", 2e-6, 1e-7)])
+@pytest.mark.parametrize("device", ["cpu", "strict"])
+def test_activation_matches_torch(name, dtype, rtol, atol, device):
+    """float32: an absolute 1e-7 too, for gradients that cross zero (Mish near -1.19) or
+    that torch's autograd gets by cancellation (Softsign's, at |x| ~ 40). Hardsigmoid's
+    gradient in float64 is exactly grad / 6; torch's is grad times 1/6 rounded to float32."""
+    torch = pytest.importorskip("torch")
+    if name == "Hardsigmoid" and dtype == "float64":
+        rtol = 3e-8
+    make, make_torch = LAYERS[name]
+    x = _inputs(dtype)
+    grad = np.random.default_rng(1).standard_normal(x.shape).astype(dtype)
+    layer = make().to(device)
+    backend = tn.get_backend(device)
+    y = layer(backend.asarray(x))
+    dx = layer.backward(backend.asarray(grad))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = make_torch(torch)(xt)
+    yt.backward(torch.tensor(grad))
+    for got, want in ((y, yt.detach().numpy()), (dx, xt.grad.numpy())):
+        got = tn.asnumpy(got)
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_activation_gradcheck(name, rng):
+    x = rng.uniform(-5, 5, (4, 7))
+    x = x[np.min(np.abs(x[..., None] - np.array(KINKS)), axis=-1) > 1e-3].reshape(-1)
+    assert tn.gradcheck(LAYERS[name][0]().double(), [x])
+
+
+def test_new_activations_agree_across_backends(any_device):
+    x = _inputs("float32").reshape(-1, 2)
+    grad = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+    backend = tn.get_backend(any_device)
+    for name, (make, _) in LAYERS.items():
+        ref, layer = make(), make()
+        y_ref, y = ref(x), layer(backend.asarray(x))
+        dx_ref, dx = ref.backward(grad), layer.backward(backend.asarray(grad))
+        np.testing.assert_allclose(tn.asnumpy(y), y_ref, rtol=2e-6, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(tn.asnumpy(dx), dx_ref, rtol=2e-6, atol=1e-6, err_msg=name)
+
+
+def test_new_activations_export_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    x = _inputs("float32").reshape(-1, 2)
+    for name, (make, _) in LAYERS.items():
+        model = nn.Sequential(make())
+        path = tmp_path / f"{name}.onnx"
+        tn.onnx.export(model, x, path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(session.run(None, {"input": x})[0], model(x), rtol=1e-5,
+                                   atol=1e-6, err_msg=name)
+
+
+def test_reprs_and_arguments():
+    assert repr(nn.ReLU6()) == "ReLU6()"
+    assert repr(nn.CELU(0.5)) == "CELU(alpha=0.5)"
+    with pytest.raises(ValueError, match="CELU: alpha must be a nonzero finite number"):
+        nn.CELU(0.0)
+    with pytest.raises(TypeError, match=r"Mish\(\).*int64"):
+        nn.Mish()(np.arange(3))
+
+
+def test_hardsigmoid_gradient_is_exactly_a_sixth_inside():
+    x, grad = np.linspace(-2.9, 2.9, 11), np.linspace(-1.0, 2.0, 11)
+    layer = nn.Hardsigmoid().double()
+    layer(x)
+    np.testing.assert_array_equal(layer.backward(grad), grad / 6.0)
