@@ -6,8 +6,8 @@ runs the file).
 Sequential models (nested ones too) of: Linear, DropConnect (its eval weight), Conv1d,
 Conv2d, ConvTranspose2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool2d, AdaptiveAvgPool1d/2d,
 Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, GroupNorm,
-InstanceNorm1d/2d, Embedding, Flatten, Identity, Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU,
-LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU,
+InstanceNorm1d/2d, Embedding, Flatten, Unflatten, Identity, Dropout/Dropout2d (identity, as
+in eval), Residual, and the activations ReLU, LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU,
 ReLU6, Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign, LogSigmoid.
 MaxUnpool2d and MaxPool2d(return_indices=True) are refused by name (two inputs, two outputs).
 The graph computes what the model computes in eval mode, with the batch axis dynamic, in the
@@ -239,6 +239,15 @@ def _flatten(g, m, x, shapes):
     return g.node("Reshape", [x, target])
 
 
+def _unflatten(g, m, x, shapes):
+    in_shape, out_shape = shapes.of(m)
+    if m.dim % len(in_shape) == 0:
+        raise ValueError(f"ONNX export: {m._describe()} splits the batch axis; only dim >= 1 "
+                         f"exports with a dynamic batch")
+    target = g.constant(np.array((0,) + tuple(out_shape[1:])), "shape", "int64")
+    return g.node("Reshape", [x, target])
+
+
 def _gelu(g, m, x, shapes):
     half = g.constant(0.5, "half")
     one = g.constant(1.0, "one")
@@ -296,7 +305,7 @@ _CONVERTERS = {
     nn.GroupNorm: _group_norm, nn.InstanceNorm1d: _group_norm, nn.InstanceNorm2d: _group_norm,
     nn.Embedding: lambda g, m, x, s: g.node("Gather", [g.constant(m.weight.data, "weight"), x],
                                             axis=0),
-    nn.Flatten: _flatten,
+    nn.Flatten: _flatten, nn.Unflatten: _unflatten,
     nn.Identity: lambda g, m, x, s: x, nn.Dropout: lambda g, m, x, s: x,
     nn.Dropout2d: lambda g, m, x, s: x,
     nn.ReLU: lambda g, m, x, s: g.node("Relu", [x]),

@@ -8,7 +8,7 @@ from .conv import Conv1d, Conv2d
 from .conv_transpose import ConvTranspose2d
 from .dropout import DropConnect, Dropout, Dropout2d
 from .embedding import Embedding
-from .flatten import Flatten
+from .flatten import Flatten, Unflatten
 from .gradcheck import GradcheckError, gradcheck
 from .linear import Identity, Linear
 from .loss import Loss, NonFiniteError
@@ -28,7 +28,7 @@ from .sync_batchnorm import SyncBatchNorm
 __all__ = [
     "init", "Module", "Parameter", "RemovableHandle", "Sequential", "Residual", "ModuleList",
     "ModuleDict",
-    "Linear", "Identity", "Embedding", "Flatten", "Dropout", "Dropout2d", "DropConnect",
+    "Linear", "Identity", "Embedding", "Flatten", "Unflatten", "Dropout", "Dropout2d", "DropConnect",
     "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "SoftPlus", "Softplus", "Softmax", "LogSoftmax",
     "GELU", "SiLU", "Hardtanh", "PReLU", "ReLU6", "Hardsigmoid", "Hardswish", "Mish", "CELU",
     "SELU", "Softsign", "LogSigmoid",

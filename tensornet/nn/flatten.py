@@ -1,4 +1,4 @@
-"""Flatten."""
+"""Flatten and Unflatten."""
 from __future__ import annotations
 
 import math
@@ -42,3 +42,47 @@ class Flatten(Module):
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    """Split axis ``dim`` into ``unflattened_size``, as ``torch.nn.Unflatten(dim,
+    unflattened_size)``: ``Unflatten(1, (C, H, W))`` turns (N, C*H*W) into (N, C, H, W),
+    the inverse of ``Flatten``. One entry of ``unflattened_size`` may be -1 (inferred).
+    Caches the input shape."""
+
+    _cache_attrs = ("_shape",)
+
+    def __init__(self, dim: int, unflattened_size):
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(f"Unflatten: dim must be an int, got {dim!r}")
+        sizes = tuple(unflattened_size) if isinstance(unflattened_size, (tuple, list)) else None
+        if (not sizes or any(isinstance(s, bool) or not isinstance(s, int) or (s < 1 and s != -1)
+                             for s in sizes) or sizes.count(-1) > 1):
+            raise ValueError(f"Unflatten: unflattened_size must be a tuple of positive ints "
+                             f"(one of them may be -1), got {unflattened_size!r}")
+        self.dim, self.unflattened_size = dim, sizes
+
+    def forward(self, x):
+        self._accept_floating(x)
+        shape = tuple(x.shape)
+        if not -len(shape) <= self.dim < len(shape):
+            raise ValueError(f"{self._describe()} got input of shape {shape}: it has no axis "
+                             f"{self.dim}")
+        dim = self.dim % len(shape)
+        sizes, known = self.unflattened_size, math.prod(s for s in self.unflattened_size
+                                                        if s != -1)
+        if -1 in sizes and shape[dim] % known == 0:
+            sizes = tuple(shape[dim] // known if s == -1 else s for s in sizes)
+        if math.prod(sizes) != shape[dim]:
+            raise ValueError(f"{self._describe()} got input of shape {shape}: axis {dim} has "
+                             f"{shape[dim]} values, which do not split into "
+                             f"{self.unflattened_size}")
+        self._shape = shape
+        return self.backend.xp.reshape(x, shape[:dim] + sizes + shape[dim + 1:])
+
+    def backward(self, grad_output):
+        return self.backend.xp.reshape(grad_output, self._require_cache(self._shape))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
