@@ -6,7 +6,8 @@ runs the file).
 Sequential models (nested ones too) of: Linear, DropConnect (its eval weight), Conv1d,
 Conv2d, ConvTranspose2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool2d, AdaptiveAvgPool1d/2d,
 Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, GroupNorm,
-InstanceNorm1d/2d, Embedding, Flatten, Unflatten, Identity, Dropout/Dropout2d (identity, as
+InstanceNorm1d/2d, Embedding, Flatten, Unflatten, the padding layers (Zero, Constant,
+Reflection, Replication; 1d/2d), Identity, Dropout/Dropout2d (identity, as
 in eval), Residual, and the activations ReLU, LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU,
 ReLU6, Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign, LogSigmoid.
 MaxUnpool2d and MaxPool2d(return_indices=True) are refused by name (two inputs, two outputs).
@@ -239,6 +240,20 @@ def _flatten(g, m, x, shapes):
     return g.node("Reshape", [x, target])
 
 
+def _pad(g, m, x, shapes):
+    """ONNX's Pad: the begins of every axis, then the ends (PyTorch's tuple is last axis
+    first, in (before, after) pairs)."""
+    rank = len(shapes.of(m)[0])
+    begins, ends = [0] * rank, [0] * rank
+    for axis, before, after in m._pairs():
+        begins[axis], ends[axis] = before, after
+    mode = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}[m.mode]
+    inputs = [x, g.constant(np.array(begins + ends), "pads", "int64")]
+    if mode == "constant":
+        inputs.append(g.constant(np.array(m.value), "value"))
+    return g.node("Pad", inputs, mode=mode)
+
+
 def _unflatten(g, m, x, shapes):
     in_shape, out_shape = shapes.of(m)
     if m.dim % len(in_shape) == 0:
@@ -306,6 +321,9 @@ _CONVERTERS = {
     nn.Embedding: lambda g, m, x, s: g.node("Gather", [g.constant(m.weight.data, "weight"), x],
                                             axis=0),
     nn.Flatten: _flatten, nn.Unflatten: _unflatten,
+    **{layer: _pad for layer in (nn.ZeroPad1d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d,
+                                 nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d,
+                                 nn.ReplicationPad2d)},
     nn.Identity: lambda g, m, x, s: x, nn.Dropout: lambda g, m, x, s: x,
     nn.Dropout2d: lambda g, m, x, s: x,
     nn.ReLU: lambda g, m, x, s: g.node("Relu", [x]),

@@ -18,6 +18,8 @@ from .loss_regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 from .module import Module, RemovableHandle
 from .normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
                             LayerNorm)
+from .padding import (ConstantPad1d, ConstantPad2d, ReflectionPad1d, ReflectionPad2d,
+                      ReplicationPad1d, ReplicationPad2d, ZeroPad1d, ZeroPad2d)
 from .parameter import Parameter
 from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, GlobalAvgPool2d,
                       MaxPool1d, MaxPool2d)
@@ -38,5 +40,7 @@ __all__ = [
     "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d", "MaxUnpool2d", "AvgPool1d",
     "AvgPool2d", "AdaptiveAvgPool1d",
     "GlobalAvgPool2d", "AdaptiveAvgPool2d", "Upsample", "BatchNorm1d", "BatchNorm2d",
+    "ZeroPad1d", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d",
+    "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d",
     "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "SyncBatchNorm",
 ]
