@@ -275,6 +275,15 @@ def _gelu(g, m, x, shapes):
     return g.node("Mul", [g.node("Mul", [x, half]), g.node("Add", [core, one])])
 
 
+def _celu(g, m, x, shapes):
+    """``x`` where positive, else ``alpha * (exp(x / alpha) - 1)``: ONNX's Celu takes
+    float32 only."""
+    alpha = g.constant(m.alpha, "alpha")
+    negative = g.node("Mul", [alpha, g.node("Sub", [g.node("Exp", [g.node("Div", [x, alpha])]),
+                                                    g.constant(1.0, "one")])])
+    return g.node("Where", [g.node("Greater", [x, g.constant(0.0, "zero")]), x, negative])
+
+
 def _clip(g, m, x, shapes):
     """Hardtanh and ReLU6."""
     return g.node("Clip", [x, g.constant(m.min_val, "min"), g.constant(m.max_val, "max")])
@@ -341,7 +350,7 @@ _CONVERTERS = {
     nn.Hardsigmoid: lambda g, m, x, s: g.node("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5),
     nn.Hardswish: lambda g, m, x, s: g.node("HardSwish", [x]),
     nn.Mish: lambda g, m, x, s: g.node("Mul", [x, g.node("Tanh", [g.node("Softplus", [x])])]),
-    nn.CELU: lambda g, m, x, s: g.node("Celu", [x], alpha=m.alpha),
+    nn.CELU: _celu,
     nn.SELU: lambda g, m, x, s: g.node("Selu", [x], alpha=m.ALPHA, gamma=m.SCALE),
     nn.Softsign: lambda g, m, x, s: g.node("Softsign", [x]),
     nn.LogSigmoid: lambda g, m, x, s: g.node("Neg", [g.node("Softplus", [g.node("Neg", [x])])]),
@@ -374,7 +383,7 @@ def _refuse_index_layers(model) -> None:
             raise ValueError(f"ONNX export: {module._describe()} with return_indices=True "
                              f"cannot be exported: it returns (y, indices), and the exporter "
                              f"writes chains of one-output layers; export a model whose "
-                             f"MaxPool2d has return_indices=False")
+                             f"{type(module).__name__} has return_indices=False")
 
 
 def _normalize(g, transform, value, rank: int, dtype: str) -> str:
@@ -444,7 +453,11 @@ def export(model, example_input, path=None, *, input_transform=None, opset: int 
         np.asarray(example_input))
     transformed = input_transform(x) if input_transform is not None else x
     output, shapes = _record_shapes(model, transformed)
-    g = _Graph(onnx, model.dtype)
+    graph_dtype = model.dtype  # a model without parameters computes in its input's dtype
+    if next(iter(model.parameters()), None) is None and dtype_name(output.dtype) in (
+            "float32", "float64"):
+        graph_dtype = dtype_name(output.dtype)
+    g = _Graph(onnx, graph_dtype)
     value = input_name
     if input_transform is not None:
         value = _normalize(g, input_transform, value, len(x.shape), dtype_name(x.dtype))
@@ -463,7 +476,7 @@ def export(model, example_input, path=None, *, input_transform=None, opset: int 
         initializer=g.initializers)
     proto = onnx.helper.make_model(graph, producer_name="tensornet",
                                    opset_imports=[onnx.helper.make_opsetid("", opset)])
-    onnx.checker.check_model(proto)
+    onnx.checker.check_model(proto, full_check=True)  # with types: what runtimes load
     if path is not None:  # the previous file or the whole new one, never a partial file
         atomic_write(Path(path), proto.SerializeToString(), "the ONNX model")
     return proto

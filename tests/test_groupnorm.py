@@ -117,12 +117,13 @@ def test_groupnorm_errors_name_the_layer():
         nn.GroupNorm(4, 6)
     with pytest.raises(ValueError, match="num_groups"):
         nn.GroupNorm(0, 6)
-    with pytest.raises(ValueError, match="eps must be a positive number"):
+    with pytest.raises(ValueError, match="GroupNorm: eps must be a positive finite number"):
         nn.GroupNorm(2, 6, eps=-1.0)
     with pytest.raises(ValueError, match=r"GroupNorm\(2, 6\) got input of shape \(3, 4, 5\); "
                                          r"expected \(N, 6, \.\.\.\)"):
         nn.GroupNorm(2, 6)(np.zeros((3, 4, 5), np.float32))
-    with pytest.raises(ValueError, match=r"GroupNorm\(2, 6\) got input of shape \(3, 6, 0\)"):
+    with pytest.raises(ValueError, match=r"GroupNorm\(2, 6\) got input of shape \(3, 6, 0\); "
+                                         r"expected at least one value along every axis"):
         nn.GroupNorm(2, 6)(np.zeros((3, 6, 0), np.float32))
     with pytest.raises(ValueError, match=r"GroupNorm\(2, 6\) got input of shape \(6,\)"):
         nn.GroupNorm(2, 6)(np.zeros(6, np.float32))
@@ -177,3 +178,25 @@ def test_instancenorm_errors_as_pytorch():
             layer(np.zeros((2, 3, 1), np.float32))
     with pytest.raises(ValueError, match="num_features"):
         nn.InstanceNorm1d(0)
+    with pytest.raises(ValueError, match="InstanceNorm1d: eps must be a positive finite"):
+        nn.InstanceNorm1d(4, eps=float("nan"))
+    with pytest.raises(ValueError, match=r"InstanceNorm1d\(4\) got input of shape \(2, 3, 5\); "
+                                         r"expected \(N, 4, L\)"):
+        nn.InstanceNorm1d(4)(np.zeros((2, 3, 5), np.float32))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
+def test_float16_statistics_are_taken_in_float32(rng):
+    """float16 squares overflow past 256: the mean and variance (and backward's sums) are
+    computed in float32, as PyTorch, and the results returned in float16. (The returned
+    variance itself, 90,000 here, has no float16 value: NumPy warns as it becomes inf.)"""
+    torch = pytest.importorskip("torch")
+    x = (300 * np.arange(-3, 3).reshape(1, 2, 3)).astype(np.float16)
+    layer = nn.GroupNorm(1, 2, dtype="float16")
+    y = layer(x)
+    assert y.dtype == np.float16
+    expected = torch.nn.GroupNorm(1, 2).half()(torch.tensor(x)).detach().numpy()
+    np.testing.assert_allclose(y, expected, rtol=2e-3, atol=2e-3)
+    dx = layer.backward(np.full(x.shape, 100.0, np.float16))
+    assert dx.dtype == np.float16 and np.isfinite(dx).all()
+    assert np.isfinite(nn.LayerNorm(3, dtype="float16")(x)).all()

@@ -91,8 +91,14 @@ def test_new_activations_export_to_onnx(tmp_path):
 def test_reprs_and_arguments():
     assert repr(nn.ReLU6()) == "ReLU6()"
     assert repr(nn.CELU(0.5)) == "CELU(alpha=0.5)"
-    with pytest.raises(ValueError, match="CELU: alpha must be a nonzero finite number"):
-        nn.CELU(0.0)
+    for alpha in (0.0, 1e39, 1e-46, float("nan"), "2"):
+        with pytest.raises(ValueError, match="CELU: alpha must be a nonzero number within "
+                                             "float32's range"):
+            nn.CELU(alpha)
+    layer = nn.Hardswish()
+    layer(np.array([np.nan, 1.0, -4.0, 4.0], np.float32))
+    dx = layer.backward(np.full(4, 0.75, np.float32))  # NaN in, NaN out (torch's vectorised)
+    assert np.isnan(dx[0]) and dx[1:].tolist() == [0.75 * (1 / 3 + 0.5), 0.0, 0.75]
     with pytest.raises(TypeError, match=r"Mish\(\).*int64"):
         nn.Mish()(np.arange(3))
 
@@ -102,3 +108,20 @@ def test_hardsigmoid_gradient_is_exactly_a_sixth_inside():
     layer = nn.Hardsigmoid().double()
     layer(x)
     np.testing.assert_array_equal(layer.backward(grad), grad / 6.0)
+
+
+def test_parameter_free_float64_models_export_float64_graphs(tmp_path):
+    """A model without parameters computes in its input's dtype, and so does its file (a
+    float32 constant against a float64 input is a type error ONNX runtimes refuse); CELU
+    goes through Exp, as ONNX's Celu takes float32 only."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    x = np.linspace(-4, 4, 12).reshape(2, 3, 2)
+    for model in (nn.Sequential(nn.ReLU6()), nn.Sequential(nn.AdaptiveAvgPool1d(1)),
+                  nn.Sequential(nn.CELU(0.5)).double()):
+        tn.onnx.export(model, x, tmp_path / "m.onnx")
+        session = ort.InferenceSession(str(tmp_path / "m.onnx"),
+                                       providers=["CPUExecutionProvider"])
+        got = session.run(None, {"input": x})[0]
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, model(x), rtol=1e-12, atol=1e-12)

@@ -115,3 +115,27 @@ def test_pool1d_reprs_and_errors_name_the_layer():
     with pytest.raises(ValueError, match="ONNX export: MaxPool1d.*return_indices=True"):
         tn.onnx.export(nn.Sequential(nn.MaxPool1d(2, return_indices=True)),
                        np.zeros((1, 1, 4), np.float32))
+
+
+@pytest.mark.parametrize("name, options, length", [
+    ("MaxPool1d", dict(kernel_size=2, ceil_mode=True), 1),
+    ("AvgPool1d", dict(kernel_size=4, stride=2, ceil_mode=True), 3),
+    ("MaxPool1d", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True), 1)])
+def test_ceil_mode_windows_that_only_its_extra_end_makes_fit(name, options, length):
+    """ceil_mode pads the end for the last, partial window: an input shorter than the
+    kernel plus the padding can still have one (as PyTorch, and as the 2-D pools)."""
+    torch = pytest.importorskip("torch")
+    x = np.arange(1.0, length + 1).reshape(1, 1, length)
+    expected = getattr(torch.nn, name)(**options)(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(getattr(nn, name)(**options)(x), expected, rtol=1e-12)
+
+
+def test_pool1d_argument_and_empty_input_checks():
+    with pytest.raises(ValueError, match="AvgPool1d: count_include_pad must be True or False, "
+                                         "got 'no'"):
+        nn.AvgPool1d(2, count_include_pad="no")
+    with pytest.raises(ValueError, match=r"AdaptiveAvgPool1d\(output_size=2\) got input of "
+                                         r"shape \(2, 3, 0\)"):
+        nn.AdaptiveAvgPool1d(2)(np.zeros((2, 3, 0), np.float32))
+    with pytest.raises(ValueError, match=r"AdaptiveAvgPool2d.*got input of shape \(1, 1, 0, 3\)"):
+        nn.AdaptiveAvgPool2d(2)(np.zeros((1, 1, 0, 3), np.float32))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -318,7 +319,7 @@ class Hardswish(_Activation):
     def backward(self, grad_output):
         x = self._require_cache(self._cache)
         xp = self.backend.xp
-        slope = xp.where(x <= -3.0, 0.0, xp.where(x < 3.0, x / 3.0 + 0.5, 1.0))
+        slope = xp.where(x <= -3.0, 0.0, xp.where(x >= 3.0, 1.0, x / 3.0 + 0.5))  # NaN: NaN
         return grad_output * slope
 
 
@@ -344,9 +345,12 @@ class CELU(_Activation):
 
     def __init__(self, alpha: float = 1.0):
         super().__init__()
+        tiny, huge = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or \
+                not tiny <= abs(alpha) <= huge:  # a float32 layer must hold it and 1/alpha
+            raise ValueError(f"CELU: alpha must be a nonzero number within float32's range "
+                             f"({tiny:.3g} to {huge:.3g} in size), got {alpha!r}")
         self.alpha = float(alpha)
-        if self.alpha == 0 or not math.isfinite(self.alpha):
-            raise ValueError(f"CELU: alpha must be a nonzero finite number, got {alpha!r}")
 
     def forward(self, x):
         xp = self._accept(x)

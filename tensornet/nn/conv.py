@@ -218,9 +218,10 @@ def _single(name: str, value, minimum: int, owner: str = "Conv1d") -> int:
     """An int or a 1-tuple -> int, at least ``minimum`` (errors name ``owner``)."""
     if isinstance(value, (tuple, list)) and len(value) == 1:
         value = value[0]
-    if isinstance(value, (tuple, list)):
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+            or value < minimum):
         raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
-    return _pair(owner, name, value, minimum)[0]
+    return int(value)
 
 
 class Conv1d(Conv2d):

@@ -8,6 +8,7 @@ affine transform, the running estimates and the checks.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -311,24 +312,31 @@ class GroupNorm(Module):
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
                  affine: bool = True, *, device=None, dtype=None):
         super().__init__(device=device, dtype=dtype)
-        self.num_groups = _positive_int("GroupNorm", "num_groups", num_groups)
-        self.num_channels = _positive_int("GroupNorm", "num_channels", num_channels)
+        name = type(self).__name__
+        self.num_groups = _positive_int(name, "num_groups", num_groups)
+        self.num_channels = _positive_int(name, "num_channels", num_channels)
         if self.num_channels % self.num_groups:
-            raise ValueError(f"GroupNorm: num_channels ({self.num_channels}) must be divisible "
+            raise ValueError(f"{name}: num_channels ({self.num_channels}) must be divisible "
                              f"by num_groups ({self.num_groups})")
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0 \
+                or not math.isfinite(eps):
+            raise ValueError(f"{name}: eps must be a positive finite number, got {eps!r}")
         eps = float(eps)
-        if not eps > 0 or not math.isfinite(eps):
-            raise ValueError(f"GroupNorm: eps must be a positive number, got {eps!r}")
         self.eps, self.affine = eps, bool(affine)
         self.weight = self.new_parameter(np.ones(self.num_channels)) if self.affine else None
         self.bias = self.new_parameter(np.zeros(self.num_channels)) if self.affine else None
 
+    _expected = "(N, {}, ...)"
+
     def forward(self, x):
-        expected = f"(N, {self.num_channels}, ...)"
+        expected = self._expected.format(self.num_channels)
         self._check_input(x, expected=expected)
-        if x.ndim < 2 or x.shape[1] != self.num_channels or 0 in tuple(x.shape[2:]):
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
             raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; "
-                             f"expected {expected}, no axis of size 0")
+                             f"expected {expected}")
+        if 0 in tuple(x.shape[2:]):
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; "
+                             f"expected at least one value along every axis")
         if self.affine and (tuple(self.weight.shape) != (self.num_channels,)
                             or tuple(self.bias.shape) != (self.num_channels,)):
             raise ValueError(f"{self._describe()}: weight and bias must have "
@@ -379,7 +387,7 @@ class _InstanceNorm(GroupNorm):
     with PyTorch's defaults and checks (``affine=False``; more than one spatial element). ``track_running_stats=True`` (running estimates for eval) is not
     implemented."""
 
-    _ndims, _layout = 3, ""
+    _ndims = 3
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = False, track_running_stats: bool = False, *, device=None,
@@ -395,7 +403,7 @@ class _InstanceNorm(GroupNorm):
         self.momentum, self.track_running_stats = momentum, False
 
     def forward(self, x):
-        self._check_input(x, ndim=self._ndims, expected=self._layout.format(self.num_channels))
+        self._check_input(x, ndim=self._ndims, expected=self._expected.format(self.num_channels))
         if math.prod(tuple(x.shape[2:])) == 1:  # PyTorch's check, in eval too (no running
             raise ValueError(f"{self._describe()}: expected more than 1 spatial element, "
                              f"got input of shape {tuple(x.shape)}: each channel would "
@@ -412,11 +420,11 @@ class _InstanceNorm(GroupNorm):
 class InstanceNorm1d(_InstanceNorm):
     """``torch.nn.InstanceNorm1d``: x (N, C, L), each (sample, channel) standardised over L."""
 
-    _ndims, _layout = 3, "(N, {}, L)"
+    _ndims, _expected = 3, "(N, {}, L)"
 
 
 class InstanceNorm2d(_InstanceNorm):
     """``torch.nn.InstanceNorm2d``: x (N, C, H, W), each (sample, channel) standardised over
     its H x W plane (style transfer, image generation)."""
 
-    _ndims, _layout = 4, "(N, {}, H, W)"
+    _ndims, _expected = 4, "(N, {}, H, W)"

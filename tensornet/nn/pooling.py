@@ -155,6 +155,9 @@ class AvgPool2d(_Pool2d):
                                              or divisor_override < 1):
             raise ValueError(f"AvgPool2d: divisor_override must be a positive integer or "
                              f"None, got {divisor_override!r}")
+        if not isinstance(count_include_pad, (bool, np.bool_)):
+            raise ValueError(f"{type(self).__name__}: count_include_pad must be True or False, "
+                             f"got {count_include_pad!r}")
         self.count_include_pad = bool(count_include_pad)
         self.divisor_override = None if divisor_override is None else int(divisor_override)
         self._plans = {}  # (input size, dtype, device) -> window_plan with a device factor
@@ -257,6 +260,9 @@ class _SeparableResample2d(Module):
     def _spatial_axes(self, x) -> int:
         """The input check; returns the number of spatial axes (an image's 2)."""
         _accept_image(self, x)
+        if 0 in tuple(x.shape[2:]):
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: "
+                             f"expected at least one pixel along H and W")
         return 2
 
     def forward(self, x):
@@ -359,8 +365,9 @@ class _As1d:
         return xp.reshape(dx, (n, c, dx.shape[3]))
 
     def _check_length(self, x) -> None:
-        k, p, d = self.kernel_size[1], self.padding[1], self.dilation[1]
-        if x.shape[2] + 2 * p < d * (k - 1) + 1:
+        k, d = self.kernel_size[1], self.dilation[1]
+        before, after = self.pads_for((1, x.shape[2]))[1]  # ceil_mode's extra end included
+        if x.shape[2] + before + after < d * (k - 1) + 1:
             raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: L + "
                              f"padding is smaller than the (dilated) kernel {d * (k - 1) + 1}")
 
@@ -417,7 +424,9 @@ class AdaptiveAvgPool1d(_As1d, AdaptiveAvgPool2d):
         super().__init__((1, size))
 
     def _check_length(self, x) -> None:
-        pass  # any length has its bins
+        if x.shape[2] == 0:
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: "
+                             f"expected at least one value along L")
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size[1]}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from tensornet.backends import dtype_name
+
 from .basic import reduce_sum, relu, relu_backward
 from .dispatch import kernel
 
@@ -19,6 +21,9 @@ def normalize(backend, x, axes, eps, allreduce=None, count=None):
     input together (two passes, as here: sum, then squared deviations).
     """
     xp = backend.xp
+    if dtype_name(x.dtype) == "float16":  # in float32, as PyTorch: its squares overflow past 256
+        results = normalize(xp.astype(x, xp.float32), axes, eps, allreduce, count)
+        return tuple(xp.astype(r, xp.float16) for r in results)
 
     def mean_over(values):
         if allreduce is None:
@@ -49,6 +54,16 @@ def normalize_backward(backend, grad, xhat, scale, axes, sums_out=(None, None),
     gradients, which DataParallel averages).
     """
     xp = backend.xp
+    if dtype_name(grad.dtype) == "float16":  # the sums in float32, as normalize's
+        wide = [xp.astype(a, xp.float32) if hasattr(a, "dtype") and dtype_name(a.dtype) ==
+                "float16" else a for a in (grad, xhat, scale)]
+        results = normalize_backward(*wide, axes, allreduce=allreduce, count=count)
+        results = tuple(xp.astype(r, xp.float16) for r in results)
+        for out, value in zip(sums_out, results[1:]):
+            if out is not None:
+                out[...] = value
+        return results[0], *(value if out is None else out
+                             for out, value in zip(sums_out, results[1:]))
     if count is None:
         count = math.prod(grad.shape[axis] for axis in axes)
     sum_grad = reduce_sum(grad, axis=axes, keepdims=True, out=sums_out[0])
