@@ -7,14 +7,17 @@ Sequential models (nested ones too) of: Linear, DropConnect (its eval weight), C
 Conv2d, ConvTranspose2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool2d, AdaptiveAvgPool1d/2d,
 Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, GroupNorm,
 InstanceNorm1d/2d, Embedding, Flatten, Unflatten, the padding layers (Zero, Constant,
-Reflection, Replication; 1d/2d), Identity, Dropout/Dropout2d (identity, as
-in eval), Residual, and the activations ReLU, LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU,
-ReLU6, Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign, LogSigmoid.
+Reflection, Replication; 1d/2d), Identity, Dropout/Dropout2d (identity, as in eval),
+Residual, and the activations ReLU, LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax,
+LogSoftmax, GELU, SiLU, Hardtanh, PReLU, ReLU6, Hardsigmoid, Hardswish, Mish, CELU, SELU,
+Softsign, LogSigmoid.
 MaxUnpool2d and MaxPool2d(return_indices=True) are refused by name (two inputs, two outputs).
 The graph computes what the model computes in eval mode, with the batch axis dynamic, in the
 model's dtype (float32 or float64; onnxruntime's CPU provider has no float64 Conv,
-ConvTranspose, AveragePool, GlobalAveragePool, Elu, Softplus or Erf, so it refuses float64
-files with those layers).
+ConvTranspose, AveragePool, GlobalAveragePool, Elu, Softplus, Erf, HardSigmoid, HardSwish,
+Selu, Softsign or InstanceNormalization, so it refuses float64 files with those layers, and
+with GroupNorm, InstanceNorm, Mish or LogSigmoid, which use them). A model without
+parameters exports in its input's dtype.
 """
 from __future__ import annotations
 
