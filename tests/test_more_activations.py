@@ -125,3 +125,29 @@ def test_parameter_free_float64_models_export_float64_graphs(tmp_path):
         got = session.run(None, {"input": x})[0]
         assert got.dtype == np.float64
         np.testing.assert_allclose(got, model(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", [lambda f: nn.ReLU(inplace=f), lambda f: nn.ReLU6(f),
+                                  lambda f: nn.LeakyReLU(0.2, f), lambda f: nn.ELU(0.5, f),
+                                  lambda f: nn.CELU(0.5, f), lambda f: nn.SELU(f),
+                                  lambda f: nn.Hardtanh(-2.0, 2.0, f),
+                                  lambda f: nn.Hardsigmoid(f), lambda f: nn.Hardswish(f),
+                                  lambda f: nn.Mish(f), lambda f: nn.SiLU(f),
+                                  lambda f: nn.Dropout(0.3, f), lambda f: nn.Dropout2d(0.3, f)])
+def test_pytorch_inplace_argument_is_accepted_and_changes_no_result(make, rng):
+    """Model code written for PyTorch (``nn.ReLU(inplace=True)``) runs as written: the flag
+    shows in the repr, as PyTorch's, and the input is left as it was."""
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    before = x.copy()
+    results = []
+    for flag in (False, True):
+        tn.manual_seed(0)
+        layer = make(flag)
+        y = layer(x)
+        results.append((y, layer.backward(np.ones_like(y))))
+    assert "inplace=True" in repr(make(True)) and "inplace" not in repr(make(False))
+    np.testing.assert_array_equal(x, before)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="inplace must be True or False, got 'yes'"):
+        make("yes")

@@ -7,14 +7,29 @@ import numbers
 import numpy as np
 
 from . import functional as F
+from .checks import check_flag
 from .module import Module
 from .special import normal_cdf, normal_pdf
 
 
 class _Activation(Module):
-    """Shared plumbing: the input check, one cached array (``_cache``)."""
+    """Shared plumbing: the input check, one cached array (``_cache``), and PyTorch's
+    ``inplace`` argument where PyTorch's layer has one."""
 
     _cache_attrs = ("_cache",)
+    inplace = False
+
+    def _set_inplace(self, inplace) -> None:
+        """``inplace=True`` is accepted, so PyTorch model code runs as written, and shown in
+        the repr; the output is always a new array (backward may need the input, and the
+        layer before may keep its output), so the results are those of ``inplace=False``."""
+        self.inplace = check_flag(type(self).__name__, "inplace", inplace)
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        if not self.inplace:
+            return text
+        return text[:-1] + (", " if self.extra_repr() else "") + "inplace=True)"
 
     def _accept(self, x):
         """Check ``x`` (a floating array) and return the namespace to compute with.
@@ -28,6 +43,10 @@ class _Activation(Module):
 class ReLU(_Activation):
     """``max(x, 0)``; caches the output."""
 
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self._set_inplace(inplace)
+
     def forward(self, x):
         self._accept(x)
         self._cache = y = F.relu(x)
@@ -40,9 +59,10 @@ class ReLU(_Activation):
 class LeakyReLU(_Activation):
     """``x`` for x > 0, ``negative_slope * x`` otherwise; caches the input."""
 
-    def __init__(self, negative_slope: float = 0.01):
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__()
         self.negative_slope = float(negative_slope)
+        self._set_inplace(inplace)
 
     def forward(self, x):
         xp = self._accept(x)
@@ -60,9 +80,10 @@ class LeakyReLU(_Activation):
 class ELU(_Activation):
     """``x`` for x > 0, ``alpha * (exp(x) - 1)`` otherwise; caches the input."""
 
-    def __init__(self, alpha: float = 1.0):
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
         super().__init__()
         self.alpha = float(alpha)
+        self._set_inplace(inplace)
 
     def forward(self, x):
         xp = self._accept(x)
@@ -245,6 +266,10 @@ class GELU(_Activation):
 class SiLU(_Activation):
     """``x * sigmoid(x)`` (the swish of Ramachandran et al. 2017); caches input and sigmoid."""
 
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self._set_inplace(inplace)
+
     def forward(self, x):
         xp = self._accept(x)
         s = _sigmoid(xp, x)
@@ -260,8 +285,9 @@ class Hardtanh(_Activation):
     """``clip(x, min_val, max_val)``; the gradient passes strictly inside the interval (as
     PyTorch). Caches the input."""
 
-    def __init__(self, min_val: float = -1.0, max_val: float = 1.0):
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False):
         super().__init__()
+        self._set_inplace(inplace)
         self.min_val, self.max_val = float(min_val), float(max_val)
         if not self.min_val < self.max_val:
             raise ValueError(f"Hardtanh: min_val ({self.min_val}) must be below max_val "
@@ -284,8 +310,8 @@ class Hardtanh(_Activation):
 class ReLU6(Hardtanh):
     """``min(max(x, 0), 6)`` (MobileNet's), as ``torch.nn.ReLU6``: Hardtanh(0, 6)."""
 
-    def __init__(self):
-        super().__init__(0.0, 6.0)
+    def __init__(self, inplace: bool = False):
+        super().__init__(0.0, 6.0, inplace)
 
     def extra_repr(self) -> str:
         return ""
@@ -294,6 +320,10 @@ class ReLU6(Hardtanh):
 class Hardsigmoid(_Activation):
     """``relu6(x + 3) / 6``, as ``torch.nn.Hardsigmoid``: the gradient 1/6 strictly inside
     (-3, 3), 0 elsewhere (as PyTorch). Caches the input."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self._set_inplace(inplace)
 
     def forward(self, x):
         xp = self._accept(x)
@@ -311,6 +341,10 @@ class Hardswish(_Activation):
     up to -3, ``x / 3 + 1/2`` strictly between -3 and 3, 1 from 3 (PyTorch's choices at
     the two kinks). Caches the input."""
 
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self._set_inplace(inplace)
+
     def forward(self, x):
         xp = self._accept(x)
         self._cache = x
@@ -326,6 +360,10 @@ class Hardswish(_Activation):
 class Mish(_Activation):
     """``x * tanh(softplus(x))`` (Misra 2019), as ``torch.nn.Mish``; caches the input and
     ``tanh(softplus(x))``."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self._set_inplace(inplace)
 
     def forward(self, x):
         xp = self._accept(x)
@@ -343,8 +381,9 @@ class CELU(_Activation):
     """``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))`` (Barron 2017), as
     ``torch.nn.CELU(alpha)``; caches the input."""
 
-    def __init__(self, alpha: float = 1.0):
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
         super().__init__()
+        self._set_inplace(inplace)
         tiny, huge = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
         if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or \
                 not tiny <= abs(alpha) <= huge:  # a float32 layer must hold it and 1/alpha
@@ -370,6 +409,10 @@ class CELU(_Activation):
 class SELU(_Activation):
     """``scale * (max(0, x) + min(0, alpha * (exp(x) - 1)))`` with Klambauer et al.'s
     (2017) self-normalizing constants, as ``torch.nn.SELU``; caches the input."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self._set_inplace(inplace)
 
     ALPHA = 1.6732632423543772848170429916717
     SCALE = 1.0507009873554804934193349852946

@@ -89,3 +89,11 @@ def _cast_hint(x, dtype: str) -> str:
     if hasattr(x, "astype"):
         return f"x.astype({dtype!r})"
     return f"tn.get_backend(x).asarray(x, {dtype!r})"
+
+
+def check_flag(owner: str, name: str, value) -> bool:
+    """``value`` as a bool when it is one (NumPy's included); else a ValueError naming
+    ``owner`` and ``name`` (``bool("no")`` would be True)."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import functional as F
+from .checks import check_flag
 from .linear import Linear
 from .module import Module
 
@@ -23,9 +24,11 @@ class Dropout(Module):
 
     _cache_attrs = ("_mask",)
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
         self.p = _probability(type(self).__name__, p)
+        # accepted as PyTorch's (model code runs as written); the output is a new array
+        self.inplace = check_flag(type(self).__name__, "inplace", inplace)
 
     def forward(self, x):
         self._accept_floating(x)
@@ -51,7 +54,7 @@ class Dropout(Module):
         return grad_output * self._require_cache(self._mask)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}" + (", inplace=True" if self.inplace else "")
 
 
 class Dropout2d(Dropout):
@@ -60,8 +63,8 @@ class Dropout2d(Dropout):
     and the kept ones are scaled by ``1 / (1 - p)``; identity in eval mode. A 3-D input is
     read as (N, C, L), as PyTorch. Forward caches the (N, C, 1, 1) scaled mask."""
 
-    def __init__(self, p: float = 0.5):
-        super().__init__(p)
+    def __init__(self, p: float = 0.5, inplace: bool = False):
+        super().__init__(p, inplace)
 
     def _mask_shape(self, x) -> tuple:
         if x.ndim not in (3, 4):
