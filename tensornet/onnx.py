@@ -432,7 +432,8 @@ def export(model, example_input, path=None, *, input_transform=None, opset: int 
     ``example_input``: one batch (host or the model's device) fixing the dtype and the
     shape after the batch axis, which stays dynamic (``"N"``). ``input_transform``: a
     ``tn.data.Normalize`` folded in front of the model, so the file takes the raw inputs
-    the DataLoader reads (any other transform raises ``TypeError``). The graph is checked with ``onnx.checker`` before it is written.
+    the DataLoader reads (any other transform raises ``TypeError``). The graph is checked
+    with ``onnx.checker``, types included, before it is written.
     Unsupported layers raise ``ValueError`` naming them (MaxUnpool2d and a MaxPool2d with
     ``return_indices=True`` among them: ``_refuse_index_layers``).
     """

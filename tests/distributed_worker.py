@@ -370,9 +370,9 @@ def case_shared(comm, out):
     sides of the shared window's threshold, float32 and float64, C and Fortran order,
     arrays of many chunks with a partial last one, an np.matrix, and small reductions
     (MPI) in between; each array also as a mean (``scale=1 / size``, which the window
-    applies per segment: the bits of the sum times the scale). Saves per rank which path ran, whether each sum was exact
-    (bitwise; within rounding below the threshold, where MPI's order of additions is its
-    own) and a digest of each result."""
+    applies per segment: the bits of the sum times the scale). Saves per rank which path
+    ran, whether each sum was exact (bitwise; within rounding below the threshold, where
+    MPI's order of additions is its own) and a digest of each result."""
     import hashlib
 
     from tensornet.distributed import shared

@@ -1,7 +1,7 @@
 """GroupNorm and InstanceNorm1d/2d as torch's: forward, input and parameter gradients
-against torch on identical inputs (1-D to 3-D spatial layouts, one group to one per channel, with and
-without affine), a float64 gradient check, the same output in eval, every backend, ONNX
-export, and errors."""
+against torch on identical inputs (1-D to 3-D spatial layouts, one group to one per
+channel, with and without affine), a float64 gradient check, the same output in eval,
+every backend, ONNX export, and errors."""
 from __future__ import annotations
 
 import numpy as np

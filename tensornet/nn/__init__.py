@@ -30,7 +30,8 @@ from .sync_batchnorm import SyncBatchNorm
 __all__ = [
     "init", "Module", "Parameter", "RemovableHandle", "Sequential", "Residual", "ModuleList",
     "ModuleDict",
-    "Linear", "Identity", "Embedding", "Flatten", "Unflatten", "Dropout", "Dropout2d", "DropConnect",
+    "Linear", "Identity", "Embedding", "Flatten", "Unflatten", "Dropout", "Dropout2d",
+    "DropConnect",
     "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "SoftPlus", "Softplus", "Softmax", "LogSoftmax",
     "GELU", "SiLU", "Hardtanh", "PReLU", "ReLU6", "Hardsigmoid", "Hardswish", "Mish", "CELU",
     "SELU", "Softsign", "LogSigmoid",

@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 
 from . import functional as F
+from .checks import check_flag
 from .linear import _positive_int
 from .module import Module
 
@@ -308,6 +309,7 @@ class GroupNorm(Module):
     """
 
     _cache_attrs = ("_cache",)
+    _expected = "(N, {}, ...)"  # the input layout, for errors
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
                  affine: bool = True, *, device=None, dtype=None):
@@ -321,12 +323,9 @@ class GroupNorm(Module):
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0 \
                 or not math.isfinite(eps):
             raise ValueError(f"{name}: eps must be a positive finite number, got {eps!r}")
-        eps = float(eps)
-        self.eps, self.affine = eps, bool(affine)
+        self.eps, self.affine = float(eps), check_flag(name, "affine", affine)
         self.weight = self.new_parameter(np.ones(self.num_channels)) if self.affine else None
         self.bias = self.new_parameter(np.zeros(self.num_channels)) if self.affine else None
-
-    _expected = "(N, {}, ...)"
 
     def forward(self, x):
         expected = self._expected.format(self.num_channels)
@@ -384,8 +383,8 @@ class GroupNorm(Module):
 
 class _InstanceNorm(GroupNorm):
     """Instance normalization (Ulyanov et al. 2016): GroupNorm with one group per channel,
-    with PyTorch's defaults and checks (``affine=False``; more than one spatial element). ``track_running_stats=True`` (running estimates for eval) is not
-    implemented."""
+    with PyTorch's defaults and checks (``affine=False``; more than one spatial element).
+    ``track_running_stats=True`` (running estimates for eval) is not implemented."""
 
     _ndims = 3
 
@@ -404,10 +403,11 @@ class _InstanceNorm(GroupNorm):
 
     def forward(self, x):
         self._check_input(x, ndim=self._ndims, expected=self._expected.format(self.num_channels))
-        if math.prod(tuple(x.shape[2:])) == 1:  # PyTorch's check, in eval too (no running
+        # PyTorch's check, in eval too (there are no running estimates to use instead)
+        if math.prod(tuple(x.shape[2:])) == 1:
             raise ValueError(f"{self._describe()}: expected more than 1 spatial element, "
                              f"got input of shape {tuple(x.shape)}: each channel would "
-                             f"normalise to 0")  # estimates to use instead)
+                             f"normalise to 0")
         return super().forward(x)
 
     def extra_repr(self) -> str:
