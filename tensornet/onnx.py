@@ -6,11 +6,11 @@ runs the file).
 Sequential models (nested ones too) of: Linear, DropConnect (its eval weight), Conv1d,
 Conv2d, ConvTranspose2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool2d, AdaptiveAvgPool1d/2d,
 Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, GroupNorm,
-InstanceNorm1d/2d, Embedding, Flatten, Unflatten, the padding layers (Zero, Constant,
-Reflection, Replication; 1d/2d), Identity, Dropout/Dropout2d (identity, as in eval),
-Residual, and the activations ReLU, LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax,
-LogSoftmax, GELU, SiLU, Hardtanh, PReLU, ReLU6, Hardsigmoid, Hardswish, Mish, CELU, SELU,
-Softsign, LogSigmoid.
+InstanceNorm1d/2d, Embedding, Flatten, Unflatten, PixelShuffle, PixelUnshuffle, the
+padding layers (Zero, Constant, Reflection, Replication; 1d/2d), Identity,
+Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU, LeakyReLU,
+ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU, ReLU6,
+Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign, LogSigmoid.
 MaxUnpool2d and MaxPool2d(return_indices=True) are refused by name (two inputs, two outputs).
 The graph computes what the model computes in eval mode, with the batch axis dynamic, in the
 model's dtype (float32 or float64; onnxruntime's CPU provider has no float64 Conv,
@@ -257,6 +257,17 @@ def _pad(g, m, x, shapes):
     return g.node("Pad", inputs, mode=mode)
 
 
+def _pixel_unshuffle(g, m, x, shapes):
+    """PixelShuffle's inverse (ONNX's SpaceToDepth orders the channels otherwise): split H
+    and W by r, move both r axes after the channel, merge them into it."""
+    _, c, h, w = shapes.of(m)[0]
+    r = m.downscale_factor
+    split = g.constant(np.array([0, c, h // r, r, w // r, r]), "split", "int64")
+    y = g.node("Transpose", [g.node("Reshape", [x, split])], perm=[0, 1, 3, 5, 2, 4])
+    merged = g.constant(np.array([0, c * r * r, h // r, w // r]), "merged", "int64")
+    return g.node("Reshape", [y, merged])
+
+
 def _unflatten(g, m, x, shapes):
     in_shape, out_shape = shapes.of(m)
     if m.dim % len(in_shape) == 0:
@@ -333,6 +344,9 @@ _CONVERTERS = {
     nn.Embedding: lambda g, m, x, s: g.node("Gather", [g.constant(m.weight.data, "weight"), x],
                                             axis=0),
     nn.Flatten: _flatten, nn.Unflatten: _unflatten,
+    nn.PixelShuffle: lambda g, m, x, s: g.node("DepthToSpace", [x], blocksize=m.upscale_factor,
+                                               mode="CRD"),
+    nn.PixelUnshuffle: _pixel_unshuffle,
     **{layer: _pad for layer in (nn.ZeroPad1d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d,
                                  nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d,
                                  nn.ReplicationPad2d)},

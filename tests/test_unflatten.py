@@ -1,5 +1,5 @@
-"""Unflatten as torch.nn.Unflatten: shapes (with -1), the inverse of Flatten, backward,
-every backend, ONNX export, errors."""
+"""Unflatten, PixelShuffle and PixelUnshuffle as torch's: shapes (Unflatten's -1), the
+inverses of Flatten and of each other, backward, every backend, ONNX export, errors."""
 from __future__ import annotations
 
 import numpy as np
@@ -62,3 +62,52 @@ def test_unflatten_errors_name_the_layer():
             nn.Unflatten(1, bad)
     with pytest.raises(TypeError, match="dim must be an int"):
         nn.Unflatten(1.0, (2, 3))
+
+
+# ---------------------------------------------------------------------- PixelShuffle
+@pytest.mark.parametrize("r, shape", [(2, (2, 12, 3, 4)), (3, (1, 9, 2, 2)), (1, (2, 3, 4, 4))])
+def test_pixel_shuffle_and_unshuffle_match_torch_and_invert_each_other(r, shape, rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal(shape)
+    shuffle, unshuffle = nn.PixelShuffle(r), nn.PixelUnshuffle(r)
+    y = shuffle(x)
+    np.testing.assert_array_equal(y, torch.nn.PixelShuffle(r)(torch.tensor(x)).numpy())
+    np.testing.assert_array_equal(unshuffle(y), x)
+    np.testing.assert_array_equal(
+        unshuffle(y), torch.nn.PixelUnshuffle(r)(torch.tensor(y)).numpy())
+    grad = rng.standard_normal(y.shape)
+    np.testing.assert_array_equal(shuffle.backward(grad), unshuffle(grad))
+    assert tn.gradcheck(nn.PixelShuffle(r).double(), [x])
+    assert tn.gradcheck(nn.PixelUnshuffle(r).double(), [y])
+
+
+def test_pixel_shuffle_on_every_backend_and_in_onnx(any_device, tmp_path, rng):
+    backend = tn.get_backend(any_device)
+    x = rng.standard_normal((2, 8, 3, 5)).astype(np.float32)
+    layer = nn.PixelShuffle(2)
+    np.testing.assert_array_equal(tn.asnumpy(layer(backend.asarray(x))), nn.PixelShuffle(2)(x))
+    if any_device != "cpu":
+        return
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model = nn.Sequential(nn.Conv2d(8, 12, 1), nn.PixelShuffle(2), nn.PixelUnshuffle(3))
+    x = rng.standard_normal((2, 8, 3, 6)).astype(np.float32)
+    tn.onnx.export(model, x, tmp_path / "ps.onnx")
+    session = ort.InferenceSession(str(tmp_path / "ps.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (x, x[:1]):
+        np.testing.assert_allclose(session.run(None, {"input": batch})[0], model(batch),
+                                   rtol=1e-6, atol=1e-6)
+
+
+def test_pixel_shuffle_errors_name_the_layer():
+    assert repr(nn.PixelShuffle(2)) == "PixelShuffle(upscale_factor=2)"
+    with pytest.raises(ValueError, match=r"PixelShuffle\(upscale_factor=2\) got input of shape "
+                                         r"\(1, 6, 2, 2\): its 6 channels are not a multiple"):
+        nn.PixelShuffle(2)(np.zeros((1, 6, 2, 2), np.float32))
+    with pytest.raises(ValueError, match=r"PixelUnshuffle\(downscale_factor=2\).*H and W must "
+                                         r"be multiples"):
+        nn.PixelUnshuffle(2)(np.zeros((1, 1, 3, 4), np.float32))
+    with pytest.raises(ValueError, match="upscale_factor must be a positive int"):
+        nn.PixelShuffle(0)
+    with pytest.raises(ValueError, match=r"expected \(N, C \* r\^2, H, W\)"):
+        nn.PixelShuffle(2)(np.zeros((4, 2, 2), np.float32))

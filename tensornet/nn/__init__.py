@@ -8,7 +8,7 @@ from .conv import Conv1d, Conv2d
 from .conv_transpose import ConvTranspose2d
 from .dropout import DropConnect, Dropout, Dropout2d
 from .embedding import Embedding
-from .flatten import Flatten, Unflatten
+from .flatten import Flatten, PixelShuffle, PixelUnshuffle, Unflatten
 from .gradcheck import GradcheckError, gradcheck
 from .linear import Identity, Linear
 from .loss import Loss, NonFiniteError
@@ -30,7 +30,8 @@ from .sync_batchnorm import SyncBatchNorm
 __all__ = [
     "init", "Module", "Parameter", "RemovableHandle", "Sequential", "Residual", "ModuleList",
     "ModuleDict",
-    "Linear", "Identity", "Embedding", "Flatten", "Unflatten", "Dropout", "Dropout2d",
+    "Linear", "Identity", "Embedding", "Flatten", "Unflatten", "PixelShuffle", "PixelUnshuffle",
+    "Dropout", "Dropout2d",
     "DropConnect",
     "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "SoftPlus", "Softplus", "Softmax", "LogSoftmax",
     "GELU", "SiLU", "Hardtanh", "PReLU", "ReLU6", "Hardsigmoid", "Hardswish", "Mish", "CELU",

@@ -1,4 +1,4 @@
-"""Flatten and Unflatten."""
+"""Reshaping layers: Flatten, Unflatten, PixelShuffle and PixelUnshuffle."""
 from __future__ import annotations
 
 import math
@@ -86,3 +86,75 @@ class Unflatten(Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+
+class PixelShuffle(Module):
+    """``torch.nn.PixelShuffle(upscale_factor)``: (N, C * r^2, H, W) -> (N, C, H * r, W * r),
+    each group of r^2 channels spread over an r x r block of pixels (Shi et al. 2016, the
+    sub-pixel convolution). A reshape and a transpose; backward is the inverse
+    (``PixelUnshuffle``'s). Caches nothing."""
+
+    def __init__(self, upscale_factor: int):
+        super().__init__()
+        self.upscale_factor = _factor(type(self).__name__, "upscale_factor", upscale_factor)
+
+    def forward(self, x):
+        self._accept_floating(x, ndim=4, expected="(N, C * r^2, H, W)")
+        r, c = self.upscale_factor, x.shape[1]
+        if c % (r * r):
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: its "
+                             f"{c} channels are not a multiple of upscale_factor^2 = {r * r}")
+        return _shuffle(self.backend.xp, x, r)
+
+    def backward(self, grad_output):
+        return _unshuffle(self.backend.xp, grad_output, self.upscale_factor)
+
+    def extra_repr(self) -> str:
+        return f"upscale_factor={self.upscale_factor}"
+
+
+class PixelUnshuffle(Module):
+    """``torch.nn.PixelUnshuffle(downscale_factor)``: (N, C, H * r, W * r) ->
+    (N, C * r^2, H, W), the inverse of ``PixelShuffle``. Caches nothing."""
+
+    def __init__(self, downscale_factor: int):
+        super().__init__()
+        self.downscale_factor = _factor(type(self).__name__, "downscale_factor",
+                                        downscale_factor)
+
+    def forward(self, x):
+        self._accept_floating(x, ndim=4, expected="(N, C, H * r, W * r)")
+        r = self.downscale_factor
+        if x.shape[2] % r or x.shape[3] % r:
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: H and "
+                             f"W must be multiples of downscale_factor = {r}")
+        return _unshuffle(self.backend.xp, x, r)
+
+    def backward(self, grad_output):
+        return _shuffle(self.backend.xp, grad_output, self.downscale_factor)
+
+    def extra_repr(self) -> str:
+        return f"downscale_factor={self.downscale_factor}"
+
+
+def _factor(owner: str, name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return value
+
+
+def _shuffle(xp, x, r: int):
+    """(N, C r^2, H, W) -> (N, C, H r, W r): channel c * r^2 + i * r + j goes to pixel
+    (h * r + i, w * r + j) of channel c."""
+    n, c, h, w = x.shape
+    c //= r * r
+    y = xp.permute_dims(xp.reshape(x, (n, c, r, r, h, w)), (0, 1, 4, 2, 5, 3))
+    return xp.reshape(y, (n, c, h * r, w * r))
+
+
+def _unshuffle(xp, x, r: int):
+    """The inverse of ``_shuffle``: (N, C, H r, W r) -> (N, C r^2, H, W)."""
+    n, c, h, w = x.shape
+    h, w = h // r, w // r
+    y = xp.permute_dims(xp.reshape(x, (n, c, h, r, w, r)), (0, 1, 3, 5, 2, 4))
+    return xp.reshape(y, (n, c * r * r, h, w))
