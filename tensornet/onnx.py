@@ -10,7 +10,8 @@ InstanceNorm1d/2d, Embedding, Flatten, Unflatten, PixelShuffle, PixelUnshuffle, 
 padding layers (Zero, Constant, Reflection, Replication; 1d/2d), Identity,
 Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU, LeakyReLU,
 ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU, ReLU6,
-Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign, LogSigmoid.
+Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign, LogSigmoid, Softmin, GLU, Threshold,
+Hardshrink, Softshrink, Tanhshrink.
 MaxUnpool2d and MaxPool2d(return_indices=True) are refused by name (two inputs, two outputs).
 The graph computes what the model computes in eval mode, with the batch axis dynamic, in the
 model's dtype (float32 or float64; onnxruntime's CPU provider has no float64 Conv,
@@ -298,6 +299,20 @@ def _celu(g, m, x, shapes):
     return g.node("Where", [g.node("Greater", [x, g.constant(0.0, "zero")]), x, negative])
 
 
+def _glu(g, m, x, shapes):
+    """The first half along ``dim`` times the sigmoid of the second (two Slices)."""
+    in_shape = shapes.of(m)[0]
+    axis = m.dim % len(in_shape)
+    half = in_shape[axis] // 2
+
+    def part(start, stop, hint):
+        return g.node("Slice", [x, g.constant(np.array([start]), f"{hint}_start", "int64"),
+                                g.constant(np.array([stop]), f"{hint}_stop", "int64"),
+                                g.constant(np.array([axis]), f"{hint}_axis", "int64")])
+    return g.node("Mul", [part(0, half, "a"),
+                          g.node("Sigmoid", [part(half, 2 * half, "b")])])
+
+
 def _clip(g, m, x, shapes):
     """Hardtanh and ReLU6."""
     return g.node("Clip", [x, g.constant(m.min_val, "min"), g.constant(m.max_val, "max")])
@@ -370,6 +385,14 @@ _CONVERTERS = {
     nn.CELU: _celu,
     nn.SELU: lambda g, m, x, s: g.node("Selu", [x], alpha=m.ALPHA, gamma=m.SCALE),
     nn.Softsign: lambda g, m, x, s: g.node("Softsign", [x]),
+    nn.Softmin: lambda g, m, x, s: g.node("Softmax", [g.node("Neg", [x])], axis=m.dim),
+    nn.GLU: _glu,
+    nn.Threshold: lambda g, m, x, s: g.node("Where", [
+        g.node("Greater", [x, g.constant(m.threshold, "threshold")]), x,
+        g.constant(m.value, "value")]),
+    nn.Hardshrink: lambda g, m, x, s: g.node("Shrink", [x], lambd=m.lambd, bias=0.0),
+    nn.Softshrink: lambda g, m, x, s: g.node("Shrink", [x], lambd=m.lambd, bias=m.lambd),
+    nn.Tanhshrink: lambda g, m, x, s: g.node("Sub", [x, g.node("Tanh", [x])]),
     nn.LogSigmoid: lambda g, m, x, s: g.node("Neg", [g.node("Softplus", [g.node("Neg", [x])])]),
     nn.Hardtanh: _clip, nn.ReLU6: _clip,
     nn.PReLU: _prelu,

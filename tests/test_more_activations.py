@@ -1,4 +1,5 @@
-"""ReLU6, Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign and LogSigmoid as torch's:
+"""ReLU6, Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign, LogSigmoid, Softmin, GLU,
+Threshold, Hardshrink, Softshrink and Tanhshrink as torch's:
 forward and backward against torch on identical inputs (the kinks of the piecewise ones
 included, and tails to +-40), float64 and float32 (which each keeps), the CPU and strict
 backends; float64 gradchecks away from the kinks; every backend; ONNX export."""
@@ -20,8 +21,14 @@ LAYERS = {  # name: (tensornet layer, torch layer), both built on demand
     "SELU": (lambda: nn.SELU(), lambda t: t.nn.SELU()),
     "Softsign": (lambda: nn.Softsign(), lambda t: t.nn.Softsign()),
     "LogSigmoid": (lambda: nn.LogSigmoid(), lambda t: t.nn.LogSigmoid()),
+    "Softmin": (lambda: nn.Softmin(0), lambda t: t.nn.Softmin(0)),
+    "GLU": (lambda: nn.GLU(0), lambda t: t.nn.GLU(0)),
+    "Threshold": (lambda: nn.Threshold(0.3, -2.0), lambda t: t.nn.Threshold(0.3, -2.0)),
+    "Hardshrink": (lambda: nn.Hardshrink(), lambda t: t.nn.Hardshrink()),
+    "Softshrink": (lambda: nn.Softshrink(1.0), lambda t: t.nn.Softshrink(1.0)),
+    "Tanhshrink": (lambda: nn.Tanhshrink(), lambda t: t.nn.Tanhshrink()),
 }
-KINKS = [-6.0, -3.0, 0.0, 3.0, 6.0]
+KINKS = [-6.0, -3.0, -1.0, -0.5, -0.3, 0.0, 0.3, 0.5, 1.0, 3.0, 6.0]  # 1,012 inputs: even
 
 
 def _inputs(dtype):
@@ -36,16 +43,19 @@ def _inputs(dtype):
 def test_activation_matches_torch(name, dtype, rtol, atol, device):
     """float32: an absolute 1e-7 too, for gradients that cross zero (Mish near -1.19) or
     that torch's autograd gets by cancellation (Softsign's, at |x| ~ 40). Hardsigmoid's
-    gradient in float64 is exactly grad / 6; torch's is grad times 1/6 rounded to float32."""
+    gradient in float64 is exactly grad / 6; torch's is grad times 1/6 rounded to float32.
+    Tanhshrink: an absolute 1e-16 too (x - tanh(x) cancels near 0)."""
     torch = pytest.importorskip("torch")
     if name == "Hardsigmoid" and dtype == "float64":
         rtol = 3e-8
+    if name == "Tanhshrink":  # x - tanh(x) cancels near 0, in torch as here
+        atol = max(atol, 1e-16)
     make, make_torch = LAYERS[name]
     x = _inputs(dtype)
-    grad = np.random.default_rng(1).standard_normal(x.shape).astype(dtype)
     layer = make().to(device)
     backend = tn.get_backend(device)
     y = layer(backend.asarray(x))
+    grad = np.random.default_rng(1).standard_normal(tuple(y.shape)).astype(dtype)
     dx = layer.backward(backend.asarray(grad))
     xt = torch.tensor(x, requires_grad=True)
     yt = make_torch(torch)(xt)
@@ -70,7 +80,8 @@ def test_new_activations_agree_across_backends(any_device):
     for name, (make, _) in LAYERS.items():
         ref, layer = make(), make()
         y_ref, y = ref(x), layer(backend.asarray(x))
-        dx_ref, dx = ref.backward(grad), layer.backward(backend.asarray(grad))
+        g = grad[:y_ref.shape[0]]  # GLU halves the rows
+        dx_ref, dx = ref.backward(g), layer.backward(backend.asarray(g))
         np.testing.assert_allclose(tn.asnumpy(y), y_ref, rtol=2e-6, atol=1e-6, err_msg=name)
         np.testing.assert_allclose(tn.asnumpy(dx), dx_ref, rtol=2e-6, atol=1e-6, err_msg=name)
 

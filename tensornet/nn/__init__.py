@@ -1,8 +1,9 @@
 """Layers, containers, losses, initialisers and the gradient checker."""
 from . import init
-from .activation import (CELU, ELU, GELU, SELU, Hardsigmoid, Hardswish, Hardtanh, LeakyReLU,
-                         LogSigmoid, LogSoftmax, Mish, PReLU, ReLU, ReLU6, Sigmoid, SiLU, Softmax,
-                         SoftPlus, Softplus, Softsign, Tanh)
+from .activation import (CELU, ELU, GELU, GLU, SELU, Hardshrink, Hardsigmoid, Hardswish,
+                         Hardtanh, LeakyReLU, LogSigmoid, LogSoftmax, Mish, PReLU, ReLU, ReLU6,
+                         Sigmoid, SiLU, Softmax, Softmin, SoftPlus, Softplus, Softshrink,
+                         Softsign, Tanh, Tanhshrink, Threshold)
 from .container import ModuleDict, ModuleList, Residual, Sequential
 from .conv import Conv1d, Conv2d
 from .conv_transpose import ConvTranspose2d
@@ -35,7 +36,8 @@ __all__ = [
     "DropConnect",
     "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "SoftPlus", "Softplus", "Softmax", "LogSoftmax",
     "GELU", "SiLU", "Hardtanh", "PReLU", "ReLU6", "Hardsigmoid", "Hardswish", "Mish", "CELU",
-    "SELU", "Softsign", "LogSigmoid",
+    "SELU", "Softsign", "LogSigmoid", "Softmin", "GLU", "Threshold", "Hardshrink", "Softshrink",
+    "Tanhshrink",
     "Loss", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "NonFiniteError",
     "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss", "KLDivLoss", "MultiMarginLoss",
     "gradcheck", "GradcheckError",

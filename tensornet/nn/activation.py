@@ -215,6 +215,123 @@ class LogSoftmax(_SoftmaxBase):
         return grad_output - xp.exp(y) * xp.sum(grad_output, axis=self.dim, keepdims=True)
 
 
+class Softmin(Softmax):
+    """``softmax(-x)`` along ``dim``, as ``torch.nn.Softmin``; caches the output."""
+
+    def forward(self, x):
+        self._accept(x)
+        self._cache = y = F.softmax(-x, axis=self.dim)
+        return y
+
+    def backward(self, grad_output):
+        return -super().backward(grad_output)
+
+
+class GLU(_SoftmaxBase):
+    """The gated linear unit (Dauphin et al. 2017), as ``torch.nn.GLU(dim)``: x split in
+    halves ``a, b`` along ``dim`` (of even size), ``a * sigmoid(b)``; caches ``a`` and
+    ``sigmoid(b)``."""
+
+    def forward(self, x):
+        xp = self._accept(x)
+        size = x.shape[self.dim]
+        if size % 2:
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: axis "
+                             f"{self.dim} has {size} values, which do not halve")
+        axis = self.dim % x.ndim
+        a, b = _halves(x, axis)
+        s = _sigmoid(xp, b)
+        self._cache = (a, s, axis)
+        return a * s
+
+    def backward(self, grad_output):
+        a, s, axis = self._require_cache(self._cache)
+        xp = self.backend.xp
+        return xp.concat([grad_output * s, grad_output * a * s * (1.0 - s)], axis=axis)
+
+
+def _halves(x, axis: int):
+    """x's two halves along ``axis`` (views)."""
+    half = x.shape[axis] // 2
+    first, second = [slice(None)] * x.ndim, [slice(None)] * x.ndim
+    first[axis], second[axis] = slice(0, half), slice(half, None)
+    return x[tuple(first)], x[tuple(second)]
+
+
+class Threshold(_Activation):
+    """``x`` where ``x > threshold``, else ``value``, as ``torch.nn.Threshold(threshold,
+    value)``; the gradient passes where ``x > threshold``. Caches the input."""
+
+    def __init__(self, threshold: float, value: float, inplace: bool = False):
+        super().__init__()
+        self.threshold, self.value = float(threshold), float(value)
+        self._set_inplace(inplace)
+
+    def forward(self, x):
+        xp = self._accept(x)
+        self._cache = x
+        return xp.where(x > self.threshold, x, self.value)
+
+    def backward(self, grad_output):
+        x = self._require_cache(self._cache)
+        return self.backend.xp.where(x > self.threshold, grad_output, 0.0)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, value={self.value}"
+
+
+class _Shrink(_Activation):
+    """Hardshrink and Softshrink: ``lambd`` >= 0, the gradient 1 where ``|x| > lambd``."""
+
+    def __init__(self, lambd: float = 0.5):
+        super().__init__()
+        lambd = float(lambd)
+        if not lambd >= 0:
+            raise ValueError(f"{type(self).__name__}: lambd must be >= 0, got {lambd!r}")
+        self.lambd = lambd
+
+    def backward(self, grad_output):
+        x = self._require_cache(self._cache)
+        xp = self.backend.xp
+        return xp.where(xp.abs(x) > self.lambd, grad_output, 0.0)
+
+    def extra_repr(self) -> str:
+        return str(self.lambd)
+
+
+class Hardshrink(_Shrink):
+    """``x`` where ``|x| > lambd``, else 0, as ``torch.nn.Hardshrink``; caches the input."""
+
+    def forward(self, x):
+        xp = self._accept(x)
+        self._cache = x
+        return xp.where(xp.abs(x) > self.lambd, x, 0.0)
+
+
+class Softshrink(_Shrink):
+    """``x - lambd * sign(x)`` where ``|x| > lambd``, else 0, as ``torch.nn.Softshrink``;
+    caches the input."""
+
+    def forward(self, x):
+        xp = self._accept(x)
+        self._cache = x
+        return xp.where(x > self.lambd, x - self.lambd,
+                        xp.where(x < -self.lambd, x + self.lambd, 0.0))
+
+
+class Tanhshrink(_Activation):
+    """``x - tanh(x)``, as ``torch.nn.Tanhshrink``; caches ``tanh(x)``."""
+
+    def forward(self, x):
+        xp = self._accept(x)
+        self._cache = t = xp.tanh(x)
+        return x - t
+
+    def backward(self, grad_output):
+        t = self._require_cache(self._cache)
+        return grad_output * (t * t)
+
+
 class GELU(_Activation):
     """Gaussian error linear unit (Hendrycks & Gimpel 2016), as ``torch.nn.GELU``.
 
