@@ -299,10 +299,24 @@ def _celu(g, m, x, shapes):
     return g.node("Where", [g.node("Greater", [x, g.constant(0.0, "zero")]), x, negative])
 
 
+def _shrink(g, m, x, shapes):
+    """0 where ``|x| <= lambd``, else x (Hardshrink) or ``x - lambd * sign(x)``
+    (Softshrink). Not ONNX's Shrink: it takes NaN to 0, and onnxruntime's float64 Shrink
+    rounds through float32."""
+    lambd = g.constant(m.lambd, "lambd")
+    kept = x if isinstance(m, nn.Hardshrink) else g.node(
+        "Sub", [x, g.node("Mul", [lambd, g.node("Sign", [x])])])
+    inside = g.node("LessOrEqual", [g.node("Abs", [x]), lambd])
+    return g.node("Where", [inside, g.constant(0.0, "zero"), kept])
+
+
 def _glu(g, m, x, shapes):
     """The first half along ``dim`` times the sigmoid of the second (two Slices)."""
     in_shape = shapes.of(m)[0]
     axis = m.dim % len(in_shape)
+    if axis == 0:
+        raise ValueError(f"ONNX export: {m._describe()} halves the batch axis; only dim >= 1 "
+                         f"exports with a dynamic batch")
     half = in_shape[axis] // 2
 
     def part(start, stop, hint):
@@ -388,10 +402,9 @@ _CONVERTERS = {
     nn.Softmin: lambda g, m, x, s: g.node("Softmax", [g.node("Neg", [x])], axis=m.dim),
     nn.GLU: _glu,
     nn.Threshold: lambda g, m, x, s: g.node("Where", [
-        g.node("Greater", [x, g.constant(m.threshold, "threshold")]), x,
-        g.constant(m.value, "value")]),
-    nn.Hardshrink: lambda g, m, x, s: g.node("Shrink", [x], lambd=m.lambd, bias=0.0),
-    nn.Softshrink: lambda g, m, x, s: g.node("Shrink", [x], lambd=m.lambd, bias=m.lambd),
+        g.node("LessOrEqual", [x, g.constant(m.threshold, "threshold")]),
+        g.constant(m.value, "value"), x]),
+    nn.Hardshrink: _shrink, nn.Softshrink: _shrink,
     nn.Tanhshrink: lambda g, m, x, s: g.node("Sub", [x, g.node("Tanh", [x])]),
     nn.LogSigmoid: lambda g, m, x, s: g.node("Neg", [g.node("Softplus", [g.node("Neg", [x])])]),
     nn.Hardtanh: _clip, nn.ReLU6: _clip,

@@ -91,7 +91,7 @@ def test_new_activations_export_to_onnx(tmp_path):
     pytest.importorskip("onnx")
     x = _inputs("float32").reshape(-1, 2)
     for name, (make, _) in LAYERS.items():
-        model = nn.Sequential(make())
+        model = nn.Sequential(nn.GLU(1) if name == "GLU" else make())  # GLU(0): the batch
         path = tmp_path / f"{name}.onnx"
         tn.onnx.export(model, x, path)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -162,3 +162,47 @@ def test_pytorch_inplace_argument_is_accepted_and_changes_no_result(make, rng):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="inplace must be True or False, got 'yes'"):
         make("yes")
+
+
+@pytest.mark.parametrize("make, make_torch", [
+    (lambda: nn.Threshold(0.5, -3.0), lambda t: t.nn.Threshold(0.5, -3.0)),
+    (lambda: nn.Threshold(float("nan"), 2.0), lambda t: t.nn.Threshold(float("nan"), 2.0)),
+    (lambda: nn.Hardshrink(0.5), lambda t: t.nn.Hardshrink(0.5)),
+    (lambda: nn.Softshrink(0.5), lambda t: t.nn.Softshrink(0.5))])
+def test_nan_passes_through_threshold_and_shrinks_as_in_torch(make, make_torch):
+    """torch tests "inside the band" (value / 0 there, x elsewhere), so NaN, inside no
+    band, passes through with its gradient; so here, and in the ONNX files."""
+    torch = pytest.importorskip("torch")
+    x = np.array([np.nan, 0.5, -0.7, 0.2, 0.9, -1.0])
+    layer = make()
+    y = layer(x)
+    dx = layer.backward(np.ones_like(x))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = make_torch(torch)(xt)
+    yt.backward(torch.ones_like(yt))
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(dx, xt.grad.numpy())
+
+
+def test_shrinks_export_float64_exactly_and_glu_refuses_the_batch_axis(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    x = np.concatenate([np.random.default_rng(3).standard_normal(30), [0.5, 0.5000000001,
+                                                                       np.nan, -0.5]])
+    x = x.reshape(-1, 2)
+    for layer in (nn.Hardshrink(0.5), nn.Softshrink(0.5), nn.Threshold(0.5, -3.0)):
+        model = nn.Sequential(layer)
+        tn.onnx.export(model, x, tmp_path / "s.onnx")
+        session = ort.InferenceSession(str(tmp_path / "s.onnx"),
+                                       providers=["CPUExecutionProvider"])
+        np.testing.assert_array_equal(session.run(None, {"input": x})[0], model(x),
+                                      err_msg=repr(layer))
+    with pytest.raises(ValueError, match=r"GLU\(dim=0\) halves the batch axis"):
+        tn.onnx.export(nn.Sequential(nn.GLU(0)), np.zeros((2, 3), np.float32))
+
+
+def test_numeric_arguments_are_checked():
+    for make in (lambda: nn.Threshold("a", 1.0), lambda: nn.Threshold(True, 1.0),
+                 lambda: nn.Hardshrink("x"), lambda: nn.Softshrink(None)):
+        with pytest.raises(ValueError, match="must be a number"):
+            make()

@@ -100,3 +100,11 @@ def test_padding_errors_name_the_layer():
         nn.ReplicationPad1d((1, 2, 3, 4))
     with pytest.raises(TypeError, match="int64"):
         nn.ZeroPad1d(1)(np.zeros((1, 1, 3), np.int64))
+
+
+def test_padding_value_and_empty_axes_are_checked():
+    with pytest.raises(ValueError, match="ConstantPad2d: value must be a number, got 'a'"):
+        nn.ConstantPad2d(1, "a")
+    with pytest.raises(ValueError, match=r"ReplicationPad2d\(\(1, 1, 1, 1\)\) got input of shape "
+                                         r"\(1, 2, 0, 3\): axis 2 is empty"):
+        nn.ReplicationPad2d(1)(np.zeros((1, 2, 0, 3), np.float32))

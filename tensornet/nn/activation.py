@@ -250,6 +250,13 @@ class GLU(_SoftmaxBase):
         return xp.concat([grad_output * s, grad_output * a * s * (1.0 - s)], axis=axis)
 
 
+def _real(owner: str, name: str, value) -> float:
+    """A real number argument as a float (a bool or a string is refused, naming ``owner``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{owner}: {name} must be a number, got {value!r}")
+    return float(value)
+
+
 def _halves(x, axis: int):
     """x's two halves along ``axis`` (views)."""
     half = x.shape[axis] // 2
@@ -264,17 +271,18 @@ class Threshold(_Activation):
 
     def __init__(self, threshold: float, value: float, inplace: bool = False):
         super().__init__()
-        self.threshold, self.value = float(threshold), float(value)
+        self.threshold = _real("Threshold", "threshold", threshold)
+        self.value = _real("Threshold", "value", value)
         self._set_inplace(inplace)
 
-    def forward(self, x):
+    def forward(self, x):  # "value where x <= threshold", as torch: NaN stays NaN
         xp = self._accept(x)
         self._cache = x
-        return xp.where(x > self.threshold, x, self.value)
+        return xp.where(x <= self.threshold, self.value, x)
 
     def backward(self, grad_output):
         x = self._require_cache(self._cache)
-        return self.backend.xp.where(x > self.threshold, grad_output, 0.0)
+        return self.backend.xp.where(x <= self.threshold, 0.0, grad_output)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}, value={self.value}"
@@ -285,15 +293,18 @@ class _Shrink(_Activation):
 
     def __init__(self, lambd: float = 0.5):
         super().__init__()
-        lambd = float(lambd)
+        lambd = _real(type(self).__name__, "lambd", lambd)
         if not lambd >= 0:
             raise ValueError(f"{type(self).__name__}: lambd must be >= 0, got {lambd!r}")
         self.lambd = lambd
 
+    def _inside(self, x):
+        """Where the output is 0: ``|x| <= lambd`` (so NaN passes through, as torch's)."""
+        return self.backend.xp.abs(x) <= self.lambd
+
     def backward(self, grad_output):
         x = self._require_cache(self._cache)
-        xp = self.backend.xp
-        return xp.where(xp.abs(x) > self.lambd, grad_output, 0.0)
+        return self.backend.xp.where(self._inside(x), 0.0, grad_output)
 
     def extra_repr(self) -> str:
         return str(self.lambd)
@@ -305,7 +316,7 @@ class Hardshrink(_Shrink):
     def forward(self, x):
         xp = self._accept(x)
         self._cache = x
-        return xp.where(xp.abs(x) > self.lambd, x, 0.0)
+        return xp.where(self._inside(x), 0.0, x)
 
 
 class Softshrink(_Shrink):
@@ -315,8 +326,7 @@ class Softshrink(_Shrink):
     def forward(self, x):
         xp = self._accept(x)
         self._cache = x
-        return xp.where(x > self.lambd, x - self.lambd,
-                        xp.where(x < -self.lambd, x + self.lambd, 0.0))
+        return xp.where(self._inside(x), 0.0, x - self.lambd * xp.sign(x))
 
 
 class Tanhshrink(_Activation):

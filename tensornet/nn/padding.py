@@ -37,6 +37,8 @@ class _Pad(Module):
             raise ValueError(f"{name}: padding must be an int >= 0 or a tuple {sides} of them "
                              f"(negative padding, cropping, is not supported), got {padding!r}")
         self.padding = tuple(int(p) for p in pads)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name}: value must be a number, got {value!r}")
         self.value = float(value)
 
     def _pairs(self):
@@ -48,6 +50,10 @@ class _Pad(Module):
         self._accept_floating(x, ndim=2 + self._axes, expected=_LAYOUTS[self._axes])
         shape = tuple(x.shape)
         for axis, before, after in self._pairs():
+            if shape[axis] == 0 and (before or after) and self.mode != "constant":
+                raise ValueError(f"{self._describe()} got input of shape {shape}: axis "
+                                 f"{len(shape) + axis} is empty, so there is nothing to "
+                                 f"{'reflect' if self.mode == 'reflect' else 'repeat'}")
             if self.mode == "reflect" and max(before, after) >= shape[axis]:
                 raise ValueError(f"{self._describe()} got input of shape {shape}: reflection "
                                  f"padding ({before}, {after}) must be less than the size "
