@@ -7,29 +7,15 @@ import numbers
 import numpy as np
 
 from . import functional as F
-from .checks import check_flag
+from .checks import check_flag, check_real
 from .module import Module
 from .special import normal_cdf, normal_pdf
 
 
 class _Activation(Module):
-    """Shared plumbing: the input check, one cached array (``_cache``), and PyTorch's
-    ``inplace`` argument where PyTorch's layer has one."""
+    """Shared plumbing: the input check, one cached array (``_cache``)."""
 
     _cache_attrs = ("_cache",)
-    inplace = False
-
-    def _set_inplace(self, inplace) -> None:
-        """``inplace=True`` is accepted, so PyTorch model code runs as written, and shown in
-        the repr; the output is always a new array (backward may need the input, and the
-        layer before may keep its output), so the results are those of ``inplace=False``."""
-        self.inplace = check_flag(type(self).__name__, "inplace", inplace)
-
-    def __repr__(self) -> str:
-        text = super().__repr__()
-        if not self.inplace:
-            return text
-        return text[:-1] + (", " if self.extra_repr() else "") + "inplace=True)"
 
     def _accept(self, x):
         """Check ``x`` (a floating array) and return the namespace to compute with.
@@ -40,12 +26,25 @@ class _Activation(Module):
         return self.backend.xp
 
 
-class ReLU(_Activation):
-    """``max(x, 0)``; caches the output."""
+class _InplaceActivation(_Activation):
+    """The activations whose PyTorch layer takes ``inplace``. ``inplace=True`` is accepted,
+    so PyTorch model code runs as written, and shown in the repr; the output is always a
+    new array (backward may need the input, and the layer before may keep its output), so
+    the results are those of ``inplace=False``."""
 
     def __init__(self, inplace: bool = False):
         super().__init__()
-        self._set_inplace(inplace)
+        self.inplace = check_flag(type(self).__name__, "inplace", inplace)
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        if not self.inplace:
+            return text
+        return text[:-1] + (", " if self.extra_repr() else "") + "inplace=True)"
+
+
+class ReLU(_InplaceActivation):
+    """``max(x, 0)``; caches the output."""
 
     def forward(self, x):
         self._accept(x)
@@ -56,13 +55,12 @@ class ReLU(_Activation):
         return F.relu_backward(grad_output, self._require_cache(self._cache))
 
 
-class LeakyReLU(_Activation):
+class LeakyReLU(_InplaceActivation):
     """``x`` for x > 0, ``negative_slope * x`` otherwise; caches the input."""
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
-        super().__init__()
+        super().__init__(inplace)
         self.negative_slope = float(negative_slope)
-        self._set_inplace(inplace)
 
     def forward(self, x):
         xp = self._accept(x)
@@ -77,13 +75,12 @@ class LeakyReLU(_Activation):
         return f"negative_slope={self.negative_slope}"
 
 
-class ELU(_Activation):
+class ELU(_InplaceActivation):
     """``x`` for x > 0, ``alpha * (exp(x) - 1)`` otherwise; caches the input."""
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False):
-        super().__init__()
+        super().__init__(inplace)
         self.alpha = float(alpha)
-        self._set_inplace(inplace)
 
     def forward(self, x):
         xp = self._accept(x)
@@ -250,13 +247,6 @@ class GLU(_SoftmaxBase):
         return xp.concat([grad_output * s, grad_output * a * s * (1.0 - s)], axis=axis)
 
 
-def _real(owner: str, name: str, value) -> float:
-    """A real number argument as a float (a bool or a string is refused, naming ``owner``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{owner}: {name} must be a number, got {value!r}")
-    return float(value)
-
-
 def _halves(x, axis: int):
     """x's two halves along ``axis`` (views)."""
     half = x.shape[axis] // 2
@@ -265,15 +255,14 @@ def _halves(x, axis: int):
     return x[tuple(first)], x[tuple(second)]
 
 
-class Threshold(_Activation):
+class Threshold(_InplaceActivation):
     """``x`` where ``x > threshold``, else ``value``, as ``torch.nn.Threshold(threshold,
     value)``; the gradient passes where ``x > threshold``. Caches the input."""
 
     def __init__(self, threshold: float, value: float, inplace: bool = False):
-        super().__init__()
-        self.threshold = _real("Threshold", "threshold", threshold)
-        self.value = _real("Threshold", "value", value)
-        self._set_inplace(inplace)
+        super().__init__(inplace)
+        self.threshold = check_real("Threshold", "threshold", threshold)
+        self.value = check_real("Threshold", "value", value)
 
     def forward(self, x):  # "value where x <= threshold", as torch: NaN stays NaN
         xp = self._accept(x)
@@ -293,7 +282,7 @@ class _Shrink(_Activation):
 
     def __init__(self, lambd: float = 0.5):
         super().__init__()
-        lambd = _real(type(self).__name__, "lambd", lambd)
+        lambd = check_real(type(self).__name__, "lambd", lambd)
         if not lambd >= 0:
             raise ValueError(f"{type(self).__name__}: lambd must be >= 0, got {lambd!r}")
         self.lambd = lambd
@@ -390,12 +379,8 @@ class GELU(_Activation):
         return f"approximate={self.approximate!r}"
 
 
-class SiLU(_Activation):
+class SiLU(_InplaceActivation):
     """``x * sigmoid(x)`` (the swish of Ramachandran et al. 2017); caches input and sigmoid."""
-
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        self._set_inplace(inplace)
 
     def forward(self, x):
         xp = self._accept(x)
@@ -408,13 +393,12 @@ class SiLU(_Activation):
         return grad_output * (s * (1.0 + x * (1.0 - s)))
 
 
-class Hardtanh(_Activation):
+class Hardtanh(_InplaceActivation):
     """``clip(x, min_val, max_val)``; the gradient passes strictly inside the interval (as
     PyTorch). Caches the input."""
 
     def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False):
-        super().__init__()
-        self._set_inplace(inplace)
+        super().__init__(inplace)
         self.min_val, self.max_val = float(min_val), float(max_val)
         if not self.min_val < self.max_val:
             raise ValueError(f"Hardtanh: min_val ({self.min_val}) must be below max_val "
@@ -444,13 +428,9 @@ class ReLU6(Hardtanh):
         return ""
 
 
-class Hardsigmoid(_Activation):
+class Hardsigmoid(_InplaceActivation):
     """``relu6(x + 3) / 6``, as ``torch.nn.Hardsigmoid``: the gradient 1/6 strictly inside
     (-3, 3), 0 elsewhere (as PyTorch). Caches the input."""
-
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        self._set_inplace(inplace)
 
     def forward(self, x):
         xp = self._accept(x)
@@ -463,14 +443,10 @@ class Hardsigmoid(_Activation):
         return self.backend.xp.where(inside, grad_output / 6.0, 0.0)
 
 
-class Hardswish(_Activation):
+class Hardswish(_InplaceActivation):
     """``x * relu6(x + 3) / 6`` (Howard et al. 2019), as ``torch.nn.Hardswish``: gradient 0
     up to -3, ``x / 3 + 1/2`` strictly between -3 and 3, 1 from 3 (PyTorch's choices at
     the two kinks). Caches the input."""
-
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        self._set_inplace(inplace)
 
     def forward(self, x):
         xp = self._accept(x)
@@ -484,13 +460,9 @@ class Hardswish(_Activation):
         return grad_output * slope
 
 
-class Mish(_Activation):
+class Mish(_InplaceActivation):
     """``x * tanh(softplus(x))`` (Misra 2019), as ``torch.nn.Mish``; caches the input and
     ``tanh(softplus(x))``."""
-
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        self._set_inplace(inplace)
 
     def forward(self, x):
         xp = self._accept(x)
@@ -504,13 +476,12 @@ class Mish(_Activation):
         return grad_output * (t + x * _sigmoid(xp, x) * (1.0 - t * t))
 
 
-class CELU(_Activation):
+class CELU(_InplaceActivation):
     """``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))`` (Barron 2017), as
     ``torch.nn.CELU(alpha)``; caches the input."""
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False):
-        super().__init__()
-        self._set_inplace(inplace)
+        super().__init__(inplace)
         tiny, huge = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
         if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or \
                 not tiny <= abs(alpha) <= huge:  # a float32 layer must hold it and 1/alpha
@@ -533,13 +504,9 @@ class CELU(_Activation):
         return f"alpha={self.alpha}"
 
 
-class SELU(_Activation):
+class SELU(_InplaceActivation):
     """``scale * (max(0, x) + min(0, alpha * (exp(x) - 1)))`` with Klambauer et al.'s
     (2017) self-normalizing constants, as ``torch.nn.SELU``; caches the input."""
-
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        self._set_inplace(inplace)
 
     ALPHA = 1.6732632423543772848170429916717
     SCALE = 1.0507009873554804934193349852946

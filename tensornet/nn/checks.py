@@ -3,6 +3,8 @@
 expected. Identity and shape comparisons only: no pass over the data."""
 from __future__ import annotations
 
+import numbers
+
 from tensornet.backends import DeviceError, backend_of, device_of, dtype_name
 
 from .grad_mode import check_grad_output
@@ -97,3 +99,11 @@ def check_flag(owner: str, name: str, value) -> bool:
     if not isinstance(value, bool) and type(value).__name__ != "bool_":
         raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
     return bool(value)
+
+
+def check_real(owner: str, name: str, value) -> float:
+    """``value`` as a float when it is a real number; else (a bool, a string, None) a
+    ValueError naming ``owner`` and ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{owner}: {name} must be a number, got {value!r}")
+    return float(value)

@@ -13,6 +13,7 @@ import numbers
 
 import numpy as np
 
+from .checks import check_real
 from .module import Module
 
 _LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)"}
@@ -37,9 +38,7 @@ class _Pad(Module):
             raise ValueError(f"{name}: padding must be an int >= 0 or a tuple {sides} of them "
                              f"(negative padding, cropping, is not supported), got {padding!r}")
         self.padding = tuple(int(p) for p in pads)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ValueError(f"{name}: value must be a number, got {value!r}")
-        self.value = float(value)
+        self.value = check_real(name, "value", value)
 
     def _pairs(self):
         """((axis, before, after), ...) from the last axis back, PyTorch's order."""

@@ -186,14 +186,7 @@ class Upsample(_SeparableResample2d):
         source = self._source(factor, in_size, out, clamp=False)
         base = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
         t = np.clip(source - base, 0.0, 1.0)
-        a = -0.75
-
-        def near(d):  # |d| <= 1
-            return ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
-
-        def far(d):  # 1 < |d| < 2
-            return ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a
-        weights = (far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t))
+        weights = tuple(_keys(d, -0.75) for d in (t + 1.0, t, 1.0 - t, 2.0 - t))
         matrix = np.zeros((out, in_size))
         rows = np.arange(out)
         for offset, weight in zip((-1, 0, 1, 2), weights):
@@ -220,13 +213,7 @@ class Upsample(_SeparableResample2d):
         high = np.minimum(np.trunc(centre + half * stretch + 0.5), in_size)
         j = np.arange(in_size)[None, :]
         d = np.abs((j + 0.5 - centre) / stretch)
-        if self.mode == "bilinear":
-            weights = np.maximum(1.0 - d, 0.0)
-        else:
-            a = -0.5
-            weights = np.where(d < 1.0, ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0,
-                               np.where(d < 2.0, ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a,
-                                        0.0))
+        weights = np.maximum(1.0 - d, 0.0) if self.mode == "bilinear" else _keys(d, -0.5)
         weights = np.where((j >= low) & (j < high), weights, 0.0)
         total = weights.sum(axis=1, keepdims=True)
         return np.divide(weights, total, out=np.zeros_like(weights), where=total != 0)
@@ -238,6 +225,14 @@ class Upsample(_SeparableResample2d):
         recompute = ", recompute_scale_factor=True" if self.recompute_scale_factor else ""
         antialias = ", antialias=True" if self.antialias else ""
         return f"{what}, mode={self.mode!r}{corners}{recompute}{antialias}"
+
+
+def _keys(d, a: float):
+    """Keys' cubic convolution kernel at distances ``d >= 0`` (an array): bicubic's, with
+    ``a = -0.75`` (PyTorch's interpolation) or ``-0.5`` (its and PIL's antialiasing)."""
+    near = ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0  # d <= 1
+    far = ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a  # 1 < d < 2
+    return np.where(d <= 1.0, near, np.where(d < 2.0, far, 0.0))
 
 
 def _one_hot(source, in_size: int):
