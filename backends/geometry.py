@@ -41,3 +41,10 @@ def windows_tile(x_shape, kernel_size, stride, padding, dilation) -> bool:
     return (tuple(kernel_size) == tuple(stride) and tuple(dilation) == (1, 1)
             and not any(lo or hi for lo, hi in padding)
             and x_shape[2] % kernel_size[0] == 0 and x_shape[3] % kernel_size[1] == 0)
+
+
+def adaptive_bounds(in_size: int, out: int) -> list:
+    """``[(start, end), ...]``: the ``out`` bins of PyTorch's adaptive pooling along an axis
+    of ``in_size``; bin i covers ``floor(i * in / out)`` to ``ceil((i + 1) * in / out)``
+    (exclusive), so bins overlap when ``out`` does not divide ``in_size``."""
+    return [(i * in_size // out, -(-(i + 1) * in_size // out)) for i in range(out)]

@@ -5,14 +5,15 @@ runs the file).
 
 Sequential models (nested ones too) of: Linear, DropConnect (its eval weight), Conv1d,
 Conv2d, ConvTranspose2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool2d, AdaptiveAvgPool1d/2d,
-Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm, GroupNorm,
-InstanceNorm1d/2d, Embedding, Flatten, Unflatten, PixelShuffle, PixelUnshuffle, the
+AdaptiveMaxPool1d/2d, Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm,
+GroupNorm, InstanceNorm1d/2d, Embedding, Flatten, Unflatten, PixelShuffle, PixelUnshuffle, the
 padding layers (Zero, Constant, Reflection, Replication; 1d/2d), Identity,
 Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU, LeakyReLU,
 ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU, ReLU6,
 Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign, LogSigmoid, Softmin, GLU, Threshold,
 Hardshrink, Softshrink, Tanhshrink.
-MaxUnpool2d and MaxPool2d(return_indices=True) are refused by name (two inputs, two outputs).
+MaxUnpool2d and the max pools with return_indices=True are refused by name (two inputs, two
+outputs).
 The graph computes what the model computes in eval mode, with the batch axis dynamic, in the
 model's dtype (float32 or float64; onnxruntime's CPU provider has no float64 Conv,
 ConvTranspose, AveragePool, GlobalAveragePool, Elu, Softplus, Erf, HardSigmoid, HardSwish,
@@ -30,6 +31,7 @@ import numpy as np
 from tensornet import nn
 from tensornet.io.atomic import atomic_write
 from tensornet.backends import asnumpy, dtype_name, get_backend
+from tensornet.backends.geometry import adaptive_bounds
 from tensornet.summary import run_with_hooks
 
 DEFAULT_OPSET = 17
@@ -215,6 +217,31 @@ def _max_pool(g, m, x, shapes):
         m.kernel_size, m.stride, m.pads_for(shapes.of(m)[0][2:]), m.dilation))
 
 
+def _adaptive_max_pool(g, m, x, shapes):
+    """One axis at a time (a maximum over a rectangle is the maximum of the row maxima):
+    bins that tile the axis as one MaxPool, overlapping ones (the output size does not
+    divide the input's) as a Slice and a MaxPool per bin, concatenated along the axis."""
+    spatial = tuple(shapes.of(m)[0][2:])
+    for axis, (size, out) in enumerate(zip(spatial, m.output_size), start=2):
+        out = size if out is None else out
+        if out == size:
+            continue
+        kernel = [1, 1]
+        if size % out == 0:
+            kernel[axis - 2] = size // out
+            x = g.node("MaxPool", [x], kernel_shape=kernel, strides=kernel)
+            continue
+        bins = []
+        for start, end in adaptive_bounds(size, out):
+            kernel[axis - 2] = end - start
+            part = g.node("Slice", [x, g.constant(np.array([start]), "start", "int64"),
+                                    g.constant(np.array([end]), "end", "int64"),
+                                    g.constant(np.array([axis]), "axis", "int64")])
+            bins.append(g.node("MaxPool", [part], kernel_shape=list(kernel)))
+        x = g.node("Concat", bins, axis=axis)
+    return x
+
+
 def _avg_pool(g, m, x, shapes):
     """The layer's padding (ceil_mode's extra rows included); a window count other than
     ONNX's (ceil_mode, divisor_override) as the layer computes it: the mean of the real
@@ -367,6 +394,7 @@ _CONVERTERS = {
     nn.AvgPool2d: _avg_pool,
     nn.MaxPool1d: _as_1d(_max_pool), nn.AvgPool1d: _as_1d(_avg_pool),
     nn.AdaptiveAvgPool1d: _as_1d(_separable),
+    nn.AdaptiveMaxPool2d: _adaptive_max_pool, nn.AdaptiveMaxPool1d: _as_1d(_adaptive_max_pool),
     nn.GlobalAvgPool2d: _global_pool, nn.AdaptiveAvgPool2d: _separable, nn.Upsample: _separable,
     nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.LayerNorm: _layer_norm,
     nn.GroupNorm: _group_norm, nn.InstanceNorm1d: _group_norm, nn.InstanceNorm2d: _group_norm,
@@ -432,9 +460,9 @@ def _refuse_index_layers(model) -> None:
             raise ValueError(f"ONNX export: {module._describe()} cannot be exported: it takes "
                              f"a second input (a pool's indices), and the exporter writes "
                              f"chains of one-input layers")
-        if isinstance(module, nn.MaxPool2d) and module.return_indices:
-            raise ValueError(f"ONNX export: {module._describe()} with return_indices=True "
-                             f"cannot be exported: it returns (y, indices), and the exporter "
+        if isinstance(module, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) and module.return_indices:
+            raise ValueError(f"ONNX export: {module._describe()} cannot be exported: with "
+                             f"return_indices=True it returns (y, indices), and the exporter "
                              f"writes chains of one-output layers; export a model whose "
                              f"{type(module).__name__} has return_indices=False")
 
@@ -484,7 +512,7 @@ def export(model, example_input, path=None, *, input_transform=None, opset: int 
     ``tn.data.Normalize`` folded in front of the model, so the file takes the raw inputs
     the DataLoader reads (any other transform raises ``TypeError``). The graph is checked
     with ``onnx.checker``, types included, before it is written.
-    Unsupported layers raise ``ValueError`` naming them (MaxUnpool2d and a MaxPool2d with
+    Unsupported layers raise ``ValueError`` naming them (MaxUnpool2d and a max pool with
     ``return_indices=True`` among them: ``_refuse_index_layers``).
     """
     onnx = _onnx()

@@ -1,6 +1,6 @@
-"""Pooling: MaxPool2d, AvgPool2d, GlobalAvgPool2d and AdaptiveAvgPool2d over (N, C, H, W),
-and MaxPool1d, AvgPool1d and AdaptiveAvgPool1d over (N, C, L) (the 2-D pools on a
-height-1 view). MaxUnpool2d, which takes MaxPool2d's indices, is in ``unpooling.py``.
+"""Pooling: MaxPool2d, AvgPool2d and GlobalAvgPool2d over (N, C, H, W), and MaxPool1d and
+AvgPool1d over (N, C, L) (the 2-D pools on a height-1 view). The adaptive pools are in
+``pooling_adaptive.py``; MaxUnpool2d, which takes MaxPool2d's indices, in ``unpooling.py``.
 
 The window math lives in the backend (``max_pool2d``, ``avg_pool2d`` and their backwards),
 so devices can override it; these layers check arguments and inputs and keep the caches.
@@ -16,16 +16,6 @@ from tensornet.backends import dtype_name
 from . import functional as F
 from .conv import _format_pair, _pair, _single, check_window_fits, window_repr
 from .module import Module
-
-
-def _adaptive_bins(in_size: int, out: int) -> np.ndarray:
-    """Host (out, in) float64 matrix of PyTorch's adaptive average pooling along one axis:
-    output i is the mean of inputs ``floor(i * in / out)`` to ``ceil((i + 1) * in / out)``
-    (exclusive). AdaptiveAvgPool2d and Upsample(mode='area') use it."""
-    bins = np.arange(out)[:, None]
-    start, end = (bins * in_size) // out, -((-(bins + 1) * in_size) // out)
-    position = np.arange(in_size)[None, :]
-    return ((position >= start) & (position < end)) / (end - start)
 
 
 def _accept_image(module: Module, x) -> None:
@@ -304,34 +294,6 @@ class _SeparableResample2d(Module):
         self._matrices = {}  # on the old device after .to()
 
 
-class AdaptiveAvgPool2d(_SeparableResample2d):
-    """Mean over ``output_size`` bins, as ``torch.nn.AdaptiveAvgPool2d``: x (N, C, H, W) ->
-    (N, C, OH, OW). ``output_size`` is an int or an (OH, OW) pair, None keeping that size.
-
-    Bin i along H covers rows ``floor(i*H/OH)`` to ``ceil((i+1)*H/OH) - 1`` (bins may
-    overlap when OH does not divide H, as PyTorch). A bin's mean is separable, so the whole
-    pool is ``A_h @ x @ A_w.T`` with A holding 1/bin-length inside each bin.
-    """
-
-    def __init__(self, output_size):
-        super().__init__()
-        sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * 2
-        if len(sizes) != 2 or any(s is not None and (isinstance(s, bool) or not isinstance(s, int)
-                                                     or s < 1) for s in sizes):
-            raise ValueError(f"AdaptiveAvgPool2d: output_size must be a positive int or a pair "
-                             f"of positive ints (or None), got {output_size!r}")
-        self.output_size = tuple(sizes)
-
-    def _axis_matrix(self, axis, in_size, axes=2):
-        out = self.output_size[axis]
-        if out is None or out == in_size:
-            return None
-        return _adaptive_bins(in_size, out)
-
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size}"
-
-
 # ---------------------------------------------------------------------- 1-D pools
 def _window_1d(owner: str, kernel_size, stride, padding, dilation=1):
     """The 1-D window arguments (ints or 1-tuples, as PyTorch's) as the 2-D pool's
@@ -413,20 +375,3 @@ class AvgPool1d(_As1d, AvgPool2d):
                  count_include_pad: bool = True):
         k, s, p, _ = _window_1d("AvgPool1d", kernel_size, stride, padding)
         super().__init__(k, s, p, ceil_mode, count_include_pad)
-
-
-class AdaptiveAvgPool1d(_As1d, AdaptiveAvgPool2d):
-    """Mean over ``output_size`` bins of x (N, C, L) -> (N, C, output_size), as
-    ``torch.nn.AdaptiveAvgPool1d`` (bins as AdaptiveAvgPool2d's along its width)."""
-
-    def __init__(self, output_size):
-        size = _single("output_size", output_size, 1, "AdaptiveAvgPool1d")
-        super().__init__((1, size))
-
-    def _check_length(self, x) -> None:
-        if x.shape[2] == 0:
-            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: "
-                             f"expected at least one value along L")
-
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size[1]}"

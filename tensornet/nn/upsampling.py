@@ -6,7 +6,8 @@ import numbers
 
 import numpy as np
 
-from .pooling import _SeparableResample2d, _adaptive_bins
+from .pooling import _SeparableResample2d
+from .pooling_adaptive import _adaptive_bins
 
 # the number of spatial axes each mode takes (as PyTorch: linear 3-D inputs, bilinear and
 # bicubic 4-D, trilinear 5-D, the two nearest modes and area any)

@@ -1,5 +1,5 @@
 """Generic kernels of the sliding-window layers: padding, im2col/col2im (convolution),
-max and average pooling, forward and backward.
+max and average pooling (adaptive max pooling too), forward and backward.
 
 Geometry (``backends/geometry.py``): x (N, C, H, W); kernel_size (kh, kw); stride (sh, sw);
 dilation (dh, dw); padding ((top, bottom), (left, right)). The loops here run over the
@@ -9,12 +9,13 @@ one kernel each).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
-from tensornet.backends.geometry import (window_offsets, window_output_size, windows_overlap,
-                                         windows_tile)
+from tensornet.backends.geometry import (adaptive_bounds, window_offsets, window_output_size,
+                                         windows_overlap, windows_tile)
 
 from .basic import scatter_add
 from .dispatch import kernel
@@ -250,3 +251,55 @@ def _avg_pool_scale(backend, x_shape, kernel_size, stride, padding, count_includ
         window = ones[0, 0, rows, columns]
         count = window if count is None else count + window
     return 1.0 / count
+
+
+@functools.lru_cache(maxsize=64)
+def _adaptive_windows(h: int, w: int, oh: int, ow: int) -> tuple:
+    """``(index, k)``: host int64 (OH * OW * k,) flat positions ``row * W + column`` of every
+    adaptive bin's pixels, each bin listed in row-major order and padded to k entries by
+    repeating its last row and its last column (a maximum ignores repeats; a repeat comes
+    after the pixel it copies)."""
+    axes = []
+    for size, out in ((h, oh), (w, ow)):
+        bounds = adaptive_bounds(size, out)
+        longest = max(end - start for start, end in bounds)
+        axes.append(np.array([[min(start + t, end - 1) for t in range(longest)]
+                              for start, end in bounds], dtype=np.int64))
+    rows, columns = axes
+    index = rows[:, None, :, None] * w + columns[None, :, None, :]  # (OH, OW, kh, kw)
+    k = rows.shape[1] * columns.shape[1]
+    return index.reshape(-1), k
+
+
+@kernel
+def adaptive_max_pool2d(backend, x, output_size):
+    """Max over PyTorch's adaptive bins (``backends/geometry.adaptive_bounds``): x (N, C,
+    H, W) -> ``(y, indices)``, both (N, C, OH, OW); ``indices`` int64, the flat ``h * W + w``
+    of each maximum in its (n, c) plane. As PyTorch's CPU kernel: ties give the first
+    maximum in row-major order, and a bin holding NaN gives NaN and its last NaN."""
+    xp = backend.xp
+    n, c, h, w = x.shape
+    oh, ow = output_size
+    host, k = _adaptive_windows(h, w, oh, ow)
+    index = backend.asarray(host)
+    values = xp.reshape(xp.take(xp.reshape(x, (n, c, h * w)), index, axis=2),
+                        (n, c, oh, ow, k))
+    nan = xp.isnan(values)
+    first_max = xp.argmax(xp.where(nan, -xp.inf, values), axis=-1)
+    last_nan = (k - 1) - xp.argmax(xp.astype(xp.flip(nan, axis=-1), xp.int8), axis=-1)
+    slot = xp.where(xp.any(nan, axis=-1), last_nan, first_max)
+    bins = xp.reshape(_arange(backend, oh * ow) * k, (1, 1, oh, ow))
+    indices = xp.reshape(xp.take(index, xp.reshape(xp.astype(slot, xp.int64) + bins, (-1,))),
+                         (n, c, oh, ow))
+    return xp.max(values, axis=-1), indices
+
+
+@kernel
+def adaptive_max_pool2d_backward(backend, grad, indices, x_shape):
+    """Route ``grad`` (N, C, OH, OW) to the input positions ``indices`` names (bins overlap,
+    so gradients meeting at one position add up); returns dx (N, C, H, W)."""
+    xp = backend.xp
+    n, c, h, w = x_shape
+    planes = xp.reshape(_arange(backend, n * c), (n, c, 1, 1)) * (h * w)
+    dx = backend.zeros((n, c, h, w), grad.dtype)
+    return scatter_add(dx, planes + indices, grad)
