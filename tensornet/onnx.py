@@ -4,8 +4,8 @@ runs the file).
     tn.onnx.export(model, example_input, "model.onnx")
 
 Sequential models (nested ones too) of: Linear, DropConnect (its eval weight), Conv1d,
-Conv2d, ConvTranspose2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool2d, AdaptiveAvgPool1d/2d,
-AdaptiveMaxPool1d/2d, Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm,
+Conv2d, ConvTranspose1d/2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool2d,
+AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d, Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm,
 GroupNorm, InstanceNorm1d/2d, Embedding, Flatten, Unflatten, PixelShuffle, PixelUnshuffle, the
 padding layers (Zero, Constant, Reflection, Replication; 1d/2d), Identity,
 Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU, LeakyReLU,
@@ -106,7 +106,8 @@ def _conv_transpose(g, m, x, shapes):
     the padding as zeros (onnxruntime refuses an output_padding >= stride, which PyTorch
     allows below the dilation); the bias comes after those zeros, as in the layer."""
     pads, extra, _ = m._geometry(m.output_size(*shapes.of(m)[0][2:]))
-    y = g.node("ConvTranspose", [x, g.constant(m.weight.data, "weight")], group=m.groups,
+    weight = asnumpy(m.weight.data).reshape(m.in_channels, -1, *m.kernel_size)  # 1-D: 4-D
+    y = g.node("ConvTranspose", [x, g.constant(weight, "weight")], group=m.groups,
                **_window_attributes(m.kernel_size, m.stride, pads, m.dilation))
     if extra != (0, 0):
         y = g.node("Pad", [y, g.constant(np.array([0, 0, 0, 0, 0, 0, *extra]), "pads",
@@ -390,6 +391,7 @@ _CONVERTERS = {
     nn.Sequential: _sequential, nn.Residual: _residual,
     nn.Linear: _linear, nn.DropConnect: _linear,
     nn.Conv1d: _conv, nn.Conv2d: _conv, nn.ConvTranspose2d: _conv_transpose,
+    nn.ConvTranspose1d: _as_1d(_conv_transpose),
     nn.MaxPool2d: _max_pool,
     nn.AvgPool2d: _avg_pool,
     nn.MaxPool1d: _as_1d(_max_pool), nn.AvgPool1d: _as_1d(_avg_pool),

@@ -224,7 +224,23 @@ def _single(name: str, value, minimum: int, owner: str = "Conv1d") -> int:
     return int(value)
 
 
-class Conv1d(Conv2d):
+class HeightOne(Module):
+    """Base of the 1-D convolutions (Conv1d, ConvTranspose1d), listed before their 2-D
+    layer, which they run on a height-1 view: backward and the kernel's text. A Module, so
+    that its backward checks the gradient against the 1-D output (``tracked_backward``)."""
+
+    def backward(self, grad_output, input_grad: bool = True):
+        """grad_output (N, C_out, OL) -> dx (N, C_in, L); adds weight/bias grads."""
+        xp = self.backend.xp
+        n, c, length = grad_output.shape
+        dx = super().backward(xp.reshape(grad_output, (n, c, 1, length)), input_grad=input_grad)
+        return None if dx is None else xp.reshape(dx, (n, self.in_channels, dx.shape[3]))
+
+    def _kernel_text(self) -> str:
+        return str(self.kernel_size[1])
+
+
+class Conv1d(HeightOne, Conv2d):
     """1-D convolution (cross-correlation, as PyTorch) over x (N, C_in, L).
 
     Args as ``torch.nn.Conv1d``: ``kernel_size``, ``stride``, ``dilation`` ints; ``padding``
@@ -262,16 +278,6 @@ class Conv1d(Conv2d):
                              f"size {d * (k - 1) + 1}")
         y = super().forward(xp.reshape(x, (n, c, 1, length)))
         return xp.reshape(y, (n, self.out_channels, y.shape[3]))
-
-    def backward(self, grad_output, input_grad: bool = True):
-        """grad_output (N, C_out, OL) -> dx (N, C_in, L); adds weight/bias grads."""
-        xp = self.backend.xp
-        n, c, length = grad_output.shape
-        dx = super().backward(xp.reshape(grad_output, (n, c, 1, length)), input_grad=input_grad)
-        return None if dx is None else xp.reshape(dx, (n, self.in_channels, dx.shape[3]))
-
-    def _kernel_text(self) -> str:
-        return str(self.kernel_size[1])
 
     def _repr_items(self) -> list:
         items = [f"stride={self.stride[1]}"] if self.stride[1] != 1 else []

@@ -1,4 +1,5 @@
-"""ConvTranspose2d: the adjoint of Conv2d (a "deconvolution"), as one GEMM + col2im."""
+"""ConvTranspose2d: the adjoint of Conv2d (a "deconvolution"), as one GEMM + col2im; and
+ConvTranspose1d, the same on a height-1 view."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ import numpy as np
 
 from . import functional as F
 from . import init
-from .conv import Convolution, _format_pair, _pair
+from .conv import Convolution, HeightOne, _format_pair, _pair, _single
 
 
 class ConvTranspose2d(Convolution):
@@ -50,11 +51,12 @@ class ConvTranspose2d(Convolution):
                 raise ValueError(f"{name}: output_padding {self.output_padding} must be smaller "
                                  f"than the stride {self.stride} or the dilation "
                                  f"{self.dilation}")
-        self.weight = self.new_parameter(np.zeros((self.in_channels,
-                                                   self.out_channels // self.groups)
-                                                  + self.kernel_size))
+        self.weight = self.new_parameter(np.zeros(self._weight_shape()))
         self.bias = self.new_parameter(np.zeros(self.out_channels)) if bias else None
         self.reset_parameters()
+
+    def _weight_shape(self) -> tuple:
+        return (self.in_channels, self.out_channels // self.groups) + self.kernel_size
 
     def reset_parameters(self) -> None:
         init.kaiming_uniform_(self.weight, a=math.sqrt(5.0))
@@ -142,3 +144,56 @@ class ConvTranspose2d(Convolution):
                                              ("output_padding", self.output_padding, (0, 0)),
                                              ("dilation", self.dilation, (1, 1)))
                 if value != default]
+
+
+class ConvTranspose1d(HeightOne, ConvTranspose2d):
+    """Transposed 1-D convolution over x (N, C_in, L), as ``torch.nn.ConvTranspose1d``
+    (the same arguments, as ints; ``output_padding`` smaller than the stride or the
+    dilation). Weight ``(C_in, C_out/groups, k)`` and bias ``(C_out,)``, PyTorch's layout
+    and default init. Output (N, C_out, OL) with
+    OL = (L - 1)*stride - 2*padding + dilation*(k - 1) + output_padding + 1.
+
+    It is ConvTranspose2d on a height-1 image: x is viewed as (N, C_in, 1, L) and the
+    weight as (C_in, C_out/groups, 1, k).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups: int = 1, bias: bool = True, dilation=1, *,
+                 device=None, dtype=None):
+        name = "ConvTranspose1d"
+        k, s, p = (_single(arg, value, least, name) for arg, value, least in (
+            ("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0)))
+        op = _single("output_padding", output_padding, 0, name)
+        d = _single("dilation", dilation, 1, name)
+        if op >= s and op >= d:
+            raise ValueError(f"{name}: output_padding {op} must be smaller than the stride {s} "
+                             f"or the dilation {d}")
+        super().__init__(in_channels, out_channels, (1, k), (1, s), (0, p), (0, op), groups,
+                         bias, (1, d), device=device, dtype=dtype)
+
+    def _weight_shape(self) -> tuple:
+        return self.in_channels, self.out_channels // self.groups, self.kernel_size[1]
+
+    def forward(self, x):
+        """x (N, C_in, L) -> y (N, C_out, OL); caches x."""
+        expected = f"(N, {self.in_channels}, L)"
+        self._check_input(x, ndim=3, expected=expected)
+        n, c, length = x.shape
+        if c != self.in_channels:
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; "
+                             f"expected {expected}")
+        out_length = self.output_size(1, length)[1]
+        if out_length < 1:
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: the "
+                             f"output length would be {out_length}; use less padding")
+        xp = self.backend.xp
+        y = super().forward(xp.reshape(x, (n, c, 1, length)))
+        return xp.reshape(y, (n, self.out_channels, out_length))
+
+    def _repr_items(self) -> list:
+        return [f"{name}={value[1]}"
+                for name, value, default in (("stride", self.stride, 1),
+                                             ("padding", self.padding, 0),
+                                             ("output_padding", self.output_padding, 0),
+                                             ("dilation", self.dilation, 1))
+                if value[1] != default]
