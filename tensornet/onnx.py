@@ -5,13 +5,13 @@ runs the file).
 
 Sequential models (nested ones too) of: Linear, DropConnect (its eval weight), Conv1d,
 Conv2d, ConvTranspose1d/2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool2d,
-AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d, Upsample, BatchNorm1d/2d (eval mode: running statistics), LayerNorm,
-GroupNorm, InstanceNorm1d/2d, Embedding, Flatten, Unflatten, PixelShuffle, PixelUnshuffle, the
-padding layers (Zero, Constant, Reflection, Replication; 1d/2d), Identity,
-Dropout/Dropout2d (identity, as in eval), Residual, and the activations ReLU, LeakyReLU,
-ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh, PReLU, ReLU6,
-Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign, LogSigmoid, Softmin, GLU, Threshold,
-Hardshrink, Softshrink, Tanhshrink.
+AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d, Upsample, BatchNorm1d/2d (eval mode: running
+statistics), LayerNorm, GroupNorm, InstanceNorm1d/2d, Embedding, Flatten, Unflatten,
+PixelShuffle, PixelUnshuffle, the padding layers (Zero, Constant, Reflection, Replication;
+1d/2d), Identity, Dropout/Dropout2d (identity, as in eval), Residual, and the activations
+ReLU, LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh,
+PReLU, ReLU6, Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign, LogSigmoid, Softmin, GLU,
+Threshold, Hardshrink, Softshrink, Tanhshrink.
 MaxUnpool2d and the max pools with return_indices=True are refused by name (two inputs, two
 outputs).
 The graph computes what the model computes in eval mode, with the batch axis dynamic, in the

@@ -9,6 +9,7 @@ from .conv import Conv1d, Conv2d
 from .conv_transpose import ConvTranspose1d, ConvTranspose2d
 from .dropout import DropConnect, Dropout, Dropout2d
 from .embedding import Embedding
+from .fold import Fold, Unfold
 from .flatten import Flatten, PixelShuffle, PixelUnshuffle, Unflatten
 from .gradcheck import GradcheckError, gradcheck
 from .linear import Identity, Linear
@@ -32,7 +33,8 @@ from .sync_batchnorm import SyncBatchNorm
 __all__ = [
     "init", "Module", "Parameter", "RemovableHandle", "Sequential", "Residual", "ModuleList",
     "ModuleDict",
-    "Linear", "Identity", "Embedding", "Flatten", "Unflatten", "PixelShuffle", "PixelUnshuffle",
+    "Linear", "Identity", "Embedding", "Flatten", "Unflatten", "Fold", "Unfold", "PixelShuffle",
+    "PixelUnshuffle",
     "Dropout", "Dropout2d",
     "DropConnect",
     "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "SoftPlus", "Softplus", "Softmax", "LogSoftmax",
@@ -43,9 +45,9 @@ __all__ = [
     "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss", "KLDivLoss", "MultiMarginLoss",
     "gradcheck", "GradcheckError",
     "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d",
-    "MaxUnpool2d", "AvgPool1d",
-    "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d",
-    "GlobalAvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "Upsample", "BatchNorm1d", "BatchNorm2d",
+    "MaxUnpool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d",
+    "GlobalAvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "Upsample", "BatchNorm1d",
+    "BatchNorm2d",
     "ZeroPad1d", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d",
     "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d",
     "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "SyncBatchNorm",
