@@ -26,6 +26,7 @@ from .parameter import Parameter
 from .pooling import AvgPool1d, AvgPool2d, GlobalAvgPool2d, MaxPool1d, MaxPool2d
 from .pooling_adaptive import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool1d,
                                AdaptiveMaxPool2d)
+from .recurrent import GRU, LSTM, RNN
 from .unpooling import MaxUnpool2d
 from .upsampling import Upsample
 from .sync_batchnorm import SyncBatchNorm
@@ -51,4 +52,5 @@ __all__ = [
     "ZeroPad1d", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d",
     "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d",
     "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "SyncBatchNorm",
+    "RNN", "LSTM", "GRU",
 ]

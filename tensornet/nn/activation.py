@@ -10,6 +10,7 @@ from . import functional as F
 from .checks import check_flag, check_real
 from .module import Module
 from .special import normal_cdf, normal_pdf
+from .special import sigmoid as _sigmoid
 
 
 class _Activation(Module):
@@ -109,15 +110,6 @@ class Tanh(_Activation):
     def backward(self, grad_output):
         y = self._require_cache(self._cache)
         return grad_output * (1.0 - y * y)
-
-
-def _sigmoid(xp, x):
-    # exp(-|x|) never overflows (1 / (1 + exp(-x)) does), and below zero e / (1 + e) keeps
-    # every digit of the tail, where 0.5 * (1 + tanh(x / 2)) cancels (a relative error of
-    # 2e-4 at x = -30 in float64; exactly 0 below about -17 in float32).
-    e = xp.exp(-xp.abs(x))
-    s = 1.0 / (1.0 + e)
-    return xp.where(x >= 0, s, e * s)
 
 
 class Sigmoid(_Activation):
