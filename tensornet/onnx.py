@@ -8,10 +8,10 @@ Conv2d, ConvTranspose1d/2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool2d,
 AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d, Upsample, BatchNorm1d/2d (eval mode: running
 statistics), LayerNorm, GroupNorm, InstanceNorm1d/2d, Embedding, Flatten, Unflatten,
 PixelShuffle, PixelUnshuffle, the padding layers (Zero, Constant, Reflection, Replication;
-1d/2d), Identity, Dropout/Dropout2d (identity, as in eval), Residual, and the activations
-ReLU, LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax, LogSoftmax, GELU, SiLU, Hardtanh,
-PReLU, ReLU6, Hardsigmoid, Hardswish, Mish, CELU, SELU, Softsign, LogSigmoid, Softmin, GLU,
-Threshold, Hardshrink, Softshrink, Tanhshrink.
+1d/2d), Identity, Dropout, Dropout1d, Dropout2d and AlphaDropout (identity, as in eval),
+Residual, and the activations ReLU, LeakyReLU, ELU, Tanh, Sigmoid, SoftPlus, Softmax,
+LogSoftmax, GELU, SiLU, Hardtanh, PReLU, ReLU6, Hardsigmoid, Hardswish, Mish, CELU, SELU,
+Softsign, LogSigmoid, Softmin, GLU, Threshold, Hardshrink, Softshrink, Tanhshrink.
 MaxUnpool2d and the max pools with return_indices=True are refused by name (two inputs, two
 outputs).
 The graph computes what the model computes in eval mode, with the batch axis dynamic, in the
@@ -410,7 +410,8 @@ _CONVERTERS = {
                                  nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d,
                                  nn.ReplicationPad2d)},
     nn.Identity: lambda g, m, x, s: x, nn.Dropout: lambda g, m, x, s: x,
-    nn.Dropout2d: lambda g, m, x, s: x,
+    nn.Dropout1d: lambda g, m, x, s: x, nn.Dropout2d: lambda g, m, x, s: x,
+    nn.AlphaDropout: lambda g, m, x, s: x,
     nn.ReLU: lambda g, m, x, s: g.node("Relu", [x]),
     # PRelu, not LeakyRelu: its alpha attribute is a float32, which rounds a float64 slope
     nn.LeakyReLU: lambda g, m, x, s: g.node("PRelu", [x, g.constant(m.negative_slope,

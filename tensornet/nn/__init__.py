@@ -7,7 +7,7 @@ from .activation import (CELU, ELU, GELU, GLU, SELU, Hardshrink, Hardsigmoid, Ha
 from .container import ModuleDict, ModuleList, Residual, Sequential
 from .conv import Conv1d, Conv2d
 from .conv_transpose import ConvTranspose1d, ConvTranspose2d
-from .dropout import DropConnect, Dropout, Dropout2d
+from .dropout import AlphaDropout, DropConnect, Dropout, Dropout1d, Dropout2d
 from .embedding import Embedding
 from .fold import Fold, Unfold
 from .flatten import Flatten, PixelShuffle, PixelUnshuffle, Unflatten
@@ -36,7 +36,7 @@ __all__ = [
     "ModuleDict",
     "Linear", "Identity", "Embedding", "Flatten", "Unflatten", "Fold", "Unfold", "PixelShuffle",
     "PixelUnshuffle",
-    "Dropout", "Dropout2d",
+    "Dropout", "Dropout1d", "Dropout2d", "AlphaDropout",
     "DropConnect",
     "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "SoftPlus", "Softplus", "Softmax", "LogSoftmax",
     "GELU", "SiLU", "Hardtanh", "PReLU", "ReLU6", "Hardsigmoid", "Hardswish", "Mish", "CELU",

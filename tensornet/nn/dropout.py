@@ -1,5 +1,8 @@
-"""Dropout (drops activations), Dropout2d (drops channels) and DropConnect (drops weights)."""
+"""Dropout (drops activations), Dropout1d and Dropout2d (drop channels), AlphaDropout (drops
+to SELU's saturation value, keeping mean and variance) and DropConnect (drops weights)."""
 from __future__ import annotations
+
+import math
 
 from . import functional as F
 from .checks import check_flag
@@ -71,6 +74,42 @@ class Dropout2d(Dropout):
             raise ValueError(f"Dropout2d(p={self.p}) got input of shape {tuple(x.shape)}; "
                              f"expected (N, C, H, W) or (N, C, L)")
         return tuple(x.shape[:2]) + (1,) * (x.ndim - 2)
+
+
+class Dropout1d(Dropout):
+    """Channel dropout over x (N, C, L), as ``torch.nn.Dropout1d``: in training each channel
+    of each sample is zeroed as a whole with probability ``p`` and the kept ones are scaled
+    by ``1 / (1 - p)``; identity in eval mode. Forward caches the (N, C, 1) scaled mask."""
+
+    def __init__(self, p: float = 0.5, inplace: bool = False):
+        super().__init__(p, inplace)
+
+    def _mask_shape(self, x) -> tuple:
+        if x.ndim != 3:
+            raise ValueError(f"Dropout1d(p={self.p}) got input of shape {tuple(x.shape)}; "
+                             f"expected (N, C, L)")
+        return tuple(x.shape[:2]) + (1,)
+
+
+class AlphaDropout(Dropout):
+    """Alpha dropout (Klambauer et al. 2017, for SELU networks), as ``torch.nn.AlphaDropout``:
+    in training each element is set with probability ``p`` to SELU's negative saturation
+    ``-alpha' = -1.7581``, then ``y = a * y + b`` restores zero mean and unit variance:
+    ``a = ((1 - p) * (1 + p * alpha'^2))^-1/2``, ``b = a * alpha' * p``. Kept elements are
+    ``a * x + b``, dropped ones ``b - a * alpha'``. Identity in eval mode; zeros at p = 1, as
+    PyTorch. Forward caches ``a`` times the keep mask (backward's factor)."""
+
+    ALPHA = 1.7580993408473766  # SELU's scale * alpha
+
+    def forward(self, x):
+        if not self.training or self.p in (0.0, 1.0):
+            return super().forward(x)  # the identity, or zeros at p = 1
+        self._accept_floating(x)
+        a = 1.0 / math.sqrt((self.ALPHA * self.ALPHA * self.p + 1.0) * (1.0 - self.p))
+        keep = self.backend.bernoulli(tuple(x.shape), 1.0 - self.p, dtype=x.dtype)
+        shift = (keep - 1.0 + self.p) * (self.ALPHA * a)  # torch's b, element by element
+        self._mask = keep * a  # Dropout.backward multiplies by it
+        return x * self._mask + shift
 
 
 class DropConnect(Linear):
