@@ -1,5 +1,5 @@
 """More classification losses: BCEWithLogitsLoss, BCELoss (on probabilities), KLDivLoss
-and MultiMarginLoss (PyTorch's). CrossEntropyLoss and NLLLoss live in ``loss.py``.
+and MultiMarginLoss (PyTorch's). CrossEntropyLoss and NLLLoss live in ``loss_labels.py``.
 
 Every reduction of ``Loss`` applies; KLDivLoss defaults to ``"batchmean"``.
 """
@@ -9,22 +9,10 @@ import numpy as np
 
 from . import functional as F
 from .activation import _sigmoid
-from .loss import Loss, host_weight, per_sample
+from .loss import Loss, check_broadcast, host_weight, per_sample
 
 # PyTorch clamps the BCE gradient's denominator at 1e-12 held as a float32
 _BCE_GRAD_EPS = float(np.float32(1e-12))
-
-
-def _check_broadcast(owner: str, name: str, host, shape) -> None:
-    """A host weight must broadcast to the predictions' shape (not widen the loss), as
-    PyTorch asks."""
-    try:
-        fits = np.broadcast_shapes(host.shape, shape) == shape
-    except ValueError:
-        fits = False
-    if not fits:
-        raise ValueError(f"{owner}: {name} of shape {host.shape} does not broadcast to the "
-                         f"predictions' shape {shape}")
 
 
 def _weighted(loss: Loss, grad, weight, grad_output):
@@ -58,7 +46,7 @@ class BCEWithLogitsLoss(Loss):
         host = getattr(self, name)
         if host is None:
             return None
-        _check_broadcast("BCEWithLogitsLoss", name, host, shape)
+        check_broadcast("BCEWithLogitsLoss", name, host, shape)
         return self._device_constant(name, host, dtype)
 
     def forward(self, logits, target):
@@ -125,7 +113,7 @@ class BCELoss(Loss):
                              f"{float(xp.min(target))} to {float(xp.max(target))}")
         weight = None
         if self.weight is not None:
-            _check_broadcast("BCELoss", "weight", self.weight, tuple(probs.shape))
+            check_broadcast("BCELoss", "weight", self.weight, tuple(probs.shape))
             weight = self._device_constant("weight", self.weight, probs.dtype)
         # log(p) and log(1 - p) clamped at -100; where p is 0 (or 1) the log is not taken
         inside, below_one = probs > 0.0, probs < 1.0
