@@ -14,7 +14,8 @@ from .gradcheck import GradcheckError, gradcheck
 from .linear import Identity, Linear
 from .loss import Loss, NonFiniteError
 from .loss_labels import CrossEntropyLoss, NLLLoss
-from .loss_classification import BCELoss, BCEWithLogitsLoss, KLDivLoss, MultiMarginLoss
+from .loss_classification import (BCELoss, BCEWithLogitsLoss, KLDivLoss,
+                                  MultiLabelSoftMarginLoss, MultiMarginLoss)
 from .loss_margin import HingeEmbeddingLoss, MultiLabelMarginLoss, SoftMarginLoss
 from .loss_regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 from .module import Module, RemovableHandle
@@ -41,7 +42,8 @@ __all__ = [
     "Tanhshrink",
     "Loss", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "NonFiniteError",
     "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss", "KLDivLoss", "MultiMarginLoss",
-    "SoftMarginLoss", "HingeEmbeddingLoss", "MultiLabelMarginLoss",
+    "SoftMarginLoss", "MultiLabelSoftMarginLoss", "HingeEmbeddingLoss",
+    "MultiLabelMarginLoss",
     "gradcheck", "GradcheckError",
     "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d", "MaxUnpool2d", "AvgPool1d",
     "AvgPool2d", "AdaptiveAvgPool1d",
