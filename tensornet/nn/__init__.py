@@ -17,7 +17,7 @@ from .loss_labels import CrossEntropyLoss, NLLLoss
 from .loss_classification import (BCELoss, BCEWithLogitsLoss, KLDivLoss,
                                   MultiLabelSoftMarginLoss, MultiMarginLoss)
 from .loss_margin import HingeEmbeddingLoss, MultiLabelMarginLoss, SoftMarginLoss
-from .loss_regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
+from .loss_regression import HuberLoss, L1Loss, MSELoss, PoissonNLLLoss, SmoothL1Loss
 from .module import Module, RemovableHandle
 from .normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
                             LayerNorm)
@@ -42,7 +42,7 @@ __all__ = [
     "Tanhshrink",
     "Loss", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "NonFiniteError",
     "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss", "KLDivLoss", "MultiMarginLoss",
-    "SoftMarginLoss", "MultiLabelSoftMarginLoss", "HingeEmbeddingLoss",
+    "SoftMarginLoss", "MultiLabelSoftMarginLoss", "HingeEmbeddingLoss", "PoissonNLLLoss",
     "MultiLabelMarginLoss",
     "gradcheck", "GradcheckError",
     "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d", "MaxUnpool2d", "AvgPool1d",
