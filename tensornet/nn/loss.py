@@ -1,8 +1,10 @@
 """Losses: ``loss = loss_fn(pred, target)`` returns a 0-d array (per-element losses with
 ``reduction="none"``); ``loss_fn.backward()`` returns d loss / d pred. Each caches what its
 gradient needs. This file holds the base class; ``loss_labels.py`` the class-label losses
-CrossEntropyLoss and NLLLoss, ``loss_regression.py`` (MSE, L1, SmoothL1, Huber) and
-``loss_classification.py`` (BCEWithLogits, BCE, KLDiv, MultiMargin) the others.
+CrossEntropyLoss and NLLLoss, ``loss_regression.py`` (MSE, L1, SmoothL1, Huber,
+PoissonNLL), ``loss_classification.py`` (BCEWithLogits, BCE, KLDiv, MultiMargin,
+MultiLabelSoftMargin) and ``loss_margin.py`` (SoftMargin, HingeEmbedding,
+MultiLabelMargin) the others.
 
 On CPU backends every call also checks label range and that the loss is finite (a NaN loss
 raises ``NonFiniteError`` naming the loss), and the first call of CrossEntropyLoss and
