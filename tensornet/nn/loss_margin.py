@@ -3,9 +3,9 @@ HingeEmbeddingLoss (targets -1 or 1, the prediction's shape) and MultiLabelMargi
 (scores (N, C), class indices padded by -1). MultiMarginLoss lives in
 ``loss_classification.py``.
 
-Every reduction of ``Loss`` applies. With checks on (CPU backends) a target other than -1
-or 1, or a class index outside [-1, C), raises; PyTorch computes on with such -1/1
-targets (unchecked, tensornet does too, by the same formula).
+Every reduction of ``Loss`` applies. With checks on (CPU backends) a -1/1 target that is
+neither raises (PyTorch computes on with it; unchecked, tensornet does too, by PyTorch's
+formula), and so does a class index outside [-1, C) (as in PyTorch).
 """
 from __future__ import annotations
 
