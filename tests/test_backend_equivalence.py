@@ -110,6 +110,13 @@ LOSSES = {
     "kl_div": (lambda: nn.KLDivLoss(reduction="batchmean"), "probs"),
     "multi_margin": (lambda: nn.MultiMarginLoss(), "labels"),
     "mse_batchmean": (lambda: nn.MSELoss(reduction="batchmean"), "values"),
+    "soft_margin": (lambda: nn.SoftMarginLoss(), "signs"),
+    "multilabel_soft_margin": (lambda: nn.MultiLabelSoftMarginLoss(
+        weight=np.array([0.5, 1.0, 2.0, 1.5])), "binary"),
+    "hinge_embedding": (lambda: nn.HingeEmbeddingLoss(margin=0.5), "signs"),
+    "poisson_nll": (lambda: nn.PoissonNLLLoss(full=True), "counts"),
+    "poisson_nll_rates": (lambda: nn.PoissonNLLLoss(log_input=False), "counts"),
+    "multilabel_margin": (lambda: nn.MultiLabelMarginLoss(), "label_lists"),
 }
 
 
@@ -122,8 +129,14 @@ def test_losses_match_numpy_in_float64(name, device):
         pred = pred - np.log(np.exp(pred).sum(1, keepdims=True))
     if name == "bce":  # probabilities
         pred = 1.0 / (1.0 + np.exp(-pred))
+    if name == "poisson_nll_rates":  # rates
+        pred = np.abs(pred)
     target = {"labels": rng.integers(0, 4, 7), "values": rng.standard_normal((7, 4)),
-              "probs": rng.uniform(size=(7, 4))}[LOSSES[name][1]]
+              "probs": rng.uniform(size=(7, 4)), "signs": np.sign(rng.uniform(-1, 1, (7, 4))),
+              "binary": rng.integers(0, 2, (7, 4)) * 1.0,
+              "counts": rng.poisson(2.0, (7, 4)) * 1.0,
+              "label_lists": rng.permuted(np.tile([0, 1, 2, 3, -1, -1], (7, 1)), axis=1)[:, :4],
+              }[LOSSES[name][1]]
     results = []
     for dev in ("cpu", device):
         loss = LOSSES[name][0]()

@@ -46,12 +46,19 @@ def test_models_agree_across_backends(name, any_device):
 @pytest.mark.parametrize("make", [
     lambda: (nn.CrossEntropyLoss(label_smoothing=0.1), "labels"),
     lambda: (nn.NLLLoss(), "labels"), lambda: (nn.MSELoss(), "values"),
-    lambda: (nn.BCEWithLogitsLoss(), "probs")])
+    lambda: (nn.BCEWithLogitsLoss(), "probs"), lambda: (nn.SoftMarginLoss(), "signs"),
+    lambda: (nn.MultiLabelSoftMarginLoss(weight=[0.5, 1.0, 2.0, 1.5]), "probs"),
+    lambda: (nn.HingeEmbeddingLoss(margin=0.5), "signs"),
+    lambda: (nn.PoissonNLLLoss(full=True), "counts"),
+    lambda: (nn.MultiLabelMarginLoss(), "label_lists")])
 def test_losses_agree_across_backends(make, any_device):
     rng = np.random.default_rng(1)
     pred = rng.standard_normal((7, 4)).astype(np.float32)
     target = {"labels": rng.integers(0, 4, 7), "values": rng.standard_normal((7, 4)).astype(np.float32),
-              "probs": rng.uniform(size=(7, 4)).astype(np.float32)}
+              "probs": rng.uniform(size=(7, 4)).astype(np.float32),
+              "signs": np.sign(rng.uniform(-1, 1, (7, 4))).astype(np.float32),
+              "counts": rng.poisson(2.0, (7, 4)).astype(np.float32),
+              "label_lists": rng.permuted(np.tile([0, 1, 2, 3, -1, -1], (7, 1)), axis=1)[:, :4]}
     results = []
     for device in ("cpu", any_device):
         loss, kind = make()

@@ -15,8 +15,10 @@ from .gradcheck import GradcheckError, gradcheck
 from .linear import Identity, Linear
 from .loss import Loss, NonFiniteError
 from .loss_labels import CrossEntropyLoss, NLLLoss
-from .loss_classification import BCELoss, BCEWithLogitsLoss, KLDivLoss, MultiMarginLoss
-from .loss_regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
+from .loss_classification import (BCELoss, BCEWithLogitsLoss, KLDivLoss,
+                                  MultiLabelSoftMarginLoss, MultiMarginLoss)
+from .loss_margin import HingeEmbeddingLoss, MultiLabelMarginLoss, SoftMarginLoss
+from .loss_regression import HuberLoss, L1Loss, MSELoss, PoissonNLLLoss, SmoothL1Loss
 from .module import Module, RemovableHandle
 from .normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
                             LayerNorm)
@@ -44,6 +46,8 @@ __all__ = [
     "Tanhshrink",
     "Loss", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "NonFiniteError",
     "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss", "KLDivLoss", "MultiMarginLoss",
+    "SoftMarginLoss", "MultiLabelSoftMarginLoss", "HingeEmbeddingLoss", "PoissonNLLLoss",
+    "MultiLabelMarginLoss",
     "gradcheck", "GradcheckError",
     "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d",
     "MaxUnpool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d",

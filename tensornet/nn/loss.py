@@ -1,8 +1,10 @@
 """Losses: ``loss = loss_fn(pred, target)`` returns a 0-d array (per-element losses with
 ``reduction="none"``); ``loss_fn.backward()`` returns d loss / d pred. Each caches what its
 gradient needs. This file holds the base class; ``loss_labels.py`` the class-label losses
-CrossEntropyLoss and NLLLoss, ``loss_regression.py`` (MSE, L1, SmoothL1, Huber) and
-``loss_classification.py`` (BCEWithLogits, BCE, KLDiv, MultiMargin) the others.
+CrossEntropyLoss and NLLLoss, ``loss_regression.py`` (MSE, L1, SmoothL1, Huber,
+PoissonNLL), ``loss_classification.py`` (BCEWithLogits, BCE, KLDiv, MultiMargin,
+MultiLabelSoftMargin) and ``loss_margin.py`` (SoftMargin, HingeEmbedding,
+MultiLabelMargin) the others.
 
 On CPU backends every call also checks label range and that the loss is finite (a NaN loss
 raises ``NonFiniteError`` naming the loss), and the first call of CrossEntropyLoss and
@@ -38,7 +40,8 @@ class Loss(Module):
         CrossEntropyLoss/NLLLoss with ``weight=``, as PyTorch);
       - ``"sum"``: their sum;
       - ``"none"``: the per-element (per-sample for class losses) losses themselves; then
-        ``backward(grad_output)`` needs the gradient of that shape;
+        ``backward(grad_output)`` needs the gradient of that shape (a number will do for
+        a 0-d loss: one unbatched sample's);
       - ``"batchmean"``: the sum divided by the batch size (axis 0): each sample's losses
         summed, then averaged over the batch, e.g. an autoencoder's reconstruction error
         ``MSELoss(reduction="batchmean")``. PyTorch offers it for KLDivLoss only; here every
@@ -90,8 +93,9 @@ class Loss(Module):
         return True
 
     def _accept_target(self, target, shape, kind: str, dtype=None, check_range: bool = True):
-        """``kind`` is ``"labels"`` (integer class indices, whose range is checked when
-        checks are on and ``check_range``) or ``"values"`` (the prediction's shape; real
+        """``kind`` is ``"labels"`` (integer class indices (N,), whose range is checked when
+        checks are on and ``check_range``), ``"indices"`` (integers of the prediction's
+        shape, their range left to the loss) or ``"values"`` (the prediction's shape; real
         values of another dtype are cast to ``dtype``, the prediction's). Returns the target
         to compute with."""
         name = type(self).__name__
@@ -101,14 +105,15 @@ class Loss(Module):
                                   f"target is on {device_of(target)!r}")
             raise TypeError(f"{name} expected the target as an array, got "
                             f"{type(target).__name__}")
-        if kind == "labels":
+        if kind in ("labels", "indices"):
+            expected = (shape[0],) if kind == "labels" else shape
             if not dtype_name(target.dtype).startswith(("int", "uint")):
-                raise TypeError(f"{name} expected integer class labels of shape ({shape[0]},), "
+                raise TypeError(f"{name} expected integer class labels of shape {expected}, "
                                 f"got {dtype_name(target.dtype)}; convert with astype('int64')")
-            if tuple(target.shape) != (shape[0],):
+            if tuple(target.shape) != expected:
                 raise ValueError(f"{name} got labels of shape {tuple(target.shape)} for "
-                                 f"predictions of shape {shape}; expected ({shape[0]},)")
-            if check_range and self._checks_on() \
+                                 f"predictions of shape {shape}; expected {expected}")
+            if kind == "labels" and check_range and self._checks_on() \
                     and not F.labels_in_range(target, shape[1]):
                 self._label_range_error(target, shape[1])
             return target
@@ -168,6 +173,8 @@ class Loss(Module):
         """d (the loss, times grad_output) / d (each per-element loss): a Python float (or a
         0-d array) after a reduction, ``grad_output`` itself for ``"none"``."""
         if self.reduction == "none":
+            if self._loss_shape == () and not hasattr(grad_output, "shape"):
+                return 1.0 if grad_output is None else float(grad_output)  # a 0-d loss
             if grad_output is None or not hasattr(grad_output, "shape") \
                     or tuple(grad_output.shape) != self._loss_shape:
                 got = tuple(grad_output.shape) if hasattr(grad_output, "shape") else grad_output
@@ -203,9 +210,22 @@ def host_weight(owner: str, weight, per_class: bool, name: str = "weight"):
     return host
 
 
+def check_broadcast(owner: str, name: str, host, shape) -> None:
+    """A host weight must broadcast to the predictions' shape (not widen the loss), as
+    PyTorch asks."""
+    try:
+        fits = np.broadcast_shapes(host.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{owner}: {name} of shape {host.shape} does not broadcast to the "
+                         f"predictions' shape {shape}")
+
+
 def per_sample(upstream):
-    """``_upstream`` of a per-sample (N,) loss, shaped to scale (N, C) gradients."""
-    return upstream[:, None] if hasattr(upstream, "shape") and upstream.ndim == 1 else upstream
+    """``_upstream`` of a per-sample loss (N,) (or (N, d...)), shaped to scale the (N, C)
+    (or (N, d..., C)) gradients."""
+    return upstream[..., None] if hasattr(upstream, "shape") and upstream.ndim else upstream
 
 
 def __getattr__(name):

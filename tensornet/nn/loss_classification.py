@@ -1,5 +1,6 @@
-"""More classification losses: BCEWithLogitsLoss, BCELoss (on probabilities), KLDivLoss
-and MultiMarginLoss (PyTorch's). CrossEntropyLoss and NLLLoss live in ``loss.py``.
+"""More classification losses: BCEWithLogitsLoss, BCELoss (on probabilities), KLDivLoss,
+MultiMarginLoss and MultiLabelSoftMarginLoss (PyTorch's). CrossEntropyLoss and NLLLoss
+live in ``loss_labels.py``, the margin losses on -1/1 targets in ``loss_margin.py``.
 
 Every reduction of ``Loss`` applies; KLDivLoss defaults to ``"batchmean"``.
 """
@@ -9,22 +10,10 @@ import numpy as np
 
 from . import functional as F
 from .activation import _sigmoid
-from .loss import Loss, host_weight, per_sample
+from .loss import Loss, check_broadcast, host_weight, per_sample
 
 # PyTorch clamps the BCE gradient's denominator at 1e-12 held as a float32
 _BCE_GRAD_EPS = float(np.float32(1e-12))
-
-
-def _check_broadcast(owner: str, name: str, host, shape) -> None:
-    """A host weight must broadcast to the predictions' shape (not widen the loss), as
-    PyTorch asks."""
-    try:
-        fits = np.broadcast_shapes(host.shape, shape) == shape
-    except ValueError:
-        fits = False
-    if not fits:
-        raise ValueError(f"{owner}: {name} of shape {host.shape} does not broadcast to the "
-                         f"predictions' shape {shape}")
 
 
 def _weighted(loss: Loss, grad, weight, grad_output):
@@ -34,6 +23,14 @@ def _weighted(loss: Loss, grad, weight, grad_output):
         grad = grad * weight
     grad *= loss._upstream(grad_output)
     return grad
+
+
+def _logistic(xp, logits, target, softplus_neg):
+    """The binary cross-entropy of logits x against targets t, ``-t log s(x) - (1 - t)
+    log(1 - s(x))``, as ``max(x, 0) - x t + log(1 + exp(-|x|))`` (``softplus_neg``, the
+    last term): finite for any x, and every digit kept where t is 0 or 1 (the first two
+    terms cancel exactly before the small one is added)."""
+    return xp.maximum(logits, 0.0) - logits * target + softplus_neg
 
 
 class BCEWithLogitsLoss(Loss):
@@ -58,7 +55,7 @@ class BCEWithLogitsLoss(Loss):
         host = getattr(self, name)
         if host is None:
             return None
-        _check_broadcast("BCEWithLogitsLoss", name, host, shape)
+        check_broadcast("BCEWithLogitsLoss", name, host, shape)
         return self._device_constant(name, host, dtype)
 
     def forward(self, logits, target):
@@ -70,7 +67,7 @@ class BCEWithLogitsLoss(Loss):
         xp = self.backend.xp
         softplus_neg = xp.log1p(xp.exp(-xp.abs(logits)))  # log(1 + exp(-|x|))
         if pos_weight is None:
-            per_element = xp.maximum(logits, 0.0) - logits * target + softplus_neg
+            per_element = _logistic(xp, logits, target, softplus_neg)
         else:
             log_weight = 1.0 + (pos_weight - 1.0) * target
             per_element = ((1.0 - target) * logits
@@ -125,7 +122,7 @@ class BCELoss(Loss):
                              f"{float(xp.min(target))} to {float(xp.max(target))}")
         weight = None
         if self.weight is not None:
-            _check_broadcast("BCELoss", "weight", self.weight, tuple(probs.shape))
+            check_broadcast("BCELoss", "weight", self.weight, tuple(probs.shape))
             weight = self._device_constant("weight", self.weight, probs.dtype)
         # log(p) and log(1 - p) clamped at -100; where p is 0 (or 1) the log is not taken
         inside, below_one = probs > 0.0, probs < 1.0
@@ -240,4 +237,47 @@ class MultiMarginLoss(Loss):
 
     def extra_repr(self) -> str:
         text = super().extra_repr() + f", p={self.p}, margin={self.margin}"
+        return text if self.weight is None else text + f", weight={self.weight.tolist()}"
+
+
+class MultiLabelSoftMarginLoss(Loss):
+    """Multi-label one-versus-all logistic loss, as
+    ``torch.nn.MultiLabelSoftMarginLoss(weight=None)``: logits x (N, C) (any (..., C): the
+    last axis holds the classes, as PyTorch computes), targets y of x's shape (0/1, or soft
+    labels in [0, 1]). Sample n's loss is
+    ``-1/C * sum_c w_c (y log s(x) + (1 - y) log(1 - s(x)))``, the binary cross-entropy
+    on logits averaged over the classes; ``"mean"`` averages over the samples. ``weight``:
+    a per-class rescaling (C,) (any shape that broadcasts to x's). The gradient is
+    ``w / C * ((1 - y) s(x) - y s(-x))``, each term exact in the tails. Caches x, y and
+    the weight over C."""
+
+    def __init__(self, weight=None, *, reduction: str = "mean", check: bool | None = None):
+        super().__init__(reduction, check)
+        self.weight = host_weight("MultiLabelSoftMarginLoss", weight, per_class=False)
+
+    def forward(self, logits, target):
+        self._accept_pred(logits)
+        shape = tuple(logits.shape)
+        if not shape:
+            raise ValueError(f"{self._describe()} got input of shape (); expected logits of "
+                             f"shape (N, C)")
+        target = self._accept_target(target, shape, "values", logits.dtype)
+        xp = self.backend.xp
+        scale = 1.0 / shape[-1]
+        if self.weight is not None:
+            check_broadcast("MultiLabelSoftMarginLoss", "weight", self.weight, shape)
+            scale = self._device_constant("weight", self.weight, logits.dtype) * scale
+        per_element = _logistic(xp, logits, target, xp.log1p(xp.exp(-xp.abs(logits))))
+        self._cache = (logits, target, scale)
+        return self._reduce(xp.sum(per_element * scale, axis=-1))
+
+    def backward(self, grad_output=None):
+        logits, target, scale = self._require_cache(self._cache)
+        xp = self.backend.xp
+        grad = (1.0 - target) * _sigmoid(xp, logits) - target * _sigmoid(xp, -logits)
+        grad *= scale * per_sample(self._upstream(grad_output))
+        return grad
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
         return text if self.weight is None else text + f", weight={self.weight.tolist()}"

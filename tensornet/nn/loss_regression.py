@@ -1,9 +1,13 @@
-"""Regression losses: MSELoss, L1Loss, SmoothL1Loss and HuberLoss (PyTorch's).
+"""Regression losses: MSELoss, L1Loss, SmoothL1Loss, HuberLoss and PoissonNLLLoss
+(PyTorch's).
 
-Each takes a prediction and a target of the same shape, caches ``pred - target``
-(``ElementwiseLoss``) and has every reduction of ``Loss`` (``"none"``: per element).
+Each takes a prediction and a target of the same shape and has every reduction of
+``Loss`` (``"none"``: per element); all but PoissonNLLLoss cache ``pred - target``
+(``ElementwiseLoss``).
 """
 from __future__ import annotations
+
+import math
 
 from .loss import Loss
 
@@ -105,3 +109,46 @@ class SmoothL1Loss(ElementwiseLoss):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", beta={self.beta}"
+
+
+class PoissonNLLLoss(Loss):
+    """Negative log-likelihood of targets y (counts) under a Poisson distribution of rate
+    ``exp(x)`` (``log_input=True``: ``exp(x) - y x``) or of rate x itself (``x - y log(x +
+    eps)``), as ``torch.nn.PoissonNLLLoss``. ``full`` adds ``log(y!)`` in Stirling's form,
+    ``y log y - y + 0.5 log(2 pi y)``, where y > 1 only (0 elsewhere, as PyTorch). The
+    gradient is ``exp(x) - y`` (or ``1 - y / (x + eps)``). A rate that overflows (``exp(x)``
+    beyond x of 88.7 in float32) makes the loss inf: NonFiniteError with checks on, inf as
+    in PyTorch without. Caches the rate and y."""
+
+    def __init__(self, log_input: bool = True, full: bool = False, *, eps: float = 1e-8,
+                 reduction: str = "mean", check: bool | None = None):
+        super().__init__(reduction, check)
+        self.log_input, self.full, self.eps = bool(log_input), bool(full), float(eps)
+
+    def forward(self, pred, target):
+        self._accept_pred(pred)
+        target = self._accept_target(target, tuple(pred.shape), "values", pred.dtype)
+        xp = self.backend.xp
+        if self.log_input:
+            rate = xp.exp(pred)
+            per_element = rate - target * pred
+        else:
+            rate = pred + self.eps
+            per_element = pred - target * xp.log(rate)
+        if self.full:
+            counted = target > 1.0
+            y = xp.where(counted, target, 1.0)  # no log of 0 or of negative targets
+            stirling = y * xp.log(y) - y + 0.5 * xp.log((2.0 * math.pi) * y)
+            per_element = per_element + xp.where(counted, stirling, 0.0)
+        self._cache = (rate, target)
+        return self._reduce(per_element)
+
+    def backward(self, grad_output=None):
+        rate, target = self._require_cache(self._cache)
+        grad = rate - target if self.log_input else 1.0 - target / rate
+        grad *= self._upstream(grad_output)
+        return grad
+
+    def extra_repr(self) -> str:
+        return (super().extra_repr() + f", log_input={self.log_input}, full={self.full}, "
+                f"eps={self.eps}")
