@@ -98,7 +98,7 @@ def test_default_initial_state_is_zeros_and_input_grad_false_skips_dx(rng):
     layer = nn.GRU(4, 5, num_layers=2).double()
     x = rng.standard_normal((3, 2, 4))
     y, h_n = layer(x)
-    y0, h0_n = layer(x, np.zeros((2, 2, 5)))
+    y0, h0_n = layer(x, hx=np.zeros((2, 2, 5)))  # torch's keyword
     np.testing.assert_array_equal(y, y0)
     np.testing.assert_array_equal(h_n, h0_n)
     assert layer.backward(np.ones_like(y), input_grad=False) is None

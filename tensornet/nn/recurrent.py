@@ -281,8 +281,9 @@ class RNN(_RNNBase):
     nonlinearity="tanh", bias=True, batch_first=False, dropout=0.0, bidirectional=False)``:
     ``h_t = act(x_t @ W_ih.T + b_ih + h_{t-1} @ W_hh.T + b_hh)``, act tanh or relu.
 
-    ``forward(x, h0=None)``: x (L, N, input_size) (``batch_first``: (N, L, input_size)),
-    h0 (num_layers * directions, N, H), zeros by default -> ``(output, h_n)``: output
+    ``forward(x, hx=None)``: x (L, N, input_size) (``batch_first``: (N, L, input_size)),
+    hx the initial state h0 (num_layers * directions, N, H), zeros by default ->
+    ``(output, h_n)``: output
     (L, N, directions * H) (``batch_first``: (N, L, ...)), h_n like h0.
     ``backward(grad_output, grad_h_n=None)`` -> d loss / d x; ``hx_grad`` then holds
     d loss / d h0. Forward caches every step's state."""
@@ -297,8 +298,8 @@ class RNN(_RNNBase):
                          device=device, dtype=dtype)
         self._nonlinearity = nonlinearity
 
-    def forward(self, x, h0=None):
-        output, h_n, _ = self._run(x, h0)
+    def forward(self, x, hx=None):
+        output, h_n, _ = self._run(x, hx)
         return output, h_n
 
     def backward(self, grad_output=None, grad_h_n=None, input_grad: bool = True):
@@ -345,9 +346,9 @@ class GRU(_RNNBase):
     batch_first=False, dropout=0.0, bidirectional=False)``: gates r, z, n in PyTorch's order,
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``.
 
-    ``forward(x, h0=None)`` -> ``(output, h_n)``; ``backward(grad_output, grad_h_n=None)``
-    -> d loss / d x; ``hx_grad`` then holds d loss / d h0. Forward caches every step's
-    gates."""
+    ``forward(x, hx=None)`` (hx: h0) -> ``(output, h_n)``; ``backward(grad_output,
+    grad_h_n=None)`` -> d loss / d x; ``hx_grad`` then holds d loss / d h0. Forward caches
+    every step's gates."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
@@ -355,8 +356,8 @@ class GRU(_RNNBase):
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, device=device, dtype=dtype)
 
-    def forward(self, x, h0=None):
-        output, h_n, _ = self._run(x, h0)
+    def forward(self, x, hx=None):
+        output, h_n, _ = self._run(x, hx)
         return output, h_n
 
     def backward(self, grad_output=None, grad_h_n=None, input_grad: bool = True):
