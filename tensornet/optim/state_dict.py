@@ -1,9 +1,8 @@
 """Optimizer state dicts in PyTorch's layout: saving, and loading all-or-nothing."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
