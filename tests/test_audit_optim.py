@@ -9,7 +9,7 @@ import pytest
 import tensornet as tn
 from tensornet.nn import Parameter
 
-from torch_reference import torch_or_skip
+from torch_reference import double_scalars, torch_or_skip
 
 SHAPES = [(3, 4), (5,), (2,)]
 STEPS = 50
@@ -37,7 +37,8 @@ def _step_both(torch, ours, opt, theirs, reference, grads, steps, skip=lambda i,
             else:
                 p.grad, q.grad = seq[t].copy(), torch.from_numpy(seq[t].copy())
         opt.step()
-        reference.step()
+        with double_scalars():
+            reference.step()
 
 
 def _assert_same(ours, theirs):
@@ -59,6 +60,14 @@ CONFIGS = {
     "adagrad": ("Adagrad", dict(lr=0.1, lr_decay=0.2, weight_decay=0.05,
                                 initial_accumulator_value=0.5, eps=1e-6)),
     "adamax": ("Adamax", dict(lr=0.01, betas=(0.8, 0.9), eps=1e-3, weight_decay=0.1)),
+    "nadam-l2": ("NAdam", dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1,
+                               momentum_decay=0.02)),
+    "nadamw": ("NAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
+    "radam-l2": ("RAdam", dict(lr=0.01, weight_decay=0.1)),
+    "radamw": ("RAdam", dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1,
+                             decoupled_weight_decay=True)),
+    "adadelta": ("Adadelta", dict(lr=0.5, rho=0.8, weight_decay=0.1)),
+    "rprop": ("Rprop", dict(lr=0.02, etas=(0.4, 1.3), step_sizes=(1e-3, 0.1))),
 }
 
 

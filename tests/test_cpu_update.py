@@ -1,8 +1,8 @@
 """The NumPy backend's one-pass optimizer update: the numba kernel generated from each
 rule's ``apply`` and the chunked NumPy path give exactly ``apply``'s result, for every
 optimizer configuration the optimizer tests use (weight decay composed in), every branch
-(SGD's first step, Nesterov), float32 and float64; a rule the tracer cannot follow keeps
-running ``apply``."""
+(SGD's first step, Nesterov, RAdam's rectification), float32 and float64; a rule the
+tracer cannot follow keeps running ``apply``."""
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ import tensornet as tn
 from tensornet.backends import FusedUpdate, get_backend, jit
 from tensornet.backends import numpy as numpy_backend
 from tensornet.nn import Parameter
-from tensornet.optim.optimizer import COUNT
+from tensornet.optim.optimizer import COUNT, SCALAR
 
 from optim_reference import CONFIGS
 from test_cpu_kernels import PATHS, thread_count
@@ -31,6 +31,12 @@ EXTRA = {  # branches and optimizers beyond CONFIGS
                                                          weight_decay=0.1)),
     "rmsprop-centered-momentum-maximize": (tn.optim.RMSprop, None, dict(
         lr=0.01, momentum=0.5, centered=True, maximize=True)),
+    "nadamw-maximize": (tn.optim.NAdam, None, dict(lr=0.01, weight_decay=0.1,
+                                                  decoupled_weight_decay=True, maximize=True)),
+    "radam-l2-maximize": (tn.optim.RAdam, None, dict(lr=0.01, weight_decay=0.1,
+                                                     maximize=True)),
+    "adadelta-maximize": (tn.optim.Adadelta, None, dict(lr=0.5, maximize=True)),
+    "rprop-maximize": (tn.optim.Rprop, None, dict(lr=0.01, maximize=True)),
 }
 ALL = {**CONFIGS, **EXTRA}
 
@@ -40,7 +46,8 @@ def _rule_and_scalars(name, fresh):
     opt = cls([Parameter(np.zeros(3, np.float32))], **kwargs)
     group = opt.param_groups[0]
     rule, decay = opt._decayed_rule(group)
-    state = {key: 3 for key, kind in opt.state_kinds.items() if kind == COUNT}
+    state = {key: 3 if kind == COUNT else 0.25 for key, kind in opt.state_kinds.items()
+             if kind in (COUNT, SCALAR)}
     return rule, {**opt._scalars(group, state, fresh), **decay}
 
 
@@ -79,6 +86,22 @@ def test_update_equals_apply_bit_for_bit(path, name, fresh, dtype):
         from tensornet.backends.jit import update
         assert any(key[0] == rule and module is not None
                    for key, module in update._KERNELS.items()), rule.name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_radam_update_equals_apply_on_both_sides_of_its_switch(path, dtype):
+    """The configurations above meet RAdam at step 3 only (rho_t <= 5): step 10 too."""
+    opt = tn.optim.RAdam([Parameter(np.zeros(3, np.float32))], lr=0.01, weight_decay=0.1)
+    group = opt.param_groups[0]
+    rule, decay = opt._decayed_rule(group)
+    for step, rectified in [(3, 0.0), (10, 1.0)]:
+        scalars = {**opt._scalars(group, {"step": step}, False), **decay}
+        assert scalars["rectified"] == rectified
+        ours, reference = _arrays(rule, dtype), _arrays(rule, dtype)
+        CPU.fused_update(rule, ours[0], ours[1], ours[2:], scalars)
+        rule.apply(np, reference[0], reference[1], *reference[2:], **scalars)
+        for got, want in zip(ours, reference):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_large_updates_run_in_parallel_and_agree(monkeypatch):

@@ -1,4 +1,5 @@
-"""PyTorch's ``maximize``, ``amsgrad`` (Adam, AdamW) and ``centered`` (RMSprop): each against
+"""PyTorch's ``maximize``, ``amsgrad`` (Adam, AdamW), ``centered`` (RMSprop) and
+``decoupled_weight_decay`` (NAdam, RAdam): each against
 torch.optim over 25 steps on identical host-generated inputs (float64 and float32, two
 parameter groups, weight decay off in one and on in the other) on every backend, CuPy under
 the CPU emulation included; a state-dict round trip mid-run against an uninterrupted run;
@@ -13,7 +14,8 @@ import tensornet as tn
 from tensornet.nn import Parameter
 
 from optim_reference import host, make_params, run
-from torch_reference import torch_or_skip
+from torch_reference import (assert_params_match_torch, assert_state_matches_torch,
+                             double_scalars, step_torch, torch_or_skip)
 
 SHAPES = [(4, 3), (3,), (5,)]  # group 0 holds the first two, group 1 the last
 STEPS, HALF = 25, 12
@@ -36,8 +38,18 @@ CASES = {  # name -> (optimizer, hyper-parameters of both groups)
                                                   maximize=True)),
     "adagrad-maximize": ("Adagrad", dict(lr=0.1, lr_decay=0.1, maximize=True)),
     "adamax-maximize": ("Adamax", dict(lr=0.01, maximize=True)),
+    "nadam-maximize": ("NAdam", dict(lr=0.01, momentum_decay=0.01, maximize=True)),
+    "nadam-decoupled": ("NAdam", dict(lr=0.01, decoupled_weight_decay=True)),
+    "nadam-decoupled-maximize": ("NAdam", dict(lr=0.01, decoupled_weight_decay=True,
+                                               maximize=True)),
+    "radam-maximize": ("RAdam", dict(lr=0.01, maximize=True)),
+    "radam-decoupled-maximize": ("RAdam", dict(lr=0.01, betas=(0.8, 0.99),
+                                               decoupled_weight_decay=True, maximize=True)),
+    "adadelta-maximize": ("Adadelta", dict(lr=0.5, maximize=True)),
+    # Rprop has no weight decay: group 1's weight_decay is ignored, by torch and tensornet
+    "rprop-maximize": ("Rprop", dict(lr=0.01, etas=(0.4, 1.3), maximize=True)),
 }
-OPTIONS = ("maximize", "amsgrad", "centered")
+OPTIONS = ("maximize", "amsgrad", "centered", "decoupled_weight_decay")
 # float64: rounding only (PyTorch's lerp and addcdiv order their operations differently);
 # float32: ~25 steps of float32 rounding in both runs, each step moving p by about lr.
 TOLERANCE = {np.float64: dict(rtol=1e-12, atol=1e-13), np.float32: dict(rtol=2e-5, atol=2e-6)}
@@ -70,28 +82,23 @@ def _theirs(torch, name, values):
     return params, getattr(torch.optim, cls)(_groups(params, kwargs), **kwargs)
 
 
-def _step_theirs(torch, opt, params, grads, steps):
-    for t in steps:
-        for q, seq in zip(params, grads):
-            q.grad = torch.from_numpy(seq[t].copy())
-        opt.step()
+_step_theirs = step_torch
 
 
 def _assert_close(ours, theirs, dtype):
-    for p, q in zip(ours, theirs):
-        got = host(p.data)
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, q.detach().numpy(), **TOLERANCE[dtype])
+    assert_params_match_torch(ours, theirs, dtype, TOLERANCE[dtype])
 
 
 def _on_host(value):
-    """A state entry as a checkpoint file holds it: arrays on the host, counts as ints."""
+    """A state entry as a checkpoint file holds it: arrays on the host, counts as ints
+    (and NAdam's mu_product as a float)."""
     return host(value) if hasattr(value, "shape") else value
 
 
 def _torch_state(torch, state_dict):
     """tensornet's state dict as torch's optimizers hold theirs (tensors, a float step)."""
-    return {"state": {k: {n: torch.tensor(float(v)) if isinstance(v, int)
+    return {"state": {k: {n: torch.tensor(float(v), dtype=torch.float64)
+                          if isinstance(v, (int, float))
                           else torch.from_numpy(host(v)) for n, v in entry.items()}
                       for k, entry in state_dict["state"].items()},
             "param_groups": copy.deepcopy(state_dict["param_groups"])}
@@ -108,15 +115,7 @@ def test_option_matches_torch_over_many_steps(any_device, name, dtype):
     run(opt, ours, grads, range(STEPS))
     _step_theirs(torch, reference, theirs, grads, range(STEPS))
     _assert_close(ours, theirs, dtype)
-    for p, q in zip(ours, theirs):  # the state too, under torch's names
-        theirs_state = reference.state[q]
-        assert sorted(opt.state[p]) == sorted(theirs_state)
-        for key, value in theirs_state.items():
-            if key == "step":
-                assert opt.state[p][key] == int(value) == STEPS
-            else:
-                np.testing.assert_allclose(host(opt.state[p][key]), value.numpy(),
-                                           **TOLERANCE[dtype])
+    assert_state_matches_torch(opt, ours, reference, theirs, STEPS, TOLERANCE[dtype])
 
 
 def test_an_option_switched_between_steps_takes_effect_as_in_torch(device):
@@ -216,7 +215,8 @@ def test_torch_loads_a_tensornet_state_dict_with_the_option_and_continues(device
     theirs = [torch.nn.Parameter(torch.from_numpy(host(p.data))) for p in ours]
     plain = {k: v for k, v in kwargs.items() if k not in OPTIONS}  # options off here
     reference = getattr(torch.optim, cls)(_groups(theirs, plain), **plain)
-    reference.load_state_dict(_torch_state(torch, opt.state_dict()))
+    with double_scalars():
+        reference.load_state_dict(_torch_state(torch, opt.state_dict()))
     for key in set(OPTIONS) & set(kwargs):
         assert all(group[key] is kwargs[key] for group in reference.param_groups)
     run(opt, ours, grads, range(HALF, STEPS))
@@ -263,8 +263,11 @@ def test_a_state_without_the_options_entry_is_refused(cls, option, entry):
 # ---------------------------------------------------------------------- arguments
 @pytest.mark.parametrize("cls, option", [(cls, option) for cls in
                                          ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad",
-                                          "Adamax") for option in ("maximize",)]
-                         + [("Adam", "amsgrad"), ("AdamW", "amsgrad"), ("RMSprop", "centered")])
+                                          "Adamax", "NAdam", "RAdam", "Adadelta", "Rprop")
+                                         for option in ("maximize",)]
+                         + [("Adam", "amsgrad"), ("AdamW", "amsgrad"), ("RMSprop", "centered"),
+                            ("NAdam", "decoupled_weight_decay"),
+                            ("RAdam", "decoupled_weight_decay")])
 def test_options_take_only_true_or_false(cls, option):
     params = [Parameter(np.zeros(3, np.float32))]
     opt = getattr(tn.optim, cls)(params, lr=0.1, **{option: np.bool_(True)})
@@ -283,15 +286,26 @@ def test_positional_order_is_torchs():
     assert tn.optim.Adam(p, 0.1, (0.9, 0.99), 1e-8, 0.0, True).defaults["amsgrad"] is True
     assert tn.optim.AdamW(p, 0.1, (0.9, 0.99), 1e-8, 0.0, True).defaults["amsgrad"] is True
     assert tn.optim.RMSprop(p, 0.1, 0.9, 1e-8, 0.0, 0.5, True).defaults["centered"] is True
+    assert tn.optim.NAdam(p, 0.1, (0.9, 0.99), 1e-8, 0.0, 0.01, True).defaults[
+        "decoupled_weight_decay"] is True
+    assert tn.optim.RAdam(p, 0.1, (0.9, 0.99), 1e-8, 0.0, True).defaults[
+        "decoupled_weight_decay"] is True
+    assert tn.optim.Adadelta(p, 0.5, 0.8, 1e-5, 0.1).defaults["rho"] == 0.8
+    assert tn.optim.Rprop(p, 0.1, (0.4, 1.3), (0.0, 1.0)).defaults["step_sizes"] == (0.0, 1.0)
     with pytest.raises(TypeError):  # keyword-only, as in torch.optim.Adam
         tn.optim.Adam(p, 0.1, (0.9, 0.99), 1e-8, 0.0, False, True)
+    with pytest.raises(TypeError):  # keyword-only, as in torch.optim.RAdam
+        tn.optim.RAdam(p, 0.1, (0.9, 0.99), 1e-8, 0.0, False, True)
 
 
 def test_every_option_has_a_fused_kernel_and_is_graph_safe():
     rules = {rule.name for rule in tn.optim.fused_updates()}
     assert {"adam_amsgrad", "adam_amsgrad_decoupled_maximize", "rmsprop_centered_momentum_l2",
-            "sgd_momentum_l2_maximize", "adamax_maximize"} <= rules
+            "sgd_momentum_l2_maximize", "adamax_maximize", "nadam_l2_maximize",
+            "nadam_decoupled_maximize", "radam_l2_maximize", "radam_decoupled_maximize",
+            "adadelta_l2_maximize", "rprop_maximize"} <= rules
     for cls, kwargs in CASES.values():
         params = [Parameter(np.zeros(3, np.float32))]
-        opt = getattr(tn.optim, cls)(params, **dict(kwargs, weight_decay=0.1))
+        decay = {} if cls == "Rprop" else dict(weight_decay=0.1)  # Rprop has none
+        opt = getattr(tn.optim, cls)(params, **dict(kwargs, **decay))
         assert opt.graph_unsafe_reason() is None

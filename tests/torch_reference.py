@@ -6,6 +6,8 @@ when torch is not installed (it is not a tensornet dependency).
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,54 @@ from tensornet.backends import get_backend
 
 def torch_or_skip():
     return pytest.importorskip("torch", reason="PyTorch (the reference) is not installed")
+
+
+@contextlib.contextmanager
+def double_scalars():
+    """torch.optim makes a parameter's step count and NAdam's ``mu_product`` tensors of
+    the default dtype (float32 unless changed), tensornet keeps them as Python numbers:
+    inside this context torch makes them float64, so that float64 runs agree to rounding
+    (with float32, NAdam's product alone differs by ~1e-9 after 20 steps)."""
+    torch = torch_or_skip()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(default)
+
+
+def step_torch(torch, opt, params, grads, steps) -> None:
+    """Run torch optimizer ``opt`` over ``steps``: ``params[i]`` gets ``grads[i][t]`` (host
+    arrays) at step ``t`` (its scalars in float64: ``double_scalars``)."""
+    for t in steps:
+        for q, seq in zip(params, grads):
+            q.grad = torch.from_numpy(seq[t].copy())
+        with double_scalars():
+            opt.step()
+
+
+def assert_params_match_torch(ours, theirs, dtype, tolerance) -> None:
+    """tensornet Parameters ``ours`` hold ``dtype`` and torch's ``theirs``' values."""
+    for p, q in zip(ours, theirs):
+        got = np.array(tn.asnumpy(p.data), copy=True)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, q.detach().numpy(), **tolerance)
+
+
+def assert_state_matches_torch(opt, ours, reference, theirs, steps, tolerance) -> None:
+    """Optimizer ``opt``'s state of each of ``ours`` holds torch's ``reference``'s of
+    ``theirs``, under the same names: the step count ``steps``, the rest within
+    ``tolerance``."""
+    for p, q in zip(ours, theirs):
+        assert sorted(opt.state[p]) == sorted(reference.state[q])
+        for key, value in reference.state[q].items():
+            mine = opt.state[p][key]
+            if key == "step":
+                assert mine == int(value) == steps
+            else:
+                got = np.array(tn.asnumpy(mine)) if hasattr(mine, "shape") else mine
+                np.testing.assert_allclose(got, value.numpy(), **tolerance)
 
 
 def _tensor(torch, array, grad: bool = False):

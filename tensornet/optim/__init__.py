@@ -4,6 +4,7 @@
     sched = tn.optim.StepLR(opt, step_size=10, gamma=0.5)
 """
 from . import lr_scheduler
+from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
@@ -13,11 +14,15 @@ from .lr_scheduler import (ChainedScheduler, ConstantLR, CosineAnnealingLR,
                            LambdaLR, LinearLR, LRScheduler, MultiStepLR, OneCycleLR,
                            PolynomialLR, ReduceLROnPlateau, SequentialLR, StepLR)
 from .compose import coupled_decay, decoupled_decay, maximized, variants  # noqa: F401
+from .nadam import NAdam
 from .optimizer import Optimizer
+from .radam import RAdam
 from .rmsprop import RMSprop
+from .rprop import Rprop
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "RMSprop", "Adagrad", "lr_scheduler",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad",
+           "Adadelta", "Rprop", "lr_scheduler",
            "LRScheduler", "StepLR", "ExponentialLR", "InverseTimeLR", "CosineAnnealingLR",
            "MultiStepLR", "LambdaLR", "LinearLR", "CosineAnnealingWarmRestarts", "OneCycleLR",
            "SequentialLR", "ReduceLROnPlateau", "ConstantLR", "PolynomialLR", "CyclicLR",

@@ -8,7 +8,18 @@ from tensornet.backends import FusedUpdate
 from .optimizer import ARRAY, COUNT, Optimizer, betas, flag, non_negative
 
 
-def _moments(grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2):
+def check_moments(owner: str, group: dict, option: str) -> None:
+    """The hyper-parameters of Adam's family (Adam, NAdam, RAdam) normalised in place:
+    ``betas``, ``eps``, ``weight_decay`` and its on/off ``option`` (``"amsgrad"``,
+    ``"decoupled_weight_decay"``)."""
+    group["betas"] = betas(owner, group["betas"])
+    group["eps"] = non_negative(owner, "eps", group["eps"])
+    group["weight_decay"] = non_negative(owner, "weight_decay", group["weight_decay"])
+    group[option] = flag(owner, option, group[option])
+
+
+def moments(grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2):
+    """Both running moments of Adam's family, in place (PyTorch's lerp_ and addcmul_)."""
     exp_avg *= beta1
     exp_avg += one_minus_beta1 * grad
     exp_avg_sq *= beta2
@@ -24,29 +35,29 @@ def _descend(xp, param, exp_avg, second_moment, step_size, sqrt_bc2, eps):
 
 def _adam(xp, param, grad, exp_avg, exp_avg_sq, *, step_size, beta1, one_minus_beta1, beta2,
           one_minus_beta2, sqrt_bc2, eps):
-    _moments(grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2)
+    moments(grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2)
     _descend(xp, param, exp_avg, exp_avg_sq, step_size, sqrt_bc2, eps)
 
 
 def _amsgrad(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, step_size, beta1,
              one_minus_beta1, beta2, one_minus_beta2, sqrt_bc2, eps):
-    _moments(grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2)
+    moments(grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2)
     max_exp_avg_sq[...] = xp.maximum(max_exp_avg_sq, exp_avg_sq)
     _descend(xp, param, exp_avg, max_exp_avg_sq, step_size, sqrt_bc2, eps)
 
 
 _SCALARS = ("step_size", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "sqrt_bc2",
             "eps")
-_MOMENTS = ("const T m = beta1 * exp_avg + one_minus_beta1 * grad;\n"
+MOMENTS_BODY = ("const T m = beta1 * exp_avg + one_minus_beta1 * grad;\n"
             "const T v = beta2 * exp_avg_sq + one_minus_beta2 * (grad * grad);\n"
             "exp_avg = m;\n"
             "exp_avg_sq = v;\n")
 # PyTorch's Adam: eps is added after dividing sqrt(v) by sqrt(1 - beta2^t).
 RULE = FusedUpdate("adam", ("exp_avg", "exp_avg_sq"), _SCALARS, _adam,
-                   _MOMENTS + "param -= step_size * m / (sqrt(v) / sqrt_bc2 + eps);")
+                   MOMENTS_BODY + "param -= step_size * m / (sqrt(v) / sqrt_bc2 + eps);")
 AMSGRAD = FusedUpdate(
     "adam_amsgrad", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), _SCALARS, _amsgrad,
-    _MOMENTS +
+    MOMENTS_BODY +
     # not CUDA's max (fmax), which drops a NaN operand: a NaN stays, as in xp.maximum
     "const T v_max = (max_exp_avg_sq < v || isnan(v)) ? v : max_exp_avg_sq;\n"
     "max_exp_avg_sq = v_max;\n"
@@ -84,11 +95,7 @@ class Adam(Optimizer):
 
     def _check_group(self, group):
         super()._check_group(group)
-        name = self._name
-        group["betas"] = betas(name, group["betas"])
-        group["eps"] = non_negative(name, "eps", group["eps"])
-        group["weight_decay"] = non_negative(name, "weight_decay", group["weight_decay"])
-        group["amsgrad"] = flag(name, "amsgrad", group["amsgrad"])
+        check_moments(self._name, group, "amsgrad")
 
     def _required_state(self, group):
         return self.required_state + (("max_exp_avg_sq",) if group["amsgrad"] else ())

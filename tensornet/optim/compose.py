@@ -62,11 +62,15 @@ def maximized(rule: FusedUpdate) -> FusedUpdate:
     return composed
 
 
-def group_rule(rule: FusedUpdate, weight_decay_style: str, group: dict):
+def group_rule(rule: FusedUpdate, weight_decay_style: str | None, group: dict):
     """``(rule with group's options composed in, the decay's scalars)``: weight decay in
-    ``weight_decay_style`` (``"coupled"`` or ``"decoupled"``) when ``group["weight_decay"]``
-    is set, then ``maximize`` outermost."""
-    weight_decay = group.get("weight_decay", 0.0)
+    ``weight_decay_style`` (``"coupled"`` or ``"decoupled"``; ``"per_group"``: the group's
+    ``decoupled_weight_decay`` picks, as PyTorch's NAdam and RAdam; None: none, whatever the
+    group holds, as PyTorch's Rprop) when ``group["weight_decay"]`` is set, then
+    ``maximize`` outermost."""
+    weight_decay = group.get("weight_decay", 0.0) if weight_decay_style else 0.0
+    if weight_decay_style == "per_group":
+        weight_decay_style = "decoupled" if group["decoupled_weight_decay"] else "coupled"
     scalars = {}
     if weight_decay:
         if weight_decay_style == "decoupled":
@@ -78,8 +82,9 @@ def group_rule(rule: FusedUpdate, weight_decay_style: str, group: dict):
     return rule, scalars
 
 
-def variants(rule: FusedUpdate, weight_decay_style: str) -> list:
+def variants(rule: FusedUpdate, weight_decay_style: str | None) -> list:
     """Every rule ``group_rule`` can make of ``rule`` (what a device must compile)."""
-    decayed = (decoupled_decay(rule) if weight_decay_style == "decoupled"
-               else coupled_decay(rule))
-    return [rule, decayed, maximized(rule), maximized(decayed)]
+    decayed = {"coupled": [coupled_decay(rule)], "decoupled": [decoupled_decay(rule)],
+               "per_group": [coupled_decay(rule), decoupled_decay(rule)], None: []}
+    plain = [rule] + decayed[weight_decay_style]
+    return plain + [maximized(r) for r in plain]

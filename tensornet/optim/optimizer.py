@@ -19,10 +19,10 @@ from tensornet.nn.parameter import Parameter
 from .checks import betas, flag, in_range, non_negative, real
 from .compose import coupled_decay, decoupled_decay, group_rule
 from .flat import build_packs
-from .state_dict import ARRAY, COUNT, StateDictMixin
+from .state_dict import ARRAY, COUNT, SCALAR, StateDictMixin
 
-__all__ = ["Optimizer", "ARRAY", "COUNT", "real", "non_negative", "in_range", "betas", "flag",
-           "coupled_decay", "decoupled_decay"]
+__all__ = ["Optimizer", "ARRAY", "COUNT", "SCALAR", "real", "non_negative", "in_range", "betas",
+           "flag", "coupled_decay", "decoupled_decay"]
 _MISSING = object()
 
 
@@ -47,14 +47,19 @@ class Optimizer(StateDictMixin):
     from ``p.data`` before the optimizer was built is a copy of the old values (hold the
     Parameter, or take ``p.data`` afterwards).
 
-    Subclasses define ``state_kinds`` (name -> ARRAY or COUNT; every COUNT starts at 0 at a
-    parameter's first step), ``required_state`` (what a loaded state must hold; override
+    Subclasses define ``state_kinds`` (name -> ARRAY, COUNT or SCALAR; every COUNT starts at
+    0 at a parameter's first step, a SCALAR, a host float, at its fill),
+    ``required_state`` (what a loaded state must hold; override
     ``_required_state(group)`` when a group's options need more), and:
     ``_rule(group) -> FusedUpdate``; ``_scalars(group, state, fresh) -> dict`` (the rule's
-    scalars for one step, ``state``'s COUNT entries already advanced, ``fresh`` True at a
+    scalars for one step, ``state`` already advanced by ``_advance``, ``fresh`` True at a
     parameter's first step); optionally ``_state_fills(group)`` (initial values of state
-    arrays other than 0). ``weight_decay_style`` is ``"coupled"`` (L2: ``g + wd * p``
-    enters the rule) or ``"decoupled"`` (``p *= 1 - lr * wd`` before the rule, AdamW).
+    arrays and SCALARs other than 0) and ``_advance(group, states)`` (what a step does to
+    the host entries of each state dict before the rule runs: COUNTs go up by one; NAdam
+    also multiplies its SCALAR in). ``weight_decay_style`` is ``"coupled"`` (L2:
+    ``g + wd * p`` enters the rule), ``"decoupled"`` (``p *= 1 - lr * wd`` before the rule,
+    AdamW), ``"per_group"`` (the group's ``decoupled_weight_decay`` picks one: NAdam, RAdam)
+    or None (no weight decay: Rprop).
     A group's ``maximize`` (when the subclass puts it in ``defaults``) feeds the rule
     ``-grad``, before weight decay, as PyTorch does.
     ``rules`` lists every FusedUpdate the class may use (for kernel compile checks).
@@ -95,6 +100,15 @@ class Optimizer(StateDictMixin):
 
     def _state_fills(self, group: dict) -> dict:
         return {}
+
+    def _advance(self, group: dict, states: list) -> None:
+        """A step begins for the parameters whose state dicts are ``states``: each COUNT
+        they hold goes up by one."""
+        counts = [name for name, kind in self.state_kinds.items() if kind == COUNT]
+        for state in states:
+            for name in counts:
+                if name in state:
+                    state[name] += 1
 
     # ------------------------------------------------------------------ groups
     @property
@@ -207,13 +221,13 @@ class Optimizer(StateDictMixin):
             state = self.state.get(param)
             fresh = not state
             if fresh:
-                state = self.state[param] = {name: 0 for name, kind in self.state_kinds.items()
-                                             if kind == COUNT}
+                state = self.state[param] = {
+                    name: 0 if kind == COUNT else fills.get(name, 0.0)
+                    for name, kind in self.state_kinds.items() if kind in (COUNT, SCALAR)}
             pack.adopt_state(i, state, rule.states, fills)
-            for name, kind in self.state_kinds.items():
-                if kind == COUNT and name in state:
-                    state[name] += 1
-            signatures.append((fresh, tuple(v for v in state.values() if isinstance(v, int))))
+            self._advance(group, [state])
+            signatures.append((fresh, tuple(v for v in state.values()
+                                            if isinstance(v, (int, float)))))
         pack.gather_grads(members)
         backend = pack.backend
         if len(members) == len(pack.params) and len(set(signatures)) == 1:
@@ -223,7 +237,7 @@ class Optimizer(StateDictMixin):
                                  {**scalars, **decay})
             dicts = [self.state[p] for p in pack.params]
             pack.steady = (rule, dicts, len(dicts[0]), tuple(
-                name for name, value in dicts[0].items() if isinstance(value, int)))
+                name for name, value in dicts[0].items() if isinstance(value, (int, float))))
             return
         for i, (fresh, _) in zip(members, signatures):  # mixed step counts: one by one
             param = pack.params[i]
@@ -234,7 +248,7 @@ class Optimizer(StateDictMixin):
 
     def _steady_update(self, pack, rule, group: dict, decay: dict) -> bool:
         """The update of a whole pack whose states are where the previous full update left
-        them (the same state dicts, each array still its pack view, equal step counts): the
+        them (the same state dicts, each array still its pack view, equal host entries): the
         per-parameter bookkeeping of ``_update_pack`` skipped (5-7 us a step for an MLP's 8
         parameters). False, with nothing changed, when anything differs."""
         steady = pack.steady
@@ -254,11 +268,9 @@ class Optimizer(StateDictMixin):
                     return False
             for name, count in zip(counted, counts):
                 value = entry.get(name)
-                if value.__class__ is not int or value != count:
+                if value.__class__ is not count.__class__ or value != count:
                     return False
-        for name in counted:
-            for entry in dicts:
-                entry[name] += 1
+        self._advance(group, dicts)
         pack.gather_grads(range(len(pack.params)))
         pack.backend.fused_update(rule, pack.data, pack.grad,
                                   [pack.states[name] for name in rule.states],

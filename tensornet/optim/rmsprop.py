@@ -6,7 +6,9 @@ from tensornet.backends import FusedUpdate
 from .optimizer import ARRAY, COUNT, Optimizer, flag, in_range, non_negative
 
 
-def _square_avg(grad, square_avg, alpha, one_minus_alpha):
+def square_average(grad, square_avg, alpha, one_minus_alpha):
+    """``square_avg = alpha * square_avg + (1 - alpha) * grad^2``, in place (PyTorch's
+    ``mul_(alpha).addcmul_(grad, grad, value=1 - alpha)``; Adadelta's too)."""
     square_avg *= alpha
     square_avg += one_minus_alpha * (grad * grad)
 
@@ -26,26 +28,26 @@ def _with_momentum(param, momentum_buffer, direction, lr, momentum):
 
 
 def _rmsprop(xp, param, grad, square_avg, *, lr, alpha, one_minus_alpha, eps):
-    _square_avg(grad, square_avg, alpha, one_minus_alpha)
+    square_average(grad, square_avg, alpha, one_minus_alpha)
     param -= lr * (grad / (xp.sqrt(square_avg) + eps))
 
 
 def _rmsprop_momentum(xp, param, grad, square_avg, momentum_buffer, *, lr, alpha,
                       one_minus_alpha, eps, momentum):
-    _square_avg(grad, square_avg, alpha, one_minus_alpha)
+    square_average(grad, square_avg, alpha, one_minus_alpha)
     _with_momentum(param, momentum_buffer, grad / (xp.sqrt(square_avg) + eps), lr, momentum)
 
 
 def _rmsprop_centered(xp, param, grad, square_avg, grad_avg, *, lr, alpha, one_minus_alpha,
                       eps):
-    _square_avg(grad, square_avg, alpha, one_minus_alpha)
+    square_average(grad, square_avg, alpha, one_minus_alpha)
     param -= lr * (grad / _centered_avg(xp, grad, square_avg, grad_avg, alpha,
                                         one_minus_alpha, eps))
 
 
 def _rmsprop_centered_momentum(xp, param, grad, square_avg, grad_avg, momentum_buffer, *, lr,
                                alpha, one_minus_alpha, eps, momentum):
-    _square_avg(grad, square_avg, alpha, one_minus_alpha)
+    square_average(grad, square_avg, alpha, one_minus_alpha)
     avg = _centered_avg(xp, grad, square_avg, grad_avg, alpha, one_minus_alpha, eps)
     _with_momentum(param, momentum_buffer, grad / avg, lr, momentum)
 

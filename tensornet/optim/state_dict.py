@@ -1,6 +1,7 @@
 """Optimizer state dicts in PyTorch's layout: saving, and loading all-or-nothing."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -8,12 +9,15 @@ import numpy as np
 from tensornet.backends import asnumpy, dtype_name, get_backend
 from tensornet.nn.parameter import Parameter
 
-ARRAY, COUNT = "array", "count"  # kinds of per-parameter state entries
+# Kinds of per-parameter state entries: an array shaped as the parameter, a step count (an
+# int), and a float the optimizer advances on the host each step (NAdam's mu_product).
+ARRAY, COUNT, SCALAR = "array", "count", "scalar"
 # PyTorch's on/off options that change the update, off. An optimizer without one of them
 # (not in its defaults: Adamax has no amsgrad) refuses a state dict that turns it on rather
 # than step without it; one that has it takes a saved group without it (a checkpoint from
 # before tensornet had the option, as PyTorch's __setstate__ does) as off.
-_TORCH_OPTIONS = {"maximize": False, "amsgrad": False, "centered": False}
+_TORCH_OPTIONS = {"maximize": False, "amsgrad": False, "centered": False,
+                  "decoupled_weight_decay": False}
 
 
 class StateDictMixin:
@@ -141,6 +145,16 @@ class StateDictMixin:
             return {}
         loaded = {}
         for name, value in entry.items():
+            if self.state_kinds[name] == SCALAR:
+                try:
+                    number = float(np.asarray(asnumpy(value) if hasattr(value, "shape")
+                                              else value))
+                except (TypeError, ValueError):
+                    number = math.nan
+                if not math.isfinite(number):
+                    problems.append(f"{where}[{name!r}] must be a finite number, got {value!r}")
+                loaded[name] = number
+                continue
             if self.state_kinds[name] == COUNT:
                 try:
                     count = int(np.asarray(asnumpy(value) if hasattr(value, "shape") else value))
