@@ -18,7 +18,8 @@ from .loss_labels import CrossEntropyLoss, NLLLoss
 from .loss_classification import (BCELoss, BCEWithLogitsLoss, KLDivLoss,
                                   MultiLabelSoftMarginLoss, MultiMarginLoss)
 from .loss_margin import HingeEmbeddingLoss, MultiLabelMarginLoss, SoftMarginLoss
-from .loss_regression import HuberLoss, L1Loss, MSELoss, PoissonNLLLoss, SmoothL1Loss
+from .loss_regression import (GaussianNLLLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss,
+                              SmoothL1Loss)
 from .module import Module, RemovableHandle
 from .normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
                             LayerNorm)
@@ -47,6 +48,7 @@ __all__ = [
     "Loss", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "NonFiniteError",
     "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss", "KLDivLoss", "MultiMarginLoss",
     "SoftMarginLoss", "MultiLabelSoftMarginLoss", "HingeEmbeddingLoss", "PoissonNLLLoss",
+    "GaussianNLLLoss",
     "MultiLabelMarginLoss",
     "gradcheck", "GradcheckError",
     "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d",

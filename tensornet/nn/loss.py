@@ -2,7 +2,7 @@
 ``reduction="none"``); ``loss_fn.backward()`` returns d loss / d pred. Each caches what its
 gradient needs. This file holds the base class; ``loss_labels.py`` the class-label losses
 CrossEntropyLoss and NLLLoss, ``loss_regression.py`` (MSE, L1, SmoothL1, Huber,
-PoissonNLL), ``loss_classification.py`` (BCEWithLogits, BCE, KLDiv, MultiMargin,
+PoissonNLL, GaussianNLL), ``loss_classification.py`` (BCEWithLogits, BCE, KLDiv, MultiMargin,
 MultiLabelSoftMargin) and ``loss_margin.py`` (SoftMargin, HingeEmbedding,
 MultiLabelMargin) the others.
 

@@ -1,13 +1,15 @@
-"""Regression losses: MSELoss, L1Loss, SmoothL1Loss, HuberLoss and PoissonNLLLoss
-(PyTorch's).
+"""Regression losses: MSELoss, L1Loss, SmoothL1Loss, HuberLoss, PoissonNLLLoss and
+GaussianNLLLoss (PyTorch's).
 
-Each takes a prediction and a target of the same shape and has every reduction of
-``Loss`` (``"none"``: per element); all but PoissonNLLLoss cache ``pred - target``
-(``ElementwiseLoss``).
+Each takes a prediction and a target of the same shape (GaussianNLLLoss also a variance)
+and has every reduction of ``Loss`` (``"none"``: per element); MSE, L1, SmoothL1 and Huber
+cache ``pred - target`` (``ElementwiseLoss``).
 """
 from __future__ import annotations
 
 import math
+
+from tensornet.backends import dtype_name
 
 from .loss import Loss
 
@@ -152,3 +154,89 @@ class PoissonNLLLoss(Loss):
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", log_input={self.log_input}, full={self.full}, "
                 f"eps={self.eps}")
+
+
+class GaussianNLLLoss(Loss):
+    """Negative log-likelihood of targets under a Gaussian of mean ``pred`` and variance
+    ``var``, as ``torch.nn.GaussianNLLLoss(*, full, eps, reduction)``: per element
+    ``0.5 * (log(v) + (pred - target)^2 / v)`` with ``v = max(var, eps)``, plus
+    ``0.5 * log(2 pi)`` with ``full``. Called as ``loss_fn(pred, target, var)``.
+
+    ``var`` has the prediction's shape, or one axis fewer at the end (one variance per
+    sample of a (N, D) prediction), or a 1 along one axis (shared along it), or is a
+    float; negative entries raise (with checks on). ``backward(grad_output)`` returns
+    d loss / d pred and leaves d loss / d var, of var's shape, in ``var_grad`` (None for a
+    float var): the variance is usually a second head of the model. As in PyTorch the
+    clamp at ``eps`` passes the gradient through, taken at the clamped value. Caches
+    ``pred - target`` and the clamped variance."""
+
+    _cache_attrs = Loss._cache_attrs + ("_var",)
+
+    def __init__(self, *, full: bool = False, eps: float = 1e-6, reduction: str = "mean",
+                 check: bool | None = None):
+        super().__init__(reduction, check)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"GaussianNLLLoss: eps must be a positive number, got {eps!r}")
+        self.full, self.eps = bool(full), float(eps)
+        self.var_grad = None
+
+    def forward(self, pred, target, var):
+        self._accept_pred(pred)
+        shape = tuple(pred.shape)
+        target = self._accept_target(target, shape, "values", pred.dtype)
+        xp = self.backend.xp
+        var, var_shape = self._accept_var(var, shape, pred.dtype)
+        if self._checks_on() and bool(xp.any(var < 0)):
+            raise ValueError("GaussianNLLLoss: var has negative entries; a variance must be "
+                             ">= 0")
+        clamped = xp.maximum(var, self.eps)
+        diff = pred - target
+        per_element = 0.5 * (xp.log(clamped) + diff * diff / clamped)
+        if self.full:
+            per_element = per_element + 0.5 * math.log(2.0 * math.pi)
+        self._cache, self._var = diff, (clamped, var_shape)
+        return self._reduce(per_element)
+
+    def _accept_var(self, var, shape, dtype):
+        """``(var broadcastable to shape, the shape its gradient takes or None)``."""
+        name = type(self).__name__
+        if isinstance(var, (int, float)) and not isinstance(var, bool):
+            if var < 0:
+                raise ValueError(f"{name}: var has negative entries; a variance must be >= 0")
+            return self.backend.full(shape, float(var), dtype_name(dtype)), None
+        if not self.backend.owns(var):
+            raise TypeError(f"{name} expected var as an array on {self.backend.device!r} or a "
+                            f"float, got {type(var).__name__}")
+        given = tuple(var.shape)
+        if given == shape[:-1]:
+            var = self.backend.xp.reshape(var, given + (1,))
+        elif given != shape and not (len(given) == len(shape) and sum(
+                b for a, b in zip(shape, given) if a != b) == 1):
+            raise ValueError(f"{name} got var of shape {given} for predictions of shape "
+                             f"{shape}; expected {shape}, {shape[:-1]} or {shape} with one "
+                             f"axis of size 1")
+        if not dtype_name(var.dtype).startswith("float"):
+            raise TypeError(f"{name} expected a floating var, got {dtype_name(var.dtype)}")
+        if dtype_name(var.dtype) != dtype_name(dtype):
+            var = self.backend.xp.astype(var, dtype)  # as a target: never float64 leaks
+        return var, given
+
+    def backward(self, grad_output=None):
+        diff = self._require_cache(self._cache)
+        clamped, var_shape = self._var
+        xp = self.backend.xp
+        upstream = self._upstream(grad_output)
+        grad = diff / clamped * upstream
+        if var_shape is None:
+            self.var_grad = None
+        else:
+            d_var = 0.5 * (1.0 / clamped - diff * diff / (clamped * clamped)) * upstream
+            shared = tuple(i for i, (a, b) in enumerate(zip(grad.shape, clamped.shape))
+                           if a != b)
+            if shared:
+                d_var = xp.sum(d_var, axis=shared, keepdims=True)
+            self.var_grad = xp.reshape(d_var, var_shape)
+        return grad
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", full={self.full}, eps={self.eps}"
