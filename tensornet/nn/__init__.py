@@ -21,8 +21,8 @@ from .loss_margin import HingeEmbeddingLoss, MultiLabelMarginLoss, SoftMarginLos
 from .loss_regression import (GaussianNLLLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss,
                               SmoothL1Loss)
 from .module import Module, RemovableHandle
-from .normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
-                            LayerNorm)
+from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d
+from .normalization_layer import LayerNorm, RMSNorm
 from .padding import (ConstantPad1d, ConstantPad2d, ReflectionPad1d, ReflectionPad2d,
                       ReplicationPad1d, ReplicationPad2d, ZeroPad1d, ZeroPad2d)
 from .parameter import Parameter
@@ -57,6 +57,6 @@ __all__ = [
     "BatchNorm2d",
     "ZeroPad1d", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d",
     "ReflectionPad2d", "ReplicationPad1d", "ReplicationPad2d",
-    "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "SyncBatchNorm",
+    "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "SyncBatchNorm",
     "RNN", "LSTM", "GRU",
 ]

@@ -1,9 +1,10 @@
-"""Normalization layers: BatchNorm1d, BatchNorm2d, LayerNorm, GroupNorm and
-InstanceNorm1d/2d (GroupNorm with a group per channel).
+"""Normalization layers: BatchNorm1d, BatchNorm2d, GroupNorm and InstanceNorm1d/2d
+(GroupNorm with a group per channel); LayerNorm and RMSNorm, which normalize each sample
+over its last axes, are in ``normalization_layer.py``.
 
 The statistics and the backward formula live in ``tensornet.nn.functional``
-(``normalize`` and ``normalize_backward``), shared by both families; these layers add the
-affine transform, the running estimates and the checks.
+(``normalize`` and ``normalize_backward``), shared by these and LayerNorm; these layers add
+the affine transform, the running estimates and the checks.
 """
 from __future__ import annotations
 
@@ -225,73 +226,6 @@ class BatchNorm2d(_BatchNorm):
 
     _layout = "(N, {0}, H, W)"
     _ndims = (4,)
-
-
-class LayerNorm(Module):
-    """Layer normalization (Ba et al. 2016) over the last ``len(normalized_shape)`` axes.
-
-    x (..., *normalized_shape) -> y of the same shape, each sample standardised with its own
-    mean and biased variance, then ``y = xhat * weight + bias`` (weight and bias of shape
-    ``normalized_shape``) when ``elementwise_affine``. Same statistics in train and eval.
-    Forward caches ``xhat`` (input-sized) and ``1/sqrt(var+eps)``.
-    """
-
-    _cache_attrs = ("_cache",)
-
-    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
-                 bias: bool = True, *, device=None, dtype=None):
-        super().__init__(device=device, dtype=dtype)
-        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) \
-            else tuple(normalized_shape)
-        self.normalized_shape = tuple(_positive_int("LayerNorm", "normalized_shape", d)
-                                      for d in shape)
-        if not self.normalized_shape:
-            raise ValueError("LayerNorm: normalized_shape must name at least one axis")
-        self.eps = float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
-        affine = self.elementwise_affine
-        self.weight = self.new_parameter(np.ones(self.normalized_shape)) if affine else None
-        self.bias = (self.new_parameter(np.zeros(self.normalized_shape))
-                     if affine and bias else None)
-
-    def forward(self, x):
-        k = len(self.normalized_shape)
-        self._check_input(x, expected=f"(..., {', '.join(map(str, self.normalized_shape))})")
-        if x.ndim < k or tuple(x.shape[x.ndim - k:]) != self.normalized_shape:
-            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; expected "
-                             f"(N, ..., {', '.join(map(str, self.normalized_shape))})")
-        axes = tuple(range(x.ndim - k, x.ndim))
-        self._cache = None
-        xhat, _, _, invstd = F.normalize(x, axes, self.eps)
-        self._cache = (xhat, invstd, axes)
-        if self.weight is None:
-            return xhat
-        y = xhat * self.weight.data
-        if self.bias is not None:
-            y += self.bias.data
-        return y
-
-    def backward(self, grad_output):
-        xhat, invstd, axes = self._require_cache(self._cache)
-        batch_axes = tuple(range(xhat.ndim - len(axes)))
-        grad_xhat = grad_output
-        if self.weight is not None:
-            grad_xhat = grad_output * self.weight.data
-            if self.weight.requires_grad:
-                self.weight.accumulate_grad(F.reduce_sum(grad_output * xhat, axis=batch_axes,
-                                                         out=self.weight.grad_buffer()))
-        if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(F.reduce_sum(grad_output, axis=batch_axes,
-                                                   out=self.bias.grad_buffer()))
-        dx, _, _ = F.normalize_backward(grad_xhat, xhat, invstd, axes)
-        return dx
-
-    def extra_repr(self) -> str:
-        return (f"{self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}")
-
-    def _describe(self) -> str:
-        return f"LayerNorm({self.normalized_shape})"
 
 
 class GroupNorm(Module):
