@@ -491,6 +491,10 @@ class _CallShapes:
         self._calls, self._current = {}, {}
 
     def record(self, module, inputs, output) -> None:
+        if isinstance(output, tuple):  # RNN's (output, h_n); the max pools' are refused before
+            raise ValueError(f"ONNX export: {module._describe()} cannot be exported: it returns "
+                             f"a tuple of {len(output)} arrays, and the exporter writes chains "
+                             f"of one-output layers")
         self._calls.setdefault(id(module), []).append((tuple(inputs[0].shape),
                                                        tuple(output.shape)))
 

@@ -306,3 +306,13 @@ def test_dropout_takes_any_real_number_as_torch():
     assert nn.GRU(3, 2, num_layers=2, dropout=np.float32(0.25)).dropout == 0.25
     with pytest.raises(ValueError, match=r"GRU: dropout must be a number in \[0, 1\]"):
         nn.GRU(3, 2, num_layers=2, dropout="0.5")
+
+
+@pytest.mark.parametrize("layer", [nn.GRU(3, 4), nn.LSTM(3, 4), nn.RNN(3, 4)])
+def test_onnx_export_refuses_recurrent_layers_by_name(layer):
+    """Found by review: exporting a model holding a GRU crashed in the exporter's shape
+    hook with "'tuple' object has no attribute 'shape'"."""
+    pytest.importorskip("onnx")
+    with pytest.raises(ValueError, match=rf"ONNX export: {type(layer).__name__}\(3 -> 4\) "
+                                         r"cannot be exported: it returns a tuple"):
+        tn.onnx.export(nn.Sequential(layer), np.zeros((5, 2, 3), np.float32))
