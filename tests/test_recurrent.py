@@ -316,3 +316,13 @@ def test_onnx_export_refuses_recurrent_layers_by_name(layer):
     with pytest.raises(ValueError, match=rf"ONNX export: {type(layer).__name__}\(3 -> 4\) "
                                          r"cannot be exported: it returns a tuple"):
         tn.onnx.export(nn.Sequential(layer), np.zeros((5, 2, 3), np.float32))
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU"])
+def test_the_initial_state_is_passed_as_hx_as_in_torch(kind, rng):
+    """Found by review: torch's RNN and GRU take ``forward(input, hx=None)``; tensornet's
+    named it h0, so ``rnn(x, hx=h0)`` raised TypeError."""
+    layer = getattr(nn, kind)(3, 4)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    h0 = rng.standard_normal((1, 2, 4)).astype(np.float32)
+    np.testing.assert_array_equal(layer(x, hx=h0)[1], layer(x, h0)[1])

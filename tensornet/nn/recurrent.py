@@ -287,8 +287,8 @@ class RNN(_RNNBase):
     nonlinearity="tanh", bias=True, batch_first=False, dropout=0.0, bidirectional=False)``:
     ``h_t = act(x_t @ W_ih.T + b_ih + h_{t-1} @ W_hh.T + b_hh)``, act tanh or relu.
 
-    ``forward(x, h0=None)``: x (L, N, input_size) (``batch_first``: (N, L, input_size)),
-    h0 (num_layers * directions, N, H), zeros by default -> ``(output, h_n)``: output
+    ``forward(x, hx=None)``: x (L, N, input_size) (``batch_first``: (N, L, input_size)),
+    hx = h0 (num_layers * directions, N, H), zeros by default -> ``(output, h_n)``: output
     (L, N, directions * H) (``batch_first``: (N, L, ...)), h_n like h0.
     ``backward(grad_output, grad_h_n=None)`` -> d loss / d x; ``hx_grad`` then holds
     d loss / d h0. Forward caches every step's state."""
@@ -303,8 +303,8 @@ class RNN(_RNNBase):
                          device=device, dtype=dtype)
         self._nonlinearity = nonlinearity
 
-    def forward(self, x, h0=None):
-        output, h_n, _ = self._run(x, h0)
+    def forward(self, x, hx=None):
+        output, h_n, _ = self._run(x, hx)
         return output, h_n
 
     def backward(self, grad_output=None, grad_h_n=None, input_grad: bool = True):
@@ -351,7 +351,7 @@ class GRU(_RNNBase):
     batch_first=False, dropout=0.0, bidirectional=False)``: gates r, z, n in PyTorch's order,
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``.
 
-    ``forward(x, h0=None)`` -> ``(output, h_n)``; ``backward(grad_output, grad_h_n=None)``
+    ``forward(x, hx=None)`` -> ``(output, h_n)``; ``backward(grad_output, grad_h_n=None)``
     -> d loss / d x; ``hx_grad`` then holds d loss / d h0. Forward caches every step's
     gates."""
 
@@ -361,8 +361,8 @@ class GRU(_RNNBase):
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, device=device, dtype=dtype)
 
-    def forward(self, x, h0=None):
-        output, h_n, _ = self._run(x, h0)
+    def forward(self, x, hx=None):
+        output, h_n, _ = self._run(x, hx)
         return output, h_n
 
     def backward(self, grad_output=None, grad_h_n=None, input_grad: bool = True):
