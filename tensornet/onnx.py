@@ -105,7 +105,11 @@ def _conv_transpose(g, m, x, shapes):
     """The layer's own geometry: output_padding as a smaller end padding, and the rows past
     the padding as zeros (onnxruntime refuses an output_padding >= stride, which PyTorch
     allows below the dilation); the bias comes after those zeros, as in the layer."""
-    pads, extra, _ = m._geometry(m.output_size(*shapes.of(m)[0][2:]))
+    pads, extra, core = m._geometry(m.output_size(*shapes.of(m)[0][2:]))
+    if 0 in core:  # onnxruntime refuses a ConvTranspose with an empty output
+        raise ValueError(f"ONNX export: {m._describe()} cannot be exported at this input "
+                         f"size: its padding crops every window, so its output is the bias "
+                         f"alone")
     weight = asnumpy(m.weight.data).reshape(m.in_channels, -1, *m.kernel_size)  # 1-D: 4-D
     y = g.node("ConvTranspose", [x, g.constant(weight, "weight")], group=m.groups,
                **_window_attributes(m.kernel_size, m.stride, pads, m.dilation))
@@ -488,6 +492,10 @@ class _CallShapes:
         self._calls, self._current = {}, {}
 
     def record(self, module, inputs, output) -> None:
+        if isinstance(output, tuple):  # RNN's (output, h_n); the max pools' are refused before
+            raise ValueError(f"ONNX export: {module._describe()} cannot be exported: it returns "
+                             f"a tuple of {len(output)} arrays, and the exporter writes chains "
+                             f"of one-output layers")
         self._calls.setdefault(id(module), []).append((tuple(inputs[0].shape),
                                                        tuple(output.shape)))
 

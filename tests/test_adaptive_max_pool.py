@@ -168,3 +168,26 @@ def test_reprs_and_errors_name_the_layer():
                                          r"return_indices=True\) cannot be exported"):
         tn.onnx.export(nn.Sequential(nn.AdaptiveMaxPool2d(2, return_indices=True)),
                        np.zeros((1, 1, 4, 4), np.float32))
+
+
+@pytest.mark.parametrize("make", [lambda: nn.AdaptiveMaxPool1d(2),
+                                  lambda: nn.AdaptiveMaxPool1d(2, return_indices=True),
+                                  lambda: nn.MaxPool1d(2)])
+def test_1d_backward_checks_and_hooks_see_the_1d_shapes(make):
+    """The 1-D pools run the 2-D pool on a height-1 view; backward's checks and hooks must
+    still speak of the (N, C, L) arrays the user handles (found by review: a wrong
+    gradient was reported as 4-D, a list or a 2-D one crashed in the reshape)."""
+    layer = make()
+    seen = []
+    layer.register_backward_hook(lambda m, grad_in, grad_out: seen.append(
+        (tuple(grad_in.shape), tuple(grad_out.shape))))
+    layer(np.zeros((1, 2, 4)))
+    with pytest.raises(ValueError, match=r"\.backward got grad_output of shape \(1, 2, 3\); "
+                                         r"expected \(1, 2, 2\)"):
+        layer.backward(np.zeros((1, 2, 3)))
+    with pytest.raises(ValueError, match=r"\.backward got grad_output of shape \(2, 2\)"):
+        layer.backward(np.zeros((2, 2)))
+    with pytest.raises(TypeError, match=r"\.backward expected grad_output as an array"):
+        layer.backward([[0.0, 0.0]])
+    assert tuple(layer.backward(np.ones((1, 2, 2))).shape) == (1, 2, 4)
+    assert seen == [((1, 2, 4), (1, 2, 2))]

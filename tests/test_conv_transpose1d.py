@@ -33,6 +33,36 @@ def test_conv_transpose1d_matches_torch(options, dtype, tol, device, rng):
     assert tn.asnumpy(layer(tn.get_backend(device).asarray(x))).dtype == np.dtype(dtype)
 
 
+
+@pytest.mark.parametrize("options, length", [
+    (dict(kernel_size=2, stride=7, padding=3, output_padding=6), 1),
+    (dict(kernel_size=1, stride=7, padding=1, output_padding=6, dilation=3), 1),
+    (dict(kernel_size=1, padding=3, output_padding=5, dilation=6, groups=2), 2)])
+def test_padding_past_the_whole_canvas_as_torch(options, length, any_device, rng):
+    """Found by review: with ``padding`` longer than the summed windows and a larger
+    ``output_padding`` (stride 7, padding 3, output_padding 6 on one sample), the output
+    lies past every window (torch: the bias alone); forward raised 'negative dimensions
+    are not allowed'."""
+    torch = torch_or_skip()
+    layer = nn.ConvTranspose1d(4, 6, **options).to(any_device, "float64")
+    twin = torch.nn.ConvTranspose1d(4, 6, **options).double()
+    compare_layer(layer, twin, rng.standard_normal((2, 4, length)), any_device)
+    with pytest.raises(ValueError, match=r"ONNX export: ConvTranspose1d\(4 -> 6, k=\d\) "
+                                         r"cannot be exported at this input size"):
+        tn.onnx.export(nn.Sequential(layer.to("cpu")), np.zeros((2, 4, length)))
+
+
+@pytest.mark.parametrize("make, shape", [(lambda: nn.ConvTranspose1d(4, 6, 3), (2, 4, 0)),
+                                         (lambda: nn.ConvTranspose2d(4, 6, 3), (2, 4, 0, 3)),
+                                         (lambda: nn.ConvTranspose2d(4, 6, 3), (2, 4, 3, 0))])
+def test_an_empty_input_is_refused(make, shape):
+    """Found by review: an input of length 0 gave an output of length k - 1 holding the
+    bias (torch refuses it: 'Only zero batch or zero channel inputs are supported')."""
+    with pytest.raises(ValueError, match=r"ConvTranspose[12]d\(4 -> 6, k=3\) got input of "
+                                         r"shape \(2, 4, [03, ]+\): .*at least one"):
+        make()(np.zeros(shape, np.float32))
+
+
 def test_layout_init_and_state_dict_are_pytorchs():
     torch = pytest.importorskip("torch")
     tn.manual_seed(0)

@@ -7,6 +7,7 @@ training; errors."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -247,3 +248,81 @@ def test_reprs_and_errors_name_the_layer(rng):
         layer.backward(np.zeros((2, 5, 3), np.float32))
     with pytest.raises(TypeError, match="float64"):
         layer(np.zeros((2, 5, 3), np.float64))
+
+
+def test_state_and_state_gradient_errors_name_the_argument():
+    """Found by review: a float64, integer, list or other-device h0, c0, grad_h_n or
+    grad_c_n was reported as the layer's *input* ('got float64 input; cast the input
+    (x.astype(...))'), though x was right: the errors now name the argument."""
+    layer = nn.LSTM(3, 2)
+    x = np.zeros((5, 2, 3), np.float32)
+    state = np.zeros((1, 2, 2), np.float32)
+    strict = tn.get_backend("strict")
+    for bad, error, text in [(state.astype(np.float64), TypeError, "float64 h0; cast h0"),
+                             (state.astype(np.int64), TypeError, "floating-point h0, got int64"),
+                             (state.tolist(), TypeError, "expected h0 as an array, got list"),
+                             (strict.asarray(state), tn.DeviceError, "got h0 on 'strict'")]:
+        with pytest.raises(error, match=r"LSTM\(3 -> 2\) .*" + re.escape(text)):
+            layer(x, (bad, state))
+    with pytest.raises(TypeError, match=r"LSTM\(3 -> 2\) .*float64 c0; cast c0"):
+        layer(x, (state, state.astype(np.float64)))
+    layer(x)
+    with pytest.raises(TypeError, match=r"LSTM\(3 -> 2\) .*backward got float64 grad_h_n"):
+        layer.backward(None, grad_h_n=state.astype(np.float64))
+    with pytest.raises(tn.DeviceError, match=r"LSTM\(3 -> 2\) .*backward got grad_c_n on "
+                                             r"'strict'"):
+        layer.backward(None, grad_c_n=strict.asarray(state))
+    with pytest.raises(TypeError, match=r"LSTM\(3 -> 2\)\.backward expected grad_h_n as an "
+                                        r"array, got list"):
+        layer.backward(None, grad_h_n=state.tolist())
+
+
+@pytest.mark.parametrize("batch_first, shape", [(False, (0, 2, 3)), (True, (2, 0, 3))])
+def test_an_empty_sequence_is_called_so(batch_first, shape):
+    """Found by review: without batch_first an input of 0 time steps was called 'an empty
+    batch'."""
+    with pytest.raises(ValueError, match=r"GRU\(3 -> 2\) got input of shape \(.*\): expected "
+                                         r"at least one time step"):
+        nn.GRU(3, 2, batch_first=batch_first)(np.zeros(shape, np.float32))
+
+
+def test_backward_without_any_gradient_is_refused():
+    """Found by review: backward() with neither grad_output nor a final state's gradient
+    returned zeros silently (a forgotten argument); it now says what it needs."""
+    layer = nn.LSTM(3, 2)
+    layer(np.zeros((5, 2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"LSTM\(3 -> 2\)\.backward got no gradient: give "
+                                         r"grad_output, grad_h_n or grad_c_n"):
+        layer.backward()
+    gru = nn.GRU(3, 2)
+    gru(np.zeros((5, 2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"GRU\(3 -> 2\)\.backward got no gradient: give "
+                                         r"grad_output or grad_h_n"):
+        gru.backward(None)
+
+
+def test_dropout_takes_any_real_number_as_torch():
+    """Found by review: dropout=np.float32(0.5) (torch takes any number) was refused."""
+    assert nn.GRU(3, 2, num_layers=2, dropout=np.float32(0.25)).dropout == 0.25
+    with pytest.raises(ValueError, match=r"GRU: dropout must be a number in \[0, 1\]"):
+        nn.GRU(3, 2, num_layers=2, dropout="0.5")
+
+
+@pytest.mark.parametrize("layer", [nn.GRU(3, 4), nn.LSTM(3, 4), nn.RNN(3, 4)])
+def test_onnx_export_refuses_recurrent_layers_by_name(layer):
+    """Found by review: exporting a model holding a GRU crashed in the exporter's shape
+    hook with "'tuple' object has no attribute 'shape'"."""
+    pytest.importorskip("onnx")
+    with pytest.raises(ValueError, match=rf"ONNX export: {type(layer).__name__}\(3 -> 4\) "
+                                         r"cannot be exported: it returns a tuple"):
+        tn.onnx.export(nn.Sequential(layer), np.zeros((5, 2, 3), np.float32))
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU"])
+def test_the_initial_state_is_passed_as_hx_as_in_torch(kind, rng):
+    """Found by review: torch's RNN and GRU take ``forward(input, hx=None)``; tensornet's
+    named it h0, so ``rnn(x, hx=h0)`` raised TypeError."""
+    layer = getattr(nn, kind)(3, 4)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    h0 = rng.standard_normal((1, 2, 4)).astype(np.float32)
+    np.testing.assert_array_equal(layer(x, hx=h0)[1], layer(x, h0)[1])

@@ -17,21 +17,28 @@ class InputChecks:
     """Mixed into ``Module``: the checks layers call from ``forward``."""
 
     def _check_input(self, x, ndim=None, features=None, expected: str = "",
-                     dtype: str | None = "parameters"):
+                     dtype: str | None = "parameters", name: str = "input",
+                     backward: bool = False):
         """Raise a clear error unless ``x`` is an array of this module's device (and dtype).
 
         ``ndim`` is an int or a tuple of allowed ranks; ``features`` the required size of
         the last axis. ``dtype``: ``"parameters"`` (the module's own dtype), ``"floating"``
-        (any floating dtype: modules without parameters) or None (not checked).
+        (any floating dtype: modules without parameters) or None (not checked). ``name``:
+        the argument the errors name when it is not the input (``"h0"``, ``"grad_h_n"``);
+        ``backward``: the errors name ``.backward`` (an argument of backward's).
         """
         backend = self.backend
+        owner, came = self._describe(), "backward got" if backward else "got"
         if not backend.owns(x):
             # (A NumPy scalar has a shape and a dtype and the CPU's device, but no array.)
             if hasattr(x, "shape") and hasattr(x, "dtype") and device_of(x) != backend.device:
-                raise DeviceError(f"{self._describe()} is on {backend.device!r} but got an input "
-                                  f"on {device_of(x)!r}; move the model or the data with "
+                raise DeviceError(f"{owner} is on {backend.device!r} but {came} "
+                                  f"{'an input' if name == 'input' else name} on "
+                                  f"{device_of(x)!r}; move the model or the data with "
                                   f".to({device_of(x)!r}) / tensornet.to_device")
-            raise TypeError(f"{self._describe()} expected an array, got {type(x).__name__}")
+            raise TypeError(f"{owner}{'.backward' if backward else ''} expected "
+                            f"{'an' if name == 'input' else name + ' as an'} array, got "
+                            f"{type(x).__name__}")
         shape = tuple(x.shape)
         if ndim is not None and len(shape) not in (ndim if isinstance(ndim, tuple) else (ndim,)):
             raise ValueError(f"{self._describe()} got input of shape {shape}; expected {expected}")
@@ -40,15 +47,16 @@ class InputChecks:
         if shape and shape[0] == 0:
             raise ValueError(f"{self._describe()} got an empty batch (shape {shape})")
         if dtype is not None:
-            name = dtype_name(x.dtype)
-            if name == self.dtype:
+            got = dtype_name(x.dtype)
+            if got == self.dtype:
                 return
-            if name not in _FLOATING:
-                raise TypeError(input_dtype_message(self, x, name))
+            if got not in _FLOATING:
+                raise TypeError(input_dtype_message(self, x, got, name, backward))
             if dtype == "parameters":
-                raise TypeError(f"{self._describe()} has {self.dtype} parameters but got {name} "
-                                f"input; cast the input ({_cast_hint(x, self.dtype)}) or the "
-                                f"model (.to(dtype={name!r}))")
+                what, variable = ("the input", "x") if name == "input" else (name, name)
+                raise TypeError(f"{owner} has {self.dtype} parameters but {came} {got} {name}; "
+                                f"cast {what} ({_cast_hint(x, self.dtype, variable)}) or the "
+                                f"model (.to(dtype={got!r}))")
 
     def _accept_floating(self, x, ndim=None, expected: str = ""):
         """For modules without parameters to pin them (activations, pooling, Dropout,
@@ -77,20 +85,26 @@ class InputChecks:
         return cached
 
 
-def input_dtype_message(module, x, name: str) -> str:
-    """The error for a non-floating input: what came, and a conversion that works."""
-    text = f"{module._describe()} expects floating-point input, got {name}"
+def input_dtype_message(module, x, name: str, argument: str = "input",
+                        backward: bool = False) -> str:
+    """The error for a non-floating ``argument`` (the input, or e.g. ``"h0"``; one of
+    backward's) of dtype ``name``: what came, and a conversion that works."""
+    text = (f"{module._describe()}{'.backward' if backward else ''} expects floating-point "
+            f"{argument}, got {name}")
     if name.startswith(("int", "uint", "bool")):
-        cast = _cast_hint(x, module.dtype)
+        cast = _cast_hint(x, module.dtype, "x" if argument == "input" else argument)
+        if argument != "input":
+            return f"{text}; convert it first: {cast}"
         return f"{text}; convert it first: {cast} (raw 8-bit images: {cast} / 255)"
     return f"{text}; {name} values are not supported"
 
 
-def _cast_hint(x, dtype: str) -> str:
-    """Code that casts ``x`` to ``dtype`` on its own device (NumPy/CuPy have ``astype``)."""
+def _cast_hint(x, dtype: str, variable: str = "x") -> str:
+    """Code that casts ``variable`` (the array ``x``) to ``dtype`` on its own device
+    (NumPy/CuPy have ``astype``)."""
     if hasattr(x, "astype"):
-        return f"x.astype({dtype!r})"
-    return f"tn.get_backend(x).asarray(x, {dtype!r})"
+        return f"{variable}.astype({dtype!r})"
+    return f"tn.get_backend({variable}).asarray({variable}, {dtype!r})"
 
 
 def check_flag(owner: str, name: str, value) -> bool:

@@ -72,15 +72,19 @@ class ConvTranspose2d(Convolution):
                                                      self.output_padding))
 
     def _geometry(self, out_size):
-        """How the output relates to the col2im canvas: the window padding
-        ((top, bottom), (left, right)) and the output rows/columns that lie past the canvas
-        (``output_padding`` beyond ``padding``: no window reaches them, they are zeros)."""
-        pads, extra = [], []
-        for p, op in zip(self.padding, self.output_padding):
-            pads.append((p, max(p - op, 0)))
-            extra.append(max(op - p, 0))
-        core = (out_size[0] - extra[0], out_size[1] - extra[1])
-        return tuple(pads), tuple(extra), core
+        """How the output relates to the col2im canvas (the summed windows, ``out + 2*padding
+        - output_padding`` long): the window padding ((top, bottom), (left, right)), the
+        output rows/columns that lie past the canvas (``output_padding`` beyond ``padding``:
+        no window reaches them, they are zeros) and the (rows, columns) left in between.
+        A padding longer than the whole canvas crops all of it (the output is then zeros
+        and the bias, as PyTorch's)."""
+        pads, extra, core = [], [], []
+        for out, p, op in zip(out_size, self.padding, self.output_padding):
+            canvas = out + 2 * p - op
+            pads.append((min(p, canvas), max(p - op, 0)))
+            core.append(canvas - sum(pads[-1]))
+            extra.append(out - core[-1])
+        return tuple(pads), tuple(extra), tuple(core)
 
     def forward(self, x):
         """x (N, C_in, H, W) -> y (N, C_out, OH, OW); caches x."""
@@ -90,6 +94,9 @@ class ConvTranspose2d(Convolution):
             raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; "
                              f"expected {expected}")
         n, _, h, w = x.shape
+        if 0 in (h, w):
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: expected "
+                             f"at least one pixel along H and W")
         out_size = self.output_size(h, w)
         if min(out_size) < 1:
             raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: the "
@@ -182,6 +189,9 @@ class ConvTranspose1d(HeightOne, ConvTranspose2d):
         if c != self.in_channels:
             raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}; "
                              f"expected {expected}")
+        if length == 0:
+            raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: expected "
+                             f"at least one position along L")
         out_length = self.output_size(1, length)[1]
         if out_length < 1:
             raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: the "

@@ -307,8 +307,10 @@ def _window_1d(owner: str, kernel_size, stride, padding, dilation=1):
     return (1, k), (1, s), (0, p), (1, d)
 
 
-class _As1d:
-    """Mixin of the 1-D pools: x (N, C, L) goes through the 2-D pool as (N, C, 1, L)."""
+class _As1d(Module):
+    """Base of the 1-D pools, listed before their 2-D pool: x (N, C, L) goes through it as
+    (N, C, 1, L). A Module, so that its forward and backward are the tracked ones: backward
+    checks the gradient against the 1-D output and hooks see the 1-D arrays."""
 
     def forward(self, x):
         self._accept_floating(x, ndim=3, expected="(N, C, L)")

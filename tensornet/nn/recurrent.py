@@ -15,6 +15,7 @@ initial state ``hx`` is left in ``rnn.hx_grad`` (LSTM: ``(dh0, dc0)``).
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import numpy as np
@@ -49,7 +50,7 @@ class _RNNBase(Module):
                             ("bidirectional", bidirectional)):
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{name}: {flag} must be True or False, got {value!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
                 or not 0.0 <= dropout <= 1.0:
             raise ValueError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
         if dropout > 0 and self.num_layers == 1:
@@ -97,13 +98,13 @@ class _RNNBase(Module):
     def _accept(self, x):
         """Check ``x``; returns it as (L, N, input_size)."""
         expected = self._layout().replace("input_size", str(self.input_size))
-        self._check_input(x, ndim=3, features=self.input_size, expected=expected
-                          + " (an unbatched sequence: add a batch axis of 1)")
-        seq = self.backend.xp.permute_dims(x, (1, 0, 2)) if self.batch_first else x
-        if 0 in tuple(seq.shape[:2]):
+        if len(getattr(x, "shape", ())) == 3 and 0 in tuple(x.shape[:2]):
+            # before _check_input, which would call an empty time axis an empty batch
             raise ValueError(f"{self._describe()} got input of shape {tuple(x.shape)}: "
                              f"expected at least one time step and one sequence")
-        return seq
+        self._check_input(x, ndim=3, features=self.input_size, expected=expected
+                          + " (an unbatched sequence: add a batch axis of 1)")
+        return self.backend.xp.permute_dims(x, (1, 0, 2)) if self.batch_first else x
 
     def _state(self, value, name: str, n: int):
         """An initial state (num_layers * directions, N, H), or zeros for None."""
@@ -113,7 +114,7 @@ class _RNNBase(Module):
         if hasattr(value, "shape") and tuple(value.shape) != shape:
             raise ValueError(f"{self._describe()} got {name} of shape {tuple(value.shape)}; "
                              f"expected {shape} (num_layers * directions, N, hidden_size)")
-        self._check_input(value, expected=f"{name} of shape {shape}")  # device and dtype
+        self._check_input(value, name=name)  # an array, its device and dtype
         return value
 
     def _check_grad_output(self, grad_output, spec) -> None:
@@ -127,7 +128,7 @@ class _RNNBase(Module):
             raise ValueError(f"{self._describe()}.backward got {name} of shape "
                              f"{tuple(value.shape)}; expected {tuple(like.shape)}, the shape "
                              f"of the forward's {name[5:]}")
-        self._check_input(value, expected=f"{name} of shape {tuple(like.shape)}")
+        self._check_input(value, name=name, backward=True)
         return value
 
     # ------------------------------------------------------------------ forward
@@ -189,6 +190,11 @@ class _RNNBase(Module):
         """The subclasses' backward: the layers in reverse, each direction's BPTT and
         weight gradients; leaves d loss / d (initial state) in ``hx_grad``."""
         layers, h0, c0, x_shape = self._require_cache(self._cache)
+        if grad_output is None and grad_h_n is None and grad_c_n is None:
+            wanted = "grad_output, grad_h_n or grad_c_n" if c0 is not None else \
+                "grad_output or grad_h_n"
+            raise ValueError(f"{self._describe()}.backward got no gradient: give {wanted} "
+                             f"(the gradients of the outputs the loss used)")
         xp = self.backend.xp
         length, n = (x_shape[1], x_shape[0]) if self.batch_first else x_shape[:2]
         grad_h_n = self._grad_state(grad_h_n, "grad_h_n", h0)
