@@ -18,6 +18,7 @@ from .loss_labels import CrossEntropyLoss, NLLLoss
 from .loss_classification import (BCELoss, BCEWithLogitsLoss, KLDivLoss,
                                   MultiLabelSoftMarginLoss, MultiMarginLoss)
 from .loss_margin import HingeEmbeddingLoss, MultiLabelMarginLoss, SoftMarginLoss
+from .loss_pairs import CosineEmbeddingLoss, MarginRankingLoss, TripletMarginLoss
 from .loss_regression import (GaussianNLLLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss,
                               SmoothL1Loss)
 from .module import Module, RemovableHandle
@@ -48,7 +49,7 @@ __all__ = [
     "Loss", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "NonFiniteError",
     "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss", "KLDivLoss", "MultiMarginLoss",
     "SoftMarginLoss", "MultiLabelSoftMarginLoss", "HingeEmbeddingLoss", "PoissonNLLLoss",
-    "GaussianNLLLoss",
+    "GaussianNLLLoss", "MarginRankingLoss", "CosineEmbeddingLoss", "TripletMarginLoss",
     "MultiLabelMarginLoss",
     "gradcheck", "GradcheckError",
     "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d",

@@ -3,8 +3,9 @@
 gradient needs. This file holds the base class; ``loss_labels.py`` the class-label losses
 CrossEntropyLoss and NLLLoss, ``loss_regression.py`` (MSE, L1, SmoothL1, Huber,
 PoissonNLL, GaussianNLL), ``loss_classification.py`` (BCEWithLogits, BCE, KLDiv, MultiMargin,
-MultiLabelSoftMargin) and ``loss_margin.py`` (SoftMargin, HingeEmbedding,
-MultiLabelMargin) the others.
+MultiLabelSoftMargin), ``loss_margin.py`` (SoftMargin, HingeEmbedding,
+MultiLabelMargin) and ``loss_pairs.py`` (MarginRanking, CosineEmbedding, TripletMargin: two
+or three inputs) the others.
 
 On CPU backends every call also checks label range and that the loss is finite (a NaN loss
 raises ``NonFiniteError`` naming the loss), and the first call of CrossEntropyLoss and
