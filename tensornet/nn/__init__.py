@@ -7,6 +7,7 @@ from .activation import (CELU, ELU, GELU, GLU, SELU, Hardshrink, Hardsigmoid, Ha
 from .container import ModuleDict, ModuleList, Residual, Sequential
 from .conv import Conv1d, Conv2d
 from .conv_transpose import ConvTranspose1d, ConvTranspose2d
+from .distance import CosineSimilarity, PairwiseDistance
 from .dropout import AlphaDropout, DropConnect, Dropout, Dropout1d, Dropout2d
 from .embedding import Embedding
 from .fold import Fold, Unfold
@@ -38,8 +39,8 @@ from .sync_batchnorm import SyncBatchNorm
 __all__ = [
     "init", "Module", "Parameter", "RemovableHandle", "Sequential", "Residual", "ModuleList",
     "ModuleDict",
-    "Linear", "Identity", "Embedding", "Flatten", "Unflatten", "Fold", "Unfold", "PixelShuffle",
-    "PixelUnshuffle",
+    "Linear", "Identity", "Embedding", "PairwiseDistance", "CosineSimilarity", "Flatten",
+    "Unflatten", "Fold", "Unfold", "PixelShuffle", "PixelUnshuffle",
     "Dropout", "Dropout1d", "Dropout2d", "AlphaDropout",
     "DropConnect",
     "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "SoftPlus", "Softplus", "Softmax", "LogSoftmax",

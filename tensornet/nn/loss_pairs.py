@@ -9,10 +9,9 @@ other two. With checks on (CPU backends) a -1/1 target that is neither raises.
 """
 from __future__ import annotations
 
-import math
-
 from tensornet.backends import dtype_name
 
+from .distance import check_p, p_distance, p_distance_slope
 from .loss_margin import _SignTargetLoss
 
 
@@ -148,27 +147,15 @@ class TripletMarginLoss(_PerRowLoss):
     def __init__(self, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6,
                  swap: bool = False, *, reduction: str = "mean", check: bool | None = None):
         super().__init__(reduction, check)
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < math.inf:
-            raise ValueError(f"TripletMarginLoss: p must be a positive finite number, got "
-                             f"{p!r}")
-        self.margin, self.p, self.eps, self.swap = float(margin), float(p), float(eps), \
-            bool(swap)
+        self.margin, self.p = float(margin), check_p("TripletMarginLoss", p)
+        self.eps, self.swap = float(eps), bool(swap)
         self.positive_grad = self.negative_grad = None
 
     def _distance(self, u, v):
-        """``(||u - v + eps||_p, u - v + eps)`` along the feature axis."""
-        xp = self.backend.xp
-        diff = u - v + self.eps
-        return xp.sum(xp.abs(diff) ** self.p, axis=1) ** (1.0 / self.p), diff
+        return p_distance(self.backend.xp, u, v, self.p, self.eps)
 
     def _slope(self, distance, diff):
-        """d ||diff||_p / d diff: ``sign(diff) |diff|^(p-1) / ||diff||^(p-1)`` (0 where the
-        distance is 0, as PyTorch's norm)."""
-        xp = self.backend.xp
-        distance = xp.reshape(distance, (-1, 1))
-        safe = xp.where(distance > 0.0, distance, 1.0)
-        slope = xp.sign(diff) * (xp.abs(diff) / safe) ** (self.p - 1.0)
-        return xp.where(distance > 0.0, slope, 0.0)
+        return p_distance_slope(self.backend.xp, distance, diff, self.p)
 
     def forward(self, anchor, positive, negative):
         self._accept_pred(anchor)
