@@ -13,7 +13,7 @@ from .embedding import Embedding
 from .fold import Fold, Unfold
 from .flatten import Flatten, PixelShuffle, PixelUnshuffle, Unflatten
 from .gradcheck import GradcheckError, gradcheck
-from .linear import Identity, Linear
+from .linear import Bilinear, Identity, Linear
 from .loss import Loss, NonFiniteError
 from .loss_labels import CrossEntropyLoss, NLLLoss
 from .loss_classification import (BCELoss, BCEWithLogitsLoss, KLDivLoss,
@@ -39,8 +39,8 @@ from .sync_batchnorm import SyncBatchNorm
 __all__ = [
     "init", "Module", "Parameter", "RemovableHandle", "Sequential", "Residual", "ModuleList",
     "ModuleDict",
-    "Linear", "Identity", "Embedding", "PairwiseDistance", "CosineSimilarity", "Flatten",
-    "Unflatten", "Fold", "Unfold", "PixelShuffle", "PixelUnshuffle",
+    "Linear", "Bilinear", "Identity", "Embedding", "PairwiseDistance", "CosineSimilarity",
+    "Flatten", "Unflatten", "Fold", "Unfold", "PixelShuffle", "PixelUnshuffle",
     "Dropout", "Dropout1d", "Dropout2d", "AlphaDropout",
     "DropConnect",
     "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "SoftPlus", "Softplus", "Softmax", "LogSoftmax",

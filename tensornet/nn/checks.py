@@ -40,10 +40,9 @@ class InputChecks:
                             f"{'an' if name == 'input' else name + ' as an'} array, got "
                             f"{type(x).__name__}")
         shape = tuple(x.shape)
-        if ndim is not None and len(shape) not in (ndim if isinstance(ndim, tuple) else (ndim,)):
-            raise ValueError(f"{self._describe()} got input of shape {shape}; expected {expected}")
-        if features is not None and (not shape or shape[-1] != features):
-            raise ValueError(f"{self._describe()} got input of shape {shape}; expected {expected}")
+        if (ndim is not None and len(shape) not in (ndim if isinstance(ndim, tuple) else (ndim,))
+                or features is not None and (not shape or shape[-1] != features)):
+            raise ValueError(f"{owner} {came} {name} of shape {shape}; expected {expected}")
         if shape and shape[0] == 0:
             raise ValueError(f"{self._describe()} got an empty batch (shape {shape})")
         if dtype is not None:

@@ -1,4 +1,4 @@
-"""Linear and Identity."""
+"""Linear, Bilinear and Identity."""
 from __future__ import annotations
 
 import math
@@ -101,6 +101,73 @@ class Linear(Module):
 def _rows(xp, x):
     """``x`` as a 2-D ``(rows, features)`` array (a view where it can be one)."""
     return x if x.ndim == 2 else xp.reshape(x, (-1, x.shape[-1]))
+
+
+class Bilinear(Module):
+    """``y_k = x1 @ weight[k] @ x2 + bias[k]``, as ``torch.nn.Bilinear(in1_features,
+    in2_features, out_features, bias=True)``: x1 (N, in1), x2 (N, in2) -> (N, out); weight
+    (out, in1, in2), bias (out,), both U(-1/sqrt(in1), 1/sqrt(in1)) as PyTorch.
+
+    ``y = layer(x1, x2)``; ``backward(grad)`` returns d loss / d x1, leaves d loss / d x2 in
+    ``input2_grad`` and accumulates the weight and bias gradients. Forward caches x1, x2
+    and ``x1 @ weight`` (out, N, in2), which also gives d loss / d x2."""
+
+    _cache_attrs = ("_cache",)
+
+    def __init__(self, in1_features: int, in2_features: int, out_features: int,
+                 bias: bool = True, *, device=None, dtype=None):
+        super().__init__(device=device, dtype=dtype)
+        self.in1_features = _positive_int("Bilinear", "in1_features", in1_features)
+        self.in2_features = _positive_int("Bilinear", "in2_features", in2_features)
+        self.out_features = _positive_int("Bilinear", "out_features", out_features)
+        self.weight = self.new_parameter(np.zeros((self.out_features, self.in1_features,
+                                                   self.in2_features)))
+        self.bias = self.new_parameter(np.zeros(self.out_features)) if bias else None
+        self.input2_grad = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.in1_features)
+        for param in self.parameters():
+            init.uniform_(param, -bound, bound)
+
+    def forward(self, x1, x2):
+        self._check_input(x1, ndim=2, features=self.in1_features,
+                          expected=f"(N, {self.in1_features})")
+        self._check_input(x2, ndim=2, features=self.in2_features,
+                          expected=f"(N, {self.in2_features})", name="x2")
+        if x2.shape[0] != x1.shape[0]:
+            raise ValueError(f"{self._describe()} got {x1.shape[0]} rows in x1 and "
+                             f"{x2.shape[0]} in x2; they must match")
+        xp = self.backend.xp
+        left = F.matmul(x1, self.weight.data)  # (out, N, in2): x1 @ W_k for every k
+        y = xp.matrix_transpose(xp.sum(left * x2, axis=-1))
+        if self.bias is not None:
+            y = y + self.bias.data
+        self._cache = (x1, x2, left)
+        return y
+
+    def backward(self, grad_output):
+        x1, x2, left = self._require_cache(self._cache)
+        xp = self.backend.xp
+        columns = xp.matrix_transpose(grad_output)[:, :, None]  # (out, N, 1)
+        if self.weight.requires_grad:
+            scaled = xp.matrix_transpose(columns * x1)  # (out, in1, N)
+            self.weight.accumulate_grad(F.matmul(scaled, x2, out=self.weight.grad_buffer()))
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.accumulate_grad(F.reduce_sum(grad_output, axis=0,
+                                                   out=self.bias.grad_buffer()))
+        self.input2_grad = xp.sum(columns * left, axis=0)
+        right = F.matmul(x2, xp.matrix_transpose(self.weight.data))  # (out, N, in1)
+        return xp.sum(columns * right, axis=0)
+
+    def extra_repr(self) -> str:
+        return (f"in1_features={self.in1_features}, in2_features={self.in2_features}, "
+                f"out_features={self.out_features}, bias={self.bias is not None}")
+
+    def _describe(self) -> str:
+        return (f"Bilinear({self.in1_features} x {self.in2_features} -> "
+                f"{self.out_features})")
 
 
 class Identity(Module):
