@@ -42,7 +42,10 @@ def test_ranks_reducing_arrays_of_different_sizes_fail_at_once(tmp_path, path):
         assert ("all-reduce: the ranks' arrays differ (rank 0 2,400,000 bytes of float64, "
                 "rank 1 1,600,000 bytes of float64)") in done.stderr
     else:
-        assert "Message truncated" in done.stderr
+        # MPICH's own abort message: its process manager relays the aborting rank's stderr,
+        # and loses it when it kills the ranks first (an empty stderr, seen on a loaded
+        # 2-core machine); the prompt, failing exit above is what must always hold
+        assert not done.stderr or "Message truncated" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("how", ["die", "exit"])
