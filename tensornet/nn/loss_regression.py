@@ -208,7 +208,7 @@ class GaussianNLLLoss(Loss):
             raise TypeError(f"{name} expected var as an array on {self.backend.device!r} or a "
                             f"float, got {type(var).__name__}")
         given = tuple(var.shape)
-        if given == shape[:-1]:
+        if given != shape and given == shape[:-1]:  # (a 0-d var of a 0-d pred: same shape)
             var = self.backend.xp.reshape(var, given + (1,))
         elif given != shape and not (len(given) == len(shape) and sum(
                 b for a, b in zip(shape, given) if a != b) == 1):
