@@ -183,6 +183,31 @@ def test_multi_label_soft_margin_takes_a_class_axis_last_as_torch(device, rng):
                      x, y, device, rtol=1e-12, atol=1e-300)
 
 
+@pytest.mark.parametrize("make, pred, target", [
+    (lambda: nn.SoftMarginLoss("none"), np.array(0.3), np.array(-1.0)),
+    (lambda: nn.HingeEmbeddingLoss(reduction="none"), np.array(0.3), np.array(-1.0)),
+    (lambda: nn.PoissonNLLLoss(reduction="none"), np.array(0.3), np.array(2.0)),
+    (lambda: nn.MultiLabelMarginLoss("none"), np.array([0.3, 0.5, -0.2]), np.array([1, -1, 0])),
+    (lambda: nn.MultiLabelSoftMarginLoss(reduction="none"), np.array([0.3, -2.0]),
+     np.array([1.0, 0.0])),
+    (lambda: nn.CrossEntropyLoss(reduction="none"), np.array([0.3, -2.0]), np.array(1)),
+    (lambda: nn.NLLLoss(reduction="none"), np.array([-0.3, -2.0]), np.array(1))])
+@pytest.mark.parametrize("upstream", [2.5, np.float64(2.5), np.float32(2.5)])
+def test_a_0d_loss_takes_any_number_as_grad_output_in_the_predictions_dtype(
+        make, pred, target, upstream):
+    """reduction='none' of one unbatched sample: a Python or NumPy number scales the
+    gradient; a NumPy float64 scalar leaks no float64 into a float32 model (NumPy's scalars
+    promote where Python's do not)."""
+    pred = pred.astype(np.float32)
+    loss = make()
+    loss(pred, target)
+    unit = loss.backward()
+    loss(pred, target)
+    grad = loss.backward(upstream)
+    assert grad.dtype == np.float32 and grad.shape == pred.shape
+    np.testing.assert_allclose(grad, 2.5 * unit, rtol=1e-6)
+
+
 HUGE = [1e30, -1e30, 1e4, -1e4, 800.0, -800.0, 100.0, -100.0, 30.0, -30.0, 0.5, 0.0]
 
 
