@@ -333,6 +333,19 @@ def test_shape_and_weight_errors_name_the_loss(rng):
         nn.MultiLabelSoftMarginLoss()(np.array(1.0), np.array(1.0))
 
 
+@pytest.mark.parametrize("make, target", [
+    (nn.MultiLabelMarginLoss, np.zeros((3, 0), np.int64)),
+    (nn.MultiLabelSoftMarginLoss, np.zeros((3, 0)))])
+@pytest.mark.parametrize("check", [True, False])
+def test_no_classes_is_refused_naming_the_loss(make, target, check):
+    """Scores (N, 0): torch refuses them for MultiLabelMarginLoss and gives NaN (0 / 0)
+    for MultiLabelSoftMarginLoss; here both say what is wrong (it was a bare
+    ZeroDivisionError)."""
+    with pytest.raises(ValueError, match=rf"{make.__name__}\(.*\) got input of shape "
+                                         r"\(3, 0\); expected at least one class"):
+        make(check=check)(np.zeros((3, 0)), target)
+
+
 @pytest.mark.parametrize("make, pred, target", [
     (lambda: nn.PoissonNLLLoss(), np.array([100.0, 1.0], np.float32), np.ones(2, np.float32)),
     (lambda: nn.PoissonNLLLoss(log_input=False), np.array([-1.0, 1.0]), np.ones(2)),

@@ -77,6 +77,13 @@ class Loss(Module):
     def _accept_pred(self, pred, ndim=None, expected=""):
         self._accept_floating(pred, ndim=ndim, expected=expected)
 
+    def _check_classes(self, shape) -> None:
+        """Scores with the classes along their last axis must have one at least (a mean
+        over 0 classes would divide by 0)."""
+        if shape and shape[-1] == 0:
+            raise ValueError(f"{self._describe()} got input of shape {shape}; expected at "
+                             f"least one class")
+
     def _check_grad_output(self, grad_output, spec) -> None:
         """``backward(grad_output)`` takes None (d loss / d loss = 1), a real number or an
         array of the loss's shape."""

@@ -112,6 +112,7 @@ class MultiLabelMarginLoss(Loss):
     def forward(self, scores, target):
         self._accept_pred(scores, ndim=(1, 2), expected="scores of shape (N, C) or (C,)")
         shape = tuple(scores.shape)
+        self._check_classes(shape)
         self._accept_target(target, shape, "indices")
         xp = self.backend.xp
         unbatched = len(shape) == 1
