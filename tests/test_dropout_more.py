@@ -107,6 +107,11 @@ def test_reprs_and_errors():
         nn.Dropout1d()(np.zeros((2, 3, 4, 5), np.float32))
     with pytest.raises(ValueError, match=r"AlphaDropout: p must be a probability in \[0, 1\]"):
         nn.AlphaDropout(1.5)
+    for p in (None, "0.5", True):  # float() took the string and True; None raised its own
+        with pytest.raises(ValueError, match=rf"AlphaDropout: p must be a number, got {p!r}"):
+            nn.AlphaDropout(p)
+        with pytest.raises(ValueError, match=rf"Dropout1d: p must be a number, got {p!r}"):
+            nn.Dropout1d(p)
     with pytest.raises(TypeError, match="AlphaDropout"):
         nn.AlphaDropout(0.2)(np.zeros((2, 3), np.int64))
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 from . import functional as F
-from .checks import check_flag
+from .checks import check_flag, check_real
 from .linear import Linear
 from .module import Module
 
 
 def _probability(owner: str, p) -> float:
-    p = float(p)
+    p = check_real(owner, "p", p)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{owner}: p must be a probability in [0, 1], got {p}")
     return p
