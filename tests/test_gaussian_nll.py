@@ -134,6 +134,9 @@ def test_gaussian_nll_errors(rng):
         loss_fn(pred, target, [1.0, 2.0])
     with pytest.raises(ValueError, match="GaussianNLLLoss: eps must be a positive number"):
         nn.GaussianNLLLoss(eps=0)
+    assert nn.GaussianNLLLoss(eps=np.float32(0.5)).eps == 0.5  # a NumPy number, as torch
+    with pytest.raises(ValueError, match="GaussianNLLLoss: eps must be a positive number"):
+        nn.GaussianNLLLoss(eps=np.float32(-0.5))
     with pytest.raises(nn.NonFiniteError, match="GaussianNLLLoss"):
         loss_fn(np.full((4, 3), np.inf, np.float32), target, 1.0)
     loss = loss_fn(pred, target, np.ones((4, 3)))  # a float64 var: cast, as a target

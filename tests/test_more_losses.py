@@ -362,6 +362,21 @@ def test_non_finite_losses_raise(make, pred, target):
         loss(pred, target)
 
 
+@pytest.mark.parametrize("make, match", [
+    (lambda: nn.HingeEmbeddingLoss(None), "HingeEmbeddingLoss: margin must be a number, got None"),
+    (lambda: nn.HingeEmbeddingLoss("1"), "HingeEmbeddingLoss: margin must be a number, got '1'"),
+    (lambda: nn.PoissonNLLLoss(eps=None), "PoissonNLLLoss: eps must be a number, got None"),
+    (lambda: nn.PoissonNLLLoss("False"),
+     "PoissonNLLLoss: log_input must be True or False, got 'False'"),
+    (lambda: nn.PoissonNLLLoss(full="no"), "PoissonNLLLoss: full must be True or False"),
+    (lambda: nn.GaussianNLLLoss(full="no"), "GaussianNLLLoss: full must be True or False")])
+def test_bad_options_are_refused_naming_the_loss(make, match):
+    """float() raised its own TypeError for None (naming no loss) and took '1'; bool()
+    made the string 'False' True."""
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
 def test_reprs():
     assert repr(nn.SoftMarginLoss()) == "SoftMarginLoss(reduction='mean')"
     assert repr(nn.HingeEmbeddingLoss(0.5)) == "HingeEmbeddingLoss(reduction='mean', margin=0.5)"
