@@ -94,3 +94,14 @@ def test_reprs_and_errors_name_the_layer():
         nn.RMSNorm(4)(np.zeros((2, 4), np.float64))
     with pytest.raises(RuntimeError, match=r"RMSNorm\(\(4,\)\)\.backward called before"):
         nn.RMSNorm(4).backward(np.zeros((2, 4), np.float32))
+    # bool() made these strings True (an affine layer asked for without one), float() raised
+    # its own TypeError for None
+    with pytest.raises(ValueError, match="RMSNorm: elementwise_affine must be True or False, "
+                                         "got 'False'"):
+        nn.RMSNorm(4, elementwise_affine="False")
+    with pytest.raises(ValueError, match="LayerNorm: elementwise_affine must be True or False"):
+        nn.LayerNorm(4, elementwise_affine="False")
+    with pytest.raises(ValueError, match="LayerNorm: bias must be True or False, got 'no'"):
+        nn.LayerNorm(4, bias="no")
+    with pytest.raises(ValueError, match="LayerNorm: eps must be a number, got None"):
+        nn.LayerNorm(4, eps=None)

@@ -11,6 +11,7 @@ import numpy as np
 from tensornet.backends import dtype_name
 
 from . import functional as F
+from .checks import check_flag, check_real
 from .linear import _positive_int
 from .module import Module
 
@@ -49,9 +50,10 @@ class LayerNorm(Module):
                  bias: bool = True, *, device=None, dtype=None):
         super().__init__(device=device, dtype=dtype)
         self.normalized_shape = _normalized_shape("LayerNorm", normalized_shape)
-        self.eps = float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
-        affine = self.elementwise_affine
+        self.eps = check_real("LayerNorm", "eps", eps)
+        self.elementwise_affine = check_flag("LayerNorm", "elementwise_affine",
+                                             elementwise_affine)
+        affine, bias = self.elementwise_affine, check_flag("LayerNorm", "bias", bias)
         self.weight = self.new_parameter(np.ones(self.normalized_shape)) if affine else None
         self.bias = (self.new_parameter(np.zeros(self.normalized_shape))
                      if affine and bias else None)
@@ -113,7 +115,8 @@ class RMSNorm(Module):
                                 or not eps >= 0):
             raise ValueError(f"RMSNorm: eps must be a number >= 0 or None, got {eps!r}")
         self.eps = None if eps is None else float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
+        self.elementwise_affine = check_flag("RMSNorm", "elementwise_affine",
+                                             elementwise_affine)
         self.weight = self.new_parameter(np.ones(self.normalized_shape)) \
             if self.elementwise_affine else None
 
