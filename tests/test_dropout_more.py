@@ -37,6 +37,17 @@ def test_dropout1d_drops_whole_channels(device, rng):
     np.testing.assert_array_equal(tn.asnumpy(layer(backend.asarray(x))), x)
 
 
+def test_dropout1d_takes_one_unbatched_sample_as_torch(rng):
+    """torch.nn.Dropout1d takes (C, L) too: each channel dropped whole."""
+    x = rng.standard_normal((40, 6)) + 5.0
+    layer = nn.Dropout1d(0.5).double()
+    y = layer(x)
+    ratio = y / x
+    np.testing.assert_allclose(ratio, ratio[:, :1].repeat(6, axis=1), rtol=1e-12)
+    assert set(np.round(ratio[:, 0], 12)) == {0.0, 2.0}
+    np.testing.assert_allclose(layer.backward(np.ones_like(x)), ratio, rtol=1e-12)
+
+
 def test_alpha_dropout_values_are_torchs():
     """On zeros, torch's AlphaDropout gives exactly two values: b (kept) and b - a * alpha'
     (dropped); tensornet's are the same, and a kept x becomes a * x + b."""
@@ -91,11 +102,16 @@ def test_gradcheck_through_the_mask(layer, shape, rng):
 def test_reprs_and_errors():
     assert repr(nn.Dropout1d(0.3)) == "Dropout1d(p=0.3)"
     assert repr(nn.AlphaDropout(0.1)) == "AlphaDropout(p=0.1)"
-    with pytest.raises(ValueError, match=r"Dropout1d\(p=0.5\) got input of shape \(2, 3\); "
-                                         r"expected \(N, C, L\)"):
-        nn.Dropout1d()(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"Dropout1d\(p=0.5\) got input of shape \(2, 3, 4, "
+                                         r"5\); expected \(N, C, L\) or \(C, L\)"):
+        nn.Dropout1d()(np.zeros((2, 3, 4, 5), np.float32))
     with pytest.raises(ValueError, match=r"AlphaDropout: p must be a probability in \[0, 1\]"):
         nn.AlphaDropout(1.5)
+    for p in (None, "0.5", True):  # float() took the string and True; None raised its own
+        with pytest.raises(ValueError, match=rf"AlphaDropout: p must be a number, got {p!r}"):
+            nn.AlphaDropout(p)
+        with pytest.raises(ValueError, match=rf"Dropout1d: p must be a number, got {p!r}"):
+            nn.Dropout1d(p)
     with pytest.raises(TypeError, match="AlphaDropout"):
         nn.AlphaDropout(0.2)(np.zeros((2, 3), np.int64))
 

@@ -60,6 +60,32 @@ def test_gaussian_nll_matches_torch(var_shape, reduction, full, dtype, tol, devi
         assert tuple(loss_fn.var_grad.shape) == tuple(np.shape(var))
 
 
+@pytest.mark.parametrize("shape, var_shape", [((), ()), ((), "float"), ((5,), ()),
+                                              ((5,), (1,))])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gaussian_nll_takes_one_sample_and_a_scalar_var_as_torch(shape, var_shape,
+                                                                 reduction, rng):
+    """A 0-d prediction with a 0-d var is the same-shape case (torch keeps it 0-d), not
+    var one axis short; a 0-d var for a (D,) prediction is one variance for all D."""
+    torch = torch_or_skip()
+    pred, target = rng.standard_normal(shape), rng.standard_normal(shape)
+    var = 0.7 if var_shape == "float" else rng.uniform(0.1, 2.0, var_shape)
+    loss_fn = nn.GaussianNLLLoss(reduction=reduction).double()
+    loss = loss_fn(pred, target, var)
+    pred_t = torch.tensor(pred, requires_grad=True)
+    var_t = var if var_shape == "float" else torch.tensor(var, requires_grad=True)
+    loss_t = torch.nn.GaussianNLLLoss(reduction=reduction)(pred_t, torch.tensor(target), var_t)
+    upstream = rng.standard_normal(tuple(loss_t.shape))
+    (loss_t * torch.tensor(upstream)).sum().backward()
+    grad = loss_fn.backward(upstream if reduction == "none" else float(upstream))
+    assert np.shape(loss) == tuple(loss_t.shape) and np.shape(grad) == shape
+    np.testing.assert_allclose(loss, loss_t.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(grad, pred_t.grad.numpy(), rtol=1e-12)
+    if var_shape != "float":
+        assert np.shape(loss_fn.var_grad) == var_shape
+        np.testing.assert_allclose(loss_fn.var_grad, var_t.grad.numpy(), rtol=1e-12)
+
+
 @pytest.mark.parametrize("var_shape", [(3, 4), (3,), (3, 1)])
 def test_gaussian_nll_gradchecks(var_shape, rng):
     pred, target = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
@@ -103,6 +129,9 @@ def test_gaussian_nll_errors(rng):
         loss_fn(pred, target, [1.0, 2.0])
     with pytest.raises(ValueError, match="GaussianNLLLoss: eps must be a positive number"):
         nn.GaussianNLLLoss(eps=0)
+    assert nn.GaussianNLLLoss(eps=np.float32(0.5)).eps == 0.5  # a NumPy number, as torch
+    with pytest.raises(ValueError, match="GaussianNLLLoss: eps must be a positive number"):
+        nn.GaussianNLLLoss(eps=np.float32(-0.5))
     with pytest.raises(nn.NonFiniteError, match="GaussianNLLLoss"):
         loss_fn(np.full((4, 3), np.inf, np.float32), target, 1.0)
     loss = loss_fn(pred, target, np.ones((4, 3)))  # a float64 var: cast, as a target

@@ -183,6 +183,31 @@ def test_multi_label_soft_margin_takes_a_class_axis_last_as_torch(device, rng):
                      x, y, device, rtol=1e-12, atol=1e-300)
 
 
+@pytest.mark.parametrize("make, pred, target", [
+    (lambda: nn.SoftMarginLoss("none"), np.array(0.3), np.array(-1.0)),
+    (lambda: nn.HingeEmbeddingLoss(reduction="none"), np.array(0.3), np.array(-1.0)),
+    (lambda: nn.PoissonNLLLoss(reduction="none"), np.array(0.3), np.array(2.0)),
+    (lambda: nn.MultiLabelMarginLoss("none"), np.array([0.3, 0.5, -0.2]), np.array([1, -1, 0])),
+    (lambda: nn.MultiLabelSoftMarginLoss(reduction="none"), np.array([0.3, -2.0]),
+     np.array([1.0, 0.0])),
+    (lambda: nn.CrossEntropyLoss(reduction="none"), np.array([0.3, -2.0]), np.array(1)),
+    (lambda: nn.NLLLoss(reduction="none"), np.array([-0.3, -2.0]), np.array(1))])
+@pytest.mark.parametrize("upstream", [2.5, np.float64(2.5), np.float32(2.5)])
+def test_a_0d_loss_takes_any_number_as_grad_output_in_the_predictions_dtype(
+        make, pred, target, upstream):
+    """reduction='none' of one unbatched sample: a Python or NumPy number scales the
+    gradient; a NumPy float64 scalar leaks no float64 into a float32 model (NumPy's scalars
+    promote where Python's do not)."""
+    pred = pred.astype(np.float32)
+    loss = make()
+    loss(pred, target)
+    unit = loss.backward()
+    loss(pred, target)
+    grad = loss.backward(upstream)
+    assert grad.dtype == np.float32 and grad.shape == pred.shape
+    np.testing.assert_allclose(grad, 2.5 * unit, rtol=1e-6)
+
+
 HUGE = [1e30, -1e30, 1e4, -1e4, 800.0, -800.0, 100.0, -100.0, 30.0, -30.0, 0.5, 0.0]
 
 
@@ -308,6 +333,19 @@ def test_shape_and_weight_errors_name_the_loss(rng):
         nn.MultiLabelSoftMarginLoss()(np.array(1.0), np.array(1.0))
 
 
+@pytest.mark.parametrize("make, target", [
+    (nn.MultiLabelMarginLoss, np.zeros((3, 0), np.int64)),
+    (nn.MultiLabelSoftMarginLoss, np.zeros((3, 0)))])
+@pytest.mark.parametrize("check", [True, False])
+def test_no_classes_is_refused_naming_the_loss(make, target, check):
+    """Scores (N, 0): torch refuses them for MultiLabelMarginLoss and gives NaN (0 / 0)
+    for MultiLabelSoftMarginLoss; here both say what is wrong (it was a bare
+    ZeroDivisionError)."""
+    with pytest.raises(ValueError, match=rf"{make.__name__}\(.*\) got input of shape "
+                                         r"\(3, 0\); expected at least one class"):
+        make(check=check)(np.zeros((3, 0)), target)
+
+
 @pytest.mark.parametrize("make, pred, target", [
     (lambda: nn.PoissonNLLLoss(), np.array([100.0, 1.0], np.float32), np.ones(2, np.float32)),
     (lambda: nn.PoissonNLLLoss(log_input=False), np.array([-1.0, 1.0]), np.ones(2)),
@@ -322,6 +360,21 @@ def test_non_finite_losses_raise(make, pred, target):
     with np.errstate(all="ignore"), pytest.raises(nn.NonFiniteError,
                                                   match=type(loss).__name__):
         loss(pred, target)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: nn.HingeEmbeddingLoss(None), "HingeEmbeddingLoss: margin must be a number, got None"),
+    (lambda: nn.HingeEmbeddingLoss("1"), "HingeEmbeddingLoss: margin must be a number, got '1'"),
+    (lambda: nn.PoissonNLLLoss(eps=None), "PoissonNLLLoss: eps must be a number, got None"),
+    (lambda: nn.PoissonNLLLoss("False"),
+     "PoissonNLLLoss: log_input must be True or False, got 'False'"),
+    (lambda: nn.PoissonNLLLoss(full="no"), "PoissonNLLLoss: full must be True or False"),
+    (lambda: nn.GaussianNLLLoss(full="no"), "GaussianNLLLoss: full must be True or False")])
+def test_bad_options_are_refused_naming_the_loss(make, match):
+    """float() raised its own TypeError for None (naming no loss) and took '1'; bool()
+    made the string 'False' True."""
+    with pytest.raises(ValueError, match=match):
+        make()
 
 
 def test_reprs():

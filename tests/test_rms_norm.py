@@ -40,6 +40,23 @@ def test_eps_none_is_the_dtypes_machine_epsilon():
     np.testing.assert_allclose(y, 1e-9 / np.sqrt(1e-18 + np.finfo(np.float64).eps))
 
 
+@pytest.mark.parametrize("scale", [1e-2, 1e-3])
+def test_float16_eps_none_is_float32s_epsilon_as_torch(scale, rng):
+    """torch computes float16 statistics in float32 and, with eps=None, adds float32's
+    epsilon (its opmath type's, 1.2e-7), not float16's (9.8e-4): on inputs of about 1e-3
+    float16's epsilon would dominate mean(x^2) and shrink y about 30-fold."""
+    torch = torch_or_skip()
+    layer = nn.RMSNorm(8).to(dtype="float16")
+    twin = torch.nn.RMSNorm(8, dtype=torch.float16)
+    x = (rng.standard_normal((3, 8)) * scale).astype(np.float16)
+    compare_layer(layer, twin, x, "cpu", rtol=1e-2, atol=1e-2)
+
+
+def test_eps_may_be_a_numpy_number():
+    """As torch's (np.float32(1e-5) is a float to it)."""
+    assert nn.RMSNorm(4, eps=np.float32(0.5)).eps == 0.5
+
+
 @pytest.mark.parametrize("layer, shape", [(nn.RMSNorm(5), (3, 5)),
                                           (nn.RMSNorm((2, 3), eps=1e-3), (2, 4, 2, 3))])
 def test_rms_norm_gradcheck(layer, shape, rng):
@@ -77,3 +94,14 @@ def test_reprs_and_errors_name_the_layer():
         nn.RMSNorm(4)(np.zeros((2, 4), np.float64))
     with pytest.raises(RuntimeError, match=r"RMSNorm\(\(4,\)\)\.backward called before"):
         nn.RMSNorm(4).backward(np.zeros((2, 4), np.float32))
+    # bool() made these strings True (an affine layer asked for without one), float() raised
+    # its own TypeError for None
+    with pytest.raises(ValueError, match="RMSNorm: elementwise_affine must be True or False, "
+                                         "got 'False'"):
+        nn.RMSNorm(4, elementwise_affine="False")
+    with pytest.raises(ValueError, match="LayerNorm: elementwise_affine must be True or False"):
+        nn.LayerNorm(4, elementwise_affine="False")
+    with pytest.raises(ValueError, match="LayerNorm: bias must be True or False, got 'no'"):
+        nn.LayerNorm(4, bias="no")
+    with pytest.raises(ValueError, match="LayerNorm: eps must be a number, got None"):
+        nn.LayerNorm(4, eps=None)

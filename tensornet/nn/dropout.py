@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 from . import functional as F
-from .checks import check_flag
+from .checks import check_flag, check_real
 from .linear import Linear
 from .module import Module
 
 
 def _probability(owner: str, p) -> float:
-    p = float(p)
+    p = check_real(owner, "p", p)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{owner}: p must be a probability in [0, 1], got {p}")
     return p
@@ -77,18 +77,19 @@ class Dropout2d(Dropout):
 
 
 class Dropout1d(Dropout):
-    """Channel dropout over x (N, C, L), as ``torch.nn.Dropout1d``: in training each channel
-    of each sample is zeroed as a whole with probability ``p`` and the kept ones are scaled
-    by ``1 / (1 - p)``; identity in eval mode. Forward caches the (N, C, 1) scaled mask."""
+    """Channel dropout over x (N, C, L) (or one sample (C, L)), as ``torch.nn.Dropout1d``:
+    in training each channel of each sample is zeroed as a whole with probability ``p`` and
+    the kept ones are scaled by ``1 / (1 - p)``; identity in eval mode. Forward caches the
+    (N, C, 1) (or (C, 1)) scaled mask."""
 
     def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__(p, inplace)
 
     def _mask_shape(self, x) -> tuple:
-        if x.ndim != 3:
+        if x.ndim not in (2, 3):
             raise ValueError(f"Dropout1d(p={self.p}) got input of shape {tuple(x.shape)}; "
-                             f"expected (N, C, L)")
-        return tuple(x.shape[:2]) + (1,)
+                             f"expected (N, C, L) or (C, L)")
+        return tuple(x.shape[:-1]) + (1,)
 
 
 class AlphaDropout(Dropout):

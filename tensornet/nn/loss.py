@@ -78,11 +78,17 @@ class Loss(Module):
     def _accept_pred(self, pred, ndim=None, expected=""):
         self._accept_floating(pred, ndim=ndim, expected=expected)
 
+    def _check_classes(self, shape) -> None:
+        """Scores with the classes along their last axis must have one at least (a mean
+        over 0 classes would divide by 0)."""
+        if shape and shape[-1] == 0:
+            raise ValueError(f"{self._describe()} got input of shape {shape}; expected at "
+                             f"least one class")
+
     def _check_grad_output(self, grad_output, spec) -> None:
         """``backward(grad_output)`` takes None (d loss / d loss = 1), a real number or an
         array of the loss's shape."""
-        if grad_output is None or (isinstance(grad_output, numbers.Real)
-                                   and not isinstance(grad_output, bool)):
+        if number_or_none(grad_output):
             return
         super()._check_grad_output(grad_output, spec)
 
@@ -174,8 +180,8 @@ class Loss(Module):
         """d (the loss, times grad_output) / d (each per-element loss): a Python float (or a
         0-d array) after a reduction, ``grad_output`` itself for ``"none"``."""
         if self.reduction == "none":
-            if self._loss_shape == () and not hasattr(grad_output, "shape"):
-                return 1.0 if grad_output is None else float(grad_output)  # a 0-d loss
+            if self._loss_shape == () and number_or_none(grad_output):  # a 0-d loss
+                return 1.0 if grad_output is None else float(grad_output)
             if grad_output is None or not hasattr(grad_output, "shape") \
                     or tuple(grad_output.shape) != self._loss_shape:
                 got = tuple(grad_output.shape) if hasattr(grad_output, "shape") else grad_output
@@ -195,6 +201,14 @@ class Loss(Module):
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
+
+
+def number_or_none(grad_output) -> bool:
+    """Whether a loss's ``grad_output`` is None or a real number (Python's or NumPy's:
+    callers take it as a Python float, since a NumPy float64 scalar would promote a float32
+    gradient where a Python float does not)."""
+    return grad_output is None or (isinstance(grad_output, numbers.Real)
+                                   and not isinstance(grad_output, bool))
 
 
 def host_weight(owner: str, weight, per_class: bool, name: str = "weight"):

@@ -261,6 +261,7 @@ class MultiLabelSoftMarginLoss(Loss):
         if not shape:
             raise ValueError(f"{self._describe()} got input of shape (); expected logits of "
                              f"shape (N, C)")
+        self._check_classes(shape)
         target = self._accept_target(target, shape, "values", logits.dtype)
         xp = self.backend.xp
         scale = 1.0 / shape[-1]

@@ -11,7 +11,7 @@ import numpy as np
 from tensornet.backends import dtype_name
 
 from . import functional as F
-from .loss import Loss, host_weight, per_sample
+from .loss import Loss, host_weight, number_or_none, per_sample
 
 
 class _ClassLoss(Loss):
@@ -54,7 +54,7 @@ class _ClassLoss(Loss):
         if layout is None:
             return self._backward_rows(grad_output)
         xp = self.backend.xp
-        if self.reduction == "none" and layout[1] == () and not hasattr(grad_output, "shape"):
+        if self.reduction == "none" and layout[1] == () and number_or_none(grad_output):
             # one unbatched sample: its loss is 0-d, so a number (or None: 1) scales it
             value = 1.0 if grad_output is None else float(grad_output)
             grad_output = self.backend.asarray(np.full(1, value, dtype=layout[2]))

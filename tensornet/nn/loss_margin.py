@@ -13,6 +13,7 @@ import math
 
 from . import functional as F
 from .activation import _sigmoid
+from .checks import check_real
 from .loss import Loss, per_sample
 
 
@@ -77,7 +78,7 @@ class HingeEmbeddingLoss(_SignTargetLoss):
     def __init__(self, margin: float = 1.0, *, reduction: str = "mean",
                  check: bool | None = None):
         super().__init__(reduction, check)
-        self.margin = float(margin)
+        self.margin = check_real("HingeEmbeddingLoss", "margin", margin)
 
     def forward(self, pred, target):
         target = self._accept_signs(pred, target)
@@ -112,6 +113,7 @@ class MultiLabelMarginLoss(Loss):
     def forward(self, scores, target):
         self._accept_pred(scores, ndim=(1, 2), expected="scores of shape (N, C) or (C,)")
         shape = tuple(scores.shape)
+        self._check_classes(shape)
         self._accept_target(target, shape, "indices")
         xp = self.backend.xp
         unbatched = len(shape) == 1

@@ -8,9 +8,11 @@ cache ``pred - target`` (``ElementwiseLoss``).
 from __future__ import annotations
 
 import math
+import numbers
 
 from tensornet.backends import dtype_name
 
+from .checks import check_flag, check_real
 from .loss import Loss
 
 
@@ -125,7 +127,9 @@ class PoissonNLLLoss(Loss):
     def __init__(self, log_input: bool = True, full: bool = False, *, eps: float = 1e-8,
                  reduction: str = "mean", check: bool | None = None):
         super().__init__(reduction, check)
-        self.log_input, self.full, self.eps = bool(log_input), bool(full), float(eps)
+        name = "PoissonNLLLoss"
+        self.log_input = check_flag(name, "log_input", log_input)
+        self.full, self.eps = check_flag(name, "full", full), check_real(name, "eps", eps)
 
     def forward(self, pred, target):
         self._accept_pred(pred)
@@ -175,9 +179,9 @@ class GaussianNLLLoss(Loss):
     def __init__(self, *, full: bool = False, eps: float = 1e-6, reduction: str = "mean",
                  check: bool | None = None):
         super().__init__(reduction, check)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
             raise ValueError(f"GaussianNLLLoss: eps must be a positive number, got {eps!r}")
-        self.full, self.eps = bool(full), float(eps)
+        self.full, self.eps = check_flag("GaussianNLLLoss", "full", full), float(eps)
         self.var_grad = None
 
     def forward(self, pred, target, var):
@@ -208,7 +212,7 @@ class GaussianNLLLoss(Loss):
             raise TypeError(f"{name} expected var as an array on {self.backend.device!r} or a "
                             f"float, got {type(var).__name__}")
         given = tuple(var.shape)
-        if given == shape[:-1]:
+        if given != shape and given == shape[:-1]:  # (a 0-d var of a 0-d pred: same shape)
             var = self.backend.xp.reshape(var, given + (1,))
         elif given != shape and not (len(given) == len(shape) and sum(
                 b for a, b in zip(shape, given) if a != b) == 1):

@@ -4,11 +4,14 @@ RMSNorm (root mean square only), as PyTorch's. LayerNorm's statistics and backwa
 few array calls are here."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from tensornet.backends import dtype_name
 
 from . import functional as F
+from .checks import check_flag, check_real
 from .linear import _positive_int
 from .module import Module
 
@@ -47,9 +50,10 @@ class LayerNorm(Module):
                  bias: bool = True, *, device=None, dtype=None):
         super().__init__(device=device, dtype=dtype)
         self.normalized_shape = _normalized_shape("LayerNorm", normalized_shape)
-        self.eps = float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
-        affine = self.elementwise_affine
+        self.eps = check_real("LayerNorm", "eps", eps)
+        self.elementwise_affine = check_flag("LayerNorm", "elementwise_affine",
+                                             elementwise_affine)
+        affine, bias = self.elementwise_affine, check_flag("LayerNorm", "bias", bias)
         self.weight = self.new_parameter(np.ones(self.normalized_shape)) if affine else None
         self.bias = (self.new_parameter(np.zeros(self.normalized_shape))
                      if affine and bias else None)
@@ -93,9 +97,10 @@ class RMSNorm(Module):
     """Root-mean-square normalization (Zhang & Sennrich 2019), as ``torch.nn.RMSNorm(
     normalized_shape, eps=None, elementwise_affine=True)``: over the last
     ``len(normalized_shape)`` axes, ``y = x / sqrt(mean(x^2) + eps) * weight`` (weight of
-    shape ``normalized_shape``, ones at first; no bias, no centring). ``eps=None`` is the
-    input dtype's machine epsilon, as PyTorch. float16 inputs take their statistics in
-    float32. Forward caches ``xhat = x / rms`` and ``1 / rms``.
+    shape ``normalized_shape``, ones at first; no bias, no centring). float16 inputs take
+    their statistics in float32, and ``eps=None`` is the machine epsilon of the dtype the
+    statistics are taken in (float32's for float16: PyTorch's opmath type's). Forward
+    caches ``xhat = x / rms`` and ``1 / rms``.
 
     Backward: ``dx = (dxhat - xhat * mean(dxhat * xhat)) / rms`` with ``dxhat = dy * weight``.
     """
@@ -106,19 +111,20 @@ class RMSNorm(Module):
                  elementwise_affine: bool = True, *, device=None, dtype=None):
         super().__init__(device=device, dtype=dtype)
         self.normalized_shape = _normalized_shape("RMSNorm", normalized_shape)
-        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float))
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, numbers.Real)
                                 or not eps >= 0):
             raise ValueError(f"RMSNorm: eps must be a number >= 0 or None, got {eps!r}")
         self.eps = None if eps is None else float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
+        self.elementwise_affine = check_flag("RMSNorm", "elementwise_affine",
+                                             elementwise_affine)
         self.weight = self.new_parameter(np.ones(self.normalized_shape)) \
             if self.elementwise_affine else None
 
     def forward(self, x):
         axes = _check_trailing(self, x, self.normalized_shape)
         xp = self.backend.xp
-        eps = self.eps if self.eps is not None else float(np.finfo(dtype_name(x.dtype)).eps)
         work = xp.astype(x, xp.float32) if dtype_name(x.dtype) == "float16" else x
+        eps = self.eps if self.eps is not None else float(np.finfo(dtype_name(work.dtype)).eps)
         inv_rms = 1.0 / xp.sqrt(xp.mean(work * work, axis=axes, keepdims=True) + eps)
         xhat = xp.astype(work * inv_rms, x.dtype)
         self._cache = (xhat, inv_rms, axes)
