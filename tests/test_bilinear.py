@@ -93,5 +93,7 @@ def test_bilinear_errors():
         layer(np.zeros((6, 3), np.float32), np.zeros((6, 3), np.float32))
     with pytest.raises(ValueError, match=r"got 6 rows in x1 and 5 in x2"):
         layer(np.zeros((6, 3), np.float32), np.zeros((5, 4), np.float32))
+    with pytest.raises(ValueError, match="Bilinear: bias must be True or False, got 'no'"):
+        nn.Bilinear(3, 4, 5, bias="no")
     with pytest.raises(ValueError, match="Bilinear: out_features must be a positive integer"):
         nn.Bilinear(3, 4, 0)

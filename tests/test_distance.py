@@ -91,5 +91,9 @@ def test_distance_reprs_and_errors():
         nn.CosineSimilarity(dim=2)(x, x)
     with pytest.raises(ValueError, match="PairwiseDistance: p must be a positive finite"):
         nn.PairwiseDistance(p=float("inf"))
+    with pytest.raises(ValueError, match="PairwiseDistance: keepdim must be True or False"):
+        nn.PairwiseDistance(keepdim="yes")
+    with pytest.raises(ValueError, match="CosineSimilarity: eps must be a number, got None"):
+        nn.CosineSimilarity(eps=None)
     with pytest.raises(TypeError, match="PairwiseDistance"):
         nn.PairwiseDistance()(np.zeros((2, 3), np.int64), np.zeros((2, 3), np.int64))

@@ -130,5 +130,9 @@ def test_pair_loss_errors():
         nn.TripletMarginLoss()(x, [0.0], x)
     with pytest.raises(ValueError, match="TripletMarginLoss: p must be a positive finite"):
         nn.TripletMarginLoss(p=0)
+    with pytest.raises(ValueError, match="MarginRankingLoss: margin must be a number, got '1'"):
+        nn.MarginRankingLoss("1")
+    with pytest.raises(ValueError, match="TripletMarginLoss: swap must be True or False"):
+        nn.TripletMarginLoss(swap="no")
     assert repr(nn.TripletMarginLoss(swap=True)) == (
         "TripletMarginLoss(reduction='mean', margin=1.0, p=2.0, eps=1e-06, swap=True)")

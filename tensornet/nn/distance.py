@@ -9,6 +9,7 @@ import math
 
 from tensornet.backends import dtype_name
 
+from .checks import check_flag, check_real
 from .module import Module
 
 
@@ -56,8 +57,9 @@ class PairwiseDistance(_TwoInputs):
 
     def __init__(self, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False):
         super().__init__()
-        self.norm, self.eps, self.keepdim = check_p("PairwiseDistance", p), float(eps), \
-            bool(keepdim)
+        name = "PairwiseDistance"
+        self.norm, self.eps = check_p(name, p), check_real(name, "eps", eps)
+        self.keepdim = check_flag(name, "keepdim", keepdim)
         self.input2_grad = None
 
     def forward(self, x1, x2):
@@ -90,7 +92,7 @@ class CosineSimilarity(_TwoInputs):
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int):
             raise ValueError(f"CosineSimilarity: dim must be an int, got {dim!r}")
-        self.dim, self.eps = dim, float(eps)
+        self.dim, self.eps = dim, check_real("CosineSimilarity", "eps", eps)
         self.input2_grad = None
 
     def forward(self, x1, x2):

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import functional as F
 from . import init
+from .checks import check_flag
 from .module import Module
 
 
@@ -122,7 +123,8 @@ class Bilinear(Module):
         self.out_features = _positive_int("Bilinear", "out_features", out_features)
         self.weight = self.new_parameter(np.zeros((self.out_features, self.in1_features,
                                                    self.in2_features)))
-        self.bias = self.new_parameter(np.zeros(self.out_features)) if bias else None
+        has_bias = check_flag("Bilinear", "bias", bias)
+        self.bias = self.new_parameter(np.zeros(self.out_features)) if has_bias else None
         self.input2_grad = None
         self.reset_parameters()
 

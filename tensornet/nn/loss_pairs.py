@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from tensornet.backends import dtype_name
 
+from .checks import check_flag, check_real
 from .distance import check_p, p_distance, p_distance_slope
 from .loss_margin import _SignTargetLoss
 
@@ -67,7 +68,7 @@ class _PairLoss(_SignTargetLoss):
     def __init__(self, margin: float = 0.0, *, reduction: str = "mean",
                  check: bool | None = None):
         super().__init__(reduction, check)
-        self.margin = float(margin)
+        self.margin = check_real(type(self).__name__, "margin", margin)
         self.input2_grad = None
 
     def extra_repr(self) -> str:
@@ -147,8 +148,9 @@ class TripletMarginLoss(_PerRowLoss):
     def __init__(self, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6,
                  swap: bool = False, *, reduction: str = "mean", check: bool | None = None):
         super().__init__(reduction, check)
-        self.margin, self.p = float(margin), check_p("TripletMarginLoss", p)
-        self.eps, self.swap = float(eps), bool(swap)
+        name = "TripletMarginLoss"
+        self.margin, self.p = check_real(name, "margin", margin), check_p(name, p)
+        self.eps, self.swap = check_real(name, "eps", eps), check_flag(name, "swap", swap)
         self.positive_grad = self.negative_grad = None
 
     def _distance(self, u, v):
