@@ -17,6 +17,17 @@ def _probability(owner: str, p) -> float:
     return p
 
 
+def scaled_mask(backend, shape: tuple, p: float, dtype):
+    """Inverted dropout's mask: 0 with probability ``p``, else ``1 / (1 - p)`` (all zeros at
+    p = 1), drawn from the backend's generator (Dropout's, and the recurrent layers'
+    between their stacked layers)."""
+    if p == 1.0:
+        return backend.zeros(shape, dtype)
+    mask = backend.bernoulli(shape, 1.0 - p, dtype=dtype)
+    mask *= 1.0 / (1.0 - p)
+    return mask
+
+
 class Dropout(Module):
     """Inverted dropout: in training each element is zeroed with probability ``p`` and the
     survivors are scaled by ``1 / (1 - p)``; in eval mode it is the identity.
@@ -38,13 +49,7 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        shape = self._mask_shape(x)
-        if self.p == 1.0:
-            mask = self.backend.zeros(shape, x.dtype)
-        else:
-            mask = self.backend.bernoulli(shape, 1.0 - self.p, dtype=x.dtype)
-            mask *= 1.0 / (1.0 - self.p)
-        self._mask = mask
+        self._mask = mask = scaled_mask(self.backend, self._mask_shape(x), self.p, x.dtype)
         return x * mask
 
     def _mask_shape(self, x) -> tuple:

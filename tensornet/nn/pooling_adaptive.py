@@ -14,6 +14,7 @@ import numpy as np
 from tensornet.backends.geometry import adaptive_bounds
 
 from . import functional as F
+from .checks import check_flag
 from .conv import _single
 from .module import Module
 from .pooling import _accept_image, _As1d, _SeparableResample2d
@@ -84,11 +85,9 @@ class AdaptiveMaxPool2d(Module):
     def __init__(self, output_size, return_indices: bool = False):
         super().__init__()
         name = type(self).__name__
-        if not isinstance(return_indices, (bool, np.bool_)):
-            raise ValueError(f"{name}: return_indices must be True or False, got "
-                             f"{return_indices!r}")
+        return_indices = check_flag(name, "return_indices", return_indices)
         self.output_size = _output_pair(name, output_size)
-        self.return_indices = bool(return_indices)
+        self.return_indices = return_indices
 
     def _accept(self, x) -> tuple:
         """Check ``x``; returns the (OH, OW) it pools to."""
@@ -140,7 +139,4 @@ class AdaptiveMaxPool1d(_Adaptive1d, AdaptiveMaxPool2d):
 
     def __init__(self, output_size, return_indices: bool = False):
         size = _single("output_size", output_size, 1, "AdaptiveMaxPool1d")
-        if not isinstance(return_indices, (bool, np.bool_)):
-            raise ValueError(f"AdaptiveMaxPool1d: return_indices must be True or False, got "
-                             f"{return_indices!r}")
-        super().__init__((1, size), return_indices)
+        super().__init__((1, size), return_indices)  # (its checks name this class)

@@ -23,6 +23,8 @@ import numpy as np
 from . import functional as F
 from . import init
 from .functional import recurrent as R
+from .checks import check_flag
+from .dropout import scaled_mask
 from .linear import _positive_int
 from .module import Module
 
@@ -46,10 +48,8 @@ class _RNNBase(Module):
         self.input_size = _positive_int(name, "input_size", input_size)
         self.hidden_size = _positive_int(name, "hidden_size", hidden_size)
         self.num_layers = _positive_int(name, "num_layers", num_layers)
-        for flag, value in (("bias", bias), ("batch_first", batch_first),
-                            ("bidirectional", bidirectional)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"{name}: {flag} must be True or False, got {value!r}")
+        bias, batch_first, bidirectional = (check_flag(name, flag, value) for flag, value in (
+            ("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)))
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
                 or not 0.0 <= dropout <= 1.0:
             raise ValueError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
@@ -155,11 +155,7 @@ class _RNNBase(Module):
             out = outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=2)
             mask = None
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
-                mask = self.backend.bernoulli(tuple(out.shape), 1.0 - self.dropout,
-                                              dtype=out.dtype) if self.dropout < 1 else \
-                    self.backend.zeros(tuple(out.shape), out.dtype)
-                if self.dropout < 1:
-                    mask = mask * (1.0 / (1.0 - self.dropout))
+                mask = scaled_mask(self.backend, tuple(out.shape), self.dropout, out.dtype)
                 out = out * mask
             layers.append((rows, directions, mask))
             layer_input = out
