@@ -12,6 +12,7 @@ bounds do not depend on it, and reductions combine their partial sums in a fixed
 """
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 import warnings
@@ -63,8 +64,9 @@ def set_num_threads(n: int) -> None:
     and for tensornet's own CPU kernels. ``tn.set_num_threads(1)`` makes a training step
     single-threaded."""
     global _chosen
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive integer, got {n!r}")
+    n = int(n)  # (a NumPy integer, e.g. from a config array, is one too)
     controllers = _blas_controllers()
     if not controllers:
         warnings.warn("tn.set_num_threads: threadpoolctl is not installed, so the BLAS "

@@ -109,6 +109,9 @@ def summarize(point: dict) -> dict:
     # allocator keeps or returns): a difference within max(1 MiB, 5%) is not counted.
     if mt is not None and mp is not None and mt - mp > max(1.0, 0.05 * mp):
         reasons.append("more memory")
+    # (such a point counts as <= PyTorch; the report says so, naming it)
+    row["memory_within_noise"] = mt is not None and mp is not None and mp < mt and \
+        not mt - mp > max(1.0, 0.05 * mp)
     errors = [r.get("error") for r in [point["time"], *point["memory"].values()]
               if r.get("error")]
     row["notes"] = "; ".join(reasons + errors)
@@ -153,6 +156,11 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
                                                   else "")
                   + (":" if not losing else "; not at:")]
         lines += [f"- {r['label']}: {r['notes']}" for r in losing]
+        noisy = [r["label"] for r in compared if r.get("memory_within_noise")]
+        if noisy:
+            lines += ["", "counted as <= PyTorch in memory though above it by less than "
+                      "max(1 MiB, 5%), the spread of the resident size between identical "
+                      f"runs: {', '.join(noisy)}"]
     uncompared = [r for r in rows if not r.get("compared", True)]
     if uncompared:
         lines += [f"not compared with PyTorch at {len(uncompared)} of {len(rows)} points:"]

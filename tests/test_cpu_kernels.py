@@ -254,6 +254,22 @@ def test_set_num_threads_sets_blas_and_tensornet(monkeypatch):
         tn.set_num_threads(0)
 
 
+@pytest.mark.parametrize("n", [np.int64(1), np.int32(2)])
+def test_set_num_threads_takes_numpy_integers(n):
+    # (they were refused as "n must be a positive integer, got np.int64(1)")
+    try:
+        tn.set_num_threads(n)
+        assert threads.num_threads() == int(n) and type(threads.num_threads()) is int
+    finally:
+        threads.reset_num_threads()
+
+
+@pytest.mark.parametrize("n", [1.0, "2", True, None, np.float64(2.0)])
+def test_set_num_threads_refuses_what_is_not_a_positive_integer(n):
+    with pytest.raises(ValueError, match="positive integer"):
+        tn.set_num_threads(n)
+
+
 # ---------------------------------------------------------------------- convolution
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", ["contiguous", "channel_major"])

@@ -92,3 +92,53 @@ def test_labels_in_range_matches_generic(label_dtype):
         assert F.labels_in_range.generic(CPU, labels, 3) is expected, case
     strided = np.array([0, -1, 1, -1], dtype=label_dtype if signed else np.int64)[::2]
     assert F.labels_in_range(strided, 2)
+
+
+_TRAIN_STEP = """
+import sys
+import numpy as np
+import tensornet as tn
+from tensornet import nn
+tn.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(),
+                      nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 3))
+opt = tn.optim.Adam(model.parameters(), lr=0.1)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((4, 1, 4, 4)).astype(np.float32)
+labels = rng.integers(0, 3, 4)
+loss_fn = nn.CrossEntropyLoss()
+loss = loss_fn(model(x), labels)
+model.backward(loss_fn.backward(), input_grad=False)
+opt.step()
+np.save(sys.argv[1], np.concatenate([p.data.ravel() for p in model.parameters()]))
+print(tn.get_backend("cpu").describe()["threads"])
+"""
+
+
+def test_a_numba_that_fails_to_import_falls_back_to_the_numpy_code(tmp_path):
+    """numba installed but not importable (its releases pin the NumPy versions they take):
+    one warning, then the pure-NumPy paths, as with TENSORNET_JIT=0; it used to raise the
+    ImportError from the first layer's forward."""
+    import os
+    import subprocess
+    import sys
+    broken = tmp_path / "broken"
+    (broken / "numba").mkdir(parents=True)
+    (broken / "numba" / "__init__.py").write_text(
+        'raise ImportError("Numba needs NumPy 2.3 or less")\n')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(out, **env):
+        path = os.pathsep.join([*env.pop("extra_path", []), root])
+        done = subprocess.run([sys.executable, "-c", _TRAIN_STEP, str(out)], cwd=root,
+                              env={**os.environ, "PYTHONPATH": path, **env},
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done
+    broken_run = run(tmp_path / "broken.npy", extra_path=[str(broken)])
+    run(tmp_path / "numpy.npy", TENSORNET_JIT="0")
+    assert broken_run.stderr.count("numba is installed but does not import (ImportError: "
+                                   "Numba needs NumPy 2.3 or less)") == 1, broken_run.stderr
+    assert broken_run.stdout.strip().endswith("(NumPy only (no numba))")
+    np.testing.assert_array_equal(np.load(tmp_path / "broken.npy"),
+                                  np.load(tmp_path / "numpy.npy"))

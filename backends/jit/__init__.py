@@ -6,7 +6,9 @@ Where NumPy needs several passes over memory and temporaries for one layer kerne
 in one pass (numba, compiled without the GIL), split over tensornet's thread pool
 (``backends.threads``) when the work is large. The NumPy overrides in
 ``backends/numpy.py`` call these when numba is importable and fall back to their pure-NumPy
-code otherwise (or when ``TENSORNET_JIT=0`` is set, or inside ``disabled()``). Kernels are
+code otherwise (or when ``TENSORNET_JIT=0`` is set, or inside ``disabled()``): a numba
+that is installed but fails to import (a release that does not support this NumPy yet)
+gives one RuntimeWarning naming its error, then the NumPy paths. Kernels are
 compiled on first use and cached on disk (numba's ``cache=True``), so only the first run
 on a machine pays the compile time. One kernel replaces a BLAS call instead: Conv2d's
 weight gradient for few column rows (``conv.py``), a skinny product BLAS runs slowly.
@@ -24,6 +26,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import warnings
 
 from ..threads import num_threads, run_chunks
 
@@ -71,6 +74,15 @@ def kernels(name: str):
         return None
     module = _MODULES.get(name)
     if module is None:
+        try:
+            import numba  # noqa: F401  (installed is not importable: numba pins NumPy versions)
+        except Exception as error:
+            _MODULES["available"] = False
+            reason = f"{type(error).__name__}: {error}"
+            warnings.warn(f"tensornet: numba is installed but does not import ({reason}); "
+                          f"the NumPy backend runs its pure-NumPy code instead of the "
+                          f"compiled kernels", RuntimeWarning, stacklevel=3)
+            return None
         module = _MODULES[name] = importlib.import_module(f"{__name__}.{name}")
     return module
 
