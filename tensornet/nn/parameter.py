@@ -15,6 +15,10 @@ class Parameter:
             ``tensornet/optim/flat.py``); assigning a new array is fine.
         grad: the accumulated gradient, same shape/device/dtype as ``data``, or ``None``
             before the first backward and after ``zero_grad()`` (as in PyTorch >= 2.0).
+            Once an optimizer has stepped, a view of its flat gradient buffer: the next
+            backward after ``zero_grad()`` writes the new gradient into that same memory,
+            so an array kept from ``p.grad`` across steps changes with it (in PyTorch it
+            would stay). Keep a copy (``p.grad.copy()``) to keep a gradient.
         requires_grad: when False the parameter is frozen: backward skips its gradient
             and optimizers leave it alone.
     """
@@ -74,6 +78,8 @@ class Parameter:
         self.grad = grad
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """``grad = None`` (or zeros in place with ``set_to_none=False``). The memory of an
+        optimizer's flat buffer is reused by the next backward (see ``grad`` above)."""
         if set_to_none or self.grad is None:
             self.grad = None
         else:
