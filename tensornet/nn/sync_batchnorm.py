@@ -22,9 +22,10 @@ class SyncBatchNorm(_BatchNorm):
     Each training forward costs three small all-reduces (the counts, the sums, the squared
     deviations) and each backward one (and DataParallel's backward one more of 8 bytes
     before it, where the ranks agree that every rank's loss was finite); weight and bias
-    gradients stay this rank's own, for DataParallel to average. Inside ``DataParallel.no_sync()`` it still communicates
-    (as PyTorch's): each micro-batch is normalised over all ranks' micro-batches, so every
-    rank must run as many. Caches what BatchNorm caches.
+    gradients stay this rank's own, for DataParallel to average. Inside
+    ``DataParallel.no_sync()`` it still communicates (as PyTorch's): each micro-batch is
+    normalised over all ranks' micro-batches, so every rank must run as many. Caches what
+    BatchNorm caches.
     """
 
     _layout = "(N, {0}, ...)"
