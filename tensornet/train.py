@@ -188,6 +188,8 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     try:
         for cb in callbacks:
             cb.on_train_begin(run)
+        if dist is not None:  # distributed (issue 18): a stop asked for there, on every rank
+            dist.stop_agreed(run)
         if epochs > initial_epoch:  # no table for a run with no epoch to train
             table.header()
         for epoch in range(initial_epoch + 1, epochs + 1):

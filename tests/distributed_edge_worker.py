@@ -11,6 +11,8 @@ itself, then works on without MPI: the watchdog thread must make no MPI call aft
 of their own, and a save_best_only whose monitored figure is this rank's own).
 ``nan-syncbn`` (an infinite target on rank 1 alone in a model with SyncBatchNorm, whose
 backward communicates: rank 0 waited in its all-reduce, rank 1 in the step's failure flag).
+``stop-at-begin`` (a callback stops rank 1 alone in on_train_begin: rank 1 left the epoch
+after one step, rank 0 went on to the next).
 """
 from __future__ import annotations
 
@@ -159,9 +161,28 @@ def case_nan_syncbn(comm, out) -> dict:
             "train_loss": history["train_loss"]}
 
 
+class _StopsRank1AtBegin(tn.callbacks.Callback):
+    def on_train_begin(self, run):
+        if run.model.comm.rank == 1:
+            run.stop("rank 1: out of time")
+
+
+def case_stop_at_begin(comm) -> dict:
+    """A stop asked for on rank 1 alone before the first epoch; no callback that may stop
+    between steps, so fit agrees on stops at the end of each epoch only."""
+    from distributed_worker import build, data
+
+    x, y = data(128)
+    model = tn.distributed.DataParallel(build("mlp", False, 0), comm)
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), 8, shard=comm.shard)
+    history = tn.fit(model, tn.nn.CrossEntropyLoss(), tn.optim.SGD(model.parameters(), lr=0.05),
+                     loader, epochs=3, verbose=0, callbacks=[_StopsRank1AtBegin()])
+    return {"epochs": history.epoch, "train_loss": history["train_loss"]}
+
+
 CASES = {"broadcast-tree": case_broadcast_tree, "slow-unpickle": case_slow_unpickle,
          "caught": case_caught, "finalized": case_finalized, "checkpoints": case_checkpoints,
-         "nan-syncbn": case_nan_syncbn}
+         "nan-syncbn": case_nan_syncbn, "stop-at-begin": case_stop_at_begin}
 
 
 def main(argv) -> None:

@@ -188,3 +188,15 @@ def test_a_nan_on_one_rank_stops_every_rank_alike_with_syncbatchnorm(tmp_path):
     assert results[0]["train_loss"] == results[1]["train_loss"]  # global: steps 1 and 2
     assert "not finite on 1 of 2 ranks" in results[0]["reason"]
     assert "the loss is inf" in results[1]["reason"]
+
+
+def test_a_stop_asked_for_on_one_rank_before_the_first_epoch_stops_every_rank(tmp_path):
+    """A callback's stop in on_train_begin on rank 1 alone: rank 1 left the epoch after its
+    first step while rank 0 went on ('Message truncated'). Every rank stops at that step."""
+    done, _ = run_case("stop-at-begin", tmp_path, worker="distributed_edge_worker.py",
+                       timeout=60)
+    assert done.returncode == 0, done.stderr
+    results = [json.loads((tmp_path / f"stop-at-begin-rank{r}.json").read_text())
+               for r in (0, 1)]
+    assert results[0] == results[1]
+    assert results[0]["epochs"] == [1]
