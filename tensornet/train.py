@@ -188,8 +188,6 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs: int = 
     try:
         for cb in callbacks:
             cb.on_train_begin(run)
-        if dist is not None:  # distributed (issue 18): a stop asked for there, on every rank
-            dist.stop_agreed(run)
         if epochs > initial_epoch:  # no table for a run with no epoch to train
             table.header()
         for epoch in range(initial_epoch + 1, epochs + 1):
@@ -215,7 +213,7 @@ def _one_epoch(run, step, callbacks, table) -> bool:
     model.train()
     handles_nan = any(getattr(cb, "stops_on_nonfinite", False) for cb in callbacks)
     if dist is not None:  # distributed (issue 18)
-        dist.check_loader(run.train_loader, "train_loader", run.optimizer)
+        dist.check_loader(run.train_loader, "train_loader", run.optimizer, run)
     start = time.perf_counter()
     losses, corrects, sizes, labels = [], [], [], []
     bar = _progress(run, len(run.train_loader) if hasattr(run.train_loader, "__len__") else None)
