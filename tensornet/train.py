@@ -213,7 +213,7 @@ def _one_epoch(run, step, callbacks, table) -> bool:
     model.train()
     handles_nan = any(getattr(cb, "stops_on_nonfinite", False) for cb in callbacks)
     if dist is not None:  # distributed (issue 18)
-        dist.check_loader(run.train_loader, "train_loader", run.optimizer)
+        dist.check_loader(run.train_loader, "train_loader", run.optimizer, run)
     start = time.perf_counter()
     losses, corrects, sizes, labels = [], [], [], []
     bar = _progress(run, len(run.train_loader) if hasattr(run.train_loader, "__len__") else None)

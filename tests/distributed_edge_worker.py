@@ -9,6 +9,10 @@ watchdog took them for deadlocks. ``finalized`` (the program calls ``MPI.Finaliz
 itself, then works on without MPI: the watchdog thread must make no MPI call after).
 ``checkpoints`` (ModelCheckpoint subclasses with hooks
 of their own, and a save_best_only whose monitored figure is this rank's own).
+``nan-syncbn`` (an infinite target on rank 1 alone in a model with SyncBatchNorm, whose
+backward communicates: rank 0 waited in its all-reduce, rank 1 in the step's failure flag).
+``stop-at-begin`` (a callback stops rank 1 alone in on_train_begin: rank 1 left the epoch
+after one step, rank 0 went on to the next).
 """
 from __future__ import annotations
 
@@ -140,14 +144,51 @@ def case_checkpoints(comm, out) -> dict:
     return {"best_saved": [os.path.basename(p) for p in best.saved]}
 
 
+def case_nan_syncbn(comm, out) -> dict:
+    """Rank 1's 3rd batch has an infinite target, so its loss alone is not finite, after
+    the collective forward of the SyncBatchNorm; TerminateOnNaN must stop both ranks."""
+    tn.manual_seed(0)
+    model = tn.distributed.DataParallel(tn.nn.Sequential(
+        tn.nn.Linear(4, 8), tn.nn.SyncBatchNorm(8), tn.nn.ReLU(), tn.nn.Linear(8, 1)), comm)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 4), dtype=np.float32)
+    y = rng.standard_normal((64, 1), dtype=np.float32)
+    y[1 + 2 * 2 * 8] = np.inf  # rank 1 takes positions 1, 3, ...: its step 3 of batch 8
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), 8, shard=comm.shard)
+    history = tn.fit(model, tn.nn.MSELoss(), tn.optim.SGD(model.parameters(), lr=0.01), loader,
+                     epochs=2, verbose=0, callbacks=[tn.TerminateOnNaN()])
+    return {"epochs": history.epoch, "reason": history.stop_reason,
+            "train_loss": history["train_loss"]}
+
+
+class _StopsRank1AtBegin(tn.callbacks.Callback):
+    def on_train_begin(self, run):
+        if run.model.comm.rank == 1:
+            run.stop("rank 1: out of time")
+
+
+def case_stop_at_begin(comm) -> dict:
+    """A stop asked for on rank 1 alone before the first epoch; no callback that may stop
+    between steps, so fit agrees on stops at the end of each epoch only."""
+    from distributed_worker import build, data
+
+    x, y = data(128)
+    model = tn.distributed.DataParallel(build("mlp", False, 0), comm)
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), 8, shard=comm.shard)
+    history = tn.fit(model, tn.nn.CrossEntropyLoss(), tn.optim.SGD(model.parameters(), lr=0.05),
+                     loader, epochs=3, verbose=0, callbacks=[_StopsRank1AtBegin()])
+    return {"epochs": history.epoch, "train_loss": history["train_loss"]}
+
+
 CASES = {"broadcast-tree": case_broadcast_tree, "slow-unpickle": case_slow_unpickle,
-         "caught": case_caught, "finalized": case_finalized, "checkpoints": case_checkpoints}
+         "caught": case_caught, "finalized": case_finalized, "checkpoints": case_checkpoints,
+         "nan-syncbn": case_nan_syncbn, "stop-at-begin": case_stop_at_begin}
 
 
 def main(argv) -> None:
     case, out = argv[1], argv[2]
     comm = tn.distributed.init()
-    result = CASES[case](comm, out) if case == "checkpoints" else CASES[case](comm)
+    result = CASES[case](comm, out) if case in ("checkpoints", "nan-syncbn") else CASES[case](comm)
     with open(os.path.join(out, f"{case}-rank{comm.rank}.json"), "w") as f:
         json.dump(result, f)
 

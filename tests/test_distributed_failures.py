@@ -172,3 +172,31 @@ def test_every_modelcheckpoint_runs_on_rank_0_and_stores_every_ranks_streams(tmp
         streams = state["rng_per_rank"]
         assert len(streams) == 2 and streams[0] != streams[1], name
         assert streams[0] == state["rng"], name
+
+
+def test_a_nan_on_one_rank_stops_every_rank_alike_with_syncbatchnorm(tmp_path):
+    """SyncBatchNorm's backward communicates: a rank whose loss alone is not finite must not
+    leave the others in that all-reduce while it reports the failure in another (MPI
+    ended both: 'Message truncated'; with equal byte counts it would have summed garbage)."""
+    done, _ = run_case("nan-syncbn", tmp_path, worker="distributed_edge_worker.py",
+                       timeout=60)
+    assert done.returncode == 0, done.stderr
+    results = [json.loads((tmp_path / f"nan-syncbn-rank{r}.json").read_text()) for r in (0, 1)]
+    for result in results:
+        assert result["epochs"] == [1]
+        assert result["reason"].startswith("TerminateOnNaN: epoch 1, step 3: ")
+    assert results[0]["train_loss"] == results[1]["train_loss"]  # global: steps 1 and 2
+    assert "not finite on 1 of 2 ranks" in results[0]["reason"]
+    assert "the loss is inf" in results[1]["reason"]
+
+
+def test_a_stop_asked_for_on_one_rank_before_the_first_epoch_stops_every_rank(tmp_path):
+    """A callback's stop in on_train_begin on rank 1 alone: rank 1 left the epoch after its
+    first step while rank 0 went on ('Message truncated'). Every rank stops at that step."""
+    done, _ = run_case("stop-at-begin", tmp_path, worker="distributed_edge_worker.py",
+                       timeout=60)
+    assert done.returncode == 0, done.stderr
+    results = [json.loads((tmp_path / f"stop-at-begin-rank{r}.json").read_text())
+               for r in (0, 1)]
+    assert results[0] == results[1]
+    assert results[0]["epochs"] == [1]

@@ -371,3 +371,31 @@ def test_the_shared_window_takes_large_contiguous_float_arrays_only():
     frozen = np.zeros(floats, np.float32)
     frozen.setflags(write=False)
     assert not reducer.handles(frozen)  # MPI says why, before any rank waits
+
+
+def test_a_mid_epoch_state_resumes_only_with_as_many_ranks():
+    """Rank 0's mid-epoch state (ModelCheckpoint's file is rank 0's) resumes every rank of
+    a run with as many ranks; with another number its batch count would have skipped
+    other samples than those taken, silently."""
+    ds = ArrayDataset(np.arange(96, dtype=np.float32)[:, None], np.arange(96))
+    saved = DataLoader(ds, 4, shuffle=True, seed=1, shard=(0, 2))
+    batches = iter(saved)
+    next(batches), next(batches)
+    state = saved.state_dict()
+    assert state["batch"] == 2
+    rank1 = DataLoader(ds, 4, shuffle=True, seed=1, shard=(1, 2))
+    rank1.load_state_dict(state)  # the same number of ranks: fine on every rank
+    whole = list(DataLoader(ds, 4, shuffle=True, seed=1, shard=(1, 2)))
+    assert [b[1].tolist() for b in rank1] == [b[1].tolist() for b in whole[2:]]
+    for other in (DataLoader(ds, 4, shuffle=True, seed=1, shard=(1, 4)),
+                  DataLoader(ds, 4, shuffle=True, seed=1)):
+        with pytest.raises(ValueError, match="saved with shards of 2 ranks"):
+            other.load_state_dict(state)
+    single = DataLoader(ds, 4, shuffle=True, seed=1)
+    batches = iter(single)
+    next(batches)
+    with pytest.raises(ValueError, match="saved with no shard, this loader takes shards of 2"):
+        rank1.load_state_dict(single.state_dict())
+    end_of_epoch = dict(state)
+    del end_of_epoch["batch"]
+    DataLoader(ds, 4, shuffle=True, seed=1, shard=(3, 4)).load_state_dict(end_of_epoch)

@@ -9,7 +9,7 @@ import numpy as np
 from tensornet.backends import asnumpy, dtype_name, get_backend, to_device
 from tensornet.random import host_rng
 
-from .shard import check_shard, shard_indices, shard_length
+from .shard import check_resumed_shard, check_shard, shard_indices, shard_length
 
 
 class Dataset:
@@ -350,6 +350,7 @@ class DataLoader:
                                  f"[1, {len(self) - 1}] (this loader has {len(self)} batches "
                                  f"per epoch) with "
                                  f"'epoch' >= 1; got batch={batch!r}, epoch={epoch!r}")
+            check_resumed_shard(state.get("shard"), self.shard)
             order = state.get("order")
             if self.shuffle and self.seed is None and self.shard is None:
                 order = None if order is None else np.asarray(asnumpy(order))

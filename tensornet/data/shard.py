@@ -53,3 +53,24 @@ def shard_indices(order: np.ndarray, rank: int, size: int, tail: str) -> np.ndar
     if even > n:
         order = np.concatenate([order, np.resize(order, even - n)])
     return np.ascontiguousarray(order[rank:even:size])
+
+
+def check_resumed_shard(saved, shard) -> None:
+    """A mid-epoch ``DataLoader`` state counts batches of the number of ranks it was saved
+    with (rank 0's state resumes every rank: rank 0 writes the checkpoint), so it must be
+    loaded with as many: another number would skip or repeat samples of that epoch."""
+    size = None if shard is None else shard[1]
+    try:
+        saved_size = None if saved is None else int(saved[1])
+    except (TypeError, ValueError, IndexError):
+        saved_size = repr(saved)
+    if saved_size == size:
+        return
+
+    def ranks(n):
+        return "no shard" if n is None else n if isinstance(n, str) else f"shards of {n} ranks"
+
+    raise ValueError(f"DataLoader.load_state_dict: this mid-epoch state was saved with "
+                     f"{ranks(saved_size)}, this loader takes {ranks(size)}: the batches it "
+                     f"would skip are not the ones already taken; resume with as many ranks, "
+                     f"or from an end-of-epoch state (as fit's ModelCheckpoint writes)")

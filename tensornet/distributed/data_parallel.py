@@ -19,6 +19,7 @@ from itertools import zip_longest
 from tensornet.backends import dtype_name, get_backend
 from tensornet.nn.loss import NonFiniteError
 from tensornet.nn.module import Module
+from tensornet.nn.sync_batchnorm import SyncBatchNorm
 
 from .buckets import DEFAULT_BUCKET_BYTES, make_buckets
 from .comm import Communicator, world
@@ -113,7 +114,12 @@ class DataParallel(Module):
 
     def backward(self, grad_output, input_grad: bool = True):
         """Backward through the module, then the gradient average over the ranks (inside
-        ``no_sync()``: none, the gradients accumulate on this rank only)."""
+        ``no_sync()``: none, the gradients accumulate on this rank only). When the module's
+        backward communicates itself (SyncBatchNorm), the ranks first agree that every
+        rank's step can run: a rank whose loss was not finite reports it there, not in an
+        all-reduce the others would meet in SyncBatchNorm's."""
+        if self._backward_communicates():
+            self._agree_step_runs()
         grad_input = self.module.backward(grad_output, input_grad=input_grad)
         if self._sync:
             self.reduce_gradients()
@@ -164,8 +170,7 @@ class DataParallel(Module):
         if status[0] > 0:
             if failed:
                 return
-            raise PeerFailureError(f"DataParallel: the loss was not finite on {int(status[0])} "
-                                   f"of {self.comm.size} ranks; no rank took this step")
+            self._raise_peer_failure(status[0])
         # the codes agree when sum(c)^2 == size * sum(c^2) (Cauchy-Schwarz; exact integers)
         if status[1] > 0 or int(status[2]) ** 2 != self.comm.size * int(status[3]):
             self._raise_parameters_differ()
@@ -214,8 +219,31 @@ class DataParallel(Module):
     def report_failure(self) -> None:
         """Join this step's gradient average as a rank whose step failed, so the other
         ranks stop too instead of waiting (``fit`` calls it on a non-finite loss)."""
-        if not self._reduced:
+        if self._reduced:
+            return
+        if self._backward_communicates():  # the others agree before their backward
+            self._reduced = True
+            self._agree_step_runs(failed=True)
+        else:
             self.reduce_gradients(failed=True)
+
+    def _backward_communicates(self) -> bool:
+        """Whether the module's backward makes collectives of its own: a SyncBatchNorm in
+        training over several ranks (the same on every rank: one model, one mode)."""
+        return self.comm.size > 1 and any(
+            isinstance(m, SyncBatchNorm) and m.training and m._communicator() is not None
+            for m in self.module.modules())
+
+    def _agree_step_runs(self, failed: bool = False) -> None:
+        """Before a backward that communicates: raise PeerFailureError on the ranks whose
+        step is fine when some rank's loss was not finite (``failed=True`` there)."""
+        failures = self.comm.sum([1.0 if failed else 0.0])[0]
+        if failures > 0 and not failed:
+            self._raise_peer_failure(failures)
+
+    def _raise_peer_failure(self, failures: float) -> None:
+        raise PeerFailureError(f"DataParallel: the loss was not finite on {int(failures)} of "
+                               f"{self.comm.size} ranks; no rank took this step")
 
     def _bucket_list(self, params) -> None:
         layout = [(id(p), p.shape, dtype_name(p.data.dtype), get_backend(p.data).device)

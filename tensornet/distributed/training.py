@@ -78,12 +78,14 @@ class DistributedFit:
                 raise
         return distributed_step
 
-    def check_loader(self, loader, name: str, optimizer=None) -> None:
+    def check_loader(self, loader, name: str, optimizer=None, run=None) -> None:
         """Every rank must take the same number of steps per epoch, and step the same
         optimizer with the same settings (else the weights drift apart, silently: the
         gradients are averaged, the updates are not), from the same weights (checked at
         fit's first epoch: a checkpoint loaded on rank 0 alone after wrapping); one
-        all-gather per epoch checks all three.
+        all-gather per epoch checks all three. With ``run``, the same all-gather makes a
+        stop asked for on some rank before the epoch's first step (``on_train_begin``,
+        ``on_epoch_begin``) every rank's: the per-step agreement may be off.
         A DataLoader without ``shard`` gives every rank the same batches: rank 0 warns
         (once per fit)."""
         from tensornet.data import DataLoader
@@ -104,10 +106,13 @@ class DistributedFit:
         self._weights_checked = True
         gathered = self.comm.allgather((len(loader) if hasattr(loader, "__len__") else None,
                                         _settings(optimizer),
-                                        _weight_sums(self.model.module) if first else None))
+                                        _weight_sums(self.model.module) if first else None,
+                                        run is not None and run.stop_training))
         if first:
-            _check_same_weights([sums for _, _, sums in gathered])
-        gathered = [(count, settings) for count, settings, _ in gathered]
+            _check_same_weights([sums for _, _, sums, _ in gathered])
+        if run is not None:
+            _stop_as_others(run, any(stop for *_, stop in gathered))
+        gathered = [(count, settings) for count, settings, _, _ in gathered]
         counts = [count for count, _ in gathered]
         if len(set(counts)) > 1:
             raise ValueError(f"fit: {name} yields {counts} batches per epoch on ranks "
@@ -125,8 +130,7 @@ class DistributedFit:
         all-reduce; skipped between steps when no callback can stop there)."""
         if in_epoch and not self.stops_in_epoch:
             return run.stop_training
-        if self.comm.any(run.stop_training) and not run.stop_training:
-            run.stop("stopped because another rank stopped")
+        _stop_as_others(run, self.comm.any(run.stop_training))
         return run.stop_training
 
     def summarize(self, loss: float, acc, samples: int, step_losses=None, sizes=None,
@@ -149,6 +153,11 @@ class DistributedFit:
             k = len(step_losses)
             step_losses = total[4:4 + k] / total[4 + k:]
         return loss, acc, int(n), step_losses
+
+
+def _stop_as_others(run, some_rank_stops: bool) -> None:
+    if some_rank_stops and not run.stop_training:
+        run.stop("stopped because another rank stopped")
 
 
 def _weight_sums(model) -> list:

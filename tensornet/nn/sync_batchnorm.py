@@ -20,10 +20,12 @@ class SyncBatchNorm(_BatchNorm):
     Args are BatchNorm's, plus ``comm``: a ``tensornet.distributed.Communicator``
     (default: the one ``tensornet.distributed.init()`` returned, looked up at each call).
     Each training forward costs three small all-reduces (the counts, the sums, the squared
-    deviations) and each backward one; weight and bias gradients stay this rank's own,
-    for DataParallel to average. Inside ``DataParallel.no_sync()`` it still communicates
-    (as PyTorch's): each micro-batch is normalised over all ranks' micro-batches, so every
-    rank must run as many. Caches what BatchNorm caches.
+    deviations) and each backward one (and DataParallel's backward one more of 8 bytes
+    before it, where the ranks agree that every rank's loss was finite); weight and bias
+    gradients stay this rank's own, for DataParallel to average. Inside
+    ``DataParallel.no_sync()`` it still communicates (as PyTorch's): each micro-batch is
+    normalised over all ranks' micro-batches, so every rank must run as many. Caches what
+    BatchNorm caches.
     """
 
     _layout = "(N, {0}, ...)"
