@@ -78,6 +78,11 @@ def set_num_threads(n: int) -> None:
     _chosen = n
 
 
+def chosen_num_threads() -> int | None:
+    """The count ``set_num_threads`` was given (until ``reset_num_threads``), else None."""
+    return _chosen
+
+
 def reset_num_threads() -> None:
     """Follow the BLAS pool's size again (undo ``set_num_threads`` for tensornet's kernels)."""
     global _chosen

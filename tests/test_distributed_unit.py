@@ -251,6 +251,19 @@ def test_blas_threads_per_rank(monkeypatch):
         tn.distributed.blas_threads_for(two_ranks, threads=0)
 
 
+def test_init_keeps_the_thread_count_of_an_earlier_set_num_threads(monkeypatch):
+    """tn.set_num_threads(n) before init() is the user's choice, as the variables are."""
+    from tensornet.backends import threads
+    for name in comm_module.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    two_ranks = tn.distributed.Communicator(local_size=2)
+    monkeypatch.setattr(threads, "_chosen", None)
+    assert tn.distributed.blas_threads_for(two_ranks) is not None
+    monkeypatch.setattr(threads, "_chosen", 2)
+    assert tn.distributed.blas_threads_for(two_ranks) is None
+    assert tn.distributed.blas_threads_for(two_ranks, threads=1) == 1  # init(threads=) wins
+
+
 def test_one_gpu_per_rank_by_local_rank():
     comm = tn.distributed.Communicator(local_rank=1, local_size=2)
     comm.size = 2

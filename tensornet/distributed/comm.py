@@ -6,8 +6,9 @@ start) it returns a communicator of size 1 whose collectives do nothing. Under `
 with more than one rank it also
 
 - limits each rank's BLAS threads to (cores on the host / ranks on the host), unless the
-  user set a thread count (``threads=`` or OMP/OPENBLAS/MKL_NUM_THREADS): two ranks with
-  default threads on two cores run ten times slower than one (oversubscription);
+  user set a thread count (``threads=``, OMP/OPENBLAS/MKL_NUM_THREADS or an earlier
+  ``tn.set_num_threads``): two ranks with default threads on two cores run ten times
+  slower than one (oversubscription);
 - when every rank runs on this host, sums large host arrays in an MPI-3 shared-memory
   window instead of with ``MPI_Allreduce`` (``shared.py``; ``TENSORNET_ALLREDUCE=mpi``
   turns that off);
@@ -39,6 +40,7 @@ import time
 import numpy as np
 
 from tensornet.backends import get_backend
+from tensornet.backends import threads as threads_module
 
 from . import shared, watchdog
 
@@ -223,7 +225,8 @@ def init(threads: int | None = None, timeout: float | None = _DEFAULT) -> Commun
     """Start MPI (once per process; later calls return the same communicator).
 
     ``threads``: BLAS threads per rank; default (cores on this host / ranks on this host)
-    unless an OMP/OPENBLAS/MKL/BLIS_NUM_THREADS variable is set. ``timeout``: seconds a
+    unless an OMP/OPENBLAS/MKL/BLIS_NUM_THREADS variable is set or ``tn.set_num_threads``
+    was called before. ``timeout``: seconds a
     rank may wait in one collective (all-reduce, broadcast, all-gather, barrier) before it
     prints which and ends every rank (default 1800, as PyTorch; None: wait for ever,
     though a rank that left the program is still noticed within seconds). GPU
@@ -289,7 +292,8 @@ def blas_threads_for(comm: Communicator, threads: int | None = None) -> int | No
             raise ValueError(f"tensornet.distributed.init: threads must be a positive "
                              f"integer, got {threads!r}")
         return threads
-    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+    if any(os.environ.get(name) for name in THREAD_VARIABLES) or \
+            threads_module.chosen_num_threads() is not None:  # tn.set_num_threads(n) before
         return None
     cores = os.cpu_count() or 1
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
