@@ -153,7 +153,9 @@ def blas_kernel_hint(pools, cpu_flags) -> str | None:
     (AVX-512) kernels, chosen with
     ``OPENBLAS_CORETYPE=SkylakeX`` before Python starts, measured 25-30% faster there on
     the benchmark MLP's and CNN's products (a 16x72 by 72x25088 product: 330-350 against
-    437 us; 128x784 by 784x256: 196-202 against 275 us)."""
+    437 us; 128x784 by 784x256: 196-202 against 275 us), and 1.55x on the larger products
+    of a 64-channel CNN (128x576 by 576x25088: 12.6 against 19.4 ms with two threads; its
+    training step 78 against 108 ms; ``benchmarks/results/issues-vm-2026-12-02-d/``)."""
     if "avx512f" not in cpu_flags:
         return None
     for pool in pools:
@@ -161,7 +163,7 @@ def blas_kernel_hint(pools, cpu_flags) -> str | None:
         if pool.get("internal_api") == "openblas" and arch in _NO_AVX512_KERNELS:
             return (f"OpenBLAS runs its {pool['architecture']} kernels, without AVX-512, on "
                     f"this CPU, which has it; its SkylakeX kernels may be faster: start Python "
-                    f"with OPENBLAS_CORETYPE=SkylakeX set (25-30% faster matrix products "
+                    f"with OPENBLAS_CORETYPE=SkylakeX set (1.3-1.55x faster matrix products "
                     f"measured on AMD Zen 5)")
     return None
 
