@@ -110,7 +110,7 @@ class NumpyBackend(Backend):
         return None
 
     def describe(self) -> dict:
-        threads = "numba kernels" if jit.kernels("basic") is not None else "NumPy only (no numba)"
+        threads = "numba kernels" if jit.available() else "NumPy only (no numba)"
         pools = _blas_pools()
         info = {"device": "cpu", "library": f"numpy {np.__version__}",
                 "blas": _blas_info(pools), "threads": f"{num_threads()} ({threads})"}

@@ -42,12 +42,28 @@ _MODULES: dict = {}
 
 
 def available() -> bool:
-    """True when numba kernels are in use: numba is installed and not switched off."""
+    """True when numba kernels are in use: numba imports and is not switched off. The first
+    call imports numba; one that is installed but fails to import (numba pins the NumPy
+    versions it takes) gives one RuntimeWarning naming its error, and False from then on."""
     if not _SWITCH["on"]:
         return False
     if "available" not in _MODULES:
-        _MODULES["available"] = importlib.util.find_spec("numba") is not None
+        _MODULES["available"] = _numba_imports()
     return _MODULES["available"]
+
+
+def _numba_imports() -> bool:
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        import numba  # noqa: F401
+    except Exception as error:
+        warnings.warn(f"tensornet: numba is installed but does not import "
+                      f"({type(error).__name__}: {error}); the NumPy backend runs its "
+                      f"pure-NumPy code instead of the compiled kernels", RuntimeWarning,
+                      stacklevel=4)
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -74,15 +90,6 @@ def kernels(name: str):
         return None
     module = _MODULES.get(name)
     if module is None:
-        try:
-            import numba  # noqa: F401  (installed is not importable: numba pins NumPy versions)
-        except Exception as error:
-            _MODULES["available"] = False
-            reason = f"{type(error).__name__}: {error}"
-            warnings.warn(f"tensornet: numba is installed but does not import ({reason}); "
-                          f"the NumPy backend runs its pure-NumPy code instead of the "
-                          f"compiled kernels", RuntimeWarning, stacklevel=3)
-            return None
         module = _MODULES[name] = importlib.import_module(f"{__name__}.{name}")
     return module
 
