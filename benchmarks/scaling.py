@@ -112,12 +112,13 @@ def summarize(point: dict) -> dict:
     if row["time_ratio"] is not None and row["time_ratio"] > 1.0:
         reasons.append(_why_slower(tn, pt, floor, row["gemm_share"]))
     # Resident-memory figures move by about a MiB between identical runs (pages the
-    # allocator keeps or returns): a difference within max(1 MiB, 5%) is not counted.
-    if mt is not None and mp is not None and mt - mp > max(1.0, 0.05 * mp):
+    # allocator keeps or returns): a difference within max(1 MiB, 5%) is not counted
+    # (such a point counts as <= PyTorch; the report says so, naming it).
+    above = mt is not None and mp is not None and mt > mp
+    beyond_noise = above and mt - mp > max(1.0, 0.05 * mp)
+    if beyond_noise:
         reasons.append("more memory")
-    # (such a point counts as <= PyTorch; the report says so, naming it)
-    row["memory_within_noise"] = mt is not None and mp is not None and mp < mt and \
-        not mt - mp > max(1.0, 0.05 * mp)
+    row["memory_within_noise"] = above and not beyond_noise
     errors = [r.get("error") for r in [point["time"], *point["memory"].values()]
               if r.get("error")]
     row["notes"] = "; ".join(reasons + errors)
