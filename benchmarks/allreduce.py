@@ -1,12 +1,15 @@
 """The host all-reduce alone: ``MPI_Allreduce`` against tensornet's shared-memory window
-(``tensornet/distributed/shared.py``), float32 arrays of 64 KiB to 16 MiB.
+(``tensornet/distributed/shared.py``), float32 arrays of 64 KiB to 16 MiB: arrays in each
+rank's own memory, copied through the window, and arrays already in shared memory
+(``SharedReducer.share``, where DataParallel puts the gradients on one host), summed where
+they lie.
 
     python -m benchmarks.allreduce [--ranks 2] [--calls 400]
 
 Launches itself under ``mpiexec -n RANKS`` with one BLAS thread per rank. For each size,
 each rank fills its array, all ranks meet at a barrier, and the call is timed; both ways
 run at each size, one after the other. Printed: the median microseconds per call on rank
-0, and the ratio. Each way's sums are checked against the exact answer (every element
+0, and the ratios. Each way's sums are checked against the exact answer (every element
 equals the number of ranks).
 """
 from __future__ import annotations
@@ -32,13 +35,15 @@ def worker(calls: int) -> None:
     mpi_comm, mpi = comm._comm, comm._mpi
     window = SharedReducer(mpi_comm, mpi)
     ways = {"MPI_Allreduce": lambda a: mpi_comm.Allreduce(mpi.IN_PLACE, a),
-            "shared window": window.allreduce_}
+            "shared window": window.allreduce_, "in place": window.allreduce_}
+    block = window.share(4 * max(SIZES))
     rows = []
     for n in SIZES:
-        array = np.empty(n, dtype=np.float32)
         medians = {}
         for name, reduce_ in ways.items():
-            times = []
+            array = (np.frombuffer(block, dtype=np.float32, count=n) if name == "in place"
+                     else np.empty(n, dtype=np.float32))
+            times, before = [], window.in_place_calls
             for _ in range(calls):
                 array[...] = 1.0
                 mpi_comm.Barrier()
@@ -47,16 +52,20 @@ def worker(calls: int) -> None:
                 times.append(time.perf_counter() - start)
             if not np.all(array == comm.size):
                 raise SystemExit(f"{name}: wrong sum at {n} elements")
+            if (window.in_place_calls - before == calls) != (name == "in place"):
+                raise SystemExit(f"{name}: not the path it names at {n} elements")
             medians[name] = float(np.median(times)) * 1e6
         rows.append((n, medians))
     if comm.rank == 0:
         print(f"{comm.size} ranks, median of {calls} calls after a barrier\n\n"
-              f"| float32 array | MPI_Allreduce (us) | shared window (us) | MPI / shared |\n"
-              f"|---:|---:|---:|---:|")
+              f"| float32 array | MPI_Allreduce (us) | shared window (us) | in place (us) "
+              f"| MPI / shared | MPI / in place |\n|---:|---:|---:|---:|---:|---:|")
         for n, medians in rows:
             mpi_us, shared_us = medians["MPI_Allreduce"], medians["shared window"]
+            in_place_us = medians["in place"]
             print(f"| {4 * n // 1024:,} KiB | {mpi_us:,.1f} | {shared_us:,.1f} | "
-                  f"{mpi_us / shared_us:.2f} |")
+                  f"{in_place_us:,.1f} | {mpi_us / shared_us:.2f} | "
+                  f"{mpi_us / in_place_us:.2f} |")
 
 
 def main(argv=None) -> int:

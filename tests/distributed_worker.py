@@ -112,7 +112,13 @@ def case_equivalence(comm, out, device="cpu"):
         loader = tn.data.DataLoader(tn.data.ArrayDataset(*data()), PER_RANK, shuffle=True,
                                     seed=5, shard=comm.shard, device=device)
         assert len(loader) == STEPS, len(loader)
+        reducer = comm._shared
+        before = 0 if reducer is None else reducer.in_place_calls
         train(model, optimizer(opt_name, model.parameters()), loader, how)
+        if kind == "wide" and reducer is not None and \
+                type(next(iter(model.parameters())).data) is np.ndarray:
+            # past the window's threshold: the optimizer's gradients are in shared memory
+            assert reducer.in_place_calls - before == STEPS, reducer.in_place_calls - before
         np.savez(os.path.join(out, f"{kind}-{opt_name}-{how}-rank{comm.rank}.npz"),
                  **final_state(model))
 
@@ -400,8 +406,42 @@ def case_shared(comm, out):
     matrix = np.matrix(np.full((300, 1000), comm.rank + 1.0, dtype=np.float32))
     assert comm.allreduce_host_(matrix) is matrix
     result["exact"].append(bool((np.asarray(matrix) == comm.size * (comm.size + 1) / 2).all()))
+    result["in_place"] = _shared_blocks(comm, rng, result) if comm._shared is not None else 0
     with open(os.path.join(out, f"shared-rank{comm.rank}.json"), "w") as f:
         json.dump(result, f)
+
+
+def _shared_blocks(comm, rng, result) -> int:
+    """Arrays in a block every rank maps (``SharedReducer.share``, as DataParallel's
+    gradients): summed where they lie, with the bits of the chunked path, at two offsets
+    and dtypes, as sums and as means; where one rank's array is in the block and the
+    others' are not, every rank takes the chunked path. Returns the in-place calls."""
+    import hashlib
+
+    reducer = comm._shared
+    memory = reducer.share(3 << 20)
+    before = reducer.in_place_calls
+    arrays = [np.frombuffer(memory, dtype=np.float32, count=300_001, offset=64),
+              np.frombuffer(memory, dtype=np.float64, count=70_000, offset=1_300_032)]
+    for array in arrays:
+        for scale in (None, 1 / comm.size):
+            array[...] = rng.standard_normal(array.shape)
+            everyone = comm.allgather(array.copy())
+            expected = everyone[0].copy()
+            for other in everyone[1:]:
+                expected += other
+            if scale is not None:
+                expected *= scale
+            assert comm.allreduce_host_(array, scale=scale) is array
+            result["exact"].append(bool(np.array_equal(array, expected)))
+            result["digests"].append(hashlib.sha256(array.tobytes()).hexdigest())
+    in_place = reducer.in_place_calls - before
+    mixed = arrays[0] if comm.rank == 0 else np.empty(arrays[0].shape, np.float32)
+    mixed[...] = comm.rank + 1.0
+    comm.allreduce_host_(mixed)
+    result["exact"].append(bool((mixed == comm.size * (comm.size + 1) / 2).all()))
+    result["exact"].append(reducer.in_place_calls - before == in_place)  # chunked, on all
+    return in_place
 
 
 def case_shared_leave(comm, out, how):

@@ -56,6 +56,7 @@ def test_host_allreduce_is_the_rank_order_sum_on_every_rank(tmp_path, ranks, env
         assert result["path"] == path
         assert all(result["exact"]), result["exact"]
         assert result["digests"] == results[0]["digests"]  # the same bits on every rank
+        assert result["in_place"] == (4 if path == "SharedReducer" else 0)
 
 
 def test_an_unknown_allreduce_setting_ends_every_rank_naming_it(tmp_path):

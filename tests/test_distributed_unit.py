@@ -14,7 +14,8 @@ from tensornet import nn
 from tensornet.data import ArrayDataset, DataLoader
 from tensornet.data.shard import shard_indices
 from tensornet.distributed import comm as comm_module
-from tensornet.distributed.buckets import _contiguous_span, make_buckets
+from tensornet.distributed.buckets import make_buckets
+from tensornet.optim.flat import contiguous_span
 
 from distributed_twin import TwinComm
 
@@ -120,10 +121,10 @@ def test_backward_averages_in_few_bucketed_allreduces():
 def test_gradients_lying_in_one_buffer_are_reduced_there_without_a_copy():
     flat = np.arange(10, dtype=np.float64)
     grads = [flat[0:6].reshape(2, 3), flat[6:10]]
-    span = _contiguous_span(grads, 10)
+    span = contiguous_span(grads, 10)
     assert span is not None and np.shares_memory(span, flat) and span.shape == (10,)
-    assert _contiguous_span([flat[0:4], flat[5:9]], 8) is None  # a gap
-    assert _contiguous_span([flat[6:10], flat[0:6]], 10) is None  # out of order
+    assert contiguous_span([flat[0:4], flat[5:9]], 8) is None  # a gap
+    assert contiguous_span([flat[6:10], flat[0:6]], 10) is None  # out of order
     model = _mlp()
     params = list(model.parameters())
     buffer = np.zeros(sum(p.size for p in params), np.float32)
@@ -140,6 +141,73 @@ def test_gradients_lying_in_one_buffer_are_reduced_there_without_a_copy():
     assert buckets[0].buffer is None  # reduced in place in the gradients' own buffer
     for p, e in zip(params, expected):
         np.testing.assert_array_equal(p.grad, e)
+
+
+def test_an_optimizer_keeps_its_gradients_in_memory_offered_before_it_was_built():
+    """DataParallel's shared gradient memory on one host (``offer_grad_memory``): an
+    optimizer built afterwards keeps its flat gradients there, backward writes them there,
+    and training is bit for bit that of the same model without it."""
+    from tensornet.optim.flat import grad_layout, offer_grad_memory
+    plain, offered = _mlp(), _mlp()
+    params = list(offered.parameters())
+    memory = bytearray(grad_layout(params)[1])
+    offer_grad_memory(params, memory)
+    whole = np.frombuffer(memory, np.uint8)
+    opts = [tn.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (plain, offered)]
+    for step in range(3):
+        for model, opt in zip((plain, offered), opts):
+            opt.zero_grad()
+            _backward(model, seed=step)
+            opt.step()
+        for p in params:
+            assert np.shares_memory(p.grad, whole)  # written where it was offered
+        for p, q in zip(plain.parameters(), offered.parameters()):
+            np.testing.assert_array_equal(p.data, q.data)
+            np.testing.assert_array_equal(p.grad, q.grad)
+    buckets = make_buckets(params)
+    assert len(buckets) == 1
+    buckets[0].reduce_mean_(TwinComm())
+    assert buckets[0].buffer is None  # the bucket is the offered memory itself
+
+
+def test_offered_gradient_memory_has_a_span_per_dtype_on_its_own_cache_line():
+    from tensornet.optim.flat import grad_layout, offer_grad_memory
+    tn.manual_seed(0)
+    single, double = nn.Linear(20, 30), nn.Linear(10, 3).to(dtype="float64")
+    params = [single.weight, double.weight, single.bias, double.bias]
+    spans, nbytes = grad_layout(params)
+    assert [(dtype, len(group)) for dtype, group, _ in spans] == [("float32", 2),
+                                                                    ("float64", 2)]
+    assert spans[1][2] == 2560 and nbytes == 2560 + 33 * 8  # 630 float32: 2,520 bytes
+    memory = bytearray(nbytes)
+    offer_grad_memory(params, memory)
+    whole = np.frombuffer(memory, np.uint8)
+    opt = tn.optim.Adam(params, lr=1e-3)
+    for layer, dtype in ((single, np.float32), (double, np.float64)):
+        x = np.ones((4, layer.in_features), dtype)
+        layer.backward(layer(x))
+        assert all(np.shares_memory(p.grad, whole) for p in layer.parameters())
+    opt.step()
+    for bucket in make_buckets(params):
+        bucket.reduce_mean_(TwinComm())
+        assert bucket.buffer is None
+
+
+def test_offered_gradient_memory_is_taken_by_packs_of_its_parameters_in_order_only():
+    """A pack over the parameters in another order allocates its own buffer, as does one
+    whose contiguous slots are another pack's own buffer (nobody offered that memory)."""
+    from tensornet.optim.flat import FlatPack, offer_grad_memory
+    backend = tn.get_backend("cpu")
+    params = list(_mlp().parameters())
+    memory = bytearray(sum(p.size for p in params) * 4)
+    whole = np.frombuffer(memory, np.uint8)
+    offer_grad_memory(params, memory)
+    assert not np.shares_memory(FlatPack(params[::-1], backend, "float32").grad, whole)
+    offer_grad_memory(params, memory)
+    assert np.shares_memory(FlatPack(params, backend, "float32").grad, whole)
+    fresh = list(_mlp().parameters())
+    own = FlatPack(fresh, backend, "float32")
+    assert not np.shares_memory(FlatPack(fresh, backend, "float32").grad, own.grad)
 
 
 def test_a_replaced_gradient_array_is_not_reduced_through_the_remembered_view():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from tensornet.backends import dtype_name, get_backend
+from tensornet.optim.flat import contiguous_span
 
 DEFAULT_BUCKET_BYTES = 25 * 2**20  # PyTorch DDP's bucket_cap_mb
 
@@ -38,11 +39,11 @@ class Bucket:
             self._scatter(grads)
 
     def _flat_view(self, grads):
-        """``_contiguous_span(grads)``, remembered while the gradient arrays are the same
+        """``contiguous_span(grads)``, remembered while the gradient arrays are the same
         objects (an array's memory never moves, and finding the span costs ~50 us a step)."""
         known, flat = self._span
         if known is None or any(a is not b for a, b in zip(known, grads)):
-            flat = _contiguous_span(grads, self.total)
+            flat = contiguous_span(grads, self.total)
             self._span = (grads, flat)
         return flat
 
@@ -80,34 +81,3 @@ def make_buckets(params, bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> list[Bucke
     if current:
         buckets.append(Bucket(current, *key))
     return buckets
-
-
-def _contiguous_span(grads, total: int):
-    """A flat view of the memory ``grads`` occupy when they lie back to back, in order, in
-    one C-contiguous buffer (or are one contiguous array); else None. Arrays that expose
-    no address (array-api-strict) are always copied."""
-    first = grads[0]
-    if getattr(first, "flags", None) is None or _address(first) is None:
-        return None
-    if len(grads) == 1:
-        return first.reshape(-1) if first.flags.c_contiguous else None
-    base = first.base
-    if base is None or not base.flags.c_contiguous:
-        return None
-    expected = _address(first)
-    for grad in grads:
-        if grad.base is not base or not grad.flags.c_contiguous or _address(grad) != expected:
-            return None
-        expected += grad.nbytes
-    offset = (_address(first) - _address(base)) // first.itemsize
-    return base.reshape(-1)[offset:offset + total]
-
-
-def _address(array):
-    """The data address of a NumPy or CuPy array, or None (array-api-strict). CuPy's is
-    read from ``.data.ptr``: its ``__cuda_array_interface__`` would sync the stream."""
-    pointer = getattr(getattr(array, "data", None), "ptr", None)
-    if pointer is not None:
-        return int(pointer)
-    interface = getattr(array, "__array_interface__", None)
-    return None if interface is None else int(interface["data"][0])
