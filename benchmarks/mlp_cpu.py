@@ -12,8 +12,10 @@ sides: ``tensornet`` (the README's hand-written loop through the public API), ``
 (the same epoch through ``fit``), ``hand-written NumPy`` (the whole step written out in
 NumPy), ``PyTorch`` (the twin model, when torch is importable) and ``GEMM only`` (just
 the 11 matrix products of every step, with the step's shapes, into preallocated arrays:
-the floor of any implementation that calls the same BLAS); with ``--unfused`` also
-``tensornet unfused`` (the README loop with Sequential's Linear + ReLU fusion off). Printed: the median seconds
+the floor of any implementation that calls the same BLAS) and, with PyTorch, ``PyTorch
+GEMM only`` (the same products through PyTorch's BLAS, in its worker: its own floor); with
+``--unfused`` also ``tensornet unfused`` (the README loop with Sequential's Linear + ReLU
+fusion off). Printed: the median seconds
 per epoch of each side, the ratios the issue-17 targets name (at the default thread count
 tensornet / GEMM only <= 1.3 and tensornet / PyTorch <= 0.6; with one thread tensornet /
 PyTorch <= 0.9; README loop / fit <= 1.05), the load average, and a
@@ -141,6 +143,28 @@ def gemm_only_epoch(weights, x, batches, batch: int = BATCH):
                 np.matmul(g[i + 1], weights[i], out=g[i])
 
 
+def torch_gemm_only_epoch(torch, weights, x, batches, batch: int = BATCH):
+    """``gemm_only_epoch`` with PyTorch's matrix products (the BLAS its wheel links: MKL on
+    x86) into preallocated tensors: PyTorch's own floor, against which the rest of its step
+    can be told from its GEMMs."""
+    gen = torch.Generator().manual_seed(0)
+    ws = [torch.from_numpy(np.ascontiguousarray(w)) for w in weights]
+    hs = [torch.from_numpy(np.ascontiguousarray(x[:batch]))] + [
+        torch.empty(batch, w.shape[0]) for w in ws]
+    gs = [None] + [torch.randn(batch, w.shape[0], generator=gen) for w in ws]
+    dws = [torch.empty_like(w) for w in ws]
+    with torch.no_grad():
+        for n in batches:
+            h = [a[:n] for a in hs]
+            g = [None] + [a[:n] for a in gs[1:]]
+            for i, w in enumerate(ws):
+                torch.matmul(h[i], w.T, out=h[i + 1])
+            for i in range(len(ws) - 1, -1, -1):
+                torch.matmul(g[i + 1].T, h[i], out=dws[i])
+                if i:
+                    torch.matmul(g[i + 1], ws[i], out=g[i])
+
+
 def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
         with_torch: bool = True, threads: int = 1, unfused: bool = False) -> dict:
     """Time ``reps`` epochs of each side, rotating which side goes first each repetition."""
@@ -203,6 +227,9 @@ def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
     def torch_side(rows=None):
         return torch.epoch(rows)
 
+    def torch_gemm_side(rows=None):
+        return torch.gemm(rows), None
+
     def gemm_side(rows=None):
         n = samples if rows is None else len(rows)
         batches = [min(BATCH, n - start) for start in range(0, n, BATCH)]
@@ -216,6 +243,8 @@ def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
     if torch is not None:
         sides["PyTorch"] = torch_side
     sides["GEMM only"] = gemm_side
+    if torch is not None:
+        sides["PyTorch GEMM only"] = torch_gemm_side
     warm = order[:warmup_batches * BATCH]
     for epoch in sides.values():  # warm-up: compiled kernels, BLAS buffers, first calls
         epoch(warm)
@@ -242,7 +271,10 @@ def run(reps: int = 5, samples: int = 60000, warmup_batches: int = 20,
                             ("tensornet / hand-written NumPy", "tensornet",
                              "hand-written NumPy"),
                             ("tensornet / tensornet unfused", "tensornet",
-                             "tensornet unfused")):
+                             "tensornet unfused"),
+                            ("PyTorch / PyTorch GEMM only", "PyTorch", "PyTorch GEMM only"),
+                            ("GEMM only / PyTorch GEMM only", "GEMM only",
+                             "PyTorch GEMM only")):
         if num in wall and den in wall:
             ratios[label] = {"medians": median(wall[num]) / median(wall[den]),
                              "paired": median([a / b for a, b in zip(wall[num], wall[den])])}

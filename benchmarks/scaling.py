@@ -12,14 +12,15 @@ Sweeps (float32, synthetic MNIST-shaped data, SGD momentum for the MLPs, Adam fo
 - ``threads``: both benchmark models at batch 128 on 1, 2, 4, ... threads and every core.
 
 Every point runs in processes of its own (``benchmarks/scaling_worker.py``): one where
-tensornet, PyTorch and, for MLPs, the GEMM-only floor (the step's matrix products alone)
-take turns on the same batches, and one per framework for the peak resident memory of
-training. Times are medians over the turns, scaled from the batches run to a
-60,000-sample epoch. Writes ``results.md``, ``results.json`` and ``results.png`` into
-``benchmarks/results/scaling-<host>-<date>/`` (or ``--out``); the table names every point
-where tensornet is slower or uses more memory than PyTorch, with the share of its step
-spent in GEMMs (the part both frameworks hand to a BLAS library). ``--quick``: fewer
-points, shorter runs (about a minute).
+tensornet, PyTorch and, for MLPs, the GEMM-only floors (the step's matrix products alone,
+through OpenBLAS and through PyTorch's BLAS) take turns on the same batches, and one per
+framework for the peak resident memory of training. Times are medians over the turns,
+scaled from the batches run to a 60,000-sample epoch. Writes ``results.md``,
+``results.json`` and ``results.png`` into ``benchmarks/results/scaling-<host>-<date>/``
+(or ``--out``); the table names every point where tensornet is slower or uses more memory
+than PyTorch, with the share of its step spent in GEMMs (the part both frameworks hand to
+a BLAS library) and, where both floors are measured, which part of the step is slower.
+``--quick``: fewer points, shorter runs (about a minute).
 """
 from __future__ import annotations
 
@@ -80,10 +81,21 @@ def measure_point(cfg: dict, quick: bool, timeout: float) -> dict:
     return point
 
 
-def _why_slower(tn: float, pt: float, floor, share) -> str:
-    """Only what the figures show: PyTorch's own split between its matrix products and the
-    rest is not measured, so a part of tensornet's step is named as the cause only when
-    that part alone takes longer than PyTorch's whole step."""
+def _why_slower(tn: float, pt: float, floor, share, pt_floor=None) -> str:
+    """Only what the figures show. Where both GEMM-only floors are measured (the MLPs), the
+    step is split alike on both sides, the GEMMs timed alone and the rest of the step, and
+    each part that takes longer in tensornet is named. Elsewhere PyTorch's own split is not
+    known, so a part of tensornet's step is named as the cause only when that part alone
+    takes longer than PyTorch's whole step."""
+    if floor and pt_floor:
+        rest, pt_rest = tn - floor, pt - pt_floor
+        parts = []
+        if floor > pt_floor:
+            parts.append(f"the GEMMs take {floor:.2f} s with OpenBLAS against {pt_floor:.2f} s "
+                         f"with PyTorch's BLAS")
+        if rest > pt_rest:
+            parts.append(f"the rest of the step takes {rest:.2f} against {pt_rest:.2f} s")
+        return "slower: " + "; ".join(parts) + " (GEMMs timed alone, the rest the step less them)"
     gemm = share * tn if share is not None else None
     if (floor and floor > pt) or (gemm is not None and gemm > pt):
         return "slower: the GEMMs alone (OpenBLAS) take longer than PyTorch's whole step"
@@ -100,8 +112,10 @@ def summarize(point: dict) -> dict:
     seconds = point["time"].get("seconds_per_epoch", {})
     memory = {k: v.get("peak_mib") for k, v in point["memory"].items()}
     tn, pt, floor = seconds.get("tensornet"), seconds.get("pytorch"), seconds.get("gemm_only")
+    pt_floor = seconds.get("pytorch_gemm_only")
     row = {"sweep": point["sweep"], "label": point["label"], "x": point["x"],
            "tensornet_s": tn, "pytorch_s": pt, "gemm_only_s": floor,
+           "pytorch_gemm_only_s": pt_floor,
            "time_ratio": tn / pt if tn and pt else None,
            "tensornet_over_gemm": tn / floor if tn and floor else None,
            "gemm_share": point["time"].get("tensornet_gemm_share"),
@@ -110,7 +124,7 @@ def summarize(point: dict) -> dict:
     row["memory_ratio"] = mt / mp if mt is not None and mp else None
     reasons = []
     if row["time_ratio"] is not None and row["time_ratio"] > 1.0:
-        reasons.append(_why_slower(tn, pt, floor, row["gemm_share"]))
+        reasons.append(_why_slower(tn, pt, floor, row["gemm_share"], pt_floor))
     # Resident-memory figures move by about a MiB between identical runs (pages the
     # allocator keeps or returns): a difference within max(1 MiB, 5%) is not counted
     # (such a point counts as <= PyTorch; the report says so, naming it).
@@ -146,12 +160,13 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
              f"data, model and optimizer are in: gradients, optimizer state, activations, "
              f"workspace).", "",
              "| point | tensornet s | PyTorch s | tn / PyTorch | GEMM-only s | tn / GEMM | "
-             "tensornet MiB | PyTorch MiB | memory tn / PyTorch | notes |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "PyTorch GEMM-only s | tensornet MiB | PyTorch MiB | memory tn / PyTorch | notes |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['label']} | {_f(r['tensornet_s'], '.2f')} | "
                      f"{_f(r['pytorch_s'], '.2f')} | {_f(r['time_ratio'], '.2f')} | "
                      f"{_f(r['gemm_only_s'], '.2f')} | {_f(r['tensornet_over_gemm'], '.2f')} | "
+                     f"{_f(r.get('pytorch_gemm_only_s'), '.2f')} | "
                      f"{_f(r['tensornet_mib'], '.0f')} | {_f(r['pytorch_mib'], '.0f')} | "
                      f"{_f(r['memory_ratio'], '.2f')} | {r['notes']} |")
     compared = [r for r in rows if r.get("compared", True)]

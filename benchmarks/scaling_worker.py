@@ -151,6 +151,9 @@ def measure_time(cfg: dict) -> dict:
         sides["pytorch"] = _TorchInItsOwnProcess(cfg, len(x))
     if cfg["model"] == "mlp":
         sides["gemm_only"] = _gemm_run
+        if "pytorch" in sides:  # the same products through PyTorch's BLAS, in its process
+            torch_side = sides["pytorch"].side
+            sides["pytorch_gemm_only"] = lambda cfg, x, y, order: torch_side.gemm(order)[0]
     for run in sides.values():   # warm-up of every side on these batches
         run(cfg, x, y, order)
     times = {name: [] for name in sides}

@@ -12,8 +12,8 @@ would alone, and the epochs still alternate, so that slow spells of the machine 
                                       "samples": 60000}'
 
 (optional: ``batch``, ``sizes``, ``channels`` as ``common.build_model``) reads one command
-per line on stdin (``epoch`` with the sample order, or ``split``) and answers each with one
-JSON line on stdout.
+per line on stdin (``epoch`` with the sample order, ``gemm``, the MLP's matrix products
+alone, or ``split``) and answers each with one JSON line on stdout.
 """
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ from benchmarks.common import (BATCH, MLP_SIZES, Clock, build_model, epoch_order
 
 
 class TorchSide:
-    """A PyTorch worker process: ``epoch(rows)`` -> (wall s, CPU s, last loss), ``split()``
-    -> its per-layer milliseconds; None from the constructor's ``available`` when PyTorch
-    is not importable."""
+    """A PyTorch worker process: ``epoch(rows)`` -> (wall s, CPU s, last loss), ``gemm(rows)``
+    -> (wall s, CPU s) of the MLP's products alone, ``split()`` -> its per-layer
+    milliseconds; None from the constructor's ``available`` when PyTorch is not
+    importable."""
 
     def __init__(self, cfg: dict):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +59,12 @@ class TorchSide:
     def epoch(self, rows=None):
         reply = self._ask({"do": "epoch", "rows": None if rows is None else list(map(int, rows))})
         return (reply["wall"], reply["cpu"]), reply["loss"]
+
+    def gemm(self, rows=None):
+        """(wall s, CPU s) of the MLP's matrix products alone over these rows' batches
+        (``mlp_cpu.torch_gemm_only_epoch``)."""
+        reply = self._ask({"do": "gemm", "rows": None if rows is None else list(map(int, rows))})
+        return reply["wall"], reply["cpu"]
 
     def split(self, batches: int = 40) -> dict:
         return {k: tuple(v) for k, v in self._ask({"do": "split", "batches": batches})["ms"].items()}
@@ -91,6 +98,16 @@ def _serve(cfg: dict) -> None:
             loss = torch_epoch(torch, model, opt, xt, yt, rows, batch)
             wall, cpu = clock.stop()
             print(json.dumps({"wall": wall, "cpu": cpu, "loss": loss}), flush=True)
+        elif command["do"] == "gemm":
+            from benchmarks.mlp_cpu import torch_gemm_only_epoch
+            rows = order if command["rows"] is None else command["rows"]
+            weights = [np.asarray(p.data) for p in
+                       build_model(model_name, **shape).parameters()][0::2]
+            batches = [min(batch, len(rows) - s) for s in range(0, len(rows), batch)]
+            clock.start()
+            torch_gemm_only_epoch(torch, weights, x, batches, batch)
+            wall, cpu = clock.stop()
+            print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
         elif command["do"] == "split":
             from benchmarks.cnn_cpu import torch_layer_split
             model, opt = torch_twin(model_name, build_model(model_name))

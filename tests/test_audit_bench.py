@@ -118,6 +118,24 @@ def test_scaling_names_a_cause_only_where_the_figures_show_it():
     assert "not known" in _why_slower(10.0, 8.0, None, None)
 
 
+def test_scaling_splits_both_steps_where_both_gemm_floors_are_measured():
+    """MLP points: OpenBLAS's and PyTorch's GEMMs timed alone, and the rest of each step;
+    each part where tensornet takes longer is named, with its figures."""
+    from benchmarks.scaling import _why_slower, summarize
+    gemms = _why_slower(28.8, 24.2, 22.2, 0.76, 19.9)
+    assert "GEMMs take 22.20 s with OpenBLAS against 19.90 s" in gemms
+    assert "rest of the step takes 6.60 against 4.30 s" in gemms
+    rest_only = _why_slower(10.0, 9.0, 5.0, 0.5, 5.5)
+    assert "GEMMs take" not in rest_only and "rest of the step takes 5.00 against 3.50" in rest_only
+    point = {"sweep": "width", "label": "MLP W=4096", "x": 4096,
+             "time": {"seconds_per_epoch": {"tensornet": 28.8, "pytorch": 24.2,
+                                            "gemm_only": 22.2, "pytorch_gemm_only": 19.9},
+                      "tensornet_gemm_share": 0.76},
+             "memory": {"tensornet": {"peak_mib": 10.0}, "pytorch": {"peak_mib": 20.0}}}
+    row = summarize(point)
+    assert row["pytorch_gemm_only_s"] == 19.9 and "with OpenBLAS against 19.90" in row["notes"]
+
+
 # ---------------------------------------------------------------------- mlp_cpu's targets
 def _mlp_cpu_output(monkeypatch, capsys, threads):
     from benchmarks import mlp_cpu

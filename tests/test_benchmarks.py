@@ -181,7 +181,8 @@ def test_allreduce_benchmark_prints_both_ways_at_every_size(capfd):
         pytest.skip(str(exc))
     assert allreduce.main(["--calls", "3"]) == 0
     out = capfd.readouterr().out
-    assert "| float32 array | MPI_Allreduce (us) | shared window (us) | MPI / shared |" in out
+    assert ("| float32 array | MPI_Allreduce (us) | shared window (us) | in place (us) | "
+            "MPI / shared | MPI / in place |") in out
     for n in allreduce.SIZES:
         assert f"| {4 * n // 1024:,} KiB |" in out
 
@@ -256,7 +257,8 @@ def test_scaling_worker_measures_a_point():
     timing = run_worker({**cfg, "kind": "time", "reps": 1, "seconds": 0.01}, timeout=300)
     assert "error" not in timing, timing
     seconds = timing["seconds_per_epoch"]
-    assert set(seconds) == {"tensornet", "pytorch", "gemm_only"} and min(seconds.values()) > 0
+    assert set(seconds) == {"tensornet", "pytorch", "gemm_only", "pytorch_gemm_only"}
+    assert min(seconds.values()) > 0
     assert 0 < timing["tensornet_gemm_share"] < 1
     memory = run_worker({**cfg, "kind": "memory", "framework": "tensornet"}, timeout=300)
     assert memory["peak_mib"] >= 0 and "build_mib" in memory, memory
@@ -294,6 +296,34 @@ def test_mlp_benchmark_times_the_unfused_loop_on_the_same_batches():
     r = run(reps=1, samples=640, warmup_batches=1, with_torch=False, unfused=True)
     assert r["final_loss"]["tensornet"] == r["final_loss"]["tensornet unfused"]
     assert r["ratios"]["tensornet / tensornet unfused"]["medians"] > 0
+
+
+def test_mlp_benchmark_times_pytorchs_own_gemms_on_the_same_batches():
+    """PyTorch's floor: the step's 11 products through torch.matmul, in its worker."""
+    pytest.importorskip("torch")
+    from benchmarks.mlp_cpu import run
+    r = run(reps=1, samples=640, warmup_batches=1)
+    assert r["wall_s"]["PyTorch GEMM only"] > 0
+    assert r["ratios"]["PyTorch / PyTorch GEMM only"]["medians"] > 1  # its step does more
+
+
+def test_torch_gemm_floor_computes_the_products_of_the_numpy_one():
+    torch = pytest.importorskip("torch")
+    from benchmarks import mlp_cpu
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal((6, 5), dtype=np.float32),
+               rng.standard_normal((3, 6), dtype=np.float32)]
+    x = rng.standard_normal((4, 5), dtype=np.float32)
+    seen = []
+    real = torch.matmul
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "matmul", lambda a, b, out: seen.append(
+            (tuple(a.shape), tuple(b.shape))) or real(a, b, out=out))
+        mlp_cpu.torch_gemm_only_epoch(torch, weights, x, [4, 2], batch=4)
+    # per batch: 2 forward products, 2 weight gradients, 1 data gradient (not the first layer)
+    assert seen[:5] == [((4, 5), (5, 6)), ((4, 6), (6, 3)), ((3, 4), (4, 6)),
+                        ((4, 3), (3, 6)), ((6, 4), (4, 5))]
+    assert len(seen) == 10 and seen[5][0] == (2, 5)
 
 
 def test_fusion_benchmark_times_both_paths():
