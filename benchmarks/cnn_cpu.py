@@ -44,7 +44,7 @@ def tensornet_epoch(model, opt, loss_fn, x, y, order, batch: int = BATCH):
     return float(loss)
 
 
-def layer_split(model, opt, loss_fn, x, y, order, batches: int = 40):
+def layer_split(model, opt, loss_fn, x, y, order, batches: int = 40, batch: int = BATCH):
     """tensornet's per-layer forward/backward milliseconds per batch (median over
     ``batches``), walking the Sequential by hand as ``Sequential`` does: a pair it runs as
     one step (BatchNorm + ReLU, Linear + ReLU: ``tensornet/nn/fusion.py``) is timed as one,
@@ -64,7 +64,7 @@ def layer_split(model, opt, loss_fn, x, y, order, batches: int = 40):
     rows = {name: ([], []) for name in names + ["loss", "Adam step"]}
     model.train()
     for b in range(batches):
-        idx = order[(b * BATCH) % len(order):][:BATCH]
+        idx = order[(b * batch) % len(order):][:batch]
         opt.zero_grad()
         out = x[idx]
         for first, count in steps:
@@ -89,7 +89,7 @@ def layer_split(model, opt, loss_fn, x, y, order, batches: int = 40):
     return _medians_ms(rows)
 
 
-def torch_layer_split(torch, model, opt, x, y, order, batches: int = 40):
+def torch_layer_split(torch, model, opt, x, y, order, batches: int = 40, batch: int = BATCH):
     """The same split for PyTorch: forward by walking the Sequential, backward between each
     module's full backward pre-hook and hook (autograd runs the layers in reverse order, so
     the interval is that layer's backward). The first Conv2d computes no input gradient."""
@@ -109,7 +109,7 @@ def torch_layer_split(torch, model, opt, x, y, order, batches: int = 40):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "full backward hook is firing ... no inputs need grad"
         for b in range(batches):
-            idx = torch.from_numpy(order[(b * BATCH) % len(order):][:BATCH])
+            idx = torch.from_numpy(order[(b * batch) % len(order):][:batch])
             opt.zero_grad()
             out = x[idx]
             for name, layer in zip(names, model):

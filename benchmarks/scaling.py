@@ -81,12 +81,52 @@ def measure_point(cfg: dict, quick: bool, timeout: float) -> dict:
     return point
 
 
-def _why_slower(tn: float, pt: float, floor, share, pt_floor=None) -> str:
+def _slower_layers(split: dict) -> str | None:
+    """The layers where tensornet's per-batch time (forward + backward) exceeds PyTorch's,
+    the largest gap first, and the other layers together. A pair tensornet runs as one step
+    (its second row reads 0) is compared with PyTorch's two rows together; the first
+    layer's backward is left out on both sides (PyTorch's hooks do not time it)."""
+    tn, pt = split.get("tensornet"), split.get("pytorch")
+    if not tn or not pt or set(tn) != set(pt):
+        return None
+    groups = []
+    for name in tn:
+        if groups and not any(tn[name]) and not name.startswith(("loss", "Adam")):
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    compared = []
+    for group in groups:
+        def total(side):
+            return sum(side[n][0] + (side[n][1] if not n.startswith("0:") else 0.0)
+                       for n in group)
+        label = " + ".join(n.split(": ", 1)[-1] for n in group)
+        first = group[0].split(":")[0]
+        compared.append((f"{first}: {label}" if first.isdigit() else label,
+                         total(tn), total(pt)))
+    slower = sorted([c for c in compared if c[1] > c[2]], key=lambda c: c[2] - c[1])
+    if not slower:
+        return None
+    others = [c for c in compared if c[1] <= c[2]]
+    text = "; ".join(f"{name} {a:.2f} against {b:.2f} ms" for name, a, b in slower[:3])
+    if len(slower) > 3:
+        text += f" and {len(slower) - 3} more"
+    if others:
+        text += (f"; the other layers together {sum(c[1] for c in others):.2f} against "
+                 f"{sum(c[2] for c in others):.2f} ms")
+    return f"slower in {text} (a batch, forward + backward, per-layer split)"
+
+
+def _why_slower(tn: float, pt: float, floor, share, pt_floor=None, split=None) -> str:
     """Only what the figures show. Where both GEMM-only floors are measured (the MLPs), the
     step is split alike on both sides, the GEMMs timed alone and the rest of the step, and
-    each part that takes longer in tensornet is named. Elsewhere PyTorch's own split is not
-    known, so a part of tensornet's step is named as the cause only when that part alone
-    takes longer than PyTorch's whole step."""
+    each part that takes longer in tensornet is named; where both per-layer splits are
+    (the CNNs), the layers that take longer. Elsewhere PyTorch's own split is not known, so
+    a part of tensornet's step is named as the cause only when that part alone takes
+    longer than PyTorch's whole step."""
+    layers = _slower_layers(split) if split else None
+    if layers:
+        return layers
     if floor and pt_floor:
         rest, pt_rest = tn - floor, pt - pt_floor
         parts = []
@@ -124,7 +164,8 @@ def summarize(point: dict) -> dict:
     row["memory_ratio"] = mt / mp if mt is not None and mp else None
     reasons = []
     if row["time_ratio"] is not None and row["time_ratio"] > 1.0:
-        reasons.append(_why_slower(tn, pt, floor, row["gemm_share"], pt_floor))
+        reasons.append(_why_slower(tn, pt, floor, row["gemm_share"], pt_floor,
+                                   point["time"].get("split_ms")))
     # Resident-memory figures move by about a MiB between identical runs (pages the
     # allocator keeps or returns): a difference within max(1 MiB, 5%) is not counted
     # (such a point counts as <= PyTorch; the report says so, naming it).

@@ -12,7 +12,9 @@ prints the JSON result after ``RESULT `` on its last line. Configuration: ``mode
   number chosen so that one tensornet run lasts about ``seconds``) after a warm-up; per
   side the median seconds per sample, scaled to a 60,000-sample epoch. Also the share of
   tensornet's step spent in its GEMMs (one extra run with a clock around every matrix
-  product: its GEMM seconds over its own training seconds).
+  product: its GEMM seconds over its own training seconds); for MLPs PyTorch's GEMM-only
+  floor too, and for CNNs both frameworks' per-layer split (``cnn_cpu``'s, on
+  ``SPLIT_BATCHES`` batches).
 - ``memory`` (with ``framework``): imports and a warm-up of the same layers on a tiny
   model (compiled kernels, library code); then the data, the model and its optimizer
   (``build_mib``: the resident memory they add, initialisation transients included);
@@ -37,6 +39,7 @@ from benchmarks.common import (Clock, RssProbe, build_model, build_optimizer, ep
                                torch_twin)
 
 EPOCH = 60000
+SPLIT_BATCHES = 20  # batches of the per-layer split at CNN points (median per layer)
 
 
 def _data(model: str, samples: int):
@@ -168,6 +171,12 @@ def measure_time(cfg: dict) -> dict:
               "all_seconds": times}
     result["tensornet_gemm_share"] = _gemm_share(cfg, x, y, order)
     if "pytorch" in sides:
+        if cfg["model"] == "cnn":  # which layers differ (``cnn_cpu``'s split, both sides)
+            from benchmarks.cnn_cpu import layer_split
+            result["split_ms"] = {
+                "tensornet": layer_split(*_tensornet_build(cfg), x, y, order, SPLIT_BATCHES,
+                                         batch),
+                "pytorch": sides["pytorch"].side.split(SPLIT_BATCHES)}
         sides["pytorch"].side.close()
     return result
 

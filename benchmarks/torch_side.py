@@ -110,8 +110,8 @@ def _serve(cfg: dict) -> None:
             print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
         elif command["do"] == "split":
             from benchmarks.cnn_cpu import torch_layer_split
-            model, opt = torch_twin(model_name, build_model(model_name))
-            ms = torch_layer_split(torch, model, opt, xt, yt, order, command["batches"])
+            model, opt = torch_twin(model_name, build_model(model_name, **shape), **shape)
+            ms = torch_layer_split(torch, model, opt, xt, yt, order, command["batches"], batch)
             print(json.dumps({"ms": ms}), flush=True)
 
 

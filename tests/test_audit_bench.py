@@ -118,6 +118,24 @@ def test_scaling_names_a_cause_only_where_the_figures_show_it():
     assert "not known" in _why_slower(10.0, 8.0, None, None)
 
 
+def test_scaling_names_the_slower_layers_of_a_cnn_point():
+    """cnn_cpu's per-layer split of both frameworks (as JSON gives it back: lists): the
+    layers where tensornet is slower, largest gap first; a pair tensornet runs as one step
+    against PyTorch's two rows; the first layer's backward (not timed on PyTorch) left out."""
+    from benchmarks.scaling import _why_slower
+    split = {"tensornet": {"0: Conv2d": [0.8, 0.9], "1: BatchNorm2d": [0.8, 0.8],
+                           "2: ReLU": [0.0, 0.0], "3: Conv2d": [1.5, 3.1],
+                           "loss": [0.1, 0.0], "Adam step": [0.0, 0.2]},
+             "pytorch": {"0: Conv2d": [0.7, 0.02], "1: BatchNorm2d": [0.9, 0.4],
+                         "2: ReLU": [0.2, 0.3], "3: Conv2d": [0.5, 1.4],
+                         "loss": [0.2, 0.0], "Adam step": [0.0, 0.8]}}
+    text = _why_slower(11.4, 10.7, None, 0.3, None, split)
+    assert text.startswith("slower in 3: Conv2d 4.60 against 1.90 ms; 0: Conv2d 0.80 "
+                           "against 0.70 ms; the other layers together 1.90 against 2.80 ms")
+    assert "1: BatchNorm2d + ReLU" not in text  # 1.6 against 1.8 ms: faster, with its ReLU
+    assert "not known" in _why_slower(11.4, 10.7, None, 0.3, None, {"tensornet": {}})
+
+
 def test_scaling_splits_both_steps_where_both_gemm_floors_are_measured():
     """MLP points: OpenBLAS's and PyTorch's GEMMs timed alone, and the rest of each step;
     each part where tensornet takes longer is named, with its figures."""

@@ -264,6 +264,18 @@ def test_scaling_worker_measures_a_point():
     assert memory["peak_mib"] >= 0 and "build_mib" in memory, memory
 
 
+def test_scaling_worker_splits_a_cnn_point_by_layer_on_both_sides():
+    """The per-layer split the report names slower layers from: the point's own model
+    (4 channels, batch 16) on both sides, row for row."""
+    pytest.importorskip("torch")
+    from benchmarks.scaling import run_worker
+    cfg = {"model": "cnn", "channels": 4, "batch": 16, "threads": 1, "label": "tiny", "x": 4}
+    timing = run_worker({**cfg, "kind": "time", "reps": 1, "seconds": 0.01}, timeout=300)
+    split = timing["split_ms"]
+    assert list(split["tensornet"]) == list(split["pytorch"])
+    assert "4: Conv2d" in split["tensornet"] and split["pytorch"]["4: Conv2d"][0] > 0
+
+
 @pytest.mark.parametrize("call", ["pin_threads", "machine_info"])
 def test_without_threadpoolctl_the_benchmarks_name_the_extra(monkeypatch, call):
     """A fresh install of '.[plot]' has no threadpoolctl: `python -m benchmarks.mlp_cpu`
