@@ -454,6 +454,25 @@ def test_the_shared_window_takes_large_contiguous_float_arrays_only():
     assert not reducer.handles(frozen)  # MPI says why, before any rank waits
 
 
+def test_gradients_go_to_shared_memory_only_where_dev_shm_has_room(monkeypatch):
+    """Containers often give /dev/shm 64 MiB: a block MPI could not map there would stop
+    the program, so DataParallel keeps the gradients in each rank's memory instead."""
+    import os
+    from types import SimpleNamespace
+
+    from tensornet.distributed import shared
+    reducer = shared.SharedReducer(_World(), None)
+    room = SimpleNamespace(f_bavail=64 * 2**20 // 4096, f_frsize=4096)  # 64 MiB free
+    monkeypatch.setattr(os, "statvfs", lambda path: room)
+    assert reducer.can_share(16 * 2**20)  # 2 ranks x 16 MiB, twice over: 64 MiB
+    assert not reducer.can_share(16 * 2**20 + 1)
+
+    def missing(path):
+        raise FileNotFoundError(path)
+    monkeypatch.setattr(os, "statvfs", missing)
+    assert reducer.can_share(2**40)  # no /dev/shm: MPI maps its windows elsewhere
+
+
 def test_a_mid_epoch_state_resumes_only_with_as_many_ranks():
     """Rank 0's mid-epoch state (ModelCheckpoint's file is rank 0's) resumes every rank of
     a run with as many ranks; with another number its batch count would have skipped

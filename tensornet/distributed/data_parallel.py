@@ -108,15 +108,18 @@ class DataParallel(Module):
         sums the ranks' gradients where they lie instead of copying them into the window and
         back: 39 against 190-210 us for the benchmark MLP's 960 KiB with two ranks, measured
         on a 2-core VM (``tensornet/distributed/shared.py``). Not done, on any rank, when a
-        rank's parameters are not host NumPy arrays or already have an optimizer's slots."""
+        rank's parameters are not host NumPy arrays or already have an optimizer's slots, or
+        when ``/dev/shm`` lacks the room (then the gradients go through the window's chunks,
+        as arrays of the rank's own memory)."""
         if self.comm.size == 1:
             return
         reducer = self.comm._shared
         params = self._wrapped
-        fits = reducer is not None and bool(params) and all(
+        nbytes = grad_layout(params)[1]
+        fits = reducer is not None and bool(params) and reducer.can_share(nbytes) and all(
             type(p.data) is np.ndarray and p._grad_slot is None for p in params)
         if self.comm.all(fits):
-            offer_grad_memory(params, reducer.share(grad_layout(params)[1]))
+            offer_grad_memory(params, reducer.share(nbytes))
 
     def broadcast_from_rank0(self) -> None:
         """Give every rank rank 0's parameters and buffers (collective)."""

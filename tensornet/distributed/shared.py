@@ -127,6 +127,17 @@ class SharedReducer:
             self._reduce_chunk(flat[start:start + step], scale)
         return array
 
+    def can_share(self, nbytes: int) -> bool:
+        """Whether a ``share(nbytes)`` block for every rank fits twice over in the free
+        space of ``/dev/shm``, where MPICH maps its windows: containers often give it only
+        64 MiB, and a window MPI cannot map would stop the program. True without a
+        ``/dev/shm`` (MPI then maps files elsewhere)."""
+        try:
+            stats = os.statvfs("/dev/shm")
+        except (OSError, AttributeError):
+            return True
+        return 2 * nbytes * self.size <= stats.f_bavail * stats.f_frsize
+
     def share(self, nbytes: int) -> np.ndarray:
         """A zeroed block of ``nbytes`` (a writable memoryview) in a new window that every
         rank maps, for arrays that ``allreduce_`` then sums where they lie (collective:
