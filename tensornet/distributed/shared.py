@@ -138,7 +138,7 @@ class SharedReducer:
             return True
         return 2 * nbytes * self.size <= stats.f_bavail * stats.f_frsize
 
-    def share(self, nbytes: int) -> np.ndarray:
+    def share(self, nbytes: int) -> memoryview:
         """A zeroed block of ``nbytes`` (a writable memoryview) in a new window that every
         rank maps, for arrays that ``allreduce_`` then sums where they lie (collective:
         every rank asks for the same size, in the same order)."""

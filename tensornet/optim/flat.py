@@ -14,8 +14,8 @@ the buffers, or the pack is rebuilt.
 The gradient buffer is allocated by the pack, except where ``offer_grad_memory`` gave the
 parameters gradient memory first: ``DataParallel`` does, on one host, with memory every
 rank maps (``tensornet/distributed/shared.py``), so that the gradient all-reduce sums the
-ranks' buffers where they lie. A pack over exactly those parameters, in that order, then
-keeps its gradients there.
+ranks' buffers where they lie. A pack over those parameters, or over a run of consecutive
+ones among them, in their order, then keeps its gradients there.
 """
 from __future__ import annotations
 
@@ -123,9 +123,10 @@ def grad_layout(params: list) -> tuple[list, int]:
 def offer_grad_memory(params: list, memory) -> None:
     """Point the gradient slots of host ``params`` (NumPy arrays no optimizer has packed
     yet) into ``memory``, a writable buffer of at least ``grad_layout(params)[1]`` zeroed
-    bytes, laid out by ``grad_layout``. A FlatPack later built over exactly the parameters
-    of one span, in order, keeps its gradients there (backward writes each gradient into
-    its slot, see ``Parameter.grad_buffer``); ``memory`` must outlive the parameters."""
+    bytes, laid out by ``grad_layout``. A FlatPack later built over the parameters of one
+    span, or a run of consecutive ones, in order, keeps its gradients there (backward
+    writes each gradient into its slot, see ``Parameter.grad_buffer``); ``memory`` must
+    outlive the parameters."""
     for dtype, group, offset in grad_layout(params)[0]:
         span = np.frombuffer(memory, dtype=dtype, count=sum(p.size for p in group),
                              offset=offset)  # its views' base: contiguous_span finds it
