@@ -195,7 +195,8 @@ def test_offered_gradient_memory_has_a_span_per_dtype_on_its_own_cache_line():
 
 def test_offered_gradient_memory_is_taken_by_packs_of_its_parameters_in_order_only():
     """A pack over the parameters in another order allocates its own buffer, as does one
-    whose contiguous slots are another pack's own buffer (nobody offered that memory)."""
+    whose contiguous slots are another pack's own buffer (nobody offered that memory);
+    packs over runs of consecutive parameters take their part of the offered memory."""
     from tensornet.optim.flat import FlatPack, offer_grad_memory
     backend = tn.get_backend("cpu")
     params = list(_mlp().parameters())
@@ -205,6 +206,11 @@ def test_offered_gradient_memory_is_taken_by_packs_of_its_parameters_in_order_on
     assert not np.shares_memory(FlatPack(params[::-1], backend, "float32").grad, whole)
     offer_grad_memory(params, memory)
     assert np.shares_memory(FlatPack(params, backend, "float32").grad, whole)
+    offer_grad_memory(params, memory)  # two groups of consecutive parameters: both adopt
+    first, rest = FlatPack(params[:2], backend, "float32"), FlatPack(params[2:], backend,
+                                                                      "float32")
+    assert np.shares_memory(first.grad, whole) and np.shares_memory(rest.grad, whole)
+    assert not np.shares_memory(first.grad, rest.grad)
     fresh = list(_mlp().parameters())
     own = FlatPack(fresh, backend, "float32")
     assert not np.shares_memory(FlatPack(fresh, backend, "float32").grad, own.grad)
