@@ -13,7 +13,8 @@ must end), ``optimizers`` (another learning rate, optimizer or starting weights 
 after wrapping), ``syncbn`` (SyncBatchNorm with a different batch size on each rank),
 ``shared`` (the host all-reduce, through the shared-memory window or MPI),
 ``shared-leave`` (a rank dies or leaves while the other waits in that window), ``sizes``
-(the ranks reduce arrays of different sizes).
+(the ranks reduce arrays of different sizes), ``discard`` (models wrapped and dropped in
+turn: their shared gradient memory is given back).
 """
 from __future__ import annotations
 
@@ -444,6 +445,33 @@ def _shared_blocks(comm, rng, result) -> int:
     return in_place
 
 
+def case_discard(comm, out):
+    """Three wide models wrapped and trained in turn, each dropped before the next is
+    wrapped (the folds of a cross-validation): how many shared gradient blocks are alive
+    after each wrap. Rank 1 keeps the first model's gradient array, whose values must stay
+    readable, so that block stays on every rank until rank 1 drops it too."""
+    import gc
+
+    counts, kept, values = [], None, None
+    for fold in range(4):
+        model = tn.distributed.DataParallel(build("wide", sync=False, seed=fold), comm)
+        counts.append(len(comm._shared._blocks))
+        loader = tn.data.DataLoader(tn.data.ArrayDataset(*data()), PER_RANK, shuffle=True,
+                                    seed=5, shard=comm.shard)
+        train(model, optimizer("sgd", model.parameters()), loader, "loop")
+        if fold == 0 and comm.rank == 1:
+            kept = next(iter(model.parameters())).grad
+            values = kept.copy()
+        if fold == 2:
+            kept = None
+        del model, loader
+        gc.collect()
+        if values is not None and kept is not None:
+            assert np.array_equal(kept, values)
+    with open(os.path.join(out, f"discard-rank{comm.rank}.json"), "w") as f:
+        json.dump({"blocks": counts}, f)
+
+
 def case_shared_leave(comm, out, how):
     """Rank 1 dies (``die``) or leaves normally (``exit``) while rank 0 waits in the
     shared-memory all-reduce, after one that both ranks finished."""
@@ -474,7 +502,7 @@ PROGRAMS = {"equivalence": case_equivalence, "stops": case_stops, "threads": cas
          "slow": case_slow, "optimizers": case_optimizers, "resume": case_resume,
          "mismatch": case_mismatch, "params": case_params, "syncbn": case_syncbn,
          "shared": case_shared, "shared-leave": case_shared_leave,
-         "sizes": case_sizes}
+         "sizes": case_sizes, "discard": case_discard}
 
 
 def main(argv) -> None:

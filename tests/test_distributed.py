@@ -59,6 +59,18 @@ def test_host_allreduce_is_the_rank_order_sum_on_every_rank(tmp_path, ranks, env
         assert result["in_place"] == (4 if path == "SharedReducer" else 0)
 
 
+def test_the_shared_gradient_memory_of_a_dropped_model_is_given_back(tmp_path):
+    """Each DataParallel on one host puts its gradients in a new shared window (in
+    /dev/shm). A program that trains models in turn (folds, a sweep) must not keep every
+    dropped model's block until it exits: the next wrap frees those no rank still uses,
+    and keeps one a rank still holds an array of."""
+    done, _ = run_case("discard", tmp_path)
+    assert done.returncode == 0, done.stderr
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"discard-rank{rank}.json").read_text())
+        assert result["blocks"] == [1, 2, 2, 1], result  # fold 0's held until fold 2
+
+
 def test_an_unknown_allreduce_setting_ends_every_rank_naming_it(tmp_path):
     done, _ = run_case("shared", tmp_path, env={"TENSORNET_ALLREDUCE": "nccl"})
     assert done.returncode != 0

@@ -43,8 +43,9 @@ window is allocated (collectively) at the first such call; all ranks reduce the 
 arrays in the same order, so they get there together.
 
 Arrays that already live in shared memory skip the copies. ``share(nbytes)`` (collective)
-gives each rank a block of a window every rank maps; ``DataParallel`` puts the gradients
-there (the optimizer's flat gradient buffer then adopts that memory, ``optim/flat.py``).
+gives each rank a block of a window every rank maps (freed by a later ``share`` once no
+rank holds an array of it); ``DataParallel`` puts the gradients there (the optimizer's
+flat gradient buffer then adopts that memory, ``optim/flat.py``).
 An array inside such a block, at the same offset on every rank, is reduced where it lies:
 after one barrier each rank sums its segment of the ranks' arrays in rank order, scales
 it, and writes it into every rank's array; a second barrier ends the call. The additions
@@ -62,6 +63,7 @@ take the chunked path on all.
 from __future__ import annotations
 
 import os
+import weakref
 
 import numpy as np
 
@@ -91,7 +93,9 @@ class SharedReducer:
         # (size, 4) int64 in the window: each rank's array bytes, dtype number, and the
         # shared block and byte offset it lies at (-1, -1: its own memory)
         self._headers = None
-        self._blocks = []  # share()'s: (window, every rank's block as a uint8 array)
+        # share()'s: (window, every rank's block as a uint8 array, a weak reference to the
+        # array whose memoryview share() returned: dead once nothing made from it is left)
+        self._blocks = []
         self.in_place_calls = 0  # all-reduces that summed arrays where they lie
         self._scratch = None  # a private chunk for ranks past 1 summing in place
 
@@ -141,17 +145,36 @@ class SharedReducer:
     def share(self, nbytes: int) -> memoryview:
         """A zeroed block of ``nbytes`` (a writable memoryview) in a new window that every
         rank maps, for arrays that ``allreduce_`` then sums where they lie (collective:
-        every rank asks for the same size, in the same order)."""
+        every rank asks for the same size, in the same order). First frees the windows of
+        earlier blocks that no rank still holds an array of (a dropped model's gradients)."""
         if self._window is None:
             self._allocate()
+        self._free_unused()
         window = self._mpi.Win.Allocate_shared(nbytes, 1, comm=self._comm)
         blocks = [np.frombuffer(window.Shared_query(k)[0], dtype=np.uint8, count=nbytes)
                   for k in range(self.size)]
         window.Lock_all(self._mpi.MODE_NOCHECK)
         blocks[self.rank][...] = 0
-        self._blocks.append((window, blocks))
+        mine = blocks[self.rank][:]  # what every array made from the memoryview holds
+        self._blocks.append((window, blocks, weakref.ref(mine)))
         self._barrier(window)  # no rank reads a block before its owner zeroed it
-        return memoryview(blocks[self.rank])
+        return memoryview(mine)
+
+    def _free_unused(self) -> None:
+        """Free (collectively) the windows of the blocks no array on any rank still uses;
+        every rank drops the same ones, so a kept block has one index on every rank."""
+        if not self._blocks:
+            return
+        unused = np.array([ref() is None for _, _, ref in self._blocks], dtype=np.int32)
+        self._comm.Allreduce(self._mpi.IN_PLACE, unused, op=self._mpi.MIN)
+        kept = []
+        for entry, free in zip(self._blocks, unused):
+            if free:
+                entry[0].Unlock_all()
+                entry[0].Free()
+            else:
+                kept.append(entry)
+        self._blocks = kept
 
     def _place_of(self, flat: np.ndarray) -> tuple[int, int]:
         """``(block, byte offset)`` of a C-contiguous ``flat`` inside one of this rank's
@@ -159,7 +182,7 @@ class SharedReducer:
         if not flat.flags.c_contiguous:
             return -1, -1
         start = flat.__array_interface__["data"][0]
-        for index, (_, blocks) in enumerate(self._blocks):
+        for index, (_, blocks, _) in enumerate(self._blocks):
             mine = blocks[self.rank]
             base = mine.__array_interface__["data"][0]
             if base <= start and start + flat.nbytes <= base + mine.nbytes:
