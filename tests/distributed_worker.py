@@ -442,6 +442,8 @@ def _shared_blocks(comm, rng, result) -> int:
     comm.allreduce_host_(mixed)
     result["exact"].append(bool((mixed == comm.size * (comm.size + 1) / 2).all()))
     result["exact"].append(reducer.in_place_calls - before == in_place)  # chunked, on all
+    odd = np.frombuffer(reducer.share(1001), np.uint8)  # every rank's block on a cache line
+    result["exact"].append(odd.__array_interface__["data"][0] % 64 == 0 and odd.size == 1001)
     return in_place
 
 

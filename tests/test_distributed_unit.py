@@ -170,6 +170,22 @@ def test_an_optimizer_keeps_its_gradients_in_memory_offered_before_it_was_built(
     assert buckets[0].buffer is None  # the bucket is the offered memory itself
 
 
+def test_a_move_that_changes_nothing_keeps_the_offered_gradient_memory():
+    """``.to("cpu")`` on a CPU model, or to its own dtype, leaves the parameters where they
+    are, so DataParallel's shared gradient memory stays theirs; a real cast drops it."""
+    from tensornet.optim.flat import grad_layout, offer_grad_memory
+    model = _mlp()
+    params = list(model.parameters())
+    memory = bytearray(grad_layout(params)[1])
+    offer_grad_memory(params, memory)
+    slots = [p._grad_slot for p in params]
+    model.to("cpu")
+    model.to(dtype="float32")
+    assert all(p._grad_slot is s for p, s in zip(params, slots))
+    model.to(dtype="float64")
+    assert all(p._grad_slot is None for p in params)
+
+
 def test_offered_gradient_memory_has_a_span_per_dtype_on_its_own_cache_line():
     from tensornet.optim.flat import grad_layout, offer_grad_memory
     tn.manual_seed(0)

@@ -119,7 +119,9 @@ class DataParallel(Module):
         fits = reducer is not None and bool(params) and reducer.can_share(nbytes) and all(
             type(p.data) is np.ndarray and p._grad_slot is None for p in params)
         if self.comm.all(fits):
-            offer_grad_memory(params, reducer.share(nbytes))
+            memory = self.comm._collective(f"a shared gradient block of {nbytes:,} bytes",
+                                           reducer.share, nbytes)
+            offer_grad_memory(params, memory)
 
     def broadcast_from_rank0(self) -> None:
         """Give every rank rank 0's parameters and buffers (collective)."""

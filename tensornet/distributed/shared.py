@@ -150,7 +150,11 @@ class SharedReducer:
         if self._window is None:
             self._allocate()
         self._free_unused()
-        window = self._mpi.Win.Allocate_shared(nbytes, 1, comm=self._comm)
+        # MPICH lays the ranks' blocks back to back: a size rounded up to a cache line
+        # starts every rank's block on one (rank 0's is page-aligned), as grad_layout
+        # assumes, and no two ranks' blocks share a line.
+        padded = -(-nbytes // 64) * 64
+        window = self._mpi.Win.Allocate_shared(padded, 1, comm=self._comm)
         blocks = [np.frombuffer(window.Shared_query(k)[0], dtype=np.uint8, count=nbytes)
                   for k in range(self.size)]
         window.Lock_all(self._mpi.MODE_NOCHECK)

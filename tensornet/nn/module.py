@@ -318,8 +318,9 @@ class Module(InputChecks, StateDict):
             target = backend or module.backend
             cast = name or module.dtype
             for param in module._parameters.values():
-                param.data = _move(param.data, target, cast)
-                param._grad_slot = None  # an optimizer's buffer on the old device/dtype
+                moved = _move(param.data, target, cast)
+                if moved is not param.data:  # the slot is a buffer on the old device/dtype
+                    param.data, param._grad_slot = moved, None
                 if param.grad is not None:
                     param.grad = _move(param.grad, target, cast)
             for key, buf in module._buffers.items():
