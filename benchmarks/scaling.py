@@ -95,15 +95,15 @@ def _slower_layers(split: dict) -> str | None:
             groups[-1].append(name)
         else:
             groups.append([name])
+    def total(side, group):
+        return sum(side[n][0] + (side[n][1] if not n.startswith("0:") else 0.0)
+                   for n in group)
     compared = []
     for group in groups:
-        def total(side):
-            return sum(side[n][0] + (side[n][1] if not n.startswith("0:") else 0.0)
-                       for n in group)
         label = " + ".join(n.split(": ", 1)[-1] for n in group)
         first = group[0].split(":")[0]
         compared.append((f"{first}: {label}" if first.isdigit() else label,
-                         total(tn), total(pt)))
+                         total(tn, group), total(pt, group)))
     slower = sorted([c for c in compared if c[1] > c[2]], key=lambda c: c[2] - c[1])
     if not slower:
         return None

@@ -57,13 +57,13 @@ class TorchSide:
         return self._read()
 
     def epoch(self, rows=None):
-        reply = self._ask({"do": "epoch", "rows": None if rows is None else list(map(int, rows))})
+        reply = self._ask({"do": "epoch", "rows": _listed(rows)})
         return (reply["wall"], reply["cpu"]), reply["loss"]
 
     def gemm(self, rows=None):
         """(wall s, CPU s) of the MLP's matrix products alone over these rows' batches
         (``mlp_cpu.torch_gemm_only_epoch``)."""
-        reply = self._ask({"do": "gemm", "rows": None if rows is None else list(map(int, rows))})
+        reply = self._ask({"do": "gemm", "rows": _listed(rows)})
         return reply["wall"], reply["cpu"]
 
     def split(self, batches: int = 40) -> dict:
@@ -73,6 +73,11 @@ class TorchSide:
         if self._proc.poll() is None:
             self._proc.stdin.close()
             self._proc.wait(timeout=60)
+
+
+def _listed(rows):
+    """Sample rows as JSON takes them (None: the whole epoch order)."""
+    return None if rows is None else list(map(int, rows))
 
 
 def _serve(cfg: dict) -> None:

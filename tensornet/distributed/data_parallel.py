@@ -106,8 +106,8 @@ class DataParallel(Module):
         parameters gradient memory that every rank maps (collective). An optimizer built
         afterwards keeps its flat gradient buffer there, and each step's all-reduce then
         sums the ranks' gradients where they lie instead of copying them into the window and
-        back: 39 against 190-210 us for the benchmark MLP's 960 KiB with two ranks, measured
-        on a 2-core VM (``tensornet/distributed/shared.py``). Not done, on any rank, when a
+        back: 68 against 206 us for 1 MiB with two ranks, measured on a 2-core VM
+        (``tensornet/distributed/shared.py``). Not done, on any rank, when a
         rank's parameters are not host NumPy arrays or already have an optimizer's slots, or
         when ``/dev/shm`` lacks the room (then the gradients go through the window's chunks,
         as arrays of the rank's own memory)."""

@@ -56,9 +56,8 @@ through the chunks and 174-199 for ``MPI_Allreduce``; 2.3-2.6x faster than MPI f
 0.56-0.94x, where the Zen 5 VM above measured it faster.) In training, the benchmark
 MLP's gradient average took 137 instead of 280 us a step, and two ranks trained 1.73x
 as many samples/s as one instead of 1.61x (``benchmarks/results/issues-vm-2026-12-03``).
-Every call first exchanges each rank's array size, dtype and place (one barrier): a size
-or dtype that differs raises on every rank; arrays in shared memory on some ranks only
-take the chunked path on all.
+Arrays in shared memory on some ranks only take the chunked path on all (the exchange of
+sizes, dtypes and places that starts every call tells).
 """
 from __future__ import annotations
 
@@ -66,6 +65,8 @@ import os
 import weakref
 
 import numpy as np
+
+from tensornet.optim.flat import address
 
 MIN_BYTES = 64 * 1024
 CHUNK_BYTES = 512 * 1024
@@ -185,10 +186,10 @@ class SharedReducer:
         shared blocks, else ``(-1, -1)``."""
         if not flat.flags.c_contiguous:
             return -1, -1
-        start = flat.__array_interface__["data"][0]
+        start = address(flat)
         for index, (_, blocks, _) in enumerate(self._blocks):
             mine = blocks[self.rank]
-            base = mine.__array_interface__["data"][0]
+            base = address(mine)
             if base <= start and start + flat.nbytes <= base + mine.nbytes:
                 return index, start - base
         return -1, -1
@@ -213,11 +214,7 @@ class SharedReducer:
         for start in range(lo, hi, step):
             stop = min(hi, start + step)
             total = arrays[rank][start:stop] if scratch is None else scratch[:stop - start]
-            np.add(arrays[0][start:stop], arrays[1][start:stop], out=total)
-            for k in range(2, size):
-                np.add(total, arrays[k][start:stop], out=total)
-            if scale is not None and scale != 1:
-                np.multiply(total, scale, out=total)
+            _rank_order_sum([a[start:stop] for a in arrays], total, scale)
             for k in range(size):
                 if k != rank or scratch is not None:
                     np.copyto(arrays[k][start:stop], total)
@@ -234,11 +231,7 @@ class SharedReducer:
         self._barrier()
         lo, hi = bounds[rank], bounds[rank + 1]
         mine = flat[lo:hi]
-        np.add(slots[0][lo:hi], slots[1][lo:hi], out=mine)
-        for k in range(2, size):
-            np.add(mine, slots[k][lo:hi], out=mine)
-        if scale is not None and scale != 1:
-            np.multiply(mine, scale, out=mine)
+        _rank_order_sum([slot[lo:hi] for slot in slots], mine, scale)
         np.copyto(result[lo:hi], mine)
         self._barrier()
         for k in range(size):
@@ -283,3 +276,14 @@ class SharedReducer:
         self._window = window
         self._raw = np.frombuffer(memory, dtype=np.uint8, count=total)
         self._headers = self._raw[chunks:].view(np.int64).reshape(self.size, 4)
+
+
+def _rank_order_sum(parts: list, out: np.ndarray, scale=None) -> None:
+    """``out = (parts[0] + parts[1] + parts[2] + ...) * scale``, added in rank order (the
+    same bits on every rank and in both paths); ``out`` may be ``parts[0]`` or
+    ``parts[1]``, never a later one (it would be overwritten before it is added)."""
+    np.add(parts[0], parts[1], out=out)
+    for part in parts[2:]:
+        np.add(out, part, out=out)
+    if scale is not None and scale != 1:
+        np.multiply(out, scale, out=out)
