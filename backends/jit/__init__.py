@@ -11,14 +11,16 @@ that is installed but fails to import (a release that does not support this NumP
 gives one RuntimeWarning naming its error, then the NumPy paths. Kernels are
 compiled on first use and cached on disk (numba's ``cache=True``), so only the first run
 on a machine pays the compile time. One kernel replaces a BLAS call instead: Conv2d's
-weight gradient for few column rows (``conv.py``), a skinny product BLAS runs slowly.
+weight gradient for few column rows (``conv.py``), a skinny product BLAS runs slowly;
+and the direct 3x3 convolution of few channels (``direct.py``) replaces im2col + BLAS.
 
 Every kernel here computes what the generic version in ``tensornet/nn/functional`` computes
 (tests: ``tests/test_cpu_kernels.py``); each parallel loop runs over independent outputs,
 and every reduction runs in a fixed order, so results do not depend on the thread count.
 
 This file imports nothing heavy: the kernel files (``windows.py``, ``norm.py``,
-``basic.py``, ``conv.py``) import numba, and are imported by ``kernels(name)`` on first use.
+``basic.py``, ``conv.py``, ``direct.py``) import numba, and are imported by
+``kernels(name)`` on first use.
 """
 from __future__ import annotations
 
