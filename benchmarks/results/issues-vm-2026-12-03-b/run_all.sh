@@ -15,3 +15,4 @@ python -m benchmarks.mlp_cpu --reps 5 --threads 1 > $R/mlp-cpu-1-thread.txt 2>&1
 OPENBLAS_THREAD_TIMEOUT=4 python -m benchmarks.cnn_cpu --reps 5 --samples 20000 \
     > $R/cnn-cpu-default-threads-openblas-timeout-4.txt 2>&1
 python -m benchmarks.cnn_cpu --reps 5 --samples 20000 > $R/cnn-cpu-default-threads-again.txt 2>&1
+python -m benchmarks.scaling --out $R/scaling > $R/scaling.txt 2>&1
