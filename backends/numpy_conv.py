@@ -121,6 +121,24 @@ def conv2d_backward(backend, grad, cache, weight, stride, padding, dilation, gro
                              weight_grad, weight_grad_out, input_grad)
 
 
+def _weight_grad_target(weight_grad_out, weight, dtype, shape):
+    """(dweight, target): the weight gradient to return (``weight_grad_out`` when given:
+    an optimizer's flat gradient view) and a C-contiguous ``shape`` view of its memory for
+    the kernels to write. A ``weight_grad_out`` that is not C-contiguous gets a scratch
+    target instead, which ``_store_weight_grad`` copies in: a reshape of it could be a
+    silent copy, and the kernels' writes would be lost."""
+    dweight = np.empty(weight.shape, dtype=dtype) if weight_grad_out is None \
+        else weight_grad_out
+    memory = dweight if dweight.flags.c_contiguous else np.empty(dweight.shape, dtype=dtype)
+    return dweight, memory.reshape(shape)
+
+
+def _store_weight_grad(dweight, target):
+    """Copy ``_weight_grad_target``'s scratch into ``dweight`` when it needed one."""
+    if not dweight.flags.c_contiguous:
+        dweight[...] = target.reshape(dweight.shape)
+
+
 def _blocked_backward(kernels, grad, x, x_shape, weight, stride, padding, dilation,
                       weight_grad, weight_grad_out, input_grad):
     """The im2col path's backward, a block of images at a time."""
@@ -140,12 +158,12 @@ def _blocked_backward(kernels, grad, x, x_shape, weight, stride, padding, dilati
     # (the benchmark CNN's second conv, a block of 37 images: 0.21 instead of 0.39 ms
     # with two threads, 0.31 instead of 0.51 ms with one).
     products = _few_rows_kernel(rows, c_out) if weight_grad else None
-    dweight = parts = None
+    dweight = target = parts = None
     if weight_grad:
-        dweight = (np.empty((c_out, rows), dtype=grad.dtype) if weight_grad_out is None
-                   else weight_grad_out.reshape(c_out, rows))
+        dweight, target = _weight_grad_target(weight_grad_out, weight, grad.dtype,
+                                              (c_out, rows))
         if products is not None:
-            dweight[...] = 0
+            target[...] = 0
         else:
             parts = np.empty((len(blocks), rows, c_out), dtype=grad.dtype)
     dx = np.empty((c_in, n, h, w_in), dtype=grad.dtype) if input_grad else None
@@ -161,7 +179,7 @@ def _blocked_backward(kernels, grad, x, x_shape, weight, stride, padding, dilati
                                   samples, flat, out=_buffer("cols", size, grad.dtype))
             if products is not None:
                 products.add_weight_grad(cols.reshape(rows, -1), g_flat, start * plane,
-                                         dweight)
+                                         target)
             else:
                 np.matmul(cols.reshape(rows, -1), g_block.T, out=parts[k])
         if input_grad:
@@ -172,12 +190,11 @@ def _blocked_backward(kernels, grad, x, x_shape, weight, stride, padding, dilati
     for k, samples in enumerate(blocks):
         block(k, samples)
     if parts is not None:
-        np.copyto(dweight, parts[0].T)
+        np.copyto(target, parts[0].T)
         for part in parts[1:]:
-            dweight += part.T
+            target += part.T
     if weight_grad:
-        dweight = weight_grad_out if weight_grad_out is not None else \
-            dweight.reshape(weight.shape)
+        _store_weight_grad(dweight, target)
     return (None if dx is None else dx.transpose(1, 0, 2, 3)), dweight
 
 
@@ -297,15 +314,12 @@ def _direct_backward(direct, grad, x, weight, padding, weight_grad, weight_grad_
             ge, g_first = gp, wp + 1
         else:
             ge, g_first = _padded(direct, "padded grad", grad, 0, 0, hp, wp), 0
-        dweight = (np.empty(weight.shape, dtype=grad.dtype) if weight_grad_out is None
-                   else weight_grad_out)
-        out = (dweight if dweight.flags.c_contiguous
-               else np.empty(weight.shape, dtype=grad.dtype)).reshape(c_out, c_in, 9)
+        dweight, out = _weight_grad_target(weight_grad_out, weight, grad.dtype,
+                                           (c_out, c_in, 9))
         out[...] = 0
         jit.run_tasks(direct.weight_grad, (c_out + 1) // 2 * c_in, work, xe, ge, g_first,
                       n * hp * wp, wp, out, grad.dtype.type(0))
-        if not dweight.flags.c_contiguous:
-            dweight[...] = out.reshape(weight.shape)
+        _store_weight_grad(dweight, out)
     if input_grad:
         # dx is the correlation of the padded gradient with the kernel flipped and its
         # channel axes swapped: the forward kernel on (h + 2, w + 2) planes.

@@ -2,9 +2,10 @@
 ``backends/numpy_conv.py`` for stride 1, dilation 1, padding <= 2 and few channels):
 forward, weight gradient and input gradient against the generic version on paddings 0-2,
 asymmetric padding, channel counts off the kernels' tiles, a batch of one, strided and
-channel-major inputs, float32 and float64; the given weight-gradient slot is filled; the
-same bits on one thread and two; the shapes it is not used for; a float64 gradient check
-of a Conv2d layer that runs it.
+channel-major inputs, float32 and float64; a given weight-gradient slot is filled, on
+this path and on im2col's, also when no reshape can view it; the same bits on one thread
+and two; the shapes it is not used for; a float64 gradient check of a Conv2d layer that
+runs it.
 """
 import numpy as np
 import pytest
@@ -86,23 +87,29 @@ def test_direct_conv_computes_only_what_is_asked(direct_calls, weight_grad_out, 
         _close_sums(dx, ref_dx, np.float64)
 
 
-def test_direct_conv_fills_a_strided_weight_grad_slot(direct_calls):
-    shape, c_out, padding = GEOMETRIES[1]
+@pytest.mark.parametrize("c_in, stride, direct", [
+    (5, (1, 1), True),    # the direct kernels
+    (2, (2, 2), False),   # im2col blocks, the few-rows kernel (18 rows)
+    (6, (2, 2), False),   # im2col blocks, BLAS parts (54 rows)
+])
+def test_conv2d_fills_a_weight_grad_slot_no_reshape_can_view(direct_calls, c_in, stride,
+                                                            direct):
     rng = np.random.default_rng(2)
-    x = rng.standard_normal(shape)
-    weight = rng.standard_normal((c_out, shape[1], 3, 3))
-    y, cache = F.conv2d(x, weight, None, (1, 1), padding, (1, 1), 1)
+    x = rng.standard_normal((3, c_in, 7, 9))
+    weight = rng.standard_normal((7, c_in, 3, 3))
+    padding = ((0, 0), (0, 0))
+    y, cache = F.conv2d(x, weight, None, stride, padding, (1, 1), 1)
     grad = rng.standard_normal(y.shape)
-    wide = np.full((c_out, shape[1], 3, 6), np.nan)
-    slot = wide[..., ::2]   # a view no reshape can flatten
-    dx, dw = F.conv2d_backward(grad, cache, weight, (1, 1), padding, (1, 1), 1,
+    wide = np.full((7, c_in, 3, 6), np.nan)
+    slot = wide[..., :3]   # rows 6 apart, 3 long: reshaping it to (7, -1) copies
+    dx, dw = F.conv2d_backward(grad, cache, weight, stride, padding, (1, 1), 1,
                                weight_grad_out=slot)
-    assert dw is slot and "weight_grad" in direct_calls
-    _, ref_cache = F.conv2d.generic(CPU, x, weight, None, (1, 1), padding, (1, 1), 1)
-    ref_dw = F.conv2d_backward.generic(CPU, grad, ref_cache, weight, (1, 1), padding,
+    assert dw is slot and ("weight_grad" in direct_calls) == direct
+    _, ref_cache = F.conv2d.generic(CPU, x, weight, None, stride, padding, (1, 1), 1)
+    ref_dw = F.conv2d_backward.generic(CPU, grad, ref_cache, weight, stride, padding,
                                        (1, 1), 1)[1]
     _close_sums(slot, ref_dw, np.float64)
-    assert np.isnan(wide[..., 1::2]).all()   # nothing written beside the view
+    assert np.isnan(wide[..., 3:]).all()   # nothing written beside the view
 
 
 @pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[3]])
