@@ -105,6 +105,20 @@ def _pool(workers: int):
         return _pool_state[1]
 
 
+def _forget_pool_in_child() -> None:
+    """After ``os.fork`` the child has none of the parent's pool threads, but the pool
+    object still counts them as alive, so work handed to it would never run and
+    ``run_chunks`` would wait forever (a forked data-loading worker, say). The child
+    starts a pool of its own on first use instead."""
+    global _pool_state, _pool_lock
+    _pool_state = None
+    _pool_lock = threading.Lock()  # the parent may have held it while forking
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which cannot fork)
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _in_region(function, chunk):
     _region.inside = True
     try:

@@ -3,6 +3,10 @@ numba) against the generic array-API versions, in float32 and float64, on odd sh
 non-contiguous inputs; and their results do not depend on the thread count.
 """
 import contextlib
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -232,6 +236,28 @@ def test_results_do_not_depend_on_the_thread_count(monkeypatch):
         two = everything()
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_runs_split_work_instead_of_waiting_forever():
+    """The pool's threads do not survive os.fork; a child that split work over the
+    parent's pool object waited forever for them (a forked data-loading worker, say)."""
+    script = textwrap.dedent("""
+        import os
+        from tensornet.backends import threads
+        threads.set_num_threads(2)
+        threads.run_chunks(lambda chunk: None, [0, 1])  # the parent's pool is running
+        pid = os.fork()
+        if pid == 0:
+            ran = []
+            threads.run_chunks(ran.append, [0, 1, 2])
+            os._exit(0 if sorted(ran) == [0, 1, 2] else 3)
+        _, status = os.waitpid(pid, 0)
+        raise SystemExit(os.waitstatus_to_exitcode(status))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], timeout=60, capture_output=True,
+                          text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0, done.stderr
 
 
 def test_set_num_threads_sets_blas_and_tensornet(monkeypatch):
