@@ -239,13 +239,17 @@ def test_results_do_not_depend_on_the_thread_count(monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
-def test_a_forked_child_runs_split_work_instead_of_waiting_forever():
+@pytest.mark.parametrize("setting", ["2", "2, blas=1"])
+def test_a_forked_child_runs_split_work_instead_of_waiting_forever(setting):
     """The pool's threads do not survive os.fork; a child that split work over the
-    parent's pool object waited forever for them (a forked data-loading worker, say)."""
-    script = textwrap.dedent("""
+    parent's pool object waited forever for them (a forked data-loading worker, say).
+    Both pools: the executor, and the spin pool of ``set_num_threads(2, blas=1)``."""
+    if "blas" in setting and jit.kernels("spin") is None:
+        pytest.skip("the spin pool needs numba")
+    script = textwrap.dedent(f"""
         import os
         from tensornet.backends import threads
-        threads.set_num_threads(2)
+        threads.set_num_threads({setting})
         threads.run_chunks(lambda chunk: None, [0, 1])  # the parent's pool is running
         pid = os.fork()
         if pid == 0:

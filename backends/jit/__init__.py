@@ -19,8 +19,8 @@ Every kernel here computes what the generic version in ``tensornet/nn/functional
 and every reduction runs in a fixed order, so results do not depend on the thread count.
 
 This file imports nothing heavy: the kernel files (``windows.py``, ``norm.py``,
-``basic.py``, ``conv.py``, ``direct.py``) import numba, and are imported by
-``kernels(name)`` on first use.
+``basic.py``, ``conv.py``, ``direct.py``, and ``spin.py``, the spin pool's flags) import
+numba, and are imported by ``kernels(name)`` on first use.
 """
 from __future__ import annotations
 
@@ -30,13 +30,17 @@ import importlib.util
 import os
 import warnings
 
-from ..threads import num_threads, run_chunks
+from ..threads import num_threads, run_chunks, spinning
 
 # Work is split over the threads only in pieces of at least this many elements: waking a
 # sleeping pool thread costs 10-60 us (far more when another process holds the core), as
 # much as a serial pass over 100-500K float32. Measured on the 2-core VM: a ReLU over 800K
 # float32 took 72 us on one thread and 109 us on two; over 4M, 697 us and 538 us.
 CHUNK_MIN = 1 << 20
+# With the spin pool (``tn.set_num_threads(n, blas=k < n)``: ``backends/threads.py``) a
+# hand-off costs 6-11 us, and splitting from 64K elements up measured fastest for the CNN
+# (2-core Zen 4 VM, ``benchmarks/results/issues-vm-2026-12-03-c/``).
+SPIN_CHUNK_MIN = 1 << 16
 
 _SWITCH = {"on": os.environ.get("TENSORNET_JIT", "1").strip().lower() not in
            ("0", "false", "no", "off")}
@@ -100,7 +104,7 @@ def run_tasks(driver, tasks: int, size: int, *args) -> None:
     """``driver(*args, lo, hi)`` over the tasks ``[0, tasks)``, split into contiguous
     ranges on ``num_threads()`` threads when the work (``size`` elements) is large
     enough. Tasks write disjoint outputs, so the split never changes the results."""
-    pieces = min(tasks, size // CHUNK_MIN)
+    pieces = min(tasks, size // (min(CHUNK_MIN, SPIN_CHUNK_MIN) if spinning() else CHUNK_MIN))
     if pieces > 1:  # asking for the thread count costs microseconds: only for large work
         pieces = min(pieces, num_threads())
     if pieces <= 1:
