@@ -1,6 +1,7 @@
 """tensornet vs PyTorch on the CPU: one epoch of the issue-3 CNN.
 
     python -m benchmarks.cnn_cpu [--samples 60000] [--threads N] [--reps 1] [--synthetic]
+                                 [--blas-threads K]
 
 Model: [Conv2d(1,8,3,p=1), BN, ReLU, MaxPool2] -> [Conv2d(8,16,3,p=1), BN, ReLU, MaxPool2]
 -> Flatten -> Linear(784,128) -> ReLU -> Dropout(0.3) -> Linear(128,10); batch 128, Adam
@@ -26,7 +27,8 @@ import os
 import sys
 import time
 
-from benchmarks.common import (BATCH, Clock, build_model, build_optimizer, epoch_order,
+from benchmarks.common import (BATCH, Clock, add_blas_threads_option, apply_blas_threads,
+                               build_model, build_optimizer, epoch_order,
                                format_load, load_average, median, pin_threads, settle,
                                training_arrays)
 
@@ -196,13 +198,16 @@ def main(argv=None) -> int:
     parser.add_argument("--synthetic", action="store_true",
                         help="synthetic MNIST-shaped data instead of Fashion-MNIST")
     parser.add_argument("--no-torch", action="store_true", help="time tensornet only")
+    add_blas_threads_option(parser)
     args = parser.parse_args(argv)
     pin_threads(args.threads)
+    blas_note = apply_blas_threads(args.threads, args.blas_threads)
     r = run(args.samples, args.reps, args.synthetic, with_torch=not args.no_torch,
             threads=args.threads)
     before, after = (format_load(a) for a in r["load_average"])
     print(f"CNN conv8-conv16-fc128, batch {BATCH}, Adam, float32, {r['samples']} {r['data']} "
-          f"samples, {args.threads} thread(s), median of {r['reps']} epoch(s) per framework; "
+          f"samples, {args.threads} thread(s){blas_note}, median of {r['reps']} epoch(s) per "
+          f"framework; "
           f"load average {before} before, {after} after")
     sec, cpu = r["seconds"], r["cpu_seconds"]
     print(f"  tensornet  {sec['tensornet']:.3f} s/epoch, process CPU {cpu['tensornet']:.3f} s "

@@ -73,6 +73,22 @@ def pin_threads(threads: int) -> list[dict]:
     return threadpoolctl.threadpool_info()
 
 
+def add_blas_threads_option(parser) -> None:
+    """``--blas-threads K``: tensornet's side runs ``tn.set_num_threads(THREADS, blas=K)``."""
+    parser.add_argument("--blas-threads", type=int, default=None,
+                        help="tensornet's side only: tn.set_num_threads(THREADS, blas=K); "
+                             "K < THREADS runs its kernels on the spin pool")
+
+
+def apply_blas_threads(threads: int, blas_threads: int | None) -> str:
+    """Apply ``--blas-threads`` after ``pin_threads``; returns the note for the header."""
+    if blas_threads is None:
+        return ""
+    import tensornet as tn
+    tn.set_num_threads(threads, blas=blas_threads)
+    return f" (tensornet: tn.set_num_threads({threads}, blas={blas_threads}))"
+
+
 def _threadpoolctl():
     """threadpoolctl, or an exit naming the extra: without it the thread counts the figures
     are labelled with would not hold."""

@@ -1,7 +1,7 @@
 """One epoch of the 784-256-120-64-10 ReLU MLP: tensornet against its own GEMMs, PyTorch,
 a hand-written NumPy loop and ``tn.fit``.
 
-    python -m benchmarks.mlp_cpu [--reps 5] [--threads N] [--samples 60000]
+    python -m benchmarks.mlp_cpu [--reps 5] [--threads N] [--samples 60000] [--blas-threads K]
 
 Every side trains the same model (same initial weights, same batch order, batch 128,
 SGD lr 0.01 momentum 0.9, float32) on 60,000 synthetic MNIST-shaped samples; PyTorch in a
@@ -30,7 +30,8 @@ import sys
 
 import numpy as np
 
-from benchmarks.common import (BATCH, MLP_SGD, MLP_SIZES, SEED, Clock, build_model,
+from benchmarks.common import (BATCH, MLP_SGD, MLP_SIZES, SEED, Clock,
+                               add_blas_threads_option, apply_blas_threads, build_model,
                                build_optimizer, epoch_order, format_load, load_average, median,
                                pin_threads, settle, training_arrays)
 
@@ -310,13 +311,16 @@ def main(argv=None) -> int:
     parser.add_argument("--unfused", action="store_true",
                         help="add the README loop with Sequential's Linear+ReLU fusion off "
                              "(tensornet.nn.fusion.disabled()): what the fusion saves")
+    add_blas_threads_option(parser)
     args = parser.parse_args(argv)
     pin_threads(args.threads)
+    blas_note = apply_blas_threads(args.threads, args.blas_threads)
     r = run(args.reps, args.samples, with_torch=not args.no_torch, threads=args.threads,
             unfused=args.unfused)
     before, after = (format_load(a) for a in r["load_average"])
     print(f"MLP {'-'.join(map(str, MLP_SIZES))}, batch {BATCH}, SGD momentum 0.9, float32, "
-          f"{r['samples']} synthetic samples, {args.threads} thread(s), median of {r['reps']} "
+          f"{r['samples']} synthetic samples, {args.threads} thread(s){blas_note}, median of "
+          f"{r['reps']} "
           f"epochs per side (wall clock; CPU time in brackets); load average "
           f"{before} before, {after} after")
     for name in r["wall_s"]:

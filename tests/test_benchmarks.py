@@ -5,6 +5,7 @@ that the compared implementations compute the same thing and that the harness ru
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -351,3 +352,26 @@ def test_candidates_benchmark_times_each_candidate():
     rows = conv_rows(threads=1, reps=1)
     assert len(rows) == 6 and all(t[0] > 0 for _, _, t in rows)
     assert all(len(row) == 3 for row in numexpr_rows(threads=1, reps=1))
+
+
+def test_blas_threads_option_sets_tensornets_threads_apart():
+    """``--blas-threads K`` (cnn_cpu, mlp_cpu): tensornet's side runs
+    ``tn.set_num_threads(THREADS, blas=K)``, and the header says so."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from benchmarks import common
+    from tensornet.backends import threads
+
+    parser = argparse.ArgumentParser()
+    common.add_blas_threads_option(parser)
+    assert parser.parse_args([]).blas_threads is None
+    assert common.apply_blas_threads(2, None) == "" and not threads.spinning()
+    before = threadpoolctl.threadpool_info()
+    try:
+        note = common.apply_blas_threads(2, parser.parse_args(["--blas-threads", "1"])
+                                         .blas_threads)
+        assert note == " (tensornet: tn.set_num_threads(2, blas=1))"
+        assert threads.num_threads() == 2
+        assert threads.spinning() == (threads._spin_kernels() is not None)
+    finally:
+        threads.reset_num_threads()
+        threadpoolctl.threadpool_limits(limits=before)

@@ -1,48 +1,14 @@
 """numba atomics (seq_cst load / store / exchange through llvmlite), pause, sched_yield and
 the nogil spin waits of the spin-pool experiment in this folder's README."""
-import ctypes, platform
 import numpy as np
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 from llvmlite import ir
-
-def _ptr(context, builder, aryty, ary, idx):
-    array = context.make_array(aryty)(context, builder, ary)
-    return cgutils.get_item_pointer(context, builder, aryty, array, [idx])
-
-@intrinsic
-def load(typingctx, arr, i):
-    def codegen(context, builder, sig, args):
-        p = _ptr(context, builder, sig.args[0], args[0], args[1])
-        return builder.load_atomic(p, "seq_cst", 8)
-    return types.int64(arr, i), codegen
-
-@intrinsic
-def store(typingctx, arr, i, v):
-    def codegen(context, builder, sig, args):
-        p = _ptr(context, builder, sig.args[0], args[0], args[1])
-        builder.store_atomic(args[2], p, "seq_cst", 8)
-        return context.get_dummy_value()
-    return types.none(arr, i, v), codegen
-
-@intrinsic
-def xchg(typingctx, arr, i, v):
-    def codegen(context, builder, sig, args):
-        p = _ptr(context, builder, sig.args[0], args[0], args[1])
-        return builder.atomic_rmw("xchg", p, args[2], "seq_cst")
-    return types.int64(arr, i, v), codegen
-
-X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
-@intrinsic
-def pause(typingctx):
-    def codegen(context, builder, sig, args):
-        if X86:
-            fnty = ir.FunctionType(ir.VoidType(), [])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse2.pause")
-            builder.call(fn, [])
-        return context.get_dummy_value()
-    return types.none(), codegen
+# The atomics, pause and sched_yield are the library's now (backends/jit/spin.py: the same
+# LLVM operations; the measured runs called libc's sched_yield through ctypes).
+from tensornet.backends.jit.spin import (_load as load, _pause as pause, _store as store,
+                                         _swap as xchg, _yield as sched_yield)
 
 @intrinsic
 def rdtsc(typingctx):
@@ -51,11 +17,6 @@ def rdtsc(typingctx):
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.readcyclecounter")
         return builder.call(fn, [])
     return types.int64(), codegen
-
-_libc = ctypes.CDLL(None)
-sched_yield = _libc.sched_yield
-sched_yield.restype = ctypes.c_int
-sched_yield.argtypes = ()
 
 @njit(nogil=True)
 def wait_change(state, i, seen, spins):
