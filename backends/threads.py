@@ -37,7 +37,7 @@ _ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "BLIS_NUM_
 _chosen: int | None = None   # set_num_threads' value; None: follow BLAS
 _spinning = False            # set_num_threads(n, blas=k < n): the spin pool
 _blas: list | None = None    # threadpoolctl's BLAS controllers, found once
-_pool_state = None           # (workers, ThreadPoolExecutor) for work split in chunks
+_pool_state = None           # ((workers, spinning), pool) for work split in chunks
 _pool_lock = threading.Lock()
 _region = threading.local()  # .inside: this thread runs one chunk of run_chunks
 
@@ -195,13 +195,9 @@ class _SpinPool:
         value = spin.wait_for_work(row, seen, self._turns, self._grace)
         while True:
             if value == seen:  # spun out: sleep until publish releases the semaphore
-                spin.store(row, spin.SLEEPING, 1)
+                self._sleep(row, spin.SLEEPING, lambda: spin.load(row, spin.GO) != seen,
+                            self._wake[w])
                 value = spin.load(row, spin.GO)
-                if value == seen:
-                    self._wake[w].acquire()
-                    value = spin.load(row, spin.GO)
-                elif spin.swap(row, spin.SLEEPING, 0) == 0:
-                    self._wake[w].acquire()  # publish saw the flag: take its release
             if value < 0:
                 return
             seen = value
@@ -256,16 +252,23 @@ class _SpinPool:
         try:
             for w in range(used):
                 row = self._flags[w]
-                if spin.wait_until_done(row, sequence, self._turns):
-                    continue
-                spin.store(row, spin.WAITING, 1)
-                if spin.load(row, spin.DONE) != sequence:
-                    self._back[w].acquire()
-                elif spin.swap(row, spin.WAITING, 0) == 0:
-                    self._back[w].acquire()  # the worker saw the flag: take its release
+                if not spin.wait_until_done(row, sequence, self._turns):
+                    self._sleep(row, spin.WAITING,
+                                lambda: spin.load(row, spin.DONE) == sequence, self._back[w])
         except BaseException:  # (KeyboardInterrupt in acquire) workers may still run
             self.broken = True
             raise
+
+    def _sleep(self, row, flag: int, ready, semaphore) -> None:
+        """Sleep on ``semaphore`` until the other side releases it, unless ``ready()``.
+        Both sides go to sleep this way (the worker on SLEEPING, the caller on WAITING):
+        raise the flag, then look once more; the other side swaps the flag back and
+        releases the semaphore only when it was raised."""
+        self._spin.store(row, flag, 1)
+        if not ready():
+            semaphore.acquire()
+        elif self._spin.swap(row, flag, 0) == 0:
+            semaphore.acquire()  # the other side saw the flag: take its release
 
     def close(self) -> None:
         for w in range(self.workers):
