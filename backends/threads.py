@@ -10,21 +10,28 @@ each time (a fraction of a microsecond), unless ``set_num_threads`` chose a numb
 Results never depend on the thread count: parallel kernels split work into pieces whose
 bounds do not depend on it, and reductions combine their partial sums in a fixed order.
 
-Two pools run the split work. By default, a ``concurrent.futures.ThreadPoolExecutor``:
-its idle threads sleep, and handing a chunk to one and back took 79-97 us on the 2-core
-VM. ``set_num_threads(n, blas=k)`` with ``k < n`` (and numba installed) uses the spin pool,
-``_SpinPool``, instead: its threads wait for work spinning on atomic flags
-(``backends/jit/spin.py``) for ``SPIN_US`` before they sleep. Handing work over then takes
-6-11 us, and work is split from ``jit.SPIN_CHUNK_MIN`` elements up, not ``jit.CHUNK_MIN``.
-It pays only when the BLAS library leaves the cores free. After a two-thread product,
-OpenBLAS's idle worker spins about 100 ms in user space without yielding, and a thread of
-ours on its core gets a time slice of it. Measured on the 2-core Zen 4 VM, CNN training
-step (``benchmarks/results/issues-vm-2026-12-03-c/``): 9.95-11.25 ms with ``blas=1`` and
-the spin pool, against 12.2 ms with ``blas=1`` and the executor and 12.4-13.6 ms at the
-default. With OpenBLAS on two threads, the spin pool made the step slower (13.9-16.2 ms).
+Two pools run the split work. Where numba runs on Linux and NumPy's BLAS is OpenBLAS
+0.3.27 or later on pthreads, the default is the spin pool, ``_SpinPool``: its threads wait
+for work spinning on atomic flags (``backends/jit/spin.py``) for ``SPIN_US``, then sleep on
+a futex, and they also run OpenBLAS's threaded work, which OpenBLAS hands to
+``spin.blas_callback`` instead of to its own threads (``_OpenBLASHook``). Handing work over
+takes 6-11 us, and work is split from ``jit.SPIN_CHUNK_MIN`` elements up. Elsewhere (or
+with ``TENSORNET_BLAS_POOL=0``), a ``concurrent.futures.ThreadPoolExecutor`` serves: its
+idle threads sleep, handing a chunk to one and back took 79-97 us on the 2-core VM, and work
+is split from ``jit.CHUNK_MIN`` elements up.
+
+Why one pool for both: after a two-thread product OpenBLAS's idle worker spins about
+100 ms in user space without yielding, and a thread of tensornet's on its core gets a time
+slice of it. With OpenBLAS's work on the spin pool, the products keep their threads and
+tensornet's kernels get the cores back. Measured on the 2-core Zen 4 VM, training steps
+alternating in one process (``benchmarks/results/issues-vm-2026-12-03-d/pool_ab.py``):
+CNN 9.47 against 13.91 ms, MLP 1.94 against 2.23 ms, against the executor beside
+OpenBLAS's own threads. ``set_num_threads(n, blas=k)`` with ``k < n`` gives the BLAS fewer
+threads; split work runs on the spin pool then even without the OpenBLAS hook.
 """
 from __future__ import annotations
 
+import atexit
 import numbers
 import os
 import threading
@@ -35,7 +42,7 @@ import numpy as np
 
 _ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "BLIS_NUM_THREADS")
 _chosen: int | None = None   # set_num_threads' value; None: follow BLAS
-_spinning = False            # set_num_threads(n, blas=k < n): the spin pool
+_spinning: bool | None = None  # split work on the spin pool; None: not decided yet
 _blas: list | None = None    # threadpoolctl's BLAS controllers, found once
 _pool_state = None           # ((workers, spinning), pool) for work split in chunks
 _pool_lock = threading.Lock()
@@ -81,13 +88,12 @@ def set_num_threads(n: int, blas: int | None = None) -> None:
     the matrix products (the BLAS pool, through threadpoolctl). ``tn.set_num_threads(1)``
     makes a training step single-threaded.
 
-    ``blas=1`` (any ``blas < n``) gives the other cores to tensornet's kernels, which then
-    hand work to their threads through the spin pool (this module's docstring). That pays
-    for models whose time goes to convolutions, BatchNorm and pooling, not to products:
-    the CNN step of ``benchmarks/cnn_cpu.py`` on 2 cores took 9.95-11.25 ms with
-    ``set_num_threads(2, blas=1)``, against 12.4-13.6 ms with ``set_num_threads(2)``. An
-    MLP, whose products then run on one thread, gets slower. The spin pool's idle threads
-    spin for ``SPIN_US`` after each piece of work, using that CPU time."""
+    Both run on the spin pool where it can take OpenBLAS's work (this module's
+    docstring), as by default. ``blas=1`` (any ``blas < n``) keeps the products on fewer
+    threads and gives the other cores to tensornet's kernels, on the spin pool with any
+    BLAS: that can pay for models whose time goes to convolutions, BatchNorm and pooling,
+    not to products, where the BLAS cannot hand its work over. The spin pool's idle
+    threads spin for ``SPIN_US`` after each piece of work, using that CPU time."""
     global _chosen, _spinning
     n = _positive("n", n)
     blas = n if blas is None else _positive("blas", blas)
@@ -100,7 +106,10 @@ def set_num_threads(n: int, blas: int | None = None) -> None:
     for controller in controllers:
         controller.set_num_threads(blas)
     _chosen = n
-    _spinning = blas < n and _spin_kernels() is not None
+    _spinning = (n > 1 and (blas < n or _OpenBLASHook.find() is not None)
+                 and _spin_kernels() is not None)
+    if _spinning:  # now, so that OpenBLAS's work runs on it from the first product on
+        _pool(n - 1, True)
 
 
 def _positive(name: str, n) -> int:
@@ -111,12 +120,28 @@ def _positive(name: str, n) -> int:
 
 def spinning() -> bool:
     """True when split work runs on the spin pool (``set_num_threads(n, blas=k < n)``)."""
+    if _spinning is None:
+        return _decide()
+    return _spinning
+
+
+def _decide() -> bool:
+    """The default, decided on first use: the spin pool when it can run OpenBLAS's work
+    too (``_OpenBLASHook``), else the executor. The pool starts now, so that the products
+    run on it from the first one on (``spinning()`` is asked before every compiled
+    kernel, and a training step's first layer runs one before its first product)."""
+    global _spinning
+    _spinning = _spin_kernels() is not None and _OpenBLASHook.find() is not None
+    count = num_threads()
+    if _spinning and count > 1:
+        _pool(count - 1, True)
     return _spinning
 
 
 def _spin_kernels():
     from . import jit  # (jit imports this module)
-    return jit.kernels("spin")
+    spin = jit.kernels("spin")
+    return spin if spin is not None and spin.AVAILABLE else None
 
 
 def chosen_num_threads() -> int | None:
@@ -128,7 +153,7 @@ def reset_num_threads() -> None:
     """Follow the BLAS pool's size again (undo ``set_num_threads`` for tensornet's kernels)."""
     global _chosen, _spinning
     _chosen = None
-    _spinning = False
+    _spinning = None  # the default again, decided on first use
 
 
 class _ExecutorPool:
@@ -159,25 +184,27 @@ _GRACE_US = 3.0   # how long a woken worker waits before it asks for the GIL
 
 class _SpinPool:
     """``workers`` daemon threads that wait for work spinning on the flags of
-    ``backends/jit/spin.py`` (without the GIL) for ``SPIN_US``, then on a semaphore.
+    ``backends/jit/spin.py`` (without the GIL) for ``SPIN_US``, then sleeping on a futex.
 
     The caller hands work over while it holds the GIL, and a worker that sees it waits
     ``_GRACE_US`` before it asks for the GIL. By then the caller has usually entered its own
     chunk's compiled code, which lets go of the GIL, so neither thread sleeps on CPython's
     GIL condition variable (20-25 us on the 2-core VM, where an idle vCPU halts). Worker
-    ``w`` runs chunks ``w + 1``, ``w + 1 + (workers + 1)``, ...; the caller the others."""
+    ``w`` runs chunks ``w + 1``, ``w + 1 + (workers + 1)``, ...; the caller the others.
+
+    When NumPy's BLAS is OpenBLAS 0.3.27 or later on pthreads, the pool also runs
+    OpenBLAS's threaded work (``_OpenBLASHook``), so the products and tensornet's kernels
+    share one set of threads instead of two that fight for the cores."""
 
     def __init__(self, workers: int):
         spin = self._spin = _spin_kernels()
         self.workers = workers
-        self.broken = False  # a wait was interrupted: the pool is not used again
-        self._flags = np.zeros((workers, spin.ROW), dtype=np.int64)
+        self.broken = False  # (the executor's flag; this pool's waits cannot be broken)
+        self._state = np.zeros(spin.HEADER + workers * spin.ROW, dtype=np.int64)
+        self._state[spin.WORKERS] = workers
+        self._rows = self._state[spin.HEADER:].reshape(workers, spin.ROW)
         self._jobs: list = [None] * workers
         self._errors: list = [None] * workers
-        self._wake = [threading.Semaphore(0) for _ in range(workers)]
-        self._back = [threading.Semaphore(0) for _ in range(workers)]
-        self._busy = threading.Lock()
-        self._sequence = 0
         spin.spin(64)
         start = time.perf_counter()
         spin.spin(20_000)
@@ -187,20 +214,15 @@ class _SpinPool:
         for w in range(workers):
             threading.Thread(target=self._serve, args=(w,), name=f"tensornet-cpu-{w}",
                              daemon=True).start()
+        self._hook = _OpenBLASHook.find()
+        if self._hook is not None:
+            self._hook.install(self._state)
 
     def _serve(self, w: int) -> None:
         _region.inside = True
-        spin, row = self._spin, self._flags[w]
-        seen = 0
-        value = spin.wait_for_work(row, seen, self._turns, self._grace)
-        while True:
-            if value == seen:  # spun out: sleep until publish releases the semaphore
-                self._sleep(row, spin.SLEEPING, lambda: spin.load(row, spin.GO) != seen,
-                            self._wake[w])
-                value = spin.load(row, spin.GO)
-            if value < 0:
-                return
-            seen = value
+        spin, row = self._spin, self._rows[w]
+        sequence = spin.serve(row, 0, self._turns, self._grace)
+        while sequence >= 0:
             function, chunks = self._jobs[w]
             self._jobs[w] = None
             try:
@@ -208,29 +230,26 @@ class _SpinPool:
                     function(chunk)
             except BaseException as error:  # raised again on the caller's thread
                 self._errors[w] = error
-            waiting, value = spin.finish_and_wait(row, seen, self._turns, self._grace)
-            if waiting:
-                self._back[w].release()
+            sequence = spin.finish_and_serve(row, sequence, self._turns, self._grace)
 
     def run(self, function, chunks: list) -> None:
-        if not self._busy.acquire(blocking=False):  # in use by another thread
+        spin = self._spin
+        sequence = spin.acquire(self._state)
+        if not sequence:  # in use by another thread, or by OpenBLAS
             for chunk in chunks:
                 function(chunk)
             return
         try:
-            self._run(function, chunks)
+            self._run(function, chunks, sequence)
         finally:
-            self._busy.release()
+            spin.release(self._state)
 
-    def _run(self, function, chunks: list) -> None:
+    def _run(self, function, chunks: list, sequence: int) -> None:
         spin, stride = self._spin, self.workers + 1
         used = min(self.workers, len(chunks) - 1)
-        self._sequence += 1
-        sequence = self._sequence
         for w in range(used):
             self._jobs[w] = (function, chunks[w + 1::stride])
-            if spin.publish(self._flags[w], sequence):
-                self._wake[w].release()
+            spin.publish(self._rows[w], sequence)
         own = None
         _region.inside = True
         try:
@@ -240,40 +259,96 @@ class _SpinPool:
             own = error
         finally:
             _region.inside = False
-            self._wait(used, sequence)
+            for w in range(used):
+                spin.wait_until_done(self._rows[w], sequence, self._turns)
         errors = [own] + self._errors[:used]
         self._errors[:used] = [None] * used
         for error in errors:
             if error is not None:
                 raise error
 
-    def _wait(self, used: int, sequence: int) -> None:
-        spin = self._spin
-        try:
-            for w in range(used):
-                row = self._flags[w]
-                if not spin.wait_until_done(row, sequence, self._turns):
-                    self._sleep(row, spin.WAITING,
-                                lambda: spin.load(row, spin.DONE) == sequence, self._back[w])
-        except BaseException:  # (KeyboardInterrupt in acquire) workers may still run
-            self.broken = True
-            raise
-
-    def _sleep(self, row, flag: int, ready, semaphore) -> None:
-        """Sleep on ``semaphore`` until the other side releases it, unless ``ready()``.
-        Both sides go to sleep this way (the worker on SLEEPING, the caller on WAITING):
-        raise the flag, then look once more; the other side swaps the flag back and
-        releases the semaphore only when it was raised."""
-        self._spin.store(row, flag, 1)
-        if not ready():
-            semaphore.acquire()
-        elif self._spin.swap(row, flag, 0) == 0:
-            semaphore.acquire()  # the other side saw the flag: take its release
-
     def close(self) -> None:
-        for w in range(self.workers):
-            if self._spin.publish(self._flags[w], -1):
-                self._wake[w].release()
+        if self._hook is not None:
+            self._hook.uninstall()
+        self._spin.close(self._state)  # (waits for OpenBLAS work on the pool to finish)
+        _closed_states.append(self._state)  # a late OpenBLAS call may still read it
+
+
+_closed_states: list = []
+
+
+class _OpenBLASHook:
+    """OpenBLAS's ``openblas_set_threads_callback_function`` (OpenBLAS 0.3.27 on): with it
+    set, OpenBLAS hands its threaded work to ``backends/jit/spin.py``'s ``blas_callback``,
+    which runs it on the spin pool's threads, instead of to its own threads. Those spin
+    about 0.1 s after each product without yielding the core (``benchmarks/results/
+    issues-vm-2026-12-03-c/``), where tensornet's kernels wanted to run; the pool's spin
+    for ``SPIN_US``. Off with ``TENSORNET_BLAS_POOL=0``."""
+
+    def __init__(self, controller, setter, fields: dict):
+        self._controller, self._setter, self._fields = controller, setter, fields
+
+    @classmethod
+    def find(cls):
+        if os.environ.get("TENSORNET_BLAS_POOL", "1").strip().lower() in ("0", "no", "off",
+                                                                          "false"):
+            return None
+        for controller in _blas_controllers():
+            hook = cls._from(controller)
+            if hook is not None:
+                return hook
+        return None
+
+    @classmethod
+    def _from(cls, controller):
+        import ctypes
+        if (getattr(controller, "internal_api", "") != "openblas"
+                or getattr(controller, "threading_layer", "") != "pthreads"):
+            return None
+        try:
+            version = tuple(int(part) for part in controller.version.split(".")[:3])
+            library = controller.dynlib
+            prefix = getattr(controller, "_symbol_prefix", "")
+            suffix = getattr(controller, "_symbol_suffix", "")
+            setter = getattr(library, f"{prefix}openblas_set_threads_callback_function{suffix}")
+            config = getattr(library, f"{prefix}openblas_get_config{suffix}")
+            config.restype = ctypes.c_char_p
+            slots = [int(word.split("=")[1]) for word in config().decode().split()
+                     if word.startswith("MAX_THREADS=")]
+            address = lambda name: ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+            fields = {"EXEC_ASYNC": address("exec_blas_async"),
+                      "EXEC_WAIT": address("exec_blas_async_wait"),
+                      "SERVER_THREADS": ctypes.addressof(
+                          ctypes.c_int.in_dll(library, "blas_num_threads")),
+                      "MAX_SLOTS": slots[0]}
+        except (AttributeError, ValueError, IndexError, TypeError):
+            return None  # an OpenBLAS without the callback, or that does not export them
+        if version < (0, 3, 27):
+            return None
+        setter.argtypes = [ctypes.c_void_p]
+        setter.restype = None
+        return cls(controller, setter, fields)
+
+    def install(self, state) -> None:
+        spin = _spin_kernels()
+        for name, value in self._fields.items():
+            state[getattr(spin, name)] = value
+        spin.STATE_ADDRESS.value = state.ctypes.data
+        self._setter(spin.blas_callback_address())
+        _hooks.append(self)
+
+    def uninstall(self) -> None:
+        self._setter(None)
+        if self in _hooks:
+            _hooks.remove(self)
+
+
+_hooks: list = []  # installed hooks: removed in a forked child and at exit
+
+
+def _uninstall_hooks() -> None:
+    for hook in list(_hooks):
+        hook.uninstall()
 
 
 def _pool(workers: int, spinning: bool):
@@ -286,10 +361,10 @@ def _pool(workers: int, spinning: bool):
         return current[1]
     with _pool_lock:
         if _pool_state is None or _pool_state[0] != key or _pool_state[1].broken:
-            old = _pool_state
+            if _pool_state is not None:  # first: closing a spin pool unhooks OpenBLAS
+                _pool_state[1].close()
+                _pool_state = None
             _pool_state = (key, (_SpinPool if spinning else _ExecutorPool)(workers))
-            if old is not None:
-                old[1].close()
         return _pool_state[1]
 
 
@@ -299,12 +374,14 @@ def _forget_pool_in_child() -> None:
     ``run_chunks`` would wait forever (a forked data-loading worker, say). The child
     starts a pool of its own on first use instead."""
     global _pool_state, _pool_lock
+    _uninstall_hooks()  # the child's OpenBLAS must not hand work to threads it lacks
     _pool_state = None
     _pool_lock = threading.Lock()  # the parent may have held it while forking
 
 
 if hasattr(os, "register_at_fork"):  # (not on Windows, which cannot fork)
     os.register_at_fork(after_in_child=_forget_pool_in_child)
+atexit.register(_uninstall_hooks)
 
 
 def _in_region(function, chunk):
@@ -328,4 +405,4 @@ def run_chunks(function, chunks: list, threads: int | None = None) -> None:
             function(chunk)
         return
     # (the spin pool's flags are numba code: inside jit.disabled() the executor serves)
-    _pool(workers, _spinning and _spin_kernels() is not None).run(function, chunks)
+    _pool(workers, spinning() and _spin_kernels() is not None).run(function, chunks)

@@ -77,7 +77,8 @@ def add_blas_threads_option(parser) -> None:
     """``--blas-threads K``: tensornet's side runs ``tn.set_num_threads(THREADS, blas=K)``."""
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="tensornet's side only: tn.set_num_threads(THREADS, blas=K); "
-                             "K < THREADS runs its kernels on the spin pool")
+                             "K < THREADS runs its kernels on the spin pool with the BLAS "
+                             "on K threads")
 
 
 def apply_blas_threads(threads: int, blas_threads: int | None) -> str:

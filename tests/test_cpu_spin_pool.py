@@ -1,4 +1,5 @@
-"""The spin pool of ``backends/threads.py`` (``tn.set_num_threads(n, blas=k < n)``): every
+"""The spin pool of ``backends/threads.py`` (the default where it can run OpenBLAS's work,
+and ``tn.set_num_threads(n, blas=k < n)``; its OpenBLAS side: ``test_cpu_blas_pool.py``): every
 chunk runs exactly once, errors come back after every chunk has finished, workers that fell
 asleep wake up, other callers and forked children are served, and kernels give the same bits
 as on one thread. (A forked child's pool: ``tests/test_cpu_kernels.py``.)"""
@@ -46,17 +47,26 @@ def spin_pool(n=2):
         blas.limit(limits=before)
 
 
-def test_blas_threads_are_set_apart_and_reset_leaves_the_spin_pool():
+def test_blas_threads_are_set_apart_and_the_default_follows_the_openblas_hook(monkeypatch):
+    """``blas < n`` always spins; otherwise, and by default, the spin pool serves only
+    when it can run OpenBLAS's work too (``TENSORNET_BLAS_POOL=0`` switches that off)."""
     blas = _blas()
+    hooked = threads._OpenBLASHook.find() is not None
     with spin_pool(3):
         assert threads.num_threads() == 3
         assert blas.info()[0]["num_threads"] == 1
         with pytest.raises(ValueError, match="blas must be a positive integer"):
             tn.set_num_threads(2, blas=0)
-    assert not threads.spinning()
+    assert threads.spinning() == hooked  # reset: the default again
     before = blas.info()[0]["num_threads"]
     try:
-        tn.set_num_threads(2)  # the BLAS as many threads: the default pool
+        tn.set_num_threads(2)  # the BLAS as many threads
+        assert threads.spinning() == hooked
+        monkeypatch.setenv("TENSORNET_BLAS_POOL", "0")
+        assert threads._OpenBLASHook.find() is None
+        tn.set_num_threads(2)
+        assert not threads.spinning()
+        threads.reset_num_threads()
         assert not threads.spinning()
     finally:
         threads.reset_num_threads()
@@ -101,7 +111,7 @@ def test_an_error_in_any_chunk_is_raised_after_all_have_finished():
 
 
 def test_workers_that_fell_asleep_and_callers_that_slept_are_woken(monkeypatch):
-    """With spins of a few turns both sides go to sleep on their semaphores at almost
+    """With spins of a few turns both sides go to sleep on their futexes at almost
     every hand-off, in every order; nothing may be lost or run twice."""
     monkeypatch.setattr(threads, "SPIN_US", 0.0)
     monkeypatch.setattr(threads, "_pool_state", None)  # a new pool, built with that spin

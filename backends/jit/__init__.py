@@ -37,9 +37,10 @@ from ..threads import num_threads, run_chunks, spinning
 # much as a serial pass over 100-500K float32. Measured on the 2-core VM: a ReLU over 800K
 # float32 took 72 us on one thread and 109 us on two; over 4M, 697 us and 538 us.
 CHUNK_MIN = 1 << 20
-# With the spin pool (``tn.set_num_threads(n, blas=k < n)``: ``backends/threads.py``) a
-# hand-off costs 6-11 us, and splitting from 64K elements up measured fastest for the CNN
-# (2-core Zen 4 VM, ``benchmarks/results/issues-vm-2026-12-03-c/``).
+# With the spin pool (the default where OpenBLAS hands it its work, and
+# ``tn.set_num_threads(n, blas=k < n)``: ``backends/threads.py``) a hand-off costs 6-11 us,
+# and splitting from 64K elements up measured fastest for the CNN (2-core Zen 4 VM,
+# ``benchmarks/results/issues-vm-2026-12-03-c/``).
 SPIN_CHUNK_MIN = 1 << 16
 
 _SWITCH = {"on": os.environ.get("TENSORNET_JIT", "1").strip().lower() not in
