@@ -43,9 +43,11 @@ def use(kind):
         threads.reset_num_threads()
         threads._pool_state[1].close() if threads._pool_state else None
         threads._pool_state = None
+        threads._spinning = False  # else the default decides again: the spin pool
         assert not threads._hooks
     time.sleep(0.3)  # OpenBLAS's idle worker stops spinning
     steps(3)
+    assert threads.spinning() == (kind == "pool") and bool(threads._hooks) == (kind == "pool")
 
 
 times = {"own": [], "pool": []}
