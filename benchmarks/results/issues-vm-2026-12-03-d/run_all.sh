@@ -13,3 +13,5 @@ python $D/gemm_ab.py pool > $D/gemm-ab.txt
 TENSORNET_BLAS_POOL=0 python $D/gemm_ab.py own >> $D/gemm-ab.txt
 python $D/gemm_ab.py one >> $D/gemm-ab.txt
 python $D/gemm_step_ab.py > $D/gemm-step-ab.txt
+python $D/mlp_phases.py 2 > $D/mlp-phases.txt
+python $D/mlp_phases.py 1 >> $D/mlp-phases.txt
