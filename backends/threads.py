@@ -26,8 +26,9 @@ slice of it. With OpenBLAS's work on the spin pool, the products keep their thre
 tensornet's kernels get the cores back. Measured on the 2-core Zen 4 VM, training steps
 alternating in one process (``benchmarks/results/issues-vm-2026-12-03-d/pool_ab.py``),
 against the executor beside OpenBLAS's own threads: CNN 10.61 against 13.81 ms; the MLP
-even within the VM's noise (1.87 against 1.69 ms, rounds from 1.3 to 3.2 ms on both). ``set_num_threads(n, blas=k)`` with ``k < n`` gives the BLAS fewer
-threads; split work runs on the spin pool then even without the OpenBLAS hook.
+even within the VM's noise (1.87 against 1.69 ms, rounds from 1.3 to 3.2 ms on both).
+``set_num_threads(n, blas=k)`` with ``k < n`` gives the BLAS fewer threads; split work runs
+on the spin pool then even without the OpenBLAS hook.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The MLP's 11 products of one training step (batch 128, 784-256-120-64-10, nothing
-else), with OpenBLAS's threaded work on tensornet's spin pool ("pool") and on OpenBLAS's
-own threads ("own"), alternating in one process: 8 rounds of 300 steps each. Run from the
-repository root:
+"""The MLP's 11 products of a training step and nothing else (``benchmarks.mlp_cpu``'s
+GEMM-only floor, batch 128, 784-256-120-64-10), with OpenBLAS's threaded work on
+tensornet's spin pool ("pool") and on OpenBLAS's own threads ("own"), alternating in one
+process: 8 rounds of 300 steps each. Run from the repository root:
 
     python benchmarks/results/issues-vm-2026-12-03-d/gemm_step_ab.py
 """
@@ -15,31 +15,22 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tensornet as tn  # noqa: E402
 from tensornet.backends import threads  # noqa: E402
 from tensornet.backends.jit import spin  # noqa: E402
+from benchmarks.common import MLP_SIZES, synthetic_mnist  # noqa: E402
+from benchmarks.mlp_cpu import gemm_only_epoch  # noqa: E402
 
 tn.set_num_threads(2)
 hook = threads._pool_state[1]._hook
 address = spin.blas_callback_address()
 rng = np.random.default_rng(0)
-dims = [784, 256, 120, 64, 10]
-weights = [rng.standard_normal((a, b), dtype=np.float32) * 0.05 for a, b in zip(dims, dims[1:])]
-x = rng.standard_normal((128, 784), dtype=np.float32)
-
-
-def step():
-    activations = [x]
-    for w in weights:
-        activations.append(activations[-1] @ w)
-    grad = activations[-1]
-    for i in reversed(range(len(weights))):
-        activations[i].T @ grad
-        if i:
-            grad = grad @ weights[i].T
+weights = [rng.standard_normal((n_out, n_in), dtype=np.float32) * 0.05
+           for n_in, n_out in zip(MLP_SIZES, MLP_SIZES[1:])]
+x, _ = synthetic_mnist(128, 0)
+x = np.ascontiguousarray(x.reshape(len(x), -1))
 
 
 def steps(n=300):
     start = time.perf_counter()
-    for _ in range(n):
-        step()
+    gemm_only_epoch(weights, x, [128] * n)
     return (time.perf_counter() - start) / n * 1e6
 
 
