@@ -84,6 +84,9 @@ def num_threads() -> int:
     return _from_environment() or os.cpu_count() or 1
 
 
+get_num_threads = num_threads  # PyTorch's name (``torch.get_num_threads``)
+
+
 def set_num_threads(n: int, blas: int | None = None) -> None:
     """Use ``n`` threads for tensornet's own CPU kernels and ``blas`` (default ``n``) for
     the matrix products (the BLAS pool, through threadpoolctl). ``tn.set_num_threads(1)``

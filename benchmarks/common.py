@@ -303,6 +303,17 @@ def build_optimizer(name: str, params):
     return tn.optim.Adam(params, **CNN_ADAM)
 
 
+def readme_mlp_training(samples: int = 60000):
+    """``(model, opt, loss_fn, loader)`` for the README's training loop on the benchmark
+    MLP: synthetic Fashion-MNIST-shaped data, flattened, batch ``BATCH``, shuffled."""
+    import tensornet as tn
+    x, y = synthetic_mnist(samples, 0)
+    x = np.ascontiguousarray(x.reshape(len(x), -1))
+    model = build_model("mlp")
+    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), BATCH, shuffle=True)
+    return model, build_optimizer("mlp", model.parameters()), tn.nn.CrossEntropyLoss(), loader
+
+
 def torch_twin(name: str, tn_model, device: str = "cpu", sizes=MLP_SIZES, channels: int = 8):
     """The same model in PyTorch, with ``tn_model``'s weights copied in, and its optimizer."""
     import torch

@@ -63,7 +63,8 @@ _map_source_tree_backends()
 # The imports below need tensornet.backends, so they follow the call above.
 from tensornet.backends import (DeviceError, asnumpy, available_backends,  # noqa: E402
                                 get_backend, to_device)
-from tensornet.backends.threads import num_threads, set_num_threads  # noqa: E402
+from tensornet.backends.threads import (get_num_threads, num_threads,  # noqa: E402
+                                        set_num_threads)
 
 from . import (callbacks, data, diagnostics, distributed, models, nn, onnx,  # noqa: E402
                optim, regularizers)
@@ -81,7 +82,8 @@ __version__ = "0.1.0"
 __all__ = ["nn", "optim", "data", "models", "callbacks", "diagnostics", "regularizers", "onnx",
            "distributed",
            "get_backend", "available_backends", "to_device", "asnumpy", "DeviceError",
-           "set_num_threads", "num_threads", "gradcheck", "no_grad", "is_grad_enabled",
+           "set_num_threads", "num_threads", "get_num_threads", "gradcheck", "no_grad",
+           "is_grad_enabled",
            "manual_seed", "get_rng_state",
            "set_rng_state",
            "fit", "evaluate", "predict", "History", "train_step", "make_train_step",

@@ -272,7 +272,7 @@ def test_set_num_threads_sets_blas_and_tensornet(monkeypatch):
     before = blas.info()[0]["num_threads"]
     try:
         tn.set_num_threads(1)
-        assert threads.num_threads() == 1
+        assert threads.num_threads() == 1 and tn.get_num_threads() == 1
         assert threadpoolctl.ThreadpoolController().select(user_api="blas").info()[0][
             "num_threads"] == 1
     finally:

@@ -154,3 +154,31 @@ def test_training_with_and_without_numba_reaches_the_same_weights():
         plain = train()
     for a, b in zip(compiled, plain):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not jit.available(), reason="numba kernels not in use")
+@pytest.mark.parametrize("size, pieces", [(240_000, 1), (400_000, 1), (600_000, 2),
+                                          (1_100_000, 2)])
+def test_update_is_split_on_the_spin_pool_only_from_512k_parameters(monkeypatch, size,
+                                                                     pieces):
+    """The update streams its arrays once: split over two spin-pool threads only from
+    ``2 * UPDATE_CHUNK_MIN`` elements (other kernels from ``2 * SPIN_CHUNK_MIN``), and the
+    split gives the one-thread bits."""
+    calls = []
+
+    def recording(function, chunks, threads=None):
+        calls.append(len(chunks))
+        for chunk in chunks:
+            function(chunk)
+
+    monkeypatch.setattr(jit, "spinning", lambda: True)
+    monkeypatch.setattr(jit, "num_threads", lambda: 2)
+    monkeypatch.setattr(jit, "run_chunks", recording)
+    rule, scalars = _rule_and_scalars("sgd-momentum", False)
+    arrays = _arrays(rule, np.float32, size)
+    expected = [a.copy() for a in arrays]
+    rule.apply(np, expected[0], expected[1], *expected[2:], **scalars)
+    CPU.fused_update(rule, arrays[0], arrays[1], arrays[2:], scalars)
+    assert calls == ([] if pieces == 1 else [pieces])
+    for got, want in zip(arrays, expected):
+        np.testing.assert_array_equal(got, want)

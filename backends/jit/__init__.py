@@ -42,6 +42,14 @@ CHUNK_MIN = 1 << 20
 # and splitting from 64K elements up measured fastest for the CNN (2-core Zen 4 VM,
 # ``benchmarks/results/issues-vm-2026-12-03-c/``).
 SPIN_CHUNK_MIN = 1 << 16
+# An optimizer's update streams three to five arrays once and is bound by memory, not by
+# arithmetic: on the spin pool it is split in pieces of at least this many elements (from
+# 512K parameters up). SGD with momentum on the 2-core Zen 4 VM, us a step, one thread
+# against two, best of 3 rounds in two runs: 240K parameters 49-56 / 53-59 with the data
+# in cache, 210-247 / 292-309 from memory, 137-152 / 148-155 inside the MLP's training
+# step (three runs); 500K 82-101 / 77-78 and 445-456 / 440-496; 1M 199-255 / 136-150
+# and 580-689 / 643-658 (``benchmarks/results/issues-vm-2026-12-04/``).
+UPDATE_CHUNK_MIN = 1 << 18
 
 _SWITCH = {"on": os.environ.get("TENSORNET_JIT", "1").strip().lower() not in
            ("0", "false", "no", "off")}
@@ -101,11 +109,17 @@ def kernels(name: str):
     return module
 
 
-def run_tasks(driver, tasks: int, size: int, *args) -> None:
+def run_tasks(driver, tasks: int, size: int, *args, spin_chunk_min: int | None = None) -> None:
     """``driver(*args, lo, hi)`` over the tasks ``[0, tasks)``, split into contiguous
     ranges on ``num_threads()`` threads when the work (``size`` elements) is large
-    enough. Tasks write disjoint outputs, so the split never changes the results."""
-    pieces = min(tasks, size // (min(CHUNK_MIN, SPIN_CHUNK_MIN) if spinning() else CHUNK_MIN))
+    enough: pieces of ``CHUNK_MIN`` elements at least, or on the spin pool
+    ``spin_chunk_min`` (default ``SPIN_CHUNK_MIN``). Tasks write disjoint outputs, so the
+    split never changes the results."""
+    if spinning():
+        chunk = min(CHUNK_MIN, SPIN_CHUNK_MIN if spin_chunk_min is None else spin_chunk_min)
+    else:
+        chunk = CHUNK_MIN
+    pieces = min(tasks, size // chunk)
     if pieces > 1:  # asking for the thread count costs microseconds: only for large work
         pieces = min(pieces, num_threads())
     if pieces <= 1:

@@ -25,6 +25,7 @@ import warnings
 
 import numpy as np
 
+from .. import jit as _package  # (its thresholds, read at each call)
 from . import run_tasks
 
 
@@ -262,7 +263,8 @@ def fused_update(update, param, grad, states, scalars: dict) -> bool:
     if module is None:
         return False
     size = param.shape[0]
-    run_tasks(module.run, size, size, param, grad, *states, *_values(scalars))
+    run_tasks(module.run, size, size, param, grad, *states, *_values(scalars),
+              spin_chunk_min=_package.UPDATE_CHUNK_MIN)
     return True
 
 

@@ -28,8 +28,9 @@ class InputChecks:
         ``backward``: the errors name ``.backward`` (an argument of backward's).
         """
         backend = self.backend
-        owner, came = self._describe(), "backward got" if backward else "got"
+        came = "backward got" if backward else "got"
         if not backend.owns(x):
+            owner = self._describe()  # (only on the way to an error: it formats a string)
             # (A NumPy scalar has a shape and a dtype and the CPU's device, but no array.)
             if hasattr(x, "shape") and hasattr(x, "dtype") and device_of(x) != backend.device:
                 raise DeviceError(f"{owner} is on {backend.device!r} but {came} "
@@ -42,7 +43,8 @@ class InputChecks:
         shape = tuple(x.shape)
         if (ndim is not None and len(shape) not in (ndim if isinstance(ndim, tuple) else (ndim,))
                 or features is not None and (not shape or shape[-1] != features)):
-            raise ValueError(f"{owner} {came} {name} of shape {shape}; expected {expected}")
+            raise ValueError(f"{self._describe()} {came} {name} of shape {shape}; "
+                             f"expected {expected}")
         if shape and shape[0] == 0:
             raise ValueError(f"{self._describe()} got an empty batch (shape {shape})")
         if dtype is not None:
@@ -52,6 +54,7 @@ class InputChecks:
             if got not in _FLOATING:
                 raise TypeError(input_dtype_message(self, x, got, name, backward))
             if dtype == "parameters":
+                owner = self._describe()
                 what, variable = ("the input", "x") if name == "input" else (name, name)
                 raise TypeError(f"{owner} has {self.dtype} parameters but {came} {got} {name}; "
                                 f"cast {what} ({_cast_hint(x, self.dtype, variable)}) or the "

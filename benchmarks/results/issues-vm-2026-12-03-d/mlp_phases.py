@@ -13,7 +13,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 import tensornet as tn  # noqa: E402
-from benchmarks.common import BATCH, build_model, build_optimizer, synthetic_mnist  # noqa: E402
+from benchmarks.common import readme_mlp_training  # noqa: E402
 
 PHASES = ["load", "zero", "fwd", "loss", "lossbwd", "bwd", "step"]
 
@@ -22,12 +22,7 @@ def main():
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     tn.set_num_threads(threads)
     print(f"{threads} thread(s)")
-    x, y = synthetic_mnist(60000, 0)
-    x = np.ascontiguousarray(x.reshape(len(x), -1))
-    model = build_model("mlp")
-    opt = build_optimizer("mlp", model.parameters())
-    loss_fn = tn.nn.CrossEntropyLoss()
-    loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), BATCH, shuffle=True)
+    model, opt, loss_fn, loader = readme_mlp_training()
     times = {name: [] for name in PHASES}
 
     def epoch(record):
