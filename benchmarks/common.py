@@ -303,13 +303,14 @@ def build_optimizer(name: str, params):
     return tn.optim.Adam(params, **CNN_ADAM)
 
 
-def readme_mlp_training(samples: int = 60000):
+def readme_mlp_training(samples: int = 60000, sizes=MLP_SIZES):
     """``(model, opt, loss_fn, loader)`` for the README's training loop on the benchmark
-    MLP: synthetic Fashion-MNIST-shaped data, flattened, batch ``BATCH``, shuffled."""
+    MLP (or one of layer ``sizes``): synthetic Fashion-MNIST-shaped data, flattened, batch
+    ``BATCH``, shuffled."""
     import tensornet as tn
     x, y = synthetic_mnist(samples, 0)
     x = np.ascontiguousarray(x.reshape(len(x), -1))
-    model = build_model("mlp")
+    model = build_model("mlp", sizes=sizes)
     loader = tn.data.DataLoader(tn.data.ArrayDataset(x, y), BATCH, shuffle=True)
     return model, build_optimizer("mlp", model.parameters()), tn.nn.CrossEntropyLoss(), loader
 

@@ -20,3 +20,4 @@ python -m benchmarks.cnn_cpu --reps 3 --samples 20000 --threads 1 > $D/cnn-cpu-1
 python $D/../issues-vm-2026-12-03-d/mlp_phases.py 2 > $D/mlp-phases.txt
 python $D/../issues-vm-2026-12-03-d/mlp_phases.py 1 >> $D/mlp-phases.txt
 python -m benchmarks.scaling --out $D/scaling > $D/scaling.txt
+(for i in 1 2; do python $D/update_ab.py step 1024; done) > $D/update-ab-step-1024.txt
